@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/*
+ * dray: background jobs for C, Sidekiq-compatible on Redis.
+ *
+ * Thread safety: a dray_client is used by one thread at a time (give each
+ * thread its own, or lock around it). A dray_server is driven from one thread
+ * (dray_server_run) and may be stopped or quieted from any thread or a signal
+ * handler's helper thread. dray_job values handed to handlers belong to the
+ * worker thread for the duration of the call.
+ *
+ * Signals: a write to a Redis that went away must fail, not kill the
+ * process, so the first client or server sets SIGPIPE to SIG_IGN when the
+ * application left it at SIG_DFL. A handler installed by the application is
+ * left alone.
+ */
+#ifndef DRAY_DRAY_H
+#define DRAY_DRAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DRAY_VERSION_MAJOR 0
+#define DRAY_VERSION_MINOR 1
+#define DRAY_VERSION_PATCH 0
+#define DRAY_VERSION_STRING "0.1.0"
+
+#if defined(__GNUC__)
+#define DRAY_API __attribute__((visibility("default")))
+#define DRAY_WUR __attribute__((warn_unused_result))
+#define DRAY_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define DRAY_API
+#define DRAY_WUR
+#define DRAY_PRINTF(f, a)
+#endif
+
+/* Sizes of caller-owned buffers. */
+#define DRAY_JID_LEN 24                  /* 12 random bytes, lowercase hex, as Sidekiq */
+#define DRAY_JID_BYTES (DRAY_JID_LEN + 1) /* with the terminating NUL */
+#define DRAY_ERRSTR_BYTES 128            /* per-object error text, hiredis-sized */
+#define DRAY_QUEUE_MAX 200               /* longest queue name: keeps keys short and greppable */
+#define DRAY_DEFAULT_MAX_PAYLOAD (1024 * 1024) /* 1 MiB: a bigger job is almost always a bug */
+#define DRAY_DEFAULT_MAX_RETRIES 25      /* Sidekiq's default */
+#define DRAY_RETRY_DEFAULT (-1)          /* push option: leave "retry" at Sidekiq's default (true) */
+#define DRAY_RETRY_NONE (-2)             /* push option: "retry": false */
+
+/* Error codes: every fallible function returns 0 or one of these. */
+#define DRAY_ERRNO_MAP(X)                                                  \
+    X(EINVAL, -1, "invalid argument")                                      \
+    X(ENOMEM, -2, "out of memory")                                         \
+    X(EREDIS, -3, "redis command failed")                                  \
+    X(ECONN, -4, "cannot connect to redis")                                \
+    X(EAUTH, -5, "redis authentication failed")                            \
+    X(EURL, -6, "invalid redis url")                                       \
+    X(ETLS, -7, "rediss:// (TLS) is not supported by this build")          \
+    X(EJSON, -8, "malformed job json")                                     \
+    X(ECLASS, -9, "job class missing or empty")                            \
+    X(EARGS, -10, "job args must be a json array")                         \
+    X(EQUEUE, -11, "invalid queue name")                                   \
+    X(EJID, -12, "jid must be 24 lowercase hex characters")                \
+    X(EUTF8, -13, "string is not valid utf-8")                             \
+    X(ETOOBIG, -14, "job payload exceeds the size limit")                  \
+    X(ERETRY, -15, "retry must be true, false or a non-negative integer")  \
+    X(EFIELD, -16, "invalid job field")                                    \
+    X(EDROPPED, -17, "push dropped by a client hook")                      \
+    X(ESTATE, -18, "operation not valid in this state")                    \
+    X(EEXIST, -19, "already exists")                                       \
+    X(ENOTFOUND, -20, "not found")                                         \
+    X(EMODULE, -21, "module refused to load")                              \
+    X(ELICENSE, -22, "license key refused")                                \
+    X(ECONFIG, -23, "invalid configuration")                               \
+    X(EIO, -24, "i/o error")                                               \
+    X(ETIMEOUT, -25, "timed out")
+
+enum {
+    DRAY_OK = 0,
+#define DRAY__ERRNO_ENUM(name, val, text) DRAY_##name = (val),
+    DRAY_ERRNO_MAP(DRAY__ERRNO_ENUM)
+#undef DRAY__ERRNO_ENUM
+};
+
+/* Static text for an error code; never NULL. */
+DRAY_API const char *dray_strerror(int code);
+/* Symbolic name ("EINVAL") of an error code; never NULL. */
+DRAY_API const char *dray_err_name(int code);
+/* Library version string, e.g. "0.1.0". */
+DRAY_API const char *dray_version(void);
+
+/* ---- options ------------------------------------------------------------ */
+
+typedef enum dray_log_level {
+    DRAY_LOG_DEBUG = 0,
+    DRAY_LOG_INFO = 1,
+    DRAY_LOG_WARN = 2,
+    DRAY_LOG_ERROR = 3,
+    DRAY_LOG_OFF = 4
+} dray_log_level;
+
+/* Connection and server settings. Initialise with dray_options_init, then
+ * override fields; strings are borrowed and must outlive the object built from
+ * them (clients and servers copy what they keep). */
+typedef struct dray_options {
+    const char *redis_url;      /* NULL: $DRAY_REDIS_URL, $REDIS_URL, redis://127.0.0.1:6379/0 */
+    const char *ns;             /* key namespace (Sidekiq 6 "ns:" prefix); NULL or "" for none */
+    int connect_timeout_ms;     /* default 2000 */
+    int command_timeout_ms;     /* default 5000; blocking fetches add their own wait */
+    size_t max_payload;         /* largest job JSON in bytes; default 1 MiB */
+    /* server only */
+    int concurrency;            /* worker threads; default 10 */
+    const char *queues;         /* "critical,3 default,1" or "a b c"; NULL: "default" */
+    int shutdown_timeout_s;     /* wait for running jobs on stop; default 25 */
+    int max_retries;            /* for "retry": true; default 25 */
+    long dead_max_jobs;         /* dead set size cap; default 10000 */
+    long dead_timeout_s;        /* dead set age cap; default 180 days */
+    double poll_interval_s;     /* scheduler average; 0: 5 s x live processes, as Sidekiq */
+    int heartbeat_s;            /* default 5 (Sidekiq 6) */
+    const char *tag;            /* process tag shown in the Web UI; default "" */
+    const char *labels;         /* comma-separated labels; default none */
+    dray_log_level log_level;   /* default INFO */
+    int log_jobs;               /* 1: log one line per job start/finish; default 0 */
+} dray_options;
+
+/* Fill *o with defaults. Cannot fail. */
+DRAY_API void dray_options_init(dray_options *o);
+
+/* ---- jobs --------------------------------------------------------------- */
+
+typedef struct dray_job dray_job;
+
+/* Build a new job of class klass with args (a JSON array, reference stolen;
+ * NULL means []). A fresh jid and created_at are set. Free with dray_job_free.
+ * Returns DRAY_ECLASS, DRAY_EARGS, DRAY_ENOMEM. */
+DRAY_API DRAY_WUR int dray_job_new(const char *klass, json_t *args, dray_job **out);
+/* Parse and validate a Sidekiq job payload (len bytes; NUL not needed). Every
+ * field, known or not, is kept. On failure *out is NULL and errbuf (may be
+ * NULL) names the field or cause. */
+DRAY_API DRAY_WUR int dray_job_parse(const char *buf, size_t len, size_t max_payload,
+                                     dray_job **out, char *errbuf, size_t errlen);
+/* Serialize to compact JSON; *out is malloc'ed, free with free(). */
+DRAY_API DRAY_WUR int dray_job_dump(const dray_job *job, char **out, size_t *outlen);
+/* Validate a job in memory (the same checks as parse). */
+DRAY_API DRAY_WUR int dray_job_validate(const dray_job *job, size_t max_payload, char *errbuf,
+                                        size_t errlen);
+DRAY_API void dray_job_free(dray_job *job);
+
+DRAY_API const char *dray_job_class(const dray_job *job);  /* borrowed */
+DRAY_API const char *dray_job_jid(const dray_job *job);    /* borrowed */
+DRAY_API const char *dray_job_queue(const dray_job *job);  /* borrowed; "default" if unset */
+DRAY_API json_t *dray_job_args(const dray_job *job);       /* borrowed array */
+/* retry_count field, or -1 when the job has never failed. */
+DRAY_API int dray_job_retry_count(const dray_job *job);
+/* The raw payload the worker fetched, or NULL for a job built in memory. */
+DRAY_API const char *dray_job_payload(const dray_job *job);
+/* Any top-level field (custom ones included); borrowed, NULL when absent. */
+DRAY_API json_t *dray_job_get(const dray_job *job, const char *field);
+/* Set a top-level field; the reference to value is stolen. NULL deletes. */
+DRAY_API int dray_job_set(dray_job *job, const char *field, json_t *value);
+/* The whole payload object (borrowed); changes are visible to dray_job_dump. */
+DRAY_API json_t *dray_job_json(const dray_job *job);
+
+/* Write a new random jid (24 lowercase hex + NUL) into out. Cannot fail. */
+DRAY_API void dray_jid_new(char out[DRAY_JID_BYTES]);
+/* Current time as float epoch seconds (Sidekiq's timestamp format). */
+DRAY_API double dray_now(void);
+
+/* ---- producer ----------------------------------------------------------- */
+
+typedef struct dray_client dray_client;
+
+/* Per-push options; zero-initialise then set what you need. */
+typedef struct dray_push_opts {
+    const char *queue;  /* NULL: "default" (or the job's own queue for dray_client_push_job) */
+    int retry;          /* DRAY_RETRY_DEFAULT, DRAY_RETRY_NONE, or max retries >= 0 */
+    double at;          /* run at this epoch time (seconds); 0: now */
+    double in;          /* run after this many seconds; 0: now */
+    json_t *extra;      /* object of custom top-level fields (borrowed), or NULL */
+} dray_push_opts;
+
+/* Connect (lazily: the first command connects). The options are copied.
+ * Returns DRAY_EURL/DRAY_ETLS for a bad URL, with the reason in errbuf. */
+DRAY_API DRAY_WUR int dray_client_new(const dray_options *opts, dray_client **out, char *errbuf,
+                                      size_t errlen);
+DRAY_API void dray_client_free(dray_client *c);
+/* Text of the last error on c (never NULL). */
+DRAY_API const char *dray_client_errstr(const dray_client *c);
+
+/* Push one job of class klass with args (borrowed JSON array). With at/in in
+ * the future it goes to the schedule set instead. jid_out (may be NULL)
+ * receives the jid. One round trip; on any failure nothing is written. */
+DRAY_API DRAY_WUR int dray_client_push(dray_client *c, const char *klass, json_t *args,
+                                       const dray_push_opts *opts, char *jid_out);
+/* Push a job built with dray_job_new/parse. The job gains jid, queue,
+ * enqueued_at as needed; the caller still owns it. */
+DRAY_API DRAY_WUR int dray_client_push_job(dray_client *c, dray_job *job,
+                                           const dray_push_opts *opts);
+/* Push n jobs of one class: args_list is a JSON array of args arrays
+ * (borrowed). jids_out (may be NULL) receives n jids, DRAY_JID_BYTES apart.
+ * Jobs are sent in chunks of up to 1000 per round trip, each chunk atomic.
+ * *pushed counts the jobs written (some may be dropped by hooks). */
+DRAY_API DRAY_WUR int dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
+                                            const dray_push_opts *opts, char *jids_out,
+                                            size_t *pushed);
+
+/* ---- server (worker process) -------------------------------------------- */
+
+typedef struct dray_server dray_server;
+typedef struct dray_result dray_result;
+
+/* A handler runs one job on a worker thread. Return 0 on success. To fail,
+ * call dray_result_fail (or just return non-zero: the error is then
+ * "RuntimeError"). Handlers may be called concurrently. */
+typedef int (*dray_handler_fn)(dray_job *job, dray_result *res, void *userdata);
+
+/* Record a failure: error class (e.g. "ArgumentError") and message. Returns
+ * -1 so a handler can write `return dray_result_fail(...)`. */
+DRAY_API int dray_result_fail(dray_result *res, const char *error_class, const char *fmt, ...)
+    DRAY_PRINTF(3, 4);
+/* Ask for this job to be retried after `seconds` without spending a retry;
+ * returns -1. */
+DRAY_API int dray_result_defer(dray_result *res, double seconds, const char *reason);
+
+/* Backoff: seconds until the next retry for a job that has failed count+1
+ * times. Return < 0 for the default (count^4 + 15 + jitter). */
+typedef double (*dray_backoff_fn)(const dray_job *job, int count, void *userdata);
+
+/* Per-class options; zero-initialise. */
+typedef struct dray_class_opts {
+    int retry;               /* 0: job's own "retry"; DRAY_RETRY_NONE: never; >0: max retries */
+    int dead;                /* 0: default (to the dead set); -1: "dead": false */
+    const char *retry_queue; /* retries go to this queue; NULL: job's queue */
+    dray_backoff_fn backoff; /* NULL: Sidekiq's formula */
+    void *backoff_userdata;
+} dray_class_opts;
+
+/* Called for every failure (error handlers) or exhausted job (death
+ * handlers), on a worker thread. */
+typedef void (*dray_error_fn)(const dray_job *job, const char *error_class,
+                              const char *message, void *userdata);
+
+DRAY_API DRAY_WUR int dray_server_new(const dray_options *opts, dray_server **out, char *errbuf,
+                                      size_t errlen);
+DRAY_API void dray_server_free(dray_server *s);
+DRAY_API const char *dray_server_errstr(const dray_server *s);
+/* Register a handler before dray_server_run. copts may be NULL. */
+DRAY_API DRAY_WUR int dray_server_register(dray_server *s, const char *klass, dray_handler_fn fn,
+                                           void *userdata, const dray_class_opts *copts);
+DRAY_API int dray_server_on_error(dray_server *s, dray_error_fn fn, void *userdata);
+DRAY_API int dray_server_on_death(dray_server *s, dray_error_fn fn, void *userdata);
+/* Load handlers from a shared library exporting
+ * `int dray_register_handlers(dray_server *s)`. */
+DRAY_API DRAY_WUR int dray_server_require(dray_server *s, const char *path);
+/* Run until stopped: starts the workers, scheduler and heartbeat, blocks.
+ * Returns 0 after a clean stop. */
+DRAY_API DRAY_WUR int dray_server_run(dray_server *s);
+/* Quiet: stop fetching new jobs; running jobs finish. Any thread. */
+DRAY_API void dray_server_quiet(dray_server *s);
+/* Stop: quiet, wait up to the shutdown timeout, requeue what is left, exit
+ * dray_server_run. Any thread; async-signal-safe. */
+DRAY_API void dray_server_stop(dray_server *s);
+/* Stop at once (requeueing running jobs without waiting). Async-signal-safe. */
+DRAY_API void dray_server_stop_now(dray_server *s);
+/* Log each worker's current job (SIGTTIN). Async-signal-safe. */
+DRAY_API void dray_server_dump(dray_server *s);
+/* This process's identity ("host:pid:nonce"). */
+DRAY_API const char *dray_server_identity(const dray_server *s);
+
+/* Counters since start (for demos and tests). */
+typedef struct dray_server_counts {
+    uint64_t processed; /* every attempt, as Sidekiq counts */
+    uint64_t failed;
+    uint64_t busy;      /* jobs running now */
+} dray_server_counts;
+DRAY_API void dray_server_counts_get(const dray_server *s, dray_server_counts *out);
+
+/* ---- logging ------------------------------------------------------------ */
+
+typedef void (*dray_log_fn)(dray_log_level level, const char *line, void *userdata);
+/* Replace the log sink (default: stderr). Process-wide; call before starting. */
+DRAY_API void dray_log_set_sink(dray_log_fn fn, void *userdata);
+DRAY_API void dray_log_set_level(dray_log_level level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DRAY_DRAY_H */

@@ -1,0 +1,482 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* The producer: push, bulk push and schedule, through the client hook chain.
+ * Immediate jobs: MULTI; SADD queues q; LPUSH queue:q json; EXEC, pipelined
+ * (one round trip, all or nothing). Scheduled jobs: ZADD schedule at json. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define BULK_CHUNK 1000        /* jobs per MULTI block */
+#define BULK_CHUNKS_IN_FLIGHT 8 /* chunks pipelined before reading replies */
+
+struct dray_client {
+    dray__redis_cfg cfg;
+    dray__conn conn;
+    size_t max_payload;
+    char errstr[DRAY_ERRSTR_BYTES];
+    char *queues_key; /* "<ns>queues" */
+    char *schedule_key;
+};
+
+void
+dray_options_init(dray_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->connect_timeout_ms = 2000;
+    o->command_timeout_ms = 5000;
+    o->max_payload = DRAY_DEFAULT_MAX_PAYLOAD;
+    o->concurrency = 10;
+    o->shutdown_timeout_s = 25;
+    o->max_retries = DRAY_DEFAULT_MAX_RETRIES;
+    o->dead_max_jobs = 10000;
+    o->dead_timeout_s = 180L * 24 * 3600;
+    o->heartbeat_s = 5;
+    o->log_level = DRAY_LOG_INFO;
+}
+
+int
+dray_client_new(const dray_options *opts, dray_client **out, char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    dray_options dflt;
+    if (!opts) {
+        dray_options_init(&dflt);
+        opts = &dflt;
+    }
+    dray_client *c = dray__calloc(1, sizeof *c);
+    if (!c)
+        return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
+    int rc = dray__redis_cfg_init(&c->cfg, opts, errbuf, errlen);
+    if (rc) {
+        dray__free(c);
+        return rc;
+    }
+    c->max_payload = opts->max_payload ? opts->max_payload : DRAY_DEFAULT_MAX_PAYLOAD;
+    c->queues_key = dray__key(&c->cfg, "queues");
+    c->schedule_key = dray__key(&c->cfg, "schedule");
+    if (!c->queues_key || !c->schedule_key) {
+        dray_client_free(c);
+        return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
+    }
+    dray__conn_init(&c->conn, &c->cfg);
+    *out = c;
+    return 0;
+}
+
+void
+dray_client_free(dray_client *c)
+{
+    if (!c)
+        return;
+    dray__conn_close(&c->conn);
+    dray__free(c->queues_key);
+    dray__free(c->schedule_key);
+    dray__redis_cfg_close(&c->cfg);
+    dray__free(c);
+}
+
+const char *
+dray_client_errstr(const dray_client *c)
+{
+    return c->errstr;
+}
+
+static int
+cerr(dray_client *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+
+static int
+cerr(dray_client *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* Copy the connection's error text to the client. */
+static int
+conn_fail(dray_client *c, int rc)
+{
+    snprintf(c->errstr, sizeof c->errstr, "%s", c->conn.errstr);
+    return rc;
+}
+
+/* Run time of a push: 0 for "now", else epoch seconds. */
+static double
+run_at(const dray_push_opts *o, double now)
+{
+    double t = 0;
+    if (o && o->at > 0)
+        t = o->at < 1e9 ? now + o->at : o->at; /* Sidekiq: small values are intervals */
+    else if (o && o->in > 0)
+        t = now + o->in;
+    return t > now ? t : 0;
+}
+
+/* Apply per-call options to a job object. */
+static int
+apply_opts(dray_client *c, json_t *o, const dray_push_opts *po, bool keep_queue)
+{
+    if (po && po->extra) {
+        if (!json_is_object(po->extra))
+            return cerr(c, DRAY_EFIELD, "push option 'extra' must be a json object");
+        if (json_object_update(o, po->extra))
+            return cerr(c, DRAY_ENOMEM, "out of memory");
+    }
+    const char *q = po && po->queue ? po->queue : NULL;
+    if (!q && !(keep_queue && json_object_get(o, "queue")) && !json_object_get(o, "queue"))
+        q = "default";
+    if (q && json_object_set_new(o, "queue", json_string(q)))
+        return cerr(c, DRAY_EQUEUE, "queue name is not valid utf-8");
+    int retry = po ? po->retry : DRAY_RETRY_DEFAULT;
+    if (retry == DRAY_RETRY_NONE)
+        json_object_set_new(o, "retry", json_false());
+    else if (retry >= 0)
+        json_object_set_new(o, "retry", json_integer(retry));
+    else if (retry != DRAY_RETRY_DEFAULT)
+        return cerr(c, DRAY_ERETRY, "push option retry must be >= 0 or a DRAY_RETRY_* constant");
+    else if (!json_object_get(o, "retry"))
+        json_object_set_new(o, "retry", json_true());
+    if (!json_object_get(o, "created_at"))
+        json_object_set_new(o, "created_at", json_real(dray_now()));
+    return 0;
+}
+
+/* Hooks, validation, timestamps and serialization of one job: *json is the
+ * text to write (dray__free'd by the caller), or NULL if a hook dropped it. */
+static int
+prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_t *len)
+{
+    *json = NULL;
+    if (at > 0)
+        json_object_set_new(job->obj, "at", json_real(at));
+    int rc = dray__hooks_push_empty() ? DRAY__PUSH_CONTINUE
+                                      : dray__hooks_push(job, c->errstr, sizeof c->errstr);
+    if (rc < 0)
+        return rc;
+    if (rc == DRAY__PUSH_DROP)
+        return 0;
+    /* A hook may have scheduled or unscheduled the job. */
+    json_t *atv = json_object_get(job->obj, "at");
+    if (atv && json_number_value(atv) <= now)
+        json_object_del(job->obj, "at");
+    if (json_object_get(job->obj, "at")) {
+        json_object_del(job->obj, "enqueued_at");
+    } else if (json_object_set_new(job->obj, "enqueued_at", json_real(now))) {
+        return cerr(c, DRAY_ENOMEM, "out of memory");
+    }
+    rc = dray_job_validate(job, c->max_payload, c->errstr, sizeof c->errstr);
+    if (rc)
+        return rc;
+    /* "at" travels as the zset score, not in the payload. */
+    json_t *sched = json_object_get(job->obj, "at");
+    double score = sched ? json_number_value(sched) : 0;
+    if (sched) {
+        json_incref(sched);
+        json_object_del(job->obj, "at");
+    }
+    *json = dray__json_dump(job->obj, len);
+    if (sched) {
+        /* leave the caller's job showing where it went */
+        json_object_set_new(job->obj, "at", sched);
+    }
+    DRAY__UNUSED(score);
+    return *json ? 0 : cerr(c, DRAY_ENOMEM, "out of memory");
+}
+
+/* Read n replies; the last must be EXEC's array (nil means aborted). */
+static int
+read_multi(dray_client *c, int n)
+{
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        redisReply *r;
+        int e = dray__conn_reply(&c->conn, &r);
+        if (e == DRAY_ECONN) {
+            conn_fail(c, e);
+            return e;
+        }
+        if (!rc && e)
+            rc = conn_fail(c, e);
+        if (!rc && i == n - 1 && r->type != REDIS_REPLY_ARRAY)
+            rc = cerr(c, DRAY_EREDIS, "redis at %s: transaction aborted", c->cfg.where);
+        if (r)
+            freeReplyObject(r);
+    }
+    return rc;
+}
+
+/* Write one immediate job: MULTI SADD LPUSH EXEC in one round trip. */
+static int
+write_now(dray_client *c, const char *queue, const char *json, size_t len)
+{
+    dray__buf key;
+    dray__buf_init(&key);
+    dray__key_buf(&key, &c->cfg, "queue:");
+    dray__buf_adds(&key, queue);
+    if (key.oom) {
+        dray__buf_close(&key);
+        return cerr(c, DRAY_ENOMEM, "out of memory");
+    }
+    const char *sadd[3] = {"SADD", c->queues_key, queue};
+    const char *lpush[3] = {"LPUSH", key.p, json};
+    size_t lpushl[3] = {5, key.len, len};
+    int rc = 0;
+    if ((rc = dray__conn_appendf(&c->conn, "MULTI")) || (rc = dray__conn_append(&c->conn, 3, sadd, NULL)) ||
+        (rc = dray__conn_append(&c->conn, 3, lpush, lpushl)) ||
+        (rc = dray__conn_appendf(&c->conn, "EXEC")))
+        rc = conn_fail(c, rc);
+    else
+        rc = read_multi(c, 4);
+    dray__buf_close(&key);
+    return rc;
+}
+
+static int
+write_sched(dray_client *c, double at, const char *json, size_t len)
+{
+    char score[32];
+    int sl = snprintf(score, sizeof score, "%.6f", at);
+    const char *argv[4] = {"ZADD", c->schedule_key, score, json};
+    size_t lens[4] = {4, strlen(c->schedule_key), (size_t)sl, len};
+    int rc = dray__conn_cmd(&c->conn, NULL, 4, argv, lens);
+    return rc ? conn_fail(c, rc) : 0;
+}
+
+/* Write with one retry on a dropped connection (an idle link that Redis or
+ * a proxy closed): the first attempt failed before EXEC's reply, and MULTI
+ * makes a partial write impossible. */
+static int
+write_job(dray_client *c, dray_job *job, const char *json, size_t len)
+{
+    json_t *atv = json_object_get(job->obj, "at");
+    int rc = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = atv ? write_sched(c, json_number_value(atv), json, len)
+                 : write_now(c, dray_job_queue(job), json, len);
+        if (rc != DRAY_ECONN)
+            break;
+    }
+    return rc;
+}
+
+int
+dray_client_push_job(dray_client *c, dray_job *job, const dray_push_opts *opts)
+{
+    c->errstr[0] = '\0';
+    double now = dray_now();
+    if (!json_object_get(job->obj, "jid")) {
+        char jid[DRAY_JID_BYTES];
+        dray_jid_new(jid);
+        json_object_set_new(job->obj, "jid", json_string(jid));
+    }
+    int rc = apply_opts(c, job->obj, opts, true);
+    if (rc)
+        return rc;
+    double at = run_at(opts, now);
+    json_t *own_at = json_object_get(job->obj, "at");
+    if (!at && own_at && json_number_value(own_at) > now)
+        at = json_number_value(own_at);
+    json_object_del(job->obj, "at");
+    char *json;
+    size_t len;
+    rc = prepare(c, job, at, now, &json, &len);
+    if (rc)
+        return rc;
+    if (!json)
+        return cerr(c, DRAY_EDROPPED, "push of %s dropped by a client hook", dray_job_class(job));
+    rc = write_job(c, job, json, len);
+    free(json);
+    return rc;
+}
+
+int
+dray_client_push(dray_client *c, const char *klass, json_t *args, const dray_push_opts *opts,
+                 char *jid_out)
+{
+    c->errstr[0] = '\0';
+    if (!klass || !*klass)
+        return cerr(c, DRAY_ECLASS, "job class is missing or empty");
+    if (!json_is_array(args))
+        return cerr(c, DRAY_EARGS, "job args must be a json array");
+    dray_job *job;
+    int rc = dray_job_new(klass, json_incref(args), &job);
+    if (rc)
+        return cerr(c, rc, "cannot build job of class '%s': %s", klass, dray_strerror(rc));
+    rc = dray_client_push_job(c, job, opts);
+    if (!rc && jid_out)
+        memcpy(jid_out, dray_job_jid(job), DRAY_JID_BYTES);
+    dray_job_free(job);
+    return rc;
+}
+
+/* One bulk chunk: either MULTI/SADD/LPUSH.../EXEC or one ZADD. */
+typedef struct chunk {
+    dray__buf key;       /* queue:<q> (immediate) */
+    const char **argv;   /* command argv being built */
+    size_t *lens;
+    char **owned;        /* json strings to free */
+    char (*scores)[32];
+    int n;               /* jobs in the chunk */
+} chunk;
+
+int
+dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
+                      const dray_push_opts *opts, char *jids_out, size_t *pushed)
+{
+    if (pushed)
+        *pushed = 0;
+    c->errstr[0] = '\0';
+    if (!klass || !*klass)
+        return cerr(c, DRAY_ECLASS, "job class is missing or empty");
+    if (!json_is_array(args_list))
+        return cerr(c, DRAY_EARGS, "bulk args must be a json array of args arrays");
+    size_t n = json_array_size(args_list);
+    for (size_t i = 0; i < n; i++)
+        if (!json_is_array(json_array_get(args_list, i)))
+            return cerr(c, DRAY_EARGS, "bulk args[%zu] must be a json array", i);
+    double now = dray_now();
+    double at = run_at(opts, now);
+    json_t *tmpl = json_object();
+    json_t *kv = json_string(klass);
+    if (!tmpl || !kv) {
+        json_decref(tmpl);
+        json_decref(kv);
+        return cerr(c, kv ? DRAY_ENOMEM : DRAY_EUTF8, "cannot build job of class '%s'", klass);
+    }
+    json_object_set_new(tmpl, "class", kv);
+    json_object_set_new(tmpl, "args", json_array());
+    int rc = apply_opts(c, tmpl, opts, false);
+    if (rc) {
+        json_decref(tmpl);
+        return rc;
+    }
+    const char *queue = json_string_value(json_object_get(tmpl, "queue"));
+    rc = dray__queue_check(queue, c->errstr, sizeof c->errstr);
+    if (rc) {
+        json_decref(tmpl);
+        return rc;
+    }
+
+    chunk ch;
+    memset(&ch, 0, sizeof ch);
+    dray__buf_init(&ch.key);
+    dray__key_buf(&ch.key, &c->cfg, "queue:");
+    dray__buf_adds(&ch.key, queue);
+    size_t maxargs = 2 + 2 * BULK_CHUNK;
+    ch.argv = dray__malloc(sizeof *ch.argv * maxargs);
+    ch.lens = dray__malloc(sizeof *ch.lens * maxargs);
+    ch.owned = dray__calloc(BULK_CHUNK, sizeof *ch.owned);
+    ch.scores = dray__malloc(sizeof *ch.scores * BULK_CHUNK);
+    if (!ch.argv || !ch.lens || !ch.owned || !ch.scores || ch.key.oom) {
+        rc = cerr(c, DRAY_ENOMEM, "out of memory");
+        goto out;
+    }
+
+    size_t done = 0, inflight_sizes[BULK_CHUNKS_IN_FLIGHT];
+    int inflight_chunks = 0;
+    int replies_per_chunk = at > 0 ? 1 : 4;
+    for (size_t i = 0; i <= n && !rc; i++) {
+        bool flush_chunk = ch.n == BULK_CHUNK || (i == n && ch.n > 0);
+        if (flush_chunk) {
+            if (at > 0) {
+                ch.argv[0] = "ZADD";
+                ch.lens[0] = 4;
+                ch.argv[1] = c->schedule_key;
+                ch.lens[1] = strlen(c->schedule_key);
+                rc = dray__conn_append(&c->conn, 2 + 2 * ch.n, ch.argv, ch.lens);
+            } else {
+                const char *sadd[3] = {"SADD", c->queues_key, queue};
+                ch.argv[0] = "LPUSH";
+                ch.lens[0] = 5;
+                ch.argv[1] = ch.key.p;
+                ch.lens[1] = ch.key.len;
+                /* LPUSH argv holds only json values: compact the pairs */
+                for (int k = 0; k < ch.n; k++) {
+                    ch.argv[2 + k] = ch.argv[2 + 2 * k + 1];
+                    ch.lens[2 + k] = ch.lens[2 + 2 * k + 1];
+                }
+                if (!(rc = dray__conn_appendf(&c->conn, "MULTI")) &&
+                    !(rc = dray__conn_append(&c->conn, 3, sadd, NULL)) &&
+                    !(rc = dray__conn_append(&c->conn, 2 + ch.n, ch.argv, ch.lens)))
+                    rc = dray__conn_appendf(&c->conn, "EXEC");
+            }
+            for (int k = 0; k < ch.n; k++) {
+                free(ch.owned[k]);
+                ch.owned[k] = NULL;
+            }
+            if (rc) {
+                conn_fail(c, rc);
+                break;
+            }
+            inflight_sizes[inflight_chunks++] = (size_t)ch.n;
+            ch.n = 0;
+            if (inflight_chunks == BULK_CHUNKS_IN_FLIGHT || i == n) {
+                for (int k = 0; k < inflight_chunks && !rc; k++) {
+                    if (at > 0) {
+                        redisReply *r;
+                        rc = dray__conn_reply(&c->conn, &r);
+                        if (rc)
+                            conn_fail(c, rc);
+                        if (r)
+                            freeReplyObject(r);
+                    } else {
+                        rc = read_multi(c, replies_per_chunk);
+                    }
+                    if (!rc)
+                        done += inflight_sizes[k];
+                }
+                inflight_chunks = 0;
+            }
+        }
+        if (i == n || rc)
+            break;
+        char jid[DRAY_JID_BYTES];
+        dray_jid_new(jid);
+        json_t *o = json_copy(tmpl);
+        if (!o) {
+            rc = cerr(c, DRAY_ENOMEM, "out of memory");
+            break;
+        }
+        json_object_set(o, "args", json_array_get(args_list, i));
+        json_object_set_new(o, "jid", json_string(jid));
+        dray_job *job = dray__job_wrap(o);
+        if (!job) {
+            rc = cerr(c, DRAY_ENOMEM, "out of memory");
+            break;
+        }
+        char *json;
+        size_t len;
+        rc = prepare(c, job, at, now, &json, &len);
+        if (!rc && json) {
+            if (jids_out)
+                memcpy(jids_out + (size_t)i * DRAY_JID_BYTES, dray_job_jid(job), DRAY_JID_BYTES);
+            snprintf(ch.scores[ch.n], sizeof ch.scores[ch.n], "%.6f", at);
+            ch.argv[2 + 2 * ch.n] = ch.scores[ch.n];
+            ch.lens[2 + 2 * ch.n] = strlen(ch.scores[ch.n]);
+            ch.argv[2 + 2 * ch.n + 1] = json;
+            ch.lens[2 + 2 * ch.n + 1] = len;
+            ch.owned[ch.n++] = json;
+        } else if (!rc && jids_out) {
+            memset(jids_out + (size_t)i * DRAY_JID_BYTES, 0, DRAY_JID_BYTES);
+        }
+        dray_job_free(job);
+    }
+    if (pushed)
+        *pushed = done;
+out:
+    if (ch.owned)
+        for (int k = 0; k < ch.n; k++)
+            free(ch.owned[k]);
+    dray__free(ch.argv);
+    dray__free(ch.lens);
+    dray__free(ch.owned);
+    dray__free(ch.scores);
+    dray__buf_close(&ch.key);
+    json_decref(tmpl);
+    return rc;
+}

@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* Basic fetch: BRPOP over the queue list in Sidekiq's strict or weighted
+ * order, 2 s timeout so workers notice shutdown. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+#define FETCH_TIMEOUT "2" /* seconds, as Sidekiq */
+
+int
+dray__queues_parse(struct dray_server *s, const char *spec, char *errbuf, size_t errlen)
+{
+    if (!spec || !*spec)
+        spec = "default";
+    char *copy = dray__strdup(spec);
+    if (!copy)
+        return DRAY_ENOMEM;
+    size_t cap = 8;
+    s->queues = dray__calloc(cap, sizeof *s->queues);
+    s->strict = 1;
+    int rc = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, " \t\n", &save); tok && !rc; tok = strtok_r(NULL, " \t\n", &save)) {
+        char *comma = strchr(tok, ',');
+        long weight = 0;
+        if (comma) {
+            *comma = '\0';
+            char *end;
+            weight = strtol(comma + 1, &end, 10);
+            if (*end || end == comma + 1 || weight < 0 || weight > 1000) {
+                rc = dray__err(errbuf, errlen, DRAY_ECONFIG,
+                               "queue '%s': weight must be an integer 0-1000", tok);
+                break;
+            }
+            if (weight > 0)
+                s->strict = 0;
+        }
+        if ((rc = dray__queue_check(tok, errbuf, errlen)))
+            break;
+        size_t i;
+        for (i = 0; i < s->nqueues; i++)
+            if (!strcmp(s->queues[i].name, tok))
+                break;
+        if (i == s->nqueues) {
+            if (s->nqueues == cap) {
+                void *p = dray__realloc(s->queues, sizeof *s->queues * cap * 2);
+                if (!p) {
+                    rc = DRAY_ENOMEM;
+                    break;
+                }
+                s->queues = p;
+                cap *= 2;
+            }
+            dray__queue *q = &s->queues[s->nqueues++];
+            memset(q, 0, sizeof *q);
+            q->name = dray__strdup(tok);
+            dray__buf k;
+            dray__buf_init(&k);
+            dray__key_buf(&k, &s->cfg, "queue:");
+            dray__buf_adds(&k, tok);
+            q->key = k.p;
+            if (!q->name || !q->key)
+                rc = DRAY_ENOMEM;
+        }
+        s->queues[i].weight += weight > 1 ? (int)weight : 1;
+    }
+    dray__free(copy);
+    if (rc)
+        return rc;
+    if (s->nqueues == 0)
+        return dray__err(errbuf, errlen, DRAY_ECONFIG, "no queues given");
+    for (size_t i = 0; i < s->nqueues; i++)
+        s->nweighted += (size_t)s->queues[i].weight;
+    s->weighted = dray__malloc(sizeof *s->weighted * s->nweighted);
+    if (!s->weighted)
+        return DRAY_ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < s->nqueues; i++)
+        for (int j = 0; j < s->queues[i].weight; j++)
+            s->weighted[k++] = (int)i;
+    return 0;
+}
+
+void
+dray__unit_clear(dray__unit *u)
+{
+    dray__free(u->queue);
+    dray__free(u->payload);
+    memset(u, 0, sizeof *u);
+}
+
+/* Fill argv[1..] with queue keys: configured order (strict) or a weighted
+ * shuffle with duplicates removed (a queue of weight 3 comes first three
+ * times as often as one of weight 1). Returns the number of keys. */
+static size_t
+order_keys(dray__worker *w)
+{
+    struct dray_server *s = w->srv;
+    if (s->strict) {
+        for (size_t i = 0; i < s->nqueues; i++) {
+            w->brpop_argv[1 + i] = s->queues[i].key;
+            w->brpop_lens[1 + i] = strlen(s->queues[i].key);
+        }
+        return s->nqueues;
+    }
+    int stackbuf[64];
+    int *idx = s->nweighted <= 64 ? stackbuf : dray__malloc(sizeof *idx * s->nweighted);
+    if (!idx)
+        idx = s->weighted; /* OOM: fall back to unshuffled order */
+    else
+        memcpy(idx, s->weighted, sizeof *idx * s->nweighted);
+    for (size_t i = s->nweighted; i > 1 && idx != s->weighted; i--) {
+        size_t j = dray__rand32() % i;
+        int t = idx[i - 1];
+        idx[i - 1] = idx[j];
+        idx[j] = t;
+    }
+    size_t n = 0;
+    unsigned char seenbuf[64];
+    unsigned char *seen = s->nqueues <= 64 ? seenbuf : dray__calloc(s->nqueues, 1);
+    if (seen == seenbuf)
+        memset(seenbuf, 0, sizeof seenbuf);
+    for (size_t i = 0; i < s->nweighted && seen; i++) {
+        if (seen[idx[i]])
+            continue;
+        seen[idx[i]] = 1;
+        w->brpop_argv[1 + n] = s->queues[idx[i]].key;
+        w->brpop_lens[1 + n] = strlen(s->queues[idx[i]].key);
+        n++;
+    }
+    if (!seen) /* OOM: configured order */
+        for (n = 0; n < s->nqueues; n++) {
+            w->brpop_argv[1 + n] = s->queues[n].key;
+            w->brpop_lens[1 + n] = strlen(s->queues[n].key);
+        }
+    if (seen != seenbuf)
+        dray__free(seen);
+    if (idx != stackbuf && idx != s->weighted)
+        dray__free(idx);
+    return n;
+}
+
+int
+dray__fetch(dray__worker *w, dray__unit *u)
+{
+    struct dray_server *s = w->srv;
+    memset(u, 0, sizeof *u);
+    if (!w->brpop_argv) {
+        w->brpop_argv = dray__malloc(sizeof *w->brpop_argv * (s->nqueues + 2));
+        w->brpop_lens = dray__malloc(sizeof *w->brpop_lens * (s->nqueues + 2));
+        if (!w->brpop_argv || !w->brpop_lens)
+            return DRAY_ENOMEM;
+        w->brpop_argv[0] = "BRPOP";
+        w->brpop_lens[0] = 5;
+        if (s->strict)
+            order_keys(w); /* fixed: compute once */
+    }
+    size_t n = s->strict ? s->nqueues : order_keys(w);
+    w->brpop_argv[1 + n] = FETCH_TIMEOUT;
+    w->brpop_lens[1 + n] = 1;
+    redisReply *r;
+    int rc = dray__conn_cmd(&w->conn, &r, (int)n + 2, w->brpop_argv, w->brpop_lens);
+    if (rc) {
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        freeReplyObject(r);
+        return 0; /* timeout: nil */
+    }
+    const redisReply *k = r->element[0], *v = r->element[1];
+    size_t pre = s->cfg.nslen + 6; /* "<ns>queue:" */
+    u->queue = k->len > pre ? dray__strndup(k->str + pre, k->len - pre) : dray__strdup("default");
+    u->payload = dray__strndup(v->str, v->len);
+    u->len = v->len;
+    freeReplyObject(r);
+    if (!u->queue || !u->payload) {
+        /* The job is out of Redis and we cannot hold it: say so loudly. */
+        dray__log(DRAY_LOG_ERROR, "out of memory holding a fetched job; job lost");
+        dray__unit_clear(u);
+        return DRAY_ENOMEM;
+    }
+    return 1;
+}
+
+int
+dray__requeue(dray__conn *c, const struct dray_server *s, const dray__unit *u)
+{
+    dray__buf key;
+    dray__buf_init(&key);
+    dray__key_buf(&key, &s->cfg, "queue:");
+    dray__buf_adds(&key, u->queue);
+    if (key.oom)
+        return DRAY_ENOMEM;
+    const char *argv[3] = {"RPUSH", key.p, u->payload};
+    size_t lens[3] = {5, key.len, u->len};
+    int rc = dray__conn_cmd(c, NULL, 3, argv, lens);
+    dray__buf_close(&key);
+    return rc;
+}

@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* The heartbeat: Sidekiq 6's process registry (processes set, identity
+ * hash, <identity>:workers), stats flush, remote signals, module ticks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server.h"
+
+#define STATS_TTL "157680000" /* 5 years, as Sidekiq */
+
+static long
+rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
+
+/* Flush counter deltas; the flushed marks move only when Redis took them. */
+static int
+flush_stats(struct dray_server *s, dray__conn *c)
+{
+    uint64_t p = 0, f = 0;
+    for (int i = 0; i < s->opts.concurrency; i++) {
+        p += atomic_load_explicit(&s->workers[i].processed, memory_order_relaxed);
+        f += atomic_load_explicit(&s->workers[i].failed, memory_order_relaxed);
+    }
+    uint64_t dp = p - atomic_load(&s->flushed_processed);
+    uint64_t df = f - atomic_load(&s->flushed_failed);
+    if (!dp && !df)
+        return 0;
+    char date[16];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%Y-%m-%d", &tm);
+    const char *ns = s->cfg.ns;
+    int rc;
+    if ((rc = dray__conn_appendf(c, "MULTI")) ||
+        (rc = dray__conn_appendf(c, "INCRBY %sstat:processed %llu", ns, (unsigned long long)dp)) ||
+        (rc = dray__conn_appendf(c, "INCRBY %sstat:processed:%s %llu", ns, date, (unsigned long long)dp)) ||
+        (rc = dray__conn_appendf(c, "EXPIRE %sstat:processed:%s " STATS_TTL, ns, date)) ||
+        (rc = dray__conn_appendf(c, "INCRBY %sstat:failed %llu", ns, (unsigned long long)df)) ||
+        (rc = dray__conn_appendf(c, "INCRBY %sstat:failed:%s %llu", ns, date, (unsigned long long)df)) ||
+        (rc = dray__conn_appendf(c, "EXPIRE %sstat:failed:%s " STATS_TTL, ns, date)) ||
+        (rc = dray__conn_appendf(c, "EXEC")))
+        return rc;
+    int first = 0;
+    redisReply *last = NULL;
+    for (int i = 0; i < 8; i++) {
+        redisReply *r;
+        int e = dray__conn_reply(c, &r);
+        if (e == DRAY_ECONN) {
+            if (last)
+                freeReplyObject(last);
+            return e;
+        }
+        if (e && !first)
+            first = e;
+        if (last)
+            freeReplyObject(last);
+        last = r;
+    }
+    if (!first && last && last->type == REDIS_REPLY_ARRAY) {
+        atomic_fetch_add(&s->flushed_processed, dp);
+        atomic_fetch_add(&s->flushed_failed, df);
+    }
+    if (last)
+        freeReplyObject(last);
+    return first;
+}
+
+/* Append "UNLINK work; HSET work tid json...; EXPIRE work 60" in a MULTI.
+ * Returns the number of commands appended or < 0. */
+static int
+append_work(struct dray_server *s, dray__conn *c, int *busy)
+{
+    int ncmd = 0, rc;
+    *busy = 0;
+    if ((rc = dray__conn_appendf(c, "MULTI")) || (rc = dray__conn_appendf(c, "UNLINK %s", s->k_work)))
+        return rc;
+    ncmd = 2;
+    for (int i = 0; i < s->opts.concurrency; i++) {
+        dray__worker *w = &s->workers[i];
+        pthread_mutex_lock(&w->mu);
+        if (w->cur.payload) {
+            json_t *o = json_pack("{s:s, s:s%, s:I}", "queue", w->cur.queue, "payload",
+                                  w->cur.payload, w->cur.len, "run_at",
+                                  (json_int_t)w->cur_started);
+            char *v = o ? dray__json_dump(o, NULL) : NULL;
+            json_decref(o);
+            if (v) {
+                rc = dray__conn_appendf(c, "HSET %s %s %s", s->k_work, w->tid, v);
+                free(v);
+                if (!rc) {
+                    ncmd++;
+                    (*busy)++;
+                }
+            }
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (rc)
+            return rc;
+    }
+    if ((rc = dray__conn_appendf(c, "EXPIRE %s 60", s->k_work)) || (rc = dray__conn_appendf(c, "EXEC")))
+        return rc;
+    return ncmd + 2;
+}
+
+static void
+handle_signal(struct dray_server *s, const char *sig)
+{
+    dray__log(DRAY_LOG_INFO, "remote signal %s", sig);
+    if (!strcmp(sig, "TSTP") || !strcmp(sig, "USR1"))
+        dray_server_quiet(s);
+    else if (!strcmp(sig, "TERM") || !strcmp(sig, "INT"))
+        dray_server_stop(s);
+    else if (!strcmp(sig, "TTIN"))
+        dray_server_dump(s);
+    else
+        dray__log(DRAY_LOG_WARN, "ignoring unknown remote signal %s", sig);
+}
+
+int
+dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
+{
+    int rc = flush_stats(s, c);
+    if (rc || final)
+        return rc;
+    int busy;
+    int nwork = append_work(s, c, &busy);
+    if (nwork < 0)
+        return nwork;
+    for (int i = 0; i < nwork; i++) {
+        redisReply *r;
+        int e = dray__conn_reply(c, &r);
+        if (r)
+            freeReplyObject(r);
+        if (e == DRAY_ECONN)
+            return e;
+    }
+    double t0 = dray__mono();
+    if ((rc = dray__conn_cmdf(c, NULL, "PING")))
+        return rc;
+    long rtt_us = (long)((dray__mono() - t0) * 1e6);
+    char beat[32], busys[16], rtts[24], rss[24];
+    snprintf(beat, sizeof beat, "%.6f", dray_now());
+    snprintf(busys, sizeof busys, "%d", busy);
+    snprintf(rtts, sizeof rtts, "%ld", rtt_us);
+    snprintf(rss, sizeof rss, "%ld", rss_kb());
+    const char *quiet = atomic_load(&s->state) >= DRAY__QUIET ? "true" : "false";
+    const char *hset[14] = {"HSET", s->identity, "info", s->info_json, "busy", busys, "beat", beat,
+                            "rtt_us", rtts, "quiet", quiet, "rss", rss};
+    if ((rc = dray__conn_appendf(c, "MULTI")) ||
+        (rc = dray__conn_appendf(c, "SADD %s %s", s->k_processes, s->identity)) ||
+        (rc = dray__conn_appendf(c, "EXISTS %s", s->identity)) ||
+        (rc = dray__conn_append(c, 14, hset, NULL)) ||
+        (rc = dray__conn_appendf(c, "EXPIRE %s 60", s->identity)) ||
+        (rc = dray__conn_appendf(c, "RPOP %s", s->k_signals)) ||
+        (rc = dray__conn_appendf(c, "EXEC")))
+        return rc;
+    redisReply *exec = NULL;
+    for (int i = 0; i < 7; i++) {
+        redisReply *r;
+        int e = dray__conn_reply(c, &r);
+        if (e == DRAY_ECONN) {
+            if (exec)
+                freeReplyObject(exec);
+            return e;
+        }
+        if (i == 6)
+            exec = r;
+        else if (r)
+            freeReplyObject(r);
+    }
+    if (exec && exec->type == REDIS_REPLY_ARRAY && exec->elements == 5) {
+        if (exec->element[1]->type == REDIS_REPLY_INTEGER && exec->element[1]->integer == 0)
+            dray__log(DRAY_LOG_DEBUG, "heartbeat: registered %s", s->identity);
+        const redisReply *sig = exec->element[4];
+        if (sig->type == REDIS_REPLY_STRING)
+            handle_signal(s, sig->str);
+    }
+    if (exec)
+        freeReplyObject(exec);
+    return 0;
+}
+
+int
+dray__heartbeat_clear(struct dray_server *s, dray__conn *c)
+{
+    int rc = flush_stats(s, c);
+    int rc2 = dray__conn_cmdf(c, NULL, "SREM %s %s", s->k_processes, s->identity);
+    int rc3 = dray__conn_cmdf(c, NULL, "UNLINK %s", s->k_work);
+    return rc ? rc : rc2 ? rc2 : rc3;
+}
+
+void *
+dray__heartbeat_main(void *arg)
+{
+    struct dray_server *s = arg;
+    dray__log_thread_name("heartbeat");
+    dray__conn c;
+    dray__conn_init(&c, &s->cfg);
+    while (atomic_load(&s->state) < DRAY__DONE) {
+        int rc = dray__heartbeat_beat(s, &c, 0);
+        if (rc == DRAY_ECONN)
+            dray__outage_begin(s, &c);
+        else if (rc)
+            dray__log(DRAY_LOG_ERROR, "heartbeat: %s", c.errstr);
+        dray__hooks_tick(s);
+        /* wait one period, or until the state moves to DONE */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += s->opts.heartbeat_s;
+        pthread_mutex_lock(&s->mu);
+        while (atomic_load(&s->state) < DRAY__DONE)
+            if (pthread_cond_timedwait(&s->cond, &s->mu, &ts) != 0)
+                break;
+        pthread_mutex_unlock(&s->mu);
+    }
+    dray__conn_close(&c);
+    return NULL;
+}

@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* Internal cross-file helpers of libdray. Never installed; never used by modules. */
+#ifndef DRAY_INTERNAL_H
+#define DRAY_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <hiredis/hiredis.h>
+
+#include "dray/dray.h"
+
+#define DRAY__UNUSED(x) ((void)(x))
+
+/* ---- allocation seam (alloc.c) ------------------------------------------ */
+/* Every allocation of libdray goes through these, so tests can make the Nth
+ * one fail. They behave as their libc namesakes. */
+void *dray__malloc(size_t n);
+void *dray__calloc(size_t n, size_t size);
+void *dray__realloc(void *p, size_t n);
+char *dray__strdup(const char *s);
+char *dray__strndup(const char *s, size_t n);
+void dray__free(void *p);
+/* Tests: fail the allocation after `n` more succeed; -1 disables. */
+void dray__alloc_fail_after(long n);
+
+/* ---- growable byte string (alloc.c) -------------------------------------- */
+typedef struct dray__buf {
+    char *p;    /* NUL-terminated contents, or NULL while empty */
+    size_t len; /* bytes used, without the NUL */
+    size_t cap; /* bytes allocated */
+    int oom;    /* sticky: an append failed; the contents are incomplete */
+} dray__buf;
+void dray__buf_init(dray__buf *b);
+void dray__buf_close(dray__buf *b);
+void dray__buf_reset(dray__buf *b);
+void dray__buf_add(dray__buf *b, const void *s, size_t n);
+void dray__buf_adds(dray__buf *b, const char *s);
+void dray__buf_addf(dray__buf *b, const char *fmt, ...) DRAY_PRINTF(2, 3);
+
+/* ---- error text ----------------------------------------------------------- */
+/* Format into errbuf (may be NULL), truncating safely; returns code. */
+int dray__err(char *errbuf, size_t errlen, int code, const char *fmt, ...) DRAY_PRINTF(4, 5);
+
+/* ---- logging (log.c) -------------------------------------------------------- */
+/* One line per event: time, level, thread, then "jid=… class=…" when given. */
+void dray__log(dray_log_level level, const char *fmt, ...) DRAY_PRINTF(2, 3);
+void dray__logj(dray_log_level level, const char *jid, const char *klass, double elapsed_ms,
+                const char *fmt, ...) DRAY_PRINTF(5, 6);
+bool dray__log_enabled(dray_log_level level);
+/* Name the calling thread in log lines (e.g. "worker-3"); copied. */
+void dray__log_thread_name(const char *name);
+
+/* ---- redis connection (redis.c) ----------------------------------------------- */
+typedef struct dray__redis_cfg {
+    char *host;              /* TCP host, or NULL for a unix socket */
+    int port;                /* TCP port */
+    char *path;              /* unix socket path, or NULL */
+    int db;                  /* SELECT index; 0 skips SELECT */
+    char *user;              /* ACL user, or NULL */
+    char *pass;              /* password, or NULL */
+    char *ns;                /* "ns:" prefix including the colon, or "" */
+    size_t nslen;            /* strlen(ns) */
+    int connect_timeout_ms;  /* connect timeout */
+    int command_timeout_ms;  /* per-command read/write timeout */
+    char where[160];         /* "host:port" or "unix:/path" for messages */
+} dray__redis_cfg;
+
+/* Parse a redis URL into cfg (zeroed first). DRAY_EURL / DRAY_ETLS with the
+ * reason in errbuf. */
+int dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen);
+/* Resolve URL (options, env fallbacks), namespace and timeouts. */
+int dray__redis_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf,
+                         size_t errlen);
+void dray__redis_cfg_close(dray__redis_cfg *cfg);
+
+typedef struct dray__conn {
+    const dray__redis_cfg *cfg; /* borrowed */
+    redisContext *ctx;          /* NULL while disconnected */
+    int extra_timeout_ms;       /* added to the read timeout (blocking commands) */
+    int err;                    /* last DRAY_E* code, 0 if none */
+    char errstr[DRAY_ERRSTR_BYTES];
+    unsigned backoff_ms;        /* current reconnect delay */
+} dray__conn;
+
+void dray__conn_init(dray__conn *c, const dray__redis_cfg *cfg);
+void dray__conn_close(dray__conn *c);
+/* Connect, AUTH and SELECT unless connected. DRAY_ECONN / DRAY_EAUTH. */
+int dray__conn_ensure(dray__conn *c);
+/* Drop the connection (after an I/O error); the next ensure reconnects. */
+void dray__conn_drop(dray__conn *c);
+/* Run one command. *out (may be NULL) receives the reply, freed by the
+ * caller. An error reply gives DRAY_EREDIS with its text in errstr (reply
+ * still returned); an I/O failure gives DRAY_ECONN and drops the link. */
+int dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv,
+                   const size_t *lens);
+int dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...);
+/* Pipelining: append commands, then read one reply per command. */
+int dray__conn_append(dray__conn *c, int argc, const char **argv, const size_t *lens);
+int dray__conn_appendf(dray__conn *c, const char *fmt, ...);
+int dray__conn_reply(dray__conn *c, redisReply **out);
+/* Sleep the current backoff (exponential, jittered, capped at 2 s) unless
+ * *stop becomes true, then try to reconnect. 0 when connected. */
+int dray__conn_backoff(dray__conn *c, atomic_int *stop);
+void dray__conn_backoff_reset(dray__conn *c);
+
+/* A Lua script, loaded lazily and run by EVALSHA (reloaded on NOSCRIPT). */
+typedef struct dray__script {
+    const char *src;  /* Lua source, static */
+    char sha[41];     /* hex SHA1, computed once */
+} dray__script;
+int dray__conn_eval(dray__conn *c, dray__script *s, redisReply **out, int nkeys, int argc,
+                    const char **argv, const size_t *lens);
+
+/* Key with namespace: returns a new string (dray__free). NULL on OOM. */
+char *dray__key(const dray__redis_cfg *cfg, const char *suffix);
+/* Append a namespaced key to b. */
+void dray__key_buf(dray__buf *b, const dray__redis_cfg *cfg, const char *suffix);
+
+/* ---- jobs (job.c) ---------------------------------------------------------------- */
+struct dray_job {
+    json_t *obj;      /* the payload object (owned) */
+    char *payload;    /* raw text as fetched, or NULL (owned) */
+    size_t payload_len;
+};
+/* Wrap an object (reference stolen) without validation. */
+dray_job *dray__job_wrap(json_t *obj);
+/* Queue name validity (non-empty, <= DRAY_QUEUE_MAX, no control bytes). */
+int dray__queue_check(const char *q, char *errbuf, size_t errlen);
+/* Serialize with the flags every writer must use (floats keep a '.'). */
+char *dray__json_dump(const json_t *v, size_t *len);
+
+/* ---- hooks (module.c) ---------------------------------------------------------- */
+/* The process-wide hook chains that modules fill (module.h); empty without
+ * modules. `wctx` is the calling worker (struct dray__worker *), NULL on a
+ * client thread. */
+#define DRAY__PUSH_CONTINUE 0
+#define DRAY__PUSH_DROP 1
+/* Run the client hook chain on job; DRAY__PUSH_CONTINUE, DRAY__PUSH_DROP or a
+ * negative error with errbuf set. */
+int dray__hooks_push(dray_job *job, char *errbuf, size_t errlen);
+bool dray__hooks_push_empty(void);
+
+#define DRAY__BEFORE_CONTINUE 0
+#define DRAY__BEFORE_SKIP 1  /* treat as done: acked, no handler call */
+#define DRAY__BEFORE_DEFER 2 /* back to the schedule set after *defer_s, retry not spent */
+#define DRAY__BEFORE_FAIL 3  /* a failure with the message in errbuf */
+/* Outcomes given to after_perform hooks. */
+#define DRAY__OUT_SUCCESS 0
+#define DRAY__OUT_FAILURE 1
+#define DRAY__OUT_SKIPPED 2
+#define DRAY__OUT_DEFERRED 3
+#define DRAY__OUT_REQUEUED 4 /* shutdown put it back */
+/* before_perform chain; *entered counts hooks that returned CONTINUE (their
+ * after hooks run, in reverse). */
+int dray__hooks_before(void *wctx, dray_job *job, double *defer_s, char *errbuf, size_t errlen,
+                       int *entered);
+void dray__hooks_after(void *wctx, dray_job *job, int outcome, int entered);
+void dray__hooks_retry(void *wctx, const dray_job *job, const char *error_class,
+                       const char *message, int attempt, double next_at);
+void dray__hooks_death(void *wctx, const dray_job *job, const char *error_class,
+                       const char *message);
+#define DRAY__EV_STARTUP 0
+#define DRAY__EV_QUIET 1
+#define DRAY__EV_SHUTDOWN 2
+void dray__hooks_event(void *sctx, int event);
+void dray__hooks_tick(void *hctx);
+
+/* ---- time ---------------------------------------------------------------------- */
+double dray__mono(void); /* monotonic seconds */
+void dray__sleep_ms(unsigned ms);
+uint32_t dray__rand32(void);   /* libsodium randombytes */
+double dray__rand01(void);
+
+#endif /* DRAY_INTERNAL_H */

@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* The job model: Sidekiq's job JSON, parsed, validated and serialized. Every
+ * field, known or not, is kept in the jansson object, so Ruby middleware
+ * state survives a round trip through C. */
+#include <stdio.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "internal.h"
+
+static const char hexdigits[] = "0123456789abcdef";
+
+void
+dray_jid_new(char out[DRAY_JID_BYTES])
+{
+    unsigned char raw[DRAY_JID_LEN / 2];
+    randombytes_buf(raw, sizeof raw);
+    for (size_t i = 0; i < sizeof raw; i++) {
+        out[2 * i] = hexdigits[raw[i] >> 4];
+        out[2 * i + 1] = hexdigits[raw[i] & 15];
+    }
+    out[DRAY_JID_LEN] = '\0';
+}
+
+char *
+dray__json_dump(const json_t *v, size_t *len)
+{
+    /* jansson writes reals with %.17g and appends ".0" to integral reals, so
+     * created_at stays a JSON real with full precision (wire contract). */
+    char *s = json_dumps(v, JSON_COMPACT);
+    if (s && len)
+        *len = strlen(s);
+    return s;
+}
+
+dray_job *
+dray__job_wrap(json_t *obj)
+{
+    dray_job *job = dray__calloc(1, sizeof *job);
+    if (!job) {
+        json_decref(obj);
+        return NULL;
+    }
+    job->obj = obj;
+    return job;
+}
+
+int
+dray__queue_check(const char *q, char *errbuf, size_t errlen)
+{
+    size_t n = strlen(q);
+    if (n == 0)
+        return dray__err(errbuf, errlen, DRAY_EQUEUE, "queue name is empty");
+    if (n > DRAY_QUEUE_MAX)
+        return dray__err(errbuf, errlen, DRAY_EQUEUE, "queue name is %zu bytes; the limit is %d", n,
+                         DRAY_QUEUE_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)q[i] < 0x20 || q[i] == 0x7f || q[i] == ' ' || q[i] == ',')
+            return dray__err(errbuf, errlen, DRAY_EQUEUE,
+                             "queue name '%s' contains a space, comma or control byte", q);
+    return 0;
+}
+
+static bool
+jid_ok(const char *s)
+{
+    if (strlen(s) != DRAY_JID_LEN)
+        return false;
+    for (int i = 0; i < DRAY_JID_LEN; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* Checks shared by parse and validate; size is checked by the callers. */
+static int
+check_fields(json_t *o, char *errbuf, size_t errlen)
+{
+    if (!json_is_object(o))
+        return dray__err(errbuf, errlen, DRAY_EJSON, "job payload is not a json object");
+    json_t *v = json_object_get(o, "class");
+    if (!v)
+        return dray__err(errbuf, errlen, DRAY_ECLASS, "job field 'class' is missing");
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return dray__err(errbuf, errlen, DRAY_ECLASS, "job field 'class' must be a non-empty string");
+    v = json_object_get(o, "args");
+    if (!json_is_array(v))
+        return dray__err(errbuf, errlen, DRAY_EARGS, "job field 'args' must be a json array, not %s",
+                         !v                   ? "missing"
+                         : json_is_object(v)  ? "an object"
+                         : json_is_string(v)  ? "a string"
+                         : json_is_number(v)  ? "a number"
+                         : json_is_null(v)    ? "null"
+                                              : "a boolean");
+    if ((v = json_object_get(o, "jid"))) {
+        if (!json_is_string(v) || !jid_ok(json_string_value(v)))
+            return dray__err(errbuf, errlen, DRAY_EJID,
+                             "job field 'jid' must be 24 lowercase hex characters");
+    }
+    if ((v = json_object_get(o, "queue"))) {
+        if (!json_is_string(v))
+            return dray__err(errbuf, errlen, DRAY_EQUEUE, "job field 'queue' must be a string");
+        int rc = dray__queue_check(json_string_value(v), errbuf, errlen);
+        if (rc)
+            return rc;
+    }
+    if ((v = json_object_get(o, "retry"))) {
+        if (!json_is_boolean(v) && !(json_is_integer(v) && json_integer_value(v) >= 0))
+            return dray__err(errbuf, errlen, DRAY_ERETRY,
+                             "job field 'retry' must be true, false or an integer >= 0");
+    }
+    if ((v = json_object_get(o, "retry_count")) && !json_is_integer(v))
+        return dray__err(errbuf, errlen, DRAY_EFIELD, "job field 'retry_count' must be an integer");
+    static const char *const times[] = {"created_at", "enqueued_at", "at", "failed_at",
+                                        "retried_at"};
+    for (size_t i = 0; i < sizeof times / sizeof *times; i++)
+        if ((v = json_object_get(o, times[i])) && !json_is_number(v))
+            return dray__err(errbuf, errlen, DRAY_EFIELD,
+                             "job field '%s' must be a number (epoch seconds)", times[i]);
+    return 0;
+}
+
+int
+dray_job_parse(const char *buf, size_t len, size_t max_payload, dray_job **out, char *errbuf,
+               size_t errlen)
+{
+    *out = NULL;
+    if (!max_payload)
+        max_payload = DRAY_DEFAULT_MAX_PAYLOAD;
+    if (len > max_payload)
+        return dray__err(errbuf, errlen, DRAY_ETOOBIG, "job payload is %zu bytes; the limit is %zu",
+                         len, max_payload);
+    json_error_t e;
+    json_t *o = json_loadb(buf, len, 0, &e);
+    if (!o) {
+        if (json_error_code(&e) == json_error_invalid_utf8)
+            return dray__err(errbuf, errlen, DRAY_EUTF8, "job payload is not valid utf-8 (byte %d)",
+                             e.position);
+        return dray__err(errbuf, errlen, DRAY_EJSON, "job payload is not json: %s at byte %d",
+                         e.text, e.position);
+    }
+    int rc = check_fields(o, errbuf, errlen);
+    if (rc) {
+        json_decref(o);
+        return rc;
+    }
+    dray_job *job = dray__job_wrap(o);
+    if (!job)
+        return DRAY_ENOMEM;
+    job->payload = dray__strndup(buf, len);
+    if (!job->payload) {
+        dray_job_free(job);
+        return DRAY_ENOMEM;
+    }
+    job->payload_len = len;
+    *out = job;
+    return 0;
+}
+
+int
+dray_job_validate(const dray_job *job, size_t max_payload, char *errbuf, size_t errlen)
+{
+    int rc = check_fields(job->obj, errbuf, errlen);
+    if (rc)
+        return rc;
+    if (!max_payload)
+        max_payload = DRAY_DEFAULT_MAX_PAYLOAD;
+    size_t n = json_dumpb(job->obj, NULL, 0, JSON_COMPACT);
+    if (n == 0)
+        return dray__err(errbuf, errlen, DRAY_EJSON, "job cannot be serialized");
+    if (n > max_payload)
+        return dray__err(errbuf, errlen, DRAY_ETOOBIG, "job payload is %zu bytes; the limit is %zu",
+                         n, max_payload);
+    return 0;
+}
+
+int
+dray_job_new(const char *klass, json_t *args, dray_job **out)
+{
+    *out = NULL;
+    if (!klass || !*klass) {
+        json_decref(args);
+        return DRAY_ECLASS;
+    }
+    if (args && !json_is_array(args)) {
+        json_decref(args);
+        return DRAY_EARGS;
+    }
+    json_t *o = json_object();
+    json_t *k = json_string(klass);
+    if (!k) {
+        json_decref(o);
+        json_decref(args);
+        return DRAY_EUTF8;
+    }
+    char jid[DRAY_JID_BYTES];
+    dray_jid_new(jid);
+    if (!o || json_object_set_new(o, "class", k) ||
+        json_object_set_new(o, "args", args ? args : json_array()) ||
+        json_object_set_new(o, "jid", json_string(jid)) ||
+        json_object_set_new(o, "created_at", json_real(dray_now()))) {
+        json_decref(o);
+        return DRAY_ENOMEM;
+    }
+    dray_job *job = dray__job_wrap(o);
+    if (!job)
+        return DRAY_ENOMEM;
+    *out = job;
+    return 0;
+}
+
+int
+dray_job_dump(const dray_job *job, char **out, size_t *outlen)
+{
+    *out = dray__json_dump(job->obj, outlen);
+    return *out ? 0 : DRAY_ENOMEM;
+}
+
+void
+dray_job_free(dray_job *job)
+{
+    if (!job)
+        return;
+    json_decref(job->obj);
+    dray__free(job->payload);
+    dray__free(job);
+}
+
+static const char *
+str_field(const dray_job *job, const char *name, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(job->obj, name));
+    return s ? s : dflt;
+}
+
+const char *
+dray_job_class(const dray_job *job)
+{
+    return str_field(job, "class", "");
+}
+
+const char *
+dray_job_jid(const dray_job *job)
+{
+    return str_field(job, "jid", "");
+}
+
+const char *
+dray_job_queue(const dray_job *job)
+{
+    return str_field(job, "queue", "default");
+}
+
+json_t *
+dray_job_args(const dray_job *job)
+{
+    return json_object_get(job->obj, "args");
+}
+
+int
+dray_job_retry_count(const dray_job *job)
+{
+    json_t *v = json_object_get(job->obj, "retry_count");
+    return json_is_integer(v) ? (int)json_integer_value(v) : -1;
+}
+
+const char *
+dray_job_payload(const dray_job *job)
+{
+    return job->payload;
+}
+
+json_t *
+dray_job_get(const dray_job *job, const char *field)
+{
+    return json_object_get(job->obj, field);
+}
+
+int
+dray_job_set(dray_job *job, const char *field, json_t *value)
+{
+    if (!value)
+        return json_object_del(job->obj, field) ? DRAY_ENOTFOUND : 0;
+    return json_object_set_new(job->obj, field, value) ? DRAY_ENOMEM : 0;
+}
+
+json_t *
+dray_job_json(const dray_job *job)
+{
+    return job->obj;
+}

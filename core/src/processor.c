@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* Worker threads: fetch, parse, run the server hooks and the handler, record
+ * the outcome. The success path costs no Redis round trip: counters are
+ * per-worker and flushed by the heartbeat. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+#define MESSAGE_BYTES 2048
+
+struct dray_result {
+    int failed;
+    int deferred;
+    double defer_s;
+    char error_class[128];
+    char message[MESSAGE_BYTES];
+};
+
+int
+dray_result_fail(dray_result *res, const char *error_class, const char *fmt, ...)
+{
+    res->failed = 1;
+    snprintf(res->error_class, sizeof res->error_class, "%s",
+             error_class && *error_class ? error_class : "RuntimeError");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->message, sizeof res->message, fmt ? fmt : "", ap);
+    va_end(ap);
+    return -1;
+}
+
+int
+dray_result_defer(dray_result *res, double seconds, const char *reason)
+{
+    res->deferred = 1;
+    res->defer_s = seconds > 0 ? seconds : 1;
+    snprintf(res->message, sizeof res->message, "%s", reason ? reason : "deferred");
+    return -1;
+}
+
+static int
+handler_cmp(const void *a, const void *b)
+{
+    return strcmp(((const dray__handler *)a)->klass, ((const dray__handler *)b)->klass);
+}
+
+void
+dray__handlers_sort(struct dray_server *s)
+{
+    if (s->nhandlers)
+        qsort(s->handlers, s->nhandlers, sizeof *s->handlers, handler_cmp);
+}
+
+const dray__handler *
+dray__handler_find(const struct dray_server *s, const char *klass)
+{
+    dray__handler key = {.klass = (char *)klass};
+    return bsearch(&key, s->handlers, s->nhandlers, sizeof *s->handlers, handler_cmp);
+}
+
+/* Back to the schedule set after `seconds`, same jid, retry_count untouched;
+ * "deferred" counts how often. */
+static int
+defer_job(dray__worker *w, dray_job *job, double seconds)
+{
+    struct dray_server *s = w->srv;
+    json_t *d = json_object_get(job->obj, "deferred");
+    json_object_set_new(job->obj, "deferred",
+                        json_integer(json_is_integer(d) ? json_integer_value(d) + 1 : 1));
+    json_object_del(job->obj, "enqueued_at");
+    size_t len;
+    char *json = dray__json_dump(job->obj, &len);
+    if (!json)
+        return DRAY_ENOMEM;
+    char score[32];
+    snprintf(score, sizeof score, "%.6f", dray_now() + seconds);
+    const char *argv[4] = {"ZADD", s->k_schedule, score, json};
+    size_t lens[4] = {4, strlen(s->k_schedule), strlen(score), len};
+    int rc = dray__conn_cmd(&w->conn, NULL, 4, argv, lens);
+    if (rc)
+        dray__logj(DRAY_LOG_ERROR, dray_job_jid(job), dray_job_class(job), -1,
+                   "cannot defer job (%s); payload: %s", w->conn.errstr, json);
+    free(json);
+    return rc;
+}
+
+/* Run one fetched unit to its outcome. Takes ownership of *u. */
+static void
+process(dray__worker *w, dray__unit *u)
+{
+    struct dray_server *s = w->srv;
+    double t0 = dray__mono();
+    pthread_mutex_lock(&w->mu);
+    w->cur = *u;
+    w->cur_started = dray_now();
+    w->requeued = 0;
+    pthread_mutex_unlock(&w->mu);
+    memset(u, 0, sizeof *u);
+    atomic_fetch_add(&s->busy, 1);
+
+    char err[256];
+    dray_job *job = NULL;
+    int rc = dray_job_parse(w->cur.payload, w->cur.len, s->opts.max_payload, &job, err, sizeof err);
+    if (rc) {
+        dray__dead_raw(w, &w->cur, err);
+        goto done;
+    }
+    json_t *q = json_object_get(job->obj, "queue");
+    if (!q)
+        json_object_set_new(job->obj, "queue", json_string(w->cur.queue));
+    const char *klass = dray_job_class(job);
+    const char *jid = dray_job_jid(job);
+    pthread_mutex_lock(&w->mu);
+    w->cur_class = klass;
+    w->cur_jid = jid;
+    pthread_mutex_unlock(&w->mu);
+    if (s->opts.log_jobs)
+        dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");
+
+    const dray__handler *h = dray__handler_find(s, klass);
+    dray_result res;
+    res.failed = res.deferred = 0;
+    res.error_class[0] = res.message[0] = '\0';
+    int entered = 0;
+    double defer_s = 0;
+    int outcome;
+    int before = dray__hooks_before(w, job, &defer_s, res.message, sizeof res.message, &entered);
+    if (before == DRAY__BEFORE_SKIP) {
+        outcome = DRAY__OUT_SKIPPED;
+    } else if (before == DRAY__BEFORE_DEFER) {
+        res.deferred = 1;
+        res.defer_s = defer_s;
+        outcome = DRAY__OUT_DEFERRED;
+    } else if (before == DRAY__BEFORE_FAIL) {
+        dray_result_fail(&res, "DrayHookError", "%s", res.message);
+        outcome = DRAY__OUT_FAILURE;
+    } else if (!h) {
+        dray_result_fail(&res, "NameError",
+                         "uninitialized constant %s (no handler registered in this dray process)",
+                         klass);
+        outcome = DRAY__OUT_FAILURE;
+    } else {
+        int hr = h->fn(job, &res, h->ud);
+        if (res.deferred) {
+            outcome = DRAY__OUT_DEFERRED;
+        } else if (hr != 0 || res.failed) {
+            if (!res.failed)
+                dray_result_fail(&res, "RuntimeError", "handler for %s returned %d", klass, hr);
+            outcome = DRAY__OUT_FAILURE;
+        } else {
+            outcome = DRAY__OUT_SUCCESS;
+        }
+    }
+
+    /* The stopper may have pushed this job back while it ran: then the
+     * outcome is dropped (the requeued copy will run again). */
+    pthread_mutex_lock(&w->mu);
+    int requeued = w->requeued;
+    if (!requeued)
+        w->requeued = -1; /* finishing: the stopper must leave it alone */
+    pthread_mutex_unlock(&w->mu);
+    double ms = (dray__mono() - t0) * 1000.0;
+    if (requeued) {
+        dray__logj(DRAY_LOG_WARN, jid, klass, ms, "finished after shutdown requeued it; outcome dropped");
+        dray__hooks_after(w, job, DRAY__OUT_REQUEUED, entered);
+        goto done;
+    }
+    switch (outcome) {
+    case DRAY__OUT_SUCCESS:
+    case DRAY__OUT_SKIPPED:
+        atomic_fetch_add_explicit(&w->processed, 1, memory_order_relaxed);
+        if (s->opts.log_jobs)
+            dray__logj(DRAY_LOG_INFO, jid, klass, ms, outcome == DRAY__OUT_SKIPPED ? "skipped" : "done");
+        break;
+    case DRAY__OUT_DEFERRED:
+        if (s->opts.log_jobs)
+            dray__logj(DRAY_LOG_INFO, jid, klass, ms, "deferred %.1fs: %s", res.defer_s, res.message);
+        defer_job(w, job, res.defer_s);
+        break;
+    default:
+        atomic_fetch_add_explicit(&w->processed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&w->failed, 1, memory_order_relaxed);
+        dray__logj(DRAY_LOG_WARN, jid, klass, ms, "fail: %s: %s", res.error_class, res.message);
+        for (size_t i = 0; i < s->non_error; i++)
+            s->on_error[i].fn(job, res.error_class, res.message, s->on_error[i].ud);
+        dray__retry_or_die(w, job, h, res.error_class, res.message);
+        break;
+    }
+    dray__hooks_after(w, job, outcome, entered);
+
+done:
+    pthread_mutex_lock(&w->mu);
+    dray__unit_clear(&w->cur);
+    w->cur_class = w->cur_jid = NULL;
+    w->requeued = 0;
+    pthread_mutex_unlock(&w->mu);
+    dray_job_free(job);
+    atomic_fetch_sub(&s->busy, 1);
+    if (atomic_load(&s->state) >= DRAY__STOPPING) {
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+void *
+dray__worker_main(void *arg)
+{
+    dray__worker *w = arg;
+    struct dray_server *s = w->srv;
+    char name[24];
+    snprintf(name, sizeof name, "worker-%d", w->index);
+    dray__log_thread_name(name);
+    while (atomic_load(&s->state) == DRAY__RUNNING) {
+        dray__unit u;
+        int rc = dray__fetch(w, &u);
+        if (rc < 0) {
+            if (rc == DRAY_ECONN || rc == DRAY_EAUTH) {
+                dray__outage_begin(s, &w->conn);
+                if (dray__conn_backoff(&w->conn, &s->state) == 0)
+                    dray__outage_end(s);
+            } else {
+                dray__log(DRAY_LOG_ERROR, "fetch failed: %s", w->conn.errstr);
+                dray__conn_backoff(&w->conn, &s->state);
+            }
+            continue;
+        }
+        if (atomic_load_explicit(&s->outage, memory_order_relaxed))
+            dray__outage_end(s);
+        if (rc == 0)
+            continue;
+        if (atomic_load(&s->state) != DRAY__RUNNING) {
+            /* Fetched while going quiet: straight back to the head. */
+            if (dray__requeue(&w->conn, s, &u))
+                dray__log(DRAY_LOG_ERROR, "cannot requeue job fetched during shutdown (%s); payload: %.*s",
+                          w->conn.errstr, (int)u.len, u.payload);
+            dray__unit_clear(&u);
+            break;
+        }
+        process(w, &u);
+    }
+    atomic_store(&w->exited, 1);
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}

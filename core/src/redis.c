@@ -1,0 +1,583 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* Redis connections: URL parsing, connect with AUTH/SELECT, reconnect
+ * backoff, pipelining and the EVALSHA script cache. */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define DEFAULT_URL "redis://127.0.0.1:6379/0"
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000 /* a returning Redis is noticed within ~2 s */
+
+/* Decode %XX escapes of [s, s+n) into a new string; NULL on bad escape/OOM. */
+static char *
+pct_decode(const char *s, size_t n)
+{
+    char *out = dray__malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
+                !isxdigit((unsigned char)s[i + 2])) {
+                dray__free(out);
+                return NULL;
+            }
+            char hex[3] = {s[i + 1], s[i + 2], 0};
+            out[j++] = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else {
+            out[j++] = s[i];
+        }
+    }
+    out[j] = '\0';
+    return out;
+}
+
+static int
+parse_int(const char *s, size_t n, long lo, long hi, long *out)
+{
+    if (n == 0 || n > 10)
+        return -1;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Parse "?db=N&password=P" query parameters of a unix URL. */
+static int
+parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, size_t errlen)
+{
+    while (*q) {
+        const char *amp = strchr(q, '&');
+        size_t n = amp ? (size_t)(amp - q) : strlen(q);
+        const char *eq = memchr(q, '=', n);
+        if (!eq)
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': query parameter without '='",
+                             url);
+        size_t kl = (size_t)(eq - q);
+        const char *v = eq + 1;
+        size_t vl = n - kl - 1;
+        long num;
+        if (kl == 2 && !memcmp(q, "db", 2)) {
+            if (parse_int(v, vl, 0, 1000000, &num))
+                return dray__err(errbuf, errlen, DRAY_EURL,
+                                 "redis url '%s': db must be a non-negative integer", url);
+            cfg->db = (int)num;
+        } else if (kl == 8 && !memcmp(q, "password", 8)) {
+            dray__free(cfg->pass);
+            if (!(cfg->pass = pct_decode(v, vl)))
+                return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': bad %%-escape in password",
+                                 url);
+        } else if (kl == 4 && !memcmp(q, "user", 4)) {
+            dray__free(cfg->user);
+            if (!(cfg->user = pct_decode(v, vl)))
+                return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': bad %%-escape in user",
+                                 url);
+        } else {
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': unknown parameter '%.*s'",
+                             url, (int)kl, q);
+        }
+        q += n + (amp ? 1 : 0);
+    }
+    return 0;
+}
+
+int
+dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->ns = dray__strdup("");
+    cfg->connect_timeout_ms = 2000;
+    cfg->command_timeout_ms = 5000;
+    if (!cfg->ns)
+        return DRAY_ENOMEM;
+    if (!url || !*url)
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url is empty");
+    if (!strncmp(url, "rediss://", 9))
+        return dray__err(errbuf, errlen, DRAY_ETLS,
+                         "redis url '%s': rediss:// needs TLS, which this build's hiredis lacks; "
+                         "use a TLS proxy (stunnel, spiped) and redis://",
+                         url);
+    if (!strncmp(url, "unix://", 7)) {
+        const char *p = url + 7;
+        const char *q = strchr(p, '?');
+        size_t pl = q ? (size_t)(q - p) : strlen(p);
+        if (pl == 0 || p[0] != '/')
+            return dray__err(errbuf, errlen, DRAY_EURL,
+                             "redis url '%s': unix socket path must be absolute (unix:///path.sock)",
+                             url);
+        if (!(cfg->path = dray__strndup(p, pl)))
+            return DRAY_ENOMEM;
+        snprintf(cfg->where, sizeof cfg->where, "unix:%s", cfg->path);
+        return q ? parse_query(cfg, q + 1, url, errbuf, errlen) : 0;
+    }
+    if (strncmp(url, "redis://", 8))
+        return dray__err(errbuf, errlen, DRAY_EURL,
+                         "redis url '%s': scheme must be redis:// or unix://", url);
+    const char *p = url + 8;
+    const char *end = p + strcspn(p, "/?");
+    const char *at = NULL;
+    for (const char *s = p; s < end; s++)
+        if (*s == '@')
+            at = s;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (colon > p && !(cfg->user = pct_decode(p, (size_t)(colon - p))))
+                return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in user");
+            if (!(cfg->pass = pct_decode(colon + 1, (size_t)(at - colon - 1))))
+                return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
+        } else if (!(cfg->pass = pct_decode(p, (size_t)(at - p)))) {
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
+        }
+        p = at + 1;
+    }
+    const char *hs = p, *he;
+    const char *portp = NULL;
+    if (*p == '[') {
+        he = memchr(p, ']', (size_t)(end - p));
+        if (!he)
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': unclosed '[' in host", url);
+        hs = p + 1;
+        if (he + 1 < end) {
+            if (he[1] != ':')
+                return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': junk after ']'", url);
+            portp = he + 2;
+        }
+    } else {
+        he = memchr(p, ':', (size_t)(end - p));
+        if (he)
+            portp = he + 1;
+        else
+            he = end;
+    }
+    if (he == hs)
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': host is empty", url);
+    if (!(cfg->host = dray__strndup(hs, (size_t)(he - hs))))
+        return DRAY_ENOMEM;
+    cfg->port = 6379;
+    if (portp) {
+        long port;
+        if (parse_int(portp, (size_t)(end - portp), 1, 65535, &port))
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': port must be 1-65535", url);
+        cfg->port = (int)port;
+    }
+    snprintf(cfg->where, sizeof cfg->where, "%s:%d", cfg->host, cfg->port);
+    if (*end == '/') {
+        const char *d = end + 1;
+        size_t dl = strcspn(d, "?");
+        long db;
+        if (dl && parse_int(d, dl, 0, 1000000, &db))
+            return dray__err(errbuf, errlen, DRAY_EURL,
+                             "redis url '%s': database must be a non-negative integer", url);
+        if (dl)
+            cfg->db = (int)db;
+        end = d + dl;
+    }
+    if (*end == '?')
+        return parse_query(cfg, end + 1, url, errbuf, errlen);
+    return 0;
+}
+
+int
+dray__redis_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, size_t errlen)
+{
+    const char *url = o && o->redis_url ? o->redis_url : NULL;
+    if (!url || !*url)
+        url = getenv("DRAY_REDIS_URL");
+    if (!url || !*url)
+        url = getenv("REDIS_URL");
+    if (!url || !*url)
+        url = DEFAULT_URL;
+    int rc = dray__redis_url_parse(cfg, url, errbuf, errlen);
+    if (rc) {
+        dray__redis_cfg_close(cfg);
+        return rc;
+    }
+    if (o && o->ns && *o->ns) {
+        size_t n = strlen(o->ns);
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)o->ns[i] <= ' ') {
+                dray__redis_cfg_close(cfg);
+                return dray__err(errbuf, errlen, DRAY_ECONFIG,
+                                 "namespace '%s' contains whitespace or control bytes", o->ns);
+            }
+        dray__free(cfg->ns);
+        cfg->ns = dray__malloc(n + 2);
+        if (!cfg->ns) {
+            dray__redis_cfg_close(cfg);
+            return DRAY_ENOMEM;
+        }
+        memcpy(cfg->ns, o->ns, n);
+        cfg->ns[n] = ':';
+        cfg->ns[n + 1] = '\0';
+    }
+    cfg->nslen = strlen(cfg->ns);
+    if (o && o->connect_timeout_ms > 0)
+        cfg->connect_timeout_ms = o->connect_timeout_ms;
+    if (o && o->command_timeout_ms > 0)
+        cfg->command_timeout_ms = o->command_timeout_ms;
+    return 0;
+}
+
+void
+dray__redis_cfg_close(dray__redis_cfg *cfg)
+{
+    if (!cfg)
+        return;
+    dray__free(cfg->host);
+    dray__free(cfg->path);
+    dray__free(cfg->user);
+    if (cfg->pass) {
+        memset(cfg->pass, 0, strlen(cfg->pass));
+        dray__free(cfg->pass);
+    }
+    dray__free(cfg->ns);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+char *
+dray__key(const dray__redis_cfg *cfg, const char *suffix)
+{
+    size_t sl = strlen(suffix);
+    char *k = dray__malloc(cfg->nslen + sl + 1);
+    if (k) {
+        memcpy(k, cfg->ns, cfg->nslen);
+        memcpy(k + cfg->nslen, suffix, sl + 1);
+    }
+    return k;
+}
+
+void
+dray__key_buf(dray__buf *b, const dray__redis_cfg *cfg, const char *suffix)
+{
+    dray__buf_add(b, cfg->ns, cfg->nslen);
+    dray__buf_adds(b, suffix);
+}
+
+/* A write to a Redis that went away must be an error, not a process kill:
+ * if the application left SIGPIPE at its default, ignore it (documented in
+ * dray.h). An application's own handler is left alone. */
+static void
+ignore_sigpipe_once(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
+void
+dray__conn_init(dray__conn *c, const dray__redis_cfg *cfg)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, ignore_sigpipe_once);
+    memset(c, 0, sizeof *c);
+    c->cfg = cfg;
+    c->backoff_ms = BACKOFF_MIN_MS;
+}
+
+void
+dray__conn_drop(dray__conn *c)
+{
+    if (c->ctx) {
+        redisFree(c->ctx);
+        c->ctx = NULL;
+    }
+}
+
+void
+dray__conn_close(dray__conn *c)
+{
+    dray__conn_drop(c);
+}
+
+static struct timeval
+ms_tv(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+static int
+set_err(dray__conn *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+
+static int
+set_err(dray__conn *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
+    va_end(ap);
+    c->err = code;
+    return code;
+}
+
+/* Run a setup command (AUTH, SELECT) on a fresh context. */
+static int
+setup_cmd(dray__conn *c, int code, const char *what, int argc, const char **argv)
+{
+    redisReply *r = redisCommandArgv(c->ctx, argc, argv, NULL);
+    if (!r) {
+        set_err(c, DRAY_ECONN, "redis at %s: %s failed: %s", c->cfg->where, what, c->ctx->errstr);
+        dray__conn_drop(c);
+        return DRAY_ECONN;
+    }
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        rc = set_err(c, code, "redis at %s: %s refused: %s", c->cfg->where, what, r->str);
+        dray__conn_drop(c);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int
+dray__conn_ensure(dray__conn *c)
+{
+    if (c->ctx)
+        return 0;
+    const dray__redis_cfg *cfg = c->cfg;
+    struct timeval tv = ms_tv(cfg->connect_timeout_ms);
+    c->ctx = cfg->path ? redisConnectUnixWithTimeout(cfg->path, tv)
+                       : redisConnectWithTimeout(cfg->host, cfg->port, tv);
+    if (!c->ctx)
+        return set_err(c, DRAY_ENOMEM, "redis at %s: out of memory", cfg->where);
+    if (c->ctx->err) {
+        set_err(c, DRAY_ECONN, "redis at %s: cannot connect: %s", cfg->where, c->ctx->errstr);
+        dray__conn_drop(c);
+        return DRAY_ECONN;
+    }
+    redisSetTimeout(c->ctx, ms_tv(cfg->command_timeout_ms + c->extra_timeout_ms));
+    if (cfg->pass) {
+        const char *argv[3] = {"AUTH", cfg->user ? cfg->user : cfg->pass, cfg->pass};
+        int rc = setup_cmd(c, DRAY_EAUTH, "AUTH", cfg->user ? 3 : 2, argv);
+        if (rc)
+            return rc;
+    }
+    if (cfg->db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", cfg->db);
+        const char *argv[2] = {"SELECT", db};
+        int rc = setup_cmd(c, DRAY_ECONN, "SELECT", 2, argv);
+        if (rc)
+            return rc;
+    }
+    c->err = 0;
+    c->errstr[0] = '\0';
+    return 0;
+}
+
+/* Classify a reply: NULL → I/O failure, error reply → DRAY_EREDIS. */
+static int
+check_reply(dray__conn *c, redisReply *r)
+{
+    if (!r) {
+        set_err(c, DRAY_ECONN, "redis at %s: connection lost: %s", c->cfg->where,
+                c->ctx && c->ctx->errstr[0] ? c->ctx->errstr : "eof");
+        dray__conn_drop(c);
+        return DRAY_ECONN;
+    }
+    if (r->type == REDIS_REPLY_ERROR)
+        return set_err(c, DRAY_EREDIS, "redis at %s: %s", c->cfg->where, r->str);
+    return 0;
+}
+
+int
+dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv, const size_t *lens)
+{
+    if (out)
+        *out = NULL;
+    int rc = dray__conn_ensure(c);
+    if (rc)
+        return rc;
+    redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
+    rc = check_reply(c, r);
+    if (out)
+        *out = r;
+    else if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int
+dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...)
+{
+    if (out)
+        *out = NULL;
+    int rc = dray__conn_ensure(c);
+    if (rc)
+        return rc;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c->ctx, fmt, ap);
+    va_end(ap);
+    rc = check_reply(c, r);
+    if (out)
+        *out = r;
+    else if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int
+dray__conn_append(dray__conn *c, int argc, const char **argv, const size_t *lens)
+{
+    int rc = dray__conn_ensure(c);
+    if (rc)
+        return rc;
+    if (redisAppendCommandArgv(c->ctx, argc, argv, lens) != REDIS_OK)
+        return set_err(c, DRAY_ENOMEM, "redis at %s: cannot buffer command", c->cfg->where);
+    return 0;
+}
+
+int
+dray__conn_appendf(dray__conn *c, const char *fmt, ...)
+{
+    int rc = dray__conn_ensure(c);
+    if (rc)
+        return rc;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = redisvAppendCommand(c->ctx, fmt, ap);
+    va_end(ap);
+    if (r != REDIS_OK)
+        return set_err(c, DRAY_ENOMEM, "redis at %s: cannot buffer command", c->cfg->where);
+    return 0;
+}
+
+int
+dray__conn_reply(dray__conn *c, redisReply **out)
+{
+    void *r = NULL;
+    *out = NULL;
+    if (!c->ctx)
+        return set_err(c, DRAY_ECONN, "redis at %s: connection lost", c->cfg->where);
+    if (redisGetReply(c->ctx, &r) != REDIS_OK)
+        r = NULL;
+    int rc = check_reply(c, r);
+    *out = r;
+    return rc;
+}
+
+void
+dray__conn_backoff_reset(dray__conn *c)
+{
+    c->backoff_ms = BACKOFF_MIN_MS;
+}
+
+int
+dray__conn_backoff(dray__conn *c, atomic_int *stop)
+{
+    /* Full jitter in [d/2, d): many workers do not reconnect in lockstep. */
+    unsigned d = c->backoff_ms / 2 + (unsigned)(dray__rand01() * (c->backoff_ms / 2));
+    for (unsigned slept = 0; slept < d; slept += 50) {
+        if (stop && atomic_load(stop))
+            return DRAY_ESTATE;
+        dray__sleep_ms(d - slept < 50 ? d - slept : 50);
+    }
+    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+    int rc = dray__conn_ensure(c);
+    if (!rc)
+        dray__conn_backoff_reset(c);
+    return rc;
+}
+
+static pthread_mutex_t script_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* SCRIPT LOAD on c; stores the sha in s (under script_lock). */
+static int
+script_load(dray__conn *c, dray__script *s)
+{
+    redisReply *r;
+    const char *argv[3] = {"SCRIPT", "LOAD", s->src};
+    int rc = dray__conn_cmd(c, &r, 3, argv, NULL);
+    if (!rc && (r->type != REDIS_REPLY_STRING || r->len != 40))
+        rc = set_err(c, DRAY_EREDIS, "redis at %s: SCRIPT LOAD gave no sha", c->cfg->where);
+    if (!rc) {
+        pthread_mutex_lock(&script_lock);
+        memcpy(s->sha, r->str, 40);
+        s->sha[40] = '\0';
+        pthread_mutex_unlock(&script_lock);
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int
+dray__conn_eval(dray__conn *c, dray__script *s, redisReply **out, int nkeys, int argc,
+                const char **argv, const size_t *lens)
+{
+    *out = NULL;
+    char sha[41];
+    pthread_mutex_lock(&script_lock);
+    memcpy(sha, s->sha, sizeof sha);
+    pthread_mutex_unlock(&script_lock);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!sha[0]) {
+            int rc = script_load(c, s);
+            if (rc)
+                return rc;
+            pthread_mutex_lock(&script_lock);
+            memcpy(sha, s->sha, sizeof sha);
+            pthread_mutex_unlock(&script_lock);
+        }
+        const char *stackv[32];
+        size_t stackl[32];
+        const char **v = stackv;
+        size_t *l = stackl;
+        if (argc + 3 > 32) {
+            v = dray__malloc(sizeof *v * (size_t)(argc + 3));
+            l = dray__malloc(sizeof *l * (size_t)(argc + 3));
+            if (!v || !l) {
+                dray__free(v == stackv ? NULL : v);
+                dray__free(l == stackl ? NULL : l);
+                return DRAY_ENOMEM;
+            }
+        }
+        char nk[16];
+        snprintf(nk, sizeof nk, "%d", nkeys);
+        v[0] = "EVALSHA";
+        l[0] = 7;
+        v[1] = sha;
+        l[1] = 40;
+        v[2] = nk;
+        l[2] = strlen(nk);
+        for (int i = 0; i < argc; i++) {
+            v[i + 3] = argv[i];
+            l[i + 3] = lens ? lens[i] : strlen(argv[i]);
+        }
+        redisReply *r;
+        int rc = dray__conn_cmd(c, &r, argc + 3, v, l);
+        if (v != stackv) {
+            dray__free(v);
+            dray__free(l);
+        }
+        if (rc == DRAY_EREDIS && r && !strncmp(r->str, "NOSCRIPT", 8)) {
+            freeReplyObject(r);
+            sha[0] = '\0'; /* Redis restarted or SCRIPT FLUSH: load again */
+            continue;
+        }
+        *out = r;
+        return rc;
+    }
+    return set_err(c, DRAY_EREDIS, "redis at %s: script vanished twice", c->cfg->where);
+}

@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* The failure path, as Sidekiq 6: retry fields, backoff, the retry set, the
+ * dead set with its trims, error and death handlers. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+#define ERROR_MESSAGE_MAX 10000 /* Sidekiq truncates error_message here */
+#define RECORD_ATTEMPTS 3       /* tries to write a failure before logging it whole */
+
+double
+dray__backoff_default(int count)
+{
+    double c = count;
+    return c * c * c * c + 15.0 + (double)(dray__rand32() % 10) * (c + 1.0);
+}
+
+/* Truncate to at most max bytes without splitting a UTF-8 sequence. */
+static json_t *
+truncated_string(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    json_t *v = json_stringn(s, n);
+    return v ? v : json_string("(error message was not valid utf-8)");
+}
+
+int
+dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, size_t len,
+               double now)
+{
+    char score[32], cutoff[32], rank[32];
+    snprintf(score, sizeof score, "%.6f", now);
+    snprintf(cutoff, sizeof cutoff, "(%.6f", now - (double)s->opts.dead_timeout_s);
+    /* keep at most dead_max_jobs members */
+    snprintf(rank, sizeof rank, "%ld", -(s->opts.dead_max_jobs + 1));
+    const char *zadd[4] = {"ZADD", s->k_dead, score, json};
+    size_t zl[4] = {4, strlen(s->k_dead), strlen(score), len};
+    const char *byscore[4] = {"ZREMRANGEBYSCORE", s->k_dead, "-inf", cutoff};
+    const char *byrank[4] = {"ZREMRANGEBYRANK", s->k_dead, "0", rank};
+    int rc;
+    if ((rc = dray__conn_appendf(c, "MULTI")) || (rc = dray__conn_append(c, 4, zadd, zl)) ||
+        (rc = dray__conn_append(c, 4, byscore, NULL)) ||
+        (rc = dray__conn_append(c, 4, byrank, NULL)) || (rc = dray__conn_appendf(c, "EXEC")))
+        return rc;
+    int first = 0;
+    for (int i = 0; i < 5; i++) {
+        redisReply *r;
+        int e = dray__conn_reply(c, &r);
+        if (r)
+            freeReplyObject(r);
+        if (e == DRAY_ECONN)
+            return e;
+        if (e && !first)
+            first = e;
+    }
+    return first;
+}
+
+/* Write json to the retry set (score > 0) or the dead set, retrying a few
+ * times; if Redis will not take it, log the payload whole. */
+static void
+record(dray__worker *w, const char *what, double score, const char *json, size_t len,
+       const dray_job *job)
+{
+    struct dray_server *s = w->srv;
+    for (int attempt = 0; attempt < RECORD_ATTEMPTS; attempt++) {
+        int rc;
+        if (score > 0) {
+            char sc[32];
+            snprintf(sc, sizeof sc, "%.6f", score);
+            const char *argv[4] = {"ZADD", s->k_retry, sc, json};
+            size_t lens[4] = {4, strlen(s->k_retry), strlen(sc), len};
+            rc = dray__conn_cmd(&w->conn, NULL, 4, argv, lens);
+        } else {
+            rc = dray__dead_add(&w->conn, s, json, len, dray_now());
+        }
+        if (!rc)
+            return;
+        if (rc == DRAY_ECONN)
+            dray__conn_backoff(&w->conn, NULL);
+    }
+    dray__logj(DRAY_LOG_ERROR, job ? dray_job_jid(job) : NULL, job ? dray_job_class(job) : NULL, -1,
+               "cannot record %s (%s); payload: %.*s", what, w->conn.errstr, (int)len, json);
+}
+
+void
+dray__dead_raw(dray__worker *w, const dray__unit *u, const char *reason)
+{
+    /* The payload is not a job we can edit, so it goes to the dead set
+     * verbatim (as Sidekiq does) and the reason goes to the log. */
+    dray__log(DRAY_LOG_ERROR, "malformed job from queue %s sent to the dead set: %s", u->queue,
+              reason);
+    record(w, "malformed job", 0, u->payload, u->len, NULL);
+}
+
+static void
+death(dray__worker *w, const dray_job *job, const char *ecls, const char *msg)
+{
+    struct dray_server *s = w->srv;
+    for (size_t i = 0; i < s->non_death; i++)
+        s->on_death[i].fn(job, ecls, msg, s->on_death[i].ud);
+    dray__hooks_death(w, job, ecls, msg);
+}
+
+void
+dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const char *ecls,
+                   const char *msg)
+{
+    struct dray_server *s = w->srv;
+    json_t *o = job->obj;
+    json_t *rv = json_object_get(o, "retry");
+    int max;
+    if (h && h->opts.retry == DRAY_RETRY_NONE)
+        max = -1;
+    else if (h && h->opts.retry > 0)
+        max = h->opts.retry;
+    else if (!rv || json_is_true(rv))
+        max = s->opts.max_retries;
+    else if (json_is_integer(rv))
+        max = (int)json_integer_value(rv); /* 0 is truthy in Ruby: straight to dead */
+    else
+        max = -1;
+    if (max < 0) {
+        /* "retry": false: no retry and no dead set, death handlers only */
+        dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
+                   "retry disabled; job discarded after failure");
+        death(w, job, ecls, msg);
+        return;
+    }
+    double now = dray_now();
+    const char *rq = h && h->retry_queue ? h->retry_queue
+                                         : json_string_value(json_object_get(o, "retry_queue"));
+    if (rq)
+        json_object_set_new(o, "queue", json_string(rq));
+    json_object_set_new(o, "error_message", truncated_string(msg, ERROR_MESSAGE_MAX));
+    json_object_set_new(o, "error_class", json_string(ecls));
+    int count;
+    json_t *rc = json_object_get(o, "retry_count");
+    if (json_is_integer(rc)) {
+        count = (int)json_integer_value(rc) + 1;
+        json_object_set_new(o, "retried_at", json_real(now));
+    } else {
+        count = 0;
+        json_object_set_new(o, "failed_at", json_real(now));
+    }
+    json_object_set_new(o, "retry_count", json_integer(count));
+    size_t len;
+    char *json = dray__json_dump(o, &len);
+    if (!json) {
+        dray__logj(DRAY_LOG_ERROR, dray_job_jid(job), dray_job_class(job), -1,
+                   "out of memory recording failure; payload: %s",
+                   job->payload ? job->payload : "(none)");
+        return;
+    }
+    if (count < max) {
+        double delay = -1;
+        if (h && h->opts.backoff)
+            delay = h->opts.backoff(job, count, h->opts.backoff_userdata);
+        if (delay < 0)
+            delay = dray__backoff_default(count);
+        double at = now + delay;
+        record(w, "retry", at, json, len, job);
+        dray__hooks_retry(w, job, ecls, msg, count, at);
+    } else {
+        json_t *dv = json_object_get(o, "dead");
+        bool to_dead = !(h && h->opts.dead < 0) && !json_is_false(dv);
+        dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
+                   "retries exhausted (%d)%s", count, to_dead ? "; moved to the dead set" : "");
+        if (to_dead)
+            record(w, "death", 0, json, len, job);
+        death(w, job, ecls, msg);
+    }
+    free(json);
+}

@@ -1,0 +1,560 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* Server lifecycle: configure, start threads, quiet, stop with timeout and
+ * requeue, leave the process registry. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server.h"
+
+#define STRAGGLER_GRACE_S 3.0 /* after requeueing, how long finishing threads get */
+
+static int
+serr(dray_server *s, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+
+static int
+serr(dray_server *s, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errstr, sizeof s->errstr, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *
+dray_server_errstr(const dray_server *s)
+{
+    return s->errstr;
+}
+
+const char *
+dray_server_identity(const dray_server *s)
+{
+    return s->identity;
+}
+
+/* Build the cached heartbeat "info" JSON (Sidekiq 6 fields). */
+static int
+build_info(dray_server *s)
+{
+    json_t *queues = json_array();
+    for (size_t i = 0; i < s->nqueues; i++)
+        json_array_append_new(queues, json_string(s->queues[i].name));
+    json_t *labels = json_array();
+    if (s->labels) {
+        char *copy = dray__strdup(s->labels), *save = NULL;
+        for (char *t = copy ? strtok_r(copy, ", ", &save) : NULL; t; t = strtok_r(NULL, ", ", &save))
+            json_array_append_new(labels, json_string(t));
+        dray__free(copy);
+    }
+    json_t *info = json_pack("{s:s, s:f, s:i, s:s, s:i, s:o, s:o, s:s}", "hostname", s->hostname,
+                             "started_at", s->started_at, "pid", (int)getpid(), "tag",
+                             s->tag ? s->tag : "", "concurrency", s->opts.concurrency, "queues",
+                             queues, "labels", labels, "identity", s->identity);
+    if (!info)
+        return DRAY_ENOMEM;
+    s->info_json = dray__json_dump(info, NULL);
+    json_decref(info);
+    return s->info_json ? 0 : DRAY_ENOMEM;
+}
+
+int
+dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    dray_server *s = dray__calloc(1, sizeof *s);
+    if (!s)
+        return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
+    if (opts)
+        s->opts = *opts;
+    else
+        dray_options_init(&s->opts);
+    s->wake_pipe[0] = s->wake_pipe[1] = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    dray_options *o = &s->opts;
+    if (o->concurrency <= 0 || o->concurrency > 1000) {
+        dray_server_free(s);
+        return dray__err(errbuf, errlen, DRAY_ECONFIG, "concurrency must be 1-1000, not %d",
+                         opts ? opts->concurrency : 0);
+    }
+    if (o->shutdown_timeout_s < 0)
+        o->shutdown_timeout_s = 25;
+    if (o->heartbeat_s <= 0)
+        o->heartbeat_s = 5;
+    if (o->max_retries < 0)
+        o->max_retries = DRAY_DEFAULT_MAX_RETRIES;
+    if (o->dead_max_jobs <= 0)
+        o->dead_max_jobs = 10000;
+    if (o->dead_timeout_s <= 0)
+        o->dead_timeout_s = 180L * 24 * 3600;
+    if (!o->max_payload)
+        o->max_payload = DRAY_DEFAULT_MAX_PAYLOAD;
+    s->queues_spec = dray__strdup(o->queues ? o->queues : "default");
+    s->tag = o->tag ? dray__strdup(o->tag) : NULL;
+    s->labels = o->labels ? dray__strdup(o->labels) : NULL;
+    o->queues = s->queues_spec;
+    o->tag = s->tag;
+    o->labels = s->labels;
+    o->redis_url = NULL; /* resolved into cfg below; not kept */
+    o->ns = NULL;
+    int rc = dray__redis_cfg_init(&s->cfg, opts, errbuf, errlen);
+    if (rc) {
+        dray_server_free(s);
+        return rc;
+    }
+    if ((rc = dray__queues_parse(s, s->queues_spec, errbuf, errlen))) {
+        dray_server_free(s);
+        return rc;
+    }
+    const char *dyno = getenv("DYNO");
+    if (dyno && *dyno)
+        snprintf(s->hostname, sizeof s->hostname, "%s", dyno);
+    else if (gethostname(s->hostname, sizeof s->hostname - 1))
+        snprintf(s->hostname, sizeof s->hostname, "localhost");
+    char nonce[DRAY_JID_BYTES];
+    dray_jid_new(nonce);
+    nonce[12] = '\0'; /* 6 random bytes, as Sidekiq */
+    snprintf(s->identity, sizeof s->identity, "%s:%d:%s", s->hostname, (int)getpid(), nonce);
+    s->started_at = dray_now();
+    dray__buf b;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &s->cfg, s->identity);
+    dray__buf_adds(&b, ":workers");
+    s->k_work = b.p;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &s->cfg, s->identity);
+    dray__buf_adds(&b, "-signals");
+    s->k_signals = b.p;
+    s->k_queues = dray__key(&s->cfg, "queues");
+    s->k_schedule = dray__key(&s->cfg, "schedule");
+    s->k_retry = dray__key(&s->cfg, "retry");
+    s->k_dead = dray__key(&s->cfg, "dead");
+    s->k_processes = dray__key(&s->cfg, "processes");
+    /* The identity hash itself is namespaced too. */
+    char *idkey = dray__key(&s->cfg, s->identity);
+    if (!idkey || !s->k_work || !s->k_signals || !s->k_queues || !s->k_schedule || !s->k_retry ||
+        !s->k_dead || !s->k_processes || !s->queues_spec || build_info(s)) {
+        dray__free(idkey);
+        dray_server_free(s);
+        return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
+    }
+    dray__free(idkey);
+    s->workers = dray__calloc((size_t)o->concurrency, sizeof *s->workers);
+    if (!s->workers || pipe(s->wake_pipe)) {
+        dray_server_free(s);
+        return dray__err(errbuf, errlen, DRAY_ENOMEM, "cannot allocate workers");
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(s->wake_pipe[i], F_SETFL, fcntl(s->wake_pipe[i], F_GETFL) | O_NONBLOCK);
+        fcntl(s->wake_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    for (int i = 0; i < o->concurrency; i++) {
+        dray__worker *w = &s->workers[i];
+        w->srv = s;
+        w->index = i;
+        pthread_mutex_init(&w->mu, NULL);
+        dray__conn_init(&w->conn, &s->cfg);
+        w->conn.extra_timeout_ms = 2000; /* BRPOP blocks 2 s */
+        /* tid: short, unique per thread, base 36 like Sidekiq's */
+        unsigned long v = ((unsigned long)getpid() << 12) ^ (unsigned long)(i + 1) * 2654435761UL;
+        char tmp[16];
+        int n = 0;
+        do {
+            tmp[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36];
+            v /= 36;
+        } while (v && n < 15);
+        for (int k = 0; k < n; k++)
+            w->tid[k] = tmp[n - 1 - k];
+        w->tid[n] = '\0';
+    }
+    dray_log_set_level(o->log_level);
+    *out = s;
+    return 0;
+}
+
+void
+dray_server_free(dray_server *s)
+{
+    if (!s)
+        return;
+    if (s->workers && !s->leaked) {
+        for (int i = 0; i < s->opts.concurrency; i++) {
+            dray__conn_close(&s->workers[i].conn);
+            dray__unit_clear(&s->workers[i].cur);
+            dray__free(s->workers[i].brpop_argv);
+            dray__free(s->workers[i].brpop_lens);
+            pthread_mutex_destroy(&s->workers[i].mu);
+        }
+        dray__free(s->workers);
+    }
+    for (size_t i = 0; i < s->nhandlers; i++) {
+        dray__free(s->handlers[i].klass);
+        dray__free(s->handlers[i].retry_queue);
+    }
+    dray__free(s->handlers);
+    dray__free(s->on_error);
+    dray__free(s->on_death);
+    for (size_t i = 0; i < s->nqueues; i++) {
+        dray__free(s->queues[i].name);
+        dray__free(s->queues[i].key);
+    }
+    dray__free(s->queues);
+    dray__free(s->weighted);
+    dray__free(s->dl_handles); /* libraries stay loaded: handlers may still run */
+    dray__free(s->queues_spec);
+    dray__free(s->tag);
+    dray__free(s->labels);
+    free(s->info_json);
+    dray__free(s->k_queues);
+    dray__free(s->k_schedule);
+    dray__free(s->k_retry);
+    dray__free(s->k_dead);
+    dray__free(s->k_processes);
+    dray__free(s->k_work);
+    dray__free(s->k_signals);
+    dray__redis_cfg_close(&s->cfg);
+    for (int i = 0; i < 2; i++)
+        if (s->wake_pipe[i] >= 0)
+            close(s->wake_pipe[i]);
+    if (!s->leaked) {
+        pthread_cond_destroy(&s->cond);
+        pthread_mutex_destroy(&s->mu);
+        dray__free(s);
+    }
+}
+
+int
+dray_server_register(dray_server *s, const char *klass, dray_handler_fn fn, void *userdata,
+                     const dray_class_opts *copts)
+{
+    if (!klass || !*klass)
+        return serr(s, DRAY_ECLASS, "handler class name is empty");
+    if (!fn)
+        return serr(s, DRAY_EINVAL, "handler for %s is NULL", klass);
+    if (s->workers && s->workers[0].started)
+        return serr(s, DRAY_ESTATE, "handlers must be registered before dray_server_run");
+    for (size_t i = 0; i < s->nhandlers; i++)
+        if (!strcmp(s->handlers[i].klass, klass))
+            return serr(s, DRAY_EEXIST, "a handler for %s is already registered", klass);
+    if (copts && copts->retry_queue && dray__queue_check(copts->retry_queue, s->errstr, sizeof s->errstr))
+        return DRAY_EQUEUE;
+    if (s->nhandlers == s->caphandlers) {
+        size_t cap = s->caphandlers ? s->caphandlers * 2 : 16;
+        void *p = dray__realloc(s->handlers, cap * sizeof *s->handlers);
+        if (!p)
+            return serr(s, DRAY_ENOMEM, "out of memory");
+        s->handlers = p;
+        s->caphandlers = cap;
+    }
+    dray__handler *h = &s->handlers[s->nhandlers];
+    memset(h, 0, sizeof *h);
+    h->klass = dray__strdup(klass);
+    h->fn = fn;
+    h->ud = userdata;
+    if (copts)
+        h->opts = *copts;
+    h->retry_queue = copts && copts->retry_queue ? dray__strdup(copts->retry_queue) : NULL;
+    h->opts.retry_queue = NULL;
+    if (!h->klass)
+        return serr(s, DRAY_ENOMEM, "out of memory");
+    s->nhandlers++;
+    return 0;
+}
+
+static int
+add_callback(dray_server *s, dray__callback **arr, size_t *n, dray_error_fn fn, void *ud)
+{
+    if (!fn)
+        return serr(s, DRAY_EINVAL, "callback is NULL");
+    void *p = dray__realloc(*arr, (*n + 1) * sizeof **arr);
+    if (!p)
+        return serr(s, DRAY_ENOMEM, "out of memory");
+    *arr = p;
+    (*arr)[*n].fn = fn;
+    (*arr)[*n].ud = ud;
+    (*n)++;
+    return 0;
+}
+
+int
+dray_server_on_error(dray_server *s, dray_error_fn fn, void *userdata)
+{
+    return add_callback(s, &s->on_error, &s->non_error, fn, userdata);
+}
+
+int
+dray_server_on_death(dray_server *s, dray_error_fn fn, void *userdata)
+{
+    return add_callback(s, &s->on_death, &s->non_death, fn, userdata);
+}
+
+int
+dray_server_require(dray_server *s, const char *path)
+{
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        return serr(s, DRAY_EMODULE, "cannot load handler library %s: %s", path, dlerror());
+    int (*reg)(dray_server *);
+    *(void **)&reg = dlsym(h, "dray_register_handlers");
+    if (!reg) {
+        dlclose(h);
+        return serr(s, DRAY_EMODULE, "%s does not export dray_register_handlers", path);
+    }
+    int rc = reg(s);
+    if (rc) {
+        if (!s->errstr[0])
+            serr(s, rc, "%s: dray_register_handlers failed: %s", path, dray_strerror(rc));
+        return rc;
+    }
+    void *p = dray__realloc(s->dl_handles, (s->ndl + 1) * sizeof *s->dl_handles);
+    if (p) {
+        s->dl_handles = p;
+        s->dl_handles[s->ndl++] = h;
+    }
+    return 0;
+}
+
+void
+dray__server_wake(dray_server *s)
+{
+    char c = 1;
+    ssize_t n = write(s->wake_pipe[1], &c, 1);
+    (void)n;
+}
+
+void
+dray_server_stop(dray_server *s)
+{
+    atomic_store(&s->stop_flag, 1);
+    dray__server_wake(s);
+}
+
+void
+dray_server_stop_now(dray_server *s)
+{
+    atomic_store(&s->stop_now_flag, 1);
+    atomic_store(&s->stop_flag, 1);
+    dray__server_wake(s);
+}
+
+void
+dray_server_quiet(dray_server *s)
+{
+    atomic_store(&s->quiet_flag, 1);
+    dray__server_wake(s);
+}
+
+void
+dray_server_dump(dray_server *s)
+{
+    atomic_store(&s->dump_flag, 1);
+    dray__server_wake(s);
+}
+
+void
+dray_server_counts_get(const dray_server *s, dray_server_counts *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < s->opts.concurrency; i++) {
+        out->processed += atomic_load(&s->workers[i].processed);
+        out->failed += atomic_load(&s->workers[i].failed);
+    }
+    out->busy = (uint64_t)atomic_load(&((dray_server *)s)->busy);
+}
+
+void
+dray__outage_begin(dray_server *s, const dray__conn *c)
+{
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&s->outage, &expected, 1)) {
+        atomic_store(&s->outage_since_ms, (long long)(dray__mono() * 1000));
+        dray__log(DRAY_LOG_ERROR, "redis unavailable (%s); every thread retries with backoff",
+                  c->errstr);
+    }
+}
+
+void
+dray__outage_end(dray_server *s)
+{
+    int expected = 1;
+    if (atomic_compare_exchange_strong(&s->outage, &expected, 0)) {
+        double down = dray__mono() - (double)atomic_load(&s->outage_since_ms) / 1000.0;
+        dray__log(DRAY_LOG_INFO, "redis at %s is back after %.1f s", s->cfg.where, down);
+    }
+}
+
+static void
+set_state(dray_server *s, int st)
+{
+    pthread_mutex_lock(&s->mu);
+    if (atomic_load(&s->state) < st)
+        atomic_store(&s->state, st);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void
+dump_workers(dray_server *s)
+{
+    double now = dray_now();
+    for (int i = 0; i < s->opts.concurrency; i++) {
+        dray__worker *w = &s->workers[i];
+        pthread_mutex_lock(&w->mu);
+        if (w->cur.payload)
+            dray__logj(DRAY_LOG_INFO, w->cur_jid, w->cur_class, (now - w->cur_started) * 1000.0,
+                       "worker-%d (tid %s) running, queue %s", i, w->tid, w->cur.queue);
+        else
+            dray__log(DRAY_LOG_INFO, "worker-%d (tid %s) idle", i, w->tid);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+static bool
+all_exited(dray_server *s)
+{
+    for (int i = 0; i < s->opts.concurrency; i++)
+        if (s->workers[i].started && !atomic_load(&s->workers[i].exited))
+            return false;
+    return true;
+}
+
+/* Wait until every worker exited or the deadline (monotonic) passes. */
+static void
+wait_workers(dray_server *s, double deadline, bool honour_stop_now)
+{
+    pthread_mutex_lock(&s->mu);
+    while (!all_exited(s) && dray__mono() < deadline) {
+        if (honour_stop_now && atomic_load(&s->stop_now_flag))
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L; /* re-check stop_now at 10 Hz */
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Put every job still running back at the head of its queue. */
+static int
+requeue_running(dray_server *s, dray__conn *c)
+{
+    int n = 0;
+    for (int i = 0; i < s->opts.concurrency; i++) {
+        dray__worker *w = &s->workers[i];
+        pthread_mutex_lock(&w->mu);
+        if (w->cur.payload && w->requeued == 0) {
+            int rc = dray__requeue(c, s, &w->cur);
+            if (rc)
+                dray__logj(DRAY_LOG_ERROR, w->cur_jid, w->cur_class, -1,
+                           "cannot requeue unfinished job (%s); payload: %.*s", c->errstr,
+                           (int)w->cur.len, w->cur.payload);
+            else
+                n++;
+            w->requeued = 1;
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    return n;
+}
+
+int
+dray_server_run(dray_server *s)
+{
+    if (s->workers[0].started)
+        return serr(s, DRAY_ESTATE, "dray_server_run called twice");
+    dray__handlers_sort(s);
+    dray__conn mc;
+    dray__conn_init(&mc, &s->cfg);
+    if (dray__conn_ensure(&mc))
+        dray__log(DRAY_LOG_WARN, "%s; starting anyway, retrying in the background", mc.errstr);
+    dray__log(DRAY_LOG_INFO, "dray %s starting: identity %s, concurrency %d, queues %s%s, redis %s",
+              DRAY_VERSION_STRING, s->identity, s->opts.concurrency, s->queues_spec,
+              s->strict ? " (strict)" : " (weighted)", s->cfg.where);
+    dray__hooks_event(s, DRAY__EV_STARTUP);
+    if (mc.ctx)
+        dray__heartbeat_beat(s, &mc, 0); /* visible in the Web UI at once */
+    int rc = 0;
+    for (int i = 0; i < s->opts.concurrency && !rc; i++) {
+        rc = pthread_create(&s->workers[i].thread, NULL, dray__worker_main, &s->workers[i]);
+        if (!rc)
+            s->workers[i].started = 1;
+    }
+    if (!rc && !(rc = pthread_create(&s->heart, NULL, dray__heartbeat_main, s)))
+        s->heart_started = 1;
+    if (!rc && !(rc = pthread_create(&s->poller, NULL, dray__poller_main, s)))
+        s->poller_started = 1;
+    if (rc) {
+        serr(s, DRAY_ENOMEM, "cannot start threads: %s", strerror(rc));
+        atomic_store(&s->stop_flag, 1);
+        atomic_store(&s->stop_now_flag, 1);
+    }
+
+    /* The main thread waits for signals delivered through the wake pipe. */
+    while (!atomic_load(&s->stop_flag)) {
+        struct pollfd pfd = {s->wake_pipe[0], POLLIN, 0};
+        poll(&pfd, 1, 1000);
+        char buf[64];
+        while (read(s->wake_pipe[0], buf, sizeof buf) > 0) {
+        }
+        if (atomic_exchange(&s->dump_flag, 0))
+            dump_workers(s);
+        if (atomic_exchange(&s->quiet_flag, 0) && atomic_load(&s->state) == DRAY__RUNNING) {
+            dray__log(DRAY_LOG_INFO, "quiet: no new jobs will be fetched");
+            set_state(s, DRAY__QUIET);
+            dray__hooks_event(s, DRAY__EV_QUIET);
+        }
+    }
+
+    double t0 = dray__mono();
+    dray__log(DRAY_LOG_INFO, "stopping: waiting up to %d s for %d running jobs",
+              s->opts.shutdown_timeout_s, atomic_load(&s->busy));
+    if (atomic_load(&s->state) == DRAY__RUNNING)
+        dray__hooks_event(s, DRAY__EV_QUIET);
+    set_state(s, DRAY__STOPPING);
+    dray__hooks_event(s, DRAY__EV_SHUTDOWN);
+    wait_workers(s, t0 + s->opts.shutdown_timeout_s, true);
+    set_state(s, DRAY__DONE);
+    int requeued = requeue_running(s, &mc);
+    if (requeued)
+        dray__log(DRAY_LOG_WARN, "pushed %d unfinished jobs back to the head of their queues",
+                  requeued);
+    /* Workers blocked in BRPOP or finishing a dropped job get a short grace. */
+    wait_workers(s, dray__mono() + STRAGGLER_GRACE_S, false);
+    for (int i = 0; i < s->opts.concurrency; i++) {
+        dray__worker *w = &s->workers[i];
+        if (!w->started)
+            continue;
+        if (atomic_load(&w->exited)) {
+            pthread_join(w->thread, NULL);
+        } else {
+            pthread_detach(w->thread);
+            s->leaked = 1;
+        }
+    }
+    if (s->leaked)
+        dray__log(DRAY_LOG_WARN, "some handlers are still running; their jobs were requeued");
+    if (s->poller_started)
+        pthread_join(s->poller, NULL);
+    if (s->heart_started)
+        pthread_join(s->heart, NULL);
+    if (dray__heartbeat_clear(s, &mc))
+        dray__log(DRAY_LOG_ERROR, "cannot leave the process registry: %s", mc.errstr);
+    dray_server_counts c;
+    dray_server_counts_get(s, &c);
+    dray__log(DRAY_LOG_INFO, "stopped after %.1f s of shutdown; processed %llu, failed %llu",
+              dray__mono() - t0, (unsigned long long)c.processed, (unsigned long long)c.failed);
+    dray__conn_close(&mc);
+    return rc ? DRAY_ENOMEM : 0;
+}

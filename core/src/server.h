@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* The server's internal structures, shared by server.c, processor.c,
+ * fetch.c, retry.c, poller.c and heartbeat.c. */
+#ifndef DRAY_SERVER_H
+#define DRAY_SERVER_H
+
+#include <pthread.h>
+
+#include "internal.h"
+
+/* Server states, in order: each only moves forward. */
+enum {
+    DRAY__RUNNING = 0,
+    DRAY__QUIET = 1,    /* no new fetches; running jobs finish */
+    DRAY__STOPPING = 2, /* quiet, and waiting out the shutdown timeout */
+    DRAY__DONE = 3      /* workers must exit; unfinished jobs were requeued */
+};
+
+/* A fetched job, before parsing: what fetch hands the processor. */
+typedef struct dray__unit {
+    char *queue;    /* queue name without prefix (owned) */
+    char *payload;  /* raw job JSON (owned) */
+    size_t len;
+    void *token;    /* fetch provider's own data */
+} dray__unit;
+
+typedef struct dray__handler {
+    char *klass;
+    dray_handler_fn fn;
+    void *ud;
+    dray_class_opts opts;
+    char *retry_queue;
+} dray__handler;
+
+typedef struct dray__queue {
+    char *name;
+    char *key;   /* "<ns>queue:<name>" */
+    int weight;
+} dray__queue;
+
+typedef struct dray__callback {
+    dray_error_fn fn;
+    void *ud;
+} dray__callback;
+
+struct dray_server;
+
+/* One worker thread and its state. `mu` guards the current-job fields that
+ * the heartbeat and the stopper read. */
+typedef struct dray__worker {
+    struct dray_server *srv;
+    int index;
+    pthread_t thread;
+    int started;
+    dray__conn conn;
+    char tid[16];              /* key in <identity>:work */
+    pthread_mutex_t mu;
+    dray__unit cur;            /* the job running now (payload NULL when idle) */
+    double cur_started;        /* epoch seconds */
+    const char *cur_class;     /* borrowed from the parsed job while running */
+    const char *cur_jid;
+    int requeued;              /* set by the stopper: the job went back; drop its outcome */
+    atomic_int exited;
+    _Alignas(64) atomic_uint_least64_t processed; /* flushed by the heartbeat */
+    atomic_uint_least64_t failed;
+    const char **brpop_argv;   /* reused BRPOP argument vector */
+    size_t *brpop_lens;
+} dray__worker;
+
+struct dray_server {
+    dray_options opts;         /* copy; strings below are owned copies */
+    char *queues_spec;
+    char *tag;
+    char *labels;
+    dray__redis_cfg cfg;
+    char errstr[DRAY_ERRSTR_BYTES];
+
+    dray__handler *handlers;   /* sorted by class after run starts */
+    size_t nhandlers, caphandlers;
+    dray__callback *on_error, *on_death;
+    size_t non_error, non_death;
+    void **dl_handles;         /* --require'd libraries */
+    size_t ndl;
+
+    dray__queue *queues;       /* unique queues in configured order */
+    size_t nqueues;
+    int *weighted;             /* queue index repeated by weight (weighted mode) */
+    size_t nweighted;
+    int strict;
+
+    char identity[256];
+    char hostname[128];
+    double started_at;
+    char *info_json;           /* cached heartbeat "info" */
+    char *k_queues, *k_schedule, *k_retry, *k_dead, *k_processes, *k_work, *k_signals;
+
+    dray__worker *workers;
+    atomic_int state;
+    atomic_int stop_flag;      /* set by stop (any thread, signals) */
+    atomic_int stop_now_flag;
+    atomic_int dump_flag;
+    atomic_int quiet_flag;
+    atomic_int busy;
+    atomic_int outage;         /* 1 while Redis is unreachable (logged once) */
+    atomic_llong outage_since_ms;
+    int wake_pipe[2];          /* signal-safe wakeup of the main thread */
+
+    pthread_t poller, heart;
+    int poller_started, heart_started;
+    pthread_mutex_t mu;        /* guards cond waits below */
+    pthread_cond_t cond;       /* broadcast on state changes and job completion */
+    atomic_uint_least64_t flushed_processed, flushed_failed;
+    atomic_int live_processes; /* from the last heartbeat, for the poller */
+    int leaked;                /* workers still stuck after stop: do not free them */
+};
+
+/* processor.c */
+void *dray__worker_main(void *arg);
+void dray__handlers_sort(struct dray_server *s);
+const dray__handler *dray__handler_find(const struct dray_server *s, const char *klass);
+
+/* fetch.c */
+int dray__queues_parse(struct dray_server *s, const char *spec, char *errbuf, size_t errlen);
+/* Block up to 2 s for one job. 1 with *u filled, 0 on timeout, < 0 on error. */
+int dray__fetch(dray__worker *w, dray__unit *u);
+/* Put a fetched job back at the head of its queue (RPUSH). */
+int dray__requeue(dray__conn *c, const struct dray_server *s, const dray__unit *u);
+void dray__unit_clear(dray__unit *u);
+
+/* retry.c */
+/* A handler failure: to the retry set or the dead set, with hooks and
+ * handlers called. Never loses the job: if Redis refuses, it is logged whole. */
+void dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h,
+                        const char *error_class, const char *message);
+/* A payload that is not a job: straight to the dead set with the reason. */
+void dray__dead_raw(dray__worker *w, const dray__unit *u, const char *reason);
+/* ZADD dead + trims in one MULTI; 0 or a DRAY_E* code. */
+int dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, size_t len,
+                   double now);
+/* Default backoff in seconds: count^4 + 15 + rand(10) * (count + 1). */
+double dray__backoff_default(int count);
+
+/* poller.c / heartbeat.c */
+void *dray__poller_main(void *arg);
+void *dray__heartbeat_main(void *arg);
+/* Move due members of one zset to their queues; returns jobs moved or < 0. */
+long dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
+                        double now);
+int dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final);
+int dray__heartbeat_clear(struct dray_server *s, dray__conn *c);
+
+/* server.c */
+void dray__server_wake(struct dray_server *s);
+/* Note an outage (first caller logs) or its end. */
+void dray__outage_begin(struct dray_server *s, const dray__conn *c);
+void dray__outage_end(struct dray_server *s);
+
+#endif /* DRAY_SERVER_H */

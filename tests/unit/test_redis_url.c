@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* Redis URL parsing, environment fallbacks and namespaces. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+
+static void
+test_good_urls(void **state)
+{
+    (void)state;
+    dray__redis_cfg c;
+    char err[256];
+    assert_int_equal(dray__redis_url_parse(&c, "redis://127.0.0.1:6380/3", err, sizeof err), 0);
+    assert_string_equal(c.host, "127.0.0.1");
+    assert_int_equal(c.port, 6380);
+    assert_int_equal(c.db, 3);
+    assert_null(c.user);
+    assert_null(c.pass);
+    assert_string_equal(c.where, "127.0.0.1:6380");
+    dray__redis_cfg_close(&c);
+
+    assert_int_equal(dray__redis_url_parse(&c, "redis://app:s%40cret@redis.example:7000/0", err, sizeof err), 0);
+    assert_string_equal(c.user, "app");
+    assert_string_equal(c.pass, "s@cret");
+    assert_string_equal(c.host, "redis.example");
+    dray__redis_cfg_close(&c);
+
+    assert_int_equal(dray__redis_url_parse(&c, "redis://:pw@localhost", err, sizeof err), 0);
+    assert_null(c.user);
+    assert_string_equal(c.pass, "pw");
+    assert_int_equal(c.port, 6379);
+    assert_int_equal(c.db, 0);
+    dray__redis_cfg_close(&c);
+
+    assert_int_equal(dray__redis_url_parse(&c, "redis://[::1]:6390/2", err, sizeof err), 0);
+    assert_string_equal(c.host, "::1");
+    assert_int_equal(c.port, 6390);
+    dray__redis_cfg_close(&c);
+
+    assert_int_equal(dray__redis_url_parse(&c, "unix:///run/redis/redis.sock?db=5", err, sizeof err), 0);
+    assert_string_equal(c.path, "/run/redis/redis.sock");
+    assert_null(c.host);
+    assert_int_equal(c.db, 5);
+    assert_string_equal(c.where, "unix:/run/redis/redis.sock");
+    dray__redis_cfg_close(&c);
+}
+
+static void
+test_bad_urls(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url;
+        int code;
+        const char *needle;
+    } cases[] = {
+        {"rediss://host:6379", DRAY_ETLS, "TLS"},
+        {"http://host", DRAY_EURL, "scheme"},
+        {"redis://", DRAY_EURL, "host is empty"},
+        {"redis://host:0", DRAY_EURL, "port"},
+        {"redis://host:99999", DRAY_EURL, "port"},
+        {"redis://host:12x", DRAY_EURL, "port"},
+        {"redis://host/abc", DRAY_EURL, "database"},
+        {"redis://u:%zz@host", DRAY_EURL, "password"},
+        {"unix://relative.sock", DRAY_EURL, "absolute"},
+        {"unix:///x.sock?db=-1", DRAY_EURL, "db"},
+        {"unix:///x.sock?color=red", DRAY_EURL, "unknown parameter"},
+        {"redis://[::1", DRAY_EURL, "unclosed"},
+        {"", DRAY_EURL, "empty"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        dray__redis_cfg c;
+        char err[256] = "";
+        int rc = dray__redis_url_parse(&c, cases[i].url, err, sizeof err);
+        if (rc != cases[i].code || !strstr(err, cases[i].needle))
+            fail_msg("%s: got %s '%s', want %s with '%s'", cases[i].url, dray_err_name(rc), err,
+                     dray_err_name(cases[i].code), cases[i].needle);
+        dray__redis_cfg_close(&c);
+    }
+}
+
+static void
+test_env_fallbacks_and_ns(void **state)
+{
+    (void)state;
+    dray_options o;
+    dray_options_init(&o);
+    dray__redis_cfg c;
+    char err[256];
+    unsetenv("DRAY_REDIS_URL");
+    unsetenv("REDIS_URL");
+    assert_int_equal(dray__redis_cfg_init(&c, &o, err, sizeof err), 0);
+    assert_string_equal(c.where, "127.0.0.1:6379");
+    assert_string_equal(c.ns, "");
+    dray__redis_cfg_close(&c);
+    setenv("REDIS_URL", "redis://second:1/0", 1);
+    assert_int_equal(dray__redis_cfg_init(&c, &o, err, sizeof err), 0);
+    assert_string_equal(c.host, "second");
+    dray__redis_cfg_close(&c);
+    setenv("DRAY_REDIS_URL", "redis://first:2/0", 1);
+    assert_int_equal(dray__redis_cfg_init(&c, &o, err, sizeof err), 0);
+    assert_string_equal(c.host, "first");
+    dray__redis_cfg_close(&c);
+    o.redis_url = "redis://explicit:3/0";
+    o.ns = "myapp";
+    assert_int_equal(dray__redis_cfg_init(&c, &o, err, sizeof err), 0);
+    assert_string_equal(c.host, "explicit");
+    assert_string_equal(c.ns, "myapp:");
+    char *k = dray__key(&c, "queue:default");
+    assert_string_equal(k, "myapp:queue:default");
+    dray__free(k);
+    dray__redis_cfg_close(&c);
+    o.ns = "bad ns";
+    assert_int_equal(dray__redis_cfg_init(&c, &o, err, sizeof err), DRAY_ECONFIG);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_good_urls),
+        cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_env_fallbacks_and_ns),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
