@@ -287,4 +287,7 @@ DRAY_API void dray_log_set_level(dray_log_level level);
 #ifdef __cplusplus
 }
 #endif
+
+#include "dray/inspect.h" /* inspection API (queues, sets, processes, stats) and config files */
+
 #endif /* DRAY_DRAY_H */
