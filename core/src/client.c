@@ -135,10 +135,12 @@ apply_opts(dray_client *c, json_t *o, const dray_push_opts *po, bool keep_queue)
     int retry = po ? po->retry : DRAY_RETRY_DEFAULT;
     if (retry == DRAY_RETRY_NONE)
         json_object_set_new(o, "retry", json_false());
-    else if (retry >= 0)
+    else if (retry == DRAY_RETRY_ZERO)
+        json_object_set_new(o, "retry", json_integer(0));
+    else if (retry > 0)
         json_object_set_new(o, "retry", json_integer(retry));
     else if (retry != DRAY_RETRY_DEFAULT)
-        return cerr(c, DRAY_ERETRY, "push option retry must be >= 0 or a DRAY_RETRY_* constant");
+        return cerr(c, DRAY_ERETRY, "push option retry must be > 0 or a DRAY_RETRY_* constant");
     else if (!json_object_get(o, "retry"))
         json_object_set_new(o, "retry", json_true());
     if (!json_object_get(o, "created_at"))

@@ -214,8 +214,10 @@ dray__heartbeat_main(void *arg)
     dray__conn_init(&c, &s->cfg);
     while (atomic_load(&s->state) < DRAY__DONE) {
         int rc = dray__heartbeat_beat(s, &c, 0);
+        if (rc == DRAY_ECONN && dray__conn_recover(s, &c) == 0)
+            rc = dray__heartbeat_beat(s, &c, 0);
         if (rc == DRAY_ECONN)
-            dray__outage_begin(s, &c);
+            ; /* noted by dray__conn_recover; try again next beat */
         else if (rc)
             dray__log(DRAY_LOG_ERROR, "heartbeat: %s", c.errstr);
         dray__hooks_tick(s);

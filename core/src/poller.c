@@ -46,8 +46,8 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
             freeReplyObject(r);
             return total;
         }
-        const char **av = dray__malloc(sizeof *av * (1 + 3 * n));
-        size_t *al = dray__malloc(sizeof *al * (1 + 3 * n));
+        const char **av = dray__malloc(sizeof *av * (2 + 3 * n));
+        size_t *al = dray__malloc(sizeof *al * (2 + 3 * n));
         char **owned = dray__calloc(n, sizeof *owned);
         if (!av || !al || !owned) {
             dray__free(av);
@@ -56,9 +56,11 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
             freeReplyObject(r);
             return DRAY_ENOMEM;
         }
-        av[0] = s->cfg.ns;
-        al[0] = s->cfg.nslen;
-        size_t k = 1;
+        av[0] = zset; /* KEYS[1] */
+        al[0] = strlen(zset);
+        av[1] = s->cfg.ns; /* ARGV[1] */
+        al[1] = s->cfg.nslen;
+        size_t k = 2;
         for (size_t i = 0; i < n; i++) {
             const redisReply *m = r->element[i];
             json_error_t e;
@@ -72,21 +74,26 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
                 continue;
             }
             json_object_set_new(o, "enqueued_at", json_real(now));
-            size_t len;
-            owned[i] = dray__json_dump(o, &len);
-            json_decref(o);
-            if (!owned[i])
+            size_t len, qlen = strlen(q ? q : "default");
+            char *json = dray__json_dump(o, &len);
+            /* one block: payload, NUL, queue name (q dies with o) */
+            owned[i] = json ? dray__realloc(json, len + 1 + qlen + 1) : NULL;
+            if (!owned[i]) {
+                free(json);
+                json_decref(o);
                 continue;
+            }
+            memcpy(owned[i] + len + 1, q ? q : "default", qlen + 1);
+            json_decref(o);
             av[k] = m->str;
             al[k++] = m->len;
             av[k] = owned[i];
             al[k++] = len;
-            av[k] = q ? q : "default";
-            al[k] = strlen(av[k]);
-            k++;
+            av[k] = owned[i] + len + 1;
+            al[k++] = qlen;
         }
         redisReply *er = NULL;
-        rc = k > 1 ? dray__conn_eval(c, &move_script, &er, 1, (int)k, av, al) : 0;
+        rc = k > 2 ? dray__conn_eval(c, &move_script, &er, 1, (int)k, av, al) : 0;
         if (!rc && er && er->type == REDIS_REPLY_INTEGER)
             total += er->integer;
         if (er)
@@ -99,8 +106,8 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
         freeReplyObject(r);
         if (rc)
             return rc;
-        if (n < BATCH || k == 1)
-            return total; /* k == 1: only unmovable members were due */
+        if (n < BATCH || k == 2)
+            return total; /* k == 2: only unmovable members were due */
     }
 }
 
@@ -160,9 +167,10 @@ dray__poller_main(void *arg)
         long a = dray__poller_drain(&c, s, s->k_retry, now);
         long b = a >= 0 ? dray__poller_drain(&c, s, s->k_schedule, now) : a;
         if (a < 0 || b < 0) {
-            if (a == DRAY_ECONN || b == DRAY_ECONN)
-                dray__outage_begin(s, &c);
-            else
+            if (a == DRAY_ECONN || b == DRAY_ECONN) {
+                if (dray__conn_recover(s, &c) == 0)
+                    continue;
+            } else
                 dray__log(DRAY_LOG_ERROR, "scheduler: %s", c.errstr);
             nap(s, 1.0);
             continue;

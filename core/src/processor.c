@@ -218,8 +218,7 @@ dray__worker_main(void *arg)
         int rc = dray__fetch(w, &u);
         if (rc < 0) {
             if (rc == DRAY_ECONN || rc == DRAY_EAUTH) {
-                dray__outage_begin(s, &w->conn);
-                if (dray__conn_backoff(&w->conn, &s->state) == 0)
+                if (dray__conn_recover(s, &w->conn) && dray__conn_backoff(&w->conn, &s->state) == 0)
                     dray__outage_end(s);
             } else {
                 dray__log(DRAY_LOG_ERROR, "fetch failed: %s", w->conn.errstr);

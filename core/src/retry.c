@@ -120,6 +120,8 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
     int max;
     if (h && h->opts.retry == DRAY_RETRY_NONE)
         max = -1;
+    else if (h && h->opts.retry == DRAY_RETRY_ZERO)
+        max = 0;
     else if (h && h->opts.retry > 0)
         max = h->opts.retry;
     else if (!rv || json_is_true(rv))

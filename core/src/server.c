@@ -381,6 +381,17 @@ dray__outage_begin(dray_server *s, const dray__conn *c)
     }
 }
 
+int
+dray__conn_recover(dray_server *s, dray__conn *c)
+{
+    /* A link that died while idle (Redis restarted, a proxy timed out) is
+     * not an outage if a fresh connect works at once. */
+    if (dray__conn_ensure(c) == 0)
+        return 0;
+    dray__outage_begin(s, c);
+    return c->err ? c->err : DRAY_ECONN;
+}
+
 void
 dray__outage_end(dray_server *s)
 {

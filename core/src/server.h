@@ -154,5 +154,8 @@ void dray__server_wake(struct dray_server *s);
 /* Note an outage (first caller logs) or its end. */
 void dray__outage_begin(struct dray_server *s, const dray__conn *c);
 void dray__outage_end(struct dray_server *s);
+/* After an I/O error: reconnect at once if possible (0), else note the
+ * outage and return the error; the caller backs off. */
+int dray__conn_recover(struct dray_server *s, dray__conn *c);
 
 #endif /* DRAY_SERVER_H */

@@ -46,8 +46,9 @@ extern "C" {
 #define DRAY_QUEUE_MAX 200               /* longest queue name: keeps keys short and greppable */
 #define DRAY_DEFAULT_MAX_PAYLOAD (1024 * 1024) /* 1 MiB: a bigger job is almost always a bug */
 #define DRAY_DEFAULT_MAX_RETRIES 25      /* Sidekiq's default */
-#define DRAY_RETRY_DEFAULT (-1)          /* push option: leave "retry" at Sidekiq's default (true) */
-#define DRAY_RETRY_NONE (-2)             /* push option: "retry": false */
+#define DRAY_RETRY_DEFAULT 0             /* retry option: Sidekiq's default ("retry": true) */
+#define DRAY_RETRY_NONE (-1)             /* retry option: "retry": false (no retry, no dead set) */
+#define DRAY_RETRY_ZERO (-2)             /* retry option: "retry": 0 (no retry, then the dead set) */
 
 /* Error codes: every fallible function returns 0 or one of these. */
 #define DRAY_ERRNO_MAP(X)                                                  \
@@ -175,7 +176,7 @@ typedef struct dray_client dray_client;
 /* Per-push options; zero-initialise then set what you need. */
 typedef struct dray_push_opts {
     const char *queue;  /* NULL: "default" (or the job's own queue for dray_client_push_job) */
-    int retry;          /* DRAY_RETRY_DEFAULT, DRAY_RETRY_NONE, or max retries >= 0 */
+    int retry;          /* DRAY_RETRY_DEFAULT (0), _NONE, _ZERO, or max retries > 0 */
     double at;          /* run at this epoch time (seconds); 0: now */
     double in;          /* run after this many seconds; 0: now */
     json_t *extra;      /* object of custom top-level fields (borrowed), or NULL */
@@ -230,7 +231,7 @@ typedef double (*dray_backoff_fn)(const dray_job *job, int count, void *userdata
 
 /* Per-class options; zero-initialise. */
 typedef struct dray_class_opts {
-    int retry;               /* 0: job's own "retry"; DRAY_RETRY_NONE: never; >0: max retries */
+    int retry;               /* 0: job's own "retry"; DRAY_RETRY_NONE/_ZERO; > 0: max retries */
     int dead;                /* 0: default (to the dead set); -1: "dead": false */
     const char *retry_queue; /* retries go to this queue; NULL: job's queue */
     dray_backoff_fn backoff; /* NULL: Sidekiq's formula */
