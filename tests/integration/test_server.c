@@ -532,7 +532,8 @@ test_heartbeat_fields_and_work(void **state)
     o.tag = "myapp";
     o.labels = "blue,canary";
     start(&r, &o);
-    const char *id = dray_server_identity(r.s);
+    char id[256];
+    snprintf(id, sizeof id, "%s", dray_server_identity(r.s));
     go(&r);
     wanted = 1;
     assert_true(test_wait_until(running_reached, NULL, 10));

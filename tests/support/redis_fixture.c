@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -72,6 +73,8 @@ spawn(test_redis *r)
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        /* never outlive the test, even when it crashes or is killed */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         execvp("redis-server", argv);
         fprintf(stderr, "cannot exec redis-server: %s\n", strerror(errno));
         _exit(127);
