@@ -156,8 +156,9 @@ prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_
     *json = NULL;
     if (at > 0)
         json_object_set_new(job->obj, "at", json_real(at));
-    int rc = dray__hooks_push_empty() ? DRAY__PUSH_CONTINUE
-                                      : dray__hooks_push(job, c->errstr, sizeof c->errstr);
+    int rc = dray__hooks_push_empty()
+                 ? DRAY__PUSH_CONTINUE
+                 : dray__hooks_push(&c->conn, job, c->errstr, sizeof c->errstr);
     if (rc < 0)
         return rc;
     if (rc == DRAY__PUSH_DROP)
@@ -417,7 +418,9 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
             }
             inflight_sizes[inflight_chunks++] = (size_t)ch.n;
             ch.n = 0;
-            if (inflight_chunks == BULK_CHUNKS_IN_FLIGHT || i == n) {
+            /* Push hooks may use the connection while the next jobs are
+             * prepared: then no reply may be left pending. */
+            if (inflight_chunks == BULK_CHUNKS_IN_FLIGHT || i == n || !dray__hooks_push_empty()) {
                 for (int k = 0; k < inflight_chunks && !rc; k++) {
                     if (at > 0) {
                         redisReply *r;
@@ -480,5 +483,29 @@ out:
     dray__free(ch.scores);
     dray__buf_close(&ch.key);
     json_decref(tmpl);
+    return rc;
+}
+
+/* A client that borrows conn (and its configuration) for one push: the
+ * normal path, hooks included, for modules (host->enqueue). The link is
+ * handed back, reconnected or dropped, as the push left it. */
+int
+dray__client_push_conn(dray__conn *conn, size_t max_payload, dray_job *job,
+                       const dray_push_opts *opts, char *errbuf, size_t errlen)
+{
+    dray_client c;
+    memset(&c, 0, sizeof c);
+    c.cfg = *conn->cfg; /* shallow: the strings stay the owner's, never closed here */
+    c.conn = *conn;
+    c.max_payload = max_payload ? max_payload : DRAY_DEFAULT_MAX_PAYLOAD;
+    c.queues_key = dray__key(conn->cfg, "queues");
+    c.schedule_key = dray__key(conn->cfg, "schedule");
+    int rc = c.queues_key && c.schedule_key ? dray_client_push_job(&c, job, opts)
+                                            : cerr(&c, DRAY_ENOMEM, "out of memory");
+    *conn = c.conn;
+    dray__free(c.queues_key);
+    dray__free(c.schedule_key);
+    if (rc)
+        dray__err(errbuf, errlen, rc, "%s", c.errstr);
     return rc;
 }

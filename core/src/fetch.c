@@ -158,6 +158,8 @@ dray__fetch(dray__worker *w, dray__unit *u)
             order_keys(w); /* fixed: compute once */
     }
     size_t n = s->strict ? s->nqueues : order_keys(w);
+    if (dray__fetcher_active()) /* a module replaces BRPOP, same queue order */
+        return dray__fetcher_fetch(w, w->brpop_argv + 1, n, u);
     w->brpop_argv[1 + n] = FETCH_TIMEOUT;
     w->brpop_lens[1 + n] = 1;
     redisReply *r;
@@ -189,6 +191,8 @@ dray__fetch(dray__worker *w, dray__unit *u)
 int
 dray__requeue(dray__conn *c, const struct dray_server *s, const dray__unit *u)
 {
+    if (dray__fetcher_active())
+        return dray__fetcher_requeue(c, s, u);
     dray__buf key;
     dray__buf_init(&key);
     dray__key_buf(&key, &s->cfg, "queue:");

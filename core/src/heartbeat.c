@@ -160,13 +160,13 @@ dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
     snprintf(rtts, sizeof rtts, "%ld", rtt_us);
     snprintf(rss, sizeof rss, "%ld", rss_kb());
     const char *quiet = atomic_load(&s->state) >= DRAY__QUIET ? "true" : "false";
-    const char *hset[14] = {"HSET", s->identity, "info", s->info_json, "busy", busys, "beat", beat,
+    const char *hset[14] = {"HSET", s->k_identity, "info", s->info_json, "busy", busys, "beat", beat,
                             "rtt_us", rtts, "quiet", quiet, "rss", rss};
     if ((rc = dray__conn_appendf(c, "MULTI")) ||
         (rc = dray__conn_appendf(c, "SADD %s %s", s->k_processes, s->identity)) ||
-        (rc = dray__conn_appendf(c, "EXISTS %s", s->identity)) ||
+        (rc = dray__conn_appendf(c, "EXISTS %s", s->k_identity)) ||
         (rc = dray__conn_append(c, 14, hset, NULL)) ||
-        (rc = dray__conn_appendf(c, "EXPIRE %s 60", s->identity)) ||
+        (rc = dray__conn_appendf(c, "EXPIRE %s 60", s->k_identity)) ||
         (rc = dray__conn_appendf(c, "RPOP %s", s->k_signals)) ||
         (rc = dray__conn_appendf(c, "EXEC")))
         return rc;
@@ -220,7 +220,7 @@ dray__heartbeat_main(void *arg)
             ; /* noted by dray__conn_recover; try again next beat */
         else if (rc)
             dray__log(DRAY_LOG_ERROR, "heartbeat: %s", c.errstr);
-        dray__hooks_tick(s);
+        dray__hooks_tick(s, &c);
         /* wait one period, or until the state moves to DONE */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

@@ -139,8 +139,9 @@ char *dray__json_dump(const json_t *v, size_t *len);
 #define DRAY__PUSH_CONTINUE 0
 #define DRAY__PUSH_DROP 1
 /* Run the client hook chain on job; DRAY__PUSH_CONTINUE, DRAY__PUSH_DROP or a
- * negative error with errbuf set. */
-int dray__hooks_push(dray_job *job, char *errbuf, size_t errlen);
+ * negative error with errbuf set. `conn` is the pusher's link (hooks may use
+ * it: it must be idle, no replies pending). */
+int dray__hooks_push(dray__conn *conn, dray_job *job, char *errbuf, size_t errlen);
 bool dray__hooks_push_empty(void);
 
 #define DRAY__BEFORE_CONTINUE 0
@@ -166,7 +167,12 @@ void dray__hooks_death(void *wctx, const dray_job *job, const char *error_class,
 #define DRAY__EV_QUIET 1
 #define DRAY__EV_SHUTDOWN 2
 void dray__hooks_event(void *sctx, int event);
-void dray__hooks_tick(void *hctx);
+/* Module ticks on the heartbeat thread, on its connection. */
+void dray__hooks_tick(void *sctx, dray__conn *conn);
+/* Push through the client path (hooks, validation, write) on a borrowed
+ * connection: host->enqueue for modules. The job is the caller's. */
+int dray__client_push_conn(dray__conn *conn, size_t max_payload, dray_job *job,
+                           const dray_push_opts *opts, char *errbuf, size_t errlen);
 
 /* ---- time ---------------------------------------------------------------------- */
 double dray__mono(void); /* monotonic seconds */

@@ -13,14 +13,20 @@
 
 #define BATCH 100
 
-/* ARGV[1] = namespace prefix; then (old member, new payload, queue) triples. */
+/* ARGV[1] = namespace prefix, ARGV[2] = now; then (old member, new payload,
+ * queue) triples. An empty queue marks a member that is not a job: it goes
+ * to the dead set as it is, so it cannot block the jobs behind it. */
 static dray__script move_script = {
     .src = "local moved = 0\n"
-           "for i = 2, #ARGV, 3 do\n"
+           "for i = 3, #ARGV, 3 do\n"
            "  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then\n"
-           "    redis.call('SADD', ARGV[1] .. 'queues', ARGV[i + 2])\n"
-           "    redis.call('LPUSH', ARGV[1] .. 'queue:' .. ARGV[i + 2], ARGV[i + 1])\n"
-           "    moved = moved + 1\n"
+           "    if ARGV[i + 2] == '' then\n"
+           "      redis.call('ZADD', ARGV[1] .. 'dead', ARGV[2], ARGV[i])\n"
+           "    else\n"
+           "      redis.call('SADD', ARGV[1] .. 'queues', ARGV[i + 2])\n"
+           "      redis.call('LPUSH', ARGV[1] .. 'queue:' .. ARGV[i + 2], ARGV[i + 1])\n"
+           "      moved = moved + 1\n"
+           "    end\n"
            "  end\n"
            "end\n"
            "return moved\n",
@@ -46,8 +52,8 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
             freeReplyObject(r);
             return total;
         }
-        const char **av = dray__malloc(sizeof *av * (2 + 3 * n));
-        size_t *al = dray__malloc(sizeof *al * (2 + 3 * n));
+        const char **av = dray__malloc(sizeof *av * (3 + 3 * n));
+        size_t *al = dray__malloc(sizeof *al * (3 + 3 * n));
         char **owned = dray__calloc(n, sizeof *owned);
         if (!av || !al || !owned) {
             dray__free(av);
@@ -60,17 +66,24 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
         al[0] = strlen(zset);
         av[1] = s->cfg.ns; /* ARGV[1] */
         al[1] = s->cfg.nslen;
-        size_t k = 2;
+        av[2] = nowstr; /* ARGV[2] */
+        al[2] = strlen(nowstr);
+        size_t k = 3;
         for (size_t i = 0; i < n; i++) {
             const redisReply *m = r->element[i];
             json_error_t e;
             json_t *o = json_loadb(m->str, m->len, 0, &e);
             const char *q = o ? json_string_value(json_object_get(o, "queue")) : NULL;
             if (!o || !json_is_object(o) || (q && dray__queue_check(q, NULL, 0))) {
-                /* Unmovable: leave it for an operator; say which. */
-                dray__log(DRAY_LOG_ERROR, "%s holds a member that is not a valid job; left in place: %.*s",
+                dray__log(DRAY_LOG_ERROR, "%s holds a member that is not a valid job; moved to the dead set: %.*s",
                           zset, (int)(m->len > 200 ? 200 : m->len), m->str);
                 json_decref(o);
+                av[k] = m->str;
+                al[k++] = m->len;
+                av[k] = m->str;
+                al[k++] = m->len;
+                av[k] = "";
+                al[k++] = 0;
                 continue;
             }
             json_object_set_new(o, "enqueued_at", json_real(now));
@@ -93,7 +106,7 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
             al[k++] = qlen;
         }
         redisReply *er = NULL;
-        rc = k > 2 ? dray__conn_eval(c, &move_script, &er, 1, (int)k, av, al) : 0;
+        rc = k > 3 ? dray__conn_eval(c, &move_script, &er, 1, (int)k, av, al) : 0;
         if (!rc && er && er->type == REDIS_REPLY_INTEGER)
             total += er->integer;
         if (er)
@@ -106,8 +119,8 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
         freeReplyObject(r);
         if (rc)
             return rc;
-        if (n < BATCH || k == 2)
-            return total; /* k == 2: only unmovable members were due */
+        if (n < BATCH)
+            return total;
     }
 }
 

@@ -192,10 +192,17 @@ process(dray__worker *w, dray__unit *u)
 
 done:
     pthread_mutex_lock(&w->mu);
-    dray__unit_clear(&w->cur);
+    /* Out of the stopper's sight first; a unit it already requeued is not
+     * acked (a fetch provider sees exactly one of ack or requeue). */
+    dray__unit fin = w->cur;
+    int ack = w->requeued != 1;
+    memset(&w->cur, 0, sizeof w->cur);
     w->cur_class = w->cur_jid = NULL;
     w->requeued = 0;
     pthread_mutex_unlock(&w->mu);
+    if (ack)
+        dray__fetch_ack(w, &fin);
+    dray__unit_clear(&fin);
     dray_job_free(job);
     atomic_fetch_sub(&s->busy, 1);
     if (atomic_load(&s->state) >= DRAY__STOPPING) {
@@ -240,8 +247,10 @@ dray__worker_main(void *arg)
         }
         process(w, &u);
     }
-    atomic_store(&w->exited, 1);
+    /* Last touch of the server: exited is set under s->mu, so once
+     * dray_server_free sees it (under the same lock) nothing here runs. */
     pthread_mutex_lock(&s->mu);
+    atomic_store(&w->exited, 1);
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->mu);
     return NULL;

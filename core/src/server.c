@@ -17,6 +17,8 @@
 
 static int
 serr(dray_server *s, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static bool all_exited(dray_server *s);
+static void wait_workers(dray_server *s, double deadline, bool honour_stop_now);
 
 static int
 serr(dray_server *s, int code, const char *fmt, ...)
@@ -139,14 +141,12 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     s->k_dead = dray__key(&s->cfg, "dead");
     s->k_processes = dray__key(&s->cfg, "processes");
     /* The identity hash itself is namespaced too. */
-    char *idkey = dray__key(&s->cfg, s->identity);
-    if (!idkey || !s->k_work || !s->k_signals || !s->k_queues || !s->k_schedule || !s->k_retry ||
+    s->k_identity = dray__key(&s->cfg, s->identity);
+    if (!s->k_identity || !s->k_work || !s->k_signals || !s->k_queues || !s->k_schedule || !s->k_retry ||
         !s->k_dead || !s->k_processes || !s->queues_spec || build_info(s)) {
-        dray__free(idkey);
         dray_server_free(s);
         return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
     }
-    dray__free(idkey);
     s->workers = dray__calloc((size_t)o->concurrency, sizeof *s->workers);
     if (!s->workers || pipe(s->wake_pipe)) {
         dray_server_free(s);
@@ -185,6 +185,16 @@ dray_server_free(dray_server *s)
 {
     if (!s)
         return;
+    if (s->leaked) {
+        /* Handlers that outlived the shutdown may have finished since. */
+        wait_workers(s, dray__mono() + 1.0, false);
+        pthread_mutex_lock(&s->mu);
+        if (all_exited(s))
+            s->leaked = 0;
+        pthread_mutex_unlock(&s->mu);
+        if (s->leaked)
+            dray__log(DRAY_LOG_WARN, "handlers still running: the server's memory is kept for them");
+    }
     if (s->workers && !s->leaked) {
         for (int i = 0; i < s->opts.concurrency; i++) {
             dray__conn_close(&s->workers[i].conn);
@@ -213,6 +223,7 @@ dray_server_free(dray_server *s)
     dray__free(s->tag);
     dray__free(s->labels);
     free(s->info_json);
+    dray__free(s->k_identity);
     dray__free(s->k_queues);
     dray__free(s->k_schedule);
     dray__free(s->k_retry);
@@ -221,6 +232,7 @@ dray_server_free(dray_server *s)
     dray__free(s->k_work);
     dray__free(s->k_signals);
     dray__redis_cfg_close(&s->cfg);
+    dray__modcfg_free(s);
     for (int i = 0; i < 2; i++)
         if (s->wake_pipe[i] >= 0)
             close(s->wake_pipe[i]);
@@ -462,6 +474,8 @@ static int
 requeue_running(dray_server *s, dray__conn *c)
 {
     int n = 0;
+    if (dray__fetcher_requeue_running(s, c, &n)) /* a module's fetch provider */
+        return n;
     for (int i = 0; i < s->opts.concurrency; i++) {
         dray__worker *w = &s->workers[i];
         pthread_mutex_lock(&w->mu);
@@ -486,6 +500,9 @@ dray_server_run(dray_server *s)
     if (s->workers[0].started)
         return serr(s, DRAY_ESTATE, "dray_server_run called twice");
     dray__handlers_sort(s);
+    int mrc = dray__modules_start(s); /* $DRAY_MODULES, before any thread starts */
+    if (mrc)
+        return mrc;
     dray__conn mc;
     dray__conn_init(&mc, &s->cfg);
     if (dray__conn_ensure(&mc))

@@ -61,7 +61,7 @@ typedef struct dray__worker {
     const char *cur_jid;
     int requeued;              /* set by the stopper: the job went back; drop its outcome */
     atomic_int exited;
-    _Alignas(64) atomic_uint_least64_t processed; /* flushed by the heartbeat */
+    atomic_uint_least64_t processed; /* flushed by the heartbeat */
     atomic_uint_least64_t failed;
     const char **brpop_argv;   /* reused BRPOP argument vector */
     size_t *brpop_lens;
@@ -73,7 +73,7 @@ struct dray_server {
     char *tag;
     char *labels;
     dray__redis_cfg cfg;
-    char errstr[DRAY_ERRSTR_BYTES];
+    char errstr[512];          /* module refusals name a path and the module's own message */
 
     dray__handler *handlers;   /* sorted by class after run starts */
     size_t nhandlers, caphandlers;
@@ -92,6 +92,7 @@ struct dray_server {
     char hostname[128];
     double started_at;
     char *info_json;           /* cached heartbeat "info" */
+    char *k_identity;          /* "<ns><identity>": the heartbeat hash */
     char *k_queues, *k_schedule, *k_retry, *k_dead, *k_processes, *k_work, *k_signals;
 
     dray__worker *workers;
@@ -112,6 +113,7 @@ struct dray_server {
     atomic_uint_least64_t flushed_processed, flushed_failed;
     atomic_int live_processes; /* from the last heartbeat, for the poller */
     int leaked;                /* workers still stuck after stop: do not free them */
+    struct dray__modcfg *modcfg; /* settings for modules (dray_server_set_config), or NULL */
 };
 
 /* processor.c */
@@ -154,6 +156,21 @@ void dray__server_wake(struct dray_server *s);
 /* Note an outage (first caller logs) or its end. */
 void dray__outage_begin(struct dray_server *s, const dray__conn *c);
 void dray__outage_end(struct dray_server *s);
+
+/* module.c, module_fetch.c: modules and the fetch provider */
+/* At run start: load $DRAY_MODULES (skipping loaded ones), log the hook
+ * order. 0, or a DRAY_E* code with the refusal in s->errstr. */
+int dray__modules_start(struct dray_server *s);
+void dray__modcfg_free(struct dray_server *s);
+/* True when a module provides fetch; then the calls below replace BRPOP,
+ * ack (nothing in basic fetch) and RPUSH. */
+bool dray__fetcher_active(void);
+int dray__fetcher_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u);
+void dray__fetch_ack(dray__worker *w, const dray__unit *u);
+int dray__fetcher_requeue(dray__conn *c, const struct dray_server *s, const dray__unit *u);
+/* Shutdown: hand every running job to the provider's bulk_requeue. False
+ * without a provider; else *n counts the jobs put back. */
+bool dray__fetcher_requeue_running(struct dray_server *s, dray__conn *c, int *n);
 /* After an I/O error: reconnect at once if possible (0), else note the
  * outage and return the error; the caller backs off. */
 int dray__conn_recover(struct dray_server *s, dray__conn *c);

@@ -482,6 +482,8 @@ test_scheduler_exactly_once_two_processes(void **state)
     for (int i = 0; i < 50; i++)
         freeReplyObject(test_redis_cmd(rc, "ZADD retry %f {\"class\":\"Ok\",\"args\":[\"r\"],\"jid\":\"%024x\",\"queue\":\"default\",\"retry_count\":0}",
                                        dray_now() - 5, i));
+    /* a member that is not a job must not block the others: it goes to dead */
+    freeReplyObject(test_redis_cmd(rc, "ZADD schedule %f %s", dray_now() - 30, "not a job"));
     /* a job due far in the future must not move */
     freeReplyObject(test_redis_cmd(rc, "ZADD schedule %f {\"class\":\"Ok\",\"args\":[\"f\"],\"jid\":\"ffffffffffffffffffffffff\"}",
                                    dray_now() + 3600));
@@ -500,6 +502,8 @@ test_scheduler_exactly_once_two_processes(void **state)
     assert_int_equal(atomic_load(&T.ok), 300);
     assert_int_equal(rint_("ZCARD schedule"), 1);
     assert_int_equal(rint_("ZCARD retry"), 0);
+    assert_int_equal(rint_("ZCARD dead"), 1);
+    assert_true(rint_("ZSCORE dead %s", "not a job") > 0);
     assert_int_equal(rint_("LLEN queue:default"), 0);
     /* every scheduled jid ran exactly once */
     for (int i = 0; i < 250; i++) {

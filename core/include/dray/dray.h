@@ -278,6 +278,53 @@ typedef struct dray_server_counts {
 } dray_server_counts;
 DRAY_API void dray_server_counts_get(const dray_server *s, dray_server_counts *out);
 
+/* ---- modules (the ABI they are built against is dray/module.h) ---------- */
+
+struct dray_config; /* inspect.h: configuration files */
+
+/* Give modules a setting: `license` (a key), `license_file` (a path), or a
+ * module's own `<name>.<key>` (repeatable; values are appended). Set them
+ * before loading the module that reads them. DRAY_ECONFIG for any other
+ * key; DRAY_ENOMEM. */
+DRAY_API DRAY_WUR int dray_server_set_config(dray_server *s, const char *key, const char *value);
+/* Load a module into this process: its hooks apply to every client and
+ * server of the process, and it is never unloaded. Call before
+ * dray_server_run (DRAY_ESTATE after); dray_server_run itself also loads the
+ * colon-separated paths of $DRAY_MODULES that are not loaded yet. A refusal
+ * returns DRAY_EMODULE (or the module's own code: DRAY_ELICENSE,
+ * DRAY_ECONFIG, ...) with a message naming the file and the reason in
+ * errbuf (may be NULL) and dray_server_errstr. */
+DRAY_API DRAY_WUR int dray_server_load_module(dray_server *s, const char *path, char *errbuf,
+                                              size_t errlen);
+/* For `dray run`: pass every `license`, `license_file` and `<section>.<key>`
+ * entry of cfg to dray_server_set_config, then load each `module` of cfg in
+ * order, stopping at the first refusal. */
+DRAY_API DRAY_WUR int dray_server_load_modules(dray_server *s, const struct dray_config *cfg,
+                                               char *errbuf, size_t errlen);
+
+/* What a module says about itself when checked (`dray license check`). */
+typedef struct dray_module_verdict {
+    int rc;             /* 0: it would load; else the refusal's DRAY_E* code */
+    int warnings;       /* warnings it logged while loading (license expiring, in grace) */
+    char name[32];      /* the module's name, or "" when it never gave one */
+    char version[32];   /* its version, or "" */
+    char tier[16];      /* "pro", "enterprise", ... or "" */
+    char message[512];  /* rc 0: its status line ("Licensed to ..."); else the refusal */
+    char warning[512];  /* the last warning it logged, or "" */
+} dray_module_verdict;
+typedef void (*dray_module_verdict_fn)(const char *path, const dray_module_verdict *v,
+                                       void *userdata);
+/* Load the module at path in check mode, with the settings given so far: it
+ * verifies its license and registers nothing that runs, and is unloaded
+ * again. Fills *out; returns out->rc. */
+DRAY_API int dray_server_check_module(dray_server *s, const char *path, dray_module_verdict *out);
+/* For `dray license check`: the settings of cfg as dray_server_load_modules,
+ * then dray_server_check_module on each `module` of cfg, calling fn (may be
+ * NULL) with each verdict. Returns how many would be refused, or a
+ * negative DRAY_E* code when the settings are bad. */
+DRAY_API int dray_server_check_modules(dray_server *s, const struct dray_config *cfg,
+                                       dray_module_verdict_fn fn, void *userdata);
+
 /* ---- logging ------------------------------------------------------------ */
 
 typedef void (*dray_log_fn)(dray_log_level level, const char *line, void *userdata);

@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* dray stats, queues, processes, retries/scheduled/dead and signal: the
+ * inspection API as tables for people and JSON for scripts. */
+#include <ctype.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cli.h"
+
+#define LIST_DEFAULT_LIMIT 50 /* one screen of a busy retry set */
+#define ERROR_COLUMN_MAX 60   /* error messages are cut to this in tables */
+
+/* Parse the options of a read-only command: the common ones, --json and,
+ * for lists, --limit/--offset. Returns -1 to go on, else an exit code. */
+static int
+parse_opts(cli_ctx *ctx, int argc, char **argv, long *limit, long *offset)
+{
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"offset", required_argument, NULL, OPT_OFFSET},
+        CLI_COMMON_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        int h = cli_common_opt(ctx, c, optarg);
+        if (h < 0)
+            return CLI_EUSAGE;
+        if (h > 0)
+            continue;
+        switch (c) {
+        case OPT_JSON:
+            ctx->json = 1;
+            break;
+        case OPT_LIMIT:
+        case OPT_OFFSET:
+            if (!limit)
+                return cli_usage(ctx, "--%s is only for list", c == OPT_LIMIT ? "limit" : "offset");
+            if (cli_parse_long(optarg, 0, 1000000000L, c == OPT_LIMIT ? limit : offset))
+                return cli_usage(ctx, "--%s must be a number >= 0, not '%s'",
+                                 c == OPT_LIMIT ? "limit" : "offset", optarg);
+            break;
+        default:
+            fprintf(stderr, "See 'dray %s --help'.\n", ctx->cmd);
+            return CLI_EUSAGE;
+        }
+    }
+    if (ctx->help) {
+        cli_help(stdout, ctx->cmd);
+        return CLI_OK;
+    }
+    return -1;
+}
+
+/* Configuration, then an API handle. Returns an exit code. */
+static int
+open_api(cli_ctx *ctx, dray_api **api)
+{
+    *api = NULL;
+    int r = cli_config_build(ctx);
+    if (r)
+        return r;
+    char err[512];
+    int rc = dray_api_new(&ctx->opts, api, err, sizeof err);
+    if (rc) {
+        cli_err(ctx, "%s", err);
+        return cli_exit_for(rc);
+    }
+    return CLI_OK;
+}
+
+static int
+api_fail(const cli_ctx *ctx, const dray_api *api, int rc)
+{
+    cli_err(ctx, "%s", dray_api_errstr(api)[0] ? dray_api_errstr(api) : dray_strerror(rc));
+    return cli_exit_for(rc);
+}
+
+/* ---- stats ----------------------------------------------------------------- */
+
+int
+cli_cmd_stats(int argc, char **argv)
+{
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "stats");
+    int r = parse_opts(&ctx, argc, argv, NULL, NULL);
+    if (r >= 0)
+        return r;
+    if (optind < argc)
+        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
+    dray_api *api;
+    if ((r = open_api(&ctx, &api)))
+        goto out;
+    dray_stats st;
+    int rc = dray_api_stats_get(api, &st);
+    if (rc) {
+        r = api_fail(&ctx, api, rc);
+    } else if (ctx.json) {
+        r = cli_json_print(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "processed",
+                                     (json_int_t)st.processed, "failed", (json_int_t)st.failed,
+                                     "busy", (json_int_t)st.workers_size, "enqueued",
+                                     (json_int_t)st.enqueued, "retries", (json_int_t)st.retry_size,
+                                     "scheduled", (json_int_t)st.scheduled_size, "dead",
+                                     (json_int_t)st.dead_size, "processes",
+                                     (json_int_t)st.processes_size, "default_queue_latency",
+                                     st.default_queue_latency));
+    } else {
+        printf("processed              %lld\n", st.processed);
+        printf("failed                 %lld\n", st.failed);
+        printf("busy                   %lld\n", st.workers_size);
+        printf("enqueued               %lld\n", st.enqueued);
+        printf("retries                %lld\n", st.retry_size);
+        printf("scheduled              %lld\n", st.scheduled_size);
+        printf("dead                   %lld\n", st.dead_size);
+        printf("processes              %lld\n", st.processes_size);
+        printf("default queue latency  %.2fs\n", st.default_queue_latency);
+    }
+    dray_api_free(api);
+out:
+    cli_ctx_close(&ctx);
+    return r;
+}
+
+/* ---- queues ---------------------------------------------------------------- */
+
+int
+cli_cmd_queues(int argc, char **argv)
+{
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "queues");
+    int r = parse_opts(&ctx, argc, argv, NULL, NULL);
+    if (r >= 0)
+        return r;
+    if (optind < argc)
+        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
+    dray_api *api;
+    if ((r = open_api(&ctx, &api)))
+        goto out;
+    dray_queue_info *q;
+    size_t n;
+    int rc = dray_api_queues_list(api, &q, &n);
+    if (rc) {
+        r = api_fail(&ctx, api, rc);
+    } else if (ctx.json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:I, s:f}", "name", q[i].name, "size",
+                                                 (json_int_t)q[i].size, "latency", q[i].latency));
+        r = cli_json_print(arr);
+    } else {
+        cli_table t;
+        cli_table_init(&t, 3);
+        const char *head[3] = {"QUEUE", "SIZE", "LATENCY"};
+        cli_table_row(&t, head);
+        for (size_t i = 0; i < n; i++) {
+            char size[24], lat[32];
+            snprintf(size, sizeof size, "%lld", q[i].size);
+            snprintf(lat, sizeof lat, "%.2fs", q[i].latency);
+            const char *row[3] = {q[i].name, size, lat};
+            cli_table_row(&t, row);
+        }
+        cli_table_print(&t, stdout);
+        cli_table_close(&t);
+    }
+    if (!rc)
+        dray_api_queues_free(q, n);
+    dray_api_free(api);
+out:
+    cli_ctx_close(&ctx);
+    return r;
+}
+
+/* ---- processes ------------------------------------------------------------- */
+
+static json_t *
+split_json(const char *csv)
+{
+    json_t *arr = json_array();
+    const char *p = csv;
+    while (p && *p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        json_array_append_new(arr, json_stringn(p, n));
+        p = comma ? comma + 1 : NULL;
+    }
+    return arr;
+}
+
+int
+cli_cmd_processes(int argc, char **argv)
+{
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "processes");
+    int r = parse_opts(&ctx, argc, argv, NULL, NULL);
+    if (r >= 0)
+        return r;
+    if (optind < argc)
+        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
+    dray_api *api;
+    if ((r = open_api(&ctx, &api)))
+        goto out;
+    dray_process_info *p;
+    size_t n;
+    int rc = dray_api_processes_list(api, &p, &n);
+    double now = dray_now();
+    if (rc) {
+        r = api_fail(&ctx, api, rc);
+    } else if (ctx.json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(
+                arr, json_pack("{s:s, s:s, s:I, s:s, s:i, s:o, s:o, s:i, s:f, s:b, s:I, s:I, s:f}",
+                               "identity", p[i].identity, "hostname", p[i].hostname, "pid",
+                               (json_int_t)p[i].pid, "tag", p[i].tag, "concurrency",
+                               p[i].concurrency, "queues", split_json(p[i].queues), "labels",
+                               split_json(p[i].labels), "busy", p[i].busy, "beat", p[i].beat,
+                               "quiet", p[i].quiet, "rss_kb", (json_int_t)p[i].rss_kb, "rtt_us",
+                               (json_int_t)p[i].rtt_us, "started_at", p[i].started_at));
+        r = cli_json_print(arr);
+    } else {
+        cli_table t;
+        cli_table_init(&t, 7);
+        const char *head[7] = {"IDENTITY", "TAG", "BUSY", "QUEUES", "BEAT", "STATE", "RSS"};
+        cli_table_row(&t, head);
+        for (size_t i = 0; i < n; i++) {
+            char busy[32], beat[32], rss[32];
+            snprintf(busy, sizeof busy, "%d/%d", p[i].busy, p[i].concurrency);
+            cli_fmt_duration(now - p[i].beat, beat, sizeof beat - 4);
+            strcat(beat, " ago");
+            snprintf(rss, sizeof rss, "%.1f MB", (double)p[i].rss_kb / 1024.0);
+            const char *row[7] = {p[i].identity, p[i].tag[0] ? p[i].tag : "-", busy, p[i].queues,
+                                  beat, p[i].quiet ? "quiet" : "running", rss};
+            cli_table_row(&t, row);
+        }
+        cli_table_print(&t, stdout);
+        cli_table_close(&t);
+    }
+    if (!rc)
+        dray_api_processes_free(p, n);
+    dray_api_free(api);
+out:
+    cli_ctx_close(&ctx);
+    return r;
+}
+
+/* ---- retries / scheduled / dead -------------------------------------------- */
+
+static json_t *
+entry_json(const dray_set_entry *e)
+{
+    json_t *job = json_loadb(e->member, e->member_len, 0, NULL);
+    if (!job)
+        job = json_stringn(e->member, e->member_len); /* not JSON: show it raw */
+    json_t *o = json_pack("{s:f, s:o}", "score", e->score, "job", job);
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "jid", e->jid ? json_string(e->jid) : json_null());
+    json_object_set_new(o, "class", e->klass ? json_string(e->klass) : json_null());
+    json_object_set_new(o, "queue", e->queue ? json_string(e->queue) : json_null());
+    json_object_set_new(o, "error_class",
+                        e->error_class ? json_string(e->error_class) : json_null());
+    json_object_set_new(o, "error_message",
+                        e->error_message ? json_string(e->error_message) : json_null());
+    json_object_set_new(o, "retry_count",
+                        e->retry_count >= 0 ? json_integer(e->retry_count) : json_null());
+    return o;
+}
+
+static int
+set_list(cli_ctx *ctx, dray_api *api, dray_set set, long limit, long offset)
+{
+    dray_set_entry *e;
+    size_t n;
+    long long total = 0;
+    int rc = dray_api_set_list(api, set, (size_t)offset, (size_t)limit, &e, &n);
+    if (rc)
+        return api_fail(ctx, api, rc);
+    if ((rc = dray_api_set_size(api, set, &total))) {
+        dray_api_entries_free(e, n);
+        return api_fail(ctx, api, rc);
+    }
+    int r = CLI_OK;
+    if (ctx->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, entry_json(&e[i]));
+        r = cli_json_print(arr);
+    } else {
+        double now = dray_now();
+        cli_table t;
+        cli_table_init(&t, 7);
+        const char *when = set == DRAY_SET_DEAD    ? "DIED"
+                           : set == DRAY_SET_RETRY ? "NEXT RETRY"
+                                                   : "RUN AT";
+        const char *head[7] = {when, "", "JID", "CLASS", "QUEUE", "RETRIES", "ERROR"};
+        cli_table_row(&t, head);
+        for (size_t i = 0; i < n; i++) {
+            char at[40], rel[32], retries[16], error[ERROR_COLUMN_MAX + 8];
+            cli_fmt_time(e[i].score, at, sizeof at);
+            if (now - e[i].score >= 0) {
+                cli_fmt_duration(now - e[i].score, rel, sizeof rel - 4);
+                strcat(rel, " ago");
+            } else {
+                cli_fmt_duration(now - e[i].score, rel, sizeof rel);
+            }
+            if (e[i].retry_count >= 0)
+                snprintf(retries, sizeof retries, "%d", e[i].retry_count);
+            else
+                snprintf(retries, sizeof retries, "-");
+            if (e[i].error_class || e[i].error_message) {
+                int cut = snprintf(error, sizeof error, "%s: %s",
+                                   e[i].error_class ? e[i].error_class : "",
+                                   e[i].error_message ? e[i].error_message : "");
+                if (cut > ERROR_COLUMN_MAX) {
+                    size_t k = ERROR_COLUMN_MAX - 3;
+                    while (k > 0 && ((unsigned char)error[k] & 0xC0) == 0x80)
+                        k--; /* do not split a UTF-8 sequence */
+                    memcpy(error + k, "...", 4);
+                }
+            } else {
+                snprintf(error, sizeof error, "-");
+            }
+            const char *row[7] = {at, rel, e[i].jid ? e[i].jid : "(not json)", e[i].klass,
+                                  e[i].queue, retries, error};
+            cli_table_row(&t, row);
+        }
+        cli_table_print(&t, stdout);
+        cli_table_close(&t);
+        if ((long long)n < total)
+            printf("(%zu of %lld shown; use --limit and --offset for more)\n", n, total);
+    }
+    dray_api_entries_free(e, n);
+    return r;
+}
+
+int
+cli_cmd_set(int argc, char **argv)
+{
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, argv[0]);
+    dray_set set;
+    if (dray_set_parse(argv[0], &set))
+        return cli_usage(&ctx, "unknown set");
+    long limit = LIST_DEFAULT_LIMIT, offset = 0;
+    int r = parse_opts(&ctx, argc, argv, &limit, &offset);
+    if (r >= 0)
+        return r;
+    int npos = argc - optind;
+    if (npos < 1)
+        return cli_usage(&ctx, "missing ACTION (list, show, retry, delete, kill)");
+    const char *action = argv[optind];
+    const char *jid = npos > 1 ? argv[optind + 1] : NULL;
+    int is_list = !strcmp(action, "list");
+    if (!is_list && strcmp(action, "show") && strcmp(action, "retry") && strcmp(action, "delete") &&
+        strcmp(action, "kill"))
+        return cli_usage(&ctx, "unknown action '%s' (list, show, retry, delete, kill)", action);
+    if (is_list && npos > 1)
+        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind + 1]);
+    if (!is_list && npos != 2)
+        return npos < 2 ? cli_usage(&ctx, "%s needs a JID", action)
+                        : cli_usage(&ctx, "unexpected argument '%s'", argv[optind + 2]);
+    if (!strcmp(action, "kill") && set == DRAY_SET_DEAD)
+        return cli_usage(&ctx, "jobs in the dead set are already dead; use retry or delete");
+    if (!is_list && (limit != LIST_DEFAULT_LIMIT || offset))
+        return cli_usage(&ctx, "--limit and --offset are only for list");
+    dray_api *api;
+    if ((r = open_api(&ctx, &api)))
+        goto out;
+    int rc = 0;
+    if (is_list) {
+        r = set_list(&ctx, api, set, limit, offset);
+    } else if (!strcmp(action, "show")) {
+        dray_set_entry *e;
+        if ((rc = dray_api_set_find(api, set, jid, &e))) {
+            r = api_fail(&ctx, api, rc);
+        } else {
+            if (ctx.json) {
+                r = cli_json_print(entry_json(e));
+            } else {
+                fwrite(e->member, 1, e->member_len, stdout);
+                fputc('\n', stdout);
+            }
+            dray_api_entries_free(e, 1);
+        }
+    } else {
+        const char *done;
+        if (!strcmp(action, "retry")) {
+            rc = dray_api_set_retry(api, set, jid);
+            done = "pushed to its queue";
+        } else if (!strcmp(action, "delete")) {
+            rc = dray_api_set_delete(api, set, jid);
+            done = "deleted";
+        } else {
+            rc = dray_api_set_kill(api, set, jid);
+            done = "moved to the dead set";
+        }
+        if (rc)
+            r = api_fail(&ctx, api, rc);
+        else
+            printf("%s %s\n", jid, done);
+    }
+    dray_api_free(api);
+out:
+    cli_ctx_close(&ctx);
+    return r;
+}
+
+/* ---- signal ---------------------------------------------------------------- */
+
+int
+cli_cmd_signal(int argc, char **argv)
+{
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "signal");
+    int r = parse_opts(&ctx, argc, argv, NULL, NULL);
+    if (r >= 0)
+        return r;
+    int npos = argc - optind;
+    if (npos != 2)
+        return npos < 2 ? cli_usage(&ctx, "needs IDENTITY and SIGNAL")
+                        : cli_usage(&ctx, "unexpected argument '%s'", argv[optind + 2]);
+    const char *identity = argv[optind];
+    char sig[16];
+    const char *s = argv[optind + 1];
+    if (!strncasecmp(s, "SIG", 3))
+        s += 3;
+    size_t k = 0;
+    for (; s[k] && k < sizeof sig - 1; k++)
+        sig[k] = (char)toupper((unsigned char)s[k]);
+    sig[k] = '\0';
+    if (!strcmp(sig, "QUIET") || !strcmp(sig, "USR1"))
+        strcpy(sig, "TSTP");
+    else if (!strcmp(sig, "STOP"))
+        strcpy(sig, "TERM");
+    else if (!strcmp(sig, "DUMP"))
+        strcpy(sig, "TTIN");
+    if (strcmp(sig, "TSTP") && strcmp(sig, "TERM") && strcmp(sig, "TTIN"))
+        return cli_usage(&ctx, "SIGNAL must be TSTP (quiet), TERM (stop) or TTIN (dump), not '%s'",
+                         argv[optind + 1]);
+    dray_api *api;
+    if ((r = open_api(&ctx, &api)))
+        goto out;
+    int rc = dray_api_signal(api, identity, sig);
+    if (rc)
+        r = api_fail(&ctx, api, rc);
+    else
+        printf("sent %s to %s\n", sig, identity);
+    dray_api_free(api);
+out:
+    cli_ctx_close(&ctx);
+    return r;
+}

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* The dray command: subcommand dispatch, help and version. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char overview[] =
+    "usage: dray COMMAND [OPTIONS] [ARGS]\n"
+    "\n"
+    "Background jobs for C, Sidekiq-compatible on Redis.\n"
+    "\n"
+    "Commands:\n"
+    "  run                      run a worker process (handlers from --require)\n"
+    "  push CLASS [ARGS-JSON]   enqueue or schedule jobs; prints their jids\n"
+    "  stats                    processed/failed counters and set sizes\n"
+    "  queues                   queues with size and latency\n"
+    "  processes                live worker processes\n"
+    "  retries ACTION           the retry set: list, show, retry, delete, kill\n"
+    "  scheduled ACTION         the schedule set: list, show, retry, delete, kill\n"
+    "  dead ACTION              the dead set: list, show, retry, delete\n"
+    "  signal IDENTITY SIGNAL   send TSTP (quiet), TERM (stop) or TTIN (dump) to a process\n"
+    "  version                  print the version\n"
+    "  help [COMMAND]           this text, or a command's help\n"
+    "\n"
+    "Options every command takes:\n"
+    "  -C, --config FILE        read a config file (default: $DRAY_CONFIG)\n"
+    "      --redis-url URL      redis://[user:pass@]host[:port][/db] or unix:///path.sock\n"
+    "                           (default: $DRAY_REDIS_URL, $REDIS_URL, redis://127.0.0.1:6379/0)\n"
+    "      --namespace NS       key prefix, as Sidekiq 6's redis-namespace\n"
+    "  -h, --help               help for the command\n"
+    "Settings apply in order: config file < DRAY_* environment < flags.\n"
+    "\n"
+    "Exit status:\n"
+    "  0  success\n"
+    "  1  runtime error (Redis unreachable or refused a command)\n"
+    "  2  usage error (bad command line or flag value)\n"
+    "  3  not found (no job with that jid, no process with that identity)\n"
+    "  4  configuration error (config file, environment, redis url, module, library)\n"
+    "\n"
+    "See docs/cli.md for every flag, config key and environment variable.\n";
+
+static const char help_run[] =
+    "usage: dray run [OPTIONS]\n"
+    "\n"
+    "Run a worker process until TERM or INT. Handlers come from libraries given\n"
+    "with --require, each exporting int dray_register_handlers(dray_server *).\n"
+    "\n"
+    "  -c, --concurrency N      worker threads (1-1000; default 10)\n"
+    "  -q, --queue NAME[,W]     queue to work, with optional weight; repeatable, in order\n"
+    "                           (default: default). Flags replace the config's queues.\n"
+    "  -t, --timeout SECONDS    shutdown wait for running jobs (default 25)\n"
+    "  -r, --require LIB        load handlers from a shared library; repeatable\n"
+    "      --module PATH        load a dray module (.so); repeatable\n"
+    "      --tag TAG            process tag shown in the Web UI\n"
+    "      --label LABEL        process label; repeatable\n"
+    "      --set KEY=VALUE      any config key, e.g. --set pro.webhook_url=https://...\n"
+    "  -v, --verbose            debug logging\n"
+    "      --log-jobs           log a line when each job starts and ends\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
+    "\n"
+    "Signals: TERM or INT stop (wait --timeout, then requeue unfinished jobs; a\n"
+    "second INT stops at once), TSTP or USR1 quiet (finish running jobs, fetch no\n"
+    "more), TTIN logs what every worker is doing.\n"
+    "\n"
+    "Exit status: 0 after a clean stop, 1 runtime error, 2 usage, 4 configuration\n"
+    "(bad config, a library or module that cannot be loaded).\n";
+
+static const char help_push[] =
+    "usage: dray push CLASS [ARGS-JSON] [OPTIONS]\n"
+    "\n"
+    "Push a job of CLASS with ARGS-JSON (a JSON array; default []) and print its\n"
+    "jid. With --in or --at it goes to the schedule set.\n"
+    "\n"
+    "  -q, --queue NAME         queue (default: default)\n"
+    "      --in SECONDS         run after this many seconds\n"
+    "      --at TIME            run at epoch seconds or ISO 8601 (2024-05-01T12:00:00Z;\n"
+    "                           without a zone it is UTC)\n"
+    "      --retry N|true|false max retries, true (default: 25) or false (none)\n"
+    "      --count N            push N jobs with the same args (bulk; one jid per line)\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n";
+
+static const char help_stats[] =
+    "usage: dray stats [--json] [OPTIONS]\n"
+    "\n"
+    "Counters and sizes, as Sidekiq::Stats: processed, failed, busy, enqueued,\n"
+    "retries, scheduled, dead, processes and the latency of the default queue.\n"
+    "\n"
+    "      --json               machine-readable output\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n";
+
+static const char help_queues[] =
+    "usage: dray queues [--json] [OPTIONS]\n"
+    "\n"
+    "Every known queue with its size and latency (seconds since its oldest job\n"
+    "was enqueued).\n"
+    "\n"
+    "      --json               machine-readable output\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n";
+
+static const char help_processes[] =
+    "usage: dray processes [--json] [OPTIONS]\n"
+    "\n"
+    "Live worker processes (dray or Sidekiq) from their heartbeats: identity,\n"
+    "tag, busy/concurrency, queues, last beat, quiet, memory.\n"
+    "\n"
+    "      --json               machine-readable output\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n";
+
+static const char help_set[] =
+    "usage: dray retries|scheduled|dead ACTION [ARGS] [OPTIONS]\n"
+    "\n"
+    "Actions:\n"
+    "  list [--limit N] [--offset N] [--json]\n"
+    "                           one page (default 50; --limit 0 for all); retries and\n"
+    "                           scheduled soonest first, dead newest first\n"
+    "  show JID                 print the job's JSON exactly as stored\n"
+    "  retry JID                push the job to its queue now (from retries and dead\n"
+    "                           retry_count is decremented first, as Sidekiq does)\n"
+    "  delete JID               remove the job\n"
+    "  kill JID                 move the job to the dead set (retries, scheduled)\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
+    "\n"
+    "Exit status 3 when no job in the set has that jid.\n";
+
+static const char help_signal[] =
+    "usage: dray signal IDENTITY SIGNAL [OPTIONS]\n"
+    "\n"
+    "Send a remote signal to a process (dray or Sidekiq); it acts on it at its next\n"
+    "heartbeat. SIGNAL is TSTP (or quiet), TERM (or stop) or TTIN (or dump).\n"
+    "IDENTITY is as shown by 'dray processes'.\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
+    "\n"
+    "Exit status 3 when no such process is registered.\n";
+
+static const char help_version[] = "usage: dray version\n\nPrint dray's version.\n";
+
+void
+cli_help(FILE *f, const char *cmd)
+{
+    const char *text = overview;
+    if (!cmd)
+        text = overview;
+    else if (!strcmp(cmd, "run"))
+        text = help_run;
+    else if (!strcmp(cmd, "push"))
+        text = help_push;
+    else if (!strcmp(cmd, "stats"))
+        text = help_stats;
+    else if (!strcmp(cmd, "queues"))
+        text = help_queues;
+    else if (!strcmp(cmd, "processes"))
+        text = help_processes;
+    else if (!strcmp(cmd, "retries") || !strcmp(cmd, "scheduled") || !strcmp(cmd, "dead"))
+        text = help_set;
+    else if (!strcmp(cmd, "signal"))
+        text = help_signal;
+    else if (!strcmp(cmd, "version"))
+        text = help_version;
+    fputs(text, f);
+}
+
+static int
+version(void)
+{
+    printf("dray %s (libdray %s)\n", DRAY_VERSION_STRING, dray_version());
+    return CLI_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2) {
+        cli_help(stderr, NULL);
+        return CLI_EUSAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help"))
+        return cli_help(stdout, NULL), CLI_OK;
+    if (!strcmp(cmd, "help")) {
+        if (argc > 2 && strcmp(argv[2], "run") && strcmp(argv[2], "push") &&
+            strcmp(argv[2], "stats") && strcmp(argv[2], "queues") &&
+            strcmp(argv[2], "processes") && strcmp(argv[2], "retries") &&
+            strcmp(argv[2], "scheduled") && strcmp(argv[2], "dead") &&
+            strcmp(argv[2], "signal") && strcmp(argv[2], "version")) {
+            fprintf(stderr, "dray help: unknown command '%s'\n", argv[2]);
+            return CLI_EUSAGE;
+        }
+        cli_help(stdout, argc > 2 ? argv[2] : NULL);
+        return CLI_OK;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+        if (argc > 2 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help")))
+            return cli_help(stdout, "version"), CLI_OK;
+        if (argc > 2) {
+            fprintf(stderr, "dray version: takes no arguments\n");
+            return CLI_EUSAGE;
+        }
+        return version();
+    }
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    if (!strcmp(cmd, "run"))
+        return cli_cmd_run(sub_argc, sub_argv);
+    if (!strcmp(cmd, "push"))
+        return cli_cmd_push(sub_argc, sub_argv);
+    if (!strcmp(cmd, "stats"))
+        return cli_cmd_stats(sub_argc, sub_argv);
+    if (!strcmp(cmd, "queues"))
+        return cli_cmd_queues(sub_argc, sub_argv);
+    if (!strcmp(cmd, "processes"))
+        return cli_cmd_processes(sub_argc, sub_argv);
+    if (!strcmp(cmd, "retries") || !strcmp(cmd, "scheduled") || !strcmp(cmd, "dead"))
+        return cli_cmd_set(sub_argc, sub_argv);
+    if (!strcmp(cmd, "signal"))
+        return cli_cmd_signal(sub_argc, sub_argv);
+    fprintf(stderr, "dray: unknown command '%s'\nSee 'dray --help'.\n", cmd);
+    return CLI_EUSAGE;
+}

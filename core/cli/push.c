@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* dray push: one job, or --count N of them in bulk, now or scheduled. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define BULK_SLICE 10000   /* jobs per dray_client_push_bulk call: progress granularity */
+#define COUNT_MAX 10000000 /* --count limit: 10 M jobs is a benchmark, not a typo */
+
+static int
+parse_retry(const char *s, int *out)
+{
+    long n;
+    if (!strcmp(s, "true") || !strcmp(s, "yes")) {
+        *out = DRAY_RETRY_DEFAULT;
+    } else if (!strcmp(s, "false") || !strcmp(s, "no")) {
+        *out = DRAY_RETRY_NONE;
+    } else if (!cli_parse_long(s, 0, 1000000, &n)) {
+#ifdef DRAY_RETRY_ZERO
+        *out = n == 0 ? DRAY_RETRY_ZERO : (int)n; /* 0 is DRAY_RETRY_DEFAULT here */
+#else
+        *out = (int)n;
+#endif
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+/* Push count jobs in slices, printing jids as they are written. */
+static int
+push_bulk(cli_ctx *ctx, dray_client *cl, const char *klass, json_t *args,
+          const dray_push_opts *po, long count)
+{
+    char *jids = malloc((size_t)BULK_SLICE * DRAY_JID_BYTES);
+    json_t *list = json_array();
+    if (!jids || !list) {
+        free(jids);
+        json_decref(list);
+        cli_err(ctx, "out of memory");
+        return CLI_ERUNTIME;
+    }
+    size_t total = 0;
+    int rc = 0;
+    for (long done = 0; done < count && !rc;) {
+        long n = count - done < BULK_SLICE ? count - done : BULK_SLICE;
+        json_array_clear(list);
+        for (long i = 0; i < n; i++)
+            json_array_append(list, args);
+        size_t pushed = 0;
+        rc = dray_client_push_bulk(cl, klass, list, po, jids, &pushed);
+        /* Jobs dropped by a client hook have an empty jid; on failure only
+         * the first `pushed` jobs of the slice were written. */
+        size_t printed = 0;
+        for (long i = 0; i < n && (!rc || printed < pushed); i++)
+            if (jids[(size_t)i * DRAY_JID_BYTES]) {
+                puts(jids + (size_t)i * DRAY_JID_BYTES);
+                printed++;
+            }
+        total += pushed;
+        done += n;
+        cli_progress("pushed", total, (size_t)count);
+    }
+    cli_progress_end();
+    free(jids);
+    json_decref(list);
+    if (rc) {
+        cli_err(ctx, "%s (%zu of %ld jobs pushed)", dray_client_errstr(cl), total, count);
+        return cli_exit_for(rc);
+    }
+    return CLI_OK;
+}
+
+int
+cli_cmd_push(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"queue", required_argument, NULL, 'q'},
+        {"in", required_argument, NULL, OPT_IN},
+        {"at", required_argument, NULL, OPT_AT},
+        {"retry", required_argument, NULL, OPT_RETRY},
+        {"count", required_argument, NULL, OPT_COUNT},
+        CLI_COMMON_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "push");
+    dray_push_opts po;
+    memset(&po, 0, sizeof po);
+    po.retry = DRAY_RETRY_DEFAULT;
+    long count = 1;
+    int c, r = CLI_OK;
+    const char *in_s = NULL, *at_s = NULL;
+    while ((c = getopt_long(argc, argv, "q:" CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        int h = cli_common_opt(&ctx, c, optarg);
+        if (h < 0)
+            return CLI_EUSAGE;
+        if (h > 0)
+            continue;
+        switch (c) {
+        case 'q':
+            po.queue = optarg;
+            break;
+        case OPT_IN:
+            in_s = optarg;
+            if (cli_parse_double(optarg, 0, 1e10, &po.in))
+                return cli_usage(&ctx, "--in must be a number of seconds >= 0, not '%s'", optarg);
+            break;
+        case OPT_AT:
+            at_s = optarg;
+            if (cli_parse_time(optarg, &po.at) || po.at < 1e9)
+                return cli_usage(&ctx,
+                                 "--at must be epoch seconds or ISO 8601 "
+                                 "(2024-05-01T12:00:00Z), not '%s'",
+                                 optarg);
+            break;
+        case OPT_RETRY:
+            if (parse_retry(optarg, &po.retry))
+                return cli_usage(&ctx, "--retry must be a number >= 0, true or false, not '%s'",
+                                 optarg);
+            break;
+        case OPT_COUNT:
+            if (cli_parse_long(optarg, 1, COUNT_MAX, &count))
+                return cli_usage(&ctx, "--count must be 1-%d, not '%s'", COUNT_MAX, optarg);
+            break;
+        default:
+            fprintf(stderr, "See 'dray push --help'.\n");
+            return CLI_EUSAGE;
+        }
+    }
+    if (ctx.help) {
+        cli_help(stdout, "push");
+        return CLI_OK;
+    }
+    if (in_s && at_s)
+        return cli_usage(&ctx, "give --in or --at, not both");
+    int npos = argc - optind;
+    if (npos < 1)
+        return cli_usage(&ctx, "missing CLASS");
+    if (npos > 2)
+        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind + 2]);
+    const char *klass = argv[optind];
+    if (!*klass)
+        return cli_usage(&ctx, "CLASS is empty");
+    json_t *args;
+    if (npos == 2) {
+        json_error_t je;
+        args = json_loads(argv[optind + 1], JSON_DECODE_ANY, &je);
+        if (!args)
+            return cli_usage(&ctx, "ARGS-JSON is not JSON: %s (column %d)", je.text, je.column);
+        if (!json_is_array(args)) {
+            json_decref(args);
+            return cli_usage(&ctx, "ARGS-JSON must be a JSON array, e.g. '[1, \"two\"]'");
+        }
+    } else {
+        args = json_array();
+    }
+    if ((r = cli_config_build(&ctx)))
+        goto out;
+    dray_client *cl;
+    char err[512];
+    int rc = dray_client_new(&ctx.opts, &cl, err, sizeof err);
+    if (rc) {
+        cli_err(&ctx, "%s", err);
+        r = cli_exit_for(rc);
+        goto out;
+    }
+    if (count == 1) {
+        char jid[DRAY_JID_BYTES];
+        rc = dray_client_push(cl, klass, args, &po, jid);
+        if (rc) {
+            cli_err(&ctx, "%s", dray_client_errstr(cl));
+            r = cli_exit_for(rc);
+        } else {
+            puts(jid);
+        }
+    } else {
+        r = push_bulk(&ctx, cl, klass, args, &po, count);
+    }
+    dray_client_free(cl);
+out:
+    json_decref(args);
+    cli_ctx_close(&ctx);
+    return r;
+}

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* dray run: configuration (file < environment < flags), modules, handler
+ * libraries, signals, then dray_server_run until stopped. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* The running server, for the signal handlers. They only call the
+ * async-signal-safe dray_server_stop/stop_now/quiet/dump. */
+static dray_server *volatile g_server;
+static volatile sig_atomic_t g_interrupts;
+
+static void
+on_signal(int sig)
+{
+    dray_server *s = g_server;
+    if (!s)
+        return;
+    switch (sig) {
+    case SIGINT:
+        /* A second Ctrl-C means "now": requeue running jobs without waiting. */
+        if (g_interrupts++ > 0)
+            dray_server_stop_now(s);
+        else
+            dray_server_stop(s);
+        break;
+    case SIGTERM:
+        dray_server_stop(s);
+        break;
+    case SIGTSTP:
+    case SIGUSR1:
+        dray_server_quiet(s);
+        break;
+    case SIGTTIN:
+        dray_server_dump(s);
+        break;
+    default:
+        break;
+    }
+}
+
+static const int handled_signals[] = {SIGINT, SIGTERM, SIGTSTP, SIGUSR1, SIGTTIN};
+#define NSIGNALS (sizeof handled_signals / sizeof *handled_signals)
+
+static void
+signals_install(dray_server *s, struct sigaction *saved)
+{
+    g_server = s;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < NSIGNALS; i++)
+        sigaddset(&sa.sa_mask, handled_signals[i]);
+    for (size_t i = 0; i < NSIGNALS; i++)
+        sigaction(handled_signals[i], &sa, &saved[i]);
+}
+
+static void
+signals_restore(const struct sigaction *saved)
+{
+    for (size_t i = 0; i < NSIGNALS; i++)
+        sigaction(handled_signals[i], &saved[i], NULL);
+    g_server = NULL;
+}
+
+typedef struct require_ctx {
+    dray_server *srv;
+    int rc; /* the first failure */
+} require_ctx;
+
+/* Load the configured modules (`module` paths in order, `license`,
+ * `license_file`, section keys such as `pro.webhook_url`) after the server
+ * is built and before handler libraries load. A module that refuses stops
+ * `dray run`: a user who asked for a module must not run without it. */
+static int
+load_modules(dray_server *srv, dray_config *cfg, char *err, size_t errlen)
+{
+    return dray_server_load_modules(srv, cfg, err, errlen);
+}
+
+static int
+require_one(const char *key, const char *path, void *ud)
+{
+    (void)key;
+    require_ctx *lc = ud;
+    int rc = dray_server_require(lc->srv, path);
+    if (rc) {
+        fprintf(stderr, "dray run: --require %s: %s\n", path, dray_server_errstr(lc->srv));
+        lc->rc = rc;
+        return 1;
+    }
+    return 0;
+}
+
+int
+cli_cmd_run(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"concurrency", required_argument, NULL, 'c'},
+        {"queue", required_argument, NULL, 'q'},
+        {"timeout", required_argument, NULL, 't'},
+        {"require", required_argument, NULL, 'r'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"tag", required_argument, NULL, OPT_TAG},
+        {"label", required_argument, NULL, OPT_LABEL},
+        {"module", required_argument, NULL, OPT_MODULE},
+        {"log-jobs", no_argument, NULL, OPT_LOG_JOBS},
+        {"set", required_argument, NULL, OPT_SET},
+        CLI_COMMON_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "run");
+    int queues_seen = 0, labels_seen = 0, c, r = 0;
+    /* --set KEY=VALUE keys are copied here so the flags can borrow them */
+    char *set_keys[CLI_MAX_FLAGS];
+    size_t nset = 0;
+    while ((c = getopt_long(argc, argv, "c:q:t:r:v" CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        int h = cli_common_opt(&ctx, c, optarg);
+        if (h < 0)
+            goto usage_fail;
+        if (h > 0)
+            continue;
+        switch (c) {
+        case 'c':
+            r = cli_flag_push(&ctx, "--concurrency", "concurrency", optarg, 0);
+            break;
+        case 'q':
+            r = cli_flag_push(&ctx, "--queue", "queue", optarg, queues_seen++ > 0);
+            break;
+        case 't':
+            r = cli_flag_push(&ctx, "--timeout", "timeout", optarg, 0);
+            break;
+        case 'r':
+            r = cli_flag_push(&ctx, "--require", "require", optarg, 1);
+            break;
+        case 'v':
+            r = cli_flag_push(&ctx, "--verbose", "log_level", "debug", 0);
+            break;
+        case OPT_TAG:
+            r = cli_flag_push(&ctx, "--tag", "tag", optarg, 0);
+            break;
+        case OPT_LABEL:
+            r = cli_flag_push(&ctx, "--label", "label", optarg, labels_seen++ > 0);
+            break;
+        case OPT_MODULE:
+            r = cli_flag_push(&ctx, "--module", "module", optarg, 1);
+            break;
+        case OPT_LOG_JOBS:
+            r = cli_flag_push(&ctx, "--log-jobs", "log_jobs", "yes", 0);
+            break;
+        case OPT_SET: {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg) {
+                r = cli_usage(&ctx, "--set needs KEY=VALUE, not '%s'", optarg);
+                goto fail;
+            }
+            char *key = strndup(optarg, (size_t)(eq - optarg));
+            if (!key || nset == CLI_MAX_FLAGS) {
+                free(key);
+                cli_err(&ctx, "too many --set flags");
+                goto usage_fail;
+            }
+            set_keys[nset++] = key;
+            /* add: a module's repeatable section keys can be given twice */
+            r = cli_flag_push(&ctx, "--set", key, eq + 1, 1);
+            break;
+        }
+        default:
+            goto usage_fail;
+        }
+        if (r)
+            goto usage_fail;
+    }
+    if (ctx.help) {
+        cli_help(stdout, "run");
+        r = CLI_OK;
+        goto fail;
+    }
+    if (optind < argc) {
+        r = cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
+        goto fail;
+    }
+    if ((r = cli_config_build(&ctx)))
+        goto fail;
+
+    char err[512];
+    dray_server *srv;
+    int rc = dray_server_new(&ctx.opts, &srv, err, sizeof err);
+    if (rc) {
+        cli_err(&ctx, "%s", err);
+        r = rc == DRAY_ENOMEM ? CLI_ERUNTIME : CLI_ECONFIG;
+        goto fail;
+    }
+    err[0] = '\0';
+    if ((rc = load_modules(srv, ctx.cfg, err, sizeof err))) {
+        cli_err(&ctx, "%s", err[0] ? err : dray_strerror(rc));
+        dray_server_free(srv);
+        r = CLI_ECONFIG;
+        goto fail;
+    }
+    require_ctx lc = {srv, 0};
+    if (dray_config_get_all(ctx.cfg, "require", require_one, &lc)) {
+        dray_server_free(srv);
+        r = CLI_ECONFIG;
+        goto fail;
+    }
+    struct sigaction saved[NSIGNALS];
+    signals_install(srv, saved);
+    rc = dray_server_run(srv);
+    signals_restore(saved);
+    if (rc)
+        cli_err(&ctx, "%s", dray_server_errstr(srv));
+    dray_server_free(srv);
+    r = rc ? CLI_ERUNTIME : CLI_OK;
+    goto fail;
+
+usage_fail:
+    if (r != CLI_EUSAGE)
+        fprintf(stderr, "See 'dray run --help'.\n");
+    r = CLI_EUSAGE;
+fail:
+    cli_ctx_close(&ctx);
+    for (size_t i = 0; i < nset; i++)
+        free(set_keys[i]);
+    return r;
+}
