@@ -110,7 +110,7 @@ main(int argc, char **argv)
         printf("\n");
     dray_server_stop(s);
     pthread_join(th, NULL);
-    printf("processed %llu jobs in %.3f s with %d threads: %.0f jobs/s (%llu failed, sent to retry)\n",
+    printf("processed %llu jobs in %.3f s with %d threads: %.0f jobs/s (%llu failed and went to the retry set)\n",
            (unsigned long long)n.processed, took, conc, (double)n.processed / took,
            (unsigned long long)n.failed);
     dray_server_free(s);

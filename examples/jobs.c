@@ -22,13 +22,13 @@ image_resize(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
-/* Flaky: fails when args[0] is divisible by 100, to show the retry path. */
+/* Flaky: fails for one item in five, to show the retry path. */
 static int
 flaky(dray_job *job, dray_result *res, void *ud)
 {
     (void)ud;
     json_int_t n = json_integer_value(json_array_get(dray_job_args(job), 0));
-    if (n % 100 == 0)
+    if (n % 500 == 99)
         return dray_result_fail(res, "Timeout::Error", "upstream timed out for item %lld", (long long)n);
     return 0;
 }
