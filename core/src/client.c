@@ -172,7 +172,7 @@ prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_
     } else if (json_object_set_new(job->obj, "enqueued_at", json_real(now))) {
         return cerr(c, DRAY_ENOMEM, "out of memory");
     }
-    rc = dray_job_validate(job, c->max_payload, c->errstr, sizeof c->errstr);
+    rc = dray__job_check_fields(job, c->errstr, sizeof c->errstr);
     if (rc)
         return rc;
     /* "at" travels as the zset score, not in the payload. */
@@ -188,7 +188,15 @@ prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_
         json_object_set_new(job->obj, "at", sched);
     }
     DRAY__UNUSED(score);
-    return *json ? 0 : cerr(c, DRAY_ENOMEM, "out of memory");
+    if (!*json)
+        return cerr(c, DRAY_ENOMEM, "out of memory");
+    if (*len > c->max_payload) {
+        free(*json);
+        *json = NULL;
+        return cerr(c, DRAY_ETOOBIG, "job payload is %zu bytes; the limit is %zu", *len,
+                    c->max_payload);
+    }
+    return 0;
 }
 
 /* Read n replies; the last must be EXEC's array (nil means aborted). */
@@ -327,6 +335,40 @@ typedef struct chunk {
     int n;               /* jobs in the chunk */
 } chunk;
 
+static int
+buf_dump_cb(const char *buffer, size_t size, void *data)
+{
+    dray__buf_add(data, buffer, size);
+    return ((dray__buf *)data)->oom ? -1 : 0;
+}
+
+/* Render one bulk job from the shared head into the chunk. */
+static int
+render_fast(dray_client *c, const dray__buf *head, dray__buf *one, const char *jid, json_t *args,
+            size_t index, const char *score, chunk *ch)
+{
+    dray__buf_reset(one);
+    dray__buf_add(one, head->p, head->len);
+    dray__buf_add(one, ",\"jid\":\"", 8);
+    dray__buf_add(one, jid, DRAY_JID_LEN);
+    dray__buf_add(one, "\",\"args\":", 9);
+    if (json_dump_callback(args, buf_dump_cb, one, JSON_COMPACT) || one->oom)
+        return cerr(c, DRAY_ENOMEM, "bulk args[%zu] cannot be serialized", index);
+    dray__buf_add(one, "}", 1);
+    if (one->len > c->max_payload)
+        return cerr(c, DRAY_ETOOBIG, "bulk job %zu is %zu bytes; the limit is %zu", index, one->len,
+                    c->max_payload);
+    char *json = dray__strndup(one->p, one->len);
+    if (!json || one->oom)
+        return cerr(c, DRAY_ENOMEM, "out of memory");
+    ch->argv[2 + 2 * ch->n] = score;
+    ch->lens[2 + 2 * ch->n] = strlen(score);
+    ch->argv[2 + 2 * ch->n + 1] = json;
+    ch->lens[2 + 2 * ch->n + 1] = one->len;
+    ch->owned[ch->n++] = json;
+    return 0;
+}
+
 int
 dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
                       const dray_push_opts *opts, char *jids_out, size_t *pushed)
@@ -380,6 +422,36 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
         goto out;
     }
 
+    /* Fast path head: the template serialized once, without its closing
+     * brace; validated once like a whole job. */
+    dray__buf fast, one;
+    dray__buf_init(&fast);
+    dray__buf_init(&one);
+    if (dray__hooks_push_empty()) {
+        json_t *head = json_copy(tmpl);
+        if (head && at <= 0)
+            json_object_set_new(head, "enqueued_at", json_real(now));
+        json_object_set_new(head, "jid", json_string("000000000000000000000000"));
+        dray_job *hj = head ? dray__job_wrap(head) : NULL;
+        rc = hj ? dray_job_validate(hj, c->max_payload, c->errstr, sizeof c->errstr)
+                : cerr(c, DRAY_ENOMEM, "out of memory");
+        if (!rc) {
+            json_object_del(head, "jid");
+            json_object_del(head, "args");
+            size_t hl;
+            char *hs = dray__json_dump(head, &hl);
+            if (hs && hl > 2)
+                dray__buf_add(&fast, hs, hl - 1);
+            free(hs);
+            if (!fast.p || fast.oom)
+                rc = cerr(c, DRAY_ENOMEM, "out of memory");
+        }
+        dray_job_free(hj);
+        if (rc)
+            goto out;
+    }
+    char score[32];
+    snprintf(score, sizeof score, "%.6f", at);
     size_t done = 0, inflight_sizes[BULK_CHUNKS_IN_FLIGHT];
     int inflight_chunks = 0;
     int replies_per_chunk = at > 0 ? 1 : 4;
@@ -442,6 +514,13 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
             break;
         char jid[DRAY_JID_BYTES];
         dray_jid_new(jid);
+        if (fast.p) {
+            /* No hooks: every job is the shared head plus jid and args. */
+            rc = render_fast(c, &fast, &one, jid, json_array_get(args_list, i), i, score, &ch);
+            if (!rc && jids_out)
+                memcpy(jids_out + (size_t)i * DRAY_JID_BYTES, jid, DRAY_JID_BYTES);
+            continue;
+        }
         json_t *o = json_copy(tmpl);
         if (!o) {
             rc = cerr(c, DRAY_ENOMEM, "out of memory");
@@ -474,6 +553,8 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
     if (pushed)
         *pushed = done;
 out:
+    dray__buf_close(&fast);
+    dray__buf_close(&one);
     if (ch.owned)
         for (int k = 0; k < ch.n; k++)
             free(ch.owned[k]);

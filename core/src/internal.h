@@ -129,6 +129,8 @@ struct dray_job {
 dray_job *dray__job_wrap(json_t *obj);
 /* Queue name validity (non-empty, <= DRAY_QUEUE_MAX, no control bytes). */
 int dray__queue_check(const char *q, char *errbuf, size_t errlen);
+/* The field checks of dray_job_validate, without the size check. */
+int dray__job_check_fields(const dray_job *job, char *errbuf, size_t errlen);
 /* Serialize with the flags every writer must use (floats keep a '.'). */
 char *dray__json_dump(const json_t *v, size_t *len);
 

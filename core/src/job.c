@@ -2,6 +2,7 @@
 /* The job model: Sidekiq's job JSON, parsed, validated and serialized. Every
  * field, known or not, is kept in the jansson object, so Ruby middleware
  * state survives a round trip through C. */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sodium.h>
@@ -10,15 +11,45 @@
 
 static const char hexdigits[] = "0123456789abcdef";
 
+/* jids come from a per-thread pool of random bytes, refilled 64 jids at a
+ * time (one getrandom call instead of one per job); a fork invalidates every
+ * pool so parent and child never share bytes. */
+#define JID_POOL (64 * DRAY_JID_LEN / 2)
+static atomic_uint fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+on_fork_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
+
+static void
+register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
 void
 dray_jid_new(char out[DRAY_JID_BYTES])
 {
-    unsigned char raw[DRAY_JID_LEN / 2];
-    randombytes_buf(raw, sizeof raw);
-    for (size_t i = 0; i < sizeof raw; i++) {
+    static _Thread_local unsigned char pool[JID_POOL];
+    static _Thread_local size_t used = JID_POOL;
+    static _Thread_local unsigned gen;
+    pthread_once(&atfork_once, register_atfork);
+    unsigned g = atomic_load_explicit(&fork_generation, memory_order_relaxed);
+    if (used + DRAY_JID_LEN / 2 > JID_POOL || gen != g) {
+        randombytes_buf(pool, sizeof pool);
+        used = 0;
+        gen = g;
+    }
+    const unsigned char *raw = pool + used;
+    used += DRAY_JID_LEN / 2;
+    for (size_t i = 0; i < DRAY_JID_LEN / 2; i++) {
         out[2 * i] = hexdigits[raw[i] >> 4];
         out[2 * i + 1] = hexdigits[raw[i] & 15];
     }
+    sodium_memzero((void *)raw, DRAY_JID_LEN / 2);
     out[DRAY_JID_LEN] = '\0';
 }
 
@@ -155,6 +186,12 @@ dray_job_parse(const char *buf, size_t len, size_t max_payload, dray_job **out, 
     job->payload_len = len;
     *out = job;
     return 0;
+}
+
+int
+dray__job_check_fields(const dray_job *job, char *errbuf, size_t errlen)
+{
+    return check_fields(job->obj, errbuf, errlen);
 }
 
 int
