@@ -98,7 +98,6 @@ process(dray__worker *w, dray__unit *u)
     w->requeued = 0;
     pthread_mutex_unlock(&w->mu);
     memset(u, 0, sizeof *u);
-    atomic_fetch_add(&s->busy, 1);
 
     char err[256];
     dray_job *job = NULL;
@@ -204,7 +203,6 @@ done:
         dray__fetch_ack(w, &fin);
     dray__unit_clear(&fin);
     dray_job_free(job);
-    atomic_fetch_sub(&s->busy, 1);
     if (atomic_load(&s->state) >= DRAY__STOPPING) {
         pthread_mutex_lock(&s->mu);
         pthread_cond_broadcast(&s->cond);

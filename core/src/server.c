@@ -371,6 +371,20 @@ dray_server_dump(dray_server *s)
     dray__server_wake(s);
 }
 
+/* Jobs running now: no shared counter on the hot path, so count them. */
+static int
+busy_count(dray_server *s)
+{
+    int n = 0;
+    for (int i = 0; i < s->opts.concurrency; i++) {
+        dray__worker *w = &s->workers[i];
+        pthread_mutex_lock(&w->mu);
+        n += w->cur.payload != NULL;
+        pthread_mutex_unlock(&w->mu);
+    }
+    return n;
+}
+
 void
 dray_server_counts_get(const dray_server *s, dray_server_counts *out)
 {
@@ -379,7 +393,7 @@ dray_server_counts_get(const dray_server *s, dray_server_counts *out)
         out->processed += atomic_load(&s->workers[i].processed);
         out->failed += atomic_load(&s->workers[i].failed);
     }
-    out->busy = (uint64_t)atomic_load(&((dray_server *)s)->busy);
+    out->busy = (uint64_t)busy_count((dray_server *)s);
 }
 
 void
@@ -547,7 +561,7 @@ dray_server_run(dray_server *s)
 
     double t0 = dray__mono();
     dray__log(DRAY_LOG_INFO, "stopping: waiting up to %d s for %d running jobs",
-              s->opts.shutdown_timeout_s, atomic_load(&s->busy));
+              s->opts.shutdown_timeout_s, busy_count(s));
     if (atomic_load(&s->state) == DRAY__RUNNING)
         dray__hooks_event(s, DRAY__EV_QUIET);
     set_state(s, DRAY__STOPPING);

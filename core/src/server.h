@@ -101,7 +101,6 @@ struct dray_server {
     atomic_int stop_now_flag;
     atomic_int dump_flag;
     atomic_int quiet_flag;
-    atomic_int busy;
     atomic_int outage;         /* 1 while Redis is unreachable (logged once) */
     atomic_llong outage_since_ms;
     int wake_pipe[2];          /* signal-safe wakeup of the main thread */
