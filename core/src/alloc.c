@@ -188,16 +188,25 @@ dray__sleep_ms(unsigned ms)
     }
 }
 
+/* Jitter and queue shuffles need speed, not secrecy: a per-thread
+ * xorshift64* seeded once from libsodium (one syscall per thread, not one per
+ * fetch). jids and nonces still come from libsodium directly. */
 uint32_t
 dray__rand32(void)
 {
-    return randombytes_random();
+    static _Thread_local uint64_t state;
+    while (state == 0)
+        randombytes_buf(&state, sizeof state);
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return (uint32_t)((state * 0x2545F4914F6CDD1DULL) >> 32);
 }
 
 double
 dray__rand01(void)
 {
-    return (double)randombytes_random() / 4294967296.0;
+    return (double)dray__rand32() / 4294967296.0;
 }
 
 #define DRAY__ERRNO_TEXT(name, val, text) \
