@@ -2,7 +2,7 @@
 /* The demo: enqueue jobs in bulk, process them with an embedded server that
  * loads the example handler library, show live progress, print throughput
  * and the Sidekiq-compatible stats from Redis.
- * Usage: dray-demo REDIS_URL HANDLER_LIBRARY [JOBS] [CONCURRENCY] */
+ * Usage: dray-demo REDIS_URL HANDLER_LIBRARY [JOBS] [CONCURRENCY] [FETCH_BATCH] */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,10 +37,12 @@ main(int argc, char **argv)
     }
     long jobs = argc > 3 ? atol(argv[3]) : 100000;
     int conc = argc > 4 ? atoi(argv[4]) : 10;
+    int batch = argc > 5 ? atoi(argv[5]) : 1;
     dray_options o;
     dray_options_init(&o);
     o.redis_url = argv[1];
     o.concurrency = conc;
+    o.fetch_batch = batch;
     o.queues = "images,3 default,1";
     o.log_level = DRAY_LOG_ERROR; /* the Flaky failures would drown the progress line */
     o.shutdown_timeout_s = 5;

@@ -48,6 +48,7 @@ static const key_def key_defs[] = {
     {"redis_url", K_URL, R_ONE, 0, 0},
     {"namespace", K_NS, R_ONE, 0, 0},
     {"concurrency", K_INT, R_ONE, 1, 1000},
+    {"fetch_batch", K_INT, R_ONE, 1, 1000},
     {"queue", K_QUEUE, R_LIST, 0, 0},
     {"timeout", K_INT, R_ONE, 0, 86400},
     {"max_retries", K_INT, R_ONE, 0, 1000000},
@@ -664,6 +665,8 @@ dray_config_to_options(dray_config *cfg, dray_options *out, char *errbuf, size_t
         out->ns = v;
     if ((v = dray_config_get(cfg, "concurrency")) && !parse_integer(v, &i))
         out->concurrency = (int)i;
+    if ((v = dray_config_get(cfg, "fetch_batch")) && !parse_integer(v, &i))
+        out->fetch_batch = (int)i;
     if ((v = dray_config_get(cfg, "timeout")) && !parse_integer(v, &i))
         out->shutdown_timeout_s = (int)i;
     if ((v = dray_config_get(cfg, "max_retries")) && !parse_integer(v, &i))

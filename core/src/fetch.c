@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
 /* Basic fetch: BRPOP over the queue list in Sidekiq's strict or weighted
  * order, 2 s timeout so workers notice shutdown. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,98 @@ order_keys(dray__worker *w)
     return n;
 }
 
+/* Take up to ARGV[1] jobs from the first non-empty queue, in fetch order. */
+static dray__script batch_script = {
+    .src = "for i = 1, #KEYS do\n"
+           "  local r = redis.call('RPOP', KEYS[i], ARGV[1])\n"
+           "  if r then return {KEYS[i], r} end\n"
+           "end\n"
+           "return false\n",
+};
+
+/* Batched basic fetch: serve from the worker's buffer, else refill it in
+ * one round trip. 1 with *u filled, 0 when every queue is empty. */
+static int
+fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
+{
+    struct dray_server *s = w->srv;
+    pthread_mutex_lock(&w->mu);
+    if (w->ipre < w->npre) {
+        *u = w->pre[w->ipre];
+        memset(&w->pre[w->ipre], 0, sizeof *w->pre);
+        w->ipre++;
+        pthread_mutex_unlock(&w->mu);
+        return 1;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (!w->pre) {
+        w->pre = dray__calloc((size_t)s->opts.fetch_batch, sizeof *w->pre);
+        if (!w->pre)
+            return DRAY_ENOMEM;
+    }
+    char count[16];
+    snprintf(count, sizeof count, "%d", s->opts.fetch_batch);
+    w->brpop_argv[1 + nkeys] = count;
+    w->brpop_lens[1 + nkeys] = strlen(count);
+    redisReply *r;
+    int rc = dray__conn_eval(&w->conn, &batch_script, &r, (int)nkeys, (int)nkeys + 1,
+                             w->brpop_argv + 1, w->brpop_lens + 1);
+    if (rc) {
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY ||
+        r->element[1]->elements == 0) {
+        freeReplyObject(r);
+        return 0;
+    }
+    const redisReply *k = r->element[0], *jobs = r->element[1];
+    size_t pre = s->cfg.nslen + 6; /* "<ns>queue:" */
+    size_t got = 0;
+    pthread_mutex_lock(&w->mu);
+    w->ipre = w->npre = 0;
+    for (size_t i = 0; i < jobs->elements; i++) {
+        dray__unit v;
+        v.queue = k->len > pre ? dray__strndup(k->str + pre, k->len - pre) : dray__strdup("default");
+        v.payload = dray__strndup(jobs->element[i]->str, jobs->element[i]->len);
+        v.len = jobs->element[i]->len;
+        v.token = NULL;
+        if (!v.queue || !v.payload) {
+            dray__log(DRAY_LOG_ERROR, "out of memory holding a fetched job; job lost: %.*s",
+                      (int)jobs->element[i]->len, jobs->element[i]->str);
+            dray__unit_clear(&v);
+            continue;
+        }
+        if (got++ == 0)
+            *u = v;
+        else
+            w->pre[w->npre++] = v;
+    }
+    pthread_mutex_unlock(&w->mu);
+    freeReplyObject(r);
+    return got ? 1 : 0;
+}
+
+int
+dray__prefetch_requeue(dray__worker *w, dray__conn *c)
+{
+    int n = 0;
+    /* RPUSH puts its value at the head (the BRPOP end): push the last
+     * waiting job first so the next one ends up first. */
+    while (w->npre > w->ipre) {
+        dray__unit *v = &w->pre[--w->npre];
+        if (dray__requeue(c, w->srv, v))
+            dray__log(DRAY_LOG_ERROR, "cannot requeue a fetched job (%s); payload: %.*s", c->errstr,
+                      (int)v->len, v->payload);
+        else
+            n++;
+        dray__unit_clear(v);
+    }
+    w->ipre = w->npre = 0;
+    return n;
+}
+
 int
 dray__fetch(dray__worker *w, dray__unit *u)
 {
@@ -160,6 +253,12 @@ dray__fetch(dray__worker *w, dray__unit *u)
     size_t n = s->strict ? s->nqueues : order_keys(w);
     if (dray__fetcher_active()) /* a module replaces BRPOP, same queue order */
         return dray__fetcher_fetch(w, w->brpop_argv + 1, n, u);
+    if (s->opts.fetch_batch > 1) {
+        int b = fetch_batched(w, n, u);
+        if (b != 0)
+            return b;
+        /* every queue empty: block for the next job as usual */
+    }
     w->brpop_argv[1 + n] = FETCH_TIMEOUT;
     w->brpop_lens[1 + n] = 1;
     redisReply *r;

@@ -236,7 +236,11 @@ dray__worker_main(void *arg)
         if (rc == 0)
             continue;
         if (atomic_load(&s->state) != DRAY__RUNNING) {
-            /* Fetched while going quiet: straight back to the head. */
+            /* Fetched while going quiet: straight back to the head, after
+             * the ones fetched with it, so it stays first. */
+            pthread_mutex_lock(&w->mu);
+            dray__prefetch_requeue(w, &w->conn);
+            pthread_mutex_unlock(&w->mu);
             if (dray__requeue(&w->conn, s, &u))
                 dray__log(DRAY_LOG_ERROR, "cannot requeue job fetched during shutdown (%s); payload: %.*s",
                           w->conn.errstr, (int)u.len, u.payload);
@@ -245,6 +249,11 @@ dray__worker_main(void *arg)
         }
         process(w, &u);
     }
+    pthread_mutex_lock(&w->mu);
+    int back = dray__prefetch_requeue(w, &w->conn);
+    pthread_mutex_unlock(&w->mu);
+    if (back)
+        dray__log(DRAY_LOG_INFO, "pushed %d fetched, unstarted jobs back to their queues", back);
     /* Last touch of the server: exited is set under s->mu, so once
      * dray_server_free sees it (under the same lock) nothing here runs. */
     pthread_mutex_lock(&s->mu);

@@ -87,6 +87,13 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
         return dray__err(errbuf, errlen, DRAY_ECONFIG, "concurrency must be 1-1000, not %d",
                          opts ? opts->concurrency : 0);
     }
+    if (o->fetch_batch < 1)
+        o->fetch_batch = 1;
+    if (o->fetch_batch > 1000) {
+        dray_server_free(s);
+        return dray__err(errbuf, errlen, DRAY_ECONFIG, "fetch_batch must be 1-1000, not %d",
+                         opts->fetch_batch);
+    }
     if (o->shutdown_timeout_s < 0)
         o->shutdown_timeout_s = 25;
     if (o->heartbeat_s <= 0)
@@ -199,6 +206,9 @@ dray_server_free(dray_server *s)
         for (int i = 0; i < s->opts.concurrency; i++) {
             dray__conn_close(&s->workers[i].conn);
             dray__unit_clear(&s->workers[i].cur);
+            for (size_t k = 0; s->workers[i].pre && k < (size_t)s->opts.fetch_batch; k++)
+                dray__unit_clear(&s->workers[i].pre[k]);
+            dray__free(s->workers[i].pre);
             dray__free(s->workers[i].brpop_argv);
             dray__free(s->workers[i].brpop_lens);
             pthread_mutex_destroy(&s->workers[i].mu);
@@ -493,6 +503,7 @@ requeue_running(dray_server *s, dray__conn *c)
     for (int i = 0; i < s->opts.concurrency; i++) {
         dray__worker *w = &s->workers[i];
         pthread_mutex_lock(&w->mu);
+        n += dray__prefetch_requeue(w, c); /* fetched with the running one, not started */
         if (w->cur.payload && w->requeued == 0) {
             int rc = dray__requeue(c, s, &w->cur);
             if (rc)

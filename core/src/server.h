@@ -63,6 +63,8 @@ typedef struct dray__worker {
     atomic_int exited;
     atomic_uint_least64_t processed; /* flushed by the heartbeat */
     atomic_uint_least64_t failed;
+    dray__unit *pre;           /* fetched, not started (fetch_batch > 1); guarded by mu */
+    size_t npre, ipre;         /* pre[ipre..npre) are waiting */
     const char **brpop_argv;   /* reused BRPOP argument vector */
     size_t *brpop_lens;
 } dray__worker;
@@ -126,6 +128,9 @@ int dray__queues_parse(struct dray_server *s, const char *spec, char *errbuf, si
 int dray__fetch(dray__worker *w, dray__unit *u);
 /* Put a fetched job back at the head of its queue (RPUSH). */
 int dray__requeue(dray__conn *c, const struct dray_server *s, const dray__unit *u);
+/* Push a worker's fetched-but-unstarted jobs back, the next one ending at the
+ * head. Caller holds w->mu. Returns how many went back. */
+int dray__prefetch_requeue(dray__worker *w, dray__conn *c);
 void dray__unit_clear(dray__unit *u);
 
 /* retry.c */

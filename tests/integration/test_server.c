@@ -667,6 +667,59 @@ test_shutdown_requeues_running(void **state)
     dray_server_free(r.s);
 }
 
+static void
+test_batch_fetch_and_stop_order(void **state)
+{
+    (void)state;
+    /* batched fetch processes everything */
+    dray_options co;
+    dray_options_init(&co);
+    co.redis_url = srv.url;
+    dray_client *c;
+    assert_int_equal(dray_client_new(&co, &c, NULL, 0), 0);
+    json_t *l = json_array();
+    for (int i = 0; i < 500; i++)
+        json_array_append_new(l, json_pack("[s]", "x"));
+    assert_int_equal(dray_client_push_bulk(c, "Ok", l, NULL, NULL, NULL), 0);
+    json_decref(l);
+    running r;
+    dray_options o;
+    opts_for_test(&o, "default", 3);
+    o.fetch_batch = 8;
+    start(&r, &o);
+    go(&r);
+    wanted = 500;
+    assert_true(test_wait_until(ok_reached, NULL, 20));
+    finish(&r);
+    assert_int_equal(rint_("GET stat:processed"), 500);
+
+    /* a stop puts the running job and the fetched, unstarted ones back in
+     * their original order, the running one first */
+    tally_reset();
+    for (int i = 0; i < 5; i++)
+        push("Block", "b", json_pack("[i]", i), NULL);
+    redisReply *before = test_redis_cmd(rc, "LRANGE queue:b 0 -1");
+    opts_for_test(&o, "b", 1);
+    o.fetch_batch = 5;
+    o.shutdown_timeout_s = 1;
+    start(&r, &o);
+    go(&r);
+    wanted = 1;
+    assert_true(test_wait_until(running_reached, NULL, 10));
+    assert_int_equal(rint_("LLEN queue:b"), 0); /* all five fetched at once */
+    dray_server_stop(r.s);
+    pthread_join(r.th, NULL);
+    redisReply *after = test_redis_cmd(rc, "LRANGE queue:b 0 -1");
+    assert_int_equal(after->elements, 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(after->element[i]->str, before->element[i]->str);
+    freeReplyObject(after);
+    freeReplyObject(before);
+    release_blocked();
+    dray_server_free(r.s);
+    assert_int_equal(rint_("LLEN queue:b"), 5);
+}
+
 static atomic_int outage_lines, back_lines;
 static void
 count_sink(dray_log_level level, const char *line, void *ud)
@@ -731,6 +784,7 @@ main(void)
         cmocka_unit_test_setup(test_heartbeat_fields_and_work, each_setup),
         cmocka_unit_test_setup(test_remote_signals, each_setup),
         cmocka_unit_test_setup(test_shutdown_requeues_running, each_setup),
+        cmocka_unit_test_setup(test_batch_fetch_and_stop_order, each_setup),
         cmocka_unit_test_setup(test_redis_restart_mid_run, each_setup),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

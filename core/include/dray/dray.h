@@ -124,6 +124,10 @@ typedef struct dray_options {
     const char *labels;         /* comma-separated labels; default none */
     dray_log_level log_level;   /* default INFO */
     int log_jobs;               /* 1: log one line per job start/finish; default 0 */
+    int fetch_batch;            /* jobs taken per fetch round trip when queues are busy;
+                                   default 1 (Sidekiq's BRPOP). With N > 1, each worker keeps
+                                   up to N-1 fetched jobs that a graceful stop pushes back to
+                                   the head of their queue; a crash (SIGKILL) loses them. */
 } dray_options;
 
 /* Fill *o with defaults. Cannot fail. */
