@@ -114,6 +114,8 @@ check_fields(json_t *o, char *errbuf, size_t errlen)
         return dray__err(errbuf, errlen, DRAY_ECLASS, "job field 'class' is missing");
     if (!json_is_string(v) || json_string_length(v) == 0)
         return dray__err(errbuf, errlen, DRAY_ECLASS, "job field 'class' must be a non-empty string");
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return dray__err(errbuf, errlen, DRAY_ECLASS, "job field 'class' contains a NUL byte");
     v = json_object_get(o, "args");
     if (!json_is_array(v))
         return dray__err(errbuf, errlen, DRAY_EARGS, "job field 'args' must be a json array, not %s",
@@ -129,8 +131,8 @@ check_fields(json_t *o, char *errbuf, size_t errlen)
                              "job field 'jid' must be 24 lowercase hex characters");
     }
     if ((v = json_object_get(o, "queue"))) {
-        if (!json_is_string(v))
-            return dray__err(errbuf, errlen, DRAY_EQUEUE, "job field 'queue' must be a string");
+        if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+            return dray__err(errbuf, errlen, DRAY_EQUEUE, "job field 'queue' must be a string without NUL");
         int rc = dray__queue_check(json_string_value(v), errbuf, errlen);
         if (rc)
             return rc;
@@ -162,7 +164,7 @@ dray_job_parse(const char *buf, size_t len, size_t max_payload, dray_job **out, 
         return dray__err(errbuf, errlen, DRAY_ETOOBIG, "job payload is %zu bytes; the limit is %zu",
                          len, max_payload);
     json_error_t e;
-    json_t *o = json_loadb(buf, len, 0, &e);
+    json_t *o = json_loadb(buf, len, JSON_ALLOW_NUL, &e);
     if (!o) {
         if (json_error_code(&e) == json_error_invalid_utf8)
             return dray__err(errbuf, errlen, DRAY_EUTF8, "job payload is not valid utf-8 (byte %d)",

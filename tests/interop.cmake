@@ -1,0 +1,32 @@
+# SPDX-License-Identifier: LGPL-3.0-or-later
+#
+# Interop with real Sidekiq 6.4 (Debian `ruby` + `ruby-sidekiq`; the
+# namespace test also wants `ruby-redis-namespace` and skips without it).
+# Included by tests/CMakeLists.txt. Each test starts its own redis-server
+# and runs tests/interop/sidekiq_agent.rb as a subprocess against it.
+#
+#   test_interop_producer   dray pushes -> Sidekiq::Queue/ScheduledSet/Stats;
+#                           Sidekiq::Client pushes -> dray_job_parse/dump
+#   test_interop_server     Ruby-pushed jobs run in dray; ProcessSet, Workers,
+#                           Stats; remote quiet!/stop!
+#   test_interop_failures   RetrySet/DeadSet of dray's failures; Ruby's
+#                           retry/kill with dray running; perform_in run by
+#                           dray's scheduler; a dray-moved retry as Ruby sees it
+#   test_interop_namespace  the same through redis-namespace
+#   test_interop_nul        Sidekiq jobs whose strings hold NUL (\u0000) parse,
+#                           run and get scheduled in dray like any other
+find_program(DRAY_RUBY_EXE ruby)
+if(NOT DRAY_RUBY_EXE)
+  message(WARNING "ruby not found: the interop tests will fail (apt-get install ruby ruby-sidekiq)")
+  set(DRAY_RUBY_EXE ruby)
+endif()
+
+set(_it ${CMAKE_CURRENT_LIST_DIR}/interop)
+foreach(t producer server failures namespace nul)
+  dray_add_test(test_interop_${t}
+    SOURCES ${_it}/test_interop_${t}.c ${_it}/interop_support.c
+    LABELS interop TIMEOUT 120)
+  target_include_directories(test_interop_${t} PRIVATE ${_it})
+  target_compile_definitions(test_interop_${t} PRIVATE
+    DRAY_RUBY="${DRAY_RUBY_EXE}" DRAY_INTEROP_DIR="${_it}")
+endforeach()

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* Interop test support: run real Sidekiq 6.4 (Ruby) against the test's own
+ * redis-server, an embedded dray server in a thread, and a recorder of what
+ * handlers saw. Include after <cmocka.h>. */
+#ifndef DRAY_TEST_INTEROP_SUPPORT_H
+#define DRAY_TEST_INTEROP_SUPPORT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <jansson.h>
+
+#include "dray/dray.h"
+#include "redis_fixture.h"
+
+#define SK_SKIP 77 /* agent exit code: a Ruby library the test needs is missing */
+
+/* ---- the Ruby agent (tests/interop/sidekiq_agent.rb) --------------------- */
+
+/* Redis-namespace for the agent's Sidekiq (NULL or "" for none). */
+void sk_set_namespace(const char *ns);
+/* Run `ruby sidekiq_agent.rb url cmd params` (params: a JSON object, or NULL
+ * for none; large ones go through a temporary file). Returns the agent's
+ * result (new reference). Fails the test, with the agent's stderr, when it
+ * exits non-zero or prints no result; skips the test on exit SK_SKIP.
+ * Bounded at 60 s. */
+json_t *sk_run(const char *url, const char *cmd, json_t *params);
+/* The same, built from a jansson pack format (json_pack). */
+json_t *sk_runf(const char *url, const char *cmd, const char *fmt, ...);
+/* Fail unless ruby can load sidekiq 6.x; prints the version it found. */
+void sk_require_sidekiq(void);
+
+/* ---- assertions ---------------------------------------------------------- */
+
+/* Fail, printing both sides, unless json_equal(a, b). `what` names it. */
+void assert_json_eq(const char *what, const json_t *want, const json_t *got);
+/* The same, then json_decref(want): for a want built inline. */
+void assert_json_eqn(const char *what, json_t *want, const json_t *got);
+/* Fail unless |a - b| <= tol, printing both with 6 decimals. */
+void assert_close(const char *what, double want, double got, double tol);
+/* Borrowed member lookups that fail the test when the member is missing. */
+json_t *jget(const json_t *obj, const char *key);
+const char *jstr(const json_t *obj, const char *key);
+long long jint(const json_t *obj, const char *key);
+double jnum(const json_t *obj, const char *key);
+/* The element of array `arr` whose member `key` is the string `val`, or NULL. */
+json_t *jfind(const json_t *arr, const char *key, const char *val);
+
+/* ---- an embedded dray server --------------------------------------------- */
+
+typedef struct it_server {
+    dray_server *s;
+    pthread_t th;
+    atomic_int done; /* dray_server_run returned */
+    int rc;          /* its return value */
+    int started;     /* it_go ran */
+    int joined;
+    char identity[256];
+} it_server;
+
+/* Options for a test server on r: short heartbeat (1 s) and poll (0.2 s). */
+void it_opts(dray_options *o, const test_redis *r, const char *queues, int concurrency);
+/* dray_server_new into a static slot (a failing test longjmps out of its
+ * frame while the server thread still runs); fails the test on error.
+ * Register handlers on t->s, then it_go. */
+it_server *it_new(const dray_options *o);
+void it_go(it_server *t);
+/* Wait (bounded) for dray_server_run to return, join, check rc == 0. */
+void it_wait_done(it_server *t, double timeout_s);
+/* dray_server_stop, then it_wait_done, then free the slot. */
+void it_finish(it_server *t);
+/* For a per-test teardown: open the gate, stop and free every server a
+ * (failed) test left running. */
+void it_cleanup(void);
+
+/* ---- what handlers saw --------------------------------------------------- */
+
+/* One entry per jid: how often it ran and the last job's payload. */
+typedef struct it_seen {
+    char jid[DRAY_JID_BYTES];
+    int runs;
+    json_t *first; /* the job object at its first run (a copy) */
+    json_t *last;  /* ... and at its last run */
+} it_seen;
+
+void it_rec_reset(void);
+/* Record a run of job (any thread); returns the run number (1 = first). */
+int it_rec_add(const dray_job *job);
+/* Runs of jid so far (0 if never). */
+int it_rec_runs(const char *jid);
+/* Copy of the last (or first) job object seen for jid (new reference), or NULL. */
+json_t *it_rec_last(const char *jid);
+json_t *it_rec_first(const char *jid);
+/* Total runs of all jobs. */
+int it_rec_total(void);
+
+/* ---- blocking handler gate ------------------------------------------------ */
+
+void it_gate_reset(void);
+/* Called by a handler: count itself in, then wait until released. */
+void it_gate_enter_and_wait(void);
+int it_gate_inside(void);
+void it_gate_release(void);
+
+/* ---- redis helpers -------------------------------------------------------- */
+
+/* Integer value of a command (INTEGER reply, or a numeric string; -1 for
+ * nil). */
+long long it_rint(redisContext *c, const char *fmt, ...);
+/* Poll until it_rint(fmt...) == want, at most timeout_s; returns the truth. */
+int it_wait_rint(redisContext *c, long long want, double timeout_s, const char *fmt, ...);
+
+#endif
