@@ -16,7 +16,8 @@
 
 #include "module_internal.h"
 
-_Static_assert(DRAY_OUTCOME_SUCCESS == DRAY__OUT_SUCCESS && DRAY_OUTCOME_FAILURE == DRAY__OUT_FAILURE &&
+_Static_assert(DRAY_OUTCOME_SUCCESS == DRAY__OUT_SUCCESS &&
+                   DRAY_OUTCOME_FAILURE == DRAY__OUT_FAILURE &&
                    DRAY_OUTCOME_SKIPPED == DRAY__OUT_SKIPPED &&
                    DRAY_OUTCOME_DEFERRED == DRAY__OUT_DEFERRED &&
                    DRAY_OUTCOME_REQUEUED == DRAY__OUT_REQUEUED,
@@ -29,7 +30,7 @@ _Atomic(dray__hook_table *) dray__hooks;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* loads and the module list */
 static struct dray_module **g_mods;                        /* live modules, in load order */
 static size_t g_nmods;
-static unsigned g_seq;                                      /* registration order */
+static unsigned g_seq;                                          /* registration order */
 static pthread_mutex_t g_tick_lock = PTHREAD_MUTEX_INITIALIZER; /* one heartbeat ticks at a time */
 
 static const char *const point_names[DRAY__NPOINTS] = {
@@ -95,7 +96,8 @@ int
 dray_server_set_config(dray_server *s, const char *key, const char *value)
 {
     if (!key || !value)
-        return dray__err(s->errstr, sizeof s->errstr, DRAY_EINVAL, "module setting: NULL key or value");
+        return dray__err(s->errstr, sizeof s->errstr, DRAY_EINVAL,
+                         "module setting: NULL key or value");
     bool single = !strcmp(key, "license") || !strcmp(key, "license_file");
     if (!single && !section_key_ok(key))
         return dray__err(s->errstr, sizeof s->errstr, DRAY_ECONFIG,
@@ -212,7 +214,7 @@ free_module(struct dray_module *mod, bool call_free, bool close_dl)
     dray__free(mod->name);
     dray__free(mod->version);
     dray__free(mod->tier);
-    dray__free(mod->requires);
+    dray__free(mod->required);
     dray__free(mod->path);
     if (close_dl && mod->dl)
         dlclose(mod->dl);
@@ -221,8 +223,7 @@ free_module(struct dray_module *mod, bool call_free, bool close_dl)
 
 /* ---- checks after init ---------------------------------------------------- */
 
-static int
-refuse(char *buf, size_t len, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static int refuse(char *buf, size_t len, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
 static int
 refuse(char *buf, size_t len, const char *fmt, ...)
@@ -294,19 +295,18 @@ check_module(struct dray_module *mod, const dray_module_record *rec, int irc, ch
     /* Only these four fields are frozen across majors: check them before
      * trusting anything else in the record. */
     if (rec->abi_major != DRAY_ABI_MAJOR)
-        return refuse(buf, len,
-                      "module %s: built for module ABI %u.%u, but this dray speaks %d.%d; %s",
-                      path, (unsigned)rec->abi_major, (unsigned)rec->abi_minor, DRAY_ABI_MAJOR,
-                      DRAY_ABI_MINOR,
-                      rec->abi_major > DRAY_ABI_MAJOR ? "upgrade dray or use a module built for it"
-                                                      : "rebuild the module against this dray");
+        return refuse(
+            buf, len, "module %s: built for module ABI %u.%u, but this dray speaks %d.%d; %s", path,
+            (unsigned)rec->abi_major, (unsigned)rec->abi_minor, DRAY_ABI_MAJOR, DRAY_ABI_MINOR,
+            rec->abi_major > DRAY_ABI_MAJOR ? "upgrade dray or use a module built for it"
+                                            : "rebuild the module against this dray");
     const char *name = rec->name && name_ok(rec->name, strlen(rec->name)) ? rec->name : "?";
     if (rec->abi_minor > DRAY_ABI_MINOR)
         return refuse(buf, len,
                       "module %s (%s): built for module ABI %u.%u, newer than this dray's %d.%d; "
                       "upgrade dray or use a module built for this ABI",
-                      path, name, (unsigned)rec->abi_major, (unsigned)rec->abi_minor, DRAY_ABI_MAJOR,
-                      DRAY_ABI_MINOR);
+                      path, name, (unsigned)rec->abi_major, (unsigned)rec->abi_minor,
+                      DRAY_ABI_MAJOR, DRAY_ABI_MINOR);
     if (rec->struct_size < offsetof(dray_module_record, sig) + sizeof rec->sig)
         return refuse(buf, len, "module %s: its record is too short (%u bytes)", path,
                       (unsigned)rec->struct_size);
@@ -329,7 +329,8 @@ check_module(struct dray_module *mod, const dray_module_record *rec, int irc, ch
         return irc < 0 && irc >= DRAY_ETIMEOUT ? irc : DRAY_EMODULE;
     }
     if (mod->reg_error)
-        return refuse(buf, len, "module %s (%s): invalid registration: %s", path, name, mod->errstr);
+        return refuse(buf, len, "module %s (%s): invalid registration: %s", path, name,
+                      mod->errstr);
     if (!rec->name || !name_ok(rec->name, strlen(rec->name)))
         return refuse(buf, len,
                       "module %s: invalid module name '%s' (want [a-z][a-z0-9_]*, at most %d "
@@ -339,9 +340,11 @@ check_module(struct dray_module *mod, const dray_module_record *rec, int irc, ch
     if (other)
         return refuse(buf, len, "module %s (%s): a module named %s is already loaded from %s", path,
                       name, name, other->path);
-    if (rec->requires && *rec->requires && !find_live(rec->requires))
-        return refuse(buf, len, "module %s (%s) requires module %s, which is not loaded; load %s first",
-                      path, name, rec->requires, rec->requires);
+    /* A check loads nothing, so a required module is never "loaded" then. */
+    if (!mod->check && rec->required && *rec->required && !find_live(rec->required))
+        return refuse(buf, len,
+                      "module %s (%s) requires module %s, which is not loaded; load %s first", path,
+                      name, rec->required, rec->required);
     return 0;
 }
 
@@ -462,7 +465,8 @@ load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char
     mod->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!mod->dl) {
         const char *e = dlerror();
-        refuse(buf, len, "module %s: not a loadable shared object: %s", path, e ? e : "dlopen failed");
+        refuse(buf, len, "module %s: not a loadable shared object: %s", path,
+               e ? e : "dlopen failed");
         free_module(mod, false, false);
         return DRAY_EMODULE;
     }
@@ -504,9 +508,9 @@ load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char
         mod->name = dray__strdup(rb.rec.name);
         mod->version = dray__strdup(rb.rec.version ? rb.rec.version : "");
         mod->tier = dray__strdup(rb.rec.tier ? rb.rec.tier : "");
-        mod->requires = rb.rec.requires && *rb.rec.requires ? dray__strdup(rb.rec.requires) : NULL;
+        mod->required = rb.rec.required && *rb.rec.required ? dray__strdup(rb.rec.required) : NULL;
         if (!mod->name || !mod->version || !mod->tier ||
-            (rb.rec.requires && *rb.rec.requires && !mod->requires))
+            (rb.rec.required && *rb.rec.required && !mod->required))
             rc = dray__err(buf, len, DRAY_ENOMEM, "module %s: out of memory", path);
     }
     mod->live_rec = NULL;
@@ -628,8 +632,7 @@ walk_check(const char *key, const char *path, void *ud)
 }
 
 int
-dray_server_load_modules(dray_server *s, const struct dray_config *cfg, char *errbuf,
-                         size_t errlen)
+dray_server_load_modules(dray_server *s, const struct dray_config *cfg, char *errbuf, size_t errlen)
 {
     cfg_walk w = {.s = s, .errbuf = errbuf, .errlen = errlen};
     if (dray_config_get_all(cfg, NULL, walk_setting, &w) || w.rc)
@@ -639,8 +642,8 @@ dray_server_load_modules(dray_server *s, const struct dray_config *cfg, char *er
 }
 
 int
-dray_server_check_modules(dray_server *s, const struct dray_config *cfg,
-                          dray_module_verdict_fn fn, void *userdata)
+dray_server_check_modules(dray_server *s, const struct dray_config *cfg, dray_module_verdict_fn fn,
+                          void *userdata)
 {
     cfg_walk w = {.s = s, .fn = fn, .ud = userdata};
     if (dray_config_get_all(cfg, NULL, walk_setting, &w) || w.rc)
@@ -711,8 +714,7 @@ dray__modules_start(struct dray_server *s)
 
 /* ---- registration (host table, init only) --------------------------------- */
 
-static int
-reg_fail(struct dray_module *mod, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static int reg_fail(struct dray_module *mod, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
 static int
 reg_fail(struct dray_module *mod, int code, const char *fmt, ...)
@@ -738,20 +740,22 @@ dray__mod_hook(dray_module *mod, const dray_hook *desc)
 {
     if (!mod || mod->state != MOD_STAGING)
         return DRAY_ESTATE;
-    if (!desc || desc->struct_size < offsetof(dray_hook, userdata_free) + sizeof desc->userdata_free)
+    if (!desc ||
+        desc->struct_size < offsetof(dray_hook, userdata_free) + sizeof desc->userdata_free)
         return reg_fail(mod, DRAY_EINVAL, "hook descriptor too short (use DRAY_HOOK)");
     dray_hook h;
     copy_sized(&h, sizeof h, desc, desc->struct_size);
-    const char *label = h.name ? h.name : point_names[h.point > 0 && h.point < DRAY__NPOINTS ? h.point : 0];
+    const char *label =
+        h.name ? h.name : point_names[h.point > 0 && h.point < DRAY__NPOINTS ? h.point : 0];
     if (h.point < DRAY_HOOK_PUSH || h.point > DRAY_HOOK_TICK)
         return reg_fail(mod, DRAY_EINVAL, "hook '%s': unknown hook point %d", label, h.point);
     if (h.priority < DRAY_PRIO_FIRST || h.priority > DRAY_PRIO_LAST)
-        return reg_fail(mod, DRAY_EINVAL, "hook '%s': priority %d outside %d..%d", label, h.priority,
-                        DRAY_PRIO_FIRST, DRAY_PRIO_LAST);
+        return reg_fail(mod, DRAY_EINVAL, "hook '%s': priority %d outside %d..%d", label,
+                        h.priority, DRAY_PRIO_FIRST, DRAY_PRIO_LAST);
     if (h.name && (!*h.name || strlen(h.name) > 64))
         return reg_fail(mod, DRAY_EINVAL, "hook name must be 1-64 characters");
-    bool is_event = h.point == DRAY_HOOK_STARTUP || h.point == DRAY_HOOK_QUIET ||
-                    h.point == DRAY_HOOK_SHUTDOWN;
+    bool is_event =
+        h.point == DRAY_HOOK_STARTUP || h.point == DRAY_HOOK_QUIET || h.point == DRAY_HOOK_SHUTDOWN;
     bool want = h.point == DRAY_HOOK_PUSH      ? h.push != NULL
                 : h.point == DRAY_HOOK_PERFORM ? (h.before || h.after)
                 : h.point == DRAY_HOOK_RETRY   ? h.retry != NULL
@@ -760,8 +764,9 @@ dray__mod_hook(dray_module *mod, const dray_hook *desc)
                                                : h.event != NULL;
     bool stray = (h.push && h.point != DRAY_HOOK_PUSH) ||
                  ((h.before || h.after) && h.point != DRAY_HOOK_PERFORM) ||
-                 (h.retry && h.point != DRAY_HOOK_RETRY) || (h.death && h.point != DRAY_HOOK_DEATH) ||
-                 (h.tick && h.point != DRAY_HOOK_TICK) || (h.event && !is_event);
+                 (h.retry && h.point != DRAY_HOOK_RETRY) ||
+                 (h.death && h.point != DRAY_HOOK_DEATH) || (h.tick && h.point != DRAY_HOOK_TICK) ||
+                 (h.event && !is_event);
     if (!want || stray)
         return reg_fail(mod, DRAY_EINVAL,
                         "hook '%s' (%s): set exactly the function field of its point", label,
@@ -918,7 +923,8 @@ dray__hooks_after(void *wctx, dray_job *job, int outcome, int entered)
     dray__worker *w = wctx;
     struct dray_ctx ctx;
     dray__ctx_init(&ctx, DRAY_THREAD_WORKER, w->srv, &w->conn, &w->srv->cfg);
-    size_t n = t->n[DRAY_HOOK_PERFORM] < (size_t)entered ? t->n[DRAY_HOOK_PERFORM] : (size_t)entered;
+    size_t n =
+        t->n[DRAY_HOOK_PERFORM] < (size_t)entered ? t->n[DRAY_HOOK_PERFORM] : (size_t)entered;
     for (size_t i = n; i-- > 0;) {
         dray__hook_entry *e = t->chain[DRAY_HOOK_PERFORM][i];
         if (!e->h.after)
@@ -982,8 +988,9 @@ dray__hooks_event(void *sctx, int event)
         ctx.mod = t->fetch_mod;
         int rc = t->fetcher->recover(&ctx, t->fetcher->userdata);
         if (rc)
-            dray__log(DRAY_LOG_ERROR, "module %s: fetch recovery failed: %s%s%s", t->fetch_mod->name,
-                      dray_strerror(rc), conn.errstr[0] ? ": " : "", conn.errstr);
+            dray__log(DRAY_LOG_ERROR, "module %s: fetch recovery failed: %s%s%s",
+                      t->fetch_mod->name, dray_strerror(rc), conn.errstr[0] ? ": " : "",
+                      conn.errstr);
     }
     for (size_t i = 0; i < t->n[point]; i++) {
         dray__hook_entry *e = t->chain[point][i];

@@ -169,8 +169,10 @@ dray__fetcher_requeue_running(struct dray_server *s, dray__conn *c, int *n)
     for (int i = conc; i-- > 0;)
         pthread_mutex_unlock(&s->workers[i].mu);
     if (!views || !ptrs || !who)
-        dray__log(DRAY_LOG_ERROR, "out of memory at shutdown: running jobs stay with fetch provider %s "
-                                  "for its recovery", provider_name(t));
+        dray__log(DRAY_LOG_ERROR,
+                  "out of memory at shutdown: running jobs stay with fetch provider %s "
+                  "for its recovery",
+                  provider_name(t));
     dray__free(views);
     dray__free(ptrs);
     dray__free(who);

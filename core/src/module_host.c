@@ -121,8 +121,7 @@ host_ns(const dray_ctx *ctx)
 
 /* ---- errors, status, logging -------------------------------------------- */
 
-static int
-host_set_error(dray_module *mod, const char *fmt, ...) DRAY_PRINTF(2, 3);
+static int host_set_error(dray_module *mod, const char *fmt, ...) DRAY_PRINTF(2, 3);
 
 static int
 host_set_error(dray_module *mod, const char *fmt, ...)
@@ -134,8 +133,7 @@ host_set_error(dray_module *mod, const char *fmt, ...)
     return DRAY_EMODULE;
 }
 
-static void
-host_set_status(dray_module *mod, const char *fmt, ...) DRAY_PRINTF(2, 3);
+static void host_set_status(dray_module *mod, const char *fmt, ...) DRAY_PRINTF(2, 3);
 
 static void
 host_set_status(dray_module *mod, const char *fmt, ...)
@@ -160,8 +158,8 @@ host_log_enabled(dray_log_level level)
     return dray__log_enabled(level);
 }
 
-static void
-host_log(dray_module *mod, dray_log_level level, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static void host_log(dray_module *mod, dray_log_level level, const char *fmt, ...)
+    DRAY_PRINTF(3, 4);
 
 static void
 host_log(dray_module *mod, dray_log_level level, const char *fmt, ...)
@@ -249,7 +247,8 @@ host_config_int(dray_module *mod, const char *key, long long dflt, long long lo,
 }
 
 static int
-host_config_double(dray_module *mod, const char *key, double dflt, double lo, double hi, double *out)
+host_config_double(dray_module *mod, const char *key, double dflt, double lo, double hi,
+                   double *out)
 {
     const char *v = setting(mod, key);
     *out = dflt;
@@ -276,7 +275,8 @@ host_config_bool(dray_module *mod, const char *key, int dflt, int *out)
     *out = dflt;
     if (!v)
         return 0;
-    static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false", "off", "0"};
+    static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false",
+                                                                                "off", "0"};
     for (size_t i = 0; i < 4; i++) {
         if (!strcasecmp(v, yes[i])) {
             *out = 1;
@@ -451,8 +451,9 @@ host_redisf(dray_ctx *ctx, redisReply **out, const char *fmt, ...)
     redisReply *r = redisvCommand(c->ctx, fmt, ap);
     va_end(ap);
     if (!r) {
-        c->err = dray__err(c->errstr, sizeof c->errstr, DRAY_ECONN, "redis at %s: connection lost: %s",
-                           c->cfg->where, c->ctx->errstr[0] ? c->ctx->errstr : "eof");
+        c->err =
+            dray__err(c->errstr, sizeof c->errstr, DRAY_ECONN, "redis at %s: connection lost: %s",
+                      c->cfg->where, c->ctx->errstr[0] ? c->ctx->errstr : "eof");
         dray__conn_drop(c);
         return DRAY_ECONN;
     }
@@ -570,8 +571,7 @@ host_schedule(dray_ctx *ctx, json_t *job, double at, char *jid_out)
 
 /* ---- verdicts ------------------------------------------------------------- */
 
-static int
-host_fail(dray_ctx *ctx, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static int host_fail(dray_ctx *ctx, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
 static int
 host_fail(dray_ctx *ctx, int code, const char *fmt, ...)
@@ -586,8 +586,7 @@ host_fail(dray_ctx *ctx, int code, const char *fmt, ...)
     return DRAY_FAIL;
 }
 
-static int
-host_defer(dray_ctx *ctx, double seconds, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static int host_defer(dray_ctx *ctx, double seconds, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
 static int
 host_defer(dray_ctx *ctx, double seconds, const char *fmt, ...)

@@ -133,7 +133,9 @@ process(dray__worker *w, dray__unit *u)
         res.defer_s = defer_s;
         outcome = DRAY__OUT_DEFERRED;
     } else if (before == DRAY__BEFORE_FAIL) {
-        dray_result_fail(&res, "DrayHookError", "%s", res.message);
+        char why[sizeof res.message]; /* the hook's message is in res.message: no overlap */
+        memcpy(why, res.message, sizeof why);
+        dray_result_fail(&res, "DrayHookError", "%s", why);
         outcome = DRAY__OUT_FAILURE;
     } else if (!h) {
         dray_result_fail(&res, "NameError",

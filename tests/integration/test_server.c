@@ -682,6 +682,7 @@ test_batch_fetch_and_stop_order(void **state)
         json_array_append_new(l, json_pack("[s]", "x"));
     assert_int_equal(dray_client_push_bulk(c, "Ok", l, NULL, NULL, NULL), 0);
     json_decref(l);
+    dray_client_free(c);
     running r;
     dray_options o;
     opts_for_test(&o, "default", 3);

@@ -65,10 +65,10 @@ extern "C" {
 #define DRAY_ABI_MAJOR 1 /* bumped only when something is removed or reordered */
 #define DRAY_ABI_MINOR 0 /* bumped when something is appended */
 
-#define DRAY_MODULE_MAGIC 0x79617264u         /* "dray": the record was really filled in */
+#define DRAY_MODULE_MAGIC 0x79617264u             /* "dray": the record was really filled in */
 #define DRAY_MODULE_ENTRY_NAME "dray_module_init" /* the one exported symbol */
-#define DRAY_MODULE_NAME_MAX 32               /* [a-z][a-z0-9_]*: also the config section */
-#define DRAY_MODULE_ERR_BYTES 512             /* a module's error text: room for a license message */
+#define DRAY_MODULE_NAME_MAX 32                   /* [a-z][a-z0-9_]*: also the config section */
+#define DRAY_MODULE_ERR_BYTES 512 /* a module's error text: room for a license message */
 
 #if defined(__GNUC__)
 #define DRAY_MODULE_EXPORT __attribute__((visibility("default")))
@@ -78,7 +78,7 @@ extern "C" {
 
 /* Does the host table have function `fn`? Use before calling anything newer
  * than the minor your module requires. */
-#define DRAY_HOST_HAS(host, fn) \
+#define DRAY_HOST_HAS(host, fn)                                                                    \
     ((host)->struct_size >= offsetof(dray_host, fn) + sizeof((host)->fn) && (host)->fn != NULL)
 
 /* Hook priorities: APR-style bands. Lower runs first (push, before_perform,
@@ -186,22 +186,22 @@ typedef void (*dray_free_fn)(void *userdata);
  * Exactly the function field(s) of `point` must be set: push, before and/or
  * after, retry, death, event (STARTUP, QUIET, SHUTDOWN) or tick. */
 typedef struct dray_hook {
-    uint32_t struct_size;        /* sizeof(dray_hook) as the module was built */
-    int point;                   /* a dray_hook_point */
-    int priority;                /* DRAY_PRIO_FIRST..DRAY_PRIO_LAST (0 = FIRST) */
-    const char *name;            /* label in the hook-order log; copied; NULL: module name */
-    dray_push_fn push;           /* DRAY_HOOK_PUSH */
-    dray_before_fn before;       /* DRAY_HOOK_PERFORM (optional if after is set) */
-    dray_after_fn after;         /* DRAY_HOOK_PERFORM (optional if before is set) */
-    dray_retry_fn retry;         /* DRAY_HOOK_RETRY */
-    dray_death_fn death;         /* DRAY_HOOK_DEATH */
-    dray_event_fn event;         /* DRAY_HOOK_STARTUP, _QUIET, _SHUTDOWN */
-    dray_tick_fn tick;           /* DRAY_HOOK_TICK */
-    void *userdata;              /* passed to every call; owned by the module */
-    dray_free_fn userdata_free;  /* called once when the registration is dropped: the module's
-                                    load failed, or test teardown. Modules are never unloaded,
-                                    so production never calls it after a successful load. Set
-                                    it on one registration only when several share userdata */
+    uint32_t struct_size;       /* sizeof(dray_hook) as the module was built */
+    int point;                  /* a dray_hook_point */
+    int priority;               /* DRAY_PRIO_FIRST..DRAY_PRIO_LAST (0 = FIRST) */
+    const char *name;           /* label in the hook-order log; copied; NULL: module name */
+    dray_push_fn push;          /* DRAY_HOOK_PUSH */
+    dray_before_fn before;      /* DRAY_HOOK_PERFORM (optional if after is set) */
+    dray_after_fn after;        /* DRAY_HOOK_PERFORM (optional if before is set) */
+    dray_retry_fn retry;        /* DRAY_HOOK_RETRY */
+    dray_death_fn death;        /* DRAY_HOOK_DEATH */
+    dray_event_fn event;        /* DRAY_HOOK_STARTUP, _QUIET, _SHUTDOWN */
+    dray_tick_fn tick;          /* DRAY_HOOK_TICK */
+    void *userdata;             /* passed to every call; owned by the module */
+    dray_free_fn userdata_free; /* called once when the registration is dropped: the module's
+                                   load failed, or test teardown. Modules are never unloaded,
+                                   so production never calls it after a successful load. Set
+                                   it on one registration only when several share userdata */
 } dray_hook;
 
 #define DRAY_HOOK(...) (&(const dray_hook){.struct_size = sizeof(dray_hook), __VA_ARGS__})
@@ -224,8 +224,8 @@ typedef struct dray_unit {
  * exactly one of ack (its outcome was recorded: success, retry, dead,
  * deferred, skipped) or requeue / bulk_requeue (it goes back unrun). */
 typedef struct dray_fetcher {
-    uint32_t struct_size;  /* sizeof(dray_fetcher): use DRAY_FETCHER(...) */
-    const char *name;      /* for logs; copied; NULL: module name */
+    uint32_t struct_size; /* sizeof(dray_fetcher): use DRAY_FETCHER(...) */
+    const char *name;     /* for logs; copied; NULL: module name */
     /* Worker thread. Wait up to timeout_s for one job from the queues whose
      * namespaced keys ("ns:queue:default") are given in the order to try
      * (strict or weighted, as configured). Returns 1 with *out filled, 0 on
@@ -257,35 +257,36 @@ typedef struct dray_fetcher {
  * names the first item that differs. Frozen for ABI major 1: later items
  * are appended to dray_module_record instead. */
 typedef struct dray_build_sig {
-    uint16_t ptr_bytes;     /* sizeof(void *) */
-    uint16_t long_bytes;    /* sizeof(long) */
-    uint16_t size_bytes;    /* sizeof(size_t) */
-    uint16_t time_bytes;    /* sizeof(time_t): 32-bit glibc has two */
-    uint16_t hiredis_major; /* HIREDIS_MAJOR: redisReply's layout changed in 1.0 */
-    uint16_t hiredis_minor; /* HIREDIS_MINOR: 0.x sonames carry the minor (libhiredis.so.0.14) */
-    uint16_t jansson_major; /* JANSSON_MAJOR_VERSION: json_t is stable within a major (soname 4) */
+    uint16_t ptr_bytes;      /* sizeof(void *) */
+    uint16_t long_bytes;     /* sizeof(long) */
+    uint16_t size_bytes;     /* sizeof(size_t) */
+    uint16_t time_bytes;     /* sizeof(time_t): 32-bit glibc has two */
+    uint16_t hiredis_major;  /* HIREDIS_MAJOR: redisReply's layout changed in 1.0 */
+    uint16_t hiredis_minor;  /* HIREDIS_MINOR: 0.x sonames carry the minor (libhiredis.so.0.14) */
+    uint16_t jansson_major;  /* JANSSON_MAJOR_VERSION: json_t is stable within a major (soname 4) */
     uint16_t json_int_bytes; /* sizeof(json_int_t) */
 } dray_build_sig;
 
-#define DRAY_BUILD_SIG_INIT                                                          \
-    {                                                                                \
-        (uint16_t)sizeof(void *), (uint16_t)sizeof(long), (uint16_t)sizeof(size_t),  \
-            (uint16_t)sizeof(time_t), (uint16_t)HIREDIS_MAJOR, (uint16_t)HIREDIS_MINOR, \
-            (uint16_t)JANSSON_MAJOR_VERSION, (uint16_t)sizeof(json_int_t)            \
+#define DRAY_BUILD_SIG_INIT                                                                        \
+    {                                                                                              \
+        (uint16_t)sizeof(void *), (uint16_t)sizeof(long), (uint16_t)sizeof(size_t),                \
+            (uint16_t)sizeof(time_t), (uint16_t)HIREDIS_MAJOR, (uint16_t)HIREDIS_MINOR,            \
+            (uint16_t)JANSSON_MAJOR_VERSION, (uint16_t)sizeof(json_int_t)                          \
     }
 
 /* Filled by the module in dray_module_init, before it calls any host
  * function (dray_module_handshake does it). The core copies the strings. */
 typedef struct dray_module_record {
-    uint32_t struct_size;   /* sizeof(dray_module_record) as the module was built */
-    uint32_t magic;         /* DRAY_MODULE_MAGIC */
-    uint16_t abi_major;     /* DRAY_ABI_MAJOR the module was built with */
-    uint16_t abi_minor;     /* DRAY_ABI_MINOR the module was built with */
-    const char *name;       /* "pro": [a-z][a-z0-9_]*, < DRAY_MODULE_NAME_MAX; its config section */
-    const char *version;    /* the module's own version, "1.0.0" */
-    const char *tier;       /* "pro", "enterprise", or "free": shown by `dray license check` */
-    const char *requires;   /* name of a module that must be loaded before this one, or NULL */
-    dray_build_sig sig;     /* DRAY_BUILD_SIG_INIT */
+    uint32_t struct_size; /* sizeof(dray_module_record) as the module was built */
+    uint32_t magic;       /* DRAY_MODULE_MAGIC */
+    uint16_t abi_major;   /* DRAY_ABI_MAJOR the module was built with */
+    uint16_t abi_minor;   /* DRAY_ABI_MINOR the module was built with */
+    const char *name;     /* "pro": [a-z][a-z0-9_]*, < DRAY_MODULE_NAME_MAX; its config section */
+    const char *version;  /* the module's own version, "1.0.0" */
+    const char *tier;     /* "pro", "enterprise", or "free": shown by `dray license check` */
+    const char *required; /* name of a module that must be loaded before this one, or NULL
+                             (not `requires`: a C++20 keyword) */
+    dray_build_sig sig;   /* DRAY_BUILD_SIG_INIT */
 } dray_module_record;
 
 /* ---- the host table ------------------------------------------------------- */
@@ -300,8 +301,8 @@ typedef struct dray_host {
     uint16_t abi_minor;   /* DRAY_ABI_MINOR of the core */
 
     /* -- since 1.0: core and errors -- */
-    const char *(*core_version)(void);   /* "0.1.0" */
-    const char *(*strerror)(int code);   /* text of a DRAY_E* code; never NULL */
+    const char *(*core_version)(void); /* "0.1.0" */
+    const char *(*strerror)(int code); /* text of a DRAY_E* code; never NULL */
     /* Set the module's error text (init refusals: the core prints it with
      * the module's path). Returns DRAY_EMODULE, so `return host->set_error(...)`. */
     int (*set_error)(dray_module *mod, const char *fmt, ...) DRAY_PRINTF(2, 3);
@@ -350,8 +351,8 @@ typedef struct dray_host {
      * text set (so init can return it). Strings are borrowed (process
      * lifetime). Booleans accept yes/no/true/false/on/off/1/0. */
     int (*config_str)(dray_module *mod, const char *key, const char *dflt, const char **out);
-    int (*config_int)(dray_module *mod, const char *key, long long dflt, long long lo,
-                      long long hi, long long *out);
+    int (*config_int)(dray_module *mod, const char *key, long long dflt, long long lo, long long hi,
+                      long long *out);
     int (*config_double)(dray_module *mod, const char *key, double dflt, double lo, double hi,
                          double *out);
     int (*config_bool)(dray_module *mod, const char *key, int dflt, int *out);
@@ -369,7 +370,7 @@ typedef struct dray_host {
      * `from`, for a thread the module owns (DRAY_THREAD_MODULE). Close it
      * with ctx_close. DRAY_ENOMEM. */
     int (*ctx_open)(dray_ctx *from, dray_ctx **out);
-    void (*ctx_close)(dray_ctx *ctx); /* accepts NULL */
+    void (*ctx_close)(dray_ctx *ctx);       /* accepts NULL */
     int (*ctx_thread)(const dray_ctx *ctx); /* a dray_thread_kind */
     /* "host:pid:nonce" of the server on whose thread ctx runs (Sidekiq's
      * process identity), or "host:pid" on a client thread. Borrowed. */
@@ -416,11 +417,11 @@ typedef struct dray_host {
     int (*defer)(dray_ctx *ctx, double seconds, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
     /* -- since 1.0: the job (valid during the hook call) -- */
-    const char *(*job_class)(const dray_job *job); /* borrowed */
-    const char *(*job_jid)(const dray_job *job);   /* borrowed */
-    const char *(*job_queue)(const dray_job *job); /* borrowed; "default" when unset */
-    json_t *(*job_args)(const dray_job *job);      /* borrowed array */
-    int (*job_retry_count)(const dray_job *job);   /* -1 when it never failed */
+    const char *(*job_class)(const dray_job *job);              /* borrowed */
+    const char *(*job_jid)(const dray_job *job);                /* borrowed */
+    const char *(*job_queue)(const dray_job *job);              /* borrowed; "default" when unset */
+    json_t *(*job_args)(const dray_job *job);                   /* borrowed array */
+    int (*job_retry_count)(const dray_job *job);                /* -1 when it never failed */
     json_t *(*job_get)(const dray_job *job, const char *field); /* borrowed, NULL when absent */
     /* Set a top-level field (value stolen; NULL deletes). push and
      * before_perform hooks only: later hooks, the handler and the written
@@ -457,7 +458,7 @@ typedef int (*dray_module_init_fn)(const dray_host *host, dray_module *mod,
  */
 static inline int
 dray_module_handshake(const dray_host *host, dray_module_record *rec, const char *name,
-                      const char *version, const char *tier, const char *requires)
+                      const char *version, const char *tier, const char *required)
 {
     static const dray_build_sig sig = DRAY_BUILD_SIG_INIT;
     rec->struct_size = (uint32_t)sizeof *rec;
@@ -467,7 +468,7 @@ dray_module_handshake(const dray_host *host, dray_module_record *rec, const char
     rec->name = name;
     rec->version = version;
     rec->tier = tier;
-    rec->requires = requires;
+    rec->required = required;
     rec->sig = sig;
     if (!host || host->abi_major != DRAY_ABI_MAJOR || host->struct_size < sizeof(dray_host))
         return DRAY_EMODULE;
