@@ -72,6 +72,7 @@ int cli_cmd_queues(int argc, char **argv);
 int cli_cmd_processes(int argc, char **argv);
 int cli_cmd_set(int argc, char **argv); /* retries, scheduled, dead */
 int cli_cmd_signal(int argc, char **argv);
+int cli_cmd_license(int argc, char **argv); /* license check */
 
 /* Help text of a command (NULL: the overview). Printed to f. */
 void cli_help(FILE *f, const char *cmd);

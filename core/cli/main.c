@@ -20,6 +20,7 @@ static const char overview[] =
     "  scheduled ACTION         the schedule set: list, show, retry, delete, kill\n"
     "  dead ACTION              the dead set: list, show, retry, delete\n"
     "  signal IDENTITY SIGNAL   send TSTP (quiet), TERM (stop) or TTIN (dump) to a process\n"
+    "  license check            verify the license key against the configured modules\n"
     "  version                  print the version\n"
     "  help [COMMAND]           this text, or a command's help\n"
     "\n"
@@ -135,6 +136,19 @@ static const char help_signal[] =
 
 static const char help_version[] = "usage: dray version\n\nPrint dray's version.\n";
 
+static const char help_license[] =
+    "usage: dray license check [--module PATH]... [--key KEY | --key-file FILE] [OPTIONS]\n"
+    "\n"
+    "Load each module (from --module and the config's 'module' lines) in check mode,\n"
+    "the same code path as 'dray run' start-up, and print whether its license key\n"
+    "is accepted: licensee, tier and expiry, or the exact reason it is refused.\n"
+    "The key comes from --key/--key-file, else the config's 'license'/'license_file',\n"
+    "else $DRAY_LICENSE / $DRAY_LICENSE_FILE. Nothing runs and nothing is written.\n"
+    "  --json              one JSON object per module\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
+    "\n"
+    "Exit status 0 when every module accepts the key, 4 when one refuses it, 2 on usage.\n";
+
 void
 cli_help(FILE *f, const char *cmd)
 {
@@ -157,6 +171,8 @@ cli_help(FILE *f, const char *cmd)
         text = help_signal;
     else if (!strcmp(cmd, "version"))
         text = help_version;
+    else if (!strcmp(cmd, "license"))
+        text = help_license;
     fputs(text, f);
 }
 
@@ -182,7 +198,8 @@ main(int argc, char **argv)
             strcmp(argv[2], "stats") && strcmp(argv[2], "queues") &&
             strcmp(argv[2], "processes") && strcmp(argv[2], "retries") &&
             strcmp(argv[2], "scheduled") && strcmp(argv[2], "dead") &&
-            strcmp(argv[2], "signal") && strcmp(argv[2], "version")) {
+            strcmp(argv[2], "signal") && strcmp(argv[2], "version") &&
+            strcmp(argv[2], "license")) {
             fprintf(stderr, "dray help: unknown command '%s'\n", argv[2]);
             return CLI_EUSAGE;
         }
@@ -214,6 +231,8 @@ main(int argc, char **argv)
         return cli_cmd_set(sub_argc, sub_argv);
     if (!strcmp(cmd, "signal"))
         return cli_cmd_signal(sub_argc, sub_argv);
+    if (!strcmp(cmd, "license"))
+        return cli_cmd_license(sub_argc, sub_argv);
     fprintf(stderr, "dray: unknown command '%s'\nSee 'dray --help'.\n", cmd);
     return CLI_EUSAGE;
 }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-3.0-or-later
+# dray license check: verdicts and exit codes, with keys issued at test time
+# by the throwaway build-time key.
+# Usage: test_cli_license.sh DRAY DRAY_LICENSE TESTKEY LIC_PRO_SO LIC_ENT_SO
+set -u
+dray=$1 tool=$2 key=$3 pro=$4 ent=$5
+export DRAY_LICENSE_PASSPHRASE=dray-throwaway-test-passphrase
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { # check NAME WANT_EXIT WANT_TEXT CMD...
+    local name=$1 want=$2 text=$3; shift 3
+    out=$("$@" 2>&1); got=$?
+    if [ "$got" != "$want" ] || ! grep -q -- "$text" <<<"$out"; then
+        echo "FAIL $name: exit $got (want $want), output:"; echo "$out"; fail=1
+    else
+        echo "ok   $name"
+    fi
+}
+unset DRAY_LICENSE DRAY_LICENSE_FILE
+prokey=$("$tool" issue --key "$key" --sub "ACME Corp" --tier pro --expires 2099-12-31 --ledger "$tmp/l" 2>/dev/null)
+entkey=$("$tool" issue --key "$key" --sub "ACME Corp" --tier enterprise --expires 2099-12-31 --ledger "$tmp/l" 2>/dev/null)
+oldkey=$("$tool" issue --key "$key" --sub "ACME Corp" --tier enterprise --expires 2020-01-31 --issued-at 2019-01-01 --allow-past --ledger "$tmp/l" 2>/dev/null)
+[ -n "$prokey" ] && [ -n "$entkey" ] && [ -n "$oldkey" ] || { echo "cannot issue test keys"; exit 1; }
+check "pro key, pro module" 0 "OK.*licensed to ACME Corp" "$dray" license check --module "$pro" --key "$prokey"
+check "pro key, enterprise module" 4 "REFUSED.*needs enterprise" "$dray" license check --module "$pro" --module "$ent" --key "$prokey"
+check "enterprise key, both" 0 "OK.*lic_ent" "$dray" license check --module "$pro" --module "$ent" --key "$entkey"
+check "lapsed key" 4 "REFUSED" "$dray" license check --module "$ent" --key "$oldkey"
+printf '%s\n' "$entkey" > "$tmp/key"
+check "key file" 0 "OK" "$dray" license check --module "$ent" --key-file "$tmp/key"
+printf 'module %s\nlicense %s\n' "$ent" "$entkey" > "$tmp/dray.conf"
+check "from config" 0 "OK" "$dray" license check -C "$tmp/dray.conf"
+check "json" 0 '"ok":true' "$dray" license check --module "$ent" --key "$entkey" --json
+check "no module" 2 "no module configured" "$dray" license check
+check "no key" 4 "REFUSED" "$dray" license check --module "$pro"
+flipped="${prokey:0:20}$( [ "${prokey:20:1}" = A ] && echo B || echo A )${prokey:21}"
+check "flipped byte" 4 "REFUSED" "$dray" license check --module "$pro" --key "$flipped"
+exit $fail
