@@ -119,7 +119,7 @@ run_at(const dray_push_opts *o, double now)
 
 /* Apply per-call options to a job object. */
 static int
-apply_opts(dray_client *c, json_t *o, const dray_push_opts *po, bool keep_queue)
+apply_opts(dray_client *c, json_t *o, const dray_push_opts *po, bool keep_queue, double now)
 {
     if (po && po->extra) {
         if (!json_is_object(po->extra))
@@ -144,7 +144,7 @@ apply_opts(dray_client *c, json_t *o, const dray_push_opts *po, bool keep_queue)
     else if (!json_object_get(o, "retry"))
         json_object_set_new(o, "retry", json_true());
     if (!json_object_get(o, "created_at"))
-        json_object_set_new(o, "created_at", json_real(dray_now()));
+        json_object_set_new(o, "created_at", json_real(now)); /* never after enqueued_at */
     return 0;
 }
 
@@ -285,7 +285,7 @@ dray_client_push_job(dray_client *c, dray_job *job, const dray_push_opts *opts)
         dray_jid_new(jid);
         json_object_set_new(job->obj, "jid", json_string(jid));
     }
-    int rc = apply_opts(c, job->obj, opts, true);
+    int rc = apply_opts(c, job->obj, opts, true, now);
     if (rc)
         return rc;
     double at = run_at(opts, now);
@@ -395,7 +395,7 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
     }
     json_object_set_new(tmpl, "class", kv);
     json_object_set_new(tmpl, "args", json_array());
-    int rc = apply_opts(c, tmpl, opts, false);
+    int rc = apply_opts(c, tmpl, opts, false, now);
     if (rc) {
         json_decref(tmpl);
         return rc;

@@ -181,6 +181,9 @@ test_bulk_10000(void **state)
         json_t *o = json_loads(r->str, 0, NULL);
         assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "args"), 0)), i);
         assert_string_equal(json_string_value(json_object_get(o, "jid")), jids + (size_t)i * DRAY_JID_BYTES);
+        /* Sidekiq never has created_at after enqueued_at */
+        assert_true(json_real_value(json_object_get(o, "created_at")) <=
+                    json_real_value(json_object_get(o, "enqueued_at")));
         json_decref(o);
         freeReplyObject(r);
     }
