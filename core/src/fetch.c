@@ -152,8 +152,12 @@ static dray__script batch_script = {
            "return false\n",
 };
 
+#define FETCH_TIMED_OUT 2         /* fetch_batched blocked its 2 s and got nothing */
+static atomic_int blmpop_support; /* 0 unknown, 1 yes, -1 no (Redis < 7) */
+
 /* Batched basic fetch: serve from the worker's buffer, else refill it in
- * one round trip. 1 with *u filled, 0 when every queue is empty. */
+ * one round trip. 1 with *u filled, 0 when every queue is empty (no wait),
+ * FETCH_TIMED_OUT after a blocking wait that found nothing. */
 static int
 fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
 {
@@ -174,11 +178,47 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
     }
     char count[16];
     snprintf(count, sizeof count, "%d", s->opts.fetch_batch);
-    w->brpop_argv[1 + nkeys] = count;
-    w->brpop_lens[1 + nkeys] = strlen(count);
-    redisReply *r;
-    int rc = dray__conn_eval(&w->conn, &batch_script, &r, (int)nkeys, (int)nkeys + 1,
+    redisReply *r = NULL;
+    int rc, blocked = 0;
+    if (atomic_load(&blmpop_support) >= 0) {
+        /* Redis >= 7: BLMPOP 2 numkeys keys... RIGHT COUNT n blocks and
+         * batches in one round trip. */
+        const char **av = dray__malloc(sizeof *av * (nkeys + 6));
+        size_t *al = dray__malloc(sizeof *al * (nkeys + 6));
+        if (!av || !al) {
+            dray__free(av);
+            dray__free(al);
+            return DRAY_ENOMEM;
+        }
+        char nk[16];
+        snprintf(nk, sizeof nk, "%zu", nkeys);
+        size_t k = 0;
+        av[k] = "BLMPOP", al[k++] = 6;
+        av[k] = FETCH_TIMEOUT, al[k++] = 1;
+        av[k] = nk, al[k++] = strlen(nk);
+        for (size_t i = 0; i < nkeys; i++, k++)
+            av[k] = w->brpop_argv[1 + i], al[k] = w->brpop_lens[1 + i];
+        av[k] = "RIGHT", al[k++] = 5;
+        av[k] = "COUNT", al[k++] = 5;
+        av[k] = count, al[k++] = strlen(count);
+        rc = dray__conn_cmd(&w->conn, &r, (int)k, av, al);
+        dray__free(av);
+        dray__free(al);
+        if (rc == DRAY_EREDIS && r && strstr(r->str, "unknown command")) {
+            atomic_store(&blmpop_support, -1);
+            dray__log(DRAY_LOG_INFO, "redis has no BLMPOP (< 7.0): batched fetch uses a script");
+            freeReplyObject(r);
+            r = NULL;
+        } else {
+            blocked = 1;
+        }
+    }
+    if (!blocked) {
+        w->brpop_argv[1 + nkeys] = count;
+        w->brpop_lens[1 + nkeys] = strlen(count);
+        rc = dray__conn_eval(&w->conn, &batch_script, &r, (int)nkeys, (int)nkeys + 1,
                              w->brpop_argv + 1, w->brpop_lens + 1);
+    }
     if (rc) {
         if (r)
             freeReplyObject(r);
@@ -187,7 +227,7 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY ||
         r->element[1]->elements == 0) {
         freeReplyObject(r);
-        return 0;
+        return blocked ? FETCH_TIMED_OUT : 0;
     }
     const redisReply *k = r->element[0], *jobs = r->element[1];
     size_t pre = s->cfg.nslen + 6; /* "<ns>queue:" */
@@ -255,6 +295,8 @@ dray__fetch(dray__worker *w, dray__unit *u)
         return dray__fetcher_fetch(w, w->brpop_argv + 1, n, u);
     if (s->opts.fetch_batch > 1) {
         int b = fetch_batched(w, n, u);
+        if (b == FETCH_TIMED_OUT)
+            return 0;
         if (b != 0)
             return b;
         /* every queue empty: block for the next job as usual */
