@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: LicenseRef-dray-commercial */
+/*
+ * dray-enterprise.so: the entry symbol. Checks the host, verifies the
+ * license (tier enterprise; the features a configuration uses must be
+ * licensed), parses every setting - a bad cron expression, time zone,
+ * limiter name, unique rule or key file stops the load with a message
+ * naming the setting, not a job at 3 a.m. - and registers the hooks.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "dray/license.h"
+
+#include "ent.h"
+
+const dray_host *ent__H;
+dray_module *ent__M;
+
+#define H ent__H
+
+#define DEFAULT_LEASE 60.0 /* Sidekiq Enterprise's dear-leader TTL */
+
+static void
+state_free(void *ud)
+{
+    ent_state *E = ud;
+    if (!E)
+        return;
+    ent__limits_free(E);
+    ent__unique_free(E);
+    ent__periodic_free(E);
+    ent__crypto_free(E);
+    pthread_mutex_destroy(&E->mu);
+    free(E);
+}
+
+static double
+on_tick(dray_ctx *ctx, void *ud)
+{
+    ent_state *E = ud;
+    if (!E->leader_on && !E->nlim)
+        return DRAY_TICK_STOP;
+    if (E->leader_on && ent__leader_tick(E, ctx))
+        ent__periodic_tick(E, ctx);
+    if (E->nlim)
+        ent__limits_tick(E, ctx);
+    return 0;
+}
+
+static void
+on_shutdown(dray_ctx *ctx, int point, void *ud)
+{
+    (void)point;
+    ent_state *E = ud;
+    if (E->leader_on)
+        ent__leader_release(E, ctx);
+}
+
+/* Refuse with the licensing library's message when a feature in use is not
+ * licensed. */
+static int
+need_feature(dray_license_info *info, int used, uint32_t feature)
+{
+    if (!used)
+        return 0;
+    int lrc = dray_license_check(info, DRAY_LICENSE_TIER_ENTERPRISE, feature);
+    if (!lrc)
+        return 0;
+    char msg[DRAY_LICENSE_MSG_BYTES];
+    dray_license_describe(lrc, info, msg, sizeof msg);
+    H->set_error(ent__M, "%s (the configuration uses %s)", msg, dray_license_feature_name(feature));
+    return DRAY_ELICENSE;
+}
+
+static int
+configure(ent_state *E)
+{
+    char err[ENT_ERR_BYTES] = "";
+    int rc;
+    const char *clock;
+    if ((rc = ent__limits_configure(E, err, sizeof err)) ||
+        (rc = ent__unique_configure(E, err, sizeof err)) ||
+        (rc = ent__crypto_configure(E, err, sizeof err)) ||
+        (rc = ent__periodic_configure(E, err, sizeof err)) ||
+        (rc = H->config_bool(ent__M, "leader", 1, &E->leader_on)) ||
+        (rc = H->config_double(ent__M, "leader_lease", DEFAULT_LEASE, 2, 3600, &E->lease)) ||
+        (rc = H->config_str(ent__M, "test_clock", NULL, &clock))) {
+        if (err[0]) /* else the host's typed getter set the message */
+            H->set_error(ent__M, "%s", err);
+        return rc == DRAY_ENOMEM ? rc : DRAY_ECONFIG;
+    }
+    if (E->nloops && !E->leader_on) {
+        H->set_error(ent__M,
+                     "setting %s.leader is off, but periodic jobs are enqueued by the "
+                     "leader: turn it on or remove the %s.periodic loops",
+                     ENT_NAME, ENT_NAME);
+        return DRAY_ECONFIG;
+    }
+#ifdef ENT_TESTING
+    E->test_clock = clock && *clock ? clock : NULL;
+#else
+    if (clock && *clock) {
+        H->set_error(ent__M, "setting %s.test_clock exists in test builds only", ENT_NAME);
+        return DRAY_ECONFIG;
+    }
+#endif
+    return 0;
+}
+
+/* *owned is set once a staged hook owns E (its userdata_free then runs if
+ * the load fails). */
+static int
+register_all(ent_state *E, int *owned)
+{
+    int rc;
+    *owned = 0;
+    if ((rc = ent__limits_scripts(E)) || (rc = ent__unique_scripts(E)) ||
+        (rc = ent__leader_scripts(E)) || (rc = ent__periodic_scripts(E)) ||
+        (rc = ent__crypto_scripts(E))) {
+        H->set_error(ent__M, "cannot register Lua scripts: %s", H->strerror(rc));
+        return rc;
+    }
+    if ((rc = H->hook(ent__M, DRAY_HOOK(.point = DRAY_HOOK_TICK, .name = "leader", .tick = on_tick,
+                                        .userdata = E, .userdata_free = state_free))))
+        return rc;
+    *owned = 1;
+    /* PERFORM order (ties break by registration): limits first, so a job
+     * deferred by a limit never touches its unique lock or its secret;
+     * decryption last, so nothing is deferred in plaintext. */
+    if ((rc = H->hook(ent__M, DRAY_HOOK(.point = DRAY_HOOK_SHUTDOWN, .name = "leader",
+                                        .event = on_shutdown, .userdata = E))) ||
+        (rc = ent__limits_hooks(E)) || (rc = ent__unique_hooks(E)) || (rc = ent__crypto_hooks(E)))
+        return rc;
+    return 0;
+}
+
+DRAY_MODULE_EXPORT int
+dray_module_init(const dray_host *host, dray_module *mod, dray_module_record *rec)
+{
+    int rc = dray_module_handshake(host, rec, ENT_NAME, ENT_VERSION,
+                                   dray_license_tier_name(DRAY_LICENSE_TIER_ENTERPRISE), NULL);
+    if (rc)
+        return rc;
+    ent__H = host;
+    ent__M = mod;
+    if (sodium_init() < 0)
+        return H->set_error(mod, "libsodium failed to initialise");
+
+    /* License: the later of our clock and Redis's (licensing.md). */
+    const char *key, *origin;
+    if ((rc = H->license_key(mod, &key, &origin)))
+        return rc;
+    double now = H->now(), rt;
+    dray_ctx *lc = H->load_ctx(mod);
+    if (lc && H->redis_time(lc, &rt) == 0 && rt > now)
+        now = rt;
+    dray_license_info info;
+    int lrc = dray_license_verify(key, strlen(key), (int64_t)now, &info);
+    if (lrc == 0)
+        lrc = dray_license_check(&info, DRAY_LICENSE_TIER_ENTERPRISE, 0);
+    char msg[DRAY_LICENSE_MSG_BYTES];
+    dray_license_describe(lrc, &info, msg, sizeof msg);
+    if (lrc) {
+        H->set_error(mod, "%s (key from %s)", msg, origin ? origin : "?");
+        return DRAY_ELICENSE;
+    }
+
+    ent_state *E = calloc(1, sizeof *E);
+    if (!E) {
+        H->set_error(mod, "out of memory");
+        return DRAY_ENOMEM;
+    }
+    pthread_mutex_init(&E->mu, NULL);
+    E->features = info.features;
+    if ((rc = configure(E)) || (rc = need_feature(&info, E->nlim > 0, DRAY_LICENSE_F_RATE_LIMIT)) ||
+        (rc = need_feature(&info, E->nuniq > 0, DRAY_LICENSE_F_UNIQUE_JOBS)) ||
+        (rc = need_feature(&info, E->nloops > 0, DRAY_LICENSE_F_PERIODIC)) ||
+        (rc = need_feature(&info, E->nkeys > 0 || E->nenc > 0, DRAY_LICENSE_F_ENCRYPTION))) {
+        state_free(E);
+        return rc;
+    }
+    char enc[64] = "off";
+    if (E->nkeys)
+        snprintf(enc, sizeof enc, "key v%u of %zu", E->active, E->nkeys);
+    H->set_status(mod, "%s; %zu limiter%s, %zu unique class%s, %zu periodic loop%s, encryption %s",
+                  msg, E->nlim, E->nlim == 1 ? "" : "s", E->nuniq, E->nuniq == 1 ? "" : "es",
+                  E->nloops, E->nloops == 1 ? "" : "s", enc);
+    if (info.state == DRAY_LICENSE_EXPIRING)
+        H->log(mod, DRAY_LOG_WARN, "%s", msg);
+    else if (info.state == DRAY_LICENSE_GRACE)
+        H->log(mod, DRAY_LOG_ERROR, "%s", msg);
+    if (H->check_only(mod)) {
+        state_free(E); /* `dray license check`: the verdict, and no work */
+        return 0;
+    }
+    int owned;
+    if ((rc = register_all(E, &owned)) && !owned)
+        state_free(E);
+    return rc;
+}

@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: LicenseRef-dray-commercial
+#
+# dray Enterprise tests (label `module`; the cron unit test is `unit`),
+# included by tests/CMakeLists.txt. They load dray-enterprise-test.so
+# (enterprise/CMakeLists.txt: the throwaway test key table, ENT_TESTING)
+# into real worker processes (tests/enterprise/ent_worker.c) against a
+# private redis-server (tests/support), with license keys signed at test
+# time by the build-time throwaway key.
+#
+#   test_ent_cron     cron parser, time zones against glibc, DST   (unit)
+#   test_ent_config   license gating and configuration errors       (module)
+#   test_ent_unique   unique jobs                                   (module)
+#   test_ent_limit    rate limits, 4 worker processes               (module)
+#   test_ent_periodic periodic jobs + leader election, 3 processes  (module)
+#   test_ent_crypto   encrypted arguments                           (module)
+#   bench_ent         throughput figures (label bench; not in the default run)
+if(NOT TARGET dray_enterprise_test)
+  return()
+endif()
+
+set(_et ${CMAKE_CURRENT_LIST_DIR}/enterprise)
+
+dray_add_test(test_ent_cron SOURCES ${_et}/test_ent_cron.c ${DRAY_ENT_SRC_DIR}/cron.c
+              ${DRAY_ENT_SRC_DIR}/tz.c LABELS unit TIMEOUT 120)
+target_include_directories(test_ent_cron PRIVATE ${DRAY_ENT_SRC_DIR})
+
+# The worker/pusher process the integration tests run (an application:
+# links libdray and loads the module like `dray run --module` would).
+add_executable(ent_worker ${_et}/ent_worker.c)
+target_link_libraries(ent_worker PRIVATE dray PkgConfig::HIREDIS PkgConfig::JANSSON)
+target_compile_definitions(ent_worker PRIVATE ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>")
+add_dependencies(ent_worker dray_enterprise_test)
+
+add_library(ent_test_support STATIC ${_et}/ent_support.c)
+target_include_directories(ent_test_support PUBLIC ${_et})
+target_link_libraries(ent_test_support PUBLIC dray_test_support dray_license_vendor
+                      dray_license_testkeys PkgConfig::JANSSON PkgConfig::SODIUM)
+target_compile_definitions(ent_test_support PRIVATE
+  DRAY_TEST_LICENSE_KEY="${DRAY_LICENSE_TEST_KEY}"
+  DRAY_TEST_LICENSE_PASSPHRASE="${DRAY_LICENSE_TEST_PASSPHRASE}"
+  ENT_WORKER="$<TARGET_FILE:ent_worker>")
+add_dependencies(ent_test_support dray_license_testkey ent_worker)
+
+# dray_ent_test(NAME [TIMEOUT s]): tests/integration/NAME.c with the helpers.
+function(dray_ent_test name)
+  cmake_parse_arguments(E "" "TIMEOUT" "" ${ARGN})
+  if(NOT E_TIMEOUT)
+    set(E_TIMEOUT 300)
+  endif()
+  dray_add_test(${name} SOURCES ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/integration/${name}.c
+                LABELS module TIMEOUT ${E_TIMEOUT} LIBS ent_test_support)
+  target_compile_definitions(${name} PRIVATE ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>")
+  add_dependencies(${name} dray_enterprise_test ent_worker)
+endfunction()
+
+dray_ent_test(test_ent_config TIMEOUT 120)
+if(TARGET mod_fetchy OR EXISTS ${CMAKE_CURRENT_LIST_DIR}/modules/fetchy.c)
+  target_compile_definitions(test_ent_config PRIVATE MOD_FETCHY="$<TARGET_FILE:mod_fetchy>")
+  add_dependencies(test_ent_config mod_fetchy)
+endif()
+dray_ent_test(test_ent_unique)
+dray_ent_test(test_ent_limit)
+dray_ent_test(test_ent_periodic)
+dray_ent_test(test_ent_crypto)
+
+# Throughput figures (label bench): `ctest -L bench -V` or run bench_ent [N].
+add_executable(bench_ent ${_et}/bench_ent.c)
+target_link_libraries(bench_ent PRIVATE dray ent_test_support PkgConfig::HIREDIS)
+target_compile_definitions(bench_ent PRIVATE ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>")
+add_dependencies(bench_ent dray_enterprise_test)
+add_test(NAME bench_ent COMMAND bench_ent 20000)
+set_tests_properties(bench_ent PROPERTIES LABELS bench TIMEOUT 300)

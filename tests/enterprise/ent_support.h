@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: LicenseRef-dray-commercial */
+/*
+ * Helpers for the dray Enterprise integration tests: license keys signed
+ * with the build-time throwaway key, worker processes (ent_worker), and
+ * small Redis readers. Tests wait on conditions (test_wait_until), never
+ * on sleeps.
+ */
+#ifndef DRAY_ENT_SUPPORT_H
+#define DRAY_ENT_SUPPORT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <hiredis/hiredis.h>
+
+#include "redis_fixture.h"
+
+#define ENT_KEYBUF 2049 /* DRAY_LICENSE_MAX_BYTES + 1 */
+
+/* Read the throwaway signing key (once). 0 or -1. */
+int ent_test_init(void);
+/* A license key of tier ("pro" | "enterprise") valid for a year, with
+ * `features` (a JSON array text like "[\"periodic\"]") or NULL for all. */
+void ent_test_license(const char *tier, const char *features, char out[ENT_KEYBUF]);
+
+/* A worker process: tests/enterprise/ent_worker run with the module. */
+typedef struct ent_proc {
+    pid_t pid;
+    int status; /* after stop/kill */
+} ent_proc;
+
+/* Start `ent_worker run` with url, queues, concurrency and settings
+ * ("key=value", NULL-terminated). The license comes from $DRAY_LICENSE
+ * (set it first). Returns 0. */
+int ent_proc_start(ent_proc *p, const char *url, const char *queues, int concurrency,
+                   const char *const *settings);
+/* Start any ent_worker command line (argv NULL-terminated, without argv[0]). */
+int ent_proc_spawn(ent_proc *p, const char *const *argv);
+/* SIGTERM and wait (graceful stop); returns the exit status. */
+int ent_proc_stop(ent_proc *p);
+/* SIGKILL and wait: a crash. */
+void ent_proc_kill(ent_proc *p);
+/* Wait for the process to exit by itself (up to timeout_s); its exit
+ * status, or -1 if it did not. */
+int ent_proc_wait(ent_proc *p, double timeout_s);
+
+/* Integer value of a command's reply (integer, or string parsed; -1 for nil). */
+long long ent_rint(redisContext *c, const char *fmt, ...);
+/* String reply (malloc'ed) or NULL for nil. */
+char *ent_rstr(redisContext *c, const char *fmt, ...);
+
+#endif
