@@ -14,3 +14,8 @@ if(TARGET dray_cli)
     DRAY_CLI_PATH="$<TARGET_FILE:dray_cli>"
     DRAY_CLI_JOBS="$<TARGET_FILE:test_cli_jobs>")
 endif()
+
+# dray limits / periodic / unique over Enterprise keys (no module needed).
+add_test(NAME test_cli_ent COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_cli_ent.sh
+         $<TARGET_FILE:dray_cli>)
+set_tests_properties(test_cli_ent PROPERTIES LABELS integration TIMEOUT 60)

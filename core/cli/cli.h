@@ -73,6 +73,9 @@ int cli_cmd_processes(int argc, char **argv);
 int cli_cmd_set(int argc, char **argv); /* retries, scheduled, dead */
 int cli_cmd_signal(int argc, char **argv);
 int cli_cmd_license(int argc, char **argv); /* license check */
+int cli_cmd_limits(int argc, char **argv);   /* Enterprise keys, read-only */
+int cli_cmd_periodic(int argc, char **argv);
+int cli_cmd_unique(int argc, char **argv);
 
 /* Help text of a command (NULL: the overview). Printed to f. */
 void cli_help(FILE *f, const char *cmd);

@@ -21,6 +21,9 @@ static const char overview[] =
     "  dead ACTION              the dead set: list, show, retry, delete\n"
     "  signal IDENTITY SIGNAL   send TSTP (quiet), TERM (stop) or TTIN (dump) to a process\n"
     "  license check            verify the license key against the configured modules\n"
+    "  limits                   Enterprise rate limiters and their use\n"
+    "  periodic                 Enterprise periodic loops: leader, last and next run\n"
+    "  unique list|release X    Enterprise unique-job locks; release one by digest or jid\n"
     "  version                  print the version\n"
     "  help [COMMAND]           this text, or a command's help\n"
     "\n"
@@ -136,6 +139,25 @@ static const char help_signal[] =
 
 static const char help_version[] = "usage: dray version\n\nPrint dray's version.\n";
 
+static const char help_limits[] =
+    "usage: dray limits [--json] [-C FILE] [--redis-url URL] [--namespace NS]\n"
+    "\n"
+    "The Enterprise module's rate limiters (ent:limiters, ent:lmtr:*): type, limit,\n"
+    "interval, current holders of concurrent limiters, admissions and overages.\n";
+
+static const char help_periodic[] =
+    "usage: dray periodic [--json] [-C FILE] [--redis-url URL] [--namespace NS]\n"
+    "\n"
+    "The Enterprise module's periodic loops: the leader (dear-leader), and per loop\n"
+    "its cron, class, time zone, last tick enqueued and next run.\n";
+
+static const char help_unique[] =
+    "usage: dray unique list [--json] | dray unique release DIGEST|JID\n"
+    "\n"
+    "The Enterprise module's unique-job locks (ent:unique:<digest>) and their owner\n"
+    "jids; release deletes one lock, found by digest or by owner jid.\n"
+    "Exit status 3 when no such lock exists.\n";
+
 static const char help_license[] =
     "usage: dray license check [--module PATH]... [--key KEY | --key-file FILE] [OPTIONS]\n"
     "\n"
@@ -173,6 +195,12 @@ cli_help(FILE *f, const char *cmd)
         text = help_version;
     else if (!strcmp(cmd, "license"))
         text = help_license;
+    else if (!strcmp(cmd, "limits"))
+        text = help_limits;
+    else if (!strcmp(cmd, "periodic"))
+        text = help_periodic;
+    else if (!strcmp(cmd, "unique"))
+        text = help_unique;
     fputs(text, f);
 }
 
@@ -199,7 +227,8 @@ main(int argc, char **argv)
             strcmp(argv[2], "processes") && strcmp(argv[2], "retries") &&
             strcmp(argv[2], "scheduled") && strcmp(argv[2], "dead") &&
             strcmp(argv[2], "signal") && strcmp(argv[2], "version") &&
-            strcmp(argv[2], "license")) {
+            strcmp(argv[2], "license") && strcmp(argv[2], "limits") &&
+            strcmp(argv[2], "periodic") && strcmp(argv[2], "unique")) {
             fprintf(stderr, "dray help: unknown command '%s'\n", argv[2]);
             return CLI_EUSAGE;
         }
@@ -233,6 +262,12 @@ main(int argc, char **argv)
         return cli_cmd_signal(sub_argc, sub_argv);
     if (!strcmp(cmd, "license"))
         return cli_cmd_license(sub_argc, sub_argv);
+    if (!strcmp(cmd, "limits"))
+        return cli_cmd_limits(sub_argc, sub_argv);
+    if (!strcmp(cmd, "periodic"))
+        return cli_cmd_periodic(sub_argc, sub_argv);
+    if (!strcmp(cmd, "unique"))
+        return cli_cmd_unique(sub_argc, sub_argv);
     fprintf(stderr, "dray: unknown command '%s'\nSee 'dray --help'.\n", cmd);
     return CLI_EUSAGE;
 }

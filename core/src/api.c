@@ -962,3 +962,55 @@ dray_api_signal(dray_api *a, const char *identity, const char *signal)
     dray__buf_close(&sk);
     return rc;
 }
+
+/* A reply as a jansson value (new reference); NULL on OOM. */
+static json_t *
+reply_json(const redisReply *r)
+{
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS: {
+        json_t *v = json_stringn(r->str, r->len);
+        return v ? v : json_stringn_nocheck(r->str, r->len); /* binary: keep the bytes */
+    }
+    case REDIS_REPLY_INTEGER:
+        return json_integer(r->integer);
+    case REDIS_REPLY_ARRAY: {
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < r->elements; i++)
+            if (json_array_append_new(a, reply_json(r->element[i]))) {
+                json_decref(a);
+                return NULL;
+            }
+        return a;
+    }
+    default:
+        return json_null();
+    }
+}
+
+int
+dray_api_command(dray_api *a, int argc, const char **argv, json_t **out)
+{
+    a->errstr[0] = '\0';
+    *out = NULL;
+    if (argc < 1 || !argv)
+        return aerr(a, DRAY_EINVAL, "empty command");
+    redisReply *r;
+    int rc = dray__conn_cmd(&a->conn, &r, argc, argv, NULL);
+    if (rc) {
+        snprintf(a->errstr, sizeof a->errstr, "%s", a->conn.errstr);
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    *out = reply_json(r);
+    freeReplyObject(r);
+    return *out ? 0 : aerr(a, DRAY_ENOMEM, "out of memory");
+}
+
+const char *
+dray_api_namespace(const dray_api *a)
+{
+    return a->cfg.ns;
+}

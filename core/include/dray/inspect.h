@@ -152,6 +152,14 @@ DRAY_API DRAY_WUR int dray_api_set_kill(dray_api *api, dray_set set, const char 
  * set (the check and the push are one script). */
 DRAY_API DRAY_WUR int dray_api_signal(dray_api *api, const char *identity, const char *signal);
 
+/* Run one Redis command on the API's connection (keys are given whole: add
+ * dray_api_namespace yourself). *out is the reply as JSON, a new reference:
+ * strings, integers, arrays, null. An error reply is DRAY_EREDIS with its
+ * text in dray_api_errstr. For tools that read module keys (docs/redis-keys.md). */
+DRAY_API DRAY_WUR int dray_api_command(dray_api *api, int argc, const char **argv, json_t **out);
+/* The key prefix of api: "" or "ns:". */
+DRAY_API const char *dray_api_namespace(const dray_api *api);
+
 /* ---- configuration files ------------------------------------------------ */
 
 /* A set of configuration entries: `key value` lines read from a file (like
