@@ -290,6 +290,19 @@ dray__fetch(dray__worker *w, dray__unit *u)
         if (s->strict)
             order_keys(w); /* fixed: compute once */
     }
+    if (s->opts.fetch_batch > 1 && !dray__fetcher_active()) {
+        /* Jobs already fetched go first, before any (weighted) reordering. */
+        pthread_mutex_lock(&w->mu);
+        int have = w->ipre < w->npre;
+        if (have) {
+            *u = w->pre[w->ipre];
+            memset(&w->pre[w->ipre], 0, sizeof *w->pre);
+            w->ipre++;
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (have)
+            return 1;
+    }
     size_t n = s->strict ? s->nqueues : order_keys(w);
     if (dray__fetcher_active()) /* a module replaces BRPOP, same queue order */
         return dray__fetcher_fetch(w, w->brpop_argv + 1, n, u);
