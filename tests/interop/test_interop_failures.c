@@ -188,7 +188,7 @@ test_retry_dead_sets_and_ruby_actions(void **state)
     assert_int_equal(dray_server_register(t->s, "Flaky", h_flaky, NULL, &slow), 0);
     it_go(t);
     want_runs = 5;
-    if (!test_wait_until(runs_reached, NULL, 10))
+    if (!test_wait_until(runs_reached, NULL, 30))
         fail_msg("dray ran %d of 5 handler jobs", it_rec_total());
     if (!it_wait_rint(rc, 4, 10, "ZCARD retry") || !it_wait_rint(rc, 1, 10, "ZCARD dead"))
         fail_msg("retry/dead hold %lld/%lld (want 4/1)", it_rint(rc, "ZCARD retry"),
@@ -282,9 +282,9 @@ test_perform_in_run_by_dray_scheduler(void **state)
     (void)state;
     json_t *a =
         sk_runf(srv.url, "perform_in", "{s:s, s:f, s:s, s:[s, {s:[f, s]}]}", "class", "HardJob",
-                "interval", 0.5, "queue", "sched", "args", "soon", "x", 1.5, "\xc3\xbc");
+                "interval", 2.0, "queue", "sched", "args", "soon", "x", 1.5, "\xc3\xbc");
     json_t *b = sk_runf(srv.url, "perform_at", "{s:s, s:f, s:[i]}", "class", "HardJob", "at",
-                        dray_now() + 0.8, "args", 2);
+                        dray_now() + 6.0, "args", 2); /* Ruby may take seconds to start on a loaded CI machine */
     json_t *c = sk_runf(srv.url, "perform_in", "{s:s, s:f, s:[s]}", "class", "HardJob", "interval",
                         3600.0, "args", "later");
     const char *ja = jstr(a, "jid"), *jb = jstr(b, "jid"), *jc = jstr(c, "jid");
@@ -300,7 +300,7 @@ test_perform_in_run_by_dray_scheduler(void **state)
     assert_int_equal(dray_server_register(t->s, "HardJob", h_record, NULL, NULL), 0);
     it_go(t);
     want_runs = 2;
-    if (!test_wait_until(runs_reached, NULL, 10))
+    if (!test_wait_until(runs_reached, NULL, 30))
         fail_msg("dray's scheduler ran %d of the 2 due jobs", it_rec_total());
     const char *jids[2] = {ja, jb};
     for (int i = 0; i < 2; i++) {
