@@ -83,6 +83,8 @@ typedef struct dray__conn {
     int err;                    /* last DRAY_E* code, 0 if none */
     char errstr[DRAY_ERRSTR_BYTES];
     unsigned backoff_ms;        /* current reconnect delay */
+    int want_client_id;         /* fetch CLIENT ID at connect (workers: a stop unblocks them) */
+    atomic_llong client_id;     /* Redis's id of this link, 0 when unknown */
 } dray__conn;
 
 void dray__conn_init(dray__conn *c, const dray__redis_cfg *cfg);

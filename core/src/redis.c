@@ -297,6 +297,7 @@ dray__conn_init(dray__conn *c, const dray__redis_cfg *cfg)
 void
 dray__conn_drop(dray__conn *c)
 {
+    atomic_store(&c->client_id, 0);
     if (c->ctx) {
         redisFree(c->ctx);
         c->ctx = NULL;
@@ -379,6 +380,14 @@ dray__conn_ensure(dray__conn *c)
         int rc = setup_cmd(c, DRAY_ECONN, "SELECT", 2, argv);
         if (rc)
             return rc;
+    }
+    if (c->want_client_id) {
+        redisReply *r = redisCommand(c->ctx, "CLIENT ID");
+        atomic_store(&c->client_id, r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
+        if (r)
+            freeReplyObject(r);
+        else
+            atomic_store(&c->client_id, 0);
     }
     c->err = 0;
     c->errstr[0] = '\0';

@@ -170,6 +170,7 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
         pthread_mutex_init(&w->mu, NULL);
         dray__conn_init(&w->conn, &s->cfg);
         w->conn.extra_timeout_ms = 2000; /* BRPOP blocks 2 s */
+        w->conn.want_client_id = 1;      /* so a stop can end that wait at once */
         /* tid: short, unique per thread, base 36 like Sidekiq's */
         unsigned long v = ((unsigned long)getpid() << 12) ^ (unsigned long)(i + 1) * 2654435761UL;
         char tmp[16];
@@ -438,6 +439,26 @@ dray__outage_end(dray_server *s)
     }
 }
 
+/* Wake workers blocked in a fetch (CLIENT UNBLOCK: the BRPOP returns nil
+ * at once) so quiet and stop take effect now, not after the 2 s timeout. */
+static void
+unblock_workers(dray_server *s, dray__conn *c)
+{
+    int n = 0;
+    for (int i = 0; i < s->opts.concurrency; i++) {
+        long long id = atomic_load(&s->workers[i].conn.client_id);
+        if (id > 0 && dray__conn_appendf(c, "CLIENT UNBLOCK %lld", id) == 0)
+            n++;
+    }
+    for (int i = 0; i < n; i++) {
+        redisReply *r;
+        if (dray__conn_reply(c, &r) == DRAY_ECONN)
+            break;
+        if (r)
+            freeReplyObject(r);
+    }
+}
+
 static void
 set_state(dray_server *s, int st)
 {
@@ -566,6 +587,7 @@ dray_server_run(dray_server *s)
         if (atomic_exchange(&s->quiet_flag, 0) && atomic_load(&s->state) == DRAY__RUNNING) {
             dray__log(DRAY_LOG_INFO, "quiet: no new jobs will be fetched");
             set_state(s, DRAY__QUIET);
+            unblock_workers(s, &mc);
             dray__hooks_event(s, DRAY__EV_QUIET);
         }
     }
@@ -576,6 +598,7 @@ dray_server_run(dray_server *s)
     if (atomic_load(&s->state) == DRAY__RUNNING)
         dray__hooks_event(s, DRAY__EV_QUIET);
     set_state(s, DRAY__STOPPING);
+    unblock_workers(s, &mc);
     dray__hooks_event(s, DRAY__EV_SHUTDOWN);
     wait_workers(s, t0 + s->opts.shutdown_timeout_s, true);
     set_state(s, DRAY__DONE);
