@@ -1,0 +1,1065 @@
+/* SPDX-License-Identifier: LicenseRef-dray-commercial */
+/*
+ * Reliable fetch: the exclusive `fetch` provider.
+ *
+ * Every fetch moves one job atomically (LMOVE / BLMOVE) from its queue into
+ * a private work-in-progress list of the fetching worker thread,
+ * <ns>pro:fetch:wip:<identity>|<n> (n numbers the threads of a process).
+ * If the process dies the lists are orphans: every live process looks for
+ * orphans from its tick (not only at start), decides liveness by the
+ * Sidekiq heartbeat hash <ns><identity> (gone, or its beat older than
+ * pro.orphan_after), takes a lease on each list (SET NX PX) so no two
+ * processes recover it, and puts the jobs back at the head of their
+ * queues. A job recovered pro.poison_after times is a poison pill: it goes
+ * to the dead set with that reason instead.
+ *
+ * Acks. A worker thread runs one job at a time and each fetch pushes the
+ * new job at the left of its list, so the list is [running, finished...]:
+ * only the leftmost element can be unfinished. The ack of a job is
+ * therefore implicit in the worker's next fetch (one plain LMOVE, no
+ * script: a job costs one round trip, like BRPOP); the finished jobs to the
+ * right are trimmed now and then, and the list is emptied before the worker
+ * blocks on an empty queue. Recovery puts back only the leftmost element
+ * of such a list. A worker whose server goes quiet, or that has not
+ * fetched for a second after its last job (pro.lazy_ack no: at once),
+ * removes its finished job by value instead.
+ *
+ * With pro.fetch_batch N > 1, one fetch script takes up to N jobs while a
+ * backlog waits: the list is then [taken ahead..., running, finished...],
+ * finished jobs are removed from the right by count with the next fetch
+ * script, and recovery puts back every element (such lists are named
+ * <identity>|<n>|b).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pro.h"
+
+#define ACK_STALE_S 1.0     /* an ack not covered by a fetch this long is sent by the tick */
+#define RECOVER_BATCH "100" /* jobs moved back per script call (keeps Redis responsive) */
+#define STACK_QUEUES 16     /* queue keys that fit the stack argv of a fetch script */
+#define FETCH_BACKLOG "16"  /* jobs that must wait per extra job a batched fetch takes */
+#define TRIM_EVERY 32       /* single mode: drop finished jobs from the list every N fetches */
+#define MAX_BATCH 100       /* pro.fetch_batch upper bound */
+
+/* Single mode, several queues. KEYS[1] the thread's list, KEYS[2..] queues
+ * in order; ARGV[1] "1" to trim the finished jobs after a take. Takes the
+ * first job of the first non-empty queue; with nothing to take, empties
+ * the list (its jobs are all finished) before the caller blocks. Returns
+ * {index, job} or nil. */
+static const char fetch1_lua[] = "for i = 2, #KEYS do\n"
+                                 "  local v = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')\n"
+                                 "  if v then\n"
+                                 "    if ARGV[1] == '1' then redis.call('LTRIM', KEYS[1], 0, 0) end\n"
+                                 "    return {i - 1, v}\n"
+                                 "  end\n"
+                                 "end\n"
+                                 "redis.call('DEL', KEYS[1])\n"
+                                 "return false\n";
+
+/* Batched mode. KEYS[1] the thread's list, KEYS[2..] queues in order.
+ * ARGV[1] finished jobs to drop from the right, ARGV[2] extra jobs wanted
+ * (pro.fetch_batch - 1), ARGV[3] the backlog that makes each extra job
+ * worth holding. Takes the first job of the first non-empty queue, then up
+ * to ARGV[2] more from that queue while at least ARGV[3] jobs per extra
+ * one still wait (a worker never hoards a short queue that idle workers
+ * could share). Returns {index, job, ...} or nil. */
+static const char fetchn_lua[] =
+    "local done = tonumber(ARGV[1])\n"
+    "if done > 0 then redis.call('RPOP', KEYS[1], done) end\n"
+    "for i = 2, #KEYS do\n"
+    "  local v = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')\n"
+    "  if v then\n"
+    "    local out = {i - 1, v}\n"
+    "    local extra = tonumber(ARGV[2])\n"
+    "    if extra > 0 then\n"
+    "      local n = math.min(extra, math.floor(redis.call('LLEN', KEYS[i]) / tonumber(ARGV[3])))\n"
+    "      for k = 1, n do\n"
+    "        local w = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')\n"
+    "        if not w then break end\n"
+    "        out[#out + 1] = w\n"
+    "      end\n"
+    "    end\n"
+    "    return out\n"
+    "  end\n"
+    "end\n"
+    "return false\n";
+
+/* KEYS[2i-1] the list job i is in, KEYS[2i] its queue; ARGV[i] job i.
+ * Back to the head (RPUSH) only what is still in its list: a job recovered
+ * by another process meanwhile is not pushed twice. Returns the number
+ * pushed back. */
+static const char requeue_lua[] = "local n = 0\n"
+                                  "for i = 1, #ARGV do\n"
+                                  "  if redis.call('LREM', KEYS[2 * i - 1], 1, ARGV[i]) > 0 then\n"
+                                  "    redis.call('RPUSH', KEYS[2 * i], ARGV[i])\n"
+                                  "    n = n + 1\n"
+                                  "  end\n"
+                                  "end\n"
+                                  "return n\n";
+
+/* KEYS[1] registry zset (member "<identity>|<n>[|b]", score first seen).
+ * ARGV[1] ns, ARGV[2] my identity, ARGV[3] orphan_after s, ARGV[4] lease
+ * ms. A list is orphaned when it was registered longer than orphan_after
+ * ago and its process's heartbeat hash is gone or its beat that old (Redis
+ * clock). Empty lists of dead processes leave the registry; for the others
+ * we take the lease. Returns {member, beat-or-"", ...} we now hold. */
+static const char orphans_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
+    "local after = tonumber(ARGV[3])\n"
+    "local out = {}\n"
+    "local ms = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')\n"
+    "for i = 1, #ms, 2 do\n"
+    "  local m, seen = ms[i], tonumber(ms[i + 1])\n"
+    "  local id = string.match(m, '^(.-)|') or m\n"
+    "  if id ~= ARGV[2] and now - seen > after then\n"
+    "    local beat = redis.call('HGET', ARGV[1] .. id, 'beat')\n"
+    "    local b = beat and tonumber(beat)\n"
+    "    if not b or now - b > after then\n"
+    "      local wip = ARGV[1] .. 'pro:fetch:wip:' .. m\n"
+    "      if redis.call('LLEN', wip) == 0 then\n"
+    "        if not beat then redis.call('ZREM', KEYS[1], m) end\n"
+    "      elseif redis.call('SET', ARGV[1] .. 'pro:fetch:lease:' .. m, ARGV[2], 'NX', 'PX',\n"
+    "                        ARGV[4]) then\n"
+    "        out[#out + 1] = m\n"
+    "        out[#out + 1] = beat or ''\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS[1] the orphaned list, KEYS[2] its lease, KEYS[3] the registry.
+ * ARGV[1] ns, ARGV[2] my identity, ARGV[3] the list's registry member,
+ * ARGV[4] poison_after, ARGV[5] poison window s, ARGV[6] lease ms, ARGV[7]
+ * jobs per call, ARGV[8] now, ARGV[9] suspect delay s, ARGV[10] a random
+ * seed. A single-mode list keeps only its leftmost job (the rest had
+ * finished). Oldest first, each job goes back to the head of its queue
+ * (its "queue" field) after counting the recovery against its jid. A job
+ * recovered before is a suspect: it goes to the schedule set for a random
+ * 0.5 s .. suspect delay, so an innocent job that keeps sharing a process
+ * with a poison pill gets to run apart from it. A job at poison_after is
+ * returned instead, left in the list for the poison script. Returns
+ * {"more"|"done"|"lost", moved} or {"poison", moved, payload, n}. */
+static const char recover_lua[] =
+    "if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'lost', 0} end\n"
+    "redis.call('PEXPIRE', KEYS[2], ARGV[6])\n"
+    "local ns = ARGV[1]\n"
+    "if string.sub(ARGV[3], -2) ~= '|b' then redis.call('LTRIM', KEYS[1], 0, 0) end\n"
+    "local moved = 0\n"
+    "for n = 1, tonumber(ARGV[7]) do\n"
+    "  local p = redis.call('LINDEX', KEYS[1], -1)\n"
+    "  if not p then\n"
+    "    redis.call('DEL', KEYS[2])\n"
+    "    local id = string.match(ARGV[3], '^(.-)|') or ARGV[3]\n"
+    "    if redis.call('EXISTS', ns .. id) == 0 then redis.call('ZREM', KEYS[3], ARGV[3]) end\n"
+    "    return {'done', moved}\n"
+    "  end\n"
+    "  local q, jid = 'default', nil\n"
+    "  local ok, job = pcall(cjson.decode, p)\n"
+    "  if ok and type(job) == 'table' then\n"
+    "    if type(job.queue) == 'string' and job.queue ~= '' then q = job.queue end\n"
+    "    if type(job.jid) == 'string' then jid = job.jid end\n"
+    "  end\n"
+    "  local c = 0\n"
+    "  if jid then\n"
+    "    local ck = ns .. 'pro:fetch:recovered:' .. jid\n"
+    "    c = redis.call('INCR', ck)\n"
+    "    redis.call('EXPIRE', ck, ARGV[5])\n"
+    "    if c >= tonumber(ARGV[4]) then return {'poison', moved, p, c} end\n"
+    "  end\n"
+    "  redis.call('RPOP', KEYS[1])\n"
+    "  local delay = tonumber(ARGV[9])\n"
+    "  if c >= 2 and delay > 0 then\n"
+    "    local f = tonumber(string.sub(redis.sha1hex(ARGV[10] .. jid), 1, 8), 16) / 4294967295\n"
+    "    local at = tonumber(ARGV[8]) + 0.5 + f * math.max(delay - 0.5, 0)\n"
+    "    redis.call('ZADD', ns .. 'schedule', string.format('%.6f', at), p)\n"
+    "  else\n"
+    "    redis.call('RPUSH', ns .. 'queue:' .. q, p)\n"
+    "    redis.call('SADD', ns .. 'queues', q)\n"
+    "  end\n"
+    "  moved = moved + 1\n"
+    "end\n"
+    "return {'more', moved}\n";
+
+/* KEYS[1] the orphaned list, KEYS[2] its lease, KEYS[3] dead zset, KEYS[4]
+ * the job's recovery counter. ARGV[1] my identity, ARGV[2] the job as it
+ * sits in the list, ARGV[3] the job for the dead set ("" discards it:
+ * "dead": false), ARGV[4] now, ARGV[5] oldest score kept, ARGV[6] dead set
+ * cap. The dead set is trimmed as Sidekiq trims it. Returns 1, 0 (not in
+ * the list any more) or -1 (lease lost). */
+static const char poison_lua[] =
+    "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end\n"
+    "if redis.call('LREM', KEYS[1], -1, ARGV[2]) == 0 then return 0 end\n"
+    "if ARGV[3] ~= '' then\n"
+    "  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])\n"
+    "  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[5])\n"
+    "  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[6]) + 1))\n"
+    "end\n"
+    "redis.call('DEL', KEYS[4])\n"
+    "return 1\n";
+
+static dray_script *s_fetch1, *s_fetchn, *s_requeue, *s_orphans, *s_recover, *s_poison;
+
+/* ---- per-worker state -------------------------------------------------------- */
+
+/* A job taken by a batched fetch and not handed to the core yet. */
+typedef struct held {
+    char *queue;   /* queue name */
+    char *payload; /* the job, as in the list */
+    size_t len;
+} held;
+
+/* One per thread that fetches: its list, the finished job its next fetch
+ * covers, and the jobs a batched fetch took ahead. The list of slots
+ * (g_slots, under g_mu) lets the quiet hook and the tick reach them. The
+ * fields after `registered` are under the slot's own mu (taken after g_mu
+ * when both are needed), so workers never contend on a global lock. */
+typedef struct slot {
+    char ident[256];            /* identity of the server this thread works for */
+    char member[300];           /* "<identity>|<n>[|b]": registry member, list suffix */
+    char wip[PRO_KEY_BYTES];    /* its work-in-progress list */
+    char procs[PRO_KEY_BYTES];  /* the registry */
+    size_t qprefix;             /* strlen("<ns>queue:") */
+    int batched;                /* pro.fetch_batch > 1: the "|b" kind of list */
+    int registered;             /* member is in the registry */
+    unsigned since_trim;        /* single mode: fetches since the last trim */
+    char *fin;                  /* single mode: the finished job its next fetch covers */
+    size_t fin_len;
+    size_t ndone;               /* batched mode: finished jobs at the right of the list */
+    double ack_at;              /* when fin / the first of ndone was parked */
+    held ahead[MAX_BATCH];      /* batched mode: jobs taken ahead, next first */
+    size_t nahead, first;
+    int quiet;                  /* the server is quiet: acks at once, nothing taken ahead */
+    pthread_mutex_t mu;         /* guards the fields above, from `since_trim` */
+    struct slot *next;          /* g_slots */
+} slot;
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static slot *g_slots;      /* live slots and dead threads' leftovers */
+static char **g_quiet_ids; /* identities whose servers went quiet */
+static size_t g_nquiet;
+static unsigned g_nslots;  /* numbers the lists of this process */
+static pthread_key_t g_key;
+static _Thread_local slot *tl_slot;
+
+/* Put a list in the registry that recovery watches (first-seen time as the
+ * score, so a process is not judged before it could beat). Before the
+ * first job enters the list, and again on every tick. */
+static int
+register_list(dray_ctx *ctx, const char *procs, const char *member)
+{
+    char now[32];
+    pro__fmt_time(now, sizeof now, H->now());
+    redisReply *r = NULL;
+    const char *argv[5] = {"ZADD", procs, "NX", now, member};
+    int rc = H->redis(ctx, &r, 5, argv, NULL);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+static int
+is_quiet_locked(const char *ident)
+{
+    for (size_t i = 0; i < g_nquiet; i++)
+        if (!strcmp(g_quiet_ids[i], ident))
+            return 1;
+    return 0;
+}
+
+static int
+holds_locked(const slot *s)
+{
+    return s->fin || s->ndone || s->nahead;
+}
+
+/* A thread ended: its slot stays listed only while it holds something the
+ * tick must still send; otherwise it goes. */
+static void
+slot_release(void *p)
+{
+    slot *s = p;
+    pthread_mutex_lock(&g_mu);
+    pthread_mutex_lock(&s->mu);
+    int holds = holds_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    if (!holds) {
+        for (slot **pp = &g_slots; *pp; pp = &(*pp)->next)
+            if (*pp == s) {
+                *pp = s->next;
+                break;
+            }
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+    } else {
+        s->ident[0] = '\0'; /* orphaned: only the tick touches it now */
+    }
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* This thread's slot for ctx's server (made or refreshed on first use). */
+static slot *
+my_slot(dray_ctx *ctx)
+{
+    const char *ident = H->identity(ctx);
+    slot *s = tl_slot;
+    if (s && !strcmp(s->ident, ident))
+        return s;
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s)
+            return NULL;
+        pthread_mutex_init(&s->mu, NULL);
+        pthread_setspecific(g_key, s);
+        tl_slot = s;
+        pthread_mutex_lock(&g_mu);
+        s->next = g_slots;
+        g_slots = s;
+        pthread_mutex_unlock(&g_mu);
+    }
+    /* The names change under g_mu: the tick and the quiet hook read them. */
+    pthread_mutex_lock(&g_mu);
+    unsigned n = g_nslots++;
+    snprintf(s->ident, sizeof s->ident, "%s", ident);
+    s->batched = pro__cfg.fetch_batch > 1;
+    snprintf(s->member, sizeof s->member, "%s|%u%s", ident, n, s->batched ? "|b" : "");
+    pro__key(ctx, s->wip, sizeof s->wip, "pro:fetch:wip:%s", s->member);
+    pro__key(ctx, s->procs, sizeof s->procs, "pro:fetch:procs");
+    s->qprefix = strlen(H->ns(ctx)) + strlen("queue:");
+    s->registered = 0;
+    pthread_mutex_lock(&s->mu);
+    s->quiet = is_quiet_locked(ident);
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&g_mu);
+    int reg = register_list(ctx, s->procs, s->member) == 0;
+    pthread_mutex_lock(&g_mu);
+    s->registered = reg;
+    pthread_mutex_unlock(&g_mu);
+    return s;
+}
+
+static int
+lrem(dray_ctx *ctx, const char *wip, const char *payload, size_t len)
+{
+    const char *argv[5] = {"LREM", wip, "1", payload, NULL};
+    size_t lens[4] = {4, strlen(wip), 1, len};
+    redisReply *r = NULL;
+    int rc = H->redis(ctx, &r, 4, argv, lens);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+static int
+rpop_n(dray_ctx *ctx, const char *wip, size_t n)
+{
+    char count[24];
+    snprintf(count, sizeof count, "%zu", n);
+    const char *argv[4] = {"RPOP", wip, count, NULL};
+    redisReply *r = NULL;
+    int rc = H->redis(ctx, &r, 3, argv, NULL);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* ---- the provider ------------------------------------------------------------- */
+
+/* Fill a unit; its token is a copy of the list it is in. 1 or DRAY_ENOMEM. */
+static int
+fill_unit(dray_unit *out, const slot *s, const char *qname, const char *payload, size_t len)
+{
+    out->queue = H->strdup(qname);
+    out->payload = H->alloc(len + 1);
+    out->token = strdup(s->wip);
+    if (!out->queue || !out->payload || !out->token) {
+        H->free(out->queue);
+        H->free(out->payload);
+        free(out->token);
+        out->queue = out->payload = NULL;
+        out->token = NULL;
+        return DRAY_ENOMEM;
+    }
+    memcpy(out->payload, payload, len);
+    out->payload[len] = '\0';
+    out->len = len;
+    return 1;
+}
+
+static const char *
+queue_name(const slot *s, const char *key)
+{
+    return strlen(key) > s->qprefix ? key + s->qprefix : "default";
+}
+
+/* Hand over the next job taken ahead, if any: 1, 0 (none) or DRAY_ENOMEM. */
+static int
+next_ahead(slot *s, dray_unit *out)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!s->nahead) {
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
+    held h = s->ahead[s->first];
+    s->first++;
+    if (--s->nahead == 0)
+        s->first = 0;
+    pthread_mutex_unlock(&s->mu);
+    int rc = fill_unit(out, s, h.queue, h.payload, h.len);
+    free(h.queue);
+    free(h.payload);
+    return rc;
+}
+
+/* Keep the jobs after the first of a batched fetch's reply for the next
+ * fetches; they sit in the list already. */
+static void
+keep_ahead(slot *s, const redisReply *r, const char *qname)
+{
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 2; i < r->elements && s->nahead < MAX_BATCH; i++) {
+        held *h = &s->ahead[s->first + s->nahead];
+        h->queue = strdup(qname);
+        h->payload = malloc(r->element[i]->len + 1);
+        if (!h->queue || !h->payload) {
+            free(h->queue);
+            free(h->payload);
+            break; /* stays in the list: recovered if we die, else put back at quiet */
+        }
+        memcpy(h->payload, r->element[i]->str, r->element[i]->len);
+        h->payload[r->element[i]->len] = '\0';
+        h->len = r->element[i]->len;
+        s->nahead++;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* One script call over several queues (or a batched fetch). Returns 1 with
+ * out filled, 0 when every queue was empty, or an error. */
+static int
+fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, dray_unit *out)
+{
+    size_t done = 0;
+    int trim = 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->batched) {
+        done = s->ndone;
+        s->ndone = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!s->batched && ++s->since_trim >= TRIM_EVERY) {
+        trim = 1;
+        s->since_trim = 0;
+    }
+    size_t argc = n + 1 + (s->batched ? 3 : 1);
+    const char *sargv[STACK_QUEUES + 4];
+    const char **argv = argc <= STACK_QUEUES + 4 ? sargv : malloc(sizeof *argv * argc);
+    if (!argv)
+        return DRAY_ENOMEM;
+    char sdone[24], extra[24];
+    snprintf(sdone, sizeof sdone, "%zu", done);
+    snprintf(extra, sizeof extra, "%lld", s->quiet ? 0 : pro__cfg.fetch_batch - 1);
+    argv[0] = s->wip;
+    for (size_t i = 0; i < n; i++)
+        argv[1 + i] = keys[i];
+    if (s->batched) {
+        argv[n + 1] = sdone;
+        argv[n + 2] = extra;
+        argv[n + 3] = FETCH_BACKLOG;
+    } else {
+        argv[n + 1] = trim ? "1" : "0";
+    }
+    redisReply *r = NULL;
+    int rc = H->eval(ctx, s->batched ? s_fetchn : s_fetch1, &r, (int)n + 1, (int)argc, argv, NULL);
+    if (argv != sargv)
+        free(argv);
+    if (rc) {
+        if (r)
+            freeReplyObject(r);
+        if (done) { /* not dropped: count them again */
+            pthread_mutex_lock(&s->mu);
+            s->ndone += done;
+            pthread_mutex_unlock(&s->mu);
+        }
+        return rc;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER) {
+        long long idx = r->element[0]->integer;
+        const char *qname = queue_name(s, idx >= 1 && (size_t)idx <= n ? keys[idx - 1] : keys[0]);
+        rc = fill_unit(out, s, qname, r->element[1]->str, r->element[1]->len);
+        if (r->elements > 2)
+            keep_ahead(s, r, qname);
+        freeReplyObject(r);
+        return rc;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+static int
+fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_unit *out, void *ud)
+{
+    (void)ud;
+    if (n == 0)
+        return 0;
+    slot *s = my_slot(ctx);
+    if (!s)
+        return DRAY_ENOMEM;
+    int rc = next_ahead(s, out);
+    if (rc)
+        return rc;
+    if (!s->registered) { /* only this thread sets it to 1 */
+        if ((rc = register_list(ctx, s->procs, s->member)))
+            return rc; /* no job may enter a list recovery cannot find */
+        pthread_mutex_lock(&g_mu);
+        s->registered = 1;
+        pthread_mutex_unlock(&g_mu);
+    }
+    /* Single mode: whatever we take next lands left of the finished job
+     * (or the list is emptied), which covers its ack; our copy of it goes
+     * once Redis answered. */
+    char *fin = NULL;
+    size_t fin_len = 0;
+    pthread_mutex_lock(&s->mu);
+    if (!s->batched) {
+        fin = s->fin;
+        fin_len = s->fin_len;
+        s->fin = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+
+    if (s->batched || n > 1) {
+        rc = fetch_script(ctx, s, keys, n, out);
+    } else {
+        /* The hot path: one plain LMOVE. */
+        const char *argv[5] = {"LMOVE", keys[0], s->wip, "RIGHT", "LEFT"};
+        redisReply *r = NULL;
+        rc = H->redis(ctx, &r, 5, argv, NULL);
+        if (!rc && r->type == REDIS_REPLY_STRING) {
+            rc = fill_unit(out, s, queue_name(s, keys[0]), r->str, r->len);
+            if (rc == 1 && ++s->since_trim >= TRIM_EVERY) {
+                s->since_trim = 0;
+                redisReply *t = NULL;
+                H->redisf(ctx, &t, "LTRIM %s 0 0", s->wip); /* failure: next time */
+                if (t)
+                    freeReplyObject(t);
+            }
+        } else if (!rc) {
+            /* empty queue: the list holds finished jobs only */
+            freeReplyObject(r);
+            r = NULL;
+            rc = H->redisf(ctx, &r, "DEL %s", s->wip);
+        }
+        if (r)
+            freeReplyObject(r);
+    }
+    if (rc < 0 && fin) {
+        /* no answer: the finished job may still be the leftmost */
+        pthread_mutex_lock(&s->mu);
+        if (!s->fin) {
+            s->fin = fin;
+            s->fin_len = fin_len;
+            fin = NULL;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    free(fin);
+    if (rc)
+        return rc;
+
+    /* Nothing ready: block. BLMOVE takes one source, so with several
+     * queues we block briefly on the first of this call's order (weighted
+     * orders rotate it) and the core calls again. */
+    double wait = n == 1 ? timeout_s
+                         : (pro__cfg.fetch_poll_s < timeout_s ? pro__cfg.fetch_poll_s : timeout_s);
+    char tmo[32];
+    snprintf(tmo, sizeof tmo, "%.3f", wait > 0.01 ? wait : 0.01);
+    const char *bargv[6] = {"BLMOVE", keys[0], s->wip, "RIGHT", "LEFT", tmo};
+    redisReply *r = NULL;
+    rc = H->redis(ctx, &r, 6, bargv, NULL);
+    if (rc) {
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    rc = r->type == REDIS_REPLY_STRING ? fill_unit(out, s, queue_name(s, keys[0]), r->str, r->len)
+                                       : 0;
+    freeReplyObject(r);
+    return rc;
+}
+
+static int
+ack(dray_ctx *ctx, const dray_unit *u, void *ud)
+{
+    (void)ud;
+    const char *wip = u->token;
+    slot *s = my_slot(ctx);
+    int rc = 0;
+    if (s && wip && !strcmp(wip, s->wip) && pro__cfg.lazy_ack) {
+        /* Park it: the next fetch (or the tick) covers it. */
+        char *copy = s->batched ? NULL : malloc(u->len + 1);
+        pthread_mutex_lock(&s->mu);
+        int park = !s->quiet && (s->batched || copy);
+        if (park && s->batched) {
+            if (!s->ndone)
+                s->ack_at = H->now();
+            s->ndone++;
+        } else if (park) {
+            memcpy(copy, u->payload, u->len);
+            copy[u->len] = '\0';
+            free(s->fin); /* cannot be set: a fetch came in between */
+            s->fin = copy;
+            s->fin_len = u->len;
+            s->ack_at = H->now();
+            copy = NULL;
+        }
+        pthread_mutex_unlock(&s->mu);
+        free(copy);
+        if (park) {
+            free(u->token);
+            return 0;
+        }
+    }
+    if (wip)
+        rc = lrem(ctx, wip, u->payload, u->len);
+    free(u->token);
+    return rc;
+}
+
+/* Push jobs back to the heads of their queues, in one script: n jobs with
+ * their lists, queue names and payloads. Jobs no longer in their list are
+ * not pushed. */
+static int
+put_back_raw(dray_ctx *ctx, const char *const *wips, const char *const *queues,
+             const char *const *payloads, const size_t *plens, size_t n)
+{
+    const char **argv = malloc(sizeof *argv * 3 * n);
+    size_t *lens = malloc(sizeof *lens * 3 * n);
+    char *qkeys = malloc(n * PRO_KEY_BYTES);
+    if (!argv || !lens || !qkeys) {
+        free(argv);
+        free(lens);
+        free(qkeys);
+        return DRAY_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *qk = qkeys + i * PRO_KEY_BYTES;
+        pro__key(ctx, qk, PRO_KEY_BYTES, "queue:%s", queues[i]);
+        argv[2 * i] = wips[i];
+        lens[2 * i] = strlen(wips[i]);
+        argv[2 * i + 1] = qk;
+        lens[2 * i + 1] = strlen(qk);
+        argv[2 * n + i] = payloads[i];
+        lens[2 * n + i] = plens[i];
+    }
+    redisReply *r = NULL;
+    int rc = H->eval(ctx, s_requeue, &r, (int)(2 * n), (int)(3 * n), argv, lens);
+    if (!rc && r && r->type == REDIS_REPLY_INTEGER && (size_t)r->integer != n)
+        H->log(M, DRAY_LOG_WARN,
+               "requeue: %zu of %zu jobs were no longer in their lists (recovered by another "
+               "process meanwhile); they were not pushed twice",
+               n - (size_t)r->integer, n);
+    if (r)
+        freeReplyObject(r);
+    free(argv);
+    free(lens);
+    free(qkeys);
+    return rc;
+}
+
+static int
+put_back(dray_ctx *ctx, const dray_unit *const *units, size_t n)
+{
+    const char **w = malloc(sizeof *w * n), **q = malloc(sizeof *q * n),
+               **p = malloc(sizeof *p * n);
+    size_t *l = malloc(sizeof *l * n);
+    int rc = DRAY_ENOMEM;
+    if (w && q && p && l) {
+        for (size_t i = 0; i < n; i++) {
+            w[i] = units[i]->token ? units[i]->token : "";
+            q[i] = units[i]->queue;
+            p[i] = units[i]->payload;
+            l[i] = units[i]->len;
+        }
+        rc = put_back_raw(ctx, w, q, p, l, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(units[i]->token);
+    free(w);
+    free(q);
+    free(p);
+    free(l);
+    return rc;
+}
+
+static int
+requeue(dray_ctx *ctx, const dray_unit *u, void *ud)
+{
+    (void)ud;
+    return put_back(ctx, &u, 1);
+}
+
+static int
+bulk_requeue(dray_ctx *ctx, const dray_unit *const *units, size_t n, void *ud)
+{
+    (void)ud;
+    return n ? put_back(ctx, units, n) : 0;
+}
+
+/* ---- what slots hold back --------------------------------------------------- */
+
+/* Send what slots hold back: for every slot of `ident` (its server went
+ * quiet) its ack and the jobs taken ahead (back to the heads of their
+ * queues, in their order); with ident NULL (the tick) acks parked longer
+ * than ACK_STALE_S, and everything of threads that ended. */
+static void
+flush_slots(dray_ctx *ctx, const char *ident)
+{
+    double now = H->now();
+    for (;;) {
+        char *fin = NULL;
+        size_t fin_len = 0, ndone = 0, nahead = 0;
+        held ahead[MAX_BATCH];
+        char wip[PRO_KEY_BYTES];
+        int found = 0;
+        pthread_mutex_lock(&g_mu);
+        for (slot **pp = &g_slots; *pp; pp = &(*pp)->next) {
+            slot *s = *pp;
+            int ended = s->ident[0] == '\0';
+            int mine = ident && !strcmp(s->ident, ident);
+            pthread_mutex_lock(&s->mu);
+            int stale = !ident && (s->fin || s->ndone) && now - s->ack_at > ACK_STALE_S;
+            if (!holds_locked(s) || !(mine || stale || (!ident && ended))) {
+                pthread_mutex_unlock(&s->mu);
+                continue;
+            }
+            found = 1;
+            snprintf(wip, sizeof wip, "%s", s->wip);
+            fin = s->fin;
+            fin_len = s->fin_len;
+            ndone = s->ndone;
+            s->fin = NULL;
+            s->ndone = 0;
+            if (mine || ended) {
+                nahead = s->nahead;
+                memcpy(ahead, s->ahead + s->first, nahead * sizeof *ahead);
+                s->nahead = s->first = 0;
+            }
+            pthread_mutex_unlock(&s->mu);
+            if (ended) {
+                *pp = s->next;
+                pthread_mutex_destroy(&s->mu);
+                free(s);
+            }
+            break;
+        }
+        pthread_mutex_unlock(&g_mu);
+        if (!found)
+            return;
+        int rc = 0;
+        if (fin)
+            rc = lrem(ctx, wip, fin, fin_len);
+        if (!rc && ndone)
+            rc = rpop_n(ctx, wip, ndone);
+        if (rc)
+            H->log(M, DRAY_LOG_ERROR,
+                   "cannot acknowledge finished jobs in %s (%s); if this process dies they will be "
+                   "recovered and run again",
+                   wip, H->redis_errstr(ctx));
+        free(fin);
+        if (nahead) {
+            /* newest first, so the oldest ends at the head of its queue */
+            const char *w[MAX_BATCH], *q[MAX_BATCH], *p[MAX_BATCH];
+            size_t l[MAX_BATCH];
+            for (size_t i = 0; i < nahead; i++) {
+                w[i] = wip;
+                q[i] = ahead[nahead - 1 - i].queue;
+                p[i] = ahead[nahead - 1 - i].payload;
+                l[i] = ahead[nahead - 1 - i].len;
+            }
+            if (put_back_raw(ctx, w, q, p, l, nahead))
+                H->log(M, DRAY_LOG_ERROR,
+                       "cannot push %zu jobs taken ahead back to their queues (%s); they stay in "
+                       "%s and are recovered when this process is gone",
+                       nahead, H->redis_errstr(ctx), wip);
+            for (size_t i = 0; i < nahead; i++) {
+                free(ahead[i].queue);
+                free(ahead[i].payload);
+            }
+        }
+    }
+}
+
+static void
+on_quiet(dray_ctx *ctx, int point, void *ud)
+{
+    (void)point;
+    (void)ud;
+    const char *ident = H->identity(ctx);
+    pthread_mutex_lock(&g_mu);
+    if (!is_quiet_locked(ident)) {
+        char **p = realloc(g_quiet_ids, sizeof *p * (g_nquiet + 1));
+        char *c = strdup(ident);
+        if (p && c) {
+            g_quiet_ids = p;
+            g_quiet_ids[g_nquiet++] = c;
+        } else {
+            if (p)
+                g_quiet_ids = p;
+            free(c);
+        }
+    }
+    for (slot *s = g_slots; s; s = s->next)
+        if (!strcmp(s->ident, ident)) {
+            pthread_mutex_lock(&s->mu);
+            s->quiet = 1;
+            pthread_mutex_unlock(&s->mu);
+        }
+    pthread_mutex_unlock(&g_mu);
+    flush_slots(ctx, ident);
+}
+
+/* ---- orphan recovery ------------------------------------------------------------ */
+
+/* A poison pill: rewrite it with the reason, move it from the dead
+ * process's list to the dead set (or drop it for "dead": false), and tell
+ * its batch and the notifier. */
+static int
+poison(dray_ctx *ctx, const char *dead_id, const redisReply *payload, long long count,
+       const char *wip, const char *lease)
+{
+    char dead[PRO_KEY_BYTES], counter[PRO_KEY_BYTES];
+    pro__key(ctx, dead, sizeof dead, "dead");
+    json_error_t jerr;
+    json_t *job = json_loadb(payload->str, payload->len, 0, &jerr);
+    const char *jid = json_string_value(json_object_get(job, "jid"));
+    pro__key(ctx, counter, sizeof counter, "pro:fetch:recovered:%s", jid ? jid : "");
+    double now = H->now();
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "recovered %lld times from processes that died while running it (last: %s); "
+             "treated as a poison pill",
+             count, dead_id);
+    char *dead_json = NULL;
+    int discard = json_is_false(json_object_get(job, "dead"));
+    if (job && !discard) {
+        json_object_set_new(job, "error_class", json_string(PRO_POISON_CLASS));
+        json_object_set_new(job, "error_message", json_string(msg));
+        if (json_is_integer(json_object_get(job, "retry_count")))
+            json_object_set_new(job, "retried_at", json_real(now));
+        else
+            json_object_set_new(job, "failed_at", json_real(now));
+        dead_json = json_dumps(job, JSON_COMPACT);
+    }
+    char snow[32], cutoff[32], cap[32];
+    pro__fmt_time(snow, sizeof snow, now);
+    pro__fmt_time(cutoff, sizeof cutoff, now - (double)PRO_DEAD_TIMEOUT_S);
+    snprintf(cap, sizeof cap, "%d", PRO_DEAD_MAX_JOBS);
+    const char *argv[10] = {wip,
+                            lease,
+                            dead,
+                            counter,
+                            H->identity(ctx),
+                            payload->str,
+                            discard     ? ""
+                            : dead_json ? dead_json
+                                        : payload->str,
+                            snow,
+                            cutoff,
+                            cap};
+    size_t lens[10];
+    for (int i = 0; i < 10; i++)
+        lens[i] = strlen(argv[i]);
+    lens[5] = payload->len;
+    if (!discard && !dead_json)
+        lens[6] = payload->len; /* not JSON: the dead set gets it verbatim, as the core does */
+    redisReply *r = NULL;
+    int rc = H->eval(ctx, s_poison, &r, 4, 10, argv, lens);
+    long long moved = !rc && r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    if (r)
+        freeReplyObject(r);
+    if (moved == 1) {
+        atomic_fetch_add(&pro__stats.poisoned, 1);
+        H->log(M, DRAY_LOG_ERROR, "job %s (%s) %s: %s", jid ? jid : "?",
+               json_string_value(json_object_get(job, "class"))
+                   ? json_string_value(json_object_get(job, "class"))
+               : job ? "?"
+                     : "malformed",
+               discard ? "discarded (\"dead\": false)" : "moved to the dead set", msg);
+        const char *bid = json_string_value(json_object_get(job, "bid"));
+        if (bid && jid && (pro__cfg.features & DRAY_LICENSE_F_BATCHES))
+            pro__batch_outcome(ctx, bid, jid, "death");
+        if (pro__cfg.features & DRAY_LICENSE_F_NOTIFICATIONS)
+            pro__notify_job_death(ctx, NULL, dead_json ? dead_json : payload->str, PRO_POISON_CLASS,
+                                  msg);
+    }
+    free(dead_json);
+    json_decref(job);
+    return rc ? rc : moved < 0 ? DRAY_ESTATE : 0;
+}
+
+/* Drain one dead process's list while we hold its lease. */
+static void
+recover_list(dray_ctx *ctx, const char *member, const char *beat)
+{
+    char wip[PRO_KEY_BYTES], lease[PRO_KEY_BYTES], procs[PRO_KEY_BYTES], dead_id[300];
+    pro__key(ctx, wip, sizeof wip, "pro:fetch:wip:%s", member);
+    pro__key(ctx, lease, sizeof lease, "pro:fetch:lease:%s", member);
+    snprintf(dead_id, sizeof dead_id, "%s", member);
+    char *bar = strchr(dead_id, '|');
+    if (bar)
+        *bar = '\0'; /* the process identity, for messages */
+    pro__key(ctx, procs, sizeof procs, "pro:fetch:procs");
+    char pa[32], pw[32], lms[32];
+    snprintf(pa, sizeof pa, "%lld", pro__cfg.poison_after);
+    snprintf(pw, sizeof pw, "%lld", pro__cfg.poison_window_s);
+    snprintf(lms, sizeof lms, "%lld", (long long)(pro__cfg.lease_s * 1000));
+    char sd[32];
+    snprintf(sd, sizeof sd, "%.3f", pro__cfg.suspect_delay_s);
+    long long moved = 0, poisoned = 0;
+    const char *why = "done";
+    for (int guard = 0; guard < 100000; guard++) {
+        char now[32], seed[25];
+        pro__fmt_time(now, sizeof now, H->now());
+        pro__random_hex(seed, 24);
+        const char *argv[13] = {wip,    lease, procs, H->ns(ctx), H->identity(ctx),
+                                member, pa,    pw,    lms,        RECOVER_BATCH,
+                                now,    sd,    seed};
+        redisReply *r = NULL;
+        int rc = pro__eval(ctx, s_recover, &r, 3, 13, argv);
+        if (rc || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
+            H->log(M, DRAY_LOG_ERROR, "recovering %s: %s", wip,
+                   rc ? H->redis_errstr(ctx) : "unexpected reply");
+            if (r)
+                freeReplyObject(r);
+            why = "error";
+            break;
+        }
+        const char *state = r->element[0]->str;
+        moved += r->element[1]->integer;
+        if (!strcmp(state, "poison") && r->elements == 4) {
+            if (poison(ctx, dead_id, r->element[2], r->element[3]->integer, wip, lease) == 0)
+                poisoned++;
+            freeReplyObject(r);
+            continue;
+        }
+        int more = !strcmp(state, "more");
+        if (!more)
+            why = !strcmp(state, "lost") ? "lease lost" : "done";
+        freeReplyObject(r);
+        if (!more)
+            break;
+    }
+    if (moved || poisoned) {
+        atomic_fetch_add(&pro__stats.recovered, moved);
+        redisReply *r = NULL;
+        H->redisf(ctx, &r, "INCRBY %spro:stat:recovered %lld", H->ns(ctx), moved);
+        if (r)
+            freeReplyObject(r);
+        double ago = beat && *beat ? H->now() - strtod(beat, NULL) : -1;
+        char agos[64] = "no heartbeat left";
+        if (ago >= 0)
+            snprintf(agos, sizeof agos, "last beat %.0f s ago", ago);
+        char pois[64] = "";
+        if (poisoned)
+            snprintf(pois, sizeof pois, ", %lld poison pill%s to the dead set", poisoned,
+                     poisoned == 1 ? "" : "s");
+        H->log(M, DRAY_LOG_WARN, "recovered %lld orphaned job%s of dead process %s (%s)%s; %s",
+               moved, moved == 1 ? "" : "s", dead_id, agos, pois, why);
+    }
+}
+
+/* Find dead processes with jobs in their lists and recover each one we
+ * get the lease for. Returns 0 or the Redis error. */
+static int
+recover_all(dray_ctx *ctx)
+{
+    char procs[PRO_KEY_BYTES], after[32], lms[32];
+    pro__key(ctx, procs, sizeof procs, "pro:fetch:procs");
+    snprintf(after, sizeof after, "%.3f", pro__cfg.orphan_after_s);
+    snprintf(lms, sizeof lms, "%lld", (long long)(pro__cfg.lease_s * 1000));
+    const char *argv[5] = {procs, H->ns(ctx), H->identity(ctx), after, lms};
+    redisReply *r = NULL;
+    int rc = pro__eval(ctx, s_orphans, &r, 1, 5, argv);
+    if (rc || !r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return rc ? rc : DRAY_EREDIS;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        recover_list(ctx, r->element[i]->str, r->element[i + 1]->str);
+    freeReplyObject(r);
+    return 0;
+}
+
+static int
+recover_at_start(dray_ctx *ctx, void *ud)
+{
+    (void)ud;
+    return recover_all(ctx);
+}
+
+/* Every list of a live thread stays in the registry (a recoverer may have
+ * dropped one whose heartbeat it missed). */
+static void
+refresh_registry(dray_ctx *ctx)
+{
+    char procs[PRO_KEY_BYTES];
+    pro__key(ctx, procs, sizeof procs, "pro:fetch:procs");
+    size_t cap = 64, n = 0;
+    char(*members)[300] = malloc(cap * sizeof *members);
+    if (!members)
+        return;
+    pthread_mutex_lock(&g_mu);
+    for (slot *s = g_slots; s && n < cap; s = s->next)
+        if (s->ident[0] && s->registered)
+            snprintf(members[n++], sizeof members[0], "%s", s->member);
+    pthread_mutex_unlock(&g_mu);
+    for (size_t i = 0; i < n; i++)
+        register_list(ctx, procs, members[i]);
+    free(members);
+}
+
+static double
+fetch_tick(dray_ctx *ctx, void *ud)
+{
+    (void)ud;
+    flush_slots(ctx, NULL);
+    refresh_registry(ctx);
+    int rc = recover_all(ctx);
+    if (rc)
+        H->log(M, DRAY_LOG_ERROR, "orphan check failed: %s", H->redis_errstr(ctx));
+    return pro__cfg.orphan_check_s;
+}
+
+int
+pro__fetch_init(void)
+{
+    int rc;
+    if ((rc = pthread_key_create(&g_key, slot_release)))
+        return H->set_error(M, "cannot create a thread key: %s", strerror(rc));
+    if ((rc = pro__script(fetch1_lua, &s_fetch1)) || (rc = pro__script(fetchn_lua, &s_fetchn)) ||
+        (rc = pro__script(requeue_lua, &s_requeue)) ||
+        (rc = pro__script(orphans_lua, &s_orphans)) ||
+        (rc = pro__script(recover_lua, &s_recover)) || (rc = pro__script(poison_lua, &s_poison)))
+        return rc;
+    rc = H->set_fetcher(M, DRAY_FETCHER(.name = "reliable", .fetch = fetch, .ack = ack,
+                                        .requeue = requeue, .bulk_requeue = bulk_requeue,
+                                        .recover = recover_at_start));
+    if (rc)
+        return H->set_error(M,
+                            "cannot provide reliable fetch: %s (another module provides fetch; "
+                            "set pro.reliable_fetch no to keep it)",
+                            H->strerror(rc));
+    if ((rc = H->hook(M,
+                      DRAY_HOOK(.point = DRAY_HOOK_TICK, .name = "orphans", .tick = fetch_tick))) ||
+        (rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_QUIET, .name = "acks", .event = on_quiet))))
+        return H->set_error(M, "cannot register reliable fetch hooks: %s", H->strerror(rc));
+    return 0;
+}

@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: LicenseRef-dray-commercial */
+/*
+ * dray-pro.so: the entry point. Verifies the license (tier pro or higher)
+ * before anything else, reads the `pro.*` settings, warns when Redis may
+ * evict our keys, and registers each licensed feature: reliable fetch
+ * (fetch.c), batches (batch.c), expiring jobs (expiry.c) and webhook
+ * notifications (notify.c). docs/pro.md is the user's manual.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "dray/license.h"
+#include "pro.h"
+
+const dray_host *pro__host;
+dray_module *pro__mod;
+pro__settings pro__cfg;
+pro__counters pro__stats;
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+char *
+pro__key(dray_ctx *ctx, char *buf, size_t n, const char *fmt, ...)
+{
+    int k = snprintf(buf, n, "%s", H->ns(ctx));
+    if (k < 0 || (size_t)k >= n)
+        k = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + k, n - (size_t)k, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+int
+pro__script(const char *lua, dray_script **out)
+{
+    int rc = H->script(M, lua, out);
+    if (rc)
+        return H->set_error(M, "cannot register a Lua script: %s", H->strerror(rc));
+    return 0;
+}
+
+int
+pro__eval(dray_ctx *ctx, dray_script *s, redisReply **out, int nkeys, int argc, const char **argv)
+{
+    *out = NULL;
+    return H->eval(ctx, s, out, nkeys, argc, argv, NULL);
+}
+
+void
+pro__fmt_time(char *buf, size_t n, double t)
+{
+    snprintf(buf, n, "%.6f", t);
+}
+
+void
+pro__random_hex(char *out, size_t hexlen)
+{
+    unsigned char raw[64];
+    size_t nb = (hexlen + 1) / 2;
+    if (nb > sizeof raw)
+        nb = sizeof raw;
+    randombytes_buf(raw, nb);
+    static const char hex[] = "0123456789abcdef";
+    size_t i;
+    for (i = 0; i < hexlen && i / 2 < nb; i++)
+        out[i] = hex[(raw[i / 2] >> ((i % 2) ? 0 : 4)) & 0xf];
+    out[i] = '\0';
+}
+
+/* ---- license ----------------------------------------------------------------- */
+
+/* Logged once a day from a tick, as licensing.md asks: a running process is
+ * never stopped by expiry, but its log says where the key stands. */
+static dray_license_info g_license;
+
+static double
+license_tick(dray_ctx *ctx, void *ud)
+{
+    (void)ctx;
+    (void)ud;
+    if (g_license.state == DRAY_LICENSE_EXPIRING || g_license.state == DRAY_LICENSE_GRACE) {
+        char msg[DRAY_LICENSE_MSG_BYTES];
+        dray_license_describe(0, &g_license, msg, sizeof msg);
+        H->log(M, g_license.state == DRAY_LICENSE_GRACE ? DRAY_LOG_ERROR : DRAY_LOG_WARN, "%s",
+               msg);
+    }
+    return 86400;
+}
+
+/* Verify the configured key at the later of the local clock and Redis
+ * TIME. Returns 0 with g_license filled, or the refusal (error text set). */
+static int
+check_license(void)
+{
+    const char *key, *origin;
+    int rc = H->license_key(M, &key, &origin);
+    if (rc)
+        return rc; /* the host set the message: none configured, unreadable file */
+    double now = H->now(), rt;
+    dray_ctx *lc = H->load_ctx(M);
+    if (lc && H->redis_time(lc, &rt) == 0 && rt > now)
+        now = rt;
+    int lrc = dray_license_verify(key, strlen(key), (int64_t)now, &g_license);
+    if (lrc == 0)
+        lrc = dray_license_check(&g_license, DRAY_LICENSE_TIER_PRO, 0);
+    char msg[DRAY_LICENSE_MSG_BYTES];
+    dray_license_describe(lrc, &g_license, msg, sizeof msg);
+    if (lrc) {
+        H->set_error(M, "%s (key from %s)", msg, origin ? origin : "?");
+        return lrc;
+    }
+    H->set_status(M, "%s", msg);
+    if (g_license.state == DRAY_LICENSE_EXPIRING)
+        H->log(M, DRAY_LOG_WARN, "%s", msg);
+    else if (g_license.state == DRAY_LICENSE_GRACE)
+        H->log(M, DRAY_LOG_ERROR, "%s", msg);
+    return 0;
+}
+
+/* ---- settings ------------------------------------------------------------------ */
+
+static const struct {
+    uint32_t bit;
+    const char *setting; /* pro.<setting> switches the feature off */
+} g_feature_switch[] = {
+    {DRAY_LICENSE_F_BATCHES, "batches"},
+    {DRAY_LICENSE_F_NOTIFICATIONS, "notifications"},
+    {DRAY_LICENSE_F_RELIABLE_FETCH, "reliable_fetch"},
+    {DRAY_LICENSE_F_EXPIRING_JOBS, "expiring_jobs"},
+};
+
+static int
+read_settings(void)
+{
+    pro__settings *c = &pro__cfg;
+    int rc, on;
+    c->features = 0;
+    for (size_t i = 0; i < sizeof g_feature_switch / sizeof *g_feature_switch; i++) {
+        if ((rc = H->config_bool(M, g_feature_switch[i].setting, 1, &on)))
+            return rc;
+        uint32_t bit = g_feature_switch[i].bit;
+        if (!on)
+            continue;
+        if (!(g_license.features & bit)) {
+            H->log(M, DRAY_LOG_WARN, "%s: not included in this license; switched off",
+                   dray_license_feature_name(bit));
+            continue;
+        }
+        c->features |= bit;
+    }
+    if ((rc = H->config_double(M, "fetch_poll", 0.5, 0.05, 2.0, &c->fetch_poll_s)) ||
+        (rc = H->config_int(M, "fetch_batch", 1, 1, 100, &c->fetch_batch)) ||
+        (rc = H->config_double(M, "orphan_after", 60, 2, 86400, &c->orphan_after_s)) ||
+        (rc = H->config_double(M, "orphan_check", 5, 0.1, 3600, &c->orphan_check_s)) ||
+        (rc = H->config_int(M, "poison_after", 3, 1, 1000, &c->poison_after)) ||
+        (rc = H->config_int(M, "poison_window", 86400, 60, 365LL * 86400, &c->poison_window_s)) ||
+        (rc = H->config_double(M, "suspect_delay", 10, 0, 3600, &c->suspect_delay_s)) ||
+        (rc = H->config_double(M, "recovery_lease", 60, 1, 3600, &c->lease_s)) ||
+        (rc = H->config_bool(M, "lazy_ack", 1, &c->lazy_ack)) ||
+        (rc = H->config_double(M, "webhook_timeout", 10, 0.1, 300, &c->webhook_timeout_s)) ||
+        (rc = H->config_int(M, "webhook_attempts", 20, 1, 1000, &c->webhook_attempts)) ||
+        (rc = H->config_double(M, "webhook_poll", 1, 0.05, 60, &c->webhook_poll_s)) ||
+        (rc = H->config_double(M, "webhook_backoff", 5, 0.1, 3600, &c->webhook_backoff_s)) ||
+        (rc = H->config_int(M, "webhook_keep", 30LL * 86400, 3600, 365LL * 86400,
+                            &c->webhook_keep_s)) ||
+        (rc = H->config_bool(M, "require_noeviction", 0, &c->require_noeviction)))
+        return rc;
+    return 0;
+}
+
+/* Batches and reliable fetch keep their state in keys that must never be
+ * evicted: an evicted pending set fires callbacks early or never, an
+ * evicted working list loses jobs (Sidekiq #4818). */
+static int
+check_eviction(void)
+{
+    dray_ctx *lc = H->load_ctx(M);
+    redisReply *r = NULL;
+    int rc = lc ? H->redisf(lc, &r, "CONFIG GET maxmemory-policy") : DRAY_ECONN;
+    const char *policy = NULL;
+    if (!rc && r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_STRING)
+        policy = r->element[1]->str;
+    int out = 0;
+    if (!policy) {
+        H->log(M, DRAY_LOG_WARN,
+               "cannot read Redis maxmemory-policy (%s); make sure it is noeviction, or batch and "
+               "reliable-fetch keys may be evicted",
+               rc ? H->strerror(rc) : "CONFIG GET not allowed");
+    } else if (strcmp(policy, "noeviction") != 0) {
+        if (pro__cfg.require_noeviction)
+            out = H->set_error(M,
+                               "Redis maxmemory-policy is %s; pro.require_noeviction asks for "
+                               "noeviction (CONFIG SET maxmemory-policy noeviction)",
+                               policy);
+        else
+            H->log(M, DRAY_LOG_WARN,
+                   "Redis maxmemory-policy is %s: under memory pressure Redis may evict batch "
+                   "and reliable-fetch keys (callbacks fire early or never, in-progress jobs are "
+                   "lost); set maxmemory-policy noeviction",
+                   policy);
+    }
+    if (r)
+        freeReplyObject(r);
+    return out;
+}
+
+/* ---- entry point ----------------------------------------------------------------- */
+
+DRAY_MODULE_EXPORT int
+dray_module_init(const dray_host *host, dray_module *mod, dray_module_record *rec)
+{
+    int rc = dray_module_handshake(host, rec, PRO_NAME, PRO_VERSION, "pro", NULL);
+    if (rc)
+        return rc;
+    H = host;
+    M = mod;
+    if (sodium_init() < 0)
+        return H->set_error(M, "libsodium failed to initialise");
+    if ((rc = check_license()))
+        return rc;
+    if ((rc = read_settings()))
+        return rc;
+    if (H->check_only(M))
+        return 0; /* `dray license check`: the verdict only, start nothing */
+    if ((rc = check_eviction()))
+        return rc;
+    if ((rc = H->hook(M,
+                      DRAY_HOOK(.point = DRAY_HOOK_TICK, .name = "license", .tick = license_tick))))
+        return H->set_error(M, "cannot register the license tick: %s", H->strerror(rc));
+    /* Notifications first: batches and fetch emit events through it. */
+    if ((pro__cfg.features & DRAY_LICENSE_F_NOTIFICATIONS) && (rc = pro__notify_init()))
+        return rc;
+    if ((pro__cfg.features & DRAY_LICENSE_F_EXPIRING_JOBS) && (rc = pro__expiry_init()))
+        return rc;
+    if ((pro__cfg.features & DRAY_LICENSE_F_BATCHES) && (rc = pro__batch_init()))
+        return rc;
+    if ((pro__cfg.features & DRAY_LICENSE_F_RELIABLE_FETCH) && (rc = pro__fetch_init()))
+        return rc;
+    char feats[128] = "";
+    for (size_t i = 0; i < sizeof g_feature_switch / sizeof *g_feature_switch; i++)
+        if (pro__cfg.features & g_feature_switch[i].bit) {
+            size_t n = strlen(feats);
+            snprintf(feats + n, sizeof feats - n, "%s%s", n ? ", " : "",
+                     dray_license_feature_name(g_feature_switch[i].bit));
+        }
+    H->log(M, DRAY_LOG_INFO, "features on: %s", feats[0] ? feats : "none");
+    return 0;
+}

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: LicenseRef-dray-commercial */
+/*
+ * Orphan recovery with the default liveness settings (heartbeat 5 s,
+ * pro.orphan_after 60 s, pro.orphan_check 5 s) and no restart of any
+ * process: B is already running when A is SIGKILLed holding jobs; B must
+ * put them back within 90 s (Sidekiq Pro waits for the next process start,
+ * by default at most once an hour). Takes about 65 s.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "pro_test.h"
+
+static test_redis srv;
+static redisContext *rc;
+
+typedef struct cond {
+    const char *fmt;
+    const char *arg;
+    long long n;
+} cond;
+
+static int
+is(void *p)
+{
+    cond *c = p;
+    return pro_int(rc, c->fmt, c->arg) == c->n;
+}
+
+static long long
+wip_of(pid_t pid)
+{
+    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*:%d:*", (int)pid);
+    long long n = 0;
+    for (size_t i = 0; i < k->elements; i++)
+        n += pro_int(rc, "LLEN %s", k->element[i]->str);
+    freeReplyObject(k);
+    return n;
+}
+
+typedef struct held {
+    pid_t pid;
+    long long n;
+} held;
+
+static int
+wip_is(void *p)
+{
+    held *h = p;
+    return wip_of(h->pid) == h->n;
+}
+
+static void
+test_default_liveness(void **state)
+{
+    (void)state;
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = srv.url;
+    dray_client *cli;
+    char err[256];
+    assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
+    const char *defaults[] = {"concurrency=4", "heartbeat=5", NULL};
+    pro_worker a, b;
+    assert_int_equal(pro_worker_start(&a, srv.url, pro_license_default(), defaults), 0);
+    char jids[4][DRAY_JID_BYTES];
+    for (int i = 0; i < 4; i++) {
+        json_t *args = json_pack("[i, i]", i, 5000);
+        assert_int_equal(dray_client_push(cli, "Work", args, NULL, jids[i]), 0);
+        json_decref(args);
+    }
+    held four = {a.pid, 4};
+    assert_true(pro_wait(wip_is, &four, 15));
+    assert_int_equal(pro_worker_start(&b, srv.url, pro_license_default(), defaults), 0);
+    cond two = {"SCARD processes", "", 2};
+    assert_true(pro_wait(is, &two, 15));
+    pid_t apid = a.pid;
+    assert_int_equal(pro_worker_stop(&a, SIGKILL, 5), 0);
+    double t0 = pro_now();
+    held none = {apid, 0};
+    int ok = pro_wait(wip_is, &none, 100);
+    double took = pro_now() - t0;
+    fprintf(stderr,
+            "default settings: 4 orphaned jobs recovered %.1f s after SIGKILL, by a process "
+            "that was already running\n",
+            took);
+    if (!ok)
+        pro_worker_dump(&b, 30);
+    assert_true(ok);
+    assert_true(took < 90);
+    for (int i = 0; i < 4; i++) {
+        cond twice = {"HGET t:runs %s", jids[i], 2};
+        assert_true(pro_wait(is, &twice, 30));
+    }
+    assert_int_equal(pro_int(rc, "GET pro:stat:recovered"), 4);
+    assert_int_equal(pro_worker_stop(&b, SIGTERM, 20), 0);
+    dray_client_free(cli);
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    if (test_redis_start(&srv))
+        return -1;
+    rc = test_redis_connect(&srv);
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    redisFree(rc);
+    test_redis_stop(&srv);
+    return 0;
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_default_liveness)};
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

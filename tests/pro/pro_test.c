@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: LicenseRef-dray-commercial */
+#include "pro_test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "license_internal.h"
+
+/* ---- licenses --------------------------------------------------------------- */
+
+void
+pro_license(const char *tier, long exp_days, const char *features, char out[PRO_KEY_BUF])
+{
+    static unsigned char sk[DRAY__LICENSE_SK_BYTES], pk[DRAY_LICENSE_PK_BYTES];
+    static char kid[DRAY_LICENSE_KID_BYTES];
+    if (!kid[0]) {
+        char err[DRAY__LICENSE_ERR_BYTES];
+        if (sodium_init() < 0 ||
+            dray__license_read_secret(DRAY_TEST_LICENSE_KEY, DRAY_TEST_LICENSE_PASSPHRASE,
+                                      strlen(DRAY_TEST_LICENSE_PASSPHRASE), sk, pk, err,
+                                      sizeof err)) {
+            fprintf(stderr, "cannot read the throwaway license key: %s\n", err);
+            abort();
+        }
+        dray__license_kid(pk, kid);
+    }
+    int64_t now = (int64_t)time(NULL);
+    json_t *p =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "kid", kid, "lid",
+                  "0123456789abcdef0123456789abcdef", "sub", "Pro Tests Inc", "tier", tier, "iat",
+                  (json_int_t)(now - 86400), "exp", (json_int_t)(now + exp_days * 86400));
+    if (features)
+        json_object_set_new(p, "features", json_loads(features, 0, NULL));
+    char *s = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!s || dray__license_sign(sk, s, strlen(s), out, PRO_KEY_BUF)) {
+        fprintf(stderr, "cannot sign a test license\n");
+        abort();
+    }
+    free(s);
+    json_decref(p);
+}
+
+const char *
+pro_license_default(void)
+{
+    static char key[PRO_KEY_BUF];
+    if (!key[0])
+        pro_license("pro", 365, NULL, key);
+    return key;
+}
+
+/* ---- workers ----------------------------------------------------------------- */
+
+#define MAX_STARTED 4096
+static pid_t g_started[MAX_STARTED];
+static int g_nstarted;
+
+void
+pro_worker_kill_all(void)
+{
+    for (int i = 0; i < g_nstarted; i++)
+        if (g_started[i] > 0 && kill(g_started[i], 0) == 0) {
+            kill(g_started[i], SIGKILL);
+            waitpid(g_started[i], NULL, 0);
+        }
+    g_nstarted = 0;
+}
+
+int
+pro_worker_start(pro_worker *w, const char *url, const char *license, const char *const *args)
+{
+    static int seq;
+    memset(w, 0, sizeof *w);
+    snprintf(w->log, sizeof w->log, "%s/worker-%d-%d.log", PRO_LOG_DIR, (int)getpid(), ++seq);
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = PRO_WORKER;
+    argv[n++] = url;
+    argv[n++] = PRO_MODULE;
+    for (int i = 0; args && args[i] && n < 63; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        int fd = open(w->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+            close(fd);
+        }
+        if (license)
+            setenv("DRAY_LICENSE", license, 1);
+        else
+            unsetenv("DRAY_LICENSE");
+        unsetenv("DRAY_LICENSE_FILE");
+        execv(PRO_WORKER, (char *const *)argv);
+        fprintf(stderr, "cannot exec %s: %s\n", PRO_WORKER, strerror(errno));
+        _exit(127);
+    }
+    w->pid = pid;
+    if (g_nstarted < MAX_STARTED)
+        g_started[g_nstarted++] = pid;
+    return 0;
+}
+
+int
+pro_worker_reap(pro_worker *w)
+{
+    if (w->pid <= 0)
+        return 1;
+    int st;
+    if (waitpid(w->pid, &st, WNOHANG) == w->pid) {
+        w->status = st;
+        w->pid = 0;
+        return 1;
+    }
+    return 0;
+}
+
+int
+pro_worker_stop(pro_worker *w, int sig, double timeout_s)
+{
+    if (w->pid <= 0)
+        return 0;
+    kill(w->pid, sig);
+    double end = pro_now() + timeout_s;
+    while (pro_now() < end) {
+        if (pro_worker_reap(w))
+            return 0;
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+void
+pro_worker_dump(const pro_worker *w, int lines)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "tail -n %d '%s' >&2", lines, w->log);
+    fprintf(stderr, "---- %s ----\n", w->log);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(no log)\n");
+}
+
+/* ---- producer ------------------------------------------------------------------ */
+
+void
+pro_producer_open(const char *url, const char *license, dray_server **srv, dray_client **cli)
+{
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = url;
+    o.log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_WARN;
+    dray_log_set_level(o.log_level);
+    char err[512];
+    if (dray_server_new(&o, srv, err, sizeof err) || dray_client_new(&o, cli, err, sizeof err)) {
+        fprintf(stderr, "producer: %s\n", err);
+        abort();
+    }
+    if (license && dray_server_set_config(*srv, "license", license)) {
+        fprintf(stderr, "producer: cannot set the license\n");
+        abort();
+    }
+    /* The producer only pushes: no fetch provider, no notifier. */
+    if (dray_server_set_config(*srv, "pro.reliable_fetch", "no") ||
+        dray_server_load_module(*srv, PRO_MODULE, err, sizeof err)) {
+        fprintf(stderr, "producer: %s\n", err);
+        abort();
+    }
+}
+
+/* ---- redis -------------------------------------------------------------------- */
+
+long long
+pro_int(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        fprintf(stderr, "redis: %s\n", c->errstr);
+        abort();
+    }
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10)
+                                                  : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+char *
+pro_str(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        fprintf(stderr, "redis: %s\n", c->errstr);
+        abort();
+    }
+    char *s =
+        r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ? strdup(r->str) : NULL;
+    freeReplyObject(r);
+    return s;
+}
+
+double
+pro_now(void)
+{
+    return test_now();
+}
+
+typedef struct wait_int {
+    redisContext *c;
+    long long want;
+    const char *fmt;
+    va_list ap;
+} wait_int;
+
+static int
+int_reached(void *p)
+{
+    wait_int *w = p;
+    va_list ap;
+    va_copy(ap, w->ap);
+    redisReply *r = redisvCommand(w->c, w->fmt, ap);
+    va_end(ap);
+    if (!r) {
+        fprintf(stderr, "redis: %s\n", w->c->errstr);
+        abort();
+    }
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10)
+                                                  : 0;
+    freeReplyObject(r);
+    return v == w->want;
+}
+
+int
+pro_wait_int(redisContext *c, long long want, double timeout_s, const char *fmt, ...)
+{
+    wait_int w = {.c = c, .want = want, .fmt = fmt};
+    va_start(w.ap, fmt);
+    int ok = test_wait_until(int_reached, &w, timeout_s);
+    va_end(w.ap);
+    return ok;
+}
