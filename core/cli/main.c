@@ -2,6 +2,7 @@
 /* The dray command: subcommand dispatch, help and version. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -25,6 +26,7 @@ static const char overview[] =
     "  periodic                 Enterprise periodic loops: leader, last and next run\n"
     "  unique list|release X    Enterprise unique-job locks; release one by digest or jid\n"
     "  version                  print the version\n"
+    "  X ...                    any other X runs dray-X (e.g. 'dray batch status BID' with Pro)\n"
     "  help [COMMAND]           this text, or a command's help\n"
     "\n"
     "Options every command takes:\n"
@@ -204,6 +206,37 @@ cli_help(FILE *f, const char *cmd)
     fputs(text, f);
 }
 
+/* Git-style extensions: `dray X ...` runs `dray-X ...` from the directory of
+ * this executable or from $PATH. Commercial modules ship their tools this
+ * way (`dray batch status BID` runs Pro's dray-batch) without the LGPL core
+ * linking them. */
+static int
+external(const char *cmd, int argc, char **argv)
+{
+    char name[128];
+    int ok = 1;
+    for (const char *p = cmd; *p; p++)
+        ok &= (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_';
+    if (ok && snprintf(name, sizeof name, "dray-%s", cmd) < (int)sizeof name) {
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n > 0) {
+            self[n] = '\0';
+            char *slash = strrchr(self, '/');
+            if (slash && (size_t)(slash - self) + 1 + strlen(name) < sizeof self) {
+                strcpy(slash + 1, name);
+                argv[1] = self;
+                execv(self, argv + 1);
+            }
+        }
+        argv[1] = name;
+        execvp(name, argv + 1);
+    }
+    fprintf(stderr, "dray: unknown command '%s'\nSee 'dray --help'.\n", cmd);
+    (void)argc;
+    return CLI_EUSAGE;
+}
+
 static int
 version(void)
 {
@@ -268,6 +301,5 @@ main(int argc, char **argv)
         return cli_cmd_periodic(sub_argc, sub_argv);
     if (!strcmp(cmd, "unique"))
         return cli_cmd_unique(sub_argc, sub_argv);
-    fprintf(stderr, "dray: unknown command '%s'\nSee 'dray --help'.\n", cmd);
-    return CLI_EUSAGE;
+    return external(cmd, argc, argv);
 }

@@ -44,4 +44,9 @@ check "unique usage" 2 "actions" "$dray" unique
 r ZADD ns1:ent:limiters 1 only-in-ns
 r HSET ns1:ent:lmtr:only-in-ns type b limit 9 interval 1 taken 0 overages 0
 check "limits namespace" 0 "only-in-ns +bucket +9" "$dray" limits --redis-url "$url" --namespace ns1
+# git-style extensions: `dray X` runs dray-X from $PATH (Pro ships dray-batch this way)
+printf '#!/bin/sh\necho "ext:$*"\n' > "$tmp/dray-hello"; chmod +x "$tmp/dray-hello"
+check "extension via PATH" 0 "^ext:a b$" env PATH="$tmp:$PATH" "$dray" hello a b
+check "unknown command" 2 "unknown command 'nosuch'" "$dray" nosuch
+check "no path tricks" 2 "unknown command" "$dray" ../x
 exit $fail
