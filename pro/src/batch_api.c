@@ -339,7 +339,8 @@ dray_pro_batch_push_bulk(dray_pro *p, dray_client *c, const char *bid, const cha
                 for (size_t k = 0; k < *pushed && !written; k++)
                     written = !strcmp(jids + k * DRAY_JID_BYTES, r->element[i]->str);
                 if (!written && r->element[i]->len < DRAY_JID_BYTES)
-                    memcpy(gone + ng++ * DRAY_JID_BYTES, r->element[i]->str, r->element[i]->len + 1);
+                    memcpy(gone + ng++ * DRAY_JID_BYTES, r->element[i]->str,
+                           r->element[i]->len + 1);
             }
             urc = gone ? unregister(p, bid, gone, ng) : DRAY_ENOMEM;
             free(gone);
@@ -347,8 +348,9 @@ dray_pro_batch_push_bulk(dray_pro *p, dray_client *c, const char *bid, const cha
         if (r)
             freeReplyObject(r);
         if (urc)
-            perr(p, rc, "%s; and cannot take the unwritten jobs out of batch %s again: the "
-                        "batch will not succeed",
+            perr(p, rc,
+                 "%s; and cannot take the unwritten jobs out of batch %s again: the "
+                 "batch will not succeed",
                  keep, bid);
         else
             perr(p, rc, "%s", keep);

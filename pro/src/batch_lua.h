@@ -162,35 +162,35 @@ static const char pro_batch_create_lua[] = PRO_BATCH_LUA_LIB
  * can take out exactly the jobs that were counted but not written).
  * Returns "ok", "nobatch", "succeeded", "closed" (no open marker: not
  * between create/reopen and commit). */
-static const char pro_batch_register_lua[] = PRO_BATCH_LUA_LIB
-    "local bid, jid = ARGV[2], ARGV[3]\n"
-    "local h = bk(bid)\n"
-    "if redis.call('EXISTS', h) == 0 then return 'nobatch' end\n"
-    "if redis.call('HEXISTS', h, 'success_at') == 1 then return 'succeeded' end\n"
-    "if redis.call('SCARD', bk(bid, ':open')) == 0 then return 'closed' end\n"
-    "if sadd(bid, ':pending', jid) == 1 then\n"
-    "  sadd(bid, ':incomplete', jid)\n"
-    "  redis.call('HINCRBY', h, 'total', 1)\n"
-    "  if ARGV[4] and ARGV[4] ~= '' then\n"
-    "    local rk = bk(bid, ':reg:' .. ARGV[4])\n"
-    "    redis.call('SADD', rk, jid)\n"
-    "    redis.call('EXPIRE', rk, 3600)\n"
-    "  end\n"
-    "end\n"
-    "return 'ok'\n";
+static const char pro_batch_register_lua[] =
+    PRO_BATCH_LUA_LIB "local bid, jid = ARGV[2], ARGV[3]\n"
+                      "local h = bk(bid)\n"
+                      "if redis.call('EXISTS', h) == 0 then return 'nobatch' end\n"
+                      "if redis.call('HEXISTS', h, 'success_at') == 1 then return 'succeeded' end\n"
+                      "if redis.call('SCARD', bk(bid, ':open')) == 0 then return 'closed' end\n"
+                      "if sadd(bid, ':pending', jid) == 1 then\n"
+                      "  sadd(bid, ':incomplete', jid)\n"
+                      "  redis.call('HINCRBY', h, 'total', 1)\n"
+                      "  if ARGV[4] and ARGV[4] ~= '' then\n"
+                      "    local rk = bk(bid, ':reg:' .. ARGV[4])\n"
+                      "    redis.call('SADD', rk, jid)\n"
+                      "    redis.call('EXPIRE', rk, 3600)\n"
+                      "  end\n"
+                      "end\n"
+                      "return 'ok'\n";
 
 /* Undo registrations whose push failed. ARGV: ns, bid, jid... Returns how
  * many were taken out. */
-static const char pro_batch_unregister_lua[] = PRO_BATCH_LUA_LIB
-    "local bid, n = ARGV[2], 0\n"
-    "for i = 3, #ARGV do\n"
-    "  if redis.call('SREM', bk(bid, ':pending'), ARGV[i]) == 1 then\n"
-    "    redis.call('SREM', bk(bid, ':incomplete'), ARGV[i])\n"
-    "    redis.call('HINCRBY', bk(bid), 'total', -1)\n"
-    "    n = n + 1\n"
-    "  end\n"
-    "end\n"
-    "return n\n";
+static const char pro_batch_unregister_lua[] =
+    PRO_BATCH_LUA_LIB "local bid, n = ARGV[2], 0\n"
+                      "for i = 3, #ARGV do\n"
+                      "  if redis.call('SREM', bk(bid, ':pending'), ARGV[i]) == 1 then\n"
+                      "    redis.call('SREM', bk(bid, ':incomplete'), ARGV[i])\n"
+                      "    redis.call('HINCRBY', bk(bid), 'total', -1)\n"
+                      "    n = n + 1\n"
+                      "  end\n"
+                      "end\n"
+                      "return n\n";
 
 /* ARGV: ns, bid, marker ("new" or "job:<jid>"), now, seed, allow_empty
  * ("1"). Returns "ok", "nobatch", "notopen", "empty". Callbacks that are

@@ -49,15 +49,16 @@
  * first job of the first non-empty queue; with nothing to take, empties
  * the list (its jobs are all finished) before the caller blocks. Returns
  * {index, job} or nil. */
-static const char fetch1_lua[] = "for i = 2, #KEYS do\n"
-                                 "  local v = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')\n"
-                                 "  if v then\n"
-                                 "    if ARGV[1] == '1' then redis.call('LTRIM', KEYS[1], 0, 0) end\n"
-                                 "    return {i - 1, v}\n"
-                                 "  end\n"
-                                 "end\n"
-                                 "redis.call('DEL', KEYS[1])\n"
-                                 "return false\n";
+static const char fetch1_lua[] =
+    "for i = 2, #KEYS do\n"
+    "  local v = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')\n"
+    "  if v then\n"
+    "    if ARGV[1] == '1' then redis.call('LTRIM', KEYS[1], 0, 0) end\n"
+    "    return {i - 1, v}\n"
+    "  end\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return false\n";
 
 /* Batched mode. KEYS[1] the thread's list, KEYS[2..] queues in order.
  * ARGV[1] finished jobs to drop from the right, ARGV[2] extra jobs wanted
@@ -219,30 +220,30 @@ typedef struct held {
  * fields after `registered` are under the slot's own mu (taken after g_mu
  * when both are needed), so workers never contend on a global lock. */
 typedef struct slot {
-    char ident[256];            /* identity of the server this thread works for */
-    char member[300];           /* "<identity>|<n>[|b]": registry member, list suffix */
-    char wip[PRO_KEY_BYTES];    /* its work-in-progress list */
-    char procs[PRO_KEY_BYTES];  /* the registry */
-    size_t qprefix;             /* strlen("<ns>queue:") */
-    int batched;                /* pro.fetch_batch > 1: the "|b" kind of list */
-    int registered;             /* member is in the registry */
-    unsigned since_trim;        /* single mode: fetches since the last trim */
-    char *fin;                  /* single mode: the finished job its next fetch covers */
+    char ident[256];           /* identity of the server this thread works for */
+    char member[300];          /* "<identity>|<n>[|b]": registry member, list suffix */
+    char wip[PRO_KEY_BYTES];   /* its work-in-progress list */
+    char procs[PRO_KEY_BYTES]; /* the registry */
+    size_t qprefix;            /* strlen("<ns>queue:") */
+    int batched;               /* pro.fetch_batch > 1: the "|b" kind of list */
+    int registered;            /* member is in the registry */
+    unsigned since_trim;       /* single mode: fetches since the last trim */
+    char *fin;                 /* single mode: the finished job its next fetch covers */
     size_t fin_len;
-    size_t ndone;               /* batched mode: finished jobs at the right of the list */
-    double ack_at;              /* when fin / the first of ndone was parked */
-    held ahead[MAX_BATCH];      /* batched mode: jobs taken ahead, next first */
+    size_t ndone;          /* batched mode: finished jobs at the right of the list */
+    double ack_at;         /* when fin / the first of ndone was parked */
+    held ahead[MAX_BATCH]; /* batched mode: jobs taken ahead, next first */
     size_t nahead, first;
-    int quiet;                  /* the server is quiet: acks at once, nothing taken ahead */
-    pthread_mutex_t mu;         /* guards the fields above, from `since_trim` */
-    struct slot *next;          /* g_slots */
+    int quiet;          /* the server is quiet: acks at once, nothing taken ahead */
+    pthread_mutex_t mu; /* guards the fields above, from `since_trim` */
+    struct slot *next;  /* g_slots */
 } slot;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static slot *g_slots;      /* live slots and dead threads' leftovers */
 static char **g_quiet_ids; /* identities whose servers went quiet */
 static size_t g_nquiet;
-static unsigned g_nslots;  /* numbers the lists of this process */
+static unsigned g_nslots; /* numbers the lists of this process */
 static pthread_key_t g_key;
 static _Thread_local slot *tl_slot;
 
@@ -447,6 +448,7 @@ fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, dray_uni
     size_t done = 0;
     int trim = 0;
     pthread_mutex_lock(&s->mu);
+    int quiet = s->quiet;
     if (s->batched) {
         done = s->ndone;
         s->ndone = 0;
@@ -463,7 +465,7 @@ fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, dray_uni
         return DRAY_ENOMEM;
     char sdone[24], extra[24];
     snprintf(sdone, sizeof sdone, "%zu", done);
-    snprintf(extra, sizeof extra, "%lld", s->quiet ? 0 : pro__cfg.fetch_batch - 1);
+    snprintf(extra, sizeof extra, "%lld", quiet ? 0 : pro__cfg.fetch_batch - 1);
     argv[0] = s->wip;
     for (size_t i = 0; i < n; i++)
         argv[1 + i] = keys[i];

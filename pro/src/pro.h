@@ -22,10 +22,11 @@
 #define PRO_NAME "pro"
 #define PRO_VERSION "0.1.0"
 #define PRO_KEY_BYTES 512 /* a key: namespace + "pro:..." + an identity or bid */
-#define PRO_POISON_CLASS "Dray::Pro::PoisonPill" /* error_class of a poison pill in the dead set   \
-                                                  */
-#define PRO_DEAD_MAX_JOBS 10000                  /* Sidekiq's dead-set trims (the host does */
-#define PRO_DEAD_TIMEOUT_S (180L * 86400L)       /* not tell a module the server's own) */
+#define PRO_POISON_CLASS                                                                           \
+    "Dray::Pro::PoisonPill"                /* error_class of a poison pill in the dead set         \
+                                            */
+#define PRO_DEAD_MAX_JOBS 10000            /* Sidekiq's dead-set trims (the host does */
+#define PRO_DEAD_TIMEOUT_S (180L * 86400L) /* not tell a module the server's own) */
 
 /* The host table and our handle: set once at load. */
 extern const dray_host *pro__host;
@@ -45,7 +46,7 @@ typedef struct pro__settings {
     long long poison_window_s; /* how long a job's recovery count is remembered */
     double suspect_delay_s;    /* a job recovered twice or more runs again after up to this */
     double lease_s;            /* a recoverer's lease on one dead process's list */
-    int lazy_ack;              /* send an ack with the worker's next fetch (one round trip) */
+    int lazy_ack; /* the next fetch acknowledges a finished job (no round trip of its own) */
     /* notifications */
     int webhooks;               /* at least one URL configured */
     double webhook_timeout_s;   /* per request */

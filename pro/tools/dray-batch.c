@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: LicenseRef-dray-commercial */
 /*
- * dray-batch: read a Pro batch from the command line, until `dray batch
- * status` exists in the core CLI (it needs only dray_pro_batch_status_get
- * and _json from pro/include/dray/pro_batch.h).
+ * dray-batch: read a Pro batch from the command line. The dray CLI runs it
+ * for `dray batch ...` (git-style: dray-X next to dray or on $PATH).
  *
- *   dray-batch status BID [--redis-url URL] [--namespace NS] [--json]
+ *   dray batch status BID [--redis-url URL] [--namespace NS] [--json]
  *
  * URL: redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N];
  * default $DRAY_REDIS_URL, $REDIS_URL, redis://127.0.0.1:6379/0.

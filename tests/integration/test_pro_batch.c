@@ -598,7 +598,8 @@ test_ttls(void **state)
     assert_true(key_ttls_ok("pro:batch*", 3600, &n));
 }
 
-/* dray-batch status BID: text and --json, and the exit code for an unknown bid. */
+/* dray-batch status BID (and `dray batch status BID`): text and --json, and
+ * the exit code for an unknown bid. */
 static void
 test_tool(void **state)
 {
@@ -634,6 +635,15 @@ test_tool(void **state)
              DRAY_BATCH_TOOL, srv.url);
     int st = system(cmd);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+#ifdef DRAY_CLI
+    /* `dray batch status`: the CLI runs dray-batch from its own directory */
+    snprintf(cmd, sizeof cmd, "'%s' batch status %s --redis-url '%s'", DRAY_CLI, bid, srv.url);
+    f = popen(cmd, "r");
+    n = fread(out, 1, sizeof out - 1, f);
+    out[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+    assert_non_null(strstr(out, "jobs      total 2, pending 2, failures 0, dead 0"));
+#endif
 #else
     skip();
 #endif

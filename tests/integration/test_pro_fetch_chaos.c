@@ -153,7 +153,8 @@ test_chaos(void **state)
             "(%.0f jobs/s)\n"
             "chaos: executed %lld distinct jids; %lld ran more than once (max %lld runs); "
             "lost %lld\n"
-            "chaos: %lld entries (running jobs, and finished ones not yet trimmed) were in killed processes' lists; %lld jobs recovered; recovery after a "
+            "chaos: %lld entries (running jobs, and finished ones not yet trimmed) were in killed "
+            "processes' lists; %lld jobs recovered; recovery after a "
             "kill: avg %.1f s, max %.1f s (orphan_after 3 s)\n"
             "chaos: dead set %lld, queue left %lld\n",
             njobs, nk, NWORKERS, elapsed, (double)njobs / elapsed, done, dups, maxruns,

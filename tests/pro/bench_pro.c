@@ -141,8 +141,8 @@ server(int module, int lazy, int batch)
     if (module) {
         if (dray_server_set_config(s, "license", pro_license_default()) ||
             dray_server_set_config(s, "pro.lazy_ack", lazy ? "yes" : "no") ||
-            dray_server_set_config(s, "pro.fetch_batch", batch == 8 ? "8" : "1") || extra_settings(s) ||
-            dray_server_load_module(s, PRO_MODULE, err, sizeof err)) {
+            dray_server_set_config(s, "pro.fetch_batch", batch == 8 ? "8" : "1") ||
+            extra_settings(s) || dray_server_load_module(s, PRO_MODULE, err, sizeof err)) {
             fprintf(stderr, "%s\n", err);
             exit(2);
         }
