@@ -112,6 +112,7 @@ void dray__conn_backoff_reset(dray__conn *c);
 typedef struct dray__script {
     const char *src;  /* Lua source, static */
     char sha[41];     /* hex SHA1, computed once */
+    atomic_int ready; /* sha is set (release/acquire): later reads take no lock */
 } dray__script;
 int dray__conn_eval(dray__conn *c, dray__script *s, redisReply **out, int nkeys, int argc,
                     const char **argv, const size_t *lens);

@@ -522,8 +522,11 @@ script_load(dray__conn *c, dray__script *s)
         rc = set_err(c, DRAY_EREDIS, "redis at %s: SCRIPT LOAD gave no sha", c->cfg->where);
     if (!rc) {
         pthread_mutex_lock(&script_lock);
-        memcpy(s->sha, r->str, 40);
-        s->sha[40] = '\0';
+        if (!atomic_load_explicit(&s->ready, memory_order_acquire)) {
+            memcpy(s->sha, r->str, 40); /* the same text always hashes alike */
+            s->sha[40] = '\0';
+            atomic_store_explicit(&s->ready, 1, memory_order_release);
+        }
         pthread_mutex_unlock(&script_lock);
     }
     if (r)
@@ -536,18 +539,15 @@ dray__conn_eval(dray__conn *c, dray__script *s, redisReply **out, int nkeys, int
                 const char **argv, const size_t *lens)
 {
     *out = NULL;
-    char sha[41];
-    pthread_mutex_lock(&script_lock);
-    memcpy(sha, s->sha, sizeof sha);
-    pthread_mutex_unlock(&script_lock);
+    char sha[41] = "";
+    if (atomic_load_explicit(&s->ready, memory_order_acquire))
+        memcpy(sha, s->sha, sizeof sha); /* written once, before ready */
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!sha[0]) {
             int rc = script_load(c, s);
             if (rc)
                 return rc;
-            pthread_mutex_lock(&script_lock);
             memcpy(sha, s->sha, sizeof sha);
-            pthread_mutex_unlock(&script_lock);
         }
         const char *stackv[32];
         size_t stackl[32];
