@@ -294,7 +294,11 @@ test_poison_pill(void **state)
 
     enum { NW = 3 };
     pro_worker w[NW];
-    const char *fast[] = {"concurrency=2", "pro.orphan_after=2", "pro.orphan_check=0.5", NULL};
+    /* suspect_delay 2 s: the innocent job that shared a process with the pill
+     * is held back at most that long (default 10 s), so the batch completes
+     * well within the waits below even on a slow sanitizer build. */
+    const char *fast[] = {"concurrency=2", "pro.orphan_after=2", "pro.orphan_check=0.5",
+                          "pro.suspect_delay=2", NULL};
     for (int i = 0; i < NW; i++)
         assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), fast), 0);
     /* Restart whoever the pill kills until it is in the dead set. */
@@ -331,10 +335,10 @@ test_poison_pill(void **state)
     char key[128];
     snprintf(key, sizeof key, "%s:death", bid);
     want death = {.what = "HGET t:cb %s", .n = 1, .arg = key};
-    assert_true(pro_wait(int_is, &death, 20));
+    assert_true(pro_wait(int_is, &death, 60));
     snprintf(key, sizeof key, "%s:complete", bid);
     want complete = {.what = "HGET t:cb %s", .n = 1, .arg = key};
-    assert_true(pro_wait(int_is, &complete, 20));
+    assert_true(pro_wait(int_is, &complete, 60));
     dray_pro_batch_status *st;
     assert_int_equal(dray_pro_batch_status_get(p, bid, &st), 0);
     assert_int_equal(st->dead, 1);
