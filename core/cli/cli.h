@@ -80,6 +80,10 @@ int cli_cmd_unique(int argc, char **argv);
 /* Help text of a command (NULL: the overview). Printed to f. */
 void cli_help(FILE *f, const char *cmd);
 
+/* Build the configuration (file < env < flags), then an API handle on it.
+ * Returns an exit code; on failure the message is printed. */
+int cli_open_api(cli_ctx *ctx, dray_api **api);
+
 /* Start a context for cmd. */
 void cli_ctx_init(cli_ctx *ctx, const char *cmd);
 /* Release what cli_config_build made. */

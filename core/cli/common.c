@@ -393,3 +393,19 @@ cli_progress_end(void)
         progress_shown = 0;
     }
 }
+
+int
+cli_open_api(cli_ctx *ctx, dray_api **api)
+{
+    *api = NULL;
+    int r = cli_config_build(ctx);
+    if (r)
+        return r;
+    char err[512];
+    int rc = dray_api_new(&ctx->opts, api, err, sizeof err);
+    if (rc) {
+        cli_err(ctx, "%s", err);
+        return cli_exit_for(rc);
+    }
+    return CLI_OK;
+}

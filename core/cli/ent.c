@@ -39,28 +39,6 @@ parse(cli_ctx *ctx, int argc, char **argv)
     return -1;
 }
 
-static int
-open_api(cli_ctx *ctx, dray_api **api)
-{
-    int r = cli_config_build(ctx);
-    if (r)
-        return r;
-    char err[512];
-    int rc = dray_api_new(&ctx->opts, api, err, sizeof err);
-    if (rc) {
-        cli_err(ctx, "%s", err);
-        return cli_exit_for(rc);
-    }
-    return CLI_OK;
-}
-
-/* Run a command built from a printf-like key and fixed words. */
-static int
-cmd(dray_api *api, json_t **out, int argc, const char **argv)
-{
-    return dray_api_command(api, argc, argv, out);
-}
-
 /* HGETALL's flat array as an object (new reference). */
 static json_t *
 pairs(json_t *flat)
@@ -87,21 +65,21 @@ cli_cmd_limits(int argc, char **argv)
     if (r >= 0)
         return r;
     dray_api *api;
-    if ((r = open_api(&ctx, &api)))
+    if ((r = cli_open_api(&ctx, &api)))
         return r;
     const char *ns = dray_api_namespace(api);
     char key[512];
     snprintf(key, sizeof key, "%sent:limiters", ns);
     json_t *names = NULL;
     const char *zr[5] = {"ZRANGE", key, "0", "-1", "WITHSCORES"};
-    int rc = cmd(api, &names, 5, zr);
+    int rc = dray_api_command(api, 5, zr, &names);
     json_t *all = json_array();
     for (size_t i = 0; !rc && i + 1 < json_array_size(names); i += 2) {
         const char *name = json_string_value(json_array_get(names, i));
         snprintf(key, sizeof key, "%sent:lmtr:%s", ns, name);
         json_t *flat = NULL;
         const char *hg[2] = {"HGETALL", key};
-        if ((rc = cmd(api, &flat, 2, hg)))
+        if ((rc = dray_api_command(api, 2, hg, &flat)))
             break;
         json_t *o = pairs(flat);
         json_decref(flat);
@@ -111,7 +89,7 @@ cli_cmd_limits(int argc, char **argv)
             snprintf(key, sizeof key, "%sent:lmtr:%s:c", ns, name);
             json_t *n = NULL;
             const char *zc[2] = {"ZCARD", key};
-            if (!cmd(api, &n, 2, zc))
+            if (!dray_api_command(api, 2, zc, &n))
                 json_object_set_new(o, "holders", json_integer(json_integer_value(n)));
             json_decref(n);
         }
@@ -165,19 +143,19 @@ cli_cmd_periodic(int argc, char **argv)
     if (r >= 0)
         return r;
     dray_api *api;
-    if ((r = open_api(&ctx, &api)))
+    if ((r = cli_open_api(&ctx, &api)))
         return r;
     const char *ns = dray_api_namespace(api);
     char key[512];
     snprintf(key, sizeof key, "%sent:periodic:loops", ns);
     json_t *loops = NULL, *leader = NULL;
     const char *zr[4] = {"ZRANGE", key, "0", "-1"};
-    int rc = cmd(api, &loops, 4, zr);
+    int rc = dray_api_command(api, 4, zr, &loops);
     char lkey[512];
     snprintf(lkey, sizeof lkey, "%sdear-leader", ns);
     const char *gl[2] = {"GET", lkey};
     if (!rc)
-        rc = cmd(api, &leader, 2, gl);
+        rc = dray_api_command(api, 2, gl, &leader);
     json_t *all = json_array();
     size_t i;
     json_t *v;
@@ -188,7 +166,7 @@ cli_cmd_periodic(int argc, char **argv)
         snprintf(key, sizeof key, "%sent:periodic:%s", ns, json_string_value(v));
         json_t *flat = NULL;
         const char *hg[2] = {"HGETALL", key};
-        if ((rc = cmd(api, &flat, 2, hg)))
+        if ((rc = dray_api_command(api, 2, hg, &flat)))
             break;
         json_t *o = pairs(flat);
         json_decref(flat);
@@ -259,7 +237,7 @@ cli_cmd_unique(int argc, char **argv)
         return cli_usage(&ctx, "list takes no arguments");
     }
     dray_api *api;
-    if ((r = open_api(&ctx, &api)))
+    if ((r = cli_open_api(&ctx, &api)))
         return r;
     const char *ns = dray_api_namespace(api);
     char pattern[512], cursor[32] = "0";
@@ -269,7 +247,7 @@ cli_cmd_unique(int argc, char **argv)
     do {
         json_t *page = NULL;
         const char *sc[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-        if ((rc = cmd(api, &page, 6, sc)))
+        if ((rc = dray_api_command(api, 6, sc, &page)))
             break;
         snprintf(cursor, sizeof cursor, "%s", json_string_value(json_array_get(page, 0)));
         size_t i;
@@ -279,14 +257,14 @@ cli_cmd_unique(int argc, char **argv)
             const char *key = json_string_value(k);
             json_t *owner = NULL;
             const char *hg[3] = {"HGET", key, "jid"};
-            if ((rc = cmd(api, &owner, 3, hg)))
+            if ((rc = dray_api_command(api, 3, hg, &owner)))
                 break;
             const char *digest = key + strlen(ns) + strlen("ent:unique:");
             const char *jid = json_is_string(owner) ? json_string_value(owner) : "";
             if (release && (!strcmp(digest, target) || !strcmp(jid, target))) {
                 json_t *n = NULL;
                 const char *del[2] = {"DEL", key};
-                if (!(rc = cmd(api, &n, 2, del)) && json_integer_value(n) == 1) {
+                if (!(rc = dray_api_command(api, 2, del, &n)) && json_integer_value(n) == 1) {
                     printf("released %s (owner %s)\n", digest, jid[0] ? jid : "?");
                     found++;
                 }

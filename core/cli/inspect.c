@@ -56,23 +56,6 @@ parse_opts(cli_ctx *ctx, int argc, char **argv, long *limit, long *offset)
     return -1;
 }
 
-/* Configuration, then an API handle. Returns an exit code. */
-static int
-open_api(cli_ctx *ctx, dray_api **api)
-{
-    *api = NULL;
-    int r = cli_config_build(ctx);
-    if (r)
-        return r;
-    char err[512];
-    int rc = dray_api_new(&ctx->opts, api, err, sizeof err);
-    if (rc) {
-        cli_err(ctx, "%s", err);
-        return cli_exit_for(rc);
-    }
-    return CLI_OK;
-}
-
 static int
 api_fail(const cli_ctx *ctx, const dray_api *api, int rc)
 {
@@ -93,7 +76,7 @@ cli_cmd_stats(int argc, char **argv)
     if (optind < argc)
         return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
     dray_api *api;
-    if ((r = open_api(&ctx, &api)))
+    if ((r = cli_open_api(&ctx, &api)))
         goto out;
     dray_stats st;
     int rc = dray_api_stats_get(api, &st);
@@ -138,7 +121,7 @@ cli_cmd_queues(int argc, char **argv)
     if (optind < argc)
         return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
     dray_api *api;
-    if ((r = open_api(&ctx, &api)))
+    if ((r = cli_open_api(&ctx, &api)))
         goto out;
     dray_queue_info *q;
     size_t n;
@@ -201,7 +184,7 @@ cli_cmd_processes(int argc, char **argv)
     if (optind < argc)
         return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
     dray_api *api;
-    if ((r = open_api(&ctx, &api)))
+    if ((r = cli_open_api(&ctx, &api)))
         goto out;
     dray_process_info *p;
     size_t n;
@@ -368,7 +351,7 @@ cli_cmd_set(int argc, char **argv)
     if (!is_list && (limit != LIST_DEFAULT_LIMIT || offset))
         return cli_usage(&ctx, "--limit and --offset are only for list");
     dray_api *api;
-    if ((r = open_api(&ctx, &api)))
+    if ((r = cli_open_api(&ctx, &api)))
         goto out;
     int rc = 0;
     if (is_list) {
@@ -442,7 +425,7 @@ cli_cmd_signal(int argc, char **argv)
         return cli_usage(&ctx, "SIGNAL must be TSTP (quiet), TERM (stop) or TTIN (dump), not '%s'",
                          argv[optind + 1]);
     dray_api *api;
-    if ((r = open_api(&ctx, &api)))
+    if ((r = cli_open_api(&ctx, &api)))
         goto out;
     int rc = dray_api_signal(api, identity, sig);
     if (rc)
