@@ -1,6 +1,13 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
 /* Basic fetch: BRPOP over the queue list in Sidekiq's strict or weighted
- * order, 2 s timeout so workers notice shutdown. */
+ * order, 2 s timeout so workers notice shutdown.
+ *
+ * What basic fetch can lose: a popped job lives only in this process. A
+ * crash loses the running job (and, with fetch_batch > 1, the ones fetched
+ * with it). A blocking fetch whose reply does not arrive within the client's
+ * read timeout (block time + max(command timeout, FETCH_MARGIN_MIN_MS)) may
+ * have popped a job that then goes nowhere: that is logged at ERROR with the
+ * queues and counted in stat:fetch_lost. Reliable fetch (Pro) closes both. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +15,62 @@
 
 #include "server.h"
 
-#define FETCH_TIMEOUT "2" /* seconds, as Sidekiq */
+#define FETCH_TIMEOUT "2"         /* seconds, as Sidekiq */
+#define FETCH_BLOCK_MS 2000       /* FETCH_TIMEOUT in ms */
+#define FETCH_MARGIN_MIN_MS 5000  /* a Redis stalled this long after a pop can lose the reply */
+
+int
+dray__fetch_extra_timeout_ms(const dray__redis_cfg *cfg)
+{
+    int margin = cfg->command_timeout_ms > FETCH_MARGIN_MIN_MS ? cfg->command_timeout_ms
+                                                               : FETCH_MARGIN_MIN_MS;
+    return FETCH_BLOCK_MS + margin - cfg->command_timeout_ms;
+}
+
+/* A blocking fetch was sent and its reply never came (read timeout, reset,
+ * eof): Redis may have popped a job for us. Say so with the queues, count it
+ * (flushed to stat:fetch_lost by flush_lost once Redis answers again). */
+static void
+note_lost_reply(dray__worker *w, const char *cmd, size_t nkeys)
+{
+    struct dray_server *s = w->srv;
+    atomic_fetch_add(&w->fetch_lost, 1);
+    char qs[512];
+    size_t n = 0, pre = s->cfg.nslen + 6; /* "<ns>queue:" */
+    qs[0] = '\0';
+    for (size_t i = 0; i < nkeys && n < sizeof qs - 1; i++) {
+        const char *k = w->brpop_argv[1 + i];
+        int m = snprintf(qs + n, sizeof qs - n, "%s%s", i ? "," : "",
+                         strlen(k) > pre ? k + pre : k);
+        if (m < 0)
+            break;
+        n += (size_t)m;
+    }
+    dray__log(DRAY_LOG_ERROR,
+              "fetch (%s) from queue(s) %s may have popped a job whose reply was lost (%s); "
+              "that job is gone unless it shows up elsewhere (basic fetch cannot recover it; "
+              "Pro reliable fetch can)",
+              cmd, qs, w->conn.errstr);
+}
+
+/* Add lost-reply events not yet counted in Redis to stat:fetch_lost. */
+static void
+flush_lost(dray__worker *w)
+{
+    uint_least64_t n = atomic_load(&w->fetch_lost), done = w->fetch_lost_flushed;
+    if (n == done || !w->conn.ctx)
+        return;
+    dray__buf k;
+    dray__buf_init(&k);
+    dray__key_buf(&k, &w->srv->cfg, "stat:fetch_lost");
+    char by[24];
+    snprintf(by, sizeof by, "%llu", (unsigned long long)(n - done));
+    const char *argv[3] = {"INCRBY", k.p, by};
+    size_t lens[3] = {6, k.len, strlen(by)};
+    if (!k.oom && dray__conn_cmd(&w->conn, NULL, 3, argv, lens) == 0)
+        w->fetch_lost_flushed = n;
+    dray__buf_close(&k);
+}
 
 int
 dray__queues_parse(struct dray_server *s, const char *spec, char *errbuf, size_t errlen)
@@ -20,6 +82,10 @@ dray__queues_parse(struct dray_server *s, const char *spec, char *errbuf, size_t
         return DRAY_ENOMEM;
     size_t cap = 8;
     s->queues = dray__calloc(cap, sizeof *s->queues);
+    if (!s->queues) {
+        dray__free(copy);
+        return DRAY_ENOMEM;
+    }
     s->strict = 1;
     int rc = 0;
     char *save = NULL;
@@ -152,6 +218,33 @@ static dray__script batch_script = {
            "return false\n",
 };
 
+/* Put one job of a fetch reply back at the head of the queue Redis took it
+ * from (key as Redis named it); if that fails, log it whole. 0 when back. */
+static int
+give_back(dray__worker *w, const redisReply *key, const redisReply *job, const char *why)
+{
+    const char *argv[3] = {"RPUSH", key->str, job->str};
+    size_t lens[3] = {5, key->len, job->len};
+    int rc = dray__conn_cmd(&w->conn, NULL, 3, argv, lens);
+    if (rc)
+        dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, job->str, job->len,
+                          "%s; cannot push it back to %.*s (%s): job lost unless replayed from "
+                          "this line",
+                          why, (int)key->len, key->str, w->conn.errstr);
+    else
+        dray__log(DRAY_LOG_WARN, "%s; pushed it back to %.*s", why, (int)key->len, key->str);
+    return rc;
+}
+
+/* A reply element that should be a job but is not a string: nothing to
+ * keep, but a Redis that sends it is broken; say so. */
+static void
+not_a_job(const redisReply *e, size_t i)
+{
+    dray__log(DRAY_LOG_ERROR, "fetch reply element %zu is not a job (reply type %d); ignored", i,
+              e->type);
+}
+
 #define FETCH_TIMED_OUT 2         /* fetch_batched blocked its 2 s and got nothing */
 static atomic_int blmpop_support; /* 0 unknown, 1 yes, -1 no (Redis < 7) */
 
@@ -182,7 +275,10 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
     int rc, blocked = 0;
     if (atomic_load(&blmpop_support) >= 0) {
         /* Redis >= 7: BLMPOP 2 numkeys keys... RIGHT COUNT n blocks and
-         * batches in one round trip. */
+         * batches in one round trip. Connect first: a failure after this
+         * point means the command may have been sent. */
+        if ((rc = dray__conn_ensure(&w->conn)))
+            return rc;
         const char **av = dray__malloc(sizeof *av * (nkeys + 6));
         size_t *al = dray__malloc(sizeof *al * (nkeys + 6));
         if (!av || !al) {
@@ -220,6 +316,8 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
                              w->brpop_argv + 1, w->brpop_lens + 1);
     }
     if (rc) {
+        if (blocked && rc == DRAY_ECONN)
+            note_lost_reply(w, "BLMPOP", nkeys);
         if (r)
             freeReplyObject(r);
         return rc;
@@ -230,20 +328,45 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
         return blocked ? FETCH_TIMED_OUT : 0;
     }
     const redisReply *k = r->element[0], *jobs = r->element[1];
+    if (k->type != REDIS_REPLY_STRING) {
+        /* Jobs were popped but Redis did not say from where: keep them in
+         * the log, the only place left. */
+        for (size_t i = 0; i < jobs->elements; i++)
+            if (jobs->element[i]->type == REDIS_REPLY_STRING)
+                dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, jobs->element[i]->str,
+                                  jobs->element[i]->len,
+                                  "fetch reply names no queue (reply type %d); job lost unless "
+                                  "replayed from this line",
+                                  k->type);
+        freeReplyObject(r);
+        return 0;
+    }
     size_t pre = s->cfg.nslen + 6; /* "<ns>queue:" */
-    size_t got = 0;
+    size_t got = 0, cap = (size_t)s->opts.fetch_batch, first_over = jobs->elements;
     pthread_mutex_lock(&w->mu);
     w->ipre = w->npre = 0;
     for (size_t i = 0; i < jobs->elements; i++) {
+        const redisReply *e = jobs->element[i];
+        if (e->type != REDIS_REPLY_STRING) {
+            not_a_job(e, i);
+            continue;
+        }
+        if (got == cap) {
+            /* More jobs than asked for (a buggy or hostile Redis): *u and
+             * w->pre keep fetch_batch; the rest go back below, never dropped. */
+            first_over = i;
+            break;
+        }
         dray__unit v;
         v.queue = k->len > pre ? dray__strndup(k->str + pre, k->len - pre) : dray__strdup("default");
-        v.payload = dray__strndup(jobs->element[i]->str, jobs->element[i]->len);
-        v.len = jobs->element[i]->len;
+        v.payload = dray__strndup(e->str, e->len);
+        v.len = e->len;
         v.token = NULL;
         if (!v.queue || !v.payload) {
-            dray__log(DRAY_LOG_ERROR, "out of memory holding a fetched job; job lost: %.*s",
-                      (int)jobs->element[i]->len, jobs->element[i]->str);
             dray__unit_clear(&v);
+            pthread_mutex_unlock(&w->mu);
+            give_back(w, k, e, "out of memory holding a fetched job");
+            pthread_mutex_lock(&w->mu);
             continue;
         }
         if (got++ == 0)
@@ -252,6 +375,17 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
             w->pre[w->npre++] = v;
     }
     pthread_mutex_unlock(&w->mu);
+    if (first_over < jobs->elements) {
+        dray__log(DRAY_LOG_ERROR, "fetch reply has %zu jobs, more than fetch_batch %d asked for; "
+                  "pushing the %zu extra back",
+                  jobs->elements, s->opts.fetch_batch, jobs->elements - first_over);
+        /* RPUSH the last first, so the first extra ends at the head. */
+        for (size_t i = jobs->elements; i-- > first_over;)
+            if (jobs->element[i]->type == REDIS_REPLY_STRING)
+                give_back(w, k, jobs->element[i], "job beyond fetch_batch");
+            else
+                not_a_job(jobs->element[i], i);
+    }
     freeReplyObject(r);
     return got ? 1 : 0;
 }
@@ -265,8 +399,8 @@ dray__prefetch_requeue(dray__worker *w, dray__conn *c)
     while (w->npre > w->ipre) {
         dray__unit *v = &w->pre[--w->npre];
         if (dray__requeue(c, w->srv, v))
-            dray__log(DRAY_LOG_ERROR, "cannot requeue a fetched job (%s); payload: %.*s", c->errstr,
-                      (int)v->len, v->payload);
+            dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, v->payload, v->len,
+                              "cannot requeue a fetched job of queue %s (%s)", v->queue, c->errstr);
         else
             n++;
         dray__unit_clear(v);
@@ -281,10 +415,15 @@ dray__fetch(dray__worker *w, dray__unit *u)
     struct dray_server *s = w->srv;
     memset(u, 0, sizeof *u);
     if (!w->brpop_argv) {
-        w->brpop_argv = dray__malloc(sizeof *w->brpop_argv * (s->nqueues + 2));
-        w->brpop_lens = dray__malloc(sizeof *w->brpop_lens * (s->nqueues + 2));
-        if (!w->brpop_argv || !w->brpop_lens)
+        const char **av = dray__malloc(sizeof *w->brpop_argv * (s->nqueues + 2));
+        size_t *al = dray__malloc(sizeof *w->brpop_lens * (s->nqueues + 2));
+        if (!av || !al) {
+            dray__free(av);
+            dray__free(al);
             return DRAY_ENOMEM;
+        }
+        w->brpop_argv = av;
+        w->brpop_lens = al;
         w->brpop_argv[0] = "BRPOP";
         w->brpop_lens[0] = 5;
         if (s->strict)
@@ -303,6 +442,7 @@ dray__fetch(dray__worker *w, dray__unit *u)
         if (have)
             return 1;
     }
+    flush_lost(w);
     size_t n = s->strict ? s->nqueues : order_keys(w);
     if (dray__fetcher_active()) /* a module replaces BRPOP, same queue order */
         return dray__fetcher_fetch(w, w->brpop_argv + 1, n, u);
@@ -317,8 +457,13 @@ dray__fetch(dray__worker *w, dray__unit *u)
     w->brpop_argv[1 + n] = FETCH_TIMEOUT;
     w->brpop_lens[1 + n] = 1;
     redisReply *r;
-    int rc = dray__conn_cmd(&w->conn, &r, (int)n + 2, w->brpop_argv, w->brpop_lens);
+    int rc = dray__conn_ensure(&w->conn); /* a failure after this may follow a pop */
+    if (rc)
+        return rc;
+    rc = dray__conn_cmd(&w->conn, &r, (int)n + 2, w->brpop_argv, w->brpop_lens);
     if (rc) {
+        if (rc == DRAY_ECONN)
+            note_lost_reply(w, "BRPOP", n);
         if (r)
             freeReplyObject(r);
         return rc;
@@ -328,17 +473,27 @@ dray__fetch(dray__worker *w, dray__unit *u)
         return 0; /* timeout: nil */
     }
     const redisReply *k = r->element[0], *v = r->element[1];
+    if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+        if (v->type == REDIS_REPLY_STRING)
+            dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, v->str, v->len,
+                              "BRPOP reply names no queue; job lost unless replayed from this line");
+        else
+            not_a_job(v, 1);
+        freeReplyObject(r);
+        return 0;
+    }
     size_t pre = s->cfg.nslen + 6; /* "<ns>queue:" */
     u->queue = k->len > pre ? dray__strndup(k->str + pre, k->len - pre) : dray__strdup("default");
     u->payload = dray__strndup(v->str, v->len);
     u->len = v->len;
-    freeReplyObject(r);
     if (!u->queue || !u->payload) {
-        /* The job is out of Redis and we cannot hold it: say so loudly. */
-        dray__log(DRAY_LOG_ERROR, "out of memory holding a fetched job; job lost");
+        /* The job is out of Redis and we cannot hold it: put it back. */
         dray__unit_clear(u);
+        give_back(w, k, v, "out of memory holding a fetched job");
+        freeReplyObject(r);
         return DRAY_ENOMEM;
     }
+    freeReplyObject(r);
     return 1;
 }
 

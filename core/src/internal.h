@@ -52,6 +52,15 @@ void dray__logj(dray_log_level level, const char *jid, const char *klass, double
 bool dray__log_enabled(dray_log_level level);
 /* Name the calling thread in log lines (e.g. "worker-3"); copied. */
 void dray__log_thread_name(const char *name);
+/* Escape [in, in+n) so it stays one printable ASCII line: a backslash is
+ * doubled, bytes < 0x20 and >= 0x7f become \xNN (undo with printf '%b'). Writes to out
+ * (NULL: only count) and returns the escaped length, no NUL. Cannot fail. */
+size_t dray__escape(const char *in, size_t n, char *out);
+/* Last-resort log of a job that could not be written back: the formatted
+ * message, then the whole payload escaped, on one line (in numbered parts of
+ * 1 KiB when even that line cannot be allocated). Nothing is cut. */
+void dray__log_payload(dray_log_level level, const char *jid, const char *klass,
+                       const char *payload, size_t len, const char *fmt, ...) DRAY_PRINTF(6, 7);
 
 /* ---- redis connection (redis.c) ----------------------------------------------- */
 typedef struct dray__redis_cfg {

@@ -41,31 +41,34 @@ dray__log_thread_name(const char *name)
     snprintf(thread_name, sizeof thread_name, "%s", name);
 }
 
-static void
-emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms,
-     const char *fmt, va_list ap)
+/* Write "<time> <LEVEL> <thread>[ jid=…][ class=…][ elapsed=…]" into line;
+ * returns the length (< cap). */
+static size_t
+header(char *line, size_t cap, dray_log_level level, const char *jid, const char *klass,
+       double elapsed_ms)
 {
-    char line[2048];
     struct timeval tv;
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)tv.tv_usec / 1000, level_names[level],
+    int n = snprintf(line, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (long)tv.tv_usec / 1000, level_names[level],
                      thread_name[0] ? thread_name : "main");
     if (n < 0)
-        return;
-    if (jid && (size_t)n < sizeof line)
-        n += snprintf(line + n, sizeof line - (size_t)n, " jid=%s", jid);
-    if (klass && (size_t)n < sizeof line)
-        n += snprintf(line + n, sizeof line - (size_t)n, " class=%s", klass);
-    if (elapsed_ms >= 0 && (size_t)n < sizeof line)
-        n += snprintf(line + n, sizeof line - (size_t)n, " elapsed=%.3fms", elapsed_ms);
-    if ((size_t)n < sizeof line - 1) {
-        line[n++] = ' ';
-        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-    }
+        return 0;
+    if (jid && (size_t)n < cap)
+        n += snprintf(line + n, cap - (size_t)n, " jid=%s", jid);
+    if (klass && (size_t)n < cap)
+        n += snprintf(line + n, cap - (size_t)n, " class=%s", klass);
+    if (elapsed_ms >= 0 && (size_t)n < cap)
+        n += snprintf(line + n, cap - (size_t)n, " elapsed=%.3fms", elapsed_ms);
+    return (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+static void
+output(dray_log_level level, const char *line)
+{
     if (sink_fn) {
         sink_fn(level, line, sink_ud);
         return;
@@ -74,6 +77,97 @@ emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms
     fputs(line, stderr);
     fputc('\n', stderr);
     pthread_mutex_unlock(&stderr_lock);
+}
+
+static void
+emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms,
+     const char *fmt, va_list ap)
+{
+    char line[2048];
+    size_t n = header(line, sizeof line, level, jid, klass, elapsed_ms);
+    if (n < sizeof line - 1) {
+        line[n++] = ' ';
+        vsnprintf(line + n, sizeof line - n, fmt, ap);
+    }
+    output(level, line);
+}
+
+size_t
+dray__escape(const char *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == '\\') {
+            if (out)
+                out[k] = out[k + 1] = '\\';
+            k += 2;
+        } else if (c < 0x20 || c >= 0x7f) {
+            if (out) {
+                out[k] = '\\';
+                out[k + 1] = 'x';
+                out[k + 2] = hex[c >> 4];
+                out[k + 3] = hex[c & 15];
+            }
+            k += 4;
+        } else {
+            if (out)
+                out[k] = (char)c;
+            k++;
+        }
+    }
+    return k;
+}
+
+#define PART_BYTES 1024 /* payload bytes per line when the whole line cannot be allocated */
+
+void
+dray__log_payload(dray_log_level level, const char *jid, const char *klass, const char *payload,
+                  size_t len, const char *fmt, ...)
+{
+    if (!dray__log_enabled(level))
+        return;
+    char line[2048];
+    size_t n = header(line, sizeof line, level, jid, klass, -1);
+    if (n < sizeof line - 1) {
+        line[n++] = ' ';
+        va_list ap;
+        va_start(ap, fmt);
+        int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
+        va_end(ap);
+        if (m > 0)
+            n += (size_t)m < sizeof line - n ? (size_t)m : sizeof line - n - 1;
+    }
+    if (!payload)
+        payload = "", len = 0;
+    char tag[64];
+    int tl = snprintf(tag, sizeof tag, "; payload (%zu bytes, escaped): ", len);
+    size_t elen = dray__escape(payload, len, NULL);
+    char *big = dray__malloc(n + (size_t)tl + elen + 1);
+    if (big) {
+        memcpy(big, line, n);
+        memcpy(big + n, tag, (size_t)tl);
+        dray__escape(payload, len, big + n + tl);
+        big[n + (size_t)tl + elen] = '\0';
+        output(level, big);
+        dray__free(big);
+        return;
+    }
+    /* Out of memory: the same text in numbered parts from stack buffers. */
+    line[n] = '\0';
+    output(level, line);
+    size_t parts = len ? (len + PART_BYTES - 1) / PART_BYTES : 1;
+    for (size_t p = 0; p < parts; p++) {
+        char part[256 + PART_BYTES * 4];
+        size_t off = p * PART_BYTES, cnt = len - off < PART_BYTES ? len - off : PART_BYTES;
+        size_t h = header(part, 256, level, jid, klass, -1);
+        h += (size_t)snprintf(part + h, 256 - h, " payload part %zu/%zu (bytes %zu-%zu of %zu): ",
+                              p + 1, parts, off, off + cnt, len);
+        h += dray__escape(payload + off, cnt, part + h);
+        part[h] = '\0';
+        output(level, part);
+    }
 }
 
 void

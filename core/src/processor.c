@@ -137,6 +137,14 @@ process(dray__worker *w, dray__unit *u)
         memcpy(why, res.message, sizeof why);
         dray_result_fail(&res, "DrayHookError", "%s", why);
         outcome = DRAY__OUT_FAILURE;
+    } else if (!h && !strcmp(klass, DRAY__MALFORMED_CLASS)) {
+        /* A wrapped malformed payload retried from the dead set: it dies
+         * again with its own reason ("retry": 0), not as an unknown class. */
+        const char *ec = json_string_value(json_object_get(job->obj, "error_class"));
+        const char *em = json_string_value(json_object_get(job->obj, "error_message"));
+        dray_result_fail(&res, ec ? ec : DRAY__MALFORMED_ERROR, "%s",
+                         em ? em : "malformed payload");
+        outcome = DRAY__OUT_FAILURE;
     } else if (!h) {
         dray_result_fail(&res, "NameError",
                          "uninitialized constant %s (no handler registered in this dray process)",

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 
 #include "server.h"
 
@@ -65,10 +66,11 @@ dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, siz
 }
 
 /* Write json to the retry set (score > 0) or the dead set, retrying a few
- * times; if Redis will not take it, log the payload whole. */
+ * times; if Redis will not take it, log `keep` (the bytes that must not be
+ * lost: json itself, or the raw payload json wraps) whole. */
 static void
 record(dray__worker *w, const char *what, double score, const char *json, size_t len,
-       const dray_job *job)
+       const dray_job *job, const char *keep, size_t keeplen)
 {
     struct dray_server *s = w->srv;
     for (int attempt = 0; attempt < RECORD_ATTEMPTS; attempt++) {
@@ -87,18 +89,73 @@ record(dray__worker *w, const char *what, double score, const char *json, size_t
         if (rc == DRAY_ECONN)
             dray__conn_backoff(&w->conn, NULL);
     }
-    dray__logj(DRAY_LOG_ERROR, job ? dray_job_jid(job) : NULL, job ? dray_job_class(job) : NULL, -1,
-               "cannot record %s (%s); payload: %.*s", what, w->conn.errstr, (int)len, json);
+    dray__log_payload(DRAY_LOG_ERROR, job ? dray_job_jid(job) : NULL,
+                      job ? dray_job_class(job) : NULL, keep, keeplen, "cannot record %s (%s)",
+                      what, w->conn.errstr);
+}
+
+/* The dead-set entry for a payload that is not a job: a Sidekiq job of the
+ * reserved class whose only arg is the payload text (escaped, with the exact
+ * bytes in payload_base64, when it is not UTF-8). New reference, or NULL. */
+static json_t *
+malformed_entry(const dray__unit *u, const char *reason)
+{
+    json_t *text = json_stringn(u->payload, u->len);
+    json_t *b64 = NULL;
+    if (!text) {
+        size_t elen = dray__escape(u->payload, u->len, NULL);
+        size_t blen = sodium_base64_ENCODED_LEN(u->len, sodium_base64_VARIANT_ORIGINAL);
+        char *e = dray__malloc(elen + 1), *b = dray__malloc(blen);
+        if (e && b) {
+            dray__escape(u->payload, u->len, e);
+            text = json_stringn(e, elen);
+            sodium_bin2base64(b, blen, (const unsigned char *)u->payload, u->len,
+                              sodium_base64_VARIANT_ORIGINAL);
+            b64 = json_string(b);
+        }
+        dray__free(e);
+        dray__free(b);
+        if (!text || !b64) {
+            json_decref(text);
+            json_decref(b64);
+            return NULL;
+        }
+    }
+    char jid[DRAY_JID_BYTES];
+    dray_jid_new(jid);
+    double now = dray_now();
+    json_t *o = json_pack("{s:s, s:s, s:[o], s:s, s:f, s:f, s:f, s:i, s:s, s:o}", "class",
+                          DRAY__MALFORMED_CLASS, "queue", u->queue ? u->queue : "default", "args",
+                          text, "jid", jid, "created_at", now, "enqueued_at", now, "failed_at", now,
+                          "retry", 0, "error_class", DRAY__MALFORMED_ERROR, "error_message",
+                          truncated_string(reason, ERROR_MESSAGE_MAX));
+    if (o && b64 && json_object_set_new(o, "payload_base64", b64)) {
+        json_decref(o);
+        return NULL;
+    }
+    if (!o)
+        json_decref(b64);
+    return o;
 }
 
 void
 dray__dead_raw(dray__worker *w, const dray__unit *u, const char *reason)
 {
-    /* The payload is not a job we can edit, so it goes to the dead set
-     * verbatim (as Sidekiq does) and the reason goes to the log. */
-    dray__log(DRAY_LOG_ERROR, "malformed job from queue %s sent to the dead set: %s", u->queue,
-              reason);
-    record(w, "malformed job", 0, u->payload, u->len, NULL);
+    /* A payload that is not a job cannot be edited, so it is wrapped: the
+     * Web UI and `dray dead list` then show why it died. */
+    dray__log(DRAY_LOG_ERROR, "malformed job from queue %s sent to the dead set as %s: %s",
+              u->queue, DRAY__MALFORMED_CLASS, reason);
+    json_t *o = malformed_entry(u, reason);
+    size_t len = 0;
+    char *json = o ? dray__json_dump(o, &len) : NULL;
+    json_decref(o);
+    if (!json) {
+        dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, u->payload, u->len,
+                          "out of memory wrapping a malformed job from queue %s", u->queue);
+        return;
+    }
+    record(w, "malformed job", 0, json, len, NULL, u->payload, u->len);
+    free(json);
 }
 
 static void
@@ -157,9 +214,8 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
     size_t len;
     char *json = dray__json_dump(o, &len);
     if (!json) {
-        dray__logj(DRAY_LOG_ERROR, dray_job_jid(job), dray_job_class(job), -1,
-                   "out of memory recording failure; payload: %s",
-                   job->payload ? job->payload : "(none)");
+        dray__log_payload(DRAY_LOG_ERROR, dray_job_jid(job), dray_job_class(job), job->payload,
+                          job->payload ? job->payload_len : 0, "out of memory recording failure");
         return;
     }
     if (count < max) {
@@ -169,7 +225,7 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
         if (delay < 0)
             delay = dray__backoff_default(count);
         double at = now + delay;
-        record(w, "retry", at, json, len, job);
+        record(w, "retry", at, json, len, job, json, len);
         dray__hooks_retry(w, job, ecls, msg, count, at);
     } else {
         json_t *dv = json_object_get(o, "dead");
@@ -177,7 +233,7 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
         dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
                    "retries exhausted (%d)%s", count, to_dead ? "; moved to the dead set" : "");
         if (to_dead)
-            record(w, "death", 0, json, len, job);
+            record(w, "death", 0, json, len, job, json, len);
         death(w, job, ecls, msg);
     }
     free(json);

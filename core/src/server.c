@@ -169,7 +169,7 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
         w->index = i;
         pthread_mutex_init(&w->mu, NULL);
         dray__conn_init(&w->conn, &s->cfg);
-        w->conn.extra_timeout_ms = 2000; /* BRPOP blocks 2 s */
+        w->conn.extra_timeout_ms = dray__fetch_extra_timeout_ms(&s->cfg); /* BRPOP blocks 2 s */
         w->conn.want_client_id = 1;      /* so a stop can end that wait at once */
         /* tid: short, unique per thread, base 36 like Sidekiq's */
         unsigned long v = ((unsigned long)getpid() << 12) ^ (unsigned long)(i + 1) * 2654435761UL;
@@ -403,6 +403,7 @@ dray_server_counts_get(const dray_server *s, dray_server_counts *out)
     for (int i = 0; i < s->opts.concurrency; i++) {
         out->processed += atomic_load(&s->workers[i].processed);
         out->failed += atomic_load(&s->workers[i].failed);
+        out->fetch_lost += atomic_load(&s->workers[i].fetch_lost);
     }
     out->busy = (uint64_t)busy_count((dray_server *)s);
 }

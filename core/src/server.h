@@ -67,6 +67,8 @@ typedef struct dray__worker {
     size_t npre, ipre;         /* pre[ipre..npre) are waiting */
     const char **brpop_argv;   /* reused BRPOP argument vector */
     size_t *brpop_lens;
+    atomic_uint_least64_t fetch_lost; /* blocking fetches whose reply was lost (may have popped) */
+    uint_least64_t fetch_lost_flushed; /* of those, added to stat:fetch_lost; worker thread only */
 } dray__worker;
 
 struct dray_server {
@@ -125,6 +127,10 @@ const dray__handler *dray__handler_find(const struct dray_server *s, const char 
 /* fetch.c */
 int dray__queues_parse(struct dray_server *s, const char *spec, char *errbuf, size_t errlen);
 /* Block up to 2 s for one job. 1 with *u filled, 0 on timeout, < 0 on error. */
+/* What a worker link adds to command_timeout_ms for its read timeout: the
+ * block time plus a margin of at least 5 s (so only a longer Redis stall
+ * can lose a popped job's reply). */
+int dray__fetch_extra_timeout_ms(const dray__redis_cfg *cfg);
 int dray__fetch(dray__worker *w, dray__unit *u);
 /* Put a fetched job back at the head of its queue (RPUSH). */
 int dray__requeue(dray__conn *c, const struct dray_server *s, const dray__unit *u);
@@ -138,7 +144,13 @@ void dray__unit_clear(dray__unit *u);
  * handlers called. Never loses the job: if Redis refuses, it is logged whole. */
 void dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h,
                         const char *error_class, const char *message);
-/* A payload that is not a job: straight to the dead set with the reason. */
+/* A payload that is not a job goes to the dead set as a job of this reserved
+ * class (args: the payload text) with this error_class and the reason as
+ * error_message. Retried from the dead set it dies again with the same
+ * reason, unless the application registers a handler for the class. */
+#define DRAY__MALFORMED_CLASS "Dray::MalformedJob"
+#define DRAY__MALFORMED_ERROR "Dray::MalformedPayload"
+/* A payload that is not a job: to the dead set, wrapped, with the reason. */
 void dray__dead_raw(dray__worker *w, const dray__unit *u, const char *reason);
 /* ZADD dead + trims in one MULTI; 0 or a DRAY_E* code. */
 int dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, size_t len,

@@ -279,6 +279,8 @@ typedef struct dray_server_counts {
     uint64_t processed; /* every attempt, as Sidekiq counts */
     uint64_t failed;
     uint64_t busy;      /* jobs running now */
+    uint64_t fetch_lost; /* blocking fetches whose reply was lost: each may have popped a job
+                            (logged at ERROR; also summed in Redis key stat:fetch_lost) */
 } dray_server_counts;
 DRAY_API void dray_server_counts_get(const dray_server *s, dray_server_counts *out);
 
