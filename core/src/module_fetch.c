@@ -158,10 +158,9 @@ dray__fetcher_requeue_running(struct dray_server *s, dray__conn *c, int *n)
         dray__worker *w = &s->workers[who[j]];
         int one = f->bulk_requeue ? rc : f->requeue(&ctx, &views[j], f->userdata);
         if (one)
-            dray__logj(DRAY_LOG_ERROR, w->cur_jid, w->cur_class, -1,
-                       "fetch provider %s cannot requeue unfinished job (%s); payload: %.*s",
-                       provider_name(t), c->errstr[0] ? c->errstr : dray_strerror(one),
-                       (int)w->cur.len, w->cur.payload);
+            dray__log_payload(DRAY_LOG_ERROR, w->cur_jid, w->cur_class, w->cur.payload, w->cur.len,
+                              "fetch provider %s cannot requeue unfinished job (%s)",
+                              provider_name(t), c->errstr[0] ? c->errstr : dray_strerror(one));
         else if (!f->bulk_requeue)
             (*n)++;
         w->requeued = 1;

@@ -103,6 +103,7 @@ process(dray__worker *w, dray__unit *u)
     dray_job *job = NULL;
     int rc = dray_job_parse(w->cur.payload, w->cur.len, s->opts.max_payload, &job, err, sizeof err);
     if (rc) {
+        dray__crash_job_start(w->crash_slot, "(malformed payload)", NULL, w->cur.queue);
         dray__dead_raw(w, &w->cur, err);
         goto done;
     }
@@ -115,6 +116,7 @@ process(dray__worker *w, dray__unit *u)
     w->cur_class = klass;
     w->cur_jid = jid;
     pthread_mutex_unlock(&w->mu);
+    dray__crash_job_start(w->crash_slot, jid, klass, w->cur.queue);
     if (s->opts.log_jobs)
         dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");
 
@@ -200,6 +202,7 @@ process(dray__worker *w, dray__unit *u)
     dray__hooks_after(w, job, outcome, entered);
 
 done:
+    dray__crash_job_end(w->crash_slot);
     pthread_mutex_lock(&w->mu);
     /* Out of the stopper's sight first; a unit it already requeued is not
      * acked (a fetch provider sees exactly one of ack or requeue). */
@@ -228,6 +231,8 @@ dray__worker_main(void *arg)
     char name[24];
     snprintf(name, sizeof name, "worker-%d", w->index);
     dray__log_thread_name(name);
+    void *altstack;
+    w->crash_slot = dray__crash_thread_start(w->index, &altstack);
     while (atomic_load(&s->state) == DRAY__RUNNING) {
         dray__unit u;
         int rc = dray__fetch(w, &u);
@@ -252,8 +257,8 @@ dray__worker_main(void *arg)
             dray__prefetch_requeue(w, &w->conn);
             pthread_mutex_unlock(&w->mu);
             if (dray__requeue(&w->conn, s, &u))
-                dray__log(DRAY_LOG_ERROR, "cannot requeue job fetched during shutdown (%s); payload: %.*s",
-                          w->conn.errstr, (int)u.len, u.payload);
+                dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, u.payload, u.len,
+                                  "cannot requeue job fetched during shutdown (%s)", w->conn.errstr);
             dray__unit_clear(&u);
             break;
         }
@@ -264,6 +269,7 @@ dray__worker_main(void *arg)
     pthread_mutex_unlock(&w->mu);
     if (back)
         dray__log(DRAY_LOG_INFO, "pushed %d fetched, unstarted jobs back to their queues", back);
+    dray__crash_thread_end(w->crash_slot, altstack);
     /* Last touch of the server: exited is set under s->mu, so once
      * dray_server_free sees it (under the same lock) nothing here runs. */
     pthread_mutex_lock(&s->mu);

@@ -529,9 +529,8 @@ requeue_running(dray_server *s, dray__conn *c)
         if (w->cur.payload && w->requeued == 0) {
             int rc = dray__requeue(c, s, &w->cur);
             if (rc)
-                dray__logj(DRAY_LOG_ERROR, w->cur_jid, w->cur_class, -1,
-                           "cannot requeue unfinished job (%s); payload: %.*s", c->errstr,
-                           (int)w->cur.len, w->cur.payload);
+                dray__log_payload(DRAY_LOG_ERROR, w->cur_jid, w->cur_class, w->cur.payload,
+                                  w->cur.len, "cannot requeue unfinished job (%s)", c->errstr);
             else
                 n++;
             w->requeued = 1;
@@ -547,6 +546,7 @@ dray_server_run(dray_server *s)
     if (s->workers[0].started)
         return serr(s, DRAY_ESTATE, "dray_server_run called twice");
     dray__handlers_sort(s);
+    dray__crash_install(); /* a crashing handler leaves its jid, class and a backtrace */
     int mrc = dray__modules_start(s); /* $DRAY_MODULES, before any thread starts */
     if (mrc)
         return mrc;

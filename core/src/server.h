@@ -67,6 +67,7 @@ typedef struct dray__worker {
     size_t npre, ipre;         /* pre[ipre..npre) are waiting */
     const char **brpop_argv;   /* reused BRPOP argument vector */
     size_t *brpop_lens;
+    int crash_slot;            /* crash.c slot of this thread, -1 if none */
     atomic_uint_least64_t fetch_lost; /* blocking fetches whose reply was lost (may have popped) */
     uint_least64_t fetch_lost_flushed; /* of those, added to stat:fetch_lost; worker thread only */
 } dray__worker;
@@ -118,6 +119,18 @@ struct dray_server {
     int leaked;                /* workers still stuck after stop: do not free them */
     struct dray__modcfg *modcfg; /* settings for modules (dray_server_set_config), or NULL */
 };
+
+/* crash.c: a report of running jobs on fatal signals */
+/* Install the fatal-signal handlers (once per process; the previous
+ * handlers run after ours). Any thread. */
+void dray__crash_install(void);
+/* On a worker thread: take a report slot (returned, or -1 when all are
+ * taken) and an alternate signal stack (*altstack, or NULL). */
+int dray__crash_thread_start(int worker, void **altstack);
+void dray__crash_thread_end(int slot, void *altstack);
+/* The slot's thread starts / ends a job (strings copied). */
+void dray__crash_job_start(int slot, const char *jid, const char *klass, const char *queue);
+void dray__crash_job_end(int slot);
 
 /* processor.c */
 void *dray__worker_main(void *arg);
