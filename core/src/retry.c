@@ -55,12 +55,25 @@ dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, siz
     for (int i = 0; i < 5; i++) {
         redisReply *r;
         int e = dray__conn_reply(c, &r);
-        if (r)
-            freeReplyObject(r);
-        if (e == DRAY_ECONN)
+        if (e == DRAY_ECONN) {
+            if (r)
+                freeReplyObject(r);
             return e;
+        }
         if (e && !first)
             first = e;
+        /* A command that fails inside MULTI (WRONGTYPE: "dead" is not a
+         * zset) is an error element of EXEC's reply, not an error reply. */
+        if (i == 4 && !first && (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3))
+            first = DRAY_EREDIS;
+        for (size_t k = 0; i == 4 && !first && k < r->elements; k++)
+            if (r->element[k]->type == REDIS_REPLY_ERROR) {
+                snprintf(c->errstr, sizeof c->errstr, "redis: dead set write failed: %s",
+                         r->element[k]->str);
+                c->err = first = DRAY_EREDIS;
+            }
+        if (r)
+            freeReplyObject(r);
     }
     return first;
 }

@@ -1,0 +1,600 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* "Never lose a job" in the core, against a real redis-server: a Redis that
+ * stalls while a worker is blocked in BRPOP/BLMPOP, a handler that crashes
+ * the process, malformed payloads in the dead set, and last-resort logs of
+ * payloads that could not be written back. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "internal.h"
+#include "redis_fixture.h"
+
+static test_redis srv;
+static redisContext *rc;
+static atomic_int ran;
+
+/* ---- log capture ---------------------------------------------------------- */
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *logs;  /* every captured line, '\n'-separated */
+static size_t nlogs;
+
+static void
+capture(dray_log_level level, const char *line, void *ud)
+{
+    (void)ud;
+    if (level < DRAY_LOG_WARN)
+        return;
+    size_t n = strlen(line);
+    pthread_mutex_lock(&log_mu);
+    char *p = realloc(logs, nlogs + n + 2);
+    if (p) {
+        logs = p;
+        memcpy(logs + nlogs, line, n);
+        logs[nlogs + n] = '\n';
+        logs[nlogs + n + 1] = '\0';
+        nlogs += n + 1;
+    }
+    pthread_mutex_unlock(&log_mu);
+}
+
+static void
+logs_reset(void)
+{
+    pthread_mutex_lock(&log_mu);
+    free(logs);
+    logs = NULL;
+    nlogs = 0;
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* A copy of the first captured line containing needle, or NULL (free it). */
+static char *
+log_line(const char *needle)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&log_mu);
+    char *hit = logs ? strstr(logs, needle) : NULL;
+    if (hit) {
+        char *b = hit;
+        while (b > logs && b[-1] != '\n')
+            b--;
+        char *e = strchr(hit, '\n');
+        out = strndup(b, (size_t)(e - b));
+    }
+    pthread_mutex_unlock(&log_mu);
+    return out;
+}
+
+static int
+log_has(void *needle)
+{
+    char *l = log_line(needle);
+    free(l);
+    return l != NULL;
+}
+
+/* ---- server helpers -------------------------------------------------------- */
+
+static int
+h_ok(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    (void)res;
+    (void)ud;
+    atomic_fetch_add(&ran, 1);
+    return 0;
+}
+
+typedef struct running {
+    dray_server *s;
+    pthread_t th;
+    int rc;
+} running;
+
+static void *
+run_main(void *arg)
+{
+    running *r = arg;
+    r->rc = dray_server_run(r->s);
+    return NULL;
+}
+
+static void
+opts_for_test(dray_options *o, int conc)
+{
+    dray_options_init(o);
+    o->redis_url = srv.url;
+    o->concurrency = conc;
+    o->heartbeat_s = 1;
+    o->poll_interval_s = 0.2;
+    o->shutdown_timeout_s = 5;
+    o->log_level = DRAY_LOG_WARN;
+}
+
+static void
+go(running *r, dray_options *o)
+{
+    char err[256];
+    memset(r, 0, sizeof *r);
+    if (dray_server_new(o, &r->s, err, sizeof err))
+        fail_msg("server_new: %s", err);
+    assert_int_equal(dray_server_register(r->s, "Ok", h_ok, NULL, NULL), 0);
+    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
+}
+
+static void
+finish(running *r)
+{
+    dray_server_stop(r->s);
+    pthread_join(r->th, NULL);
+    assert_int_equal(r->rc, 0);
+    dray_server_free(r->s);
+}
+
+static long long
+rint_(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(rc, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
+                                                  : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+static int
+ran_at_least(void *n)
+{
+    return atomic_load(&ran) >= *(int *)n;
+}
+
+static int
+blocked_clients(void *n)
+{
+    redisReply *r = test_redis_cmd(rc, "INFO clients");
+    const char *p = strstr(r->str, "blocked_clients:");
+    int v = p ? atoi(p + 16) : -1;
+    freeReplyObject(r);
+    return v >= *(int *)n;
+}
+
+static int
+dead_at_least(void *n)
+{
+    return rint_("ZCARD dead") >= *(int *)n;
+}
+
+/* ---- 1. a Redis stall while a worker is blocked in its fetch --------------- */
+
+/* With the worker blocked in its fetch, push one job and freeze Redis for
+ * stall_s in the same write: Redis pops the job for the worker at once, but
+ * its reply leaves only after the sleep. */
+static void
+push_then_stall(int stall_s)
+{
+    redisContext *c = test_redis_connect(&srv);
+    redisAppendCommand(c, "LPUSH queue:default %s", "{\"class\":\"Ok\",\"args\":[],\"jid\":"
+                                                    "\"0123456789abcdef01234567\",\"queue\":"
+                                                    "\"default\"}");
+    redisAppendCommand(c, "DEBUG SLEEP %d", stall_s);
+    void *r;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(redisGetReply(c, &r), REDIS_OK);
+        freeReplyObject(r);
+    }
+    redisFree(c);
+}
+
+static void
+stall_case(int fetch_batch, int stall_s, int expect_lost)
+{
+    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    atomic_store(&ran, 0);
+    logs_reset();
+    running r;
+    dray_options o;
+    opts_for_test(&o, 1);
+    o.command_timeout_ms = 500; /* the old read timeout was this + 2 s */
+    o.fetch_batch = fetch_batch;
+    go(&r, &o);
+    int one = 1;
+    assert_true(test_wait_until(blocked_clients, &one, 10));
+    double t0 = test_now();
+    push_then_stall(stall_s);
+    if (expect_lost) {
+        assert_true(test_wait_until(log_has, "may have popped a job", 20));
+        char *l = log_line("may have popped a job");
+        assert_non_null(strstr(l, "ERROR"));
+        assert_non_null(strstr(l, "queue(s) default"));
+        free(l);
+        dray_server_counts cnt;
+        dray_server_counts_get(r.s, &cnt);
+        assert_int_equal(cnt.fetch_lost, 1);
+        /* the worker adds it to stat:fetch_lost once Redis answers again */
+        double deadline = test_now() + 15;
+        while (rint_("GET stat:fetch_lost") != 1 && test_now() < deadline)
+            dray__sleep_ms(20);
+        assert_int_equal(rint_("GET stat:fetch_lost"), 1);
+    } else {
+        assert_true(test_wait_until(ran_at_least, &one, 20));
+        dray_server_counts cnt;
+        dray_server_counts_get(r.s, &cnt);
+        assert_int_equal(cnt.fetch_lost, 0);
+        assert_null(log_line("may have popped"));
+    }
+    printf("# fetch_batch %d, stall %d s: job %s after %.1f s\n", fetch_batch, stall_s,
+           atomic_load(&ran) ? "ran" : "lost (reported)", test_now() - t0);
+    finish(&r);
+    assert_int_equal(rint_("LLEN queue:default"), 0);
+}
+
+/* A stall longer than the old read timeout (command timeout + 2 s) but
+ * shorter than block + 5 s loses nothing. */
+static void
+test_short_stall_loses_nothing(void **state)
+{
+    (void)state;
+    stall_case(1, 4, 0); /* BRPOP */
+    stall_case(4, 4, 0); /* BLMPOP */
+}
+
+/* A stall beyond block + margin is the one case basic fetch can lose: it is
+ * logged at ERROR with the queue and counted. */
+static void
+test_long_stall_is_reported(void **state)
+{
+    (void)state;
+    stall_case(1, 8, 1);
+}
+
+/* ---- 2. a handler that crashes the process ------------------------------- */
+
+static int
+h_segv(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    (void)res;
+    (void)ud;
+    volatile uintptr_t addr = 16; /* opaque to the compiler: a real fault, not raise() */
+    *(volatile char *)addr = 1;
+    return 0;
+}
+
+static int
+h_abort(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    (void)res;
+    (void)ud;
+    abort();
+}
+
+static char *
+slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = calloc(1, 1 << 20);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void
+crash_case(const char *klass, int want_sig)
+{
+    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    const char *jid = "c0ffee0123456789abcdef01";
+    freeReplyObject(test_redis_cmd(
+        rc, "LPUSH queue:default {\"class\":\"%s\",\"args\":[],\"jid\":\"%s\",\"queue\":\"default\"}",
+        klass, jid));
+    char path[400];
+    snprintf(path, sizeof path, "%s/crash-%s.log", srv.dir, klass);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, 2);
+        /* a plain process: cmocka's own crash handlers stay in the parent */
+        const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+            signal(sigs[i], SIG_DFL);
+        dray_options o;
+        opts_for_test(&o, 2);
+        dray_server *s;
+        if (dray_server_new(&o, &s, NULL, 0) ||
+            dray_server_register(s, "Segv", h_segv, NULL, NULL) ||
+            dray_server_register(s, "Abort", h_abort, NULL, NULL))
+            _exit(3);
+        int e = dray_server_run(s);
+        _exit(e ? 4 : 5); /* not reached: the handler kills the process */
+    }
+    int status = 0;
+    double deadline = test_now() + 30;
+    pid_t w;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && test_now() < deadline)
+        dray__sleep_ms(20);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("the crashing worker did not die within 30 s");
+    }
+    char *out = slurp(path);
+    assert_non_null(out);
+    printf("# %s: child %s %d; report:\n%s", klass,
+           WIFSIGNALED(status) ? "died by signal" : "exited with", WIFSIGNALED(status)
+                                                                     ? WTERMSIG(status)
+                                                                     : WEXITSTATUS(status),
+           out);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), want_sig);
+    assert_non_null(strstr(out, "dray FATAL"));
+    char want[128];
+    snprintf(want, sizeof want, "jid=%s class=%s queue=default <- crashed in this job", jid, klass);
+    assert_non_null(strstr(out, want));
+    assert_non_null(strstr(out, "backtrace of thread"));
+    assert_non_null(strstr(out, "[0x")); /* a frame of backtrace_symbols_fd */
+    free(out);
+    /* basic fetch: the job is gone from Redis, only the report names it */
+    assert_int_equal(rint_("LLEN queue:default"), 0);
+}
+
+static void
+test_fatal_signal_reports_running_jobs(void **state)
+{
+    (void)state;
+    crash_case("Segv", SIGSEGV);
+    crash_case("Abort", SIGABRT);
+}
+
+/* ---- 3. malformed payloads in the dead set -------------------------------- */
+
+static json_t *
+dead_entry_for(const char *raw, size_t rawlen)
+{
+    redisReply *d = test_redis_cmd(rc, "ZRANGE dead 0 -1");
+    json_t *found = NULL;
+    for (size_t i = 0; i < d->elements && !found; i++) {
+        json_t *o = json_loadb(d->element[i]->str, d->element[i]->len, 0, NULL);
+        json_t *a = json_array_get(json_object_get(o, "args"), 0);
+        json_t *b64 = json_object_get(o, "payload_base64");
+        int match = 0;
+        if (json_is_string(b64)) {
+            unsigned char *bin = malloc(rawlen + 1);
+            size_t blen = 0;
+            match = sodium_base642bin(bin, rawlen + 1, json_string_value(b64),
+                                      json_string_length(b64), NULL, &blen, NULL,
+                                      sodium_base64_VARIANT_ORIGINAL) == 0 &&
+                    blen == rawlen && !memcmp(bin, raw, rawlen);
+            free(bin);
+        } else if (json_is_string(a)) {
+            match = json_string_length(a) == rawlen && !memcmp(json_string_value(a), raw, rawlen);
+        }
+        if (match)
+            found = o;
+        else
+            json_decref(o);
+    }
+    freeReplyObject(d);
+    return found;
+}
+
+static void
+test_malformed_payloads_are_readable_dead_jobs(void **state)
+{
+    (void)state;
+    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    const char *bad_json = "{not json";
+    const char bad_utf8[] = "{\"class\":\"Ok\",\"args\":[\"\xff\xfe\"]}";
+    const char *array = "[1,2,3]";
+    size_t hlen = 64 * 1024;
+    char *huge = malloc(hlen + 1);
+    snprintf(huge, hlen + 1, "{\"class\":\"Ok\",\"args\":[\"");
+    size_t k = strlen(huge);
+    memset(huge + k, 'x', hlen - k - 3);
+    memcpy(huge + hlen - 3, "\"]}", 4);
+    struct {
+        const char *p;
+        size_t n;
+    } raws[4] = {{bad_json, strlen(bad_json)},
+                 {bad_utf8, sizeof bad_utf8 - 1},
+                 {array, strlen(array)},
+                 {huge, hlen}};
+    for (int i = 0; i < 4; i++) {
+        const char *argv[3] = {"LPUSH", "queue:default", raws[i].p};
+        size_t lens[3] = {5, 13, raws[i].n};
+        freeReplyObject(redisCommandArgv(rc, 3, argv, lens));
+    }
+    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default {\"class\":\"Ok\",\"args\":[]}"));
+    atomic_store(&ran, 0);
+    running r;
+    dray_options o;
+    opts_for_test(&o, 1);
+    o.max_payload = 16 * 1024; /* the 64 KiB job is too big */
+    o.log_level = DRAY_LOG_OFF;
+    go(&r, &o);
+    int one = 1, four = 4;
+    assert_true(test_wait_until(ran_at_least, &one, 10));
+    assert_true(test_wait_until(dead_at_least, &four, 10));
+    for (int i = 0; i < 4; i++) {
+        json_t *e = dead_entry_for(raws[i].p, raws[i].n);
+        if (!e)
+            fail_msg("payload %d is not in the dead set whole", i);
+        assert_string_equal(json_string_value(json_object_get(e, "class")), "Dray::MalformedJob");
+        assert_string_equal(json_string_value(json_object_get(e, "error_class")),
+                            "Dray::MalformedPayload");
+        const char *msg = json_string_value(json_object_get(e, "error_message"));
+        assert_non_null(msg);
+        assert_true(strlen(msg) > 0);
+        assert_string_equal(json_string_value(json_object_get(e, "queue")), "default");
+        assert_int_equal(strlen(json_string_value(json_object_get(e, "jid"))), 24);
+        assert_true(json_is_number(json_object_get(e, "failed_at")));
+        /* a valid job now: `dray dead retry` can move it */
+        char err[256];
+        dray_job *j;
+        const char *txt = json_dumps(e, JSON_COMPACT);
+        assert_int_equal(dray_job_parse(txt, strlen(txt), 0, &j, err, sizeof err), 0);
+        dray_job_free(j);
+        free((void *)txt);
+        printf("# dead entry %d: %s: %.80s\n", i, json_string_value(json_object_get(e, "error_class")),
+               msg);
+        json_decref(e);
+    }
+    /* What `dray dead list` reads: the reason, not only the log. */
+    dray_api *api;
+    assert_int_equal(dray_api_new(&o, &api, NULL, 0), 0);
+    dray_set_entry *ents;
+    size_t n;
+    assert_int_equal(dray_api_set_list(api, DRAY_SET_DEAD, 0, 0, &ents, &n), 0);
+    assert_int_equal(n, 4);
+    char jid[DRAY_JID_BYTES] = "";
+    char first_msg[512] = "";
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(ents[i].klass, "Dray::MalformedJob");
+        assert_string_equal(ents[i].error_class, "Dray::MalformedPayload");
+        assert_non_null(ents[i].error_message);
+        if (strstr(ents[i].member, "not json")) {
+            snprintf(jid, sizeof jid, "%s", ents[i].jid);
+            snprintf(first_msg, sizeof first_msg, "%s", ents[i].error_message);
+        }
+    }
+    dray_api_entries_free(ents, n);
+    assert_true(jid[0]);
+    /* `dray dead retry`: it runs, dies again with the same reason */
+    assert_int_equal(dray_api_set_retry(api, DRAY_SET_DEAD, jid), 0);
+    double deadline = test_now() + 10;
+    dray_set_entry *again = NULL;
+    while (test_now() < deadline) {
+        if (rint_("LLEN queue:default") == 0 &&
+            dray_api_set_find(api, DRAY_SET_DEAD, jid, &again) == 0)
+            break;
+        dray__sleep_ms(20);
+    }
+    assert_non_null(again);
+    assert_string_equal(again->error_class, "Dray::MalformedPayload");
+    assert_string_equal(again->error_message, first_msg);
+    dray_api_entries_free(again, 1);
+    dray_api_free(api);
+    finish(&r);
+    assert_int_equal(rint_("ZCARD dead"), 4);
+    free(huge);
+}
+
+/* ---- 4. last-resort logs hold the whole payload, escaped ------------------ */
+
+/* Undo dray__escape: "\\" and "\xNN". */
+static size_t
+unescape(const char *in, char *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; in[i]; i++) {
+        if (in[i] == '\\' && in[i + 1] == '\\') {
+            out[k++] = '\\';
+            i++;
+        } else if (in[i] == '\\' && in[i + 1] == 'x' && in[i + 2] && in[i + 3]) {
+            char hex[3] = {in[i + 2], in[i + 3], 0};
+            out[k++] = (char)strtol(hex, NULL, 16);
+            i += 3;
+        } else {
+            out[k++] = in[i];
+        }
+    }
+    return k;
+}
+
+static void
+test_unrecordable_payload_logged_whole(void **state)
+{
+    (void)state;
+    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    /* The dead set will not take it: the key has the wrong type. */
+    freeReplyObject(test_redis_cmd(rc, "SET dead not-a-zset"));
+    size_t plen = 100 * 1024;
+    char *p = malloc(plen);
+    for (size_t i = 0; i < plen; i++)
+        p[i] = (char)("{bad\n\x1b[31m\\\xff\x01payload}"[i % 20]);
+    const char *argv[3] = {"LPUSH", "queue:default", p};
+    size_t lens[3] = {5, 13, plen};
+    freeReplyObject(redisCommandArgv(rc, 3, argv, lens));
+    logs_reset();
+    running r;
+    dray_options o;
+    opts_for_test(&o, 1);
+    go(&r, &o);
+    assert_true(test_wait_until(log_has, "cannot record malformed job", 20));
+    finish(&r);
+    char *l = log_line("cannot record malformed job");
+    assert_non_null(l);
+    assert_non_null(strstr(l, "ERROR"));
+    for (const char *c = l; *c; c++) /* one printable line: no control byte got through */
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            fail_msg("raw byte 0x%02x in the log line", (unsigned char)*c);
+    const char *tag = "escaped): ";
+    char *at = strstr(l, tag);
+    assert_non_null(at);
+    char *back = malloc(strlen(at));
+    size_t blen = unescape(at + strlen(tag), back);
+    printf("# log line %zu bytes; payload %zu bytes, %zu recovered\n", strlen(l), plen, blen);
+    assert_int_equal(blen, plen);
+    assert_memory_equal(back, p, plen);
+    free(back);
+    free(l);
+    free(p);
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    snprintf(srv.extra, sizeof srv.extra, "--enable-debug-command local");
+    if (test_redis_start(&srv))
+        return -1;
+    rc = test_redis_connect(&srv);
+    dray_log_set_sink(capture, NULL);
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    dray_log_set_sink(NULL, NULL);
+    redisFree(rc);
+    test_redis_stop(&srv);
+    logs_reset();
+    return 0;
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        /* first: fork while this process has no other threads */
+        cmocka_unit_test(test_fatal_signal_reports_running_jobs),
+        cmocka_unit_test(test_short_stall_loses_nothing),
+        cmocka_unit_test(test_long_stall_is_reported),
+        cmocka_unit_test(test_malformed_payloads_are_readable_dead_jobs),
+        cmocka_unit_test(test_unrecordable_payload_logged_whole),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
