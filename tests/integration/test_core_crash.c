@@ -233,6 +233,7 @@ stall_case(int fetch_batch, int stall_s, int expect_lost)
         while (rint_("GET stat:fetch_lost") != 1 && test_now() < deadline)
             dray__sleep_ms(20);
         assert_int_equal(rint_("GET stat:fetch_lost"), 1);
+        assert_int_equal(atomic_load(&ran), 0); /* the residual loss, now reported */
     } else {
         assert_true(test_wait_until(ran_at_least, &one, 20));
         dray_server_counts cnt;
