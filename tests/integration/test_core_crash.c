@@ -99,6 +99,14 @@ h_ok(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+static int
+h_fail(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    (void)ud;
+    return dray_result_fail(res, "ArgumentError", "always fails");
+}
+
 typedef struct running {
     dray_server *s;
     pthread_t th;
@@ -133,6 +141,7 @@ go(running *r, dray_options *o)
     if (dray_server_new(o, &r->s, err, sizeof err))
         fail_msg("server_new: %s", err);
     assert_int_equal(dray_server_register(r->s, "Ok", h_ok, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r->s, "Fail", h_fail, NULL, NULL), 0);
     assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
 }
 
@@ -561,6 +570,31 @@ test_unrecordable_payload_logged_whole(void **state)
     free(back);
     free(l);
     free(p);
+
+    /* A failed job the retry set will not take: its whole JSON in the log. */
+    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(rc, "SET retry not-a-zset"));
+    size_t alen = 100 * 1024;
+    char *arg = malloc(alen + 1);
+    for (size_t i = 0; i < alen; i++)
+        arg[i] = (char)('a' + i % 26);
+    arg[alen] = '\0';
+    json_t *job = json_pack("{s:s, s:[s], s:s, s:s}", "class", "Fail", "args", arg, "jid",
+                            "feedfacefeedfacefeedface", "queue", "default");
+    char *txt = json_dumps(job, JSON_COMPACT);
+    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", txt));
+    logs_reset();
+    go(&r, &o);
+    assert_true(test_wait_until(log_has, "cannot record retry", 20));
+    finish(&r);
+    l = log_line("cannot record retry");
+    assert_non_null(strstr(l, "jid=feedfacefeedfacefeedface"));
+    assert_non_null(strstr(l, arg)); /* every byte of the argument, not 2 KiB of it */
+    printf("# retry-set failure: log line %zu bytes for a %zu-byte argument\n", strlen(l), alen);
+    free(l);
+    free(txt);
+    free(arg);
+    json_decref(job);
 }
 
 static int
@@ -597,5 +631,7 @@ main(void)
         cmocka_unit_test(test_malformed_payloads_are_readable_dead_jobs),
         cmocka_unit_test(test_unrecordable_payload_logged_whole),
     };
+    if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*stall*' */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests(tests, setup, teardown);
 }
