@@ -19,8 +19,11 @@
 #include <cmocka.h>
 #include <sodium.h>
 
-#include "internal.h"
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include "redis_fixture.h"
+#include "server.h"
 
 static test_redis srv;
 static redisContext *rc;
@@ -597,6 +600,203 @@ test_unrecordable_payload_logged_whole(void **state)
     json_decref(job);
 }
 
+/* ---- 5. fetch under memory pressure and against a Redis that sends too much */
+
+/* dray__fetch on a worker of a server that is not running (this thread is
+ * the worker): with the Nth allocation failing, for every N, the job is
+ * either fetched or back in its queue, never gone. */
+static void
+test_fetch_oom_keeps_the_job(void **state)
+{
+    (void)state;
+    for (int batch = 1; batch <= 3; batch += 2) {
+        freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+        dray_options o;
+        opts_for_test(&o, 1);
+        o.fetch_batch = batch;
+        dray_server *s;
+        assert_int_equal(dray_server_new(&o, &s, NULL, 0), 0);
+        dray__worker *w = &s->workers[0];
+        int fetched = 0, kept = 0;
+        for (long k = 0; k < 30; k++) {
+            freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default {\"class\":\"Ok\",\"args\":[%ld]}", k));
+            dray__unit u;
+            dray__alloc_fail_after(k);
+            int r = dray__fetch(w, &u);
+            dray__alloc_fail_after(-1);
+            long long left = rint_("LLEN queue:default");
+            if (r == 1) {
+                fetched++;
+                assert_int_equal(left, 0);
+                assert_non_null(strstr(u.payload, "\"args\""));
+                dray__unit_clear(&u);
+            } else {
+                kept++;
+                if (left != 1)
+                    fail_msg("batch %d, allocation %ld failed: fetch gave %d and the queue holds "
+                             "%lld jobs: the job is lost",
+                             batch, k, r, left);
+                freeReplyObject(test_redis_cmd(rc, "DEL queue:default"));
+            }
+        }
+        printf("# fetch_batch %d: 30 runs, %d fetched, %d kept in Redis under OOM, 0 lost\n", batch,
+               fetched, kept);
+        assert_true(kept > 0 && fetched > 0);
+        dray_server_free(s);
+    }
+}
+
+/* A fake Redis on a unix socket: answers BLMPOP with `njobs` jobs whatever
+ * COUNT asked for, records RPUSHed values. */
+typedef struct fake_redis {
+    char path[300];
+    int lfd;
+    int njobs;
+    pthread_t th;
+    char pushed[64][64];
+    atomic_int npushed;
+} fake_redis;
+
+static int
+read_cmd(int fd, char *buf, size_t cap, size_t *have, char **argv, size_t *lens, int *argc)
+{
+    for (;;) {
+        /* try to parse one "*N\r\n($L\r\narg\r\n)*" from buf */
+        char *p = buf, *end = buf + *have;
+        if (*have > 0 && *p == '*') {
+            char *nl = memchr(p, '\n', (size_t)(end - p));
+            int n = nl ? atoi(p + 1) : -1, i = 0;
+            p = nl ? nl + 1 : end;
+            for (; i < n && p < end; i++) {
+                nl = memchr(p, '\n', (size_t)(end - p));
+                if (!nl)
+                    break;
+                size_t l = (size_t)atol(p + 1);
+                p = nl + 1;
+                if ((size_t)(end - p) < l + 2)
+                    break;
+                argv[i] = p;
+                lens[i] = l;
+                p += l + 2;
+            }
+            if (n > 0 && i == n && p <= end) {
+                *argc = n;
+                return (int)(p - buf); /* bytes consumed */
+            }
+        }
+        if (*have == cap)
+            return -1;
+        ssize_t k = read(fd, buf + *have, cap - *have);
+        if (k <= 0)
+            return -1;
+        *have += (size_t)k;
+    }
+}
+
+static void
+send_all(int fd, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, s, n);
+        if (k <= 0)
+            return;
+        s += k;
+        n -= (size_t)k;
+    }
+}
+
+static void *
+fake_main(void *arg)
+{
+    fake_redis *f = arg;
+    int fd = accept(f->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    static char buf[65536];
+    size_t have = 0;
+    char *argv[64];
+    size_t lens[64];
+    int argc, used;
+    while ((used = read_cmd(fd, buf, sizeof buf, &have, argv, lens, &argc)) > 0) {
+        char out[8192];
+        size_t n = 0;
+        if (lens[0] == 6 && !strncasecmp(argv[0], "BLMPOP", 6)) {
+            n = (size_t)snprintf(out, sizeof out, "*2\r\n$13\r\nqueue:default\r\n*%d\r\n",
+                                 f->njobs);
+            for (int i = 0; i < f->njobs; i++) {
+                char job[64];
+                int jl = snprintf(job, sizeof job, "{\"class\":\"Ok\",\"args\":[%d]}", i);
+                n += (size_t)snprintf(out + n, sizeof out - n, "$%d\r\n%s\r\n", jl, job);
+            }
+        } else if (lens[0] == 5 && !strncasecmp(argv[0], "RPUSH", 5) && argc == 3) {
+            int i = atomic_load(&f->npushed);
+            if (i < 64) {
+                snprintf(f->pushed[i], sizeof f->pushed[i], "%.*s", (int)lens[2], argv[2]);
+                atomic_store(&f->npushed, i + 1);
+            }
+            n = (size_t)snprintf(out, sizeof out, ":1\r\n");
+        } else if (lens[0] == 6 && !strncasecmp(argv[0], "CLIENT", 6)) {
+            n = (size_t)snprintf(out, sizeof out, ":7\r\n");
+        } else {
+            n = (size_t)snprintf(out, sizeof out, "+OK\r\n");
+        }
+        send_all(fd, out, n);
+        memmove(buf, buf + used, have - (size_t)used);
+        have -= (size_t)used;
+    }
+    close(fd);
+    return NULL;
+}
+
+/* A BLMPOP reply with 10 jobs for fetch_batch 4: 4 kept (one to run, three
+ * waiting), the 6 extra pushed back last first, nothing overflows. */
+static void
+test_fetch_reply_longer_than_batch(void **state)
+{
+    (void)state;
+    fake_redis f;
+    memset(&f, 0, sizeof f);
+    f.njobs = 10;
+    snprintf(f.path, sizeof f.path, "%s/fake.sock", srv.dir);
+    f.lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_true(strlen(f.path) < sizeof sa.sun_path);
+    memcpy(sa.sun_path, f.path, strlen(f.path) + 1);
+    assert_int_equal(bind(f.lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(f.lfd, 4), 0);
+    assert_int_equal(pthread_create(&f.th, NULL, fake_main, &f), 0);
+    char url[400];
+    snprintf(url, sizeof url, "unix://%s", f.path);
+    dray_options o;
+    opts_for_test(&o, 1);
+    o.redis_url = url;
+    o.fetch_batch = 4;
+    dray_server *s;
+    assert_int_equal(dray_server_new(&o, &s, NULL, 0), 0);
+    dray__worker *w = &s->workers[0];
+    dray__unit u;
+    assert_int_equal(dray__fetch(w, &u), 1);
+    assert_string_equal(u.payload, "{\"class\":\"Ok\",\"args\":[0]}");
+    dray__unit_clear(&u);
+    assert_int_equal(w->npre - w->ipre, 3);
+    for (int i = 1; i <= 3; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "{\"class\":\"Ok\",\"args\":[%d]}", i);
+        assert_string_equal(w->pre[w->ipre + (size_t)i - 1].payload, want);
+    }
+    assert_int_equal(atomic_load(&f.npushed), 6);
+    for (int i = 0; i < 6; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "{\"class\":\"Ok\",\"args\":[%d]}", 9 - i);
+        assert_string_equal(f.pushed[i], want);
+    }
+    printf("# 10 jobs for fetch_batch 4: 4 held, %d pushed back, 0 lost\n", atomic_load(&f.npushed));
+    dray_server_free(s); /* closes the link: the fake's thread ends */
+    pthread_join(f.th, NULL);
+    close(f.lfd);
+    unlink(f.path);
+}
+
 static int
 setup(void **state)
 {
@@ -630,6 +830,8 @@ main(void)
         cmocka_unit_test(test_long_stall_is_reported),
         cmocka_unit_test(test_malformed_payloads_are_readable_dead_jobs),
         cmocka_unit_test(test_unrecordable_payload_logged_whole),
+        cmocka_unit_test(test_fetch_oom_keeps_the_job),
+        cmocka_unit_test(test_fetch_reply_longer_than_batch),
     };
     if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER='*stall*' */
         cmocka_set_test_filter(getenv("TEST_FILTER"));
