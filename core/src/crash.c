@@ -23,10 +23,13 @@ enum { SLOT_FREE = 0, SLOT_IDLE = 1, SLOT_RUNNING = 2 };
 
 /* One per worker thread, written only by its owner; read by the handler. */
 typedef struct crash_slot {
-    atomic_int state;     /* SLOT_* */
-    atomic_int tid;       /* kernel thread id of the owner */
-    int worker;           /* worker index */
+    atomic_int state;      /* SLOT_* */
+    atomic_int tid;        /* kernel thread id of the owner */
+    int worker;            /* worker index */
     char text[CRASH_TEXT]; /* NUL-terminated, printable ASCII */
+    const char *payload;   /* the running job's raw payload (the worker's w->cur, kept until
+                              the slot leaves SLOT_RUNNING) */
+    size_t len;
 } crash_slot;
 
 static crash_slot slots[CRASH_SLOTS];
@@ -67,6 +70,35 @@ put_ulong(unsigned long v, int base)
         v /= (unsigned long)base;
     } while (v && i > 0);
     put(buf + i);
+}
+
+/* The payload escaped as dray__escape does, through a stack buffer. */
+static void
+put_escaped(const char *p, size_t n)
+{
+    char buf[512];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k + 4 > sizeof buf) {
+            buf[k] = '\0';
+            put(buf);
+            k = 0;
+        }
+        unsigned char c = (unsigned char)p[i];
+        if (c == '\\') {
+            buf[k++] = '\\';
+            buf[k++] = '\\';
+        } else if (c < 0x20 || c >= 0x7f) {
+            buf[k++] = '\\';
+            buf[k++] = 'x';
+            buf[k++] = "0123456789abcdef"[c >> 4];
+            buf[k++] = "0123456789abcdef"[c & 15];
+        } else {
+            buf[k++] = (char)c;
+        }
+    }
+    buf[k] = '\0';
+    put(buf);
 }
 
 static const char *
@@ -120,6 +152,10 @@ on_fatal(int sig, siginfo_t *si, void *uctx)
             put(slots[i].text);
             if (atomic_load(&slots[i].tid) == me)
                 put(" <- crashed in this job");
+            put(" payload (");
+            put_ulong((unsigned long)slots[i].len, 10);
+            put(" bytes, escaped): ");
+            put_escaped(slots[i].payload, slots[i].len);
             put("\n");
         }
         if (!running)
@@ -130,8 +166,9 @@ on_fatal(int sig, siginfo_t *si, void *uctx)
         void *frames[CRASH_FRAMES];
         int n = backtrace(frames, CRASH_FRAMES);
         backtrace_symbols_fd(frames, n, STDERR_FILENO);
-        put("dray FATAL: with basic fetch the running jobs above are lost (requeue them from "
-            "this log); with Pro reliable fetch they are recovered as orphans\n");
+        put("dray FATAL: with basic fetch the running jobs above are gone from Redis (push a "
+            "payload back with redis-cli LPUSH queue:<q> \"$(printf '%b' '<payload>')\"); "
+            "with Pro reliable fetch they are recovered as orphans\n");
     } else if (first != me) {
         /* Another thread is writing the report; it will end the process. */
         for (;;)
@@ -221,7 +258,8 @@ add_clean(char *dst, size_t *n, size_t cap, const char *s)
 }
 
 void
-dray__crash_job_start(int slot, const char *jid, const char *klass, const char *queue)
+dray__crash_job_start(int slot, const char *jid, const char *klass, const char *queue,
+                      const char *payload, size_t len)
 {
     if (slot < 0)
         return;
@@ -235,6 +273,8 @@ dray__crash_job_start(int slot, const char *jid, const char *klass, const char *
     add_clean(c->text, &n, sizeof c->text, klass ? klass : "?");
     add_clean(c->text, &n, sizeof c->text, " queue=");
     add_clean(c->text, &n, sizeof c->text, queue ? queue : "?");
+    c->payload = payload ? payload : "";
+    c->len = payload ? len : 0;
     atomic_store(&c->state, SLOT_RUNNING);
 }
 

@@ -15,9 +15,9 @@
 
 #include "server.h"
 
-#define FETCH_TIMEOUT "2"         /* seconds, as Sidekiq */
-#define FETCH_BLOCK_MS 2000       /* FETCH_TIMEOUT in ms */
-#define FETCH_MARGIN_MIN_MS 5000  /* a Redis stalled this long after a pop can lose the reply */
+#define FETCH_TIMEOUT "2"        /* seconds, as Sidekiq */
+#define FETCH_BLOCK_MS 2000      /* FETCH_TIMEOUT in ms */
+#define FETCH_MARGIN_MIN_MS 5000 /* a Redis stalled this long after a pop can lose the reply */
 
 int
 dray__fetch_extra_timeout_ms(const dray__redis_cfg *cfg)
@@ -40,8 +40,8 @@ note_lost_reply(dray__worker *w, const char *cmd, size_t nkeys)
     qs[0] = '\0';
     for (size_t i = 0; i < nkeys && n < sizeof qs - 1; i++) {
         const char *k = w->brpop_argv[1 + i];
-        int m = snprintf(qs + n, sizeof qs - n, "%s%s", i ? "," : "",
-                         strlen(k) > pre ? k + pre : k);
+        int m =
+            snprintf(qs + n, sizeof qs - n, "%s%s", i ? "," : "", strlen(k) > pre ? k + pre : k);
         if (m < 0)
             break;
         n += (size_t)m;
@@ -89,7 +89,8 @@ dray__queues_parse(struct dray_server *s, const char *spec, char *errbuf, size_t
     s->strict = 1;
     int rc = 0;
     char *save = NULL;
-    for (char *tok = strtok_r(copy, " \t\n", &save); tok && !rc; tok = strtok_r(NULL, " \t\n", &save)) {
+    for (char *tok = strtok_r(copy, " \t\n", &save); tok && !rc;
+         tok = strtok_r(NULL, " \t\n", &save)) {
         char *comma = strchr(tok, ',');
         long weight = 0;
         if (comma) {
@@ -322,8 +323,8 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
             freeReplyObject(r);
         return rc;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY ||
-        r->element[1]->elements == 0) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_ARRAY || r->element[1]->elements == 0) {
         freeReplyObject(r);
         return blocked ? FETCH_TIMED_OUT : 0;
     }
@@ -358,7 +359,8 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
             break;
         }
         dray__unit v;
-        v.queue = k->len > pre ? dray__strndup(k->str + pre, k->len - pre) : dray__strdup("default");
+        v.queue =
+            k->len > pre ? dray__strndup(k->str + pre, k->len - pre) : dray__strdup("default");
         v.payload = dray__strndup(e->str, e->len);
         v.len = e->len;
         v.token = NULL;
@@ -376,7 +378,8 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
     }
     pthread_mutex_unlock(&w->mu);
     if (first_over < jobs->elements) {
-        dray__log(DRAY_LOG_ERROR, "fetch reply has %zu jobs, more than fetch_batch %d asked for; "
+        dray__log(DRAY_LOG_ERROR,
+                  "fetch reply has %zu jobs, more than fetch_batch %d asked for; "
                   "pushing the %zu extra back",
                   jobs->elements, s->opts.fetch_batch, jobs->elements - first_over);
         /* RPUSH the last first, so the first extra ends at the head. */
@@ -475,8 +478,9 @@ dray__fetch(dray__worker *w, dray__unit *u)
     const redisReply *k = r->element[0], *v = r->element[1];
     if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
         if (v->type == REDIS_REPLY_STRING)
-            dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, v->str, v->len,
-                              "BRPOP reply names no queue; job lost unless replayed from this line");
+            dray__log_payload(
+                DRAY_LOG_ERROR, NULL, NULL, v->str, v->len,
+                "BRPOP reply names no queue; job lost unless replayed from this line");
         else
             not_a_job(v, 1);
         freeReplyObject(r);

@@ -80,8 +80,8 @@ output(dray_log_level level, const char *line)
 }
 
 static void
-emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms,
-     const char *fmt, va_list ap)
+emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms, const char *fmt,
+     va_list ap)
 {
     char line[2048];
     size_t n = header(line, sizeof line, level, jid, klass, elapsed_ms);
@@ -162,8 +162,9 @@ dray__log_payload(dray_log_level level, const char *jid, const char *klass, cons
         char part[256 + PART_BYTES * 4];
         size_t off = p * PART_BYTES, cnt = len - off < PART_BYTES ? len - off : PART_BYTES;
         size_t h = header(part, 256, level, jid, klass, -1);
-        h += (size_t)snprintf(part + h, 256 - h, " payload part %zu/%zu (bytes %zu-%zu of %zu): ",
-                              p + 1, parts, off, off + cnt, len);
+        h += (size_t)snprintf(part + h, 256 - h,
+                              " payload part %zu/%zu (bytes %zu-%zu of %zu): ", p + 1, parts, off,
+                              off + cnt, len);
         h += dray__escape(payload + off, cnt, part + h);
         part[h] = '\0';
         output(level, part);

@@ -103,7 +103,8 @@ process(dray__worker *w, dray__unit *u)
     dray_job *job = NULL;
     int rc = dray_job_parse(w->cur.payload, w->cur.len, s->opts.max_payload, &job, err, sizeof err);
     if (rc) {
-        dray__crash_job_start(w->crash_slot, "(malformed payload)", NULL, w->cur.queue);
+        dray__crash_job_start(w->crash_slot, "(malformed payload)", NULL, w->cur.queue,
+                              w->cur.payload, w->cur.len);
         dray__dead_raw(w, &w->cur, err);
         goto done;
     }
@@ -116,7 +117,7 @@ process(dray__worker *w, dray__unit *u)
     w->cur_class = klass;
     w->cur_jid = jid;
     pthread_mutex_unlock(&w->mu);
-    dray__crash_job_start(w->crash_slot, jid, klass, w->cur.queue);
+    dray__crash_job_start(w->crash_slot, jid, klass, w->cur.queue, w->cur.payload, w->cur.len);
     if (s->opts.log_jobs)
         dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");
 

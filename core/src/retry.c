@@ -34,8 +34,7 @@ truncated_string(const char *s, size_t max)
 }
 
 int
-dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, size_t len,
-               double now)
+dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, size_t len, double now)
 {
     char score[32], cutoff[32], rank[32];
     snprintf(score, sizeof score, "%.6f", now);
@@ -208,8 +207,8 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
         return;
     }
     double now = dray_now();
-    const char *rq = h && h->retry_queue ? h->retry_queue
-                                         : json_string_value(json_object_get(o, "retry_queue"));
+    const char *rq =
+        h && h->retry_queue ? h->retry_queue : json_string_value(json_object_get(o, "retry_queue"));
     if (rq)
         json_object_set_new(o, "queue", json_string(rq));
     json_object_set_new(o, "error_message", truncated_string(msg, ERROR_MESSAGE_MAX));

@@ -128,8 +128,10 @@ void dray__crash_install(void);
  * taken) and an alternate signal stack (*altstack, or NULL). */
 int dray__crash_thread_start(int worker, void **altstack);
 void dray__crash_thread_end(int slot, void *altstack);
-/* The slot's thread starts / ends a job (strings copied). */
-void dray__crash_job_start(int slot, const char *jid, const char *klass, const char *queue);
+/* The slot's thread starts / ends a job (strings copied; payload borrowed
+ * until dray__crash_job_end). */
+void dray__crash_job_start(int slot, const char *jid, const char *klass, const char *queue,
+                           const char *payload, size_t len);
 void dray__crash_job_end(int slot);
 
 /* processor.c */

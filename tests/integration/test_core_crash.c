@@ -32,7 +32,7 @@ static atomic_int ran;
 /* ---- log capture ---------------------------------------------------------- */
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char *logs;  /* every captured line, '\n'-separated */
+static char *logs; /* every captured line, '\n'-separated */
 static size_t nlogs;
 
 static void
@@ -203,9 +203,10 @@ static void
 push_then_stall(int stall_s)
 {
     redisContext *c = test_redis_connect(&srv);
-    redisAppendCommand(c, "LPUSH queue:default %s", "{\"class\":\"Ok\",\"args\":[],\"jid\":"
-                                                    "\"0123456789abcdef01234567\",\"queue\":"
-                                                    "\"default\"}");
+    redisAppendCommand(c, "LPUSH queue:default %s",
+                       "{\"class\":\"Ok\",\"args\":[],\"jid\":"
+                       "\"0123456789abcdef01234567\",\"queue\":"
+                       "\"default\"}");
     redisAppendCommand(c, "DEBUG SLEEP %d", stall_s);
     void *r;
     for (int i = 0; i < 2; i++) {
@@ -318,9 +319,10 @@ crash_case(const char *klass, int want_sig)
 {
     freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
     const char *jid = "c0ffee0123456789abcdef01";
-    freeReplyObject(test_redis_cmd(
-        rc, "LPUSH queue:default {\"class\":\"%s\",\"args\":[],\"jid\":\"%s\",\"queue\":\"default\"}",
-        klass, jid));
+    char raw[200];
+    snprintf(raw, sizeof raw, "{\"class\":\"%s\",\"args\":[],\"jid\":\"%s\",\"queue\":\"default\"}",
+             klass, jid);
+    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", raw));
     char path[400];
     snprintf(path, sizeof path, "%s/crash-%s.log", srv.dir, klass);
     pid_t pid = fork();
@@ -355,16 +357,18 @@ crash_case(const char *klass, int want_sig)
     char *out = slurp(path);
     assert_non_null(out);
     printf("# %s: child %s %d; report:\n%s", klass,
-           WIFSIGNALED(status) ? "died by signal" : "exited with", WIFSIGNALED(status)
-                                                                     ? WTERMSIG(status)
-                                                                     : WEXITSTATUS(status),
-           out);
+           WIFSIGNALED(status) ? "died by signal" : "exited with",
+           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), out);
     assert_true(WIFSIGNALED(status));
     assert_int_equal(WTERMSIG(status), want_sig);
     assert_non_null(strstr(out, "dray FATAL"));
     char want[128];
     snprintf(want, sizeof want, "jid=%s class=%s queue=default <- crashed in this job", jid, klass);
     assert_non_null(strstr(out, want));
+    /* the whole payload, so it can be pushed again */
+    char payload[300];
+    snprintf(payload, sizeof payload, "payload (%zu bytes, escaped): %s\n", strlen(raw), raw);
+    assert_non_null(strstr(out, payload));
     assert_non_null(strstr(out, "backtrace of thread"));
     assert_non_null(strstr(out, "[0x")); /* a frame of backtrace_symbols_fd */
     free(out);
@@ -395,10 +399,10 @@ dead_entry_for(const char *raw, size_t rawlen)
         if (json_is_string(b64)) {
             unsigned char *bin = malloc(rawlen + 1);
             size_t blen = 0;
-            match = sodium_base642bin(bin, rawlen + 1, json_string_value(b64),
-                                      json_string_length(b64), NULL, &blen, NULL,
-                                      sodium_base64_VARIANT_ORIGINAL) == 0 &&
-                    blen == rawlen && !memcmp(bin, raw, rawlen);
+            match =
+                sodium_base642bin(bin, rawlen + 1, json_string_value(b64), json_string_length(b64),
+                                  NULL, &blen, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+                blen == rawlen && !memcmp(bin, raw, rawlen);
             free(bin);
         } else if (json_is_string(a)) {
             match = json_string_length(a) == rawlen && !memcmp(json_string_value(a), raw, rawlen);
@@ -469,8 +473,8 @@ test_malformed_payloads_are_readable_dead_jobs(void **state)
         assert_int_equal(dray_job_parse(txt, strlen(txt), 0, &j, err, sizeof err), 0);
         dray_job_free(j);
         free((void *)txt);
-        printf("# dead entry %d: %s: %.80s\n", i, json_string_value(json_object_get(e, "error_class")),
-               msg);
+        printf("# dead entry %d: %s: %.80s\n", i,
+               json_string_value(json_object_get(e, "error_class")), msg);
         json_decref(e);
     }
     /* What `dray dead list` reads: the reason, not only the log. */
@@ -619,7 +623,8 @@ test_fetch_oom_keeps_the_job(void **state)
         dray__worker *w = &s->workers[0];
         int fetched = 0, kept = 0;
         for (long k = 0; k < 30; k++) {
-            freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default {\"class\":\"Ok\",\"args\":[%ld]}", k));
+            freeReplyObject(
+                test_redis_cmd(rc, "LPUSH queue:default {\"class\":\"Ok\",\"args\":[%ld]}", k));
             dray__unit u;
             dray__alloc_fail_after(k);
             int r = dray__fetch(w, &u);
@@ -790,7 +795,8 @@ test_fetch_reply_longer_than_batch(void **state)
         snprintf(want, sizeof want, "{\"class\":\"Ok\",\"args\":[%d]}", 9 - i);
         assert_string_equal(f.pushed[i], want);
     }
-    printf("# 10 jobs for fetch_batch 4: 4 held, %d pushed back, 0 lost\n", atomic_load(&f.npushed));
+    printf("# 10 jobs for fetch_batch 4: 4 held, %d pushed back, 0 lost\n",
+           atomic_load(&f.npushed));
     dray_server_free(s); /* closes the link: the fake's thread ends */
     pthread_join(f.th, NULL);
     close(f.lfd);
