@@ -162,9 +162,9 @@ dray__log_payload(dray_log_level level, const char *jid, const char *klass, cons
         char part[256 + PART_BYTES * 4];
         size_t off = p * PART_BYTES, cnt = len - off < PART_BYTES ? len - off : PART_BYTES;
         size_t h = header(part, 256, level, jid, klass, -1);
-        h += (size_t)snprintf(part + h, 256 - h,
-                              " payload part %zu/%zu (bytes %zu-%zu of %zu): ", p + 1, parts, off,
-                              off + cnt, len);
+        int m = snprintf(part + h, 256 - h, " payload part %zu/%zu (bytes %zu-%zu of %zu): ", p + 1,
+                         parts, off, off + cnt, len);
+        h = m > 0 && (size_t)m < 256 - h ? h + (size_t)m : 255;
         h += dray__escape(payload + off, cnt, part + h);
         part[h] = '\0';
         output(level, part);

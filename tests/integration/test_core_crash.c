@@ -604,6 +604,39 @@ test_unrecordable_payload_logged_whole(void **state)
     json_decref(job);
 }
 
+/* Out of memory, the last-resort log still holds every byte: in parts. */
+static void
+test_payload_log_parts_under_oom(void **state)
+{
+    (void)state;
+    size_t plen = 3000;
+    char *p = malloc(plen);
+    for (size_t i = 0; i < plen; i++)
+        p[i] = (char)(i % 251 + 1);
+    logs_reset();
+    dray_log_set_level(DRAY_LOG_WARN);
+    dray__alloc_fail_after(0);
+    dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, p, plen, "test %s", "oom");
+    dray__alloc_fail_after(-1);
+    char *back = malloc(plen * 2);
+    size_t blen = 0;
+    for (int part = 1; part <= 3; part++) {
+        char needle[64];
+        snprintf(needle, sizeof needle, "payload part %d/3 ", part);
+        char *l = log_line(needle);
+        if (!l)
+            fail_msg("no line with '%s'", needle);
+        char *at = strstr(strstr(l, needle), "): ");
+        assert_non_null(at);
+        blen += unescape(at + 3, back + blen);
+        free(l);
+    }
+    assert_int_equal(blen, plen);
+    assert_memory_equal(back, p, plen);
+    free(back);
+    free(p);
+}
+
 /* ---- 5. fetch under memory pressure and against a Redis that sends too much */
 
 /* dray__fetch on a worker of a server that is not running (this thread is
@@ -836,6 +869,7 @@ main(void)
         cmocka_unit_test(test_long_stall_is_reported),
         cmocka_unit_test(test_malformed_payloads_are_readable_dead_jobs),
         cmocka_unit_test(test_unrecordable_payload_logged_whole),
+        cmocka_unit_test(test_payload_log_parts_under_oom),
         cmocka_unit_test(test_fetch_oom_keeps_the_job),
         cmocka_unit_test(test_fetch_reply_longer_than_batch),
     };
