@@ -109,7 +109,9 @@ typedef struct dray_options {
     const char *redis_url;      /* NULL: $DRAY_REDIS_URL, $REDIS_URL, redis://127.0.0.1:6379/0 */
     const char *ns;             /* key namespace (Sidekiq 6 "ns:" prefix); NULL or "" for none */
     int connect_timeout_ms;     /* default 2000 */
-    int command_timeout_ms;     /* default 5000; blocking fetches add their own wait */
+    int command_timeout_ms;     /* default 5000; a worker's link waits 2 s (the fetch's block)
+                                   + max(this, 5000) for a reply, so only a longer Redis stall
+                                   can lose a popped job (docs/cli.md) */
     size_t max_payload;         /* largest job JSON in bytes; default 1 MiB */
     /* server only */
     int concurrency;            /* worker threads; default 10 */
