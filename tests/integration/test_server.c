@@ -396,7 +396,7 @@ test_dead_paths(void **state)
     push("Fail", NULL, json_pack("[s]", "nodead"), "{\"retry\":0,\"dead\":false}");
     /* unknown class: retried like Sidekiq's NameError */
     push("NoSuchJob", NULL, json_pack("[]"), NULL);
-    /* malformed payload: raw to dead, worker continues */
+    /* malformed payload: to dead as a Dray::MalformedJob, worker continues */
     freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", "{not json"));
     push("Ok", NULL, json_pack("[s]", "after"), NULL);
     running r;
@@ -419,8 +419,12 @@ test_dead_paths(void **state)
     redisReply *d = test_redis_cmd(rc, "ZRANGE dead 0 -1");
     int raw = 0, zero = 0;
     for (size_t i = 0; i < d->elements; i++) {
-        if (!strcmp(d->element[i]->str, "{not json"))
+        json_t *m = json_loads(d->element[i]->str, 0, NULL);
+        const char *a0 = json_string_value(json_array_get(json_object_get(m, "args"), 0));
+        const char *mc = json_string_value(json_object_get(m, "class"));
+        if (a0 && mc && !strcmp(a0, "{not json") && !strcmp(mc, "Dray::MalformedJob"))
             raw++;
+        json_decref(m);
         if (strstr(d->element[i]->str, "\"zero\""))
             zero++;
     }
