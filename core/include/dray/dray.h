@@ -76,7 +76,8 @@ extern "C" {
     X(ELICENSE, -22, "license key refused")                                \
     X(ECONFIG, -23, "invalid configuration")                               \
     X(EIO, -24, "i/o error")                                               \
-    X(ETIMEOUT, -25, "timed out")
+    X(ETIMEOUT, -25, "timed out")                                          \
+    X(EUNSURE, -31, "redis link failed after the command was sent; it may have run")
 
 enum {
     DRAY_OK = 0,
