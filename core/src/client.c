@@ -260,6 +260,11 @@ write_job(dray_client *c, dray_job *job, const char *json, size_t len)
         if (rc != DRAY_ECONN)
             break;
     }
+    if (rc == DRAY_EUNSURE) {
+        char why[DRAY_ERRSTR_BYTES];
+        snprintf(why, sizeof why, "%s", c->conn.errstr);
+        cerr(c, rc, "jid %s may have been written (once, never twice): %s", dray_job_jid(job), why);
+    }
     return rc;
 }
 
