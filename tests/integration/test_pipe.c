@@ -229,16 +229,22 @@ test_bulk_refused_job_then_next(void **state)
     char *jids = calloc(2500, DRAY_JID_BYTES);
     size_t pushed = 12345;
     int rc1 = dray_client_push_bulk(c, "Bulk", list, NULL, jids, &pushed);
-    assert_int_equal(rc1, DRAY_ETOOBIG);
-    assert_non_null(strstr(dray_client_errstr(c), "1500"));
-    /* every job before the refused one is written, and only those */
-    assert_int_equal(pushed, 1500);
-    assert_int_equal(llen(rc, "queue:default"), 1500);
-
-    /* the next calls on the same client: correct, and nothing extra lands */
+    char err1[DRAY_ERRSTR_BYTES];
+    snprintf(err1, sizeof err1, "%s", dray_client_errstr(c));
     json_t *args = json_pack("[s]", "next");
     char jid[DRAY_JID_BYTES];
-    assert_int_equal(dray_client_push(c, "Next", args, NULL, jid), 0);
+    long long n0 = llen(rc, "queue:default");
+    int rc2 = dray_client_push(c, "Next", args, NULL, jid);
+    print_message("refused job 1500: rc %s, *pushed %zu, LLEN %lld; next push rc %s, LLEN %lld\n",
+                  dray_err_name(rc1), pushed, n0, dray_err_name(rc2), llen(rc, "queue:default"));
+    assert_int_equal(rc1, DRAY_ETOOBIG);
+    assert_non_null(strstr(err1, "1500"));
+    /* every job before the refused one is written, and only those */
+    assert_int_equal(pushed, 1500);
+    assert_int_equal(n0, 1500);
+
+    /* the next calls on the same client: correct, and nothing extra lands */
+    assert_int_equal(rc2, 0);
     assert_int_equal(llen(rc, "queue:default"), 1501);
     size_t pushed2 = 0;
     json_t *list2 = json_pack("[[i],[i]]", 1, 2);
@@ -275,6 +281,8 @@ test_bulk_refused_chunk(void **state)
         json_array_append_new(list, json_pack("[i]", i));
     size_t pushed = 12345;
     int rc1 = dray_client_push_bulk(c, "Bulk", list, NULL, NULL, &pushed);
+    print_message("refused chunks: rc %s, *pushed %zu, jobs in Redis 0\n", dray_err_name(rc1),
+                  pushed);
     assert_int_equal(rc1, DRAY_EREDIS);
     assert_non_null(strstr(dray_client_errstr(c), "WRONGTYPE"));
     assert_int_equal(pushed, 0);
@@ -291,14 +299,25 @@ test_bulk_refused_chunk(void **state)
 /* ---- no double write ------------------------------------------------------------ */
 
 static int
-only_one_client(void *arg)
+nclients(redisContext *rc)
 {
-    redisContext *rc = arg;
     redisReply *r = test_redis_cmd(rc, "INFO clients");
     const char *p = strstr(r->str, "connected_clients:");
-    int one = p && atoi(p + 18) == 1;
+    int n = p ? atoi(p + 18) : -1;
     freeReplyObject(r);
-    return one;
+    return n;
+}
+
+struct want_clients {
+    redisContext *rc;
+    int n;
+};
+
+static int
+clients_are(void *arg)
+{
+    struct want_clients *w = arg;
+    return nclients(w->rc) == w->n;
 }
 
 /* Redis stalls (SIGSTOP) while a push waits for EXEC's reply. Before the fix
@@ -313,6 +332,7 @@ test_stalled_push_written_once(void **state)
     json_t *args = json_pack("[s]", "once");
     assert_int_equal(dray_client_push(c, "Warm", args, NULL, NULL), 0); /* connected */
     freeReplyObject(test_redis_cmd(rc, "DEL queue:default"));
+    int before = nclients(rc); /* this link, the client's, any left by other tests */
     redisFree(rc);
 
     assert_int_equal(kill(srv.pid, SIGSTOP), 0);
@@ -321,15 +341,17 @@ test_stalled_push_written_once(void **state)
     int rc1 = dray_client_push(c, "Stalled", args, NULL, jid);
     double took = test_now() - t0;
     assert_int_equal(kill(srv.pid, SIGCONT), 0);
-    print_message("stalled push: rc %s after %.0f ms\n", dray_err_name(rc1), took * 1000);
+    /* Redis has read every byte the client sent once every link the client
+     * dropped is gone: the client holds none now, this test one again. */
+    rc = test_redis_connect(&srv);
+    struct want_clients w = {rc, before - 1};
+    assert_true(test_wait_until(clients_are, &w, 10));
+    long long copies = llen(rc, "queue:default");
+    print_message("stalled push: rc %s after %.0f ms; copies in Redis after SIGCONT: %lld\n",
+                  dray_err_name(rc1), took * 1000, copies);
+    assert_int_equal(copies, 1);
     assert_int_equal(rc1, DRAY_EUNSURE);
     assert_non_null(strstr(dray_client_errstr(c), "may have"));
-
-    /* Redis has read every byte the client ever sent once only this test's
-     * inspecting connection is left. */
-    rc = test_redis_connect(&srv);
-    assert_true(test_wait_until(only_one_client, rc, 10));
-    assert_int_equal(llen(rc, "queue:default"), 1);
     redisReply *r = test_redis_cmd(rc, "LINDEX queue:default 0");
     assert_non_null(strstr(r->str, "Stalled"));
     freeReplyObject(r);

@@ -197,7 +197,11 @@ DRAY_API const char *dray_client_errstr(const dray_client *c);
 
 /* Push one job of class klass with args (borrowed JSON array). With at/in in
  * the future it goes to the schedule set instead. jid_out (may be NULL)
- * receives the jid. One round trip; on any failure nothing is written. */
+ * receives the jid. One round trip, all or nothing, and never written twice:
+ * on any failure but DRAY_EUNSURE nothing is written. DRAY_EUNSURE: the link
+ * failed after the whole push was sent (a timeout, a Redis that stalled or
+ * closed the link); the job is in Redis once or not at all (look for its jid
+ * before pushing it again). A push is retried only when it cannot have run. */
 DRAY_API DRAY_WUR int dray_client_push(dray_client *c, const char *klass, json_t *args,
                                        const dray_push_opts *opts, char *jid_out);
 /* Push a job built with dray_job_new/parse. The job gains jid, queue,
@@ -205,9 +209,13 @@ DRAY_API DRAY_WUR int dray_client_push(dray_client *c, const char *klass, json_t
 DRAY_API DRAY_WUR int dray_client_push_job(dray_client *c, dray_job *job,
                                            const dray_push_opts *opts);
 /* Push n jobs of one class: args_list is a JSON array of args arrays
- * (borrowed). jids_out (may be NULL) receives n jids, DRAY_JID_BYTES apart.
- * Jobs are sent in chunks of up to 1000 per round trip, each chunk atomic.
- * *pushed counts the jobs written (some may be dropped by hooks). */
+ * (borrowed). jids_out (may be NULL) receives n jids, DRAY_JID_BYTES apart
+ * (all zero for a job a hook dropped). Jobs are sent in chunks of up to 1000,
+ * each chunk atomic, 8 chunks per round trip. *pushed counts exactly the jobs
+ * Redis took. A refused job k (bad args, too big, a hook's error): jobs
+ * before k are written, none after. A chunk Redis refused: not written, not
+ * counted, the rest go on. DRAY_EUNSURE: the link failed after chunks were
+ * sent; those not counted in *pushed may each be in Redis once, not twice. */
 DRAY_API DRAY_WUR int dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
                                             const dray_push_opts *opts, char *jids_out,
                                             size_t *pushed);
