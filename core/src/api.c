@@ -183,7 +183,7 @@ reply_double(const redisReply *r)
 static double
 latency_of(const char *json, size_t len, double now)
 {
-    json_t *o = json_loadb(json, len, JSON_ALLOW_NUL, NULL);
+    json_t *o = dray__json_load(json, len, NULL);
     json_t *t = json_object_get(o, "enqueued_at");
     double lat = json_is_number(t) ? now - json_number_value(t) : 0;
     json_decref(o);
@@ -554,7 +554,7 @@ entry_fill(dray_set_entry *e, const char *m, size_t len, double score)
     if (!e->member)
         return DRAY_ENOMEM;
     e->member_len = len;
-    json_t *o = json_loadb(m, len, JSON_ALLOW_NUL, NULL);
+    json_t *o = dray__json_load(m, len, NULL);
     if (!json_is_object(o)) {
         json_decref(o);
         return 0;
@@ -674,7 +674,7 @@ jid_pattern(const char *jid)
 static bool
 member_has_jid(const char *m, size_t len, const char *jid)
 {
-    json_t *o = json_loadb(m, len, JSON_ALLOW_NUL, NULL);
+    json_t *o = dray__json_load(m, len, NULL);
     const char *j = json_string_value(json_object_get(o, "jid"));
     bool same = j && !strcmp(j, jid);
     json_decref(o);
@@ -766,7 +766,7 @@ retry_payload(dray_api *a, dray_set set, const dray_set_entry *e, char **json, s
     *json = NULL;
     *obj = NULL;
     json_error_t jerr;
-    json_t *o = json_loadb(e->member, e->member_len, JSON_ALLOW_NUL, &jerr);
+    json_t *o = dray__json_load(e->member, e->member_len, &jerr);
     if (!json_is_object(o)) {
         json_decref(o);
         return aerr(a, DRAY_EJSON, "job %s is not a json object", e->jid ? e->jid : "?");

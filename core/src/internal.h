@@ -177,8 +177,13 @@ dray_job *dray__job_wrap(json_t *obj);
 int dray__queue_check(const char *q, char *errbuf, size_t errlen);
 /* The field checks of dray_job_validate, without the size check. */
 int dray__job_check_fields(const dray_job *job, char *errbuf, size_t errlen);
-/* Serialize with the flags every writer must use (floats keep a '.'). */
+/* Serialize with the flags every writer must use (floats keep a '.'); an
+ * integer beyond 64 bits that dray__json_load read is written with its exact
+ * digits. Returns malloc'ed text (free()), NULL on OOM. */
 char *dray__json_dump(const json_t *v, size_t *len);
+/* json_loadb for job payloads: accepts integers beyond 64 bits (read them
+ * with dray_json_bigint). e (may be NULL) as json_loadb's. New reference. */
+json_t *dray__json_load(const char *buf, size_t len, json_error_t *e);
 
 /* ---- hooks (module.c) ---------------------------------------------------------- */
 /* The process-wide hook chains that modules fill (module.h); empty without

@@ -42,6 +42,7 @@ extern "C" {
 /* Sizes of caller-owned buffers. */
 #define DRAY_JID_LEN 24                  /* 12 random bytes, lowercase hex, as Sidekiq */
 #define DRAY_JID_BYTES (DRAY_JID_LEN + 1) /* with the terminating NUL */
+#define DRAY_JID_MAX 128                 /* longest jid accepted from other clients (UUIDs, ...) */
 #define DRAY_ERRSTR_BYTES 128            /* per-object error text, hiredis-sized */
 #define DRAY_QUEUE_MAX 200               /* longest queue name: keeps keys short and greppable */
 #define DRAY_DEFAULT_MAX_PAYLOAD (1024 * 1024) /* 1 MiB: a bigger job is almost always a bug */
@@ -63,7 +64,7 @@ extern "C" {
     X(ECLASS, -9, "job class missing or empty")                            \
     X(EARGS, -10, "job args must be a json array")                         \
     X(EQUEUE, -11, "invalid queue name")                                   \
-    X(EJID, -12, "jid must be 24 lowercase hex characters")                \
+    X(EJID, -12, "jid must be a non-empty string of printable characters") \
     X(EUTF8, -13, "string is not valid utf-8")                             \
     X(ETOOBIG, -14, "job payload exceeds the size limit")                  \
     X(ERETRY, -15, "retry must be true, false or a non-negative integer")  \
@@ -160,6 +161,11 @@ DRAY_API const char *dray_job_queue(const dray_job *job);  /* borrowed; "default
 DRAY_API json_t *dray_job_args(const dray_job *job);       /* borrowed array */
 /* retry_count field, or -1 when the job has never failed. */
 DRAY_API int dray_job_retry_count(const dray_job *job);
+/* An integer beyond 64 bits in a payload (any Ruby bignum, e.g. 2**64)
+ * arrives as a json string marker; this returns its exact decimal digits
+ * ("-" first when negative; borrowed, lives as long as v), or NULL when v is
+ * not such a marker. Retry, dead and scheduler writes keep the digits. */
+DRAY_API const char *dray_json_bigint(const json_t *v);
 /* The raw payload the worker fetched, or NULL for a job built in memory. */
 DRAY_API const char *dray_job_payload(const dray_job *job);
 /* Any top-level field (custom ones included); borrowed, NULL when absent. */
