@@ -106,8 +106,8 @@ int dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...);
  * reply that shows the link out of step drops the link, so no later call can
  * read a stale reply or flush a half-built block. */
 typedef struct dray__pipe_cmd {
-    int kind;      /* DRAY__PIPE_PLAIN, _MULTI, _QUEUED, _EXEC */
-    int st;        /* after run: 0, DRAY_EREDIS, DRAY_EUNSURE (sent, no reply), DRAY_ECONN (not sent) */
+    int kind; /* DRAY__PIPE_PLAIN, _MULTI, _QUEUED, _EXEC */
+    int st;   /* after run: 0, DRAY_EREDIS, DRAY_EUNSURE (sent, no reply), DRAY_ECONN (not sent) */
     size_t end;    /* bytes of the write buffer up to this command's end */
     redisReply *r; /* after run: the reply (owned by the pipe), or NULL */
 } dray__pipe_cmd;
@@ -116,12 +116,12 @@ typedef struct dray__pipe_cmd {
 #define DRAY__PIPE_QUEUED 2
 #define DRAY__PIPE_EXEC 3
 typedef struct dray__pipe {
-    dray__conn *c;        /* borrowed */
-    dray__pipe_cmd *cmd;  /* commands appended, in order */
-    size_t n;             /* commands appended */
-    size_t cap;           /* slots in cmd */
-    int err;              /* sticky: an append failed (the link was dropped) */
-    int intx;             /* inside MULTI */
+    dray__conn *c;       /* borrowed */
+    dray__pipe_cmd *cmd; /* commands appended, in order */
+    size_t n;            /* commands appended */
+    size_t cap;          /* slots in cmd */
+    int err;             /* sticky: an append failed (the link was dropped) */
+    int intx;            /* inside MULTI */
 } dray__pipe;
 /* Start a pipeline on c. Cannot fail; a link that the server closed while
  * idle, or that holds unread bytes, is dropped here (reconnected on add). */

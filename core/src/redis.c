@@ -681,8 +681,8 @@ pipe_check(dray__pipe *p, const dray__pipe_cmd *m)
             return 0;
         if (r->type == REDIS_REPLY_ERROR)
             return set_err(p->c, DRAY_EREDIS, "redis at %s: %s", where, r->str);
-        return set_err(p->c, DRAY_ECONN, "redis at %s: a command in MULTI was not queued: link out of step",
-                       where);
+        return set_err(p->c, DRAY_ECONN,
+                       "redis at %s: a command in MULTI was not queued: link out of step", where);
     case DRAY__PIPE_EXEC:
         if (r->type == REDIS_REPLY_ERROR)
             return set_err(p->c, DRAY_EREDIS, "redis at %s: %s", where, r->str);

@@ -21,9 +21,9 @@
 static test_redis srv;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static int runs;             /* handler calls */
-static char seen[4][3][64];  /* digits of args[0..2], per call */
-static char jids[8][160];    /* jids seen by the jid handler */
+static int runs;            /* handler calls */
+static char seen[4][3][64]; /* digits of args[0..2], per call */
+static char jids[8][160];   /* jids seen by the jid handler */
 static int njids;
 
 static int
@@ -244,8 +244,9 @@ test_foreign_jids_run(void **state)
     freeReplyObject(test_redis_cmd(rc, "SADD queues default"));
     for (int i = 0; i < 3; i++) {
         char p[256];
-        snprintf(p, sizeof p, "{\"class\":\"Jid\",\"args\":[%d],\"jid\":\"%s\",\"queue\":\"default\"}",
-                 i, want[i]);
+        snprintf(p, sizeof p,
+                 "{\"class\":\"Jid\",\"args\":[%d],\"jid\":\"%s\",\"queue\":\"default\"}", i,
+                 want[i]);
         freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", p));
     }
     running r;

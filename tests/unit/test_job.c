@@ -294,8 +294,8 @@ test_foreign_jids(void **state)
 {
     (void)state;
     static const char *const jids[] = {"abc", "0f8fad5b-d9cb-469f-a165-70867728950e",
-                                       "0123456789abcdef0123456789abcdef", "ABCDEF0123456789abcdef01",
-                                       "job:42"};
+                                       "0123456789abcdef0123456789abcdef",
+                                       "ABCDEF0123456789abcdef01", "job:42"};
     for (size_t i = 0; i < sizeof jids / sizeof *jids; i++) {
         char buf[256];
         snprintf(buf, sizeof buf, "{\"class\":\"A\",\"args\":[],\"jid\":\"%s\"}", jids[i]);

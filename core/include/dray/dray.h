@@ -42,7 +42,7 @@ extern "C" {
 /* Sizes of caller-owned buffers. */
 #define DRAY_JID_LEN 24                  /* 12 random bytes, lowercase hex, as Sidekiq */
 #define DRAY_JID_BYTES (DRAY_JID_LEN + 1) /* with the terminating NUL */
-#define DRAY_JID_MAX 128                 /* longest jid accepted from other clients (UUIDs, ...) */
+#define DRAY_JID_MAX 128                  /* longest jid accepted from other clients (UUIDs, ...) */
 #define DRAY_ERRSTR_BYTES 128            /* per-object error text, hiredis-sized */
 #define DRAY_QUEUE_MAX 200               /* longest queue name: keeps keys short and greppable */
 #define DRAY_DEFAULT_MAX_PAYLOAD (1024 * 1024) /* 1 MiB: a bigger job is almost always a bug */
@@ -64,7 +64,7 @@ extern "C" {
     X(ECLASS, -9, "job class missing or empty")                            \
     X(EARGS, -10, "job args must be a json array")                         \
     X(EQUEUE, -11, "invalid queue name")                                   \
-    X(EJID, -12, "jid must be a non-empty string of printable characters") \
+    X(EJID, -12, "jid must be 1-128 printable characters, no spaces")      \
     X(EUTF8, -13, "string is not valid utf-8")                             \
     X(ETOOBIG, -14, "job payload exceeds the size limit")                  \
     X(ERETRY, -15, "retry must be true, false or a non-negative integer")  \
@@ -78,7 +78,7 @@ extern "C" {
     X(ECONFIG, -23, "invalid configuration")                               \
     X(EIO, -24, "i/o error")                                               \
     X(ETIMEOUT, -25, "timed out")                                          \
-    X(EUNSURE, -31, "redis link failed after the command was sent; it may have run")
+    X(EUNSURE, -31, "redis link lost after sending: it may have run")
 
 enum {
     DRAY_OK = 0,
