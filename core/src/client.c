@@ -455,11 +455,18 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
     snprintf(score, sizeof score, "%.6f", at);
     size_t done = 0, inflight_n[BULK_CHUNKS_IN_FLIGHT], inflight_cmd[BULK_CHUNKS_IN_FLIGHT];
     int inflight = 0;
-    int jobrc = 0; /* a refused job: what precedes it is still written */
+    int jobrc = 0; /* a refused job */
     dray__pipe pipe;
     bool piping = false;
     for (size_t i = 0;; i++) {
-        bool last = i >= n || jobrc;
+        if (jobrc) {
+            /* A refused job stops the call: what was buffered with it is
+             * never sent, so the written jobs are the first *pushed. */
+            if (piping)
+                dray__pipe_discard(&pipe);
+            break;
+        }
+        bool last = i >= n;
         if (ch.n == BULK_CHUNK || (last && ch.n > 0)) {
             if (!piping) {
                 dray__pipe_init(&pipe, &c->conn);

@@ -145,6 +145,9 @@ int dray__pipe_run(dray__pipe *p);
 redisReply *dray__pipe_reply(const dray__pipe *p, size_t i);
 /* Free the replies and the command list. Cannot fail. */
 void dray__pipe_close(dray__pipe *p);
+/* Give up a pipeline before run: nothing buffered is ever sent (the link is
+ * dropped if anything was), then close. Cannot fail. */
+void dray__pipe_discard(dray__pipe *p);
 
 /* Sleep the current backoff (exponential, jittered, capped at 2 s) unless
  * *stop becomes true, then try to reconnect. 0 when connected. */

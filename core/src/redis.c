@@ -779,3 +779,11 @@ dray__pipe_close(dray__pipe *p)
     dray__free(p->cmd);
     memset(p, 0, sizeof *p);
 }
+
+void
+dray__pipe_discard(dray__pipe *p)
+{
+    if (p->n || p->err)
+        dray__conn_drop(p->c);
+    dray__pipe_close(p);
+}

@@ -210,9 +210,10 @@ test_killed_mid_pipeline(void **state)
 
 /* ---- push_bulk --------------------------------------------------------------- */
 
-/* A job refused in the middle of a bulk push (too big, after one whole chunk
- * was buffered): before the fix the buffered chunk was left unsent and
- * unread, *pushed said 0, and the next push flushed it and read its replies. */
+/* A job refused in the middle of a bulk push (too big), after one round
+ * trip of 8 chunks was done and a ninth chunk buffered: before the fix the
+ * ninth chunk was left unsent and unread, and the next push flushed it (1000
+ * jobs the caller was told were not pushed) and read its replies. */
 static void
 test_bulk_refused_job_then_next(void **state)
 {
@@ -220,13 +221,13 @@ test_bulk_refused_job_then_next(void **state)
     redisContext *rc = flushed();
     dray_client *c = client(400, 0);
     json_t *list = json_array();
-    for (int i = 0; i < 2500; i++)
+    for (int i = 0; i < 10000; i++)
         json_array_append_new(list, json_pack("[i]", i));
     char big[600];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
-    json_array_set_new(list, 1500, json_pack("[s]", big));
-    char *jids = calloc(2500, DRAY_JID_BYTES);
+    json_array_set_new(list, 9500, json_pack("[s]", big));
+    char *jids = calloc(10000, DRAY_JID_BYTES);
     size_t pushed = 12345;
     int rc1 = dray_client_push_bulk(c, "Bulk", list, NULL, jids, &pushed);
     char err1[DRAY_ERRSTR_BYTES];
@@ -235,29 +236,33 @@ test_bulk_refused_job_then_next(void **state)
     char jid[DRAY_JID_BYTES];
     long long n0 = llen(rc, "queue:default");
     int rc2 = dray_client_push(c, "Next", args, NULL, jid);
-    print_message("refused job 1500: rc %s, *pushed %zu, LLEN %lld; next push rc %s, LLEN %lld\n",
-                  dray_err_name(rc1), pushed, n0, dray_err_name(rc2), llen(rc, "queue:default"));
+    long long n1 = llen(rc, "queue:default");
+    print_message("refused job 9500: rc %s, *pushed %zu, LLEN %lld; next push rc %s, LLEN %lld\n",
+                  dray_err_name(rc1), pushed, n0, dray_err_name(rc2), n1);
     assert_int_equal(rc1, DRAY_ETOOBIG);
-    assert_non_null(strstr(err1, "1500"));
-    /* every job before the refused one is written, and only those */
-    assert_int_equal(pushed, 1500);
-    assert_int_equal(n0, 1500);
+    assert_non_null(strstr(err1, "9500"));
+    /* exactly the first *pushed jobs are written: one whole round trip */
+    assert_int_equal(pushed, 8000);
+    assert_int_equal(n0, 8000);
 
     /* the next calls on the same client: correct, and nothing extra lands */
     assert_int_equal(rc2, 0);
-    assert_int_equal(llen(rc, "queue:default"), 1501);
+    assert_int_equal(n1, 8001);
     size_t pushed2 = 0;
     json_t *list2 = json_pack("[[i],[i]]", 1, 2);
     assert_int_equal(dray_client_push_bulk(c, "Bulk", list2, NULL, NULL, &pushed2), 0);
     assert_int_equal(pushed2, 2);
-    assert_int_equal(llen(rc, "queue:default"), 1503);
+    assert_int_equal(llen(rc, "queue:default"), 8003);
     /* the newest job is the last bulk one; "Next" sits just behind it */
     redisReply *r = test_redis_cmd(rc, "LINDEX queue:default 2");
     assert_non_null(strstr(r->str, jid));
     freeReplyObject(r);
-    /* the first jid written is job 0's */
+    /* the oldest is job 0, the newest of the bulk push is job 7999 */
     r = test_redis_cmd(rc, "LINDEX queue:default -1");
     assert_non_null(strstr(r->str, jids));
+    freeReplyObject(r);
+    r = test_redis_cmd(rc, "LINDEX queue:default 3");
+    assert_non_null(strstr(r->str, jids + 7999 * DRAY_JID_BYTES));
     freeReplyObject(r);
     free(jids);
     json_decref(list);
