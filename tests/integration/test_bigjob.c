@@ -13,6 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "dray/inspect.h"
 #include "internal.h"
 #include "redis_fixture.h"
 
@@ -229,6 +230,21 @@ test_bignums_run_and_keep_digits(void **state)
             assert_string_equal(seen[k][i], want[i]);
     redisReply *x = test_redis_cmd(rc, "ZCARD retry");
     assert_int_equal(x->integer, 0);
+    freeReplyObject(x);
+
+    /* "retry now" from the dead set (the CLI's path) keeps the digits too */
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = srv.url;
+    dray_api *api;
+    assert_int_equal(dray_api_new(&o, &api, NULL, 0), 0);
+    int moved = dray_api_set_retry(api, DRAY_SET_DEAD, "d1d2d3d4d5d6d7d8d9d0d1d2");
+    if (moved)
+        fail_msg("retry from the dead set: %s: %s", dray_err_name(moved), dray_api_errstr(api));
+    dray_api_free(api);
+    x = test_redis_cmd(rc, "LRANGE queue:default 0 -1");
+    assert_int_equal(x->elements, 1);
+    assert_non_null(strstr(x->element[0]->str, "\"args\":" BIG_ARGS ","));
     freeReplyObject(x);
     redisFree(rc);
 }
