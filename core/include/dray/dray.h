@@ -218,12 +218,12 @@ DRAY_API DRAY_WUR int dray_client_push_job(dray_client *c, dray_job *job,
  * (borrowed). jids_out (may be NULL) receives n jids, DRAY_JID_BYTES apart
  * (all zero for a job a hook dropped). Jobs are sent in chunks of up to 1000,
  * each chunk atomic, 8 chunks per round trip. *pushed counts exactly the jobs
- * Redis took (jids_out tells which). A refused job (bad args,
- * too big, a hook's error) stops the call: the round trips already done stay
- * written, nothing buffered with it is sent (a refusal among the first 8000
- * jobs writes nothing). A chunk Redis refused is not written and stops the
- * call after its round trip. DRAY_EUNSURE: the link failed after chunks were
- * sent; those not counted in *pushed may each be in Redis once, not twice. */
+ * Redis took, on success and on every error but DRAY_EUNSURE. A refused job
+ * (bad args, too big, a hook's error) stops the call: the round trips already
+ * done stay written, nothing buffered with it is sent (a refusal among the
+ * first 8000 jobs writes nothing). A chunk Redis refused is not written and
+ * stops the call after its round trip. DRAY_EUNSURE: the link failed after
+ * chunks were sent; those not counted may each be in Redis once, not twice. */
 DRAY_API DRAY_WUR int dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
                                             const dray_push_opts *opts, char *jids_out,
                                             size_t *pushed);
