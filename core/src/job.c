@@ -159,7 +159,7 @@ dray__json_load(const char *buf, size_t len, json_error_t *e)
         json_error_t e2;
         o = json_loadb(b.p, b.len, JSON_ALLOW_NUL, &e2);
         if (!o && json_error_code(&e2) != json_error_numeric_overflow)
-            *e = e2; /* positions refer to the rewritten text: keep the first report otherwise */
+            *e = e2; /* what is really wrong; its position counts in the rewritten text */
     }
     dray__buf_close(&b);
     return o;
