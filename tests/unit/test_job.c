@@ -101,7 +101,8 @@ test_ruby_fields(void **state)
     assert_true(json_real_value(json_array_get(args, 2)) == 1.0e-7);
     assert_int_equal(json_integer_value(json_array_get(args, 3)), 12345678901234LL);
     assert_int_equal(json_integer_value(dray_job_get(job, "retry")), 3);
-    assert_int_equal(json_integer_value(json_object_get(dray_job_get(job, "custom_ctx"), "tenant")), 7);
+    assert_int_equal(json_integer_value(json_object_get(dray_job_get(job, "custom_ctx"), "tenant")),
+                     7);
     assert_string_equal(json_string_value(dray_job_get(job, "bid")), "HxBtApqAroMAzw");
     assert_int_equal(dray_job_retry_count(job), -1);
     dray_job_free(job);
@@ -288,6 +289,144 @@ test_bigints(void **state)
     dray_job_free(job);
 }
 
+/* ---- property: integers keep their digits ----------------------------------- */
+
+typedef struct gen {
+    char s[4096];
+    size_t n;
+    unsigned seed;
+} gen;
+
+static void
+gput(gen *g, const char *t)
+{
+    size_t k = strlen(t);
+    if (g->n + k < sizeof g->s) {
+        memcpy(g->s + g->n, t, k);
+        g->n += k;
+    }
+}
+
+static void
+gnum(gen *g)
+{
+    char b[64];
+    int p = 0, k = 1 + rand_r(&g->seed) % 30;
+    if (rand_r(&g->seed) % 2)
+        b[p++] = '-';
+    b[p++] = (char)('1' + rand_r(&g->seed) % 9);
+    for (int i = 1; i < k; i++)
+        b[p++] = (char)('0' + rand_r(&g->seed) % 10);
+    if (rand_r(&g->seed) % 5 == 0) {
+        b[p++] = '.';
+        b[p++] = '5';
+    }
+    b[p] = '\0';
+    gput(g, b);
+}
+
+static void
+gval(gen *g, int depth)
+{
+    static const char *const parts[] = {
+        "a", "\\\"", "\\\\", "9223372036854775808", "\\u0000", "\\u0000dray-bigint-", ":", ","};
+    int r = rand_r(&g->seed) % (depth > 3 ? 2 : 4);
+    if (r == 0) {
+        gnum(g);
+    } else if (r == 1) {
+        gput(g, "\"");
+        for (int i = rand_r(&g->seed) % 4; i > 0; i--)
+            gput(g, parts[rand_r(&g->seed) % 8]);
+        gput(g, "\"");
+    } else {
+        bool obj = r == 3;
+        gput(g, obj ? "{" : "[");
+        for (int i = 0, k = rand_r(&g->seed) % 4; i < k; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "%s\"k%d\":", i ? "," : "", i);
+            if (obj)
+                gput(g, key);
+            else if (i)
+                gput(g, ",");
+            gval(g, depth + 1);
+        }
+        gput(g, obj ? "}" : "]");
+    }
+}
+
+/* The integer literals outside strings of s, each followed by '|'. */
+static void
+int_tokens(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < n;) {
+        if (s[i] == '"') {
+            for (i++; i < n && s[i] != '"'; i++)
+                if (s[i] == '\\')
+                    i++;
+            i++;
+        } else if (s[i] == '-' || (s[i] >= '0' && s[i] <= '9')) {
+            size_t st = i++;
+            while (i < n && s[i] >= '0' && s[i] <= '9')
+                i++;
+            bool real = i < n && (s[i] == '.' || s[i] == 'e' || s[i] == 'E');
+            size_t en = i;
+            while (i < n && s[i] && strchr(".eE+-0123456789", s[i]))
+                i++;
+            if (!real && w + (en - st) + 2 < cap) {
+                memcpy(out + w, s + st, en - st);
+                w += en - st;
+                out[w++] = '|';
+            }
+        } else {
+            i++;
+        }
+    }
+    out[w] = '\0';
+}
+
+/* Random payloads with integers of 1-30 digits, reals, and strings that hold
+ * digits, escapes and marker look-alikes: every integer comes back digit for
+ * digit, no marker leaks, and a second round trip changes nothing. */
+static void
+test_bigint_round_trip_property(void **state)
+{
+    (void)state;
+    gen g = {.seed = 20261207};
+    static char a[4096], b[4096];
+    int longs = 0;
+    for (int it = 0; it < 20000; it++) {
+        g.n = 0;
+        gput(&g, "{\"class\":\"A\",\"args\":[");
+        for (int i = 0, k = rand_r(&g.seed) % 6; i < k; i++) {
+            if (i)
+                gput(&g, ",");
+            gval(&g, 0);
+        }
+        gput(&g, "]}");
+        json_t *o = dray__json_load(g.s, g.n, NULL);
+        if (!o)
+            fail_msg("generated payload refused: %.*s", (int)g.n, g.s);
+        size_t l1, l2;
+        char *d1 = dray__json_dump(o, &l1);
+        assert_non_null(d1);
+        json_t *o2 = dray__json_load(d1, l1, NULL);
+        assert_non_null(o2);
+        char *d2 = dray__json_dump(o2, &l2);
+        assert_string_equal(d1, d2);
+        int_tokens(g.s, g.n, a, sizeof a);
+        int_tokens(d1, l1, b, sizeof b);
+        if (strcmp(a, b))
+            fail_msg("digits changed:\n%.*s\n%s", (int)g.n, g.s, d1);
+        longs += strlen(a) > 25;
+        free(d1);
+        free(d2);
+        json_decref(o);
+        json_decref(o2);
+    }
+    assert_true(longs > 1000); /* the generator does make big integers */
+}
+
 /* jids written by other Sidekiq clients run. */
 static void
 test_foreign_jids(void **state)
@@ -314,6 +453,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bigints),
         cmocka_unit_test(test_foreign_jids),
+        cmocka_unit_test(test_bigint_round_trip_property),
         cmocka_unit_test(test_ruby_fixtures_round_trip),
         cmocka_unit_test(test_ruby_fields),
         cmocka_unit_test(test_bad_input),
