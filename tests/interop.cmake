@@ -15,6 +15,8 @@
 #   test_interop_namespace  the same through redis-namespace
 #   test_interop_nul        Sidekiq jobs whose strings hold NUL (\u0000) parse,
 #                           run and get scheduled in dray like any other
+#   test_interop_bigint     Ruby bignum args run in dray; RetrySet/DeadSet see
+#                           the same Integers after dray's retry, scheduler, death
 find_program(DRAY_RUBY_EXE ruby)
 if(NOT DRAY_RUBY_EXE)
   message(WARNING "ruby not found: the interop tests will fail (apt-get install ruby ruby-sidekiq)")
@@ -22,7 +24,7 @@ if(NOT DRAY_RUBY_EXE)
 endif()
 
 set(_it ${CMAKE_CURRENT_LIST_DIR}/interop)
-foreach(t producer server failures namespace nul)
+foreach(t producer server failures namespace nul bigint)
   dray_add_test(test_interop_${t}
     SOURCES ${_it}/test_interop_${t}.c ${_it}/interop_support.c
     LABELS interop TIMEOUT 120)

@@ -132,28 +132,24 @@ dray_set_parse(const char *name, dray_set *out)
     return 0;
 }
 
-/* Read n pipelined replies into r[]. Every reply is read even after an error
- * reply, so the connection stays in step; on failure all are freed. */
+/* Run p (which holds n commands) and hand its replies over in r[0..n),
+ * freed by the caller with free_replies. On failure nothing is handed over
+ * and the link is left as dray__pipe_run left it. */
 static int
-read_replies(dray_api *a, redisReply **r, size_t n)
+run_into(dray_api *a, dray__pipe *p, redisReply **r, size_t n)
 {
-    int first = 0;
     for (size_t i = 0; i < n; i++)
         r[i] = NULL;
-    for (size_t i = 0; i < n; i++) {
-        int e = dray__conn_reply(&a->conn, &r[i]);
-        if (e && !first)
-            first = e;
-        if (e == DRAY_ECONN)
-            break;
-    }
-    if (first) {
-        for (size_t i = 0; i < n; i++)
-            if (r[i])
-                freeReplyObject(r[i]);
-        return conn_fail(a, first);
-    }
-    return 0;
+    int rc = dray__pipe_run(p);
+    if (!rc && p->n == n)
+        for (size_t i = 0; i < n; i++) {
+            r[i] = p->cmd[i].r;
+            p->cmd[i].r = NULL;
+        }
+    else if (!rc)
+        rc = aerr(a, DRAY_EINVAL, "pipeline: %zu replies for %zu commands", p->n, n);
+    dray__pipe_close(p);
+    return rc ? conn_fail(a, rc) : 0;
 }
 
 static void
@@ -187,7 +183,7 @@ reply_double(const redisReply *r)
 static double
 latency_of(const char *json, size_t len, double now)
 {
-    json_t *o = json_loadb(json, len, JSON_ALLOW_NUL, NULL);
+    json_t *o = dray__json_load(json, len, NULL);
     json_t *t = json_object_get(o, "enqueued_at");
     double lat = json_is_number(t) ? now - json_number_value(t) : 0;
     json_decref(o);
@@ -250,19 +246,17 @@ dray_api_stats_get(dray_api *a, dray_stats *out)
     a->errstr[0] = '\0';
     const char *ns = a->cfg.ns;
     int rc;
-    if ((rc = dray__conn_appendf(&a->conn, "GET %sstat:processed", ns)) ||
-        (rc = dray__conn_appendf(&a->conn, "GET %sstat:failed", ns)) ||
-        (rc = dray__conn_appendf(&a->conn, "ZCARD %sschedule", ns)) ||
-        (rc = dray__conn_appendf(&a->conn, "ZCARD %sretry", ns)) ||
-        (rc = dray__conn_appendf(&a->conn, "ZCARD %sdead", ns)) ||
-        (rc = dray__conn_appendf(&a->conn, "SCARD %sprocesses", ns)) ||
-        (rc = dray__conn_appendf(&a->conn, "LRANGE %squeue:default -1 -1", ns))) {
-        conn_fail(a, rc);
-        dray__conn_drop(&a->conn); /* part of a pipeline may be queued: start clean */
-        return rc;
-    }
+    dray__pipe p;
+    dray__pipe_init(&p, &a->conn);
+    dray__pipe_addf(&p, "GET %sstat:processed", ns);
+    dray__pipe_addf(&p, "GET %sstat:failed", ns);
+    dray__pipe_addf(&p, "ZCARD %sschedule", ns);
+    dray__pipe_addf(&p, "ZCARD %sretry", ns);
+    dray__pipe_addf(&p, "ZCARD %sdead", ns);
+    dray__pipe_addf(&p, "SCARD %sprocesses", ns);
+    dray__pipe_addf(&p, "LRANGE %squeue:default -1 -1", ns);
     redisReply *r1[7];
-    if ((rc = read_replies(a, r1, 7)))
+    if ((rc = run_into(a, &p, r1, 7)))
         return rc;
     double now = dray_now();
     out->processed = reply_ll(r1[0]);
@@ -290,16 +284,12 @@ dray_api_stats_get(dray_api *a, dray_stats *out)
         rc = aerr(a, DRAY_ENOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < np && !rc; i++)
-        rc = dray__conn_appendf(&a->conn, "HGET %s%s busy", ns, procs[i]);
-    for (size_t i = 0; i < nq && !rc; i++)
-        rc = dray__conn_appendf(&a->conn, "LLEN %squeue:%s", ns, queues[i]);
-    if (rc) {
-        conn_fail(a, rc);
-        dray__conn_drop(&a->conn); /* half a pipeline is queued: start clean */
-        goto out;
-    }
-    if (np + nq && (rc = read_replies(a, r2, np + nq)))
+    dray__pipe_init(&p, &a->conn);
+    for (size_t i = 0; i < np; i++)
+        dray__pipe_addf(&p, "HGET %s%s busy", ns, procs[i]);
+    for (size_t i = 0; i < nq; i++)
+        dray__pipe_addf(&p, "LLEN %squeue:%s", ns, queues[i]);
+    if ((rc = run_into(a, &p, r2, np + nq)))
         goto out;
     for (size_t i = 0; i < np; i++)
         out->workers_size += reply_ll(r2[i]);
@@ -347,15 +337,13 @@ dray_api_queues_list(dray_api *a, dray_queue_info **out, size_t *n)
         rc = aerr(a, DRAY_ENOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < nq && !rc; i++)
-        if (!(rc = dray__conn_appendf(&a->conn, "LLEN %squeue:%s", a->cfg.ns, names[i])))
-            rc = dray__conn_appendf(&a->conn, "LRANGE %squeue:%s -1 -1", a->cfg.ns, names[i]);
-    if (rc) {
-        conn_fail(a, rc);
-        dray__conn_drop(&a->conn);
-        goto out;
+    dray__pipe p;
+    dray__pipe_init(&p, &a->conn);
+    for (size_t i = 0; i < nq; i++) {
+        dray__pipe_addf(&p, "LLEN %squeue:%s", a->cfg.ns, names[i]);
+        dray__pipe_addf(&p, "LRANGE %squeue:%s -1 -1", a->cfg.ns, names[i]);
     }
-    if ((rc = read_replies(a, r, 2 * nq)))
+    if ((rc = run_into(a, &p, r, 2 * nq)))
         goto out;
     double now = dray_now();
     for (size_t i = 0; i < nq; i++) {
@@ -484,15 +472,11 @@ dray_api_processes_list(dray_api *a, dray_process_info **out, size_t *n)
         rc = aerr(a, DRAY_ENOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < np && !rc; i++)
-        rc = dray__conn_appendf(&a->conn, "HMGET %s%s info busy beat quiet rss rtt_us", a->cfg.ns,
-                                ids[i]);
-    if (rc) {
-        conn_fail(a, rc);
-        dray__conn_drop(&a->conn);
-        goto out;
-    }
-    if ((rc = read_replies(a, r, np)))
+    dray__pipe pl;
+    dray__pipe_init(&pl, &a->conn);
+    for (size_t i = 0; i < np; i++)
+        dray__pipe_addf(&pl, "HMGET %s%s info busy beat quiet rss rtt_us", a->cfg.ns, ids[i]);
+    if ((rc = run_into(a, &pl, r, np)))
         goto out;
     for (size_t i = 0; i < np && !rc; i++) {
         int f = process_fill(&p[k], ids[i], r[i]);
@@ -570,7 +554,7 @@ entry_fill(dray_set_entry *e, const char *m, size_t len, double score)
     if (!e->member)
         return DRAY_ENOMEM;
     e->member_len = len;
-    json_t *o = json_loadb(m, len, JSON_ALLOW_NUL, NULL);
+    json_t *o = dray__json_load(m, len, NULL);
     if (!json_is_object(o)) {
         json_decref(o);
         return 0;
@@ -690,7 +674,7 @@ jid_pattern(const char *jid)
 static bool
 member_has_jid(const char *m, size_t len, const char *jid)
 {
-    json_t *o = json_loadb(m, len, JSON_ALLOW_NUL, NULL);
+    json_t *o = dray__json_load(m, len, NULL);
     const char *j = json_string_value(json_object_get(o, "jid"));
     bool same = j && !strcmp(j, jid);
     json_decref(o);
@@ -782,7 +766,7 @@ retry_payload(dray_api *a, dray_set set, const dray_set_entry *e, char **json, s
     *json = NULL;
     *obj = NULL;
     json_error_t jerr;
-    json_t *o = json_loadb(e->member, e->member_len, JSON_ALLOW_NUL, &jerr);
+    json_t *o = dray__json_load(e->member, e->member_len, &jerr);
     if (!json_is_object(o)) {
         json_decref(o);
         return aerr(a, DRAY_EJSON, "job %s is not a json object", e->jid ? e->jid : "?");

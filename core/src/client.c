@@ -199,28 +199,6 @@ prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_
     return 0;
 }
 
-/* Read n replies; the last must be EXEC's array (nil means aborted). */
-static int
-read_multi(dray_client *c, int n)
-{
-    int rc = 0;
-    for (int i = 0; i < n; i++) {
-        redisReply *r;
-        int e = dray__conn_reply(&c->conn, &r);
-        if (e == DRAY_ECONN) {
-            conn_fail(c, e);
-            return e;
-        }
-        if (!rc && e)
-            rc = conn_fail(c, e);
-        if (!rc && i == n - 1 && r->type != REDIS_REPLY_ARRAY)
-            rc = cerr(c, DRAY_EREDIS, "redis at %s: transaction aborted", c->cfg.where);
-        if (r)
-            freeReplyObject(r);
-    }
-    return rc;
-}
-
 /* Write one immediate job: MULTI SADD LPUSH EXEC in one round trip. */
 static int
 write_now(dray_client *c, const char *queue, const char *json, size_t len)
@@ -236,13 +214,16 @@ write_now(dray_client *c, const char *queue, const char *json, size_t len)
     const char *sadd[3] = {"SADD", c->queues_key, queue};
     const char *lpush[3] = {"LPUSH", key.p, json};
     size_t lpushl[3] = {5, key.len, len};
-    int rc = 0;
-    if ((rc = dray__conn_appendf(&c->conn, "MULTI")) || (rc = dray__conn_append(&c->conn, 3, sadd, NULL)) ||
-        (rc = dray__conn_append(&c->conn, 3, lpush, lpushl)) ||
-        (rc = dray__conn_appendf(&c->conn, "EXEC")))
-        rc = conn_fail(c, rc);
-    else
-        rc = read_multi(c, 4);
+    dray__pipe p;
+    dray__pipe_init(&p, &c->conn);
+    dray__pipe_begin(&p);
+    dray__pipe_add(&p, 3, sadd, NULL);
+    dray__pipe_add(&p, 3, lpush, lpushl);
+    dray__pipe_commit(&p);
+    int rc = dray__pipe_run(&p);
+    if (rc)
+        conn_fail(c, rc);
+    dray__pipe_close(&p);
     dray__buf_close(&key);
     return rc;
 }
@@ -254,13 +235,20 @@ write_sched(dray_client *c, double at, const char *json, size_t len)
     int sl = snprintf(score, sizeof score, "%.6f", at);
     const char *argv[4] = {"ZADD", c->schedule_key, score, json};
     size_t lens[4] = {4, strlen(c->schedule_key), (size_t)sl, len};
-    int rc = dray__conn_cmd(&c->conn, NULL, 4, argv, lens);
+    dray__pipe p;
+    dray__pipe_init(&p, &c->conn);
+    dray__pipe_add(&p, 4, argv, lens);
+    int rc = dray__pipe_run(&p);
+    dray__pipe_close(&p);
     return rc ? conn_fail(c, rc) : 0;
 }
 
-/* Write with one retry on a dropped connection (an idle link that Redis or
- * a proxy closed): the first attempt failed before EXEC's reply, and MULTI
- * makes a partial write impossible. */
+/* Write with one retry when the link failed before the whole command was
+ * sent (a MULTI block without its EXEC never runs, a half-sent ZADD is never
+ * read): then nothing was written and a second try cannot duplicate. After
+ * a complete send the outcome is unknown (DRAY_EUNSURE) and there is no
+ * retry, so a job is never written twice. Idle links the server closed are
+ * replaced before sending (dray__pipe_init). */
 static int
 write_job(dray_client *c, dray_job *job, const char *json, size_t len)
 {
@@ -272,7 +260,20 @@ write_job(dray_client *c, dray_job *job, const char *json, size_t len)
         if (rc != DRAY_ECONN)
             break;
     }
+    if (rc == DRAY_EUNSURE) {
+        char why[DRAY_ERRSTR_BYTES];
+        snprintf(why, sizeof why, "%s", c->conn.errstr);
+        cerr(c, rc, "jid %s may have been written (once, never twice): %s", dray_job_jid(job), why);
+    }
     return rc;
+}
+
+/* Copy a jid into a DRAY_JID_BYTES buffer. A jid from elsewhere (a parsed
+ * job, a hook) may be any length; a longer one is cut, never overrun. */
+static void
+jid_copy(char *out, const char *jid)
+{
+    snprintf(out, DRAY_JID_BYTES, "%s", jid);
 }
 
 int
@@ -320,7 +321,7 @@ dray_client_push(dray_client *c, const char *klass, json_t *args, const dray_pus
         return cerr(c, rc, "cannot build job of class '%s': %s", klass, dray_strerror(rc));
     rc = dray_client_push_job(c, job, opts);
     if (!rc && jid_out)
-        memcpy(jid_out, dray_job_jid(job), DRAY_JID_BYTES);
+        jid_copy(jid_out, dray_job_jid(job));
     dray_job_free(job);
     return rc;
 }
@@ -452,18 +453,31 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
     }
     char score[32];
     snprintf(score, sizeof score, "%.6f", at);
-    size_t done = 0, inflight_sizes[BULK_CHUNKS_IN_FLIGHT];
-    int inflight_chunks = 0;
-    int replies_per_chunk = at > 0 ? 1 : 4;
-    for (size_t i = 0; i <= n && !rc; i++) {
-        bool flush_chunk = ch.n == BULK_CHUNK || (i == n && ch.n > 0);
-        if (flush_chunk) {
+    size_t done = 0, inflight_n[BULK_CHUNKS_IN_FLIGHT], inflight_cmd[BULK_CHUNKS_IN_FLIGHT];
+    int inflight = 0;
+    int jobrc = 0; /* a refused job */
+    dray__pipe pipe;
+    bool piping = false;
+    for (size_t i = 0;; i++) {
+        if (jobrc) {
+            /* A refused job stops the call: what was buffered with it is
+             * never sent, so the written jobs are the first *pushed. */
+            if (piping)
+                dray__pipe_discard(&pipe);
+            break;
+        }
+        bool last = i >= n;
+        if (ch.n == BULK_CHUNK || (last && ch.n > 0)) {
+            if (!piping) {
+                dray__pipe_init(&pipe, &c->conn);
+                piping = true;
+            }
             if (at > 0) {
                 ch.argv[0] = "ZADD";
                 ch.lens[0] = 4;
                 ch.argv[1] = c->schedule_key;
                 ch.lens[1] = strlen(c->schedule_key);
-                rc = dray__conn_append(&c->conn, 2 + 2 * ch.n, ch.argv, ch.lens);
+                dray__pipe_add(&pipe, 2 + 2 * ch.n, ch.argv, ch.lens);
             } else {
                 const char *sadd[3] = {"SADD", c->queues_key, queue};
                 ch.argv[0] = "LPUSH";
@@ -475,81 +489,78 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
                     ch.argv[2 + k] = ch.argv[2 + 2 * k + 1];
                     ch.lens[2 + k] = ch.lens[2 + 2 * k + 1];
                 }
-                if (!(rc = dray__conn_appendf(&c->conn, "MULTI")) &&
-                    !(rc = dray__conn_append(&c->conn, 3, sadd, NULL)) &&
-                    !(rc = dray__conn_append(&c->conn, 2 + ch.n, ch.argv, ch.lens)))
-                    rc = dray__conn_appendf(&c->conn, "EXEC");
+                dray__pipe_begin(&pipe);
+                dray__pipe_add(&pipe, 3, sadd, NULL);
+                dray__pipe_add(&pipe, 2 + ch.n, ch.argv, ch.lens);
+                dray__pipe_commit(&pipe);
             }
             for (int k = 0; k < ch.n; k++) {
                 free(ch.owned[k]);
                 ch.owned[k] = NULL;
             }
-            if (rc) {
-                conn_fail(c, rc);
+            inflight_cmd[inflight] = pipe.n ? pipe.n - 1 : 0;
+            inflight_n[inflight++] = (size_t)ch.n;
+            ch.n = 0;
+        }
+        /* Push hooks may use the connection while the next jobs are
+         * prepared: then no command may be left buffered or unread. */
+        if (piping && (inflight == BULK_CHUNKS_IN_FLIGHT || last || !dray__hooks_push_empty())) {
+            int prc = dray__pipe_run(&pipe);
+            for (int k = 0; k < inflight; k++) {
+                const redisReply *r = dray__pipe_reply(&pipe, inflight_cmd[k]);
+                /* immediate: the chunk is in Redis iff EXEC's LPUSH answered */
+                bool written = at > 0 ? r && r->type == REDIS_REPLY_INTEGER
+                                      : r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                                            r->element[1]->type == REDIS_REPLY_INTEGER;
+                if (written)
+                    done += inflight_n[k];
+            }
+            dray__pipe_close(&pipe);
+            piping = false;
+            inflight = 0;
+            if (prc) {
+                rc = conn_fail(c, prc);
                 break;
             }
-            inflight_sizes[inflight_chunks++] = (size_t)ch.n;
-            ch.n = 0;
-            /* Push hooks may use the connection while the next jobs are
-             * prepared: then no reply may be left pending. */
-            if (inflight_chunks == BULK_CHUNKS_IN_FLIGHT || i == n || !dray__hooks_push_empty()) {
-                for (int k = 0; k < inflight_chunks && !rc; k++) {
-                    if (at > 0) {
-                        redisReply *r;
-                        rc = dray__conn_reply(&c->conn, &r);
-                        if (rc)
-                            conn_fail(c, rc);
-                        if (r)
-                            freeReplyObject(r);
-                    } else {
-                        rc = read_multi(c, replies_per_chunk);
-                    }
-                    if (!rc)
-                        done += inflight_sizes[k];
-                }
-                inflight_chunks = 0;
-            }
         }
-        if (i == n || rc)
+        if (last)
             break;
         char jid[DRAY_JID_BYTES];
         dray_jid_new(jid);
         if (fast.p) {
             /* No hooks: every job is the shared head plus jid and args. */
-            rc = render_fast(c, &fast, &one, jid, json_array_get(args_list, i), i, score, &ch);
-            if (!rc && jids_out)
+            jobrc = render_fast(c, &fast, &one, jid, json_array_get(args_list, i), i, score, &ch);
+            if (!jobrc && jids_out)
                 memcpy(jids_out + (size_t)i * DRAY_JID_BYTES, jid, DRAY_JID_BYTES);
             continue;
         }
         json_t *o = json_copy(tmpl);
-        if (!o) {
-            rc = cerr(c, DRAY_ENOMEM, "out of memory");
-            break;
+        dray_job *job = o ? dray__job_wrap(o) : NULL;
+        if (!job) {
+            jobrc = cerr(c, DRAY_ENOMEM, "out of memory");
+            continue;
         }
         json_object_set(o, "args", json_array_get(args_list, i));
         json_object_set_new(o, "jid", json_string(jid));
-        dray_job *job = dray__job_wrap(o);
-        if (!job) {
-            rc = cerr(c, DRAY_ENOMEM, "out of memory");
-            break;
-        }
         char *json;
         size_t len;
-        rc = prepare(c, job, at, now, &json, &len);
-        if (!rc && json) {
+        jobrc = prepare(c, job, at, now, &json, &len);
+        if (!jobrc && json) {
             if (jids_out)
-                memcpy(jids_out + (size_t)i * DRAY_JID_BYTES, dray_job_jid(job), DRAY_JID_BYTES);
+                jid_copy(jids_out + (size_t)i * DRAY_JID_BYTES, dray_job_jid(job));
             snprintf(ch.scores[ch.n], sizeof ch.scores[ch.n], "%.6f", at);
             ch.argv[2 + 2 * ch.n] = ch.scores[ch.n];
             ch.lens[2 + 2 * ch.n] = strlen(ch.scores[ch.n]);
             ch.argv[2 + 2 * ch.n + 1] = json;
             ch.lens[2 + 2 * ch.n + 1] = len;
             ch.owned[ch.n++] = json;
-        } else if (!rc && jids_out) {
+        } else if (!jobrc && jids_out) {
             memset(jids_out + (size_t)i * DRAY_JID_BYTES, 0, DRAY_JID_BYTES);
         }
         dray_job_free(job);
     }
+    if (!rc)
+        rc = jobrc;
     if (pushed)
         *pushed = done;
 out:

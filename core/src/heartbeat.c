@@ -46,51 +46,34 @@ flush_stats(struct dray_server *s, dray__conn *c)
     gmtime_r(&now, &tm);
     strftime(date, sizeof date, "%Y-%m-%d", &tm);
     const char *ns = s->cfg.ns;
-    int rc;
-    if ((rc = dray__conn_appendf(c, "MULTI")) ||
-        (rc = dray__conn_appendf(c, "INCRBY %sstat:processed %llu", ns, (unsigned long long)dp)) ||
-        (rc = dray__conn_appendf(c, "INCRBY %sstat:processed:%s %llu", ns, date, (unsigned long long)dp)) ||
-        (rc = dray__conn_appendf(c, "EXPIRE %sstat:processed:%s " STATS_TTL, ns, date)) ||
-        (rc = dray__conn_appendf(c, "INCRBY %sstat:failed %llu", ns, (unsigned long long)df)) ||
-        (rc = dray__conn_appendf(c, "INCRBY %sstat:failed:%s %llu", ns, date, (unsigned long long)df)) ||
-        (rc = dray__conn_appendf(c, "EXPIRE %sstat:failed:%s " STATS_TTL, ns, date)) ||
-        (rc = dray__conn_appendf(c, "EXEC")))
-        return rc;
-    int first = 0;
-    redisReply *last = NULL;
-    for (int i = 0; i < 8; i++) {
-        redisReply *r;
-        int e = dray__conn_reply(c, &r);
-        if (e == DRAY_ECONN) {
-            if (last)
-                freeReplyObject(last);
-            return e;
-        }
-        if (e && !first)
-            first = e;
-        if (last)
-            freeReplyObject(last);
-        last = r;
-    }
-    if (!first && last && last->type == REDIS_REPLY_ARRAY) {
+    dray__pipe pl;
+    dray__pipe_init(&pl, c);
+    dray__pipe_begin(&pl);
+    dray__pipe_addf(&pl, "INCRBY %sstat:processed %llu", ns, (unsigned long long)dp);
+    dray__pipe_addf(&pl, "INCRBY %sstat:processed:%s %llu", ns, date, (unsigned long long)dp);
+    dray__pipe_addf(&pl, "EXPIRE %sstat:processed:%s " STATS_TTL, ns, date);
+    dray__pipe_addf(&pl, "INCRBY %sstat:failed %llu", ns, (unsigned long long)df);
+    dray__pipe_addf(&pl, "INCRBY %sstat:failed:%s %llu", ns, date, (unsigned long long)df);
+    dray__pipe_addf(&pl, "EXPIRE %sstat:failed:%s " STATS_TTL, ns, date);
+    dray__pipe_commit(&pl);
+    int rc = dray__pipe_run(&pl);
+    /* the flushed marks move only when the whole block ran */
+    if (!rc) {
         atomic_fetch_add(&s->flushed_processed, dp);
         atomic_fetch_add(&s->flushed_failed, df);
     }
-    if (last)
-        freeReplyObject(last);
-    return first;
+    dray__pipe_close(&pl);
+    return rc == DRAY_EUNSURE ? DRAY_ECONN : rc;
 }
 
-/* Append "UNLINK work; HSET work tid json...; EXPIRE work 60" in a MULTI.
- * Returns the number of commands appended or < 0. */
-static int
-append_work(struct dray_server *s, dray__conn *c, int *busy)
+/* Add "UNLINK work; HSET work tid json...; EXPIRE work 60" in a MULTI to p;
+ * *busy counts the busy workers. */
+static void
+add_work(struct dray_server *s, dray__pipe *p, int *busy)
 {
-    int ncmd = 0, rc;
     *busy = 0;
-    if ((rc = dray__conn_appendf(c, "MULTI")) || (rc = dray__conn_appendf(c, "UNLINK %s", s->k_work)))
-        return rc;
-    ncmd = 2;
+    dray__pipe_begin(p);
+    dray__pipe_addf(p, "UNLINK %s", s->k_work);
     for (int i = 0; i < s->opts.concurrency; i++) {
         dray__worker *w = &s->workers[i];
         pthread_mutex_lock(&w->mu);
@@ -101,21 +84,15 @@ append_work(struct dray_server *s, dray__conn *c, int *busy)
             char *v = o ? dray__json_dump(o, NULL) : NULL;
             json_decref(o);
             if (v) {
-                rc = dray__conn_appendf(c, "HSET %s %s %s", s->k_work, w->tid, v);
-                free(v);
-                if (!rc) {
-                    ncmd++;
+                if (!dray__pipe_addf(p, "HSET %s %s %s", s->k_work, w->tid, v))
                     (*busy)++;
-                }
+                free(v);
             }
         }
         pthread_mutex_unlock(&w->mu);
-        if (rc)
-            return rc;
     }
-    if ((rc = dray__conn_appendf(c, "EXPIRE %s 60", s->k_work)) || (rc = dray__conn_appendf(c, "EXEC")))
-        return rc;
-    return ncmd + 2;
+    dray__pipe_addf(p, "EXPIRE %s 60", s->k_work);
+    dray__pipe_commit(p);
 }
 
 static void
@@ -139,17 +116,13 @@ dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
     if (rc || final)
         return rc;
     int busy;
-    int nwork = append_work(s, c, &busy);
-    if (nwork < 0)
-        return nwork;
-    for (int i = 0; i < nwork; i++) {
-        redisReply *r;
-        int e = dray__conn_reply(c, &r);
-        if (r)
-            freeReplyObject(r);
-        if (e == DRAY_ECONN)
-            return e;
-    }
+    dray__pipe p;
+    dray__pipe_init(&p, c);
+    add_work(s, &p, &busy);
+    rc = dray__pipe_run(&p);
+    dray__pipe_close(&p);
+    if (rc == DRAY_ECONN || rc == DRAY_EUNSURE)
+        return DRAY_ECONN;
     double t0 = dray__mono();
     if ((rc = dray__conn_cmdf(c, NULL, "PING")))
         return rc;
@@ -162,38 +135,25 @@ dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
     const char *quiet = atomic_load(&s->state) >= DRAY__QUIET ? "true" : "false";
     const char *hset[14] = {"HSET", s->k_identity, "info", s->info_json, "busy", busys, "beat", beat,
                             "rtt_us", rtts, "quiet", quiet, "rss", rss};
-    if ((rc = dray__conn_appendf(c, "MULTI")) ||
-        (rc = dray__conn_appendf(c, "SADD %s %s", s->k_processes, s->identity)) ||
-        (rc = dray__conn_appendf(c, "EXISTS %s", s->k_identity)) ||
-        (rc = dray__conn_append(c, 14, hset, NULL)) ||
-        (rc = dray__conn_appendf(c, "EXPIRE %s 60", s->k_identity)) ||
-        (rc = dray__conn_appendf(c, "RPOP %s", s->k_signals)) ||
-        (rc = dray__conn_appendf(c, "EXEC")))
-        return rc;
-    redisReply *exec = NULL;
-    for (int i = 0; i < 7; i++) {
-        redisReply *r;
-        int e = dray__conn_reply(c, &r);
-        if (e == DRAY_ECONN) {
-            if (exec)
-                freeReplyObject(exec);
-            return e;
-        }
-        if (i == 6)
-            exec = r;
-        else if (r)
-            freeReplyObject(r);
-    }
-    if (exec && exec->type == REDIS_REPLY_ARRAY && exec->elements == 5) {
+    dray__pipe_init(&p, c);
+    dray__pipe_begin(&p);
+    dray__pipe_addf(&p, "SADD %s %s", s->k_processes, s->identity);
+    dray__pipe_addf(&p, "EXISTS %s", s->k_identity);
+    dray__pipe_add(&p, 14, hset, NULL);
+    dray__pipe_addf(&p, "EXPIRE %s 60", s->k_identity);
+    dray__pipe_addf(&p, "RPOP %s", s->k_signals);
+    dray__pipe_commit(&p);
+    rc = dray__pipe_run(&p);
+    const redisReply *exec = dray__pipe_reply(&p, p.n ? p.n - 1 : 0);
+    if (!rc && exec && exec->type == REDIS_REPLY_ARRAY && exec->elements == 5) {
         if (exec->element[1]->type == REDIS_REPLY_INTEGER && exec->element[1]->integer == 0)
             dray__log(DRAY_LOG_DEBUG, "heartbeat: registered %s", s->identity);
         const redisReply *sig = exec->element[4];
         if (sig->type == REDIS_REPLY_STRING)
             handle_signal(s, sig->str);
     }
-    if (exec)
-        freeReplyObject(exec);
-    return 0;
+    dray__pipe_close(&p);
+    return rc == DRAY_EUNSURE ? DRAY_ECONN : rc;
 }
 
 int

@@ -108,10 +108,56 @@ void dray__conn_drop(dray__conn *c);
 int dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv,
                    const size_t *lens);
 int dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...);
-/* Pipelining: append commands, then read one reply per command. */
-int dray__conn_append(dray__conn *c, int argc, const char **argv, const size_t *lens);
-int dray__conn_appendf(dray__conn *c, const char *fmt, ...);
-int dray__conn_reply(dray__conn *c, redisReply **out);
+/* Pipelines and MULTI blocks: dray__pipe, below. */
+/* ---- pipelines (redis.c) ------------------------------------------------------ */
+/* Every multi-command round trip (MULTI blocks and plain pipelines) goes
+ * through dray__pipe: append all, send all, read all. Any I/O failure or a
+ * reply that shows the link out of step drops the link, so no later call can
+ * read a stale reply or flush a half-built block. */
+typedef struct dray__pipe_cmd {
+    int kind; /* DRAY__PIPE_PLAIN, _MULTI, _QUEUED, _EXEC */
+    int st;   /* after run: 0, DRAY_EREDIS, DRAY_EUNSURE (sent, no reply), DRAY_ECONN (not sent) */
+    size_t end;    /* bytes of the write buffer up to this command's end */
+    redisReply *r; /* after run: the reply (owned by the pipe), or NULL */
+} dray__pipe_cmd;
+#define DRAY__PIPE_PLAIN 0
+#define DRAY__PIPE_MULTI 1
+#define DRAY__PIPE_QUEUED 2
+#define DRAY__PIPE_EXEC 3
+typedef struct dray__pipe {
+    dray__conn *c;       /* borrowed */
+    dray__pipe_cmd *cmd; /* commands appended, in order */
+    size_t n;            /* commands appended */
+    size_t cap;          /* slots in cmd */
+    int err;             /* sticky: an append failed (the link was dropped) */
+    int intx;            /* inside MULTI */
+} dray__pipe;
+/* Start a pipeline on c. Cannot fail; a link that the server closed while
+ * idle, or that holds unread bytes, is dropped here (reconnected on add). */
+void dray__pipe_init(dray__pipe *p, dray__conn *c);
+/* Append one command (MULTI and EXEC through begin/commit). Errors are
+ * sticky and reported by run; the return value is the same code. */
+int dray__pipe_add(dray__pipe *p, int argc, const char **argv, const size_t *lens);
+int dray__pipe_addf(dray__pipe *p, const char *fmt, ...);
+int dray__pipe_begin(dray__pipe *p);  /* MULTI */
+int dray__pipe_commit(dray__pipe *p); /* EXEC */
+/* Send everything and read one reply per command. Returns 0 when every
+ * reply came and none is an error (an EXEC array holds no error element);
+ * DRAY_EREDIS when all replies came and one is an error (link kept, in step);
+ * DRAY_ECONN when the link failed before every command was sent (a command
+ * not wholly sent never runs; with st DRAY_EUNSURE some before it were);
+ * DRAY_EUNSURE when all was sent but a reply is missing (it may have run);
+ * DRAY_ENOMEM. On every error but DRAY_EREDIS the link is dropped. The text
+ * is in c->errstr. Per-command results: cmd[i].st and dray__pipe_reply. */
+int dray__pipe_run(dray__pipe *p);
+/* Reply of command i after run (borrowed; NULL if none). */
+redisReply *dray__pipe_reply(const dray__pipe *p, size_t i);
+/* Free the replies and the command list. Cannot fail. */
+void dray__pipe_close(dray__pipe *p);
+/* Give up a pipeline before run: nothing buffered is ever sent (the link is
+ * dropped if anything was), then close. Cannot fail. */
+void dray__pipe_discard(dray__pipe *p);
+
 /* Sleep the current backoff (exponential, jittered, capped at 2 s) unless
  * *stop becomes true, then try to reconnect. 0 when connected. */
 int dray__conn_backoff(dray__conn *c, atomic_int *stop);
@@ -143,8 +189,13 @@ dray_job *dray__job_wrap(json_t *obj);
 int dray__queue_check(const char *q, char *errbuf, size_t errlen);
 /* The field checks of dray_job_validate, without the size check. */
 int dray__job_check_fields(const dray_job *job, char *errbuf, size_t errlen);
-/* Serialize with the flags every writer must use (floats keep a '.'). */
+/* Serialize with the flags every writer must use (floats keep a '.'); an
+ * integer beyond 64 bits that dray__json_load read is written with its exact
+ * digits. Returns malloc'ed text (free()), NULL on OOM. */
 char *dray__json_dump(const json_t *v, size_t *len);
+/* json_loadb for job payloads: accepts integers beyond 64 bits (read them
+ * with dray_json_bigint). e (may be NULL) as json_loadb's. New reference. */
+json_t *dray__json_load(const char *buf, size_t len, json_error_t *e);
 
 /* ---- hooks (module.c) ---------------------------------------------------------- */
 /* The process-wide hook chains that modules fill (module.h); empty without

@@ -3,6 +3,7 @@
  * field, known or not, is kept in the jansson object, so Ruby middleware
  * state survives a round trip through C. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sodium.h>
@@ -53,14 +54,174 @@ dray_jid_new(char out[DRAY_JID_BYTES])
     out[DRAY_JID_LEN] = '\0';
 }
 
+/* ---- integers beyond 64 bits ------------------------------------------------
+ * jansson refuses integer literals outside int64 (any Ruby bignum). The
+ * loader turns each such literal into a json string "\0dray-bigint-<tag>:"
+ * followed by the exact digits, and dray__json_dump turns every such string
+ * back into the bare digits. <tag> is random per process, so no payload can
+ * spell a marker by accident or on purpose (none is ever written out). */
+#define BIGINT_HEAD "dray-bigint-"
+#define BIGINT_TAG_LEN 16
+static char bigint_mark[1 + sizeof BIGINT_HEAD + BIGINT_TAG_LEN + 1]; /* "\0…-<tag>:" */
+static size_t bigint_mark_len;
+static pthread_once_t bigint_once = PTHREAD_ONCE_INIT;
+static atomic_int bigint_seen; /* a marker was ever made: dumps must look for them */
+
+static void
+bigint_init(void)
+{
+    unsigned char raw[BIGINT_TAG_LEN / 2];
+    randombytes_buf(raw, sizeof raw);
+    size_t n = 0;
+    bigint_mark[n++] = '\0';
+    memcpy(bigint_mark + n, BIGINT_HEAD, sizeof BIGINT_HEAD - 1);
+    n += sizeof BIGINT_HEAD - 1;
+    for (size_t i = 0; i < sizeof raw; i++) {
+        bigint_mark[n++] = hexdigits[raw[i] >> 4];
+        bigint_mark[n++] = hexdigits[raw[i] & 15];
+    }
+    bigint_mark[n++] = ':';
+    bigint_mark_len = n;
+}
+
+/* True when the integer literal [s, s+n) (optional '-', digits) is outside
+ * int64. */
+static bool
+int_overflows(const char *s, size_t n)
+{
+    bool neg = s[0] == '-';
+    const char *d = s + neg;
+    size_t dl = n - neg;
+    const char *lim = neg ? "9223372036854775808" : "9223372036854775807";
+    if (dl != 19)
+        return dl > 19;
+    return memcmp(d, lim, 19) > 0;
+}
+
+/* Copy buf into b with every out-of-range integer literal outside strings
+ * replaced by a marker string. Returns the number replaced. */
+static size_t
+mark_bigints(const char *buf, size_t len, dray__buf *b)
+{
+    size_t count = 0, from = 0, i = 0;
+    while (i < len) {
+        char ch = buf[i];
+        if (ch == '"') {
+            for (i++; i < len && buf[i] != '"'; i++)
+                if (buf[i] == '\\')
+                    i++;
+            i++;
+            continue;
+        }
+        if (ch != '-' && !(ch >= '0' && ch <= '9')) {
+            i++;
+            continue;
+        }
+        size_t start = i;
+        if (ch == '-')
+            i++;
+        while (i < len && buf[i] >= '0' && buf[i] <= '9')
+            i++;
+        bool real = i < len && (buf[i] == '.' || buf[i] == 'e' || buf[i] == 'E');
+        size_t end = i;
+        while (i < len && (buf[i] == '.' || buf[i] == 'e' || buf[i] == 'E' || buf[i] == '+' ||
+                           buf[i] == '-' || (buf[i] >= '0' && buf[i] <= '9')))
+            i++;
+        if (real || end - start < 19 || !int_overflows(buf + start, end - start))
+            continue;
+        dray__buf_add(b, buf + from, start - from);
+        dray__buf_adds(b, "\"\\u0000");
+        dray__buf_add(b, bigint_mark + 1, bigint_mark_len - 1);
+        dray__buf_add(b, buf + start, end - start);
+        dray__buf_add(b, "\"", 1);
+        from = end;
+        count++;
+    }
+    dray__buf_add(b, buf + from, len - from);
+    return count;
+}
+
+json_t *
+dray__json_load(const char *buf, size_t len, json_error_t *e)
+{
+    json_error_t local;
+    if (!e)
+        e = &local;
+    json_t *o = json_loadb(buf, len, JSON_ALLOW_NUL, e);
+    if (o || json_error_code(e) != json_error_numeric_overflow)
+        return o;
+    pthread_once(&bigint_once, bigint_init);
+    dray__buf b;
+    dray__buf_init(&b);
+    size_t n = mark_bigints(buf, len, &b);
+    if (n && !b.oom) {
+        atomic_store(&bigint_seen, 1);
+        json_error_t e2;
+        o = json_loadb(b.p, b.len, JSON_ALLOW_NUL, &e2);
+        if (!o && json_error_code(&e2) != json_error_numeric_overflow)
+            *e = e2; /* what is really wrong; its position counts in the rewritten text */
+    }
+    dray__buf_close(&b);
+    return o;
+}
+
+const char *
+dray_json_bigint(const json_t *v)
+{
+    if (!atomic_load(&bigint_seen) || !json_is_string(v))
+        return NULL;
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n <= bigint_mark_len || memcmp(s, bigint_mark, bigint_mark_len))
+        return NULL;
+    return s + bigint_mark_len;
+}
+
+/* Replace every marker string in the dumped text s by its bare digits, in
+ * place (the text only shrinks). */
+static size_t
+unmark_bigints(char *s, size_t len)
+{
+    /* dumped, the marker's NUL reads \u0000 */
+    char pat[8 + sizeof bigint_mark];
+    size_t pl = 0;
+    memcpy(pat, "\"\\u0000", 7);
+    pl = 7;
+    memcpy(pat + pl, bigint_mark + 1, bigint_mark_len - 1);
+    pl += bigint_mark_len - 1;
+    size_t r = 0, w = 0;
+    while (r < len) {
+        char *hit = r + pl <= len ? memmem(s + r, len - r, pat, pl) : NULL;
+        if (!hit) {
+            memmove(s + w, s + r, len - r);
+            w += len - r;
+            break;
+        }
+        size_t at = (size_t)(hit - s);
+        memmove(s + w, s + r, at - r);
+        w += at - r;
+        r = at + pl;
+        while (r < len && s[r] != '"')
+            s[w++] = s[r++];
+        r++; /* closing quote */
+    }
+    s[w] = '\0';
+    return w;
+}
+
 char *
 dray__json_dump(const json_t *v, size_t *len)
 {
     /* jansson writes reals with %.17g and appends ".0" to integral reals, so
      * created_at stays a JSON real with full precision (wire contract). */
     char *s = json_dumps(v, JSON_COMPACT);
-    if (s && len)
-        *len = strlen(s);
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    if (atomic_load(&bigint_seen))
+        n = unmark_bigints(s, n);
+    if (len)
+        *len = n;
     return s;
 }
 
@@ -92,13 +253,18 @@ dray__queue_check(const char *q, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Sidekiq writes 24 hex characters, other clients UUIDs or their own ids:
+ * any printable ASCII without spaces, up to DRAY_JID_MAX bytes (jids go
+ * into logs, keys and glob patterns). */
 static bool
-jid_ok(const char *s)
+jid_ok(const json_t *v)
 {
-    if (strlen(s) != DRAY_JID_LEN)
+    size_t n = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (n == 0 || n > DRAY_JID_MAX)
         return false;
-    for (int i = 0; i < DRAY_JID_LEN; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f)
             return false;
     return true;
 }
@@ -126,9 +292,10 @@ check_fields(json_t *o, char *errbuf, size_t errlen)
                          : json_is_null(v)    ? "null"
                                               : "a boolean");
     if ((v = json_object_get(o, "jid"))) {
-        if (!json_is_string(v) || !jid_ok(json_string_value(v)))
+        if (!json_is_string(v) || !jid_ok(v))
             return dray__err(errbuf, errlen, DRAY_EJID,
-                             "job field 'jid' must be 24 lowercase hex characters");
+                             "job field 'jid' must be 1-%d printable characters without spaces",
+                             DRAY_JID_MAX);
     }
     if ((v = json_object_get(o, "queue"))) {
         if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
@@ -164,7 +331,7 @@ dray_job_parse(const char *buf, size_t len, size_t max_payload, dray_job **out, 
         return dray__err(errbuf, errlen, DRAY_ETOOBIG, "job payload is %zu bytes; the limit is %zu",
                          len, max_payload);
     json_error_t e;
-    json_t *o = json_loadb(buf, len, JSON_ALLOW_NUL, &e);
+    json_t *o = dray__json_load(buf, len, &e);
     if (!o) {
         if (json_error_code(&e) == json_error_invalid_utf8)
             return dray__err(errbuf, errlen, DRAY_EUTF8, "job payload is not valid utf-8 (byte %d)",

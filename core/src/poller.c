@@ -72,7 +72,7 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
         for (size_t i = 0; i < n; i++) {
             const redisReply *m = r->element[i];
             json_error_t e;
-            json_t *o = json_loadb(m->str, m->len, JSON_ALLOW_NUL, &e);
+            json_t *o = dray__json_load(m->str, m->len, &e);
             const char *q = o ? json_string_value(json_object_get(o, "queue")) : NULL;
             if (!o || !json_is_object(o) || (q && dray__queue_check(q, NULL, 0))) {
                 dray__log(DRAY_LOG_ERROR, "%s holds a member that is not a valid job; moved to the dead set: %.*s",

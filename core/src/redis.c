@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <hiredis/sds.h>
 
 #include "internal.h"
 
@@ -446,46 +448,6 @@ dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...)
     return rc;
 }
 
-int
-dray__conn_append(dray__conn *c, int argc, const char **argv, const size_t *lens)
-{
-    int rc = dray__conn_ensure(c);
-    if (rc)
-        return rc;
-    if (redisAppendCommandArgv(c->ctx, argc, argv, lens) != REDIS_OK)
-        return set_err(c, DRAY_ENOMEM, "redis at %s: cannot buffer command", c->cfg->where);
-    return 0;
-}
-
-int
-dray__conn_appendf(dray__conn *c, const char *fmt, ...)
-{
-    int rc = dray__conn_ensure(c);
-    if (rc)
-        return rc;
-    va_list ap;
-    va_start(ap, fmt);
-    int r = redisvAppendCommand(c->ctx, fmt, ap);
-    va_end(ap);
-    if (r != REDIS_OK)
-        return set_err(c, DRAY_ENOMEM, "redis at %s: cannot buffer command", c->cfg->where);
-    return 0;
-}
-
-int
-dray__conn_reply(dray__conn *c, redisReply **out)
-{
-    void *r = NULL;
-    *out = NULL;
-    if (!c->ctx)
-        return set_err(c, DRAY_ECONN, "redis at %s: connection lost", c->cfg->where);
-    if (redisGetReply(c->ctx, &r) != REDIS_OK)
-        r = NULL;
-    int rc = check_reply(c, r);
-    *out = r;
-    return rc;
-}
-
 void
 dray__conn_backoff_reset(dray__conn *c)
 {
@@ -589,4 +551,239 @@ dray__conn_eval(dray__conn *c, dray__script *s, redisReply **out, int nkeys, int
         return rc;
     }
     return set_err(c, DRAY_EREDIS, "redis at %s: script vanished twice", c->cfg->where);
+}
+
+/* ---- pipelines ---------------------------------------------------------------- */
+
+/* True when the idle link is still usable: no EOF, no error and no unread
+ * bytes (a reply nobody asked for means the link is out of step). */
+static bool
+link_idle_ok(dray__conn *c)
+{
+    if (!c->ctx || c->ctx->err || sdslen(c->ctx->obuf) != 0)
+        return false;
+    if (c->ctx->reader && c->ctx->reader->pos < c->ctx->reader->len)
+        return false;
+    char b;
+    ssize_t n = recv(c->ctx->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+void
+dray__pipe_init(dray__pipe *p, dray__conn *c)
+{
+    memset(p, 0, sizeof *p);
+    p->c = c;
+    if (c->ctx && !link_idle_ok(c))
+        dray__conn_drop(c);
+}
+
+/* Room for one more command, then run `append` and record where it ends. */
+static int
+pipe_slot(dray__pipe *p)
+{
+    if (p->err)
+        return p->err;
+    int rc = dray__conn_ensure(p->c);
+    if (rc)
+        return p->err = rc;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 8;
+        dray__pipe_cmd *v = dray__realloc(p->cmd, cap * sizeof *v);
+        if (!v) {
+            set_err(p->c, DRAY_ENOMEM, "redis at %s: out of memory building a pipeline",
+                    p->c->cfg->where);
+            dray__conn_drop(p->c); /* part of the pipeline may be buffered */
+            return p->err = DRAY_ENOMEM;
+        }
+        p->cmd = v;
+        p->cap = cap;
+    }
+    return 0;
+}
+
+static int
+pipe_added(dray__pipe *p, int ok, int kind)
+{
+    if (!ok) {
+        set_err(p->c, DRAY_ENOMEM, "redis at %s: cannot buffer command", p->c->cfg->where);
+        dray__conn_drop(p->c);
+        return p->err = DRAY_ENOMEM;
+    }
+    dray__pipe_cmd *m = &p->cmd[p->n++];
+    m->kind = kind == DRAY__PIPE_PLAIN && p->intx ? DRAY__PIPE_QUEUED : kind;
+    m->st = DRAY_ECONN;
+    m->end = sdslen(p->c->ctx->obuf);
+    m->r = NULL;
+    return 0;
+}
+
+int
+dray__pipe_add(dray__pipe *p, int argc, const char **argv, const size_t *lens)
+{
+    int rc = pipe_slot(p);
+    if (rc)
+        return rc;
+    return pipe_added(p, redisAppendCommandArgv(p->c->ctx, argc, argv, lens) == REDIS_OK,
+                      DRAY__PIPE_PLAIN);
+}
+
+int
+dray__pipe_addf(dray__pipe *p, const char *fmt, ...)
+{
+    int rc = pipe_slot(p);
+    if (rc)
+        return rc;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = redisvAppendCommand(p->c->ctx, fmt, ap);
+    va_end(ap);
+    return pipe_added(p, r == REDIS_OK, DRAY__PIPE_PLAIN);
+}
+
+int
+dray__pipe_begin(dray__pipe *p)
+{
+    int rc = pipe_slot(p);
+    if (rc)
+        return rc;
+    rc = pipe_added(p, redisAppendCommand(p->c->ctx, "MULTI") == REDIS_OK, DRAY__PIPE_MULTI);
+    if (!rc)
+        p->intx = 1;
+    return rc;
+}
+
+int
+dray__pipe_commit(dray__pipe *p)
+{
+    int rc = pipe_slot(p);
+    if (rc)
+        return rc;
+    p->intx = 0;
+    return pipe_added(p, redisAppendCommand(p->c->ctx, "EXEC") == REDIS_OK, DRAY__PIPE_EXEC);
+}
+
+/* Check one reply against what its command must answer. 0, DRAY_EREDIS (a
+ * refusal, link in step) or DRAY_ECONN (the link is out of step). */
+static int
+pipe_check(dray__pipe *p, const dray__pipe_cmd *m)
+{
+    const redisReply *r = m->r;
+    const char *where = p->c->cfg->where;
+    switch (m->kind) {
+    case DRAY__PIPE_MULTI:
+        if (r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "OK"))
+            return 0;
+        return set_err(p->c, DRAY_ECONN, "redis at %s: MULTI answered '%s': link out of step",
+                       where, r->type == REDIS_REPLY_ERROR ? r->str : "?");
+    case DRAY__PIPE_QUEUED:
+        if (r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "QUEUED"))
+            return 0;
+        if (r->type == REDIS_REPLY_ERROR)
+            return set_err(p->c, DRAY_EREDIS, "redis at %s: %s", where, r->str);
+        return set_err(p->c, DRAY_ECONN,
+                       "redis at %s: a command in MULTI was not queued: link out of step", where);
+    case DRAY__PIPE_EXEC:
+        if (r->type == REDIS_REPLY_ERROR)
+            return set_err(p->c, DRAY_EREDIS, "redis at %s: %s", where, r->str);
+        if (r->type == REDIS_REPLY_NIL)
+            return set_err(p->c, DRAY_EREDIS, "redis at %s: transaction aborted", where);
+        if (r->type != REDIS_REPLY_ARRAY)
+            return set_err(p->c, DRAY_ECONN, "redis at %s: EXEC gave no array: link out of step",
+                           where);
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_ERROR)
+                return set_err(p->c, DRAY_EREDIS, "redis at %s: in transaction: %s", where,
+                               r->element[i]->str);
+        return 0;
+    default:
+        if (r->type == REDIS_REPLY_ERROR)
+            return set_err(p->c, DRAY_EREDIS, "redis at %s: %s", where, r->str);
+        return 0;
+    }
+}
+
+int
+dray__pipe_run(dray__pipe *p)
+{
+    dray__conn *c = p->c;
+    if (p->err || p->intx) {
+        if (!p->err)
+            set_err(c, DRAY_EINVAL, "pipeline: MULTI without EXEC");
+        dray__conn_drop(c); /* whatever was buffered must never be sent */
+        return p->err ? p->err : DRAY_EINVAL;
+    }
+    if (p->n == 0)
+        return 0;
+    /* Send all first: then a failure tells which commands were wholly sent. */
+    size_t total = p->cmd[p->n - 1].end;
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(c->ctx, &done) != REDIS_OK) {
+            size_t sent = total - sdslen(c->ctx->obuf);
+            int any = 0;
+            for (size_t i = 0; i < p->n; i++)
+                if (p->cmd[i].end <= sent) {
+                    p->cmd[i].st = DRAY_EUNSURE;
+                    any = 1;
+                }
+            set_err(c, DRAY_ECONN, "redis at %s: connection lost while sending: %s", c->cfg->where,
+                    c->ctx->errstr[0] ? c->ctx->errstr : "eof");
+            dray__conn_drop(c);
+            return any ? DRAY_EUNSURE : DRAY_ECONN;
+        }
+    }
+    for (size_t i = 0; i < p->n; i++)
+        p->cmd[i].st = DRAY_EUNSURE;
+    int first = 0;
+    char firsterr[DRAY_ERRSTR_BYTES] = "";
+    for (size_t i = 0; i < p->n; i++) {
+        void *r = NULL;
+        if (redisGetReply(c->ctx, &r) != REDIS_OK || !r) {
+            set_err(c, DRAY_EUNSURE, "redis at %s: connection lost after sending: %s",
+                    c->cfg->where, c->ctx->errstr[0] ? c->ctx->errstr : "eof");
+            dray__conn_drop(c);
+            return DRAY_EUNSURE;
+        }
+        p->cmd[i].r = r;
+        int e = pipe_check(p, &p->cmd[i]);
+        if (e == DRAY_ECONN) {
+            dray__conn_drop(c);
+            p->cmd[i].st = DRAY_EUNSURE;
+            return DRAY_EUNSURE;
+        }
+        p->cmd[i].st = e;
+        if (e && !first) {
+            first = e;
+            memcpy(firsterr, c->errstr, sizeof firsterr);
+        }
+    }
+    if (first)
+        memcpy(c->errstr, firsterr, sizeof firsterr);
+    c->err = first;
+    return first;
+}
+
+redisReply *
+dray__pipe_reply(const dray__pipe *p, size_t i)
+{
+    return i < p->n ? p->cmd[i].r : NULL;
+}
+
+void
+dray__pipe_close(dray__pipe *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (p->cmd[i].r)
+            freeReplyObject(p->cmd[i].r);
+    dray__free(p->cmd);
+    memset(p, 0, sizeof *p);
+}
+
+void
+dray__pipe_discard(dray__pipe *p)
+{
+    if (p->n || p->err)
+        dray__conn_drop(p->c);
+    dray__pipe_close(p);
 }

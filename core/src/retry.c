@@ -45,36 +45,16 @@ dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, siz
     size_t zl[4] = {4, strlen(s->k_dead), strlen(score), len};
     const char *byscore[4] = {"ZREMRANGEBYSCORE", s->k_dead, "-inf", cutoff};
     const char *byrank[4] = {"ZREMRANGEBYRANK", s->k_dead, "0", rank};
-    int rc;
-    if ((rc = dray__conn_appendf(c, "MULTI")) || (rc = dray__conn_append(c, 4, zadd, zl)) ||
-        (rc = dray__conn_append(c, 4, byscore, NULL)) ||
-        (rc = dray__conn_append(c, 4, byrank, NULL)) || (rc = dray__conn_appendf(c, "EXEC")))
-        return rc;
-    int first = 0;
-    for (int i = 0; i < 5; i++) {
-        redisReply *r;
-        int e = dray__conn_reply(c, &r);
-        if (e == DRAY_ECONN) {
-            if (r)
-                freeReplyObject(r);
-            return e;
-        }
-        if (e && !first)
-            first = e;
-        /* A command that fails inside MULTI (WRONGTYPE: "dead" is not a
-         * zset) is an error element of EXEC's reply, not an error reply. */
-        if (i == 4 && !first && (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3))
-            first = DRAY_EREDIS;
-        for (size_t k = 0; i == 4 && !first && k < r->elements; k++)
-            if (r->element[k]->type == REDIS_REPLY_ERROR) {
-                snprintf(c->errstr, sizeof c->errstr, "redis: dead set write failed: %s",
-                         r->element[k]->str);
-                c->err = first = DRAY_EREDIS;
-            }
-        if (r)
-            freeReplyObject(r);
-    }
-    return first;
+    dray__pipe p;
+    dray__pipe_init(&p, c);
+    dray__pipe_begin(&p);
+    dray__pipe_add(&p, 4, zadd, zl);
+    dray__pipe_add(&p, 4, byscore, NULL);
+    dray__pipe_add(&p, 4, byrank, NULL);
+    dray__pipe_commit(&p);
+    int rc = dray__pipe_run(&p);
+    dray__pipe_close(&p);
+    return rc;
 }
 
 /* Write json to the retry set (score > 0) or the dead set, retrying a few
@@ -98,7 +78,7 @@ record(dray__worker *w, const char *what, double score, const char *json, size_t
         }
         if (!rc)
             return;
-        if (rc == DRAY_ECONN)
+        if (rc == DRAY_ECONN || rc == DRAY_EUNSURE) /* ZADD again is harmless */
             dray__conn_backoff(&w->conn, NULL);
     }
     dray__log_payload(DRAY_LOG_ERROR, job ? dray_job_jid(job) : NULL,

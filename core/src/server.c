@@ -445,19 +445,15 @@ dray__outage_end(dray_server *s)
 static void
 unblock_workers(dray_server *s, dray__conn *c)
 {
-    int n = 0;
+    dray__pipe p;
+    dray__pipe_init(&p, c);
     for (int i = 0; i < s->opts.concurrency; i++) {
         long long id = atomic_load(&s->workers[i].conn.client_id);
-        if (id > 0 && dray__conn_appendf(c, "CLIENT UNBLOCK %lld", id) == 0)
-            n++;
+        if (id > 0)
+            dray__pipe_addf(&p, "CLIENT UNBLOCK %lld", id);
     }
-    for (int i = 0; i < n; i++) {
-        redisReply *r;
-        if (dray__conn_reply(c, &r) == DRAY_ECONN)
-            break;
-        if (r)
-            freeReplyObject(r);
-    }
+    (void)dray__pipe_run(&p); /* best effort: a worker wakes by its timeout anyway */
+    dray__pipe_close(&p);
 }
 
 static void

@@ -220,7 +220,7 @@ test_bad_input_writes_nothing(void **state)
     assert_int_equal(dray_client_push(c, "A", args, &q, NULL), DRAY_EQUEUE);
     dray_push_opts rt = {.retry = -7};
     assert_int_equal(dray_client_push(c, "A", args, &rt, NULL), DRAY_ERETRY);
-    dray_push_opts ex = {.extra = json_pack("{s:s}", "jid", "nothex")};
+    dray_push_opts ex = {.extra = json_pack("{s:s}", "jid", "not a jid")};
     assert_int_equal(dray_client_push(c, "A", args, &ex, NULL), DRAY_EJID);
     json_decref(ex.extra);
     json_t *big = json_pack("[s]", "0123456789012345678901234567890123456789012345678901234567890123456789"

@@ -232,6 +232,22 @@ when "signal"
   end
   emit("ok" => true)
 
+when "push_bigints"
+  # {"class", "queue", "retry", "digits": [...]}: one job whose args are Ruby
+  # Integers (bignums beyond 64 bits), as an application pushes them.
+  item = { "class" => params.fetch("class"), "queue" => params.fetch("queue"),
+           "retry" => params.fetch("retry"),
+           "args" => params.fetch("digits").map { |d| Integer(d) } }
+  emit("jid" => Sidekiq::Client.push(item))
+
+when "set_args"
+  # {"set": "retry" | "dead"}: jid, retry_count and args ([class, digits]) of each entry.
+  set = params["set"] == "dead" ? Sidekiq::DeadSet.new : Sidekiq::RetrySet.new
+  emit("entries" => set.map { |e|
+    { "jid" => e.jid, "retry_count" => e["retry_count"],
+      "args" => e.args.map { |a| [a.class.name, a.to_s] } }
+  })
+
 else
   abort "unknown command #{command}"
 end

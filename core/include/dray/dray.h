@@ -42,6 +42,7 @@ extern "C" {
 /* Sizes of caller-owned buffers. */
 #define DRAY_JID_LEN 24                  /* 12 random bytes, lowercase hex, as Sidekiq */
 #define DRAY_JID_BYTES (DRAY_JID_LEN + 1) /* with the terminating NUL */
+#define DRAY_JID_MAX 128                  /* longest jid accepted from other clients (UUIDs, ...) */
 #define DRAY_ERRSTR_BYTES 128            /* per-object error text, hiredis-sized */
 #define DRAY_QUEUE_MAX 200               /* longest queue name: keeps keys short and greppable */
 #define DRAY_DEFAULT_MAX_PAYLOAD (1024 * 1024) /* 1 MiB: a bigger job is almost always a bug */
@@ -63,7 +64,7 @@ extern "C" {
     X(ECLASS, -9, "job class missing or empty")                            \
     X(EARGS, -10, "job args must be a json array")                         \
     X(EQUEUE, -11, "invalid queue name")                                   \
-    X(EJID, -12, "jid must be 24 lowercase hex characters")                \
+    X(EJID, -12, "jid must be 1-128 printable characters, no spaces")      \
     X(EUTF8, -13, "string is not valid utf-8")                             \
     X(ETOOBIG, -14, "job payload exceeds the size limit")                  \
     X(ERETRY, -15, "retry must be true, false or a non-negative integer")  \
@@ -76,7 +77,8 @@ extern "C" {
     X(ELICENSE, -22, "license key refused")                                \
     X(ECONFIG, -23, "invalid configuration")                               \
     X(EIO, -24, "i/o error")                                               \
-    X(ETIMEOUT, -25, "timed out")
+    X(ETIMEOUT, -25, "timed out")                                          \
+    X(EUNSURE, -31, "redis link lost after sending: it may have run")
 
 enum {
     DRAY_OK = 0,
@@ -161,6 +163,11 @@ DRAY_API const char *dray_job_queue(const dray_job *job);  /* borrowed; "default
 DRAY_API json_t *dray_job_args(const dray_job *job);       /* borrowed array */
 /* retry_count field, or -1 when the job has never failed. */
 DRAY_API int dray_job_retry_count(const dray_job *job);
+/* An integer beyond 64 bits in a payload (any Ruby bignum, e.g. 2**64)
+ * arrives as a json string marker; this returns its exact decimal digits
+ * ("-" first when negative; borrowed, lives as long as v), or NULL when v is
+ * not such a marker. Retry, dead and scheduler writes keep the digits. */
+DRAY_API const char *dray_json_bigint(const json_t *v);
 /* The raw payload the worker fetched, or NULL for a job built in memory. */
 DRAY_API const char *dray_job_payload(const dray_job *job);
 /* Any top-level field (custom ones included); borrowed, NULL when absent. */
@@ -198,7 +205,11 @@ DRAY_API const char *dray_client_errstr(const dray_client *c);
 
 /* Push one job of class klass with args (borrowed JSON array). With at/in in
  * the future it goes to the schedule set instead. jid_out (may be NULL)
- * receives the jid. One round trip; on any failure nothing is written. */
+ * receives the jid. One round trip, all or nothing, and never written twice:
+ * on any failure but DRAY_EUNSURE nothing is written. DRAY_EUNSURE: the link
+ * failed after the whole push was sent (a timeout, a Redis that stalled or
+ * closed the link); the job is in Redis once or not at all (look for its jid
+ * before pushing it again). A push is retried only when it cannot have run. */
 DRAY_API DRAY_WUR int dray_client_push(dray_client *c, const char *klass, json_t *args,
                                        const dray_push_opts *opts, char *jid_out);
 /* Push a job built with dray_job_new/parse. The job gains jid, queue,
@@ -206,9 +217,15 @@ DRAY_API DRAY_WUR int dray_client_push(dray_client *c, const char *klass, json_t
 DRAY_API DRAY_WUR int dray_client_push_job(dray_client *c, dray_job *job,
                                            const dray_push_opts *opts);
 /* Push n jobs of one class: args_list is a JSON array of args arrays
- * (borrowed). jids_out (may be NULL) receives n jids, DRAY_JID_BYTES apart.
- * Jobs are sent in chunks of up to 1000 per round trip, each chunk atomic.
- * *pushed counts the jobs written (some may be dropped by hooks). */
+ * (borrowed). jids_out (may be NULL) receives n jids, DRAY_JID_BYTES apart
+ * (all zero for a job a hook dropped). Jobs are sent in chunks of up to 1000,
+ * each chunk atomic, 8 chunks per round trip. *pushed counts exactly the jobs
+ * Redis took, on success and on every error but DRAY_EUNSURE. A refused job
+ * (bad args, too big, a hook's error) stops the call: the round trips already
+ * done stay written, nothing buffered with it is sent (a refusal among the
+ * first 8000 jobs writes nothing). A chunk Redis refused is not written and
+ * stops the call after its round trip. DRAY_EUNSURE: the link failed after
+ * chunks were sent; those not counted may each be in Redis once, not twice. */
 DRAY_API DRAY_WUR int dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
                                             const dray_push_opts *opts, char *jids_out,
                                             size_t *pushed);
