@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
 /* The failure path, as Sidekiq 6: retry fields, backoff, the retry set, the
  * dead set with its trims, error and death handlers. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +15,9 @@
 double
 dray__backoff_default(int count)
 {
-    double c = count;
-    return c * c * c * c + 15.0 + (double)(dray__rand32() % 10) * (c + 1.0);
+    double c = count > 0 ? count : 0;
+    double d = c * c * c * c + 15.0 + (double)(dray__rand32() % 10) * (c + 1.0);
+    return d < DRAY_BACKOFF_MAX_S ? d : DRAY_BACKOFF_MAX_S;
 }
 
 /* Truncate to at most max bytes without splitting a UTF-8 sequence. */
@@ -126,8 +128,8 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
         max = h->opts.retry;
     else if (!rv || json_is_true(rv))
         max = s->opts.max_retries;
-    else if (json_is_integer(rv))
-        max = (int)json_integer_value(rv); /* 0 is truthy in Ruby: straight to dead */
+    else if (json_is_integer(rv)) /* 0 is truthy in Ruby: straight to dead */
+        max = json_integer_value(rv) > INT_MAX ? INT_MAX : (int)json_integer_value(rv);
     else
         max = -1;
     if (max < 0) {
@@ -147,7 +149,10 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
     int count;
     json_t *rc = json_object_get(o, "retry_count");
     if (json_is_integer(rc)) {
-        count = (int)json_integer_value(rc) + 1;
+        /* Payloads come from anywhere: a negative count (Sidekiq's "retry
+         * now" of count 0 leaves -1) restarts at 0, near INT_MAX saturates. */
+        json_int_t prev = json_integer_value(rc);
+        count = prev < 0 ? 0 : prev >= INT_MAX ? INT_MAX : (int)prev + 1;
         json_object_set_new(o, "retried_at", json_real(now));
     } else {
         count = 0;
@@ -166,8 +171,10 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
         double delay = -1;
         if (h && h->opts.backoff)
             delay = h->opts.backoff(job, count, h->opts.backoff_userdata);
-        if (delay < 0)
+        if (!(delay >= 0)) /* also NaN */
             delay = dray__backoff_default(count);
+        if (delay > DRAY_BACKOFF_MAX_S)
+            delay = DRAY_BACKOFF_MAX_S;
         double at = now + delay;
         record(w, "retry", at, json, len, job);
         dray__hooks_retry(w, job, ecls, msg, count, at);

@@ -143,7 +143,8 @@ void dray__dead_raw(dray__worker *w, const dray__unit *u, const char *reason);
 /* ZADD dead + trims in one MULTI; 0 or a DRAY_E* code. */
 int dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, size_t len,
                    double now);
-/* Default backoff in seconds: count^4 + 15 + rand(10) * (count + 1). */
+/* Default backoff in seconds: count^4 + 15 + rand(10) * (count + 1), count < 0
+ * as 0, at most DRAY_BACKOFF_MAX_S. */
 double dray__backoff_default(int count);
 
 /* poller.c / heartbeat.c */

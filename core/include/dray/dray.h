@@ -49,6 +49,7 @@ extern "C" {
 #define DRAY_RETRY_DEFAULT 0             /* retry option: Sidekiq's default ("retry": true) */
 #define DRAY_RETRY_NONE (-1)             /* retry option: "retry": false (no retry, no dead set) */
 #define DRAY_RETRY_ZERO (-2)             /* retry option: "retry": 0 (no retry, then the dead set) */
+#define DRAY_BACKOFF_MAX_S (180.0 * 24 * 3600) /* longest retry wait: the dead set's default keep */
 
 /* Error codes: every fallible function returns 0 or one of these. */
 #define DRAY_ERRNO_MAP(X)                                                  \
@@ -230,7 +231,9 @@ DRAY_API int dray_result_fail(dray_result *res, const char *error_class, const c
 DRAY_API int dray_result_defer(dray_result *res, double seconds, const char *reason);
 
 /* Backoff: seconds until the next retry for a job that has failed count+1
- * times. Return < 0 for the default (count^4 + 15 + jitter). */
+ * times. Return < 0 (or NaN) for the default (count^4 + 15 + jitter). Any
+ * delay, the default's too, is capped at DRAY_BACKOFF_MAX_S. A payload's
+ * negative retry_count makes the next count 0; one near INT_MAX saturates. */
 typedef double (*dray_backoff_fn)(const dray_job *job, int count, void *userdata);
 
 /* Per-class options; zero-initialise. */
