@@ -227,16 +227,24 @@ h_reopen(dray_job *job, dray_result *res, void *ud)
     if (dray_pro_batch_reopen(pro(), job))
         return dray_result_fail(res, "ReopenError", "%s", dray_pro_errstr(pro()));
     const char *bid = json_string_value(dray_job_get(job, "bid"));
+    if (n < 0 || n > 64)
+        return dray_result_fail(res, "ReopenError", "Reopen takes 0-64 jobs, not %lld", n);
+    char jids[64][DRAY_JID_BYTES];
     for (long long i = 0; i < n; i++) {
         json_t *args = json_pack("[s, i]", "reopened", 20);
-        int rc = dray_pro_batch_push(pro(), client(), bid, "Work", args, NULL, NULL);
+        int rc = dray_pro_batch_push(pro(), client(), bid, "Work", args, NULL, jids[i]);
         json_decref(args);
         if (rc)
             return dray_result_fail(res, "ReopenError", "%s", dray_pro_errstr(pro()));
     }
-    /* Hold a moment so the added jobs finish before this one: callbacks
+    /* The added jobs finish before this one (polled, bounded): callbacks
      * must still wait for this run. */
-    nap_ms(200);
+    double until = dray_now() + 30;
+    for (long long i = 0; i < n && dray_now() < until;)
+        if (cmd_int("HEXISTS %st:runs %s", g_ns, jids[i]))
+            i++;
+        else
+            nap_ms(5);
     cmd("HINCRBY %st:runs %s 1", g_ns, dray_job_jid(job));
     if (dray_pro_batch_close(pro(), job))
         return dray_result_fail(res, "ReopenError", "%s", dray_pro_errstr(pro()));
