@@ -264,7 +264,7 @@ dray__prefetch_requeue(dray__worker *w, dray__conn *c)
      * waiting job first so the next one ends up first. */
     while (w->npre > w->ipre) {
         dray__unit *v = &w->pre[--w->npre];
-        if (dray__requeue(c, w->srv, v))
+        if (dray__requeue_retry(c, w->srv, v))
             dray__log(DRAY_LOG_ERROR, "cannot requeue a fetched job (%s); payload: %.*s", c->errstr,
                       (int)v->len, v->payload);
         else

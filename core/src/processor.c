@@ -78,10 +78,15 @@ defer_job(dray__worker *w, dray_job *job, double seconds)
     snprintf(score, sizeof score, "%.6f", dray_now() + seconds);
     const char *argv[4] = {"ZADD", s->k_schedule, score, json};
     size_t lens[4] = {4, strlen(s->k_schedule), strlen(score), len};
-    int rc = dray__conn_cmd(&w->conn, NULL, 4, argv, lens);
+    double until = dray__write_deadline(s);
+    int rc;
+    while ((rc = dray__conn_cmd(&w->conn, NULL, 4, argv, lens)) &&
+           dray__write_again(&w->conn, rc, until))
+        ;
     if (rc)
         dray__logj(DRAY_LOG_ERROR, dray_job_jid(job), dray_job_class(job), -1,
-                   "cannot defer job (%s); payload: %s", w->conn.errstr, json);
+                   "deferred job lost: cannot write it to the schedule set (%s); payload: %s",
+                   w->conn.errstr, json);
     free(json);
     return rc;
 }
@@ -103,6 +108,7 @@ process(dray__worker *w, dray__unit *u)
     dray_job *job = NULL;
     int rc = dray_job_parse(w->cur.payload, w->cur.len, s->opts.max_payload, &job, err, sizeof err);
     if (rc) {
+        atomic_store(&w->writing, 1);
         dray__dead_raw(w, &w->cur, err);
         goto done;
     }
@@ -155,19 +161,15 @@ process(dray__worker *w, dray__unit *u)
         }
     }
 
-    /* The stopper may have pushed this job back while it ran: then the
-     * outcome is dropped (the requeued copy will run again). */
+    /* The stopper may have pushed a copy of this job back while it ran:
+     * the outcome is recorded all the same and the copy removed below. */
+    atomic_store(&w->writing, 1);
     pthread_mutex_lock(&w->mu);
-    int requeued = w->requeued;
+    int requeued = w->requeued == 1;
     if (!requeued)
         w->requeued = -1; /* finishing: the stopper must leave it alone */
     pthread_mutex_unlock(&w->mu);
     double ms = (dray__mono() - t0) * 1000.0;
-    if (requeued) {
-        dray__logj(DRAY_LOG_WARN, jid, klass, ms, "finished after shutdown requeued it; outcome dropped");
-        dray__hooks_after(w, job, DRAY__OUT_REQUEUED, entered);
-        goto done;
-    }
     switch (outcome) {
     case DRAY__OUT_SUCCESS:
     case DRAY__OUT_SKIPPED:
@@ -190,6 +192,8 @@ process(dray__worker *w, dray__unit *u)
         break;
     }
     dray__hooks_after(w, job, outcome, entered);
+    if (requeued)
+        dray__requeued_copy_remove(w, jid, klass);
 
 done:
     pthread_mutex_lock(&w->mu);
@@ -205,6 +209,7 @@ done:
         dray__fetch_ack(w, &fin);
     dray__unit_clear(&fin);
     dray_job_free(job);
+    atomic_store(&w->writing, 0);
     if (atomic_load(&s->state) >= DRAY__STOPPING) {
         pthread_mutex_lock(&s->mu);
         pthread_cond_broadcast(&s->cond);
@@ -240,17 +245,21 @@ dray__worker_main(void *arg)
         if (atomic_load(&s->state) != DRAY__RUNNING) {
             /* Fetched while going quiet: straight back to the head, after
              * the ones fetched with it, so it stays first. */
+            atomic_store(&w->writing, 1);
             pthread_mutex_lock(&w->mu);
             dray__prefetch_requeue(w, &w->conn);
             pthread_mutex_unlock(&w->mu);
-            if (dray__requeue(&w->conn, s, &u))
-                dray__log(DRAY_LOG_ERROR, "cannot requeue job fetched during shutdown (%s); payload: %.*s",
+            if (dray__requeue_retry(&w->conn, s, &u))
+                dray__log(DRAY_LOG_ERROR,
+                          "job lost: cannot requeue it after fetching it during shutdown (%s); "
+                          "payload: %.*s",
                           w->conn.errstr, (int)u.len, u.payload);
             dray__unit_clear(&u);
             break;
         }
         process(w, &u);
     }
+    atomic_store(&w->writing, 1); /* the stopper waits for these requeues */
     pthread_mutex_lock(&w->mu);
     int back = dray__prefetch_requeue(w, &w->conn);
     pthread_mutex_unlock(&w->mu);

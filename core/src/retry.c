@@ -10,7 +10,6 @@
 #include "server.h"
 
 #define ERROR_MESSAGE_MAX 10000 /* Sidekiq truncates error_message here */
-#define RECORD_ATTEMPTS 3       /* tries to write a failure before logging it whole */
 
 double
 dray__backoff_default(int count)
@@ -66,14 +65,16 @@ dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, siz
     return first;
 }
 
-/* Write json to the retry set (score > 0) or the dead set, retrying a few
- * times; if Redis will not take it, log the payload whole. */
+/* Write json to the retry set (score > 0) or the dead set, retrying through
+ * an outage for up to DRAY__WRITE_RETRY_S; if Redis will not take it, log
+ * the payload whole as lost. */
 static void
 record(dray__worker *w, const char *what, double score, const char *json, size_t len,
        const dray_job *job)
 {
     struct dray_server *s = w->srv;
-    for (int attempt = 0; attempt < RECORD_ATTEMPTS; attempt++) {
+    double until = dray__write_deadline(s);
+    for (int attempt = 1;; attempt++) {
         int rc;
         if (score > 0) {
             char sc[32];
@@ -84,13 +85,19 @@ record(dray__worker *w, const char *what, double score, const char *json, size_t
         } else {
             rc = dray__dead_add(&w->conn, s, json, len, dray_now());
         }
-        if (!rc)
+        if (!rc) {
+            if (attempt > 1)
+                dray__logj(DRAY_LOG_WARN, job ? dray_job_jid(job) : NULL,
+                           job ? dray_job_class(job) : NULL, -1,
+                           "recorded %s after %d attempts (redis was unavailable)", what, attempt);
             return;
-        if (rc == DRAY_ECONN)
-            dray__conn_backoff(&w->conn, NULL);
+        }
+        if (!dray__write_again(&w->conn, rc, until))
+            break;
     }
     dray__logj(DRAY_LOG_ERROR, job ? dray_job_jid(job) : NULL, job ? dray_job_class(job) : NULL, -1,
-               "cannot record %s (%s); payload: %.*s", what, w->conn.errstr, (int)len, json);
+               "job lost: its %s not recorded (%s); payload: %.*s", what, w->conn.errstr,
+               (int)len, json);
 }
 
 void
