@@ -591,8 +591,15 @@ dray__requeue_retry(dray__conn *c, const struct dray_server *s, const dray__unit
 {
     double until = dray__write_deadline(s);
     int rc, tries = 1;
-    while ((rc = dray__requeue(c, s, u)) && dray__write_again(c, rc, until))
-        tries++;
+    while ((rc = dray__requeue(c, s, u))) {
+        char why[sizeof c->errstr];
+        snprintf(why, sizeof why, "%s", c->errstr);
+        if (!dray__write_again(c, rc, until))
+            break;
+        if (tries++ == 1)
+            dray__log(DRAY_LOG_WARN, "cannot requeue a job to queue %s yet (%s); retrying for up to %.0f s",
+                      u->queue, why, until - dray__mono());
+    }
     if (!rc && tries > 1)
         dray__log(DRAY_LOG_WARN, "requeued a job to queue %s after %d attempts (redis was unavailable)",
                   u->queue, tries);

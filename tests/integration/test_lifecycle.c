@@ -23,6 +23,8 @@ static atomic_int runs;            /* handler entries */
 static atomic_int finished;        /* handler returns */
 static atomic_int release;         /* blocking handlers return once this is set */
 static atomic_int fail_on_release; /* then they fail instead of succeeding */
+static atomic_int release_fail;    /* SlowFail handlers return (failing) once set */
+static atomic_int retrying_lines;  /* log lines saying a write is being retried */
 
 typedef struct running {
     dray_server *s;
@@ -91,6 +93,29 @@ h_slow(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+/* Runs until the test releases it, then fails. */
+static int
+h_slow_fail(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    (void)ud;
+    atomic_fetch_add(&runs, 1);
+    test_wait_until(flag_set, &release_fail, 60);
+    atomic_fetch_add(&finished, 1);
+    return dray_result_fail(res, "SlowError", "failed while redis was down");
+}
+
+static void
+count_sink(dray_log_level level, const char *line, void *ud)
+{
+    (void)level;
+    (void)ud;
+    if (strstr(line, "retrying for up to"))
+        atomic_fetch_add(&retrying_lines, 1);
+    if (getenv("TEST_LOG"))
+        fprintf(stderr, "%s\n", line);
+}
+
 static void
 opts_for_test(dray_options *o, int conc, int timeout_s)
 {
@@ -113,6 +138,7 @@ start(running *r, dray_options *o, const dray_class_opts *fail_opts)
         fail_msg("server_new: %s", err);
     assert_int_equal(dray_server_register(r->s, "Fail", h_fail, NULL, fail_opts), 0);
     assert_int_equal(dray_server_register(r->s, "Slow", h_slow, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r->s, "SlowFail", h_slow_fail, NULL, NULL), 0);
     assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
 }
 
@@ -189,6 +215,8 @@ each_setup(void **state)
     atomic_store(&finished, 0);
     atomic_store(&release, 0);
     atomic_store(&fail_on_release, 0);
+    atomic_store(&release_fail, 0);
+    atomic_store(&retrying_lines, 0);
     return 0;
 }
 
@@ -253,13 +281,190 @@ test_retry_count_extremes(void **state)
     assert_int_equal(rint_("LLEN queue:default"), 0);
 }
 
+static int
+queue_len_is_1(void *a)
+{
+    (void)a;
+    return rint_("LLEN queue:default") == 1;
+}
+
+/* A handler that ignores the stop and finishes just after the shutdown
+ * timeout requeued its job: it ran once, its outcome counts, and the
+ * requeued copy is gone, so no process runs it again. */
+static void
+test_requeued_copy_removed_when_handler_finishes(void **state)
+{
+    (void)state;
+    const char *job = "{\"class\":\"Slow\",\"jid\":\"b00000000000000000000001\",\"args\":[],"
+                      "\"queue\":\"default\",\"retry\":true}";
+    push_raw("default", job);
+    running r;
+    dray_options o;
+    opts_for_test(&o, 1, 1);
+    start(&r, &o, NULL);
+    want = 1;
+    assert_true(test_wait_until(runs_reached, NULL, 10));
+    assert_int_equal(rint_("LLEN queue:default"), 0);
+    double t0 = dray_now();
+    dray_server_stop(r.s);
+    /* the timeout expires and the job goes back; then the handler ends */
+    assert_true(test_wait_until(queue_len_is_1, NULL, 10));
+    double requeued_after = dray_now() - t0;
+    redisReply *copy = test_redis_cmd(rc, "LINDEX queue:default 0");
+    assert_string_equal(copy->str, job); /* the copy is the job, byte for byte */
+    freeReplyObject(copy);
+    atomic_store(&release, 1);
+    pthread_join(r.th, NULL);
+    assert_int_equal(r.rc, 0);
+    dray_server_counts c;
+    dray_server_counts_get(r.s, &c);
+    dray_server_free(r.s);
+    print_message("requeued %.2f s after the stop\n", requeued_after);
+    assert_int_equal(atomic_load(&runs), 1);
+    assert_int_equal(c.processed, 1);
+    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(rint_("ZCARD retry"), 0);
+
+    /* a second process finds nothing to run again */
+    opts_for_test(&o, 1, 1);
+    start(&r, &o, NULL);
+    want = 1;
+    int ran_again = test_wait_until(runs_reached, NULL, 0.5) && atomic_load(&runs) > 1;
+    dray_server_stop(r.s);
+    pthread_join(r.th, NULL);
+    dray_server_free(r.s);
+    assert_false(ran_again);
+    assert_int_equal(atomic_load(&runs), 1);
+}
+
+static int
+retrying_reached(void *a)
+{
+    (void)a;
+    return atomic_load(&retrying_lines) >= want;
+}
+
+/* Redis dies with two jobs running, then SIGTERM: one handler fails while
+ * Redis is down, the other outlives the timeout. Redis comes back within
+ * the write window: the failure lands in the retry set and the unfinished
+ * job in its queue; nothing is lost. */
+static void
+test_redis_down_at_sigterm(void **state)
+{
+    (void)state;
+    const char *failing = "{\"class\":\"SlowFail\",\"jid\":\"c00000000000000000000001\","
+                          "\"args\":[],\"queue\":\"default\",\"retry\":true}";
+    const char *slow = "{\"class\":\"Slow\",\"jid\":\"c00000000000000000000002\",\"args\":[],"
+                       "\"queue\":\"default\",\"retry\":true}";
+    push_raw("default", failing);
+    push_raw("default", slow);
+    dray_log_set_sink(count_sink, NULL);
+    running r;
+    dray_options o;
+    opts_for_test(&o, 2, 1);
+    o.log_level = DRAY_LOG_WARN;
+    start(&r, &o, NULL);
+    want = 2;
+    assert_true(test_wait_until(runs_reached, NULL, 10));
+
+    redisFree(rc);
+    rc = NULL;
+    test_redis_kill(&srv);
+    double t0 = dray_now();
+    dray_server_stop(r.s);
+    atomic_store(&release_fail, 1); /* fails now, with Redis gone */
+    /* both writes (the failure, then the requeue at the timeout) retry */
+    want = 2;
+    int retried = test_wait_until(retrying_reached, NULL, 8);
+    double down_for = dray_now() - t0;
+    assert_int_equal(test_redis_start_again(&srv), 0);
+    rc = test_redis_connect(&srv);
+    pthread_join(r.th, NULL);
+    double stop_took = dray_now() - t0;
+    assert_int_equal(r.rc, 0);
+    print_message("redis down %.2f s at the stop; the stop took %.2f s\n", down_for, stop_took);
+
+    double score;
+    long long count;
+    int lost = 0;
+    if (retry_entry("c00000000000000000000001", &score, &count))
+        lost++;
+    redisReply *q = test_redis_cmd(rc, "LRANGE queue:default 0 -1");
+    if (!(q->elements == 1 && !strcmp(q->element[0]->str, slow)))
+        lost++;
+    freeReplyObject(q);
+    print_message("jobs lost: %d of 2\n", lost);
+    assert_true(retried);
+    assert_int_equal(lost, 0);
+    assert_int_equal(count, 0);
+
+    /* the slow one finishes after all: it ran once and its copy goes */
+    atomic_store(&release, 1);
+    dray_server_free(r.s);
+    dray_log_set_sink(NULL, NULL);
+    assert_int_equal(atomic_load(&runs), 2);
+    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(rint_("ZCARD retry"), 1);
+}
+
+typedef struct freeing {
+    dray_server *s;
+    atomic_int returned;
+} freeing;
+
+static void *
+free_main(void *arg)
+{
+    freeing *f = arg;
+    dray_server_free(f->s);
+    atomic_store(&f->returned, 1);
+    return NULL;
+}
+
+/* Embedded use: stop_now while a handler runs, then free. free must wait
+ * for the handler (which then records its outcome through the server), not
+ * free what it uses (ASan: heap-use-after-free on the old code). */
+static void
+test_free_waits_for_running_handler(void **state)
+{
+    (void)state;
+    push_raw("default", "{\"class\":\"Slow\",\"jid\":\"d00000000000000000000001\",\"args\":[],"
+                        "\"queue\":\"default\",\"retry\":true}");
+    running r;
+    dray_options o;
+    opts_for_test(&o, 1, 25);
+    start(&r, &o, NULL);
+    want = 1;
+    assert_true(test_wait_until(runs_reached, NULL, 10));
+    dray_server_stop_now(r.s);
+    pthread_join(r.th, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(dray_server_wait(r.s, 0), DRAY_ESTATE);
+    assert_int_equal(rint_("LLEN queue:default"), 1); /* requeued at once */
+
+    freeing f = {.s = r.s};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, free_main, &f), 0);
+    /* free must still be waiting 2 s later: the handler has not returned */
+    int returned_early = test_wait_until(flag_set, &f.returned, 2.0);
+    atomic_store(&fail_on_release, 1); /* its failure goes through the server */
+    atomic_store(&release, 1);
+    pthread_join(th, NULL);
+    assert_false(returned_early);
+    assert_int_equal(atomic_load(&finished), 1);
+    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(rint_("ZCARD retry"), 1);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_retry_count_extremes, each_setup),
+        cmocka_unit_test_setup(test_requeued_copy_removed_when_handler_finishes, each_setup),
+        cmocka_unit_test_setup(test_redis_down_at_sigterm, each_setup),
+        cmocka_unit_test_setup(test_free_waits_for_running_handler, each_setup),
     };
     (void)run_done;
-    (void)runs_reached;
     return cmocka_run_group_tests(tests, setup, teardown);
 }
