@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -339,9 +340,13 @@ dray_server_on_death(dray_server *s, dray_error_fn fn, void *userdata)
 int
 dray_server_require(dray_server *s, const char *path)
 {
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    char pbuf[PATH_MAX];
+    const char *open_path = dray__dl_path(path, pbuf, sizeof pbuf);
+    void *h = open_path ? dlopen(open_path, RTLD_NOW | RTLD_LOCAL) : NULL;
     if (!h)
-        return serr(s, DRAY_EMODULE, "cannot load handler library %s: %s", path, dlerror());
+        return serr(s, DRAY_EMODULE, "cannot load handler library %s: %s%s", path,
+                    open_path ? dlerror() : "path too long",
+                    strchr(path, '/') ? "" : " (a name without '/' is a file in the current directory)");
     int (*reg)(dray_server *);
     *(void **)&reg = dlsym(h, "dray_register_handlers");
     if (!reg) {

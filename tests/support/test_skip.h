@@ -13,10 +13,10 @@
 __attribute__((weak)) volatile int test_skipped_flag;
 
 /* Skip the current cmocka test (from the test's own thread) and remember it. */
-#define TEST_SKIP()                                                                        \
-    do {                                                                                   \
-        test_skipped_flag = 1;                                                             \
-        skip();                                                                            \
+#define TEST_SKIP()                                                                                \
+    do {                                                                                           \
+        test_skipped_flag = 1;                                                                     \
+        skip();                                                                                    \
     } while (0)
 
 /* Exit status for main: failures as cmocka counted them, else 77 if any test
