@@ -454,8 +454,9 @@ load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char
         return refuse(buf, len, "module path is empty");
     struct stat st;
     if (stat(path, &st))
-        return refuse(buf, len, "module %s: cannot open: %s%s", path, strerror(errno),
-                      strchr(path, '/') ? "" : " (a name without '/' is a file in the current directory)");
+        return refuse(
+            buf, len, "module %s: cannot open: %s%s", path, strerror(errno),
+            strchr(path, '/') ? "" : " (a name without '/' is a file in the current directory)");
     for (size_t i = 0; i < g_nmods; i++)
         if (g_mods[i]->dev == st.st_dev && g_mods[i]->ino == st.st_ino)
             return refuse(buf, len, "module %s: already loaded (module %s from %s)", path,

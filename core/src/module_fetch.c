@@ -153,7 +153,8 @@ dray__fetcher_requeue_running(struct dray_server *s, dray__conn *c, int *n)
     double until = dray__write_deadline(s);
     int rc = 0;
     if (k && f->bulk_requeue) {
-        while ((rc = f->bulk_requeue(&ctx, ptrs, k, f->userdata)) && dray__write_again(c, rc, until))
+        while ((rc = f->bulk_requeue(&ctx, ptrs, k, f->userdata)) &&
+               dray__write_again(c, rc, until))
             ;
         if (!rc)
             *n = (int)k;
@@ -162,7 +163,8 @@ dray__fetcher_requeue_running(struct dray_server *s, dray__conn *c, int *n)
         dray__worker *w = &s->workers[who[j]];
         int one = rc;
         if (!f->bulk_requeue)
-            while ((one = f->requeue(&ctx, &views[j], f->userdata)) && dray__write_again(c, one, until))
+            while ((one = f->requeue(&ctx, &views[j], f->userdata)) &&
+                   dray__write_again(c, one, until))
                 ;
         if (one) {
             /* Left with the provider (its recovery), and if the handler

@@ -97,13 +97,14 @@ record(dray__worker *w, const char *what, double score, const char *json, size_t
         if (!dray__write_again(&w->conn, rc, until))
             break;
         if (attempt == 1)
-            dray__logj(DRAY_LOG_WARN, job ? dray_job_jid(job) : NULL, job ? dray_job_class(job) : NULL,
-                       -1, "cannot record %s yet (%s); retrying for up to %.0f s", what, why,
+            dray__logj(DRAY_LOG_WARN, job ? dray_job_jid(job) : NULL,
+                       job ? dray_job_class(job) : NULL, -1,
+                       "cannot record %s yet (%s); retrying for up to %.0f s", what, why,
                        until - dray__mono());
     }
     dray__logj(DRAY_LOG_ERROR, job ? dray_job_jid(job) : NULL, job ? dray_job_class(job) : NULL, -1,
-               "job lost: its %s not recorded (%s); payload: %.*s", what, w->conn.errstr,
-               (int)len, json);
+               "job lost: its %s not recorded (%s); payload: %.*s", what, w->conn.errstr, (int)len,
+               json);
 }
 
 void

@@ -346,7 +346,8 @@ dray_server_require(dray_server *s, const char *path)
     if (!h)
         return serr(s, DRAY_EMODULE, "cannot load handler library %s: %s%s", path,
                     open_path ? dlerror() : "path too long",
-                    strchr(path, '/') ? "" : " (a name without '/' is a file in the current directory)");
+                    strchr(path, '/') ? ""
+                                      : " (a name without '/' is a file in the current directory)");
     int (*reg)(dray_server *);
     *(void **)&reg = dlsym(h, "dray_register_handlers");
     if (!reg) {
@@ -579,11 +580,11 @@ dray__write_again(dray__conn *c, int rc, double deadline)
 {
     /* Redis errors that pass: a restart loading its data, a busy script, a
      * replica promoted. Any other error would fail again. */
-    bool transient = rc == DRAY_ECONN ||
-                     (rc == DRAY_EREDIS && (strstr(c->errstr, "LOADING") || strstr(c->errstr, "BUSY") ||
-                                            strstr(c->errstr, "TRYAGAIN") ||
-                                            strstr(c->errstr, "READONLY") ||
-                                            strstr(c->errstr, "MASTERDOWN")));
+    bool transient =
+        rc == DRAY_ECONN ||
+        (rc == DRAY_EREDIS && (strstr(c->errstr, "LOADING") || strstr(c->errstr, "BUSY") ||
+                               strstr(c->errstr, "TRYAGAIN") || strstr(c->errstr, "READONLY") ||
+                               strstr(c->errstr, "MASTERDOWN")));
     if (!transient || dray__mono() >= deadline)
         return false;
     if (dray__conn_backoff(c, NULL) == 0)
@@ -602,12 +603,14 @@ dray__requeue_retry(dray__conn *c, const struct dray_server *s, const dray__unit
         if (!dray__write_again(c, rc, until))
             break;
         if (tries++ == 1)
-            dray__log(DRAY_LOG_WARN, "cannot requeue a job to queue %s yet (%s); retrying for up to %.0f s",
+            dray__log(DRAY_LOG_WARN,
+                      "cannot requeue a job to queue %s yet (%s); retrying for up to %.0f s",
                       u->queue, why, until - dray__mono());
     }
     if (!rc && tries > 1)
-        dray__log(DRAY_LOG_WARN, "requeued a job to queue %s after %d attempts (redis was unavailable)",
-                  u->queue, tries);
+        dray__log(DRAY_LOG_WARN,
+                  "requeued a job to queue %s after %d attempts (redis was unavailable)", u->queue,
+                  tries);
     return rc;
 }
 
@@ -631,7 +634,8 @@ dray__requeued_copy_remove(dray__worker *w, const char *jid, const char *klass)
     double until = dray__write_deadline(s);
     redisReply *r = NULL;
     int rc;
-    while ((rc = dray__conn_cmd(&w->conn, &r, 4, argv, lens)) && dray__write_again(&w->conn, rc, until))
+    while ((rc = dray__conn_cmd(&w->conn, &r, 4, argv, lens)) &&
+           dray__write_again(&w->conn, rc, until))
         if (r) {
             freeReplyObject(r);
             r = NULL;

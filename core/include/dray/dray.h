@@ -49,7 +49,7 @@ extern "C" {
 #define DRAY_RETRY_DEFAULT 0             /* retry option: Sidekiq's default ("retry": true) */
 #define DRAY_RETRY_NONE (-1)             /* retry option: "retry": false (no retry, no dead set) */
 #define DRAY_RETRY_ZERO (-2)             /* retry option: "retry": 0 (no retry, then the dead set) */
-#define DRAY_BACKOFF_MAX_S (180.0 * 24 * 3600) /* longest retry wait: the dead set's default keep */
+#define DRAY_BACKOFF_MAX_S (180.0 * 24 * 3600) /* longest retry wait: as long as dead jobs stay */
 
 /* Error codes: every fallible function returns 0 or one of these. */
 #define DRAY_ERRNO_MAP(X)                                                  \
