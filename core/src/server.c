@@ -628,9 +628,10 @@ dray__requeued_copy_remove(dray__worker *w, const char *jid, const char *klass)
                    w->cur.queue);
         return;
     }
-    /* Exact bytes, count 1: this copy only, never another job's. */
-    const char *argv[4] = {"LREM", key.p, "1", w->cur.payload};
-    size_t lens[4] = {4, key.len, 1, w->cur.len};
+    /* Exact bytes, one copy, searched from the head (the BRPOP end) where
+     * the stopper pushed it: this copy only, never another job's. */
+    const char *argv[4] = {"LREM", key.p, "-1", w->cur.payload};
+    size_t lens[4] = {4, key.len, 2, w->cur.len};
     double until = dray__write_deadline(s);
     redisReply *r = NULL;
     int rc;
