@@ -105,13 +105,21 @@ h_slow_fail(dray_job *job, dray_result *res, void *ud)
     return dray_result_fail(res, "SlowError", "failed while redis was down");
 }
 
+static pthread_mutex_t lost_mu = PTHREAD_MUTEX_INITIALIZER;
+static char lost_log[8192]; /* ERROR lines that say "lost" */
+
 static void
 count_sink(dray_log_level level, const char *line, void *ud)
 {
-    (void)level;
     (void)ud;
     if (strstr(line, "retrying for up to"))
         atomic_fetch_add(&retrying_lines, 1);
+    if (level == DRAY_LOG_ERROR && strstr(line, "lost")) {
+        pthread_mutex_lock(&lost_mu);
+        size_t n = strlen(lost_log);
+        snprintf(lost_log + n, sizeof lost_log - n, "%s\n", line);
+        pthread_mutex_unlock(&lost_mu);
+    }
     if (getenv("TEST_LOG"))
         fprintf(stderr, "%s\n", line);
 }
@@ -217,6 +225,7 @@ each_setup(void **state)
     atomic_store(&fail_on_release, 0);
     atomic_store(&release_fail, 0);
     atomic_store(&retrying_lines, 0);
+    lost_log[0] = '\0';
     return 0;
 }
 
@@ -407,6 +416,54 @@ test_redis_down_at_sigterm(void **state)
     assert_int_equal(rint_("ZCARD retry"), 1);
 }
 
+/* Redis stays down past the write window: the stop still ends (bounded),
+ * and each job it could not write is logged whole at ERROR as lost. */
+static void
+test_redis_down_for_good_logs_lost(void **state)
+{
+    (void)state;
+    const char *failing = "{\"class\":\"SlowFail\",\"jid\":\"e00000000000000000000001\","
+                          "\"args\":[],\"queue\":\"default\",\"retry\":true}";
+    const char *slow = "{\"class\":\"Slow\",\"jid\":\"e00000000000000000000002\",\"args\":[],"
+                       "\"queue\":\"default\",\"retry\":true}";
+    push_raw("default", failing);
+    push_raw("default", slow);
+    dray_log_set_sink(count_sink, NULL);
+    running r;
+    dray_options o;
+    opts_for_test(&o, 2, 1);
+    o.log_level = DRAY_LOG_WARN;
+    start(&r, &o, NULL);
+    want = 2;
+    assert_true(test_wait_until(runs_reached, NULL, 10));
+    redisFree(rc);
+    rc = NULL;
+    test_redis_kill(&srv);
+    double t0 = dray_now();
+    dray_server_stop(r.s);
+    atomic_store(&release_fail, 1);
+    assert_true(test_wait_until(run_done, &r, 60));
+    double took = dray_now() - t0;
+    pthread_join(r.th, NULL);
+    print_message("the stop took %.1f s with redis down (timeout 1 s)\n", took);
+    pthread_mutex_lock(&lost_mu);
+    /* the retry payload is the job with its failure fields, as written */
+    const char *rl = strstr(lost_log, "retry not recorded");
+    int failing_logged = rl && strstr(rl, "e00000000000000000000001") && strstr(rl, "SlowError");
+    int slow_logged = strstr(lost_log, slow) != NULL;
+    pthread_mutex_unlock(&lost_mu);
+    if (!failing_logged || !slow_logged)
+        print_message("lost lines:\n%s", lost_log);
+    assert_true(failing_logged); /* its retry, whole */
+    assert_true(slow_logged);    /* its requeue, whole */
+    assert_true(took < 1 + 25);
+    assert_int_equal(test_redis_start_again(&srv), 0);
+    rc = test_redis_connect(&srv);
+    atomic_store(&release, 1);
+    dray_server_free(r.s);
+    dray_log_set_sink(NULL, NULL);
+}
+
 typedef struct freeing {
     dray_server *s;
     atomic_int returned;
@@ -463,8 +520,8 @@ main(void)
         cmocka_unit_test_setup(test_retry_count_extremes, each_setup),
         cmocka_unit_test_setup(test_requeued_copy_removed_when_handler_finishes, each_setup),
         cmocka_unit_test_setup(test_redis_down_at_sigterm, each_setup),
+        cmocka_unit_test_setup(test_redis_down_for_good_logs_lost, each_setup),
         cmocka_unit_test_setup(test_free_waits_for_running_handler, each_setup),
     };
-    (void)run_done;
     return cmocka_run_group_tests(tests, setup, teardown);
 }
