@@ -79,10 +79,13 @@ defer_job(dray__worker *w, dray_job *job, double seconds)
     const char *argv[4] = {"ZADD", s->k_schedule, score, json};
     size_t lens[4] = {4, strlen(s->k_schedule), strlen(score), len};
     double until = dray__write_deadline(s);
-    int rc;
+    int rc, tries = 0;
     while ((rc = dray__conn_cmd(&w->conn, NULL, 4, argv, lens)) &&
            dray__write_again(&w->conn, rc, until))
-        ;
+        if (tries++ == 0)
+            dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
+                       "cannot defer job yet (%s); retrying for up to %.0f s", w->conn.errstr,
+                       until - dray__mono());
     if (rc)
         dray__logj(DRAY_LOG_ERROR, dray_job_jid(job), dray_job_class(job), -1,
                    "deferred job lost: cannot write it to the schedule set (%s); payload: %s",

@@ -108,6 +108,18 @@ h_slow_fail(dray_job *job, dray_result *res, void *ud)
 static pthread_mutex_t lost_mu = PTHREAD_MUTEX_INITIALIZER;
 static char lost_log[8192]; /* ERROR lines that say "lost" */
 
+/* Runs until the test releases it, then asks to run again in 60 s. */
+static int
+h_slow_defer(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    (void)ud;
+    atomic_fetch_add(&runs, 1);
+    test_wait_until(flag_set, &release_fail, 60);
+    atomic_fetch_add(&finished, 1);
+    return dray_result_defer(res, 60, "not now");
+}
+
 static void
 count_sink(dray_log_level level, const char *line, void *ud)
 {
@@ -147,6 +159,7 @@ start(running *r, dray_options *o, const dray_class_opts *fail_opts)
     assert_int_equal(dray_server_register(r->s, "Fail", h_fail, NULL, fail_opts), 0);
     assert_int_equal(dray_server_register(r->s, "Slow", h_slow, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r->s, "SlowFail", h_slow_fail, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r->s, "SlowDefer", h_slow_defer, NULL, NULL), 0);
     assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
 }
 
@@ -464,6 +477,52 @@ test_redis_down_for_good_logs_lost(void **state)
     dray_log_set_sink(NULL, NULL);
 }
 
+static int
+schedule_has_1(void *a)
+{
+    (void)a;
+    return rint_("ZCARD schedule") == 1;
+}
+
+/* A handler defers its job while Redis is down (no stop involved): the
+ * schedule-set write retries and lands when Redis is back. */
+static void
+test_defer_during_outage_lands(void **state)
+{
+    (void)state;
+    push_raw("default", "{\"class\":\"SlowDefer\",\"jid\":\"f00000000000000000000001\","
+                        "\"args\":[],\"queue\":\"default\",\"retry\":true}");
+    dray_log_set_sink(count_sink, NULL);
+    running r;
+    dray_options o;
+    opts_for_test(&o, 1, 5);
+    o.log_level = DRAY_LOG_WARN;
+    start(&r, &o, NULL);
+    want = 1;
+    assert_true(test_wait_until(runs_reached, NULL, 10));
+    redisFree(rc);
+    rc = NULL;
+    test_redis_kill(&srv);
+    atomic_store(&release_fail, 1);
+    want = 1;
+    int retried = test_wait_until(retrying_reached, NULL, 5);
+    assert_int_equal(test_redis_start_again(&srv), 0);
+    rc = test_redis_connect(&srv);
+    int landed = test_wait_until(schedule_has_1, NULL, 10);
+    dray_server_stop(r.s);
+    pthread_join(r.th, NULL);
+    dray_server_free(r.s);
+    dray_log_set_sink(NULL, NULL);
+    print_message("deferred job in the schedule set after the outage: %s\n", landed ? "yes" : "no");
+    assert_true(landed);
+    assert_true(retried);
+    redisReply *z = test_redis_cmd(rc, "ZRANGE schedule 0 -1");
+    assert_int_equal(z->elements, 1);
+    assert_non_null(strstr(z->element[0]->str, "f00000000000000000000001"));
+    assert_non_null(strstr(z->element[0]->str, "\"deferred\":1"));
+    freeReplyObject(z);
+}
+
 typedef struct freeing {
     dray_server *s;
     atomic_int returned;
@@ -521,6 +580,7 @@ main(void)
         cmocka_unit_test_setup(test_requeued_copy_removed_when_handler_finishes, each_setup),
         cmocka_unit_test_setup(test_redis_down_at_sigterm, each_setup),
         cmocka_unit_test_setup(test_redis_down_for_good_logs_lost, each_setup),
+        cmocka_unit_test_setup(test_defer_during_outage_lands, each_setup),
         cmocka_unit_test_setup(test_free_waits_for_running_handler, each_setup),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
