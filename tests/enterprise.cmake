@@ -13,7 +13,7 @@
 #   test_ent_limit    rate limits, 4 worker processes               (module)
 #   test_ent_periodic periodic jobs + leader election, 3 processes  (module)
 #   test_ent_crypto   encrypted arguments                           (module)
-#   bench_ent         throughput figures (label bench; not in the default run)
+#   bench_ent         throughput figures (a program, not a test: bench/modules.sh)
 if(NOT TARGET dray_enterprise_test)
   return()
 endif()
@@ -63,10 +63,8 @@ dray_ent_test(test_ent_limit)
 dray_ent_test(test_ent_periodic)
 dray_ent_test(test_ent_crypto)
 
-# Throughput figures (label bench): `ctest -L bench -V` or run bench_ent [N].
+# Throughput figures: not a test (it judges nothing); bench/modules.sh runs it.
 add_executable(bench_ent ${_et}/bench_ent.c)
 target_link_libraries(bench_ent PRIVATE dray ent_test_support PkgConfig::HIREDIS)
 target_compile_definitions(bench_ent PRIVATE ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>")
 add_dependencies(bench_ent dray_enterprise_test)
-add_test(NAME bench_ent COMMAND bench_ent 20000)
-set_tests_properties(bench_ent PROPERTIES LABELS bench TIMEOUT 300)

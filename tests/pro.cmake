@@ -13,7 +13,7 @@
 #   test_pro_batch_chaos  a 10,000-job batch under kill -9: each callback once
 #   test_pro_expiry       expired jobs dropped, counted, batch success
 #   test_pro_webhook      HTTP receiver on 127.0.0.1: body, signature, 500 retry, restart
-#   pro_bench             reliable vs basic fetch, batch overhead (label bench only)
+#   pro_bench             reliable vs basic fetch, batch overhead (program: bench/modules.sh)
 if(NOT TARGET dray_pro_test OR NOT TARGET dray_pro_batch)
   return()
 endif()
@@ -71,9 +71,5 @@ endif()
 if(EXISTS ${_pt}/bench_pro.c)
   add_executable(pro_bench ${_pt}/bench_pro.c)
   target_link_libraries(pro_bench PRIVATE dray_pro_batch pro_test_support Threads::Threads)
-  # Smaller than the defaults so a full `ctest` stays quick; run
-  # build/tests/pro_bench directly for the documented figures.
-  add_test(NAME pro_bench COMMAND pro_bench)
-  set_tests_properties(pro_bench PROPERTIES LABELS "bench" TIMEOUT 600
-                       ENVIRONMENT "PRO_BENCH_JOBS=20000;PRO_BENCH_BATCH=20000")
+  # Not a test (it judges nothing): bench/modules.sh runs it and prints figures.
 endif()

@@ -217,7 +217,10 @@ cli_cmd_run(int argc, char **argv)
     signals_restore(saved);
     if (rc)
         cli_err(&ctx, "%s", dray_server_errstr(srv));
-    dray_server_free(srv);
+    /* Handlers that outlived the shutdown had their jobs requeued; the
+     * process exits without waiting for them (free would). */
+    if (dray_server_wait(srv, 0) == 0)
+        dray_server_free(srv);
     r = rc ? CLI_ERUNTIME : CLI_OK;
     goto fail;
 

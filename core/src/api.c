@@ -3,6 +3,7 @@
  * sets, on Sidekiq 6's keys. Reads are pipelined; every move between keys
  * is one Lua script whose ZREM decides ownership, and a member is never
  * rewritten while it stays in a set (deletes by value must keep working). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -773,7 +774,10 @@ retry_payload(dray_api *a, dray_set set, const dray_set_entry *e, char **json, s
     }
     json_t *rc = json_object_get(o, "retry_count");
     if (set != DRAY_SET_SCHEDULE && json_is_integer(rc))
-        json_object_set_new(o, "retry_count", json_integer(json_integer_value(rc) - 1));
+        json_object_set_new(o, "retry_count",
+                            json_integer(json_integer_value(rc) > LLONG_MIN
+                                             ? json_integer_value(rc) - 1
+                                             : LLONG_MIN));
     const char *q = json_string_value(json_object_get(o, "queue"));
     if (!q)
         q = "default";

@@ -401,9 +401,10 @@ dray__prefetch_requeue(dray__worker *w, dray__conn *c)
      * waiting job first so the next one ends up first. */
     while (w->npre > w->ipre) {
         dray__unit *v = &w->pre[--w->npre];
-        if (dray__requeue(c, w->srv, v))
+        if (dray__requeue_retry(c, w->srv, v))
             dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, v->payload, v->len,
-                              "cannot requeue a fetched job of queue %s (%s)", v->queue, c->errstr);
+                              "job lost: cannot requeue a fetched job of queue %s (%s)", v->queue,
+                              c->errstr);
         else
             n++;
         dray__unit_clear(v);

@@ -44,6 +44,12 @@ void dray__buf_addf(dray__buf *b, const char *fmt, ...) DRAY_PRINTF(2, 3);
 /* Format into errbuf (may be NULL), truncating safely; returns code. */
 int dray__err(char *errbuf, size_t errlen, int code, const char *fmt, ...) DRAY_PRINTF(4, 5);
 
+/* The one rule for a library a user names (--module, --require, config,
+ * $DRAY_MODULES): a name without '/' is a file in the current directory,
+ * as stat() sees it; dlopen's library search is never used. Returns the
+ * path to open (path itself, or "./path" in buf); NULL if buf is too small. */
+const char *dray__dl_path(const char *path, char *buf, size_t n);
+
 /* ---- logging (log.c) -------------------------------------------------------- */
 /* One line per event: time, level, thread, then "jid=… class=…" when given. */
 void dray__log(dray_log_level level, const char *fmt, ...) DRAY_PRINTF(2, 3);

@@ -432,6 +432,15 @@ copy_field(char *dst, size_t n, const char *src)
     snprintf(dst, n, "%s", src ? src : "");
 }
 
+const char *
+dray__dl_path(const char *path, char *buf, size_t n)
+{
+    if (strchr(path, '/'))
+        return path;
+    int w = snprintf(buf, n, "./%s", path);
+    return w >= 0 && (size_t)w < n ? buf : NULL;
+}
+
 /*
  * Load (or, with verdict, check) the module at path for server s. Holds
  * g_lock throughout: loads are serialised and the module list is stable.
@@ -445,7 +454,9 @@ load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char
         return refuse(buf, len, "module path is empty");
     struct stat st;
     if (stat(path, &st))
-        return refuse(buf, len, "module %s: cannot open: %s", path, strerror(errno));
+        return refuse(
+            buf, len, "module %s: cannot open: %s%s", path, strerror(errno),
+            strchr(path, '/') ? "" : " (a name without '/' is a file in the current directory)");
     for (size_t i = 0; i < g_nmods; i++)
         if (g_mods[i]->dev == st.st_dev && g_mods[i]->ino == st.st_ino)
             return refuse(buf, len, "module %s: already loaded (module %s from %s)", path,
@@ -461,12 +472,14 @@ load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char
     mod->srv = s;
     dray__mod_resolve_license(mod);
 
+    char pbuf[PATH_MAX];
+    const char *open_path = dray__dl_path(path, pbuf, sizeof pbuf);
     dlerror();
-    mod->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    mod->dl = open_path ? dlopen(open_path, RTLD_NOW | RTLD_LOCAL) : NULL;
     if (!mod->dl) {
         const char *e = dlerror();
         refuse(buf, len, "module %s: not a loadable shared object: %s", path,
-               e ? e : "dlopen failed");
+               e ? e : "path too long");
         free_module(mod, false, false);
         return DRAY_EMODULE;
     }

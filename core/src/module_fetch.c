@@ -148,20 +148,33 @@ dray__fetcher_requeue_running(struct dray_server *s, dray__conn *c, int *n)
             k++;
         }
     }
+    /* Through an outage the provider is asked again until the shutdown's
+     * write window closes (its requeue only moves what is still listed). */
+    double until = dray__write_deadline(s);
     int rc = 0;
     if (k && f->bulk_requeue) {
-        rc = f->bulk_requeue(&ctx, ptrs, k, f->userdata);
+        while ((rc = f->bulk_requeue(&ctx, ptrs, k, f->userdata)) &&
+               dray__write_again(c, rc, until))
+            ;
         if (!rc)
             *n = (int)k;
     }
     for (size_t j = 0; j < k; j++) {
         dray__worker *w = &s->workers[who[j]];
-        int one = f->bulk_requeue ? rc : f->requeue(&ctx, &views[j], f->userdata);
-        if (one)
+        int one = rc;
+        if (!f->bulk_requeue)
+            while ((one = f->requeue(&ctx, &views[j], f->userdata)) &&
+                   dray__write_again(c, one, until))
+                ;
+        if (one) {
+            /* Left with the provider (its recovery), and if the handler
+             * still finishes, its outcome is recorded as usual. */
             dray__log_payload(DRAY_LOG_ERROR, w->cur_jid, w->cur_class, w->cur.payload, w->cur.len,
                               "fetch provider %s cannot requeue unfinished job (%s)",
                               provider_name(t), c->errstr[0] ? c->errstr : dray_strerror(one));
-        else if (!f->bulk_requeue)
+            continue;
+        }
+        if (!f->bulk_requeue)
             (*n)++;
         w->requeued = 1;
     }

@@ -78,10 +78,18 @@ defer_job(dray__worker *w, dray_job *job, double seconds)
     snprintf(score, sizeof score, "%.6f", dray_now() + seconds);
     const char *argv[4] = {"ZADD", s->k_schedule, score, json};
     size_t lens[4] = {4, strlen(s->k_schedule), strlen(score), len};
-    int rc = dray__conn_cmd(&w->conn, NULL, 4, argv, lens);
+    double until = dray__write_deadline(s);
+    int rc, tries = 0;
+    while ((rc = dray__conn_cmd(&w->conn, NULL, 4, argv, lens)) &&
+           dray__write_again(&w->conn, rc, until))
+        if (tries++ == 0)
+            dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
+                       "cannot defer job yet (%s); retrying for up to %.0f s", w->conn.errstr,
+                       until - dray__mono());
     if (rc)
         dray__logj(DRAY_LOG_ERROR, dray_job_jid(job), dray_job_class(job), -1,
-                   "cannot defer job (%s); payload: %s", w->conn.errstr, json);
+                   "deferred job lost: cannot write it to the schedule set (%s); payload: %s",
+                   w->conn.errstr, json);
     free(json);
     return rc;
 }
@@ -105,6 +113,7 @@ process(dray__worker *w, dray__unit *u)
     if (rc) {
         dray__crash_job_start(w->crash_slot, "(malformed payload)", NULL, w->cur.queue,
                               w->cur.payload, w->cur.len);
+        atomic_store(&w->writing, 1);
         dray__dead_raw(w, &w->cur, err);
         goto done;
     }
@@ -166,29 +175,27 @@ process(dray__worker *w, dray__unit *u)
         }
     }
 
-    /* The stopper may have pushed this job back while it ran: then the
-     * outcome is dropped (the requeued copy will run again). */
+    /* The stopper may have pushed a copy of this job back while it ran:
+     * the outcome is recorded all the same and the copy removed below. */
+    atomic_store(&w->writing, 1);
     pthread_mutex_lock(&w->mu);
-    int requeued = w->requeued;
+    int requeued = w->requeued == 1;
     if (!requeued)
         w->requeued = -1; /* finishing: the stopper must leave it alone */
     pthread_mutex_unlock(&w->mu);
     double ms = (dray__mono() - t0) * 1000.0;
-    if (requeued) {
-        dray__logj(DRAY_LOG_WARN, jid, klass, ms, "finished after shutdown requeued it; outcome dropped");
-        dray__hooks_after(w, job, DRAY__OUT_REQUEUED, entered);
-        goto done;
-    }
     switch (outcome) {
     case DRAY__OUT_SUCCESS:
     case DRAY__OUT_SKIPPED:
         atomic_fetch_add_explicit(&w->processed, 1, memory_order_relaxed);
         if (s->opts.log_jobs)
-            dray__logj(DRAY_LOG_INFO, jid, klass, ms, outcome == DRAY__OUT_SKIPPED ? "skipped" : "done");
+            dray__logj(DRAY_LOG_INFO, jid, klass, ms,
+                       outcome == DRAY__OUT_SKIPPED ? "skipped" : "done");
         break;
     case DRAY__OUT_DEFERRED:
         if (s->opts.log_jobs)
-            dray__logj(DRAY_LOG_INFO, jid, klass, ms, "deferred %.1fs: %s", res.defer_s, res.message);
+            dray__logj(DRAY_LOG_INFO, jid, klass, ms, "deferred %.1fs: %s", res.defer_s,
+                       res.message);
         defer_job(w, job, res.defer_s);
         break;
     default:
@@ -201,6 +208,8 @@ process(dray__worker *w, dray__unit *u)
         break;
     }
     dray__hooks_after(w, job, outcome, entered);
+    if (requeued)
+        dray__requeued_copy_remove(w, jid, klass);
 
 done:
     dray__crash_job_end(w->crash_slot);
@@ -217,6 +226,7 @@ done:
         dray__fetch_ack(w, &fin);
     dray__unit_clear(&fin);
     dray_job_free(job);
+    atomic_store(&w->writing, 0);
     if (atomic_load(&s->state) >= DRAY__STOPPING) {
         pthread_mutex_lock(&s->mu);
         pthread_cond_broadcast(&s->cond);
@@ -254,17 +264,21 @@ dray__worker_main(void *arg)
         if (atomic_load(&s->state) != DRAY__RUNNING) {
             /* Fetched while going quiet: straight back to the head, after
              * the ones fetched with it, so it stays first. */
+            atomic_store(&w->writing, 1);
             pthread_mutex_lock(&w->mu);
             dray__prefetch_requeue(w, &w->conn);
             pthread_mutex_unlock(&w->mu);
-            if (dray__requeue(&w->conn, s, &u))
+            if (dray__requeue_retry(&w->conn, s, &u))
                 dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, u.payload, u.len,
-                                  "cannot requeue job fetched during shutdown (%s)", w->conn.errstr);
+                                  "job lost: cannot requeue it after fetching it during shutdown "
+                                  "(%s)",
+                                  w->conn.errstr);
             dray__unit_clear(&u);
             break;
         }
         process(w, &u);
     }
+    atomic_store(&w->writing, 1); /* the stopper waits for these requeues */
     pthread_mutex_lock(&w->mu);
     int back = dray__prefetch_requeue(w, &w->conn);
     pthread_mutex_unlock(&w->mu);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
 /* The failure path, as Sidekiq 6: retry fields, backoff, the retry set, the
  * dead set with its trims, error and death handlers. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,13 +11,13 @@
 #include "server.h"
 
 #define ERROR_MESSAGE_MAX 10000 /* Sidekiq truncates error_message here */
-#define RECORD_ATTEMPTS 3       /* tries to write a failure before logging it whole */
 
 double
 dray__backoff_default(int count)
 {
-    double c = count;
-    return c * c * c * c + 15.0 + (double)(dray__rand32() % 10) * (c + 1.0);
+    double c = count > 0 ? count : 0;
+    double d = c * c * c * c + 15.0 + (double)(dray__rand32() % 10) * (c + 1.0);
+    return d < DRAY_BACKOFF_MAX_S ? d : DRAY_BACKOFF_MAX_S;
 }
 
 /* Truncate to at most max bytes without splitting a UTF-8 sequence. */
@@ -57,15 +58,17 @@ dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, siz
     return rc;
 }
 
-/* Write json to the retry set (score > 0) or the dead set, retrying a few
- * times; if Redis will not take it, log `keep` (the bytes that must not be
- * lost: json itself, or the raw payload json wraps) whole. */
+/* Write json to the retry set (score > 0) or the dead set, retrying through
+ * an outage for up to DRAY__WRITE_RETRY_S; if Redis will not take it, log
+ * `keep` (the bytes that must not be lost: json itself, or the raw payload
+ * json wraps) whole as lost. */
 static void
 record(dray__worker *w, const char *what, double score, const char *json, size_t len,
        const dray_job *job, const char *keep, size_t keeplen)
 {
     struct dray_server *s = w->srv;
-    for (int attempt = 0; attempt < RECORD_ATTEMPTS; attempt++) {
+    double until = dray__write_deadline(s);
+    for (int attempt = 1;; attempt++) {
         int rc;
         if (score > 0) {
             char sc[32];
@@ -76,14 +79,26 @@ record(dray__worker *w, const char *what, double score, const char *json, size_t
         } else {
             rc = dray__dead_add(&w->conn, s, json, len, dray_now());
         }
-        if (!rc)
+        if (!rc) {
+            if (attempt > 1)
+                dray__logj(DRAY_LOG_WARN, job ? dray_job_jid(job) : NULL,
+                           job ? dray_job_class(job) : NULL, -1,
+                           "recorded %s after %d attempts (redis was unavailable)", what, attempt);
             return;
-        if (rc == DRAY_ECONN || rc == DRAY_EUNSURE) /* ZADD again is harmless */
-            dray__conn_backoff(&w->conn, NULL);
+        }
+        char why[sizeof w->conn.errstr];
+        snprintf(why, sizeof why, "%s", w->conn.errstr);
+        if (!dray__write_again(&w->conn, rc, until))
+            break;
+        if (attempt == 1)
+            dray__logj(DRAY_LOG_WARN, job ? dray_job_jid(job) : NULL,
+                       job ? dray_job_class(job) : NULL, -1,
+                       "cannot record %s yet (%s); retrying for up to %.0f s", what, why,
+                       until - dray__mono());
     }
     dray__log_payload(DRAY_LOG_ERROR, job ? dray_job_jid(job) : NULL,
-                      job ? dray_job_class(job) : NULL, keep, keeplen, "cannot record %s (%s)",
-                      what, w->conn.errstr);
+                      job ? dray_job_class(job) : NULL, keep, keeplen,
+                      "job lost: its %s not recorded (%s)", what, w->conn.errstr);
 }
 
 /* The dead-set entry for a payload that is not a job: a Sidekiq job of the
@@ -175,8 +190,8 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
         max = h->opts.retry;
     else if (!rv || json_is_true(rv))
         max = s->opts.max_retries;
-    else if (json_is_integer(rv))
-        max = (int)json_integer_value(rv); /* 0 is truthy in Ruby: straight to dead */
+    else if (json_is_integer(rv)) /* 0 is truthy in Ruby: straight to dead */
+        max = json_integer_value(rv) > INT_MAX ? INT_MAX : (int)json_integer_value(rv);
     else
         max = -1;
     if (max < 0) {
@@ -196,7 +211,10 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
     int count;
     json_t *rc = json_object_get(o, "retry_count");
     if (json_is_integer(rc)) {
-        count = (int)json_integer_value(rc) + 1;
+        /* Payloads come from anywhere: a negative count (Sidekiq's "retry
+         * now" of count 0 leaves -1) restarts at 0, near INT_MAX saturates. */
+        json_int_t prev = json_integer_value(rc);
+        count = prev < 0 ? 0 : prev >= INT_MAX ? INT_MAX : (int)prev + 1;
         json_object_set_new(o, "retried_at", json_real(now));
     } else {
         count = 0;
@@ -214,8 +232,10 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
         double delay = -1;
         if (h && h->opts.backoff)
             delay = h->opts.backoff(job, count, h->opts.backoff_userdata);
-        if (delay < 0)
+        if (!(delay >= 0)) /* also NaN */
             delay = dray__backoff_default(count);
+        if (delay > DRAY_BACKOFF_MAX_S)
+            delay = DRAY_BACKOFF_MAX_S;
         double at = now + delay;
         record(w, "retry", at, json, len, job, json, len);
         dray__hooks_retry(w, job, ecls, msg, count, at);

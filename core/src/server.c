@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +16,12 @@
 
 #define STRAGGLER_GRACE_S 3.0 /* after requeueing, how long finishing threads get */
 
-static int
-serr(dray_server *s, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static int serr(dray_server *s, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 static bool all_exited(dray_server *s);
-static void wait_workers(dray_server *s, double deadline, bool honour_stop_now);
+static bool any_writing(dray_server *s);
+static void wait_workers(dray_server *s, double deadline, bool honour_stop_now,
+                         bool (*done)(dray_server *));
+static void join_exited(dray_server *s);
 
 static int
 serr(dray_server *s, int code, const char *fmt, ...)
@@ -52,14 +55,15 @@ build_info(dray_server *s)
     json_t *labels = json_array();
     if (s->labels) {
         char *copy = dray__strdup(s->labels), *save = NULL;
-        for (char *t = copy ? strtok_r(copy, ", ", &save) : NULL; t; t = strtok_r(NULL, ", ", &save))
+        for (char *t = copy ? strtok_r(copy, ", ", &save) : NULL; t;
+             t = strtok_r(NULL, ", ", &save))
             json_array_append_new(labels, json_string(t));
         dray__free(copy);
     }
-    json_t *info = json_pack("{s:s, s:f, s:i, s:s, s:i, s:o, s:o, s:s}", "hostname", s->hostname,
-                             "started_at", s->started_at, "pid", (int)getpid(), "tag",
-                             s->tag ? s->tag : "", "concurrency", s->opts.concurrency, "queues",
-                             queues, "labels", labels, "identity", s->identity);
+    json_t *info =
+        json_pack("{s:s, s:f, s:i, s:s, s:i, s:o, s:o, s:s}", "hostname", s->hostname, "started_at",
+                  s->started_at, "pid", (int)getpid(), "tag", s->tag ? s->tag : "", "concurrency",
+                  s->opts.concurrency, "queues", queues, "labels", labels, "identity", s->identity);
     if (!info)
         return DRAY_ENOMEM;
     s->info_json = dray__json_dump(info, NULL);
@@ -149,8 +153,8 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     s->k_processes = dray__key(&s->cfg, "processes");
     /* The identity hash itself is namespaced too. */
     s->k_identity = dray__key(&s->cfg, s->identity);
-    if (!s->k_identity || !s->k_work || !s->k_signals || !s->k_queues || !s->k_schedule || !s->k_retry ||
-        !s->k_dead || !s->k_processes || !s->queues_spec || build_info(s)) {
+    if (!s->k_identity || !s->k_work || !s->k_signals || !s->k_queues || !s->k_schedule ||
+        !s->k_retry || !s->k_dead || !s->k_processes || !s->queues_spec || build_info(s)) {
         dray_server_free(s);
         return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
     }
@@ -170,7 +174,7 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
         pthread_mutex_init(&w->mu, NULL);
         dray__conn_init(&w->conn, &s->cfg);
         w->conn.extra_timeout_ms = dray__fetch_extra_timeout_ms(&s->cfg); /* BRPOP blocks 2 s */
-        w->conn.want_client_id = 1;      /* so a stop can end that wait at once */
+        w->conn.want_client_id = 1; /* so a stop can end that wait at once */
         /* tid: short, unique per thread, base 36 like Sidekiq's */
         unsigned long v = ((unsigned long)getpid() << 12) ^ (unsigned long)(i + 1) * 2654435761UL;
         char tmp[16];
@@ -194,16 +198,17 @@ dray_server_free(dray_server *s)
     if (!s)
         return;
     if (s->leaked) {
-        /* Handlers that outlived the shutdown may have finished since. */
-        wait_workers(s, dray__mono() + 1.0, false);
-        pthread_mutex_lock(&s->mu);
-        if (all_exited(s))
-            s->leaked = 0;
-        pthread_mutex_unlock(&s->mu);
-        if (s->leaked)
-            dray__log(DRAY_LOG_WARN, "handlers still running: the server's memory is kept for them");
+        /* Handlers that outlived the shutdown still use the server: wait. */
+        if (dray_server_wait(s, 1.0))
+            dray__log(DRAY_LOG_WARN, "dray_server_free: waiting for handlers still running");
+        for (int i = 0; i < s->opts.concurrency; i++)
+            if (s->workers[i].started && !s->workers[i].joined) {
+                pthread_join(s->workers[i].thread, NULL);
+                s->workers[i].joined = 1;
+            }
+        s->leaked = 0;
     }
-    if (s->workers && !s->leaked) {
+    if (s->workers) {
         for (int i = 0; i < s->opts.concurrency; i++) {
             dray__conn_close(&s->workers[i].conn);
             dray__unit_clear(&s->workers[i].cur);
@@ -247,11 +252,24 @@ dray_server_free(dray_server *s)
     for (int i = 0; i < 2; i++)
         if (s->wake_pipe[i] >= 0)
             close(s->wake_pipe[i]);
-    if (!s->leaked) {
-        pthread_cond_destroy(&s->cond);
-        pthread_mutex_destroy(&s->mu);
-        dray__free(s);
-    }
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->mu);
+    dray__free(s);
+}
+
+int
+dray_server_wait(dray_server *s, double timeout_s)
+{
+    if (!s->workers)
+        return 0;
+    wait_workers(s, dray__mono() + (timeout_s > 0 ? timeout_s : 0), false, all_exited);
+    pthread_mutex_lock(&s->mu);
+    bool done = all_exited(s);
+    pthread_mutex_unlock(&s->mu);
+    if (!done)
+        return serr(s, DRAY_ESTATE, "handlers are still running");
+    join_exited(s);
+    return 0;
 }
 
 int
@@ -267,7 +285,8 @@ dray_server_register(dray_server *s, const char *klass, dray_handler_fn fn, void
     for (size_t i = 0; i < s->nhandlers; i++)
         if (!strcmp(s->handlers[i].klass, klass))
             return serr(s, DRAY_EEXIST, "a handler for %s is already registered", klass);
-    if (copts && copts->retry_queue && dray__queue_check(copts->retry_queue, s->errstr, sizeof s->errstr))
+    if (copts && copts->retry_queue &&
+        dray__queue_check(copts->retry_queue, s->errstr, sizeof s->errstr))
         return DRAY_EQUEUE;
     if (s->nhandlers == s->caphandlers) {
         size_t cap = s->caphandlers ? s->caphandlers * 2 : 16;
@@ -322,9 +341,14 @@ dray_server_on_death(dray_server *s, dray_error_fn fn, void *userdata)
 int
 dray_server_require(dray_server *s, const char *path)
 {
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    char pbuf[PATH_MAX];
+    const char *open_path = dray__dl_path(path, pbuf, sizeof pbuf);
+    void *h = open_path ? dlopen(open_path, RTLD_NOW | RTLD_LOCAL) : NULL;
     if (!h)
-        return serr(s, DRAY_EMODULE, "cannot load handler library %s: %s", path, dlerror());
+        return serr(s, DRAY_EMODULE, "cannot load handler library %s: %s%s", path,
+                    open_path ? dlerror() : "path too long",
+                    strchr(path, '/') ? ""
+                                      : " (a name without '/' is a file in the current directory)");
     int (*reg)(dray_server *);
     *(void **)&reg = dlsym(h, "dray_register_handlers");
     if (!reg) {
@@ -491,12 +515,42 @@ all_exited(dray_server *s)
     return true;
 }
 
-/* Wait until every worker exited or the deadline (monotonic) passes. */
+/* No live worker is in the middle of recording an outcome. */
+static bool
+none_writing(dray_server *s)
+{
+    return !any_writing(s);
+}
+
+static bool
+any_writing(dray_server *s)
+{
+    for (int i = 0; i < s->opts.concurrency; i++)
+        if (s->workers[i].started && !atomic_load(&s->workers[i].exited) &&
+            atomic_load(&s->workers[i].writing))
+            return true;
+    return false;
+}
+
+/* Join the workers that exited and are not joined yet. Thread of run or free. */
 static void
-wait_workers(dray_server *s, double deadline, bool honour_stop_now)
+join_exited(dray_server *s)
+{
+    for (int i = 0; i < s->opts.concurrency; i++) {
+        dray__worker *w = &s->workers[i];
+        if (w->started && !w->joined && atomic_load(&w->exited)) {
+            pthread_join(w->thread, NULL);
+            w->joined = 1;
+        }
+    }
+}
+
+/* Wait until done(s) (checked under s->mu) or the deadline (monotonic). */
+static void
+wait_workers(dray_server *s, double deadline, bool honour_stop_now, bool (*done)(dray_server *))
 {
     pthread_mutex_lock(&s->mu);
-    while (!all_exited(s) && dray__mono() < deadline) {
+    while (!done(s) && dray__mono() < deadline) {
         if (honour_stop_now && atomic_load(&s->stop_now_flag))
             break;
         struct timespec ts;
@@ -511,7 +565,104 @@ wait_workers(dray_server *s, double deadline, bool honour_stop_now)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Put every job still running back at the head of its queue. */
+double
+dray__write_deadline(const struct dray_server *s)
+{
+    double d = dray__mono() + DRAY__WRITE_RETRY_S;
+    long long until = atomic_load(&s->write_until_ms);
+    return until && (double)until / 1000.0 < d ? (double)until / 1000.0 : d;
+}
+
+bool
+dray__write_again(dray__conn *c, int rc, double deadline)
+{
+    /* Redis errors that pass: a lost link (EUNSURE too: every write retried
+     * here is a ZADD or a push whose repeat is at worst a duplicate, never a
+     * loss), a restart loading its data, a busy script, a replica promoted.
+     * Any other error would fail again. */
+    bool transient =
+        rc == DRAY_ECONN || rc == DRAY_EUNSURE ||
+        (rc == DRAY_EREDIS && (strstr(c->errstr, "LOADING") || strstr(c->errstr, "BUSY") ||
+                               strstr(c->errstr, "TRYAGAIN") || strstr(c->errstr, "READONLY") ||
+                               strstr(c->errstr, "MASTERDOWN")));
+    if (!transient || dray__mono() >= deadline)
+        return false;
+    if (dray__conn_backoff(c, NULL) == 0)
+        return true; /* reconnected: one more try even past the deadline */
+    return dray__mono() < deadline;
+}
+
+int
+dray__requeue_retry(dray__conn *c, const struct dray_server *s, const dray__unit *u)
+{
+    double until = dray__write_deadline(s);
+    int rc, tries = 1;
+    while ((rc = dray__requeue(c, s, u))) {
+        char why[sizeof c->errstr];
+        snprintf(why, sizeof why, "%s", c->errstr);
+        if (!dray__write_again(c, rc, until))
+            break;
+        if (tries++ == 1)
+            dray__log(DRAY_LOG_WARN,
+                      "cannot requeue a job to queue %s yet (%s); retrying for up to %.0f s",
+                      u->queue, why, until - dray__mono());
+    }
+    if (!rc && tries > 1)
+        dray__log(DRAY_LOG_WARN,
+                  "requeued a job to queue %s after %d attempts (redis was unavailable)", u->queue,
+                  tries);
+    return rc;
+}
+
+void
+dray__requeued_copy_remove(dray__worker *w, const char *jid, const char *klass)
+{
+    struct dray_server *s = w->srv;
+    dray__buf key;
+    dray__buf_init(&key);
+    dray__key_buf(&key, &s->cfg, "queue:");
+    dray__buf_adds(&key, w->cur.queue);
+    if (key.oom) {
+        dray__logj(DRAY_LOG_ERROR, jid, klass, -1,
+                   "out of memory: its requeued copy stays in queue %s and will run again",
+                   w->cur.queue);
+        return;
+    }
+    /* Exact bytes, one copy, searched from the head (the BRPOP end) where
+     * the stopper pushed it: this copy only, never another job's. */
+    const char *argv[4] = {"LREM", key.p, "-1", w->cur.payload};
+    size_t lens[4] = {4, key.len, 2, w->cur.len};
+    double until = dray__write_deadline(s);
+    redisReply *r = NULL;
+    int rc;
+    while ((rc = dray__conn_cmd(&w->conn, &r, 4, argv, lens)) &&
+           dray__write_again(&w->conn, rc, until))
+        if (r) {
+            freeReplyObject(r);
+            r = NULL;
+        }
+    if (rc)
+        dray__logj(DRAY_LOG_ERROR, jid, klass, -1,
+                   "cannot remove its requeued copy from queue %s (%s): it will run again",
+                   w->cur.queue, w->conn.errstr);
+    else if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+        dray__logj(DRAY_LOG_WARN, jid, klass, -1,
+                   "finished after shutdown requeued it: outcome recorded, requeued copy removed");
+    else
+        dray__logj(DRAY_LOG_WARN, jid, klass, -1,
+                   "finished after shutdown requeued it: outcome recorded, but its requeued copy "
+                   "was already taken from queue %s and may run again",
+                   w->cur.queue);
+    if (r)
+        freeReplyObject(r);
+    dray__buf_close(&key);
+}
+
+/* Put every job still running back at the head of its queue, retrying
+ * through an outage until write_until_ms. Each worker's lock is held over
+ * its push, so a handler finishing meanwhile waits and then sees the copy
+ * (requeued 1) to remove; a job that could not be pushed stays requeued 0:
+ * if its handler finishes, its outcome is recorded as usual. */
 static int
 requeue_running(dray_server *s, dray__conn *c)
 {
@@ -523,13 +674,17 @@ requeue_running(dray_server *s, dray__conn *c)
         pthread_mutex_lock(&w->mu);
         n += dray__prefetch_requeue(w, c); /* fetched with the running one, not started */
         if (w->cur.payload && w->requeued == 0) {
-            int rc = dray__requeue(c, s, &w->cur);
-            if (rc)
+            int rc = dray__requeue_retry(c, s, &w->cur);
+            if (rc) {
                 dray__log_payload(DRAY_LOG_ERROR, w->cur_jid, w->cur_class, w->cur.payload,
-                                  w->cur.len, "cannot requeue unfinished job (%s)", c->errstr);
-            else
+                                  w->cur.len,
+                                  "cannot requeue unfinished job (%s): lost unless its handler "
+                                  "still finishes",
+                                  c->errstr);
+            } else {
                 n++;
-            w->requeued = 1;
+                w->requeued = 1;
+            }
         }
         pthread_mutex_unlock(&w->mu);
     }
@@ -542,7 +697,7 @@ dray_server_run(dray_server *s)
     if (s->workers[0].started)
         return serr(s, DRAY_ESTATE, "dray_server_run called twice");
     dray__handlers_sort(s);
-    dray__crash_install(); /* a crashing handler leaves its jid, class and a backtrace */
+    dray__crash_install();            /* a crashing handler leaves its jid, class and a backtrace */
     int mrc = dray__modules_start(s); /* $DRAY_MODULES, before any thread starts */
     if (mrc)
         return mrc;
@@ -597,27 +752,29 @@ dray_server_run(dray_server *s)
     set_state(s, DRAY__STOPPING);
     unblock_workers(s, &mc);
     dray__hooks_event(s, DRAY__EV_SHUTDOWN);
-    wait_workers(s, t0 + s->opts.shutdown_timeout_s, true);
+    wait_workers(s, t0 + s->opts.shutdown_timeout_s, true, all_exited);
+    /* From here every write that must not be lost (requeues, outcomes of
+     * jobs finishing now) shares one retry window. */
+    atomic_store(&s->write_until_ms, (long long)((dray__mono() + DRAY__WRITE_RETRY_S) * 1000));
     set_state(s, DRAY__DONE);
     int requeued = requeue_running(s, &mc);
     if (requeued)
         dray__log(DRAY_LOG_WARN, "pushed %d unfinished jobs back to the head of their queues",
                   requeued);
-    /* Workers blocked in BRPOP or finishing a dropped job get a short grace. */
-    wait_workers(s, dray__mono() + STRAGGLER_GRACE_S, false);
-    for (int i = 0; i < s->opts.concurrency; i++) {
-        dray__worker *w = &s->workers[i];
-        if (!w->started)
-            continue;
-        if (atomic_load(&w->exited)) {
-            pthread_join(w->thread, NULL);
-        } else {
-            pthread_detach(w->thread);
-            s->leaked = 1;
-        }
-    }
+    /* Workers blocked in BRPOP or finishing a dropped job get a short grace;
+     * one still writing an outcome through an outage gets the write window. */
+    wait_workers(s, dray__mono() + STRAGGLER_GRACE_S, false, all_exited);
+    wait_workers(s, (double)atomic_load(&s->write_until_ms) / 1000.0 + 3.0, false, none_writing);
+    join_exited(s);
+    int running = 0;
+    for (int i = 0; i < s->opts.concurrency; i++)
+        running += s->workers[i].started && !s->workers[i].joined;
+    s->leaked = running > 0;
     if (s->leaked)
-        dray__log(DRAY_LOG_WARN, "some handlers are still running; their jobs were requeued");
+        dray__log(DRAY_LOG_WARN,
+                  "%d handlers are still running; their jobs were requeued (dray_server_free "
+                  "waits for them)",
+                  running);
     if (s->poller_started)
         pthread_join(s->poller, NULL);
     if (s->heart_started)

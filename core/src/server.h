@@ -59,7 +59,10 @@ typedef struct dray__worker {
     double cur_started;        /* epoch seconds */
     const char *cur_class;     /* borrowed from the parsed job while running */
     const char *cur_jid;
-    int requeued;              /* set by the stopper: the job went back; drop its outcome */
+    int requeued;              /* 1: the stopper pushed a copy back (remove it when this one
+                                  finishes); -1: finishing, the stopper leaves it alone */
+    atomic_int writing;        /* 1 while recording an outcome: the stopper waits for it */
+    int joined;                /* pthread_join done (the thread running run or free) */
     atomic_int exited;
     atomic_uint_least64_t processed; /* flushed by the heartbeat */
     atomic_uint_least64_t failed;
@@ -116,7 +119,8 @@ struct dray_server {
     pthread_cond_t cond;       /* broadcast on state changes and job completion */
     atomic_uint_least64_t flushed_processed, flushed_failed;
     atomic_int live_processes; /* from the last heartbeat, for the poller */
-    int leaked;                /* workers still stuck after stop: do not free them */
+    int leaked;                /* workers still running when run returned: free joins them */
+    atomic_llong write_until_ms; /* monotonic ms: shutdown's last moment to retry writes; 0 none */
     struct dray__modcfg *modcfg; /* settings for modules (dray_server_set_config), or NULL */
 };
 
@@ -170,7 +174,8 @@ void dray__dead_raw(dray__worker *w, const dray__unit *u, const char *reason);
 /* ZADD dead + trims in one MULTI; 0 or a DRAY_E* code. */
 int dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, size_t len,
                    double now);
-/* Default backoff in seconds: count^4 + 15 + rand(10) * (count + 1). */
+/* Default backoff in seconds: count^4 + 15 + rand(10) * (count + 1), count < 0
+ * as 0, at most DRAY_BACKOFF_MAX_S. */
 double dray__backoff_default(int count);
 
 /* poller.c / heartbeat.c */
@@ -184,6 +189,22 @@ int dray__heartbeat_clear(struct dray_server *s, dray__conn *c);
 
 /* server.c */
 void dray__server_wake(struct dray_server *s);
+/* How long a write that must not be lost (an outcome, a requeue, removing a
+ * requeued copy) retries through a Redis outage before the payload is logged
+ * whole as lost. At shutdown all of them share one window from the requeue. */
+#define DRAY__WRITE_RETRY_S 15.0
+/* The monotonic deadline for such a write starting now. */
+double dray__write_deadline(const struct dray_server *s);
+/* After a failed write rc on c: true when it may succeed if tried again (no
+ * connection, Redis loading or busy) and the deadline allows; then it has
+ * backed off and reconnected if it could. Worker or main thread. */
+bool dray__write_again(dray__conn *c, int rc, double deadline);
+/* dray__requeue, retried through an outage until dray__write_deadline. */
+int dray__requeue_retry(dray__conn *c, const struct dray_server *s, const dray__unit *u);
+/* A job whose copy the stopper pushed back has finished here and its outcome
+ * is recorded: remove that copy (LREM, exact bytes) so it does not run
+ * again. Worker thread, w->cur still set. */
+void dray__requeued_copy_remove(dray__worker *w, const char *jid, const char *klass);
 /* Note an outage (first caller logs) or its end. */
 void dray__outage_begin(struct dray_server *s, const dray__conn *c);
 void dray__outage_end(struct dray_server *s);

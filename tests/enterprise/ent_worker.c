@@ -346,6 +346,8 @@ main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     int rc = dray_server_run(server);
-    dray_server_free(server);
+    /* as `dray run`: handlers that outlived the stop do not hold up the exit */
+    if (dray_server_wait(server, 0) == 0)
+        dray_server_free(server);
     return rc ? 1 : 0;
 }

@@ -24,6 +24,7 @@
 
 #include "dray/pro_batch.h"
 #include "pro_test.h"
+#include "test_skip.h"
 
 static test_redis srv;
 static redisContext *rc;
@@ -645,7 +646,7 @@ test_tool(void **state)
     assert_non_null(strstr(out, "jobs      total 2, pending 2, failures 0, dead 0"));
 #endif
 #else
-    skip();
+    TEST_SKIP();
 #endif
 }
 
@@ -662,5 +663,5 @@ main(void)
         cmocka_unit_test_setup_teardown(test_ttls, fresh, after_each),
         cmocka_unit_test_setup_teardown(test_tool, fresh, after_each),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
 }

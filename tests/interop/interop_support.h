@@ -11,6 +11,7 @@
 
 #include "dray/dray.h"
 #include "redis_fixture.h"
+#include "test_skip.h"
 
 #define SK_SKIP 77 /* agent exit code: a Ruby library the test needs is missing */
 

@@ -425,5 +425,5 @@ main(void)
         cmocka_unit_test_setup_teardown(test_dray_moved_retry_seen_by_ruby, each_setup,
                                         each_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
 }

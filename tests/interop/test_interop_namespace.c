@@ -193,5 +193,5 @@ main(void)
         cmocka_unit_test_setup_teardown(test_namespace_producer, each_setup, each_teardown),
         cmocka_unit_test_setup_teardown(test_namespace_server_registry, each_setup, each_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
 }

@@ -167,5 +167,5 @@ main(void)
         cmocka_unit_test_setup_teardown(test_scheduled_nul_in_string_runs, each_setup,
                                         each_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
 }

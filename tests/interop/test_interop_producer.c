@@ -416,5 +416,5 @@ main(void)
         cmocka_unit_test_setup(test_dray_pushes_seen_by_sidekiq, each_setup),
         cmocka_unit_test_setup(test_sidekiq_pushes_parsed_by_dray, each_setup),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
 }

@@ -315,5 +315,5 @@ main(void)
         cmocka_unit_test_setup_teardown(test_process_set_workers_quiet_stop, each_setup,
                                         each_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
 }

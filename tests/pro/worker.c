@@ -6,6 +6,8 @@
  * do in Redis under "t:" so the test process can check it:
  *
  *   Work [tag, sleep_ms]      HINCRBY t:runs <jid> 1; then sleeps
+ *   Gate [tag]                HINCRBY t:runs <jid> 1; then waits (bounded, 60 s)
+ *                             until the key t:gate exists, ignoring any stop
  *   Flaky [tag, fails]        fails its first `fails` runs (t:tries <jid>)
  *   Fail [tag]                always fails
  *   Poison [tag]              HINCRBY t:poison <jid> 1, then SIGKILLs its process
@@ -220,6 +222,18 @@ h_cb(dray_job *job, dray_result *res, void *ud)
 }
 
 static int
+h_gate(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    cmd("HINCRBY %st:runs %s 1", g_ns, dray_job_jid(job));
+    double until = dray_now() + 60;
+    while (!cmd_int("EXISTS %st:gate", g_ns) && dray_now() < until)
+        nap_ms(5);
+    return 0;
+}
+
+static int
 h_reopen(dray_job *job, dray_result *res, void *ud)
 {
     (void)ud;
@@ -227,16 +241,24 @@ h_reopen(dray_job *job, dray_result *res, void *ud)
     if (dray_pro_batch_reopen(pro(), job))
         return dray_result_fail(res, "ReopenError", "%s", dray_pro_errstr(pro()));
     const char *bid = json_string_value(dray_job_get(job, "bid"));
+    if (n < 0 || n > 64)
+        return dray_result_fail(res, "ReopenError", "Reopen takes 0-64 jobs, not %lld", n);
+    char jids[64][DRAY_JID_BYTES];
     for (long long i = 0; i < n; i++) {
         json_t *args = json_pack("[s, i]", "reopened", 20);
-        int rc = dray_pro_batch_push(pro(), client(), bid, "Work", args, NULL, NULL);
+        int rc = dray_pro_batch_push(pro(), client(), bid, "Work", args, NULL, jids[i]);
         json_decref(args);
         if (rc)
             return dray_result_fail(res, "ReopenError", "%s", dray_pro_errstr(pro()));
     }
-    /* Hold a moment so the added jobs finish before this one: callbacks
+    /* The added jobs finish before this one (polled, bounded): callbacks
      * must still wait for this run. */
-    nap_ms(200);
+    double until = dray_now() + 30;
+    for (long long i = 0; i < n && dray_now() < until;)
+        if (cmd_int("HEXISTS %st:runs %s", g_ns, jids[i]))
+            i++;
+        else
+            nap_ms(5);
     cmd("HINCRBY %st:runs %s 1", g_ns, dray_job_jid(job));
     if (dray_pro_batch_close(pro(), job))
         return dray_result_fail(res, "ReopenError", "%s", dray_pro_errstr(pro()));
@@ -390,6 +412,7 @@ main(int argc, char **argv)
     }
     dray_class_opts quick = {.backoff = quick_backoff};
     if (dray_server_register(g_srv, "Work", h_work, NULL, NULL) ||
+        dray_server_register(g_srv, "Gate", h_gate, NULL, NULL) ||
         dray_server_register(g_srv, "Flaky", h_flaky, NULL, &quick) ||
         dray_server_register(g_srv, "Fail", h_fail, NULL, &quick) ||
         dray_server_register(g_srv, "Poison", h_poison, NULL, NULL) ||
@@ -407,6 +430,9 @@ main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     int rc = dray_server_run(g_srv);
     fprintf(stderr, "pro_worker: stopped (%s)\n", rc ? dray_server_errstr(g_srv) : "clean");
-    dray_server_free(g_srv);
+    /* as `dray run`: exit without waiting for handlers that outlived the
+     * stop (their jobs were requeued); free would wait for them */
+    if (dray_server_wait(g_srv, 0) == 0)
+        dray_server_free(g_srv);
     return rc ? 1 : 0;
 }

@@ -50,6 +50,7 @@ extern "C" {
 #define DRAY_RETRY_DEFAULT 0             /* retry option: Sidekiq's default ("retry": true) */
 #define DRAY_RETRY_NONE (-1)             /* retry option: "retry": false (no retry, no dead set) */
 #define DRAY_RETRY_ZERO (-2)             /* retry option: "retry": 0 (no retry, then the dead set) */
+#define DRAY_BACKOFF_MAX_S (180.0 * 24 * 3600) /* longest retry wait: as long as dead jobs stay */
 
 /* Error codes: every fallible function returns 0 or one of these. */
 #define DRAY_ERRNO_MAP(X)                                                  \
@@ -249,7 +250,9 @@ DRAY_API int dray_result_fail(dray_result *res, const char *error_class, const c
 DRAY_API int dray_result_defer(dray_result *res, double seconds, const char *reason);
 
 /* Backoff: seconds until the next retry for a job that has failed count+1
- * times. Return < 0 for the default (count^4 + 15 + jitter). */
+ * times. Return < 0 (or NaN) for the default (count^4 + 15 + jitter). Any
+ * delay, the default's too, is capped at DRAY_BACKOFF_MAX_S. A payload's
+ * negative retry_count makes the next count 0; one near INT_MAX saturates. */
 typedef double (*dray_backoff_fn)(const dray_job *job, int count, void *userdata);
 
 /* Per-class options; zero-initialise. */
@@ -268,7 +271,15 @@ typedef void (*dray_error_fn)(const dray_job *job, const char *error_class,
 
 DRAY_API DRAY_WUR int dray_server_new(const dray_options *opts, dray_server **out, char *errbuf,
                                       size_t errlen);
+/* Free the server. Never while dray_server_run runs (call it after run
+ * returns). A handler still running then (it outlived the shutdown timeout or
+ * stop_now; its job was requeued) uses the server: free waits for it to
+ * return, however long that takes. dray_server_wait says whether it would. */
 DRAY_API void dray_server_free(dray_server *s);
+/* After dray_server_run returned: wait up to timeout_s (0: just look) for
+ * handlers still running. 0 when none runs (dray_server_free will not block);
+ * DRAY_ESTATE when some still do. Same thread as dray_server_run. */
+DRAY_API int dray_server_wait(dray_server *s, double timeout_s);
 DRAY_API const char *dray_server_errstr(const dray_server *s);
 /* Register a handler before dray_server_run. copts may be NULL. */
 DRAY_API DRAY_WUR int dray_server_register(dray_server *s, const char *klass, dray_handler_fn fn,
@@ -284,7 +295,10 @@ DRAY_API DRAY_WUR int dray_server_run(dray_server *s);
 /* Quiet: stop fetching new jobs; running jobs finish. Any thread. */
 DRAY_API void dray_server_quiet(dray_server *s);
 /* Stop: quiet, wait up to the shutdown timeout, requeue what is left, exit
- * dray_server_run. Any thread; async-signal-safe. */
+ * dray_server_run. A requeued job whose handler still finishes has its
+ * outcome recorded and its requeued copy removed, so it does not run again.
+ * Through a Redis outage the requeues and outcomes retry for up to 15 s
+ * before each payload is logged whole as lost. Any thread; async-signal-safe. */
 DRAY_API void dray_server_stop(dray_server *s);
 /* Stop at once (requeueing running jobs without waiting). Async-signal-safe. */
 DRAY_API void dray_server_stop_now(dray_server *s);

@@ -125,7 +125,9 @@ typedef enum dray_outcome {
     DRAY_OUTCOME_FAILURE = 1,  /* the handler (or a later before hook) failed */
     DRAY_OUTCOME_SKIPPED = 2,  /* a later before hook returned DRAY_SKIP */
     DRAY_OUTCOME_DEFERRED = 3, /* deferred by a later before hook or by the handler */
-    DRAY_OUTCOME_REQUEUED = 4  /* shutdown pushed the job back while it ran; it will run again */
+    DRAY_OUTCOME_REQUEUED = 4  /* kept for the ABI, no longer reported: a job the shutdown
+                                  pushed back that still finishes reports its own outcome
+                                  (and its pushed-back copy is removed) */
 } dray_outcome;
 
 /* Which thread a context belongs to (host->ctx_thread). */
