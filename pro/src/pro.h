@@ -63,6 +63,7 @@ extern pro__settings pro__cfg;
 typedef struct pro__counters {
     atomic_llong expired;         /* jobs dropped at fetch after their deadline */
     atomic_llong recovered;       /* orphaned jobs this process put back */
+    atomic_llong strays;          /* jobs found in a worker's own list that it was not running */
     atomic_llong poisoned;        /* orphaned jobs this process sent to the dead set */
     atomic_llong callbacks;       /* batch callbacks this process enqueued */
     atomic_llong webhooks_sent;   /* deliveries answered 2xx */
