@@ -41,41 +41,59 @@
 #define RECOVER_BATCH "100" /* jobs moved back per script call (keeps Redis responsive) */
 #define FETCH_BACKLOG "16"  /* jobs that must wait per extra job a batched fetch takes */
 #define MAX_BATCH 100       /* pro.fetch_batch upper bound */
-#define STACK_ARGS 64       /* fetch script arguments that fit the stack */
+#define ACK_EVERY 16        /* finished jobs a worker acknowledges together, with one check */
+#define FIN_MAX (ACK_EVERY + MAX_BATCH) /* finished jobs a slot may hold unacknowledged */
+#define STACK_ARGS 64                   /* fetch script arguments that fit the stack */
 
-/* The fetch, every mode. KEYS[1] the thread's list, KEYS[2..] queues in
- * order. ARGV[1] nf, ARGV[2..nf+1] the finished jobs to acknowledge, then
- * extra jobs wanted (pro.fetch_batch - 1, or 0), the backlog that makes
- * each extra job worth holding, and the namespace. Acknowledges the
- * finished jobs by value; puts whatever else the list holds (strays) back
- * at the head of its queue, oldest nearest the head; then takes the first
- * job of the first non-empty queue, and up to `extra` more from that queue
- * while at least `backlog` jobs per extra one still wait (a worker never
- * hoards a short queue that idle workers could share). Returns {index or
- * 0, nstrays, stray..., job, ahead...}. */
+/* The fetch with a check, and every fetch but the hot path. KEYS[1] the
+ * thread's list, KEYS[2..] queues in order. ARGV[1] nf, ARGV[2..nf+1] the
+ * finished jobs to acknowledge, then "1" to check the list, the extra jobs
+ * wanted (pro.fetch_batch - 1, or 0), the backlog that makes each extra job
+ * worth holding, and the namespace. A check reads the whole list (the
+ * thread runs nothing now and holds nothing ahead): each element is one of
+ * the finished jobs, matched by value, or a stray, which goes back to the
+ * head of its queue (its "queue" field; oldest nearest the head); the
+ * list, every element of which is now accounted for, is then deleted.
+ * Then takes the first job of the first non-empty queue, and up to `extra`
+ * more from that queue while at least `backlog` jobs per extra one still
+ * wait (a worker never hoards a short queue that idle workers could
+ * share). Returns {index or 0, nstrays, stray..., job, ahead...}. */
 static const char fetch_lua[] =
     "local nf = tonumber(ARGV[1])\n"
-    "for i = 2, nf + 1 do redis.call('LREM', KEYS[1], 1, ARGV[i]) end\n"
-    "local extra, backlog, ns = tonumber(ARGV[nf + 2]), tonumber(ARGV[nf + 3]), ARGV[nf + 4]\n"
+    "local check, extra = ARGV[nf + 2] == '1', tonumber(ARGV[nf + 3])\n"
+    "local backlog, ns = tonumber(ARGV[nf + 4]), ARGV[nf + 5]\n"
     "local out = {0, 0}\n"
-    "while true do\n"
-    "  local p = redis.call('LPOP', KEYS[1])\n"
-    "  if not p then break end\n"
-    "  local q = nil\n"
-    "  local ok, job = pcall(cjson.decode, p)\n"
-    "  if ok and type(job) == 'table' and type(job.queue) == 'string' and job.queue ~= '' then\n"
-    "    q = job.queue\n"
+    "if check then\n"
+    "  local all = redis.call('LRANGE', KEYS[1], 0, -1)\n"
+    "  if #all > 0 then\n"
+    "    local fin = {}\n"
+    "    for i = 2, nf + 1 do fin[ARGV[i]] = (fin[ARGV[i]] or 0) + 1 end\n"
+    "    redis.call('DEL', KEYS[1])\n"
+    "    for i = 1, #all do\n"
+    "      local p = all[i]\n"
+    "      local c = fin[p]\n"
+    "      if c and c > 0 then\n"
+    "        fin[p] = c - 1\n"
+    "      else\n"
+    "        local q = nil\n"
+    "        local ok, job = pcall(cjson.decode, p)\n"
+    "        if ok and type(job) == 'table' and type(job.queue) == 'string' and job.queue ~= '' "
+    "then\n"
+    "          q = job.queue\n"
+    "        end\n"
+    "        if q then\n"
+    "          redis.call('RPUSH', ns .. 'queue:' .. q, p)\n"
+    "          redis.call('SADD', ns .. 'queues', q)\n"
+    "        else\n"
+    "          redis.call('RPUSH', KEYS[2], p)\n"
+    "        end\n"
+    "        out[#out + 1] = p\n"
+    "      end\n"
+    "    end\n"
+    "    out[2] = #out - 2\n"
+    "    if out[2] > 0 then redis.call('INCRBY', ns .. 'pro:stat:strays', out[2]) end\n"
     "  end\n"
-    "  if q then\n"
-    "    redis.call('RPUSH', ns .. 'queue:' .. q, p)\n"
-    "    redis.call('SADD', ns .. 'queues', q)\n"
-    "  else\n"
-    "    redis.call('RPUSH', KEYS[2], p)\n"
-    "  end\n"
-    "  out[#out + 1] = p\n"
     "end\n"
-    "out[2] = #out - 2\n"
-    "if out[2] > 0 then redis.call('INCRBY', ns .. 'pro:stat:strays', out[2]) end\n"
     "for i = 2, #KEYS do\n"
     "  local v = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')\n"
     "  if v then\n"
@@ -107,16 +125,22 @@ static const char requeue_lua[] = "local n = 0\n"
                                   "end\n"
                                   "return n\n";
 
-/* KEYS[1] registry zset (member "<identity>|<n>[|b]", score first seen).
- * ARGV[1] ns, ARGV[2] my identity, ARGV[3] orphan_after s, ARGV[4] lease
- * ms. A list is orphaned when it was registered longer than orphan_after
- * ago and its process's heartbeat hash is gone or its beat that old (Redis
- * clock). Empty lists of dead processes leave the registry; for the others
- * we take the lease. Returns {member, beat-or-"", ...} we now hold. */
+/* KEYS[1] registry zset (member "<identity>|<n>[|b]", score first seen),
+ * KEYS[2] the hash of silent members ("<beat>|<since>"). ARGV[1] ns,
+ * ARGV[2] my identity, ARGV[3] orphan_after s, ARGV[4] lease ms, ARGV[5]
+ * the silence that confirms a death, s, ARGV[6] the TTL every beat gives
+ * the heartbeat hash, s. A process is alive while its heartbeat hash holds
+ * a beat younger than orphan_after: its age is the smaller of Redis TIME -
+ * beat (the beat is the writer's clock) and TTL - PTTL (Redis's own clock:
+ * no skew). One that looks older is only silent: it is dead when its beat
+ * has not moved for ARGV[5] more seconds of this check's watch, so a Redis
+ * stall, which ages every beat at once, kills no live process. Empty lists
+ * of dead processes leave the registry; for the others we take the lease.
+ * Returns {member, beat-or-"", ...} we now hold. */
 static const char orphans_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
-    "local after = tonumber(ARGV[3])\n"
+    "local after, confirm, ttl0 = tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
     "local out = {}\n"
     "local ms = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')\n"
     "for i = 1, #ms, 2 do\n"
@@ -125,14 +149,32 @@ static const char orphans_lua[] =
     "  if id ~= ARGV[2] and now - seen > after then\n"
     "    local beat = redis.call('HGET', ARGV[1] .. id, 'beat')\n"
     "    local b = beat and tonumber(beat)\n"
-    "    if not b or now - b > after then\n"
-    "      local wip = ARGV[1] .. 'pro:fetch:wip:' .. m\n"
-    "      if redis.call('LLEN', wip) == 0 then\n"
-    "        if not beat then redis.call('ZREM', KEYS[1], m) end\n"
-    "      elseif redis.call('SET', ARGV[1] .. 'pro:fetch:lease:' .. m, ARGV[2], 'NX', 'PX',\n"
-    "                        ARGV[4]) then\n"
-    "        out[#out + 1] = m\n"
-    "        out[#out + 1] = beat or ''\n"
+    "    local age = b and now - b\n"
+    "    if b then\n"
+    "      local pttl = redis.call('PTTL', ARGV[1] .. id)\n"
+    "      if pttl > 0 and ttl0 - pttl / 1000 < age then age = ttl0 - pttl / 1000 end\n"
+    "    end\n"
+    "    if b and age <= after then\n"
+    "      redis.call('HDEL', KEYS[2], m)\n"
+    "    else\n"
+    "      local s = redis.call('HGET', KEYS[2], m)\n"
+    "      local sb, since = nil, nil\n"
+    "      if s then sb, since = string.match(s, '^(.*)|([^|]*)$') end\n"
+    "      if not since or (beat and sb ~= beat) then\n"
+    "        redis.call('HSET', KEYS[2], m, (beat or '') .. '|' .. string.format('%.6f', now))\n"
+    "        redis.call('EXPIRE', KEYS[2], 86400)\n"
+    "      elseif now - tonumber(since) >= confirm then\n"
+    "        local wip = ARGV[1] .. 'pro:fetch:wip:' .. m\n"
+    "        if redis.call('LLEN', wip) == 0 then\n"
+    "          if not beat then\n"
+    "            redis.call('ZREM', KEYS[1], m)\n"
+    "            redis.call('HDEL', KEYS[2], m)\n"
+    "          end\n"
+    "        elseif redis.call('SET', ARGV[1] .. 'pro:fetch:lease:' .. m, ARGV[2], 'NX', 'PX',\n"
+    "                          ARGV[4]) then\n"
+    "          out[#out + 1] = m\n"
+    "          out[#out + 1] = beat or ''\n"
+    "        end\n"
     "      end\n"
     "    end\n"
     "  end\n"
@@ -233,7 +275,7 @@ typedef struct slot {
     size_t qprefix;            /* strlen("<ns>queue:") */
     int batched;               /* pro.fetch_batch > 1: the "|b" kind of list */
     int registered;            /* member is in the registry */
-    held fin[MAX_BATCH];       /* finished jobs not acknowledged yet, oldest first */
+    held fin[FIN_MAX];         /* finished jobs not acknowledged yet, oldest first */
     size_t nfin;
     unsigned long fin_gen; /* bumped whenever a fetch takes fin[] (the tick's acks check it) */
     double ack_at;         /* when fin[0] was parked */
@@ -241,8 +283,10 @@ typedef struct slot {
     size_t nahead, first;
     int quiet;                /* the server is quiet: acks at once, nothing taken ahead */
     unsigned long flush_pass; /* the last flush_slots pass that handled it */
-    pthread_mutex_t mu;       /* guards the fields above, from `fin` */
-    struct slot *next;        /* g_slots */
+    int maybe_stray;    /* a fetch got no answer (or a job taken ahead could not be kept): the list
+                           may hold jobs we do not know; the next fetch checks. Worker thread only */
+    pthread_mutex_t mu; /* guards the fields above, from `fin` */
+    struct slot *next;  /* g_slots */
 } slot;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -423,7 +467,8 @@ keep_ahead(slot *s, const redisReply *r, size_t from, const char *qname)
         if (!h->queue || !h->payload) {
             free(h->queue);
             free(h->payload);
-            break; /* stays in the list: the next fetch finds it a stray and puts it back */
+            s->maybe_stray = 1; /* stays in the list: the next check puts it back */
+            break;
         }
         memcpy(h->payload, r->element[i]->str, r->element[i]->len);
         h->payload[r->element[i]->len] = '\0';
@@ -469,7 +514,7 @@ static void
 restore_fin(slot *s, held *fin, size_t nfin)
 {
     pthread_mutex_lock(&s->mu);
-    size_t room = MAX_BATCH - s->nfin < nfin ? MAX_BATCH - s->nfin : nfin;
+    size_t room = FIN_MAX - s->nfin < nfin ? FIN_MAX - s->nfin : nfin;
     memmove(s->fin + room, s->fin, s->nfin * sizeof *s->fin);
     memcpy(s->fin, fin, room * sizeof *fin);
     if (!s->nfin)
@@ -479,21 +524,25 @@ restore_fin(slot *s, held *fin, size_t nfin)
     free_held(fin + room, nfin - room); /* cannot happen; their list keeps them (run again) */
 }
 
-/* The fetch script: acknowledge the finished jobs, put strays back, take
- * a job (or a batch). Returns 1 with out filled, 0 when every queue was
- * empty, or an error (the finished jobs are then kept for the next try). */
+/* The fetch script; with check, it also acknowledges the finished jobs
+ * and puts strays back. Returns 1 with out filled, 0 when every queue was
+ * empty, or an error (the finished jobs are then kept, and the next fetch
+ * checks: the script may have run without our seeing its answer). */
 static int
-fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, dray_unit *out)
+fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, int check, dray_unit *out)
 {
-    held fin[MAX_BATCH];
+    held fin[FIN_MAX];
+    size_t nfin = 0;
     pthread_mutex_lock(&s->mu);
     int quiet = s->quiet;
-    size_t nfin = s->nfin;
-    memcpy(fin, s->fin, nfin * sizeof *fin);
-    s->nfin = 0;
-    s->fin_gen++;
+    if (check) {
+        nfin = s->nfin;
+        memcpy(fin, s->fin, nfin * sizeof *fin);
+        s->nfin = 0;
+        s->fin_gen++;
+    }
     pthread_mutex_unlock(&s->mu);
-    size_t argc = 1 + n + 1 + nfin + 3;
+    size_t argc = 1 + n + 1 + nfin + 4;
     const char *sargv[STACK_ARGS];
     size_t slens[STACK_ARGS];
     const char **argv = argc <= STACK_ARGS ? sargv : malloc(sizeof *argv * argc);
@@ -509,6 +558,7 @@ fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, dray_uni
     char snfin[24], extra[24];
     snprintf(snfin, sizeof snfin, "%zu", nfin);
     snprintf(extra, sizeof extra, "%lld", quiet || !s->batched ? 0 : pro__cfg.fetch_batch - 1);
+    const char *tail[4] = {check ? "1" : "0", extra, FETCH_BACKLOG, H->ns(ctx)};
     size_t k = 0;
     argv[k] = s->wip;
     lens[k++] = strlen(s->wip);
@@ -522,13 +572,10 @@ fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, dray_uni
         argv[k] = fin[i].payload;
         lens[k++] = fin[i].len;
     }
-    argv[k] = extra;
-    lens[k++] = strlen(extra);
-    argv[k] = FETCH_BACKLOG;
-    lens[k++] = strlen(FETCH_BACKLOG);
-    argv[k] = H->ns(ctx);
-    lens[k] = strlen(argv[k]);
-    k++;
+    for (size_t i = 0; i < 4; i++) {
+        argv[k] = tail[i];
+        lens[k++] = strlen(tail[i]);
+    }
     redisReply *r = NULL;
     int rc = H->eval(ctx, s_fetch, &r, (int)n + 1, (int)argc, argv, lens);
     if (argv != sargv)
@@ -537,14 +584,15 @@ fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, dray_uni
         free(lens);
     if (rc || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
-        /* No answer: the script may or may not have run. LREM is
-         * idempotent and whatever it took is a stray for the next fetch. */
         if (r)
             freeReplyObject(r);
         restore_fin(s, fin, nfin);
+        s->maybe_stray = 1;
         return rc ? rc : DRAY_EREDIS;
     }
     free_held(fin, nfin);
+    if (check)
+        s->maybe_stray = 0;
     long long idx = r->element[0]->integer;
     size_t nstray = r->element[1]->integer > 0 ? (size_t)r->element[1]->integer : 0;
     if (nstray)
@@ -559,6 +607,26 @@ fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, dray_uni
     }
     freeReplyObject(r);
     return rc;
+}
+
+/* Check now: something may be in the list that we do not know, or enough
+ * finished jobs wait for their ack. */
+static int
+check_due(slot *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int due = s->maybe_stray || s->nfin >= ACK_EVERY;
+    pthread_mutex_unlock(&s->mu);
+    return due;
+}
+
+static int
+has_fin(slot *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int any = s->nfin > 0;
+    pthread_mutex_unlock(&s->mu);
+    return any;
 }
 
 static int
@@ -580,12 +648,36 @@ fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_u
         s->registered = 1;
         pthread_mutex_unlock(&g_mu);
     }
-    if ((rc = fetch_script(ctx, s, keys, n, out)))
+    int check = check_due(s);
+    if (!check && n == 1 && !s->batched) {
+        /* The hot path: one plain LMOVE. Finished jobs wait in the list,
+         * known by value, for the next check (every ACK_EVERY jobs, and
+         * before blocking). */
+        const char *argv[5] = {"LMOVE", keys[0], s->wip, "RIGHT", "LEFT"};
+        redisReply *r = NULL;
+        rc = H->redis(ctx, &r, 5, argv, NULL);
+        if (rc) {
+            if (r)
+                freeReplyObject(r);
+            s->maybe_stray = 1; /* it may have moved a job we never saw */
+            return rc;
+        }
+        rc = r->type == REDIS_REPLY_STRING
+                 ? fill_unit(out, s, queue_name(s, keys[0]), r->str, r->len)
+                 : 0;
+        freeReplyObject(r);
+        if (rc)
+            return rc;
+        check = 1; /* empty: acknowledge and check before blocking */
+    }
+    if ((rc = fetch_script(ctx, s, keys, n, check, out)))
+        return rc;
+    if (!check && has_fin(s) && (rc = fetch_script(ctx, s, keys, n, 1, out)))
         return rc;
 
     /* Nothing ready: block. The list is empty now (its finished jobs
      * acknowledged, strays put back), so a BLMOVE that completes after we
-     * gave up on it leaves a stray the next fetch finds. BLMOVE takes one
+     * gave up on it leaves a stray the next check finds. BLMOVE takes one
      * source, so with several queues we block briefly on the first of this
      * call's order (weighted orders rotate it) and the core calls again. */
     double wait = n == 1 ? timeout_s
@@ -598,6 +690,7 @@ fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_u
     if (rc) {
         if (r)
             freeReplyObject(r);
+        s->maybe_stray = 1; /* Redis may complete it after we gave up */
         return rc;
     }
     rc = r->type == REDIS_REPLY_STRING ? fill_unit(out, s, queue_name(s, keys[0]), r->str, r->len)
@@ -606,35 +699,43 @@ fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_u
     return rc;
 }
 
+/* Keep a finished job for the next check to acknowledge by value.
+ * Returns 1 when parked, 0 when the caller must LREM it now. */
+static int
+park_fin(slot *s, const dray_unit *u, int even_quiet)
+{
+    char *copy = malloc(u->len + 1);
+    pthread_mutex_lock(&s->mu);
+    int park = (even_quiet || !s->quiet) && copy && s->nfin < FIN_MAX;
+    if (park) {
+        memcpy(copy, u->payload, u->len);
+        copy[u->len] = '\0';
+        if (!s->nfin)
+            s->ack_at = H->now();
+        s->fin[s->nfin++] = (held){NULL, copy, u->len};
+        copy = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(copy);
+    return park;
+}
+
 static int
 ack(dray_ctx *ctx, const dray_unit *u, void *ud)
 {
     (void)ud;
     const char *wip = u->token;
     slot *s = my_slot(ctx);
+    int mine = s && wip && !strcmp(wip, s->wip);
     int rc = 0;
-    if (s && wip && !strcmp(wip, s->wip) && pro__cfg.lazy_ack) {
-        /* Park it: the next fetch (or the tick) acknowledges it by value. */
-        char *copy = malloc(u->len + 1);
-        pthread_mutex_lock(&s->mu);
-        int park = !s->quiet && copy && s->nfin < MAX_BATCH;
-        if (park) {
-            memcpy(copy, u->payload, u->len);
-            copy[u->len] = '\0';
-            if (!s->nfin)
-                s->ack_at = H->now();
-            s->fin[s->nfin++] = (held){NULL, copy, u->len};
-            copy = NULL;
-        }
-        pthread_mutex_unlock(&s->mu);
-        free(copy);
-        if (park) {
-            free(u->token);
-            return 0;
-        }
+    if (mine && pro__cfg.lazy_ack && park_fin(s, u, 0)) {
+        free(u->token); /* the next check (or the tick) acknowledges it */
+        return 0;
     }
     if (wip)
         rc = lrem(ctx, wip, u->payload, u->len);
+    if (rc && mine && park_fin(s, u, 1))
+        rc = 0; /* no answer: the next check acknowledges it, it is not a stray */
     free(u->token);
     return rc;
 }
@@ -737,7 +838,7 @@ flush_slots(dray_ctx *ctx, const char *ident)
     unsigned long mypass = ++pass;
     pthread_mutex_unlock(&g_mu);
     for (;;) {
-        held fin[MAX_BATCH], ahead[MAX_BATCH];
+        held fin[FIN_MAX], ahead[MAX_BATCH];
         size_t nfin = 0, nahead = 0;
         unsigned long gen = 0;
         slot *live = NULL; /* the slot whose fin[] we copied; NULL: ended, freed */
@@ -1022,13 +1123,16 @@ recover_list(dray_ctx *ctx, const char *member, const char *beat)
 static int
 recover_all(dray_ctx *ctx)
 {
-    char procs[PRO_KEY_BYTES], after[32], lms[32];
+    char procs[PRO_KEY_BYTES], silent[PRO_KEY_BYTES], after[32], lms[32], confirm[32], ttl[32];
     pro__key(ctx, procs, sizeof procs, "pro:fetch:procs");
+    pro__key(ctx, silent, sizeof silent, "pro:fetch:silent");
     snprintf(after, sizeof after, "%.3f", pro__cfg.orphan_after_s);
     snprintf(lms, sizeof lms, "%lld", (long long)(pro__cfg.lease_s * 1000));
-    const char *argv[5] = {procs, H->ns(ctx), H->identity(ctx), after, lms};
+    snprintf(confirm, sizeof confirm, "%.3f", pro__cfg.orphan_confirm_s);
+    snprintf(ttl, sizeof ttl, "%d", PRO_BEAT_TTL_S);
+    const char *argv[8] = {procs, silent, H->ns(ctx), H->identity(ctx), after, lms, confirm, ttl};
     redisReply *r = NULL;
-    int rc = pro__eval(ctx, s_orphans, &r, 1, 5, argv);
+    int rc = pro__eval(ctx, s_orphans, &r, 2, 8, argv);
     if (rc || !r || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
