@@ -8,27 +8,32 @@
  * If the process dies the lists are orphans: every live process looks for
  * orphans from its tick (not only at start), decides liveness by the
  * Sidekiq heartbeat hash <ns><identity> (gone, or its beat older than
- * pro.orphan_after), takes a lease on each list (SET NX PX) so no two
+ * pro.orphan_after: silent; then dead when the beat does not move for a
+ * further confirmation window, so a Redis stall kills no live process),
+ * takes a lease on each list (SET NX PX) so no two
  * processes recover it, and puts the jobs back at the head of their
  * queues. A job recovered pro.poison_after times is a poison pill: it goes
  * to the dead set with that reason instead.
  *
  * Acks are by identity, never by position. A worker thread knows exactly
  * what its list should hold: the job it runs, the jobs a batched fetch took
- * ahead (pro.fetch_batch N > 1), and the finished jobs it has not
- * acknowledged yet, whose payloads it keeps. The ack of a finished job is
- * an LREM of that payload, folded into the worker's next fetch (one script
- * call per job, like BRPOP's one round trip; pro.lazy_ack no, or a quiet
- * server: an LREM of its own). A fetch runs only when the thread runs
- * nothing and holds nothing ahead, so after its LREMs anything still in
- * the list is a stray: a pop this worker gave up on (the connection timed
- * out or dropped while Redis was stalled) that Redis completed later. The
- * fetch script puts every stray back at the head of its queue (its "queue"
- * field) before it takes a job, counts it (pro:stat:strays) and the worker
- * logs it: a stray is run, never dropped. Nothing removes elements it does
- * not know (no LTRIM, DEL or RPOP by count). Recovery of a dead process's
- * list puts back every element; a job that finished but whose ack had not
- * reached Redis when its process died runs again (at-least-once).
+ * ahead (pro.fetch_batch N > 1, lists named <identity>|<n>|b), and the
+ * finished jobs it has not acknowledged yet, whose payloads it keeps. The
+ * hot path (one queue, single mode) is one plain LMOVE per job, like
+ * BRPOP's one round trip. Every pro.ack_every finished jobs, before blocking on
+ * an empty queue, and after any fetch that got no answer, the fetch is a
+ * check script instead: it runs when the thread runs nothing and holds
+ * nothing ahead, reads the whole list, matches each element against the
+ * finished jobs by value, and puts anything else, a stray, back at the
+ * head of its queue (its "queue" field): a pop this worker gave up on (the
+ * connection timed out or dropped while Redis was stalled) that Redis
+ * completed later. Strays are counted (pro:stat:strays) and logged, and
+ * run, never dropped. Nothing removes elements it has not identified (no
+ * LTRIM, no DEL of an unread list, no RPOP by count). pro.lazy_ack no, a
+ * quiet server, and the tick for acks parked over ACK_STALE_S remove
+ * finished jobs with LREM. Recovery of a dead process's list puts back
+ * every element; finished jobs whose ack had not reached Redis when their
+ * process died run again (at-least-once).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -41,9 +46,8 @@
 #define RECOVER_BATCH "100" /* jobs moved back per script call (keeps Redis responsive) */
 #define FETCH_BACKLOG "16"  /* jobs that must wait per extra job a batched fetch takes */
 #define MAX_BATCH 100       /* pro.fetch_batch upper bound */
-#define ACK_EVERY 16        /* finished jobs a worker acknowledges together, with one check */
-#define FIN_MAX (ACK_EVERY + MAX_BATCH) /* finished jobs a slot may hold unacknowledged */
-#define STACK_ARGS 64                   /* fetch script arguments that fit the stack */
+#define FIN_MAX (PRO_ACK_EVERY_MAX + MAX_BATCH) /* finished jobs a slot may hold unacknowledged */
+#define STACK_ARGS 64                           /* fetch script arguments that fit the stack */
 
 /* The fetch with a check, and every fetch but the hot path. KEYS[1] the
  * thread's list, KEYS[2..] queues in order. ARGV[1] nf, ARGV[2..nf+1] the
@@ -615,7 +619,7 @@ static int
 check_due(slot *s)
 {
     pthread_mutex_lock(&s->mu);
-    int due = s->maybe_stray || s->nfin >= ACK_EVERY;
+    int due = s->maybe_stray || s->nfin >= (size_t)pro__cfg.ack_every;
     pthread_mutex_unlock(&s->mu);
     return due;
 }
@@ -651,7 +655,7 @@ fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_u
     int check = check_due(s);
     if (!check && n == 1 && !s->batched) {
         /* The hot path: one plain LMOVE. Finished jobs wait in the list,
-         * known by value, for the next check (every ACK_EVERY jobs, and
+         * known by value, for the next check (every pro.ack_every jobs, and
          * before blocking). */
         const char *argv[5] = {"LMOVE", keys[0], s->wip, "RIGHT", "LEFT"};
         redisReply *r = NULL;

@@ -161,6 +161,7 @@ read_settings(void)
         (rc = H->config_double(M, "suspect_delay", 10, 0, 3600, &c->suspect_delay_s)) ||
         (rc = H->config_double(M, "recovery_lease", 60, 1, 3600, &c->lease_s)) ||
         (rc = H->config_bool(M, "lazy_ack", 1, &c->lazy_ack)) ||
+        (rc = H->config_int(M, "ack_every", 32, 1, PRO_ACK_EVERY_MAX, &c->ack_every)) ||
         (rc = H->config_double(M, "webhook_timeout", 10, 0.1, 300, &c->webhook_timeout_s)) ||
         (rc = H->config_int(M, "webhook_attempts", 20, 1, 1000, &c->webhook_attempts)) ||
         (rc = H->config_double(M, "webhook_poll", 1, 0.05, 60, &c->webhook_poll_s)) ||

@@ -27,8 +27,9 @@
                                             */
 #define PRO_DEAD_MAX_JOBS 10000            /* Sidekiq's dead-set trims (the host does */
 #define PRO_DEAD_TIMEOUT_S (180L * 86400L) /* not tell a module the server's own) */
-#define PRO_BEAT_TTL_S 60  /* EXPIRE a heartbeat gives its hash (core and Sidekiq) */
-#define PRO_ORPHAN_BEATS 3 /* pro.orphan_after must cover this many heartbeats */
+#define PRO_ACK_EVERY_MAX 256 /* pro.ack_every upper bound (finished jobs a worker keeps) */
+#define PRO_BEAT_TTL_S 60     /* EXPIRE a heartbeat gives its hash (core and Sidekiq) */
+#define PRO_ORPHAN_BEATS 3    /* pro.orphan_after must cover this many heartbeats */
 #define PRO_RECONNECT_S                                                                            \
     5.0 /* a live process's first beat after a Redis stall may take a                              \
            command timeout (the core's default) beyond its period */
@@ -53,7 +54,8 @@ typedef struct pro__settings {
     long long poison_window_s; /* how long a job's recovery count is remembered */
     double suspect_delay_s;    /* a job recovered twice or more runs again after up to this */
     double lease_s;            /* a recoverer's lease on one dead process's list */
-    int lazy_ack; /* the next fetch acknowledges a finished job (no round trip of its own) */
+    int lazy_ack;        /* the next fetch acknowledges a finished job (no round trip of its own) */
+    long long ack_every; /* lazy acks: finished jobs acknowledged together, by one check */
     /* notifications */
     int webhooks;               /* at least one URL configured */
     double webhook_timeout_s;   /* per request */

@@ -180,6 +180,8 @@ static result
 measure(int mode, long n)
 {
     result r = {0, 0, 0, 0};
+    if (getenv("PRO_BENCH_MODULE"))
+        g_module = getenv("PRO_BENCH_MODULE"); /* e.g. the baseline itself: an A/A run */
     if (mode >= 7) {
         g_module = getenv("PRO_BENCH_BASELINE");
         mode = mode == 7 ? 1 : 6;
