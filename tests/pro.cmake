@@ -9,6 +9,8 @@
 #   test_pro_fetch        reliable fetch: ack, requeue on stop, orphan recovery, poison pill
 #   test_pro_fetch_chaos  N jobs, kill -9 of workers + restarts   (PRO_CHAOS_JOBS, PRO_CHAOS_KILLS)
 #   test_pro_orphans      recovery with default liveness settings, no restarts, < 90 s
+#   test_pro_stall        N jobs while redis-server stalls (SIGSTOP, DEBUG SLEEP) 1-8 s: 0 lost
+#   test_pro_liveness     live processes, slow jobs, smallest orphan_after: 0 recoveries
 #   test_pro_batch        complete / success / death, nesting, reopen, errors, TTLs
 #   test_pro_batch_chaos  a 10,000-job batch under kill -9: each callback once
 #   test_pro_expiry       expired jobs dropped, counted, batch success
@@ -48,9 +50,11 @@ function(_dray_pro_test name timeout labels)
 endfunction()
 
 _dray_pro_test(test_pro_module 120 module)
-_dray_pro_test(test_pro_fetch 180 module)
+_dray_pro_test(test_pro_fetch 300 module)
 _dray_pro_test(test_pro_fetch_chaos 300 "module;chaos")
 _dray_pro_test(test_pro_orphans 300 "module;chaos")
+_dray_pro_test(test_pro_stall 300 "module;chaos")
+_dray_pro_test(test_pro_liveness 180 "module;chaos")
 _dray_pro_test(test_pro_batch 180 module)
 _dray_pro_test(test_pro_batch_chaos 300 "module;chaos")
 _dray_pro_test(test_pro_expiry 120 module)

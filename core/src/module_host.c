@@ -615,6 +615,12 @@ host_job_dump(const dray_job *job, char **out, size_t *len)
     return dray_job_dump(job, out, len);
 }
 
+static double
+host_heartbeat_interval(dray_module *mod)
+{
+    return mod && mod->srv && mod->state == MOD_STAGING ? (double)mod->srv->opts.heartbeat_s : 0;
+}
+
 const dray_host dray__host = {
     .struct_size = sizeof(dray_host),
     .abi_major = DRAY_ABI_MAJOR,
@@ -665,4 +671,5 @@ const dray_host dray__host = {
     .job_set = dray_job_set,
     .job_payload = host_job_payload,
     .job_dump = host_job_dump,
+    .heartbeat_interval = host_heartbeat_interval,
 };

@@ -8,27 +8,32 @@
  * If the process dies the lists are orphans: every live process looks for
  * orphans from its tick (not only at start), decides liveness by the
  * Sidekiq heartbeat hash <ns><identity> (gone, or its beat older than
- * pro.orphan_after), takes a lease on each list (SET NX PX) so no two
+ * pro.orphan_after: silent; then dead when the beat does not move for a
+ * further confirmation window, so a Redis stall kills no live process),
+ * takes a lease on each list (SET NX PX) so no two
  * processes recover it, and puts the jobs back at the head of their
  * queues. A job recovered pro.poison_after times is a poison pill: it goes
  * to the dead set with that reason instead.
  *
- * Acks. A worker thread runs one job at a time and each fetch pushes the
- * new job at the left of its list, so the list is [running, finished...]:
- * only the leftmost element can be unfinished. The ack of a job is
- * therefore implicit in the worker's next fetch (one plain LMOVE, no
- * script: a job costs one round trip, like BRPOP); the finished jobs to the
- * right are trimmed now and then, and the list is emptied before the worker
- * blocks on an empty queue. Recovery puts back only the leftmost element
- * of such a list. A worker whose server goes quiet, or that has not
- * fetched for a second after its last job (pro.lazy_ack no: at once),
- * removes its finished job by value instead.
- *
- * With pro.fetch_batch N > 1, one fetch script takes up to N jobs while a
- * backlog waits: the list is then [taken ahead..., running, finished...],
- * finished jobs are removed from the right by count with the next fetch
- * script, and recovery puts back every element (such lists are named
- * <identity>|<n>|b).
+ * Acks are by identity, never by position. A worker thread knows exactly
+ * what its list should hold: the job it runs, the jobs a batched fetch took
+ * ahead (pro.fetch_batch N > 1, lists named <identity>|<n>|b), and the
+ * finished jobs it has not acknowledged yet, whose payloads it keeps. The
+ * hot path (one queue, single mode) is one plain LMOVE per job, like
+ * BRPOP's one round trip. Every pro.ack_every finished jobs, before blocking on
+ * an empty queue, and after any fetch that got no answer, the fetch is a
+ * check script instead: it runs when the thread runs nothing and holds
+ * nothing ahead, reads the whole list, matches each element against the
+ * finished jobs by value, and puts anything else, a stray, back at the
+ * head of its queue (its "queue" field): a pop this worker gave up on (the
+ * connection timed out or dropped while Redis was stalled) that Redis
+ * completed later. Strays are counted (pro:stat:strays) and logged, and
+ * run, never dropped. Nothing removes elements it has not identified (no
+ * LTRIM, no DEL of an unread list, no RPOP by count). pro.lazy_ack no, a
+ * quiet server, and the tick for acks parked over ACK_STALE_S remove
+ * finished jobs with LREM. Recovery of a dead process's list puts back
+ * every element; finished jobs whose ack had not reached Redis when their
+ * process died run again (at-least-once).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -39,44 +44,67 @@
 
 #define ACK_STALE_S 1.0     /* an ack not covered by a fetch this long is sent by the tick */
 #define RECOVER_BATCH "100" /* jobs moved back per script call (keeps Redis responsive) */
-#define STACK_QUEUES 16     /* queue keys that fit the stack argv of a fetch script */
 #define FETCH_BACKLOG "16"  /* jobs that must wait per extra job a batched fetch takes */
-#define TRIM_EVERY 32       /* single mode: drop finished jobs from the list every N fetches */
 #define MAX_BATCH 100       /* pro.fetch_batch upper bound */
+#define FIN_MAX (PRO_ACK_EVERY_MAX + MAX_BATCH) /* finished jobs a slot may hold unacknowledged */
+#define STACK_ARGS 64                           /* fetch script arguments that fit the stack */
 
-/* Single mode, several queues. KEYS[1] the thread's list, KEYS[2..] queues
- * in order; ARGV[1] "1" to trim the finished jobs after a take. Takes the
- * first job of the first non-empty queue; with nothing to take, empties
- * the list (its jobs are all finished) before the caller blocks. Returns
- * {index, job} or nil. */
-static const char fetch1_lua[] =
-    "for i = 2, #KEYS do\n"
-    "  local v = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')\n"
-    "  if v then\n"
-    "    if ARGV[1] == '1' then redis.call('LTRIM', KEYS[1], 0, 0) end\n"
-    "    return {i - 1, v}\n"
+/* The fetch with a check, and every fetch but the hot path. KEYS[1] the
+ * thread's list, KEYS[2..] queues in order. ARGV[1] nf, ARGV[2..nf+1] the
+ * finished jobs to acknowledge, then "1" to check the list, the extra jobs
+ * wanted (pro.fetch_batch - 1, or 0), the backlog that makes each extra job
+ * worth holding, and the namespace. A check reads the whole list (the
+ * thread runs nothing now and holds nothing ahead): each element is one of
+ * the finished jobs, matched by value, or a stray, which goes back to the
+ * head of its queue (its "queue" field; oldest nearest the head); the
+ * list, every element of which is now accounted for, is then deleted.
+ * Then takes the first job of the first non-empty queue, and up to `extra`
+ * more from that queue while at least `backlog` jobs per extra one still
+ * wait (a worker never hoards a short queue that idle workers could
+ * share). Returns {index or 0, nstrays, stray..., job, ahead...}. */
+static const char fetch_lua[] =
+    "local nf = tonumber(ARGV[1])\n"
+    "local check, extra = ARGV[nf + 2] == '1', tonumber(ARGV[nf + 3])\n"
+    "local backlog, ns = tonumber(ARGV[nf + 4]), ARGV[nf + 5]\n"
+    "local out = {0, 0}\n"
+    "if check then\n"
+    "  local all = redis.call('LRANGE', KEYS[1], 0, -1)\n"
+    "  if #all > 0 then\n"
+    "    local fin = {}\n"
+    "    for i = 2, nf + 1 do fin[ARGV[i]] = (fin[ARGV[i]] or 0) + 1 end\n"
+    "    redis.call('DEL', KEYS[1])\n"
+    "    for i = 1, #all do\n"
+    "      local p = all[i]\n"
+    "      local c = fin[p]\n"
+    "      if c and c > 0 then\n"
+    "        fin[p] = c - 1\n"
+    "      else\n"
+    "        local q = nil\n"
+    "        local ok, job = pcall(cjson.decode, p)\n"
+    "        if ok and type(job) == 'table' and type(job.queue) == 'string' and job.queue ~= '' "
+    "then\n"
+    "          q = job.queue\n"
+    "        end\n"
+    "        if q then\n"
+    "          redis.call('RPUSH', ns .. 'queue:' .. q, p)\n"
+    "          redis.call('SADD', ns .. 'queues', q)\n"
+    "        else\n"
+    "          redis.call('RPUSH', KEYS[2], p)\n"
+    "        end\n"
+    "        out[#out + 1] = p\n"
+    "      end\n"
+    "    end\n"
+    "    out[2] = #out - 2\n"
+    "    if out[2] > 0 then redis.call('INCRBY', ns .. 'pro:stat:strays', out[2]) end\n"
     "  end\n"
     "end\n"
-    "redis.call('DEL', KEYS[1])\n"
-    "return false\n";
-
-/* Batched mode. KEYS[1] the thread's list, KEYS[2..] queues in order.
- * ARGV[1] finished jobs to drop from the right, ARGV[2] extra jobs wanted
- * (pro.fetch_batch - 1), ARGV[3] the backlog that makes each extra job
- * worth holding. Takes the first job of the first non-empty queue, then up
- * to ARGV[2] more from that queue while at least ARGV[3] jobs per extra
- * one still wait (a worker never hoards a short queue that idle workers
- * could share). Returns {index, job, ...} or nil. */
-static const char fetchn_lua[] =
-    "local done = tonumber(ARGV[1])\n"
-    "if done > 0 then redis.call('RPOP', KEYS[1], done) end\n"
     "for i = 2, #KEYS do\n"
     "  local v = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')\n"
     "  if v then\n"
-    "    local out = {i - 1, v}\n"
-    "    local extra = tonumber(ARGV[2])\n"
+    "    out[1] = i - 1\n"
+    "    out[#out + 1] = v\n"
     "    if extra > 0 then\n"
-    "      local n = math.min(extra, math.floor(redis.call('LLEN', KEYS[i]) / tonumber(ARGV[3])))\n"
+    "      local n = math.min(extra, math.floor(redis.call('LLEN', KEYS[i]) / backlog))\n"
     "      for k = 1, n do\n"
     "        local w = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')\n"
     "        if not w then break end\n"
@@ -86,7 +114,7 @@ static const char fetchn_lua[] =
     "    return out\n"
     "  end\n"
     "end\n"
-    "return false\n";
+    "return out\n";
 
 /* KEYS[2i-1] the list job i is in, KEYS[2i] its queue; ARGV[i] job i.
  * Back to the head (RPUSH) only what is still in its list: a job recovered
@@ -101,16 +129,22 @@ static const char requeue_lua[] = "local n = 0\n"
                                   "end\n"
                                   "return n\n";
 
-/* KEYS[1] registry zset (member "<identity>|<n>[|b]", score first seen).
- * ARGV[1] ns, ARGV[2] my identity, ARGV[3] orphan_after s, ARGV[4] lease
- * ms. A list is orphaned when it was registered longer than orphan_after
- * ago and its process's heartbeat hash is gone or its beat that old (Redis
- * clock). Empty lists of dead processes leave the registry; for the others
- * we take the lease. Returns {member, beat-or-"", ...} we now hold. */
+/* KEYS[1] registry zset (member "<identity>|<n>[|b]", score first seen),
+ * KEYS[2] the hash of silent members ("<beat>|<since>"). ARGV[1] ns,
+ * ARGV[2] my identity, ARGV[3] orphan_after s, ARGV[4] lease ms, ARGV[5]
+ * the silence that confirms a death, s, ARGV[6] the TTL every beat gives
+ * the heartbeat hash, s. A process is alive while its heartbeat hash holds
+ * a beat younger than orphan_after: its age is the smaller of Redis TIME -
+ * beat (the beat is the writer's clock) and TTL - PTTL (Redis's own clock:
+ * no skew). One that looks older is only silent: it is dead when its beat
+ * has not moved for ARGV[5] more seconds of this check's watch, so a Redis
+ * stall, which ages every beat at once, kills no live process. Empty lists
+ * of dead processes leave the registry; for the others we take the lease.
+ * Returns {member, beat-or-"", ...} we now hold. */
 static const char orphans_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
-    "local after = tonumber(ARGV[3])\n"
+    "local after, confirm, ttl0 = tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
     "local out = {}\n"
     "local ms = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')\n"
     "for i = 1, #ms, 2 do\n"
@@ -119,14 +153,32 @@ static const char orphans_lua[] =
     "  if id ~= ARGV[2] and now - seen > after then\n"
     "    local beat = redis.call('HGET', ARGV[1] .. id, 'beat')\n"
     "    local b = beat and tonumber(beat)\n"
-    "    if not b or now - b > after then\n"
-    "      local wip = ARGV[1] .. 'pro:fetch:wip:' .. m\n"
-    "      if redis.call('LLEN', wip) == 0 then\n"
-    "        if not beat then redis.call('ZREM', KEYS[1], m) end\n"
-    "      elseif redis.call('SET', ARGV[1] .. 'pro:fetch:lease:' .. m, ARGV[2], 'NX', 'PX',\n"
-    "                        ARGV[4]) then\n"
-    "        out[#out + 1] = m\n"
-    "        out[#out + 1] = beat or ''\n"
+    "    local age = b and now - b\n"
+    "    if b then\n"
+    "      local pttl = redis.call('PTTL', ARGV[1] .. id)\n"
+    "      if pttl > 0 and ttl0 - pttl / 1000 < age then age = ttl0 - pttl / 1000 end\n"
+    "    end\n"
+    "    if b and age <= after then\n"
+    "      redis.call('HDEL', KEYS[2], m)\n"
+    "    else\n"
+    "      local s = redis.call('HGET', KEYS[2], m)\n"
+    "      local sb, since = nil, nil\n"
+    "      if s then sb, since = string.match(s, '^(.*)|([^|]*)$') end\n"
+    "      if not since or (beat and sb ~= beat) then\n"
+    "        redis.call('HSET', KEYS[2], m, (beat or '') .. '|' .. string.format('%.6f', now))\n"
+    "        redis.call('EXPIRE', KEYS[2], 86400)\n"
+    "      elseif now - tonumber(since) >= confirm then\n"
+    "        local wip = ARGV[1] .. 'pro:fetch:wip:' .. m\n"
+    "        if redis.call('LLEN', wip) == 0 then\n"
+    "          if not beat then\n"
+    "            redis.call('ZREM', KEYS[1], m)\n"
+    "            redis.call('HDEL', KEYS[2], m)\n"
+    "          end\n"
+    "        elseif redis.call('SET', ARGV[1] .. 'pro:fetch:lease:' .. m, ARGV[2], 'NX', 'PX',\n"
+    "                          ARGV[4]) then\n"
+    "          out[#out + 1] = m\n"
+    "          out[#out + 1] = beat or ''\n"
+    "        end\n"
     "      end\n"
     "    end\n"
     "  end\n"
@@ -137,8 +189,8 @@ static const char orphans_lua[] =
  * ARGV[1] ns, ARGV[2] my identity, ARGV[3] the list's registry member,
  * ARGV[4] poison_after, ARGV[5] poison window s, ARGV[6] lease ms, ARGV[7]
  * jobs per call, ARGV[8] now, ARGV[9] suspect delay s, ARGV[10] a random
- * seed. A single-mode list keeps only its leftmost job (the rest had
- * finished). Oldest first, each job goes back to the head of its queue
+ * seed. Every element goes back (acks are by value, so the list holds
+ * only jobs not acknowledged). Oldest first, each job goes back to the head of its queue
  * (its "queue" field) after counting the recovery against its jid. A job
  * recovered before is a suspect: it goes to the schedule set for a random
  * 0.5 s .. suspect delay, so an innocent job that keeps sharing a process
@@ -149,14 +201,16 @@ static const char recover_lua[] =
     "if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'lost', 0} end\n"
     "redis.call('PEXPIRE', KEYS[2], ARGV[6])\n"
     "local ns = ARGV[1]\n"
-    "if string.sub(ARGV[3], -2) ~= '|b' then redis.call('LTRIM', KEYS[1], 0, 0) end\n"
     "local moved = 0\n"
     "for n = 1, tonumber(ARGV[7]) do\n"
     "  local p = redis.call('LINDEX', KEYS[1], -1)\n"
     "  if not p then\n"
     "    redis.call('DEL', KEYS[2])\n"
     "    local id = string.match(ARGV[3], '^(.-)|') or ARGV[3]\n"
-    "    if redis.call('EXISTS', ns .. id) == 0 then redis.call('ZREM', KEYS[3], ARGV[3]) end\n"
+    "    if redis.call('EXISTS', ns .. id) == 0 then\n"
+    "      redis.call('ZREM', KEYS[3], ARGV[3])\n"
+    "      redis.call('HDEL', ns .. 'pro:fetch:silent', ARGV[3])\n"
+    "    end\n"
     "    return {'done', moved}\n"
     "  end\n"
     "  local q, jid = 'default', nil\n"
@@ -203,19 +257,20 @@ static const char poison_lua[] =
     "redis.call('DEL', KEYS[4])\n"
     "return 1\n";
 
-static dray_script *s_fetch1, *s_fetchn, *s_requeue, *s_orphans, *s_recover, *s_poison;
+static dray_script *s_fetch, *s_requeue, *s_orphans, *s_recover, *s_poison;
 
 /* ---- per-worker state -------------------------------------------------------- */
 
-/* A job taken by a batched fetch and not handed to the core yet. */
+/* A job this thread holds in its list: taken ahead by a batched fetch and
+ * not handed to the core yet, or finished and not acknowledged yet. */
 typedef struct held {
-    char *queue;   /* queue name */
+    char *queue;   /* queue name (jobs taken ahead; NULL for finished ones) */
     char *payload; /* the job, as in the list */
     size_t len;
 } held;
 
-/* One per thread that fetches: its list, the finished job its next fetch
- * covers, and the jobs a batched fetch took ahead. The list of slots
+/* One per thread that fetches: its list, the finished jobs its next fetch
+ * acknowledges, and the jobs a batched fetch took ahead. The list of slots
  * (g_slots, under g_mu) lets the quiet hook and the tick reach them. The
  * fields after `registered` are under the slot's own mu (taken after g_mu
  * when both are needed), so workers never contend on a global lock. */
@@ -227,15 +282,17 @@ typedef struct slot {
     size_t qprefix;            /* strlen("<ns>queue:") */
     int batched;               /* pro.fetch_batch > 1: the "|b" kind of list */
     int registered;            /* member is in the registry */
-    unsigned since_trim;       /* single mode: fetches since the last trim */
-    char *fin;                 /* single mode: the finished job its next fetch covers */
-    size_t fin_len;
-    size_t ndone;          /* batched mode: finished jobs at the right of the list */
-    double ack_at;         /* when fin / the first of ndone was parked */
+    held fin[FIN_MAX];         /* finished jobs not acknowledged yet, oldest first */
+    size_t nfin;
+    unsigned long fin_gen; /* bumped whenever a fetch takes fin[] (the tick's acks check it) */
+    double ack_at;         /* when fin[0] was parked */
     held ahead[MAX_BATCH]; /* batched mode: jobs taken ahead, next first */
     size_t nahead, first;
-    int quiet;          /* the server is quiet: acks at once, nothing taken ahead */
-    pthread_mutex_t mu; /* guards the fields above, from `since_trim` */
+    int quiet;                /* the server is quiet: acks at once, nothing taken ahead */
+    unsigned long flush_pass; /* the last flush_slots pass that handled it */
+    int maybe_stray;    /* a fetch got no answer (or a job taken ahead could not be kept): the list
+                           may hold jobs we do not know; the next fetch checks. Worker thread only */
+    pthread_mutex_t mu; /* guards the fields above, from `fin` */
     struct slot *next;  /* g_slots */
 } slot;
 
@@ -275,7 +332,7 @@ is_quiet_locked(const char *ident)
 static int
 holds_locked(const slot *s)
 {
-    return s->fin || s->ndone || s->nahead;
+    return s->nfin || s->nahead;
 }
 
 /* A thread ended: its slot stays listed only while it holds something the
@@ -355,19 +412,6 @@ lrem(dray_ctx *ctx, const char *wip, const char *payload, size_t len)
     return rc;
 }
 
-static int
-rpop_n(dray_ctx *ctx, const char *wip, size_t n)
-{
-    char count[24];
-    snprintf(count, sizeof count, "%zu", n);
-    const char *argv[4] = {"RPOP", wip, count, NULL};
-    redisReply *r = NULL;
-    int rc = H->redis(ctx, &r, 3, argv, NULL);
-    if (r)
-        freeReplyObject(r);
-    return rc;
-}
-
 /* ---- the provider ------------------------------------------------------------- */
 
 /* Fill a unit; its token is a copy of the list it is in. 1 or DRAY_ENOMEM. */
@@ -417,20 +461,21 @@ next_ahead(slot *s, dray_unit *out)
     return rc;
 }
 
-/* Keep the jobs after the first of a batched fetch's reply for the next
- * fetches; they sit in the list already. */
+/* Keep the jobs after the first of a batched fetch's reply (from r's
+ * element `from` on) for the next fetches; they sit in the list already. */
 static void
-keep_ahead(slot *s, const redisReply *r, const char *qname)
+keep_ahead(slot *s, const redisReply *r, size_t from, const char *qname)
 {
     pthread_mutex_lock(&s->mu);
-    for (size_t i = 2; i < r->elements && s->nahead < MAX_BATCH; i++) {
+    for (size_t i = from; i < r->elements && s->nahead < MAX_BATCH; i++) {
         held *h = &s->ahead[s->first + s->nahead];
         h->queue = strdup(qname);
         h->payload = malloc(r->element[i]->len + 1);
         if (!h->queue || !h->payload) {
             free(h->queue);
             free(h->payload);
-            break; /* stays in the list: recovered if we die, else put back at quiet */
+            s->maybe_stray = 1; /* stays in the list: the next check puts it back */
+            break;
         }
         memcpy(h->payload, r->element[i]->str, r->element[i]->len);
         h->payload[r->element[i]->len] = '\0';
@@ -440,68 +485,155 @@ keep_ahead(slot *s, const redisReply *r, const char *qname)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* One script call over several queues (or a batched fetch). Returns 1 with
- * out filled, 0 when every queue was empty, or an error. */
-static int
-fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, dray_unit *out)
+static void
+free_held(held *h, size_t n)
 {
-    size_t done = 0;
-    int trim = 0;
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].queue);
+        free(h[i].payload);
+    }
+}
+
+/* Strays the fetch script put back: say which, so an operator can match
+ * the log with a Redis stall. Worker thread. */
+static void
+log_strays(const slot *s, const redisReply *r, size_t n)
+{
+    atomic_fetch_add(&pro__stats.strays, (long long)n);
+    for (size_t i = 0; i < n && 2 + i < r->elements; i++) {
+        const redisReply *e = r->element[2 + i];
+        json_error_t jerr;
+        json_t *job = e->type == REDIS_REPLY_STRING ? json_loadb(e->str, e->len, 0, &jerr) : NULL;
+        const char *jid = json_string_value(json_object_get(job, "jid"));
+        const char *q = json_string_value(json_object_get(job, "queue"));
+        H->log(M, DRAY_LOG_WARN,
+               "job %s (queue %s) was in %s although this worker was not running it (a fetch "
+               "it gave up on, e.g. during a Redis stall, completed later); put back at the head "
+               "of its queue",
+               jid ? jid : "?", q ? q : "?", s->wip);
+        json_decref(job);
+    }
+}
+
+/* Give the finished jobs taken by a fetch that got no answer back to the
+ * slot, ahead of any parked since (none can be: the thread was fetching). */
+static void
+restore_fin(slot *s, held *fin, size_t nfin)
+{
+    pthread_mutex_lock(&s->mu);
+    size_t room = FIN_MAX - s->nfin < nfin ? FIN_MAX - s->nfin : nfin;
+    memmove(s->fin + room, s->fin, s->nfin * sizeof *s->fin);
+    memcpy(s->fin, fin, room * sizeof *fin);
+    if (!s->nfin)
+        s->ack_at = H->now();
+    s->nfin += room;
+    pthread_mutex_unlock(&s->mu);
+    free_held(fin + room, nfin - room); /* cannot happen; their list keeps them (run again) */
+}
+
+/* The fetch script; with check, it also acknowledges the finished jobs
+ * and puts strays back. Returns 1 with out filled, 0 when every queue was
+ * empty, or an error (the finished jobs are then kept, and the next fetch
+ * checks: the script may have run without our seeing its answer). */
+static int
+fetch_script(dray_ctx *ctx, slot *s, const char *const *keys, size_t n, int check, dray_unit *out)
+{
+    held fin[FIN_MAX];
+    size_t nfin = 0;
     pthread_mutex_lock(&s->mu);
     int quiet = s->quiet;
-    if (s->batched) {
-        done = s->ndone;
-        s->ndone = 0;
+    if (check) {
+        nfin = s->nfin;
+        memcpy(fin, s->fin, nfin * sizeof *fin);
+        s->nfin = 0;
+        s->fin_gen++;
     }
     pthread_mutex_unlock(&s->mu);
-    if (!s->batched && ++s->since_trim >= TRIM_EVERY) {
-        trim = 1;
-        s->since_trim = 0;
-    }
-    size_t argc = n + 1 + (s->batched ? 3 : 1);
-    const char *sargv[STACK_QUEUES + 4];
-    const char **argv = argc <= STACK_QUEUES + 4 ? sargv : malloc(sizeof *argv * argc);
-    if (!argv)
+    size_t argc = 1 + n + 1 + nfin + 4;
+    const char *sargv[STACK_ARGS];
+    size_t slens[STACK_ARGS];
+    const char **argv = argc <= STACK_ARGS ? sargv : malloc(sizeof *argv * argc);
+    size_t *lens = argc <= STACK_ARGS ? slens : malloc(sizeof *lens * argc);
+    if (!argv || !lens) {
+        if (argv != sargv)
+            free(argv);
+        if (lens != slens)
+            free(lens);
+        restore_fin(s, fin, nfin);
         return DRAY_ENOMEM;
-    char sdone[24], extra[24];
-    snprintf(sdone, sizeof sdone, "%zu", done);
-    snprintf(extra, sizeof extra, "%lld", quiet ? 0 : pro__cfg.fetch_batch - 1);
-    argv[0] = s->wip;
-    for (size_t i = 0; i < n; i++)
-        argv[1 + i] = keys[i];
-    if (s->batched) {
-        argv[n + 1] = sdone;
-        argv[n + 2] = extra;
-        argv[n + 3] = FETCH_BACKLOG;
-    } else {
-        argv[n + 1] = trim ? "1" : "0";
+    }
+    char snfin[24], extra[24];
+    snprintf(snfin, sizeof snfin, "%zu", nfin);
+    snprintf(extra, sizeof extra, "%lld", quiet || !s->batched ? 0 : pro__cfg.fetch_batch - 1);
+    const char *tail[4] = {check ? "1" : "0", extra, FETCH_BACKLOG, H->ns(ctx)};
+    size_t k = 0;
+    argv[k] = s->wip;
+    lens[k++] = strlen(s->wip);
+    for (size_t i = 0; i < n; i++) {
+        argv[k] = keys[i];
+        lens[k++] = strlen(keys[i]);
+    }
+    argv[k] = snfin;
+    lens[k++] = strlen(snfin);
+    for (size_t i = 0; i < nfin; i++) {
+        argv[k] = fin[i].payload;
+        lens[k++] = fin[i].len;
+    }
+    for (size_t i = 0; i < 4; i++) {
+        argv[k] = tail[i];
+        lens[k++] = strlen(tail[i]);
     }
     redisReply *r = NULL;
-    int rc = H->eval(ctx, s->batched ? s_fetchn : s_fetch1, &r, (int)n + 1, (int)argc, argv, NULL);
+    int rc = H->eval(ctx, s_fetch, &r, (int)n + 1, (int)argc, argv, lens);
     if (argv != sargv)
         free(argv);
-    if (rc) {
+    if (lens != slens)
+        free(lens);
+    if (rc || !r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
         if (r)
             freeReplyObject(r);
-        if (done) { /* not dropped: count them again */
-            pthread_mutex_lock(&s->mu);
-            s->ndone += done;
-            pthread_mutex_unlock(&s->mu);
-        }
-        return rc;
+        restore_fin(s, fin, nfin);
+        s->maybe_stray = 1;
+        return rc ? rc : DRAY_EREDIS;
     }
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
-        r->element[0]->type == REDIS_REPLY_INTEGER) {
-        long long idx = r->element[0]->integer;
-        const char *qname = queue_name(s, idx >= 1 && (size_t)idx <= n ? keys[idx - 1] : keys[0]);
-        rc = fill_unit(out, s, qname, r->element[1]->str, r->element[1]->len);
-        if (r->elements > 2)
-            keep_ahead(s, r, qname);
-        freeReplyObject(r);
-        return rc;
+    free_held(fin, nfin);
+    if (check)
+        s->maybe_stray = 0;
+    long long idx = r->element[0]->integer;
+    size_t nstray = r->element[1]->integer > 0 ? (size_t)r->element[1]->integer : 0;
+    if (nstray)
+        log_strays(s, r, nstray);
+    rc = 0;
+    if (idx >= 1 && (size_t)idx <= n && r->elements > 2 + nstray) {
+        const char *qname = queue_name(s, keys[idx - 1]);
+        const redisReply *job = r->element[2 + nstray];
+        rc = fill_unit(out, s, qname, job->str, job->len);
+        if (r->elements > 3 + nstray)
+            keep_ahead(s, r, 3 + nstray, qname);
     }
     freeReplyObject(r);
-    return 0;
+    return rc;
+}
+
+/* Check now: something may be in the list that we do not know, or enough
+ * finished jobs wait for their ack. */
+static int
+check_due(slot *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int due = s->maybe_stray || s->nfin >= (size_t)pro__cfg.ack_every;
+    pthread_mutex_unlock(&s->mu);
+    return due;
+}
+
+static int
+has_fin(slot *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int any = s->nfin > 0;
+    pthread_mutex_unlock(&s->mu);
+    return any;
 }
 
 static int
@@ -523,61 +655,38 @@ fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_u
         s->registered = 1;
         pthread_mutex_unlock(&g_mu);
     }
-    /* Single mode: whatever we take next lands left of the finished job
-     * (or the list is emptied), which covers its ack; our copy of it goes
-     * once Redis answered. */
-    char *fin = NULL;
-    size_t fin_len = 0;
-    pthread_mutex_lock(&s->mu);
-    if (!s->batched) {
-        fin = s->fin;
-        fin_len = s->fin_len;
-        s->fin = NULL;
-    }
-    pthread_mutex_unlock(&s->mu);
-
-    if (s->batched || n > 1) {
-        rc = fetch_script(ctx, s, keys, n, out);
-    } else {
-        /* The hot path: one plain LMOVE. */
+    int check = check_due(s);
+    if (!check && n == 1 && !s->batched) {
+        /* The hot path: one plain LMOVE. Finished jobs wait in the list,
+         * known by value, for the next check (every pro.ack_every jobs, and
+         * before blocking). */
         const char *argv[5] = {"LMOVE", keys[0], s->wip, "RIGHT", "LEFT"};
         redisReply *r = NULL;
         rc = H->redis(ctx, &r, 5, argv, NULL);
-        if (!rc && r->type == REDIS_REPLY_STRING) {
-            rc = fill_unit(out, s, queue_name(s, keys[0]), r->str, r->len);
-            if (rc == 1 && ++s->since_trim >= TRIM_EVERY) {
-                s->since_trim = 0;
-                redisReply *t = NULL;
-                H->redisf(ctx, &t, "LTRIM %s 0 0", s->wip); /* failure: next time */
-                if (t)
-                    freeReplyObject(t);
-            }
-        } else if (!rc) {
-            /* empty queue: the list holds finished jobs only */
-            freeReplyObject(r);
-            r = NULL;
-            rc = H->redisf(ctx, &r, "DEL %s", s->wip);
+        if (rc) {
+            if (r)
+                freeReplyObject(r);
+            s->maybe_stray = 1; /* it may have moved a job we never saw */
+            return rc;
         }
-        if (r)
-            freeReplyObject(r);
+        rc = r->type == REDIS_REPLY_STRING
+                 ? fill_unit(out, s, queue_name(s, keys[0]), r->str, r->len)
+                 : 0;
+        freeReplyObject(r);
+        if (rc)
+            return rc;
+        check = 1; /* empty: acknowledge and check before blocking */
     }
-    if (rc < 0 && fin) {
-        /* no answer: the finished job may still be the leftmost */
-        pthread_mutex_lock(&s->mu);
-        if (!s->fin) {
-            s->fin = fin;
-            s->fin_len = fin_len;
-            fin = NULL;
-        }
-        pthread_mutex_unlock(&s->mu);
-    }
-    free(fin);
-    if (rc)
+    if ((rc = fetch_script(ctx, s, keys, n, check, out)))
+        return rc;
+    if (!check && has_fin(s) && (rc = fetch_script(ctx, s, keys, n, 1, out)))
         return rc;
 
-    /* Nothing ready: block. BLMOVE takes one source, so with several
-     * queues we block briefly on the first of this call's order (weighted
-     * orders rotate it) and the core calls again. */
+    /* Nothing ready: block. The list is empty now (its finished jobs
+     * acknowledged, strays put back), so a BLMOVE that completes after we
+     * gave up on it leaves a stray the next check finds. BLMOVE takes one
+     * source, so with several queues we block briefly on the first of this
+     * call's order (weighted orders rotate it) and the core calls again. */
     double wait = n == 1 ? timeout_s
                          : (pro__cfg.fetch_poll_s < timeout_s ? pro__cfg.fetch_poll_s : timeout_s);
     char tmo[32];
@@ -588,6 +697,7 @@ fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_u
     if (rc) {
         if (r)
             freeReplyObject(r);
+        s->maybe_stray = 1; /* Redis may complete it after we gave up */
         return rc;
     }
     rc = r->type == REDIS_REPLY_STRING ? fill_unit(out, s, queue_name(s, keys[0]), r->str, r->len)
@@ -596,40 +706,43 @@ fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_u
     return rc;
 }
 
+/* Keep a finished job for the next check to acknowledge by value.
+ * Returns 1 when parked, 0 when the caller must LREM it now. */
+static int
+park_fin(slot *s, const dray_unit *u, int even_quiet)
+{
+    char *copy = malloc(u->len + 1);
+    pthread_mutex_lock(&s->mu);
+    int park = (even_quiet || !s->quiet) && copy && s->nfin < FIN_MAX;
+    if (park) {
+        memcpy(copy, u->payload, u->len);
+        copy[u->len] = '\0';
+        if (!s->nfin)
+            s->ack_at = H->now();
+        s->fin[s->nfin++] = (held){NULL, copy, u->len};
+        copy = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(copy);
+    return park;
+}
+
 static int
 ack(dray_ctx *ctx, const dray_unit *u, void *ud)
 {
     (void)ud;
     const char *wip = u->token;
     slot *s = my_slot(ctx);
+    int mine = s && wip && !strcmp(wip, s->wip);
     int rc = 0;
-    if (s && wip && !strcmp(wip, s->wip) && pro__cfg.lazy_ack) {
-        /* Park it: the next fetch (or the tick) covers it. */
-        char *copy = s->batched ? NULL : malloc(u->len + 1);
-        pthread_mutex_lock(&s->mu);
-        int park = !s->quiet && (s->batched || copy);
-        if (park && s->batched) {
-            if (!s->ndone)
-                s->ack_at = H->now();
-            s->ndone++;
-        } else if (park) {
-            memcpy(copy, u->payload, u->len);
-            copy[u->len] = '\0';
-            free(s->fin); /* cannot be set: a fetch came in between */
-            s->fin = copy;
-            s->fin_len = u->len;
-            s->ack_at = H->now();
-            copy = NULL;
-        }
-        pthread_mutex_unlock(&s->mu);
-        free(copy);
-        if (park) {
-            free(u->token);
-            return 0;
-        }
+    if (mine && pro__cfg.lazy_ack && park_fin(s, u, 0)) {
+        free(u->token); /* the next check (or the tick) acknowledges it */
+        return 0;
     }
     if (wip)
         rc = lrem(ctx, wip, u->payload, u->len);
+    if (rc && mine && park_fin(s, u, 1))
+        rc = 0; /* no answer: the next check acknowledges it, it is not a stray */
     free(u->token);
     return rc;
 }
@@ -717,17 +830,25 @@ bulk_requeue(dray_ctx *ctx, const dray_unit *const *units, size_t n, void *ud)
 /* ---- what slots hold back --------------------------------------------------- */
 
 /* Send what slots hold back: for every slot of `ident` (its server went
- * quiet) its ack and the jobs taken ahead (back to the heads of their
+ * quiet) its acks and the jobs taken ahead (back to the heads of their
  * queues, in their order); with ident NULL (the tick) acks parked longer
- * than ACK_STALE_S, and everything of threads that ended. */
+ * than ACK_STALE_S, and everything of threads that ended. A live slot's
+ * finished jobs are copied, not taken: if its thread fetches meanwhile,
+ * both acknowledge them (LREM is idempotent), and the thread's fetch never
+ * mistakes one for a stray. */
 static void
 flush_slots(dray_ctx *ctx, const char *ident)
 {
+    static unsigned long pass; /* under g_mu */
     double now = H->now();
+    pthread_mutex_lock(&g_mu);
+    unsigned long mypass = ++pass;
+    pthread_mutex_unlock(&g_mu);
     for (;;) {
-        char *fin = NULL;
-        size_t fin_len = 0, ndone = 0, nahead = 0;
-        held ahead[MAX_BATCH];
+        held fin[FIN_MAX], ahead[MAX_BATCH];
+        size_t nfin = 0, nahead = 0;
+        unsigned long gen = 0;
+        slot *live = NULL; /* the slot whose fin[] we copied; NULL: ended, freed */
         char wip[PRO_KEY_BYTES];
         int found = 0;
         pthread_mutex_lock(&g_mu);
@@ -736,18 +857,31 @@ flush_slots(dray_ctx *ctx, const char *ident)
             int ended = s->ident[0] == '\0';
             int mine = ident && !strcmp(s->ident, ident);
             pthread_mutex_lock(&s->mu);
-            int stale = !ident && (s->fin || s->ndone) && now - s->ack_at > ACK_STALE_S;
-            if (!holds_locked(s) || !(mine || stale || (!ident && ended))) {
+            int stale = !ident && s->nfin && now - s->ack_at > ACK_STALE_S;
+            if (s->flush_pass == mypass || !holds_locked(s) ||
+                !(mine || stale || (!ident && ended))) {
                 pthread_mutex_unlock(&s->mu);
                 continue;
             }
             found = 1;
+            s->flush_pass = mypass;
             snprintf(wip, sizeof wip, "%s", s->wip);
-            fin = s->fin;
-            fin_len = s->fin_len;
-            ndone = s->ndone;
-            s->fin = NULL;
-            s->ndone = 0;
+            if (ended) {
+                nfin = s->nfin;
+                memcpy(fin, s->fin, nfin * sizeof *fin);
+                s->nfin = 0;
+            } else {
+                for (; nfin < s->nfin; nfin++) {
+                    fin[nfin].queue = NULL;
+                    fin[nfin].len = s->fin[nfin].len;
+                    fin[nfin].payload = malloc(fin[nfin].len + 1);
+                    if (!fin[nfin].payload)
+                        break; /* the rest waits for the next fetch or tick */
+                    memcpy(fin[nfin].payload, s->fin[nfin].payload, fin[nfin].len + 1);
+                }
+                gen = s->fin_gen;
+                live = s;
+            }
             if (mine || ended) {
                 nahead = s->nahead;
                 memcpy(ahead, s->ahead + s->first, nahead * sizeof *ahead);
@@ -765,16 +899,33 @@ flush_slots(dray_ctx *ctx, const char *ident)
         if (!found)
             return;
         int rc = 0;
-        if (fin)
-            rc = lrem(ctx, wip, fin, fin_len);
-        if (!rc && ndone)
-            rc = rpop_n(ctx, wip, ndone);
+        for (size_t i = 0; i < nfin && !rc; i++)
+            rc = lrem(ctx, wip, fin[i].payload, fin[i].len);
         if (rc)
             H->log(M, DRAY_LOG_ERROR,
                    "cannot acknowledge finished jobs in %s (%s); if this process dies they will be "
                    "recovered and run again",
                    wip, H->redis_errstr(ctx));
-        free(fin);
+        free_held(fin, nfin);
+        if (live && !rc && nfin) {
+            /* Done: drop them from the slot, unless its thread took them
+             * for a fetch meanwhile (that fetch acknowledged them too). */
+            pthread_mutex_lock(&g_mu);
+            for (slot *s = g_slots; s; s = s->next) {
+                if (s != live)
+                    continue;
+                pthread_mutex_lock(&s->mu);
+                if (s->fin_gen == gen && s->nfin >= nfin) {
+                    free_held(s->fin, nfin);
+                    memmove(s->fin, s->fin + nfin, (s->nfin - nfin) * sizeof *s->fin);
+                    s->nfin -= nfin;
+                    s->ack_at = now;
+                }
+                pthread_mutex_unlock(&s->mu);
+                break;
+            }
+            pthread_mutex_unlock(&g_mu);
+        }
         if (nahead) {
             /* newest first, so the oldest ends at the head of its queue */
             const char *w[MAX_BATCH], *q[MAX_BATCH], *p[MAX_BATCH];
@@ -790,10 +941,7 @@ flush_slots(dray_ctx *ctx, const char *ident)
                        "cannot push %zu jobs taken ahead back to their queues (%s); they stay in "
                        "%s and are recovered when this process is gone",
                        nahead, H->redis_errstr(ctx), wip);
-            for (size_t i = 0; i < nahead; i++) {
-                free(ahead[i].queue);
-                free(ahead[i].payload);
-            }
+            free_held(ahead, nahead);
         }
     }
 }
@@ -982,13 +1130,16 @@ recover_list(dray_ctx *ctx, const char *member, const char *beat)
 static int
 recover_all(dray_ctx *ctx)
 {
-    char procs[PRO_KEY_BYTES], after[32], lms[32];
+    char procs[PRO_KEY_BYTES], silent[PRO_KEY_BYTES], after[32], lms[32], confirm[32], ttl[32];
     pro__key(ctx, procs, sizeof procs, "pro:fetch:procs");
+    pro__key(ctx, silent, sizeof silent, "pro:fetch:silent");
     snprintf(after, sizeof after, "%.3f", pro__cfg.orphan_after_s);
     snprintf(lms, sizeof lms, "%lld", (long long)(pro__cfg.lease_s * 1000));
-    const char *argv[5] = {procs, H->ns(ctx), H->identity(ctx), after, lms};
+    snprintf(confirm, sizeof confirm, "%.3f", pro__cfg.orphan_confirm_s);
+    snprintf(ttl, sizeof ttl, "%d", PRO_BEAT_TTL_S);
+    const char *argv[8] = {procs, silent, H->ns(ctx), H->identity(ctx), after, lms, confirm, ttl};
     redisReply *r = NULL;
-    int rc = pro__eval(ctx, s_orphans, &r, 1, 5, argv);
+    int rc = pro__eval(ctx, s_orphans, &r, 2, 8, argv);
     if (rc || !r || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
@@ -1046,8 +1197,7 @@ pro__fetch_init(void)
     int rc;
     if ((rc = pthread_key_create(&g_key, slot_release)))
         return H->set_error(M, "cannot create a thread key: %s", strerror(rc));
-    if ((rc = pro__script(fetch1_lua, &s_fetch1)) || (rc = pro__script(fetchn_lua, &s_fetchn)) ||
-        (rc = pro__script(requeue_lua, &s_requeue)) ||
+    if ((rc = pro__script(fetch_lua, &s_fetch)) || (rc = pro__script(requeue_lua, &s_requeue)) ||
         (rc = pro__script(orphans_lua, &s_orphans)) ||
         (rc = pro__script(recover_lua, &s_recover)) || (rc = pro__script(poison_lua, &s_poison)))
         return rc;

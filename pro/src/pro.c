@@ -161,6 +161,7 @@ read_settings(void)
         (rc = H->config_double(M, "suspect_delay", 10, 0, 3600, &c->suspect_delay_s)) ||
         (rc = H->config_double(M, "recovery_lease", 60, 1, 3600, &c->lease_s)) ||
         (rc = H->config_bool(M, "lazy_ack", 1, &c->lazy_ack)) ||
+        (rc = H->config_int(M, "ack_every", 32, 1, PRO_ACK_EVERY_MAX, &c->ack_every)) ||
         (rc = H->config_double(M, "webhook_timeout", 10, 0.1, 300, &c->webhook_timeout_s)) ||
         (rc = H->config_int(M, "webhook_attempts", 20, 1, 1000, &c->webhook_attempts)) ||
         (rc = H->config_double(M, "webhook_poll", 1, 0.05, 60, &c->webhook_poll_s)) ||
@@ -169,6 +170,19 @@ read_settings(void)
                             &c->webhook_keep_s)) ||
         (rc = H->config_bool(M, "require_noeviction", 0, &c->require_noeviction)))
         return rc;
+    /* Liveness is judged by heartbeats: orphan_after must span several, or
+     * healthy processes are taken for dead and their jobs run twice. */
+    c->heartbeat_s = DRAY_HOST_HAS(H, heartbeat_interval) ? H->heartbeat_interval(M) : 0;
+    if ((c->features & DRAY_LICENSE_F_RELIABLE_FETCH) && c->heartbeat_s > 0 &&
+        c->orphan_after_s < PRO_ORPHAN_BEATS * c->heartbeat_s)
+        return H->set_error(M,
+                            "setting pro.orphan_after %g s is below %d heartbeats (heartbeat %g "
+                            "s): live processes would be taken for dead and their jobs run "
+                            "twice; set pro.orphan_after to %g or more, or heartbeat to %g or less",
+                            c->orphan_after_s, PRO_ORPHAN_BEATS, c->heartbeat_s,
+                            PRO_ORPHAN_BEATS * c->heartbeat_s,
+                            c->orphan_after_s / PRO_ORPHAN_BEATS);
+    c->orphan_confirm_s = 2 * (c->heartbeat_s > 0 ? c->heartbeat_s : 5) + PRO_RECONNECT_S;
     return 0;
 }
 

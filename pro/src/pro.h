@@ -27,6 +27,12 @@
                                             */
 #define PRO_DEAD_MAX_JOBS 10000            /* Sidekiq's dead-set trims (the host does */
 #define PRO_DEAD_TIMEOUT_S (180L * 86400L) /* not tell a module the server's own) */
+#define PRO_ACK_EVERY_MAX 256 /* pro.ack_every upper bound (finished jobs a worker keeps) */
+#define PRO_BEAT_TTL_S 60     /* EXPIRE a heartbeat gives its hash (core and Sidekiq) */
+#define PRO_ORPHAN_BEATS 3    /* pro.orphan_after must cover this many heartbeats */
+#define PRO_RECONNECT_S                                                                            \
+    5.0 /* a live process's first beat after a Redis stall may take a                              \
+           command timeout (the core's default) beyond its period */
 
 /* The host table and our handle: set once at load. */
 extern const dray_host *pro__host;
@@ -42,11 +48,14 @@ typedef struct pro__settings {
     long long fetch_batch;     /* jobs one fetch may take while a backlog waits (1: one) */
     double orphan_after_s;     /* a process whose beat is older (or whose hash is gone) is dead */
     double orphan_check_s;     /* how often each process looks for dead processes' lists */
+    double heartbeat_s;        /* this server's heartbeat period (0: unknown) */
+    double orphan_confirm_s;   /* a silent process is dead after this much more silence */
     long long poison_after;    /* recoveries that make a job a poison pill */
     long long poison_window_s; /* how long a job's recovery count is remembered */
     double suspect_delay_s;    /* a job recovered twice or more runs again after up to this */
     double lease_s;            /* a recoverer's lease on one dead process's list */
-    int lazy_ack; /* the next fetch acknowledges a finished job (no round trip of its own) */
+    int lazy_ack;        /* the next fetch acknowledges a finished job (no round trip of its own) */
+    long long ack_every; /* lazy acks: finished jobs acknowledged together, by one check */
     /* notifications */
     int webhooks;               /* at least one URL configured */
     double webhook_timeout_s;   /* per request */
@@ -63,6 +72,7 @@ extern pro__settings pro__cfg;
 typedef struct pro__counters {
     atomic_llong expired;         /* jobs dropped at fetch after their deadline */
     atomic_llong recovered;       /* orphaned jobs this process put back */
+    atomic_llong strays;          /* jobs found in a worker's own list that it was not running */
     atomic_llong poisoned;        /* orphaned jobs this process sent to the dead set */
     atomic_llong callbacks;       /* batch callbacks this process enqueued */
     atomic_llong webhooks_sent;   /* deliveries answered 2xx */

@@ -647,7 +647,7 @@ test_env_modules(void **state)
     setenv("DRAY_MODULES", MOD_MISFIT_NEWER_MINOR, 1);
     r.s = server(1);
     assert_int_equal(dray_server_run(r.s), DRAY_EMODULE);
-    assert_non_null(strstr(dray_server_errstr(r.s), "newer than this dray's 1.0"));
+    assert_non_null(strstr(dray_server_errstr(r.s), "newer than this dray's 1.1"));
     assert_non_null(strstr(dray_server_errstr(r.s), MOD_MISFIT_NEWER_MINOR));
     dray_server_free(r.s);
     unsetenv("DRAY_MODULES");
@@ -682,10 +682,10 @@ test_refuse_versions(void **state)
     (void)state;
     dray_server *s = server(1);
     load_refused(s, MOD_MISFIT_NEWER_MINOR, DRAY_EMODULE, MOD_MISFIT_NEWER_MINOR,
-                 "(misfit_newer_minor): built for module ABI 1.1, newer than this dray's 1.0",
+                 "(misfit_newer_minor): built for module ABI 1.2, newer than this dray's 1.1",
                  NULL);
     load_refused(s, MOD_MISFIT_NEWER_MAJOR, DRAY_EMODULE, MOD_MISFIT_NEWER_MAJOR,
-                 "built for module ABI 2.0, but this dray speaks 1.0; upgrade dray", NULL);
+                 "built for module ABI 2.0, but this dray speaks 1.1; upgrade dray", NULL);
     char want[128];
     snprintf(want, sizeof want,
              "build signature mismatch: hiredis 99.1 in the module, %d.%d in dray", HIREDIS_MAJOR,

@@ -342,7 +342,7 @@ test_nested_crash(void **state)
     mkbatch(&op, p);
     bpush(p, "NestCrash", json_pack("[i]", 3), NULL, NULL);
     commit(p);
-    const char *args[] = {"concurrency=2", "pro.orphan_after=2", "pro.orphan_check=0.5", NULL};
+    const char *args[] = {"concurrency=2", "pro.orphan_after=3", "pro.orphan_check=0.5", NULL};
     for (int i = 0; i < NW; i++)
         assert_int_equal(pro_worker_start(&W[i], srv.url, pro_license_default(), args), 0);
     double end = pro_now() + 40;

@@ -297,7 +297,7 @@ test_poison_pill(void **state)
     /* suspect_delay 2 s: the innocent job that shared a process with the pill
      * is held back at most that long (default 10 s), so the batch completes
      * well within the waits below even on a slow sanitizer build. */
-    const char *fast[] = {"concurrency=2", "pro.orphan_after=2", "pro.orphan_check=0.5",
+    const char *fast[] = {"concurrency=2", "pro.orphan_after=3", "pro.orphan_check=0.5",
                           "pro.suspect_delay=2", NULL};
     for (int i = 0; i < NW; i++)
         assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), fast), 0);

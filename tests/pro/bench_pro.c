@@ -9,12 +9,14 @@
  *      the time until the batch's success callback ran.
  *
  * Every measurement runs in a fresh child process (a module, once loaded,
- * stays for the life of a process), alternating modes, ROUNDS times; the
- * median is printed. PRO_BENCH_JOBS (default 50000) and PRO_BENCH_BATCH
- * (default 100000) set the sizes, PRO_BENCH_CONC the worker threads (10).
- * Exit status 1 when reliable fetch is below 70 % of basic fetch and
- * PRO_BENCH_STRICT is set; otherwise the figures are informational.
- * PRO_BENCH_SET="pro.key=value ..." adds module settings (experiments).
+ * stays for the life of a process), alternating modes, 3 times
+ * (PRO_BENCH_ROUNDS, up to 9); the median is printed. PRO_BENCH_JOBS (default 50000) and
+ * PRO_BENCH_BATCH (default 100000) set the sizes, PRO_BENCH_CONC the worker threads (10). Exit
+ * status 1 when reliable fetch is below 70 % of basic fetch and PRO_BENCH_STRICT is set; otherwise
+ * the figures are informational. PRO_BENCH_SET="pro.key=value ..." adds module settings
+ * (experiments). PRO_BENCH_BASELINE=/path/to/other/dray-pro-test.so also measures reliable fetch
+ * (lazy ack, and fetch_batch 8) with that build of the module, in the same rounds: before/after
+ * figures of a change from one run.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -28,11 +30,14 @@
 #include "dray/pro_batch.h"
 #include "pro_test.h"
 
-#define ROUNDS 3
+#define MAX_ROUNDS 9
+
+static int g_rounds = 3; /* PRO_BENCH_ROUNDS, up to MAX_ROUNDS */
 
 static test_redis srv;
 static long g_jobs, g_batch;
 static int g_conc;
+static const char *g_module = PRO_MODULE; /* the module a measurement loads */
 
 typedef struct result {
     double push_s;    /* pushing the jobs */
@@ -142,7 +147,7 @@ server(int module, int lazy, int batch)
         if (dray_server_set_config(s, "license", pro_license_default()) ||
             dray_server_set_config(s, "pro.lazy_ack", lazy ? "yes" : "no") ||
             dray_server_set_config(s, "pro.fetch_batch", batch == 8 ? "8" : "1") ||
-            extra_settings(s) || dray_server_load_module(s, PRO_MODULE, err, sizeof err)) {
+            extra_settings(s) || dray_server_load_module(s, g_module, err, sizeof err)) {
             fprintf(stderr, "%s\n", err);
             exit(2);
         }
@@ -169,11 +174,18 @@ push_plain(dray_client *c, long n)
 
 /* One measurement in this (child) process. mode: 0 basic, 1 reliable
  * lazy ack, 2 reliable ack each, 3 plain jobs (reliable), 4 batch, 5 basic
- * fetch_batch 8, 6 reliable fetch_batch 8. */
+ * fetch_batch 8, 6 reliable fetch_batch 8; 7 and 8 are 1 and 6 with the
+ * PRO_BENCH_BASELINE module. */
 static result
 measure(int mode, long n)
 {
     result r = {0, 0, 0, 0};
+    if (getenv("PRO_BENCH_MODULE"))
+        g_module = getenv("PRO_BENCH_MODULE"); /* e.g. the baseline itself: an A/A run */
+    if (mode >= 7) {
+        g_module = getenv("PRO_BENCH_BASELINE");
+        mode = mode == 7 ? 1 : 6;
+    }
     int module = mode != 0 && mode != 5;
     g_srv = server(module, mode != 2, mode >= 5 ? 8 : 1);
     dray_options o;
@@ -269,13 +281,25 @@ main(void)
     g_jobs = getenv("PRO_BENCH_JOBS") ? atol(getenv("PRO_BENCH_JOBS")) : 50000;
     g_batch = getenv("PRO_BENCH_BATCH") ? atol(getenv("PRO_BENCH_BATCH")) : 100000;
     g_conc = getenv("PRO_BENCH_CONC") ? atoi(getenv("PRO_BENCH_CONC")) : 10;
+    if (getenv("PRO_BENCH_ROUNDS"))
+        g_rounds = atoi(getenv("PRO_BENCH_ROUNDS"));
+    if (g_rounds < 1 || g_rounds > MAX_ROUNDS)
+        g_rounds = 3;
     if (test_redis_start(&srv))
         return 2;
     pro_license_default(); /* sign once, before forking */
-    static const int modes[5] = {0, 1, 2, 5, 6};
-    double rate[5][ROUNDS], cpu[5][ROUNDS];
-    for (int round = 0; round < ROUNDS; round++)
-        for (int m = 0; m < 5; m++) {
+    static const int modes[7] = {0, 1, 2, 5, 6, 7, 8};
+    int nmodes = getenv("PRO_BENCH_BASELINE") ? 7 : 5;
+    /* PRO_BENCH_RELIABLE_ONLY (with a baseline): the four reliable-fetch
+     * modes only, for a tighter before/after comparison. */
+    int only = nmodes == 7 && getenv("PRO_BENCH_RELIABLE_ONLY");
+    double rate[7][MAX_ROUNDS], cpu[7][MAX_ROUNDS];
+    for (int round = 0; round < g_rounds; round++)
+        for (int m = 0; m < nmodes; m++) {
+            if (only && (modes[m] == 0 || modes[m] == 2 || modes[m] == 5)) {
+                rate[m][round] = cpu[m][round] = 1;
+                continue;
+            }
             result r = in_child(modes[m], g_jobs);
             rate[m][round] = r.run_s > 0 ? (double)g_jobs / r.run_s : 0;
             cpu[m][round] = r.redis_cpu * 1e6 / (double)g_jobs;
@@ -283,11 +307,11 @@ main(void)
                 fprintf(stderr, "round %d mode %d: %.0f jobs/s, redis %.1f us/job\n", round,
                         modes[m], rate[m][round], cpu[m][round]);
         }
-    double basic = median(rate[0], ROUNDS), lazy = median(rate[1], ROUNDS),
-           each = median(rate[2], ROUNDS), basic8 = median(rate[3], ROUNDS),
-           rel8 = median(rate[4], ROUNDS);
+    double basic = median(rate[0], g_rounds), lazy = median(rate[1], g_rounds),
+           each = median(rate[2], g_rounds), basic8 = median(rate[3], g_rounds),
+           rel8 = median(rate[4], g_rounds);
     printf("no-op throughput, %ld jobs, %d worker threads, median of %d runs:\n", g_jobs, g_conc,
-           ROUNDS);
+           g_rounds);
     printf("  basic fetch (BRPOP)                      %8.0f jobs/s\n", basic);
     printf("  reliable fetch (ack with next fetch)     %8.0f jobs/s  %5.1f %% of basic\n", lazy,
            100 * lazy / basic);
@@ -300,10 +324,22 @@ main(void)
 
     printf("  redis-server CPU per job (median, us): basic %.1f, reliable %.1f, lazy_ack no %.1f, "
            "basic batch 8 %.1f, reliable batch 8 %.1f (includes the heartbeats of the run)\n",
-           median(cpu[0], ROUNDS), median(cpu[1], ROUNDS), median(cpu[2], ROUNDS),
-           median(cpu[3], ROUNDS), median(cpu[4], ROUNDS));
-    double push[2][ROUNDS], run[2][ROUNDS], cb[ROUNDS];
-    for (int round = 0; round < ROUNDS; round++) {
+           median(cpu[0], g_rounds), median(cpu[1], g_rounds), median(cpu[2], g_rounds),
+           median(cpu[3], g_rounds), median(cpu[4], g_rounds));
+    if (nmodes == 7) {
+        double old1 = median(rate[5], g_rounds), old8 = median(rate[6], g_rounds);
+        printf("  baseline module %s:\n", getenv("PRO_BENCH_BASELINE"));
+        printf("  reliable fetch (ack with next fetch)     %8.0f jobs/s; this build %+.1f %%\n",
+               old1, 100 * (lazy - old1) / old1);
+        printf("  reliable fetch, pro.fetch_batch 8         %8.0f jobs/s; this build %+.1f %%\n",
+               old8, 100 * (rel8 - old8) / old8);
+    }
+    if (only) {
+        test_redis_stop(&srv);
+        return 0;
+    }
+    double push[2][MAX_ROUNDS], run[2][MAX_ROUNDS], cb[MAX_ROUNDS];
+    for (int round = 0; round < g_rounds; round++) {
         result p = in_child(3, g_batch), b = in_child(4, g_batch);
         push[0][round] = p.push_s;
         run[0][round] = p.run_s;
@@ -311,10 +347,10 @@ main(void)
         run[1][round] = b.run_s;
         cb[round] = b.cb_s;
     }
-    double pp = median(push[0], ROUNDS), pr = median(run[0], ROUNDS);
-    double bp = median(push[1], ROUNDS), br = median(run[1], ROUNDS), bc = median(cb, ROUNDS);
+    double pp = median(push[0], g_rounds), pr = median(run[0], g_rounds);
+    double bp = median(push[1], g_rounds), br = median(run[1], g_rounds), bc = median(cb, g_rounds);
     printf("batch of %ld jobs vs %ld plain jobs (reliable fetch), median of %d runs:\n", g_batch,
-           g_batch, ROUNDS);
+           g_batch, g_rounds);
     printf("  push:    plain %6.2f s (%8.0f jobs/s)   batch %6.2f s (%8.0f jobs/s)  x%.1f\n", pp,
            g_batch / pp, bp, g_batch / bp, bp / pp);
     printf("  process: plain %6.2f s (%8.0f jobs/s)   batch %6.2f s (%8.0f jobs/s)  x%.2f\n", pr,

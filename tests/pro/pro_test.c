@@ -89,7 +89,10 @@ pro_worker_start(pro_worker *w, const char *url, const char *license, const char
     int n = 0;
     argv[n++] = PRO_WORKER;
     argv[n++] = url;
-    argv[n++] = PRO_MODULE;
+    /* PRO_TEST_MODULE: another build of the module (e.g. the code before a
+     * fix, to show that a test fails there). */
+    argv[n++] = getenv("PRO_TEST_MODULE") && *getenv("PRO_TEST_MODULE") ? getenv("PRO_TEST_MODULE")
+                                                                        : PRO_MODULE;
     for (int i = 0; args && args[i] && n < 63; i++)
         argv[n++] = args[i];
     argv[n] = NULL;

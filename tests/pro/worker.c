@@ -23,6 +23,7 @@
  *
  * usage: pro_worker REDIS_URL MODULE [key=value]...
  *   concurrency=N queues="a b" heartbeat=S timeout=S poll=S ns=NS
+ *   command_timeout=MS (the Redis read timeout; blocking fetches add 2 s)
  *   retry_backoff=S (retry delay of Flaky/Fail), and any pro.<key>=value
  * SIGTERM/SIGINT stop it gracefully; exit status 0 after a clean stop, 3
  * when the module refused to load (its message on stderr).
@@ -378,6 +379,8 @@ main(int argc, char **argv)
             o.shutdown_timeout_s = atoi(v);
         else if (!strcmp(k, "poll"))
             o.poll_interval_s = atof(v);
+        else if (!strcmp(k, "command_timeout"))
+            o.command_timeout_ms = atoi(v);
         else if (!strcmp(k, "ns"))
             snprintf(g_ns, sizeof g_ns, "%s", v);
         else if (!strcmp(k, "retry_backoff"))

@@ -63,7 +63,7 @@ extern "C" {
 /* ---- versions and limits -------------------------------------------------- */
 
 #define DRAY_ABI_MAJOR 1 /* bumped only when something is removed or reordered */
-#define DRAY_ABI_MINOR 0 /* bumped when something is appended */
+#define DRAY_ABI_MINOR 1 /* bumped when something is appended */
 
 #define DRAY_MODULE_MAGIC 0x79617264u             /* "dray": the record was really filled in */
 #define DRAY_MODULE_ENTRY_NAME "dray_module_init" /* the one exported symbol */
@@ -434,6 +434,13 @@ typedef struct dray_host {
     const char *(*job_payload)(const dray_job *job);
     /* Serialize the job as it is now; *out is freed with host->free. */
     int (*job_dump)(const dray_job *job, char **out, size_t *len);
+
+    /* -- since 1.1: the server -- */
+    /* Seconds between the heartbeats of the server loading the module
+     * (config `heartbeat`, dray_options.heartbeat_s), so settings that judge
+     * a process by its heartbeat can be checked against it. Init only; 0
+     * outside init or without a server. */
+    double (*heartbeat_interval)(dray_module *mod);
 } dray_host;
 
 /* ---- the entry point ------------------------------------------------------ */
