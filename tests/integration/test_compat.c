@@ -30,6 +30,7 @@ static test_redis srv;
 static redisContext *rc;
 
 static atomic_int ran, deaths;
+static atomic_int null_line_rc; /* dray_result_backtrace_add(res, NULL), from a handler */
 static char seen_args[256];
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -527,6 +528,65 @@ test_error_backtrace(void **state)
     assert_int_equal(checked, 3);
 }
 
+/* Fails with a line that is not UTF-8. */
+static int
+h_fail_badline(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    (void)ud;
+    atomic_store(&null_line_rc, dray_result_backtrace_add(res, NULL));
+    dray_result_backtrace_add(res, "bad \xff\xfe byte");
+    dray_result_backtrace_add(res, "good.c:1");
+    atomic_fetch_add(&ran, 1);
+    return dray_result_fail(res, "RuntimeError", "boom");
+}
+
+/* Bad bytes in the new fields lose nothing: junk "backtrace" and
+ * "retry_for" are ignored (the job is retried as usual), a backtrace line
+ * that is not UTF-8 is replaced, not a reason to drop the failure. */
+static void
+test_bad_compat_fields(void **state)
+{
+    (void)state;
+    dray_options o;
+    opts_for_test(&o, "default");
+    running r = {0};
+    assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
+    assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r.s, "BadLine", h_fail_badline, NULL, NULL), 0);
+    push_raw("default", "{\"class\":\"Fails\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun1\","
+                        "\"backtrace\":\"yes\",\"retry_for\":\"soon\"}");
+    push_raw("default", "{\"class\":\"Fails\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun2\","
+                        "\"backtrace\":-3,\"retry_for\":-60,\"failed_at\":1,\"retry_count\":0}");
+    push_raw("default", "{\"class\":\"BadLine\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun3\","
+                        "\"backtrace\":true}");
+    start(&r);
+    zwait zr = {"retry", 3};
+    int ok = test_wait_until(zcard_is, &zr, 10);
+    finish(&r);
+    printf("bad fields: retry %lld, dead %lld\n", zcard("retry"), zcard("dead"));
+    assert_true(ok);
+    assert_int_equal(zcard("dead"), 0);
+    assert_int_equal(atomic_load(&null_line_rc), DRAY_EINVAL);
+    redisReply *rr = test_redis_cmd(rc, "ZRANGE retry 0 -1");
+    for (size_t i = 0; i < rr->elements; i++) {
+        json_t *e = json_loadb(rr->element[i]->str, rr->element[i]->len, 0, NULL);
+        const char *bt = json_string_value(json_object_get(e, "error_backtrace"));
+        if (!strcmp(json_string_value(json_object_get(e, "class")), "BadLine")) {
+            assert_non_null(bt);
+            json_t *lines = inflate_backtrace(bt);
+            json_t *want = json_pack("[s,s]", "(line was not valid utf-8)", "good.c:1");
+            assert_true(json_equal(lines, want));
+            json_decref(want);
+            json_decref(lines);
+        } else {
+            assert_null(bt);
+        }
+        json_decref(e);
+    }
+    freeReplyObject(rr);
+}
+
 /* timestamps_ms = 1 writes Sidekiq 8's integer ms on push and on failure;
  * the default writes float seconds. */
 static void
@@ -720,6 +780,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_retry_for_class_option, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backoff_discard_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_backtrace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_compat_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timestamps_ms_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_times_of_sidekiq8_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_pruning_sidekiq8, setup, teardown),
