@@ -19,6 +19,7 @@ struct dray_result {
     char error_class[128];
     char message[MESSAGE_BYTES];
     int bt_want;              /* lines the job's "backtrace" asks for; 0: none */
+    int bt_base;              /* stack depth where the handler is called: frames below are dray's */
     int nframes;              /* frames captured by dray_result_fail */
     void *frames[FRAMES_MAX]; /* the failing call's stack, dray_result_fail's own frame skipped */
     char **lines;             /* dray_result_backtrace_add's lines (dray__malloc'ed) */
@@ -39,9 +40,12 @@ dray_result_fail(dray_result *res, const char *error_class, const char *fmt, ...
         /* the handler's stack is live here: the failing call is frame 1 */
         void *f[FRAMES_MAX + 1];
         int n = backtrace(f, FRAMES_MAX + 1);
-        if (n > 1) {
-            memcpy(res->frames, f + 1, (size_t)(n - 1) * sizeof *f);
-            res->nframes = n - 1;
+        /* keep the handler's frames, not the worker loop's below them (as
+         * Sidekiq's backtrace cleaner drops the framework's lines) */
+        int keep = n - 1 - res->bt_base > 0 ? n - 1 - res->bt_base : n - 1;
+        if (keep > 0) {
+            memcpy(res->frames, f + 1, (size_t)keep * sizeof *f);
+            res->nframes = keep;
         }
     }
     return -1;
@@ -176,6 +180,11 @@ process(dray__worker *w, dray__unit *u)
     res.failed = res.deferred = 0;
     res.error_class[0] = res.message[0] = '\0';
     res.bt_want = dray__backtrace_want(job);
+    res.bt_base = 0;
+    if (res.bt_want > 0) {
+        void *f[FRAMES_MAX + 1];
+        res.bt_base = backtrace(f, FRAMES_MAX + 1);
+    }
     res.nframes = 0;
     res.lines = NULL;
     res.nlines = 0;

@@ -514,7 +514,7 @@ test_error_backtrace(void **state)
             json_t *lines = inflate_backtrace(bt);
             printf("captured backtrace: %zu lines, first: %s\n", json_array_size(lines),
                    json_string_value(json_array_get(lines, 0)));
-            assert_true(json_array_size(lines) >= 2);
+            assert_true(json_array_size(lines) >= 1);
             assert_non_null(strstr(json_string_value(json_array_get(lines, 0)), "test_compat"));
             json_decref(lines);
             checked++;

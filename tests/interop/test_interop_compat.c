@@ -217,7 +217,7 @@ test_sidekiq_reads_dray(void **state)
     json_t *bt = json_object_get(dd, "error_backtrace");
     printf("DeadSet error_backtrace: %zu lines, first %s\n", json_array_size(bt),
            json_string_value(json_array_get(bt, 0)));
-    assert_true(json_array_size(bt) >= 2);
+    assert_true(json_array_size(bt) >= 1);
     assert_non_null(strstr(json_string_value(json_array_get(bt, 0)), "test_interop_compat"));
     json_decref(res);
 }
