@@ -248,6 +248,7 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
              * (as 8.x; 7.x skips them) so the job is not dropped unseen */
             dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
                        "discarded by its backoff after failure %d", count);
+            json_object_set_new(o, "discarded_at", dray__time_json(ms, now)); /* as 8.x */
             death(w, job, ecls, msg);
             return;
         }

@@ -180,10 +180,13 @@ h_fail_lines(dray_job *job, dray_result *res, void *ud)
     return dray_result_fail(res, "ParseError", "bad row");
 }
 
+static atomic_int discarded_at_seen; /* death handlers saw a job with discarded_at */
+
 static void
 on_death(const dray_job *job, const char *ecls, const char *msg, void *ud)
 {
-    (void)job;
+    if (json_is_number(dray_job_get(job, "discarded_at")))
+        atomic_fetch_add(&discarded_at_seen, 1);
     (void)ecls;
     (void)msg;
     (void)ud;
@@ -465,6 +468,7 @@ test_backoff_discard_kill(void **state)
     assert_true(ok);
     assert_int_equal(zcard("retry"), 0);
     assert_int_equal(zcard("dead"), 1);
+    assert_int_equal(atomic_load(&discarded_at_seen), 1); /* the discarded one only */
     json_t *d = zfirst("dead");
     assert_string_equal(json_string_value(json_object_get(d, "jid")), "k111k111k111k111k111k111");
     json_decref(d);
@@ -743,6 +747,12 @@ test_process_record(void **state)
         if (!info)
             usleep(20000); /* polling for the first beat */
     }
+    char *out;
+    assert_int_equal(run_cli(&out, "processes", NULL), 0);
+    printf("%s", out);
+    int cli_ok = strstr(out, "VERSION") && strstr(out, "dray " DRAY_VERSION_STRING);
+    free(out);
+    assert_true(cli_ok);
     dray_api *api;
     assert_int_equal(dray_api_new(&o, &api, NULL, 0), 0);
     dray_process_info *p;
