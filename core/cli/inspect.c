@@ -203,11 +203,14 @@ cli_cmd_processes(int argc, char **argv)
                                split_json(p[i].labels), "busy", p[i].busy, "beat", p[i].beat,
                                "quiet", p[i].quiet, "rss_kb", (json_int_t)p[i].rss_kb, "rtt_us",
                                (json_int_t)p[i].rtt_us, "started_at", p[i].started_at));
+        for (size_t i = 0; i < n; i++)
+            json_object_set_new(json_array_get(arr, i), "version", json_string(p[i].version));
         r = cli_json_print(arr);
     } else {
         cli_table t;
-        cli_table_init(&t, 7);
-        const char *head[7] = {"IDENTITY", "TAG", "BUSY", "QUEUES", "BEAT", "STATE", "RSS"};
+        cli_table_init(&t, 8);
+        const char *head[8] = {"IDENTITY", "TAG",   "BUSY", "QUEUES",
+                               "BEAT",     "STATE", "RSS",  "VERSION"};
         cli_table_row(&t, head);
         for (size_t i = 0; i < n; i++) {
             char busy[32], beat[32], rss[32];
@@ -215,8 +218,10 @@ cli_cmd_processes(int argc, char **argv)
             cli_fmt_duration(now - p[i].beat, beat, sizeof beat - 4);
             strcat(beat, " ago");
             snprintf(rss, sizeof rss, "%.1f MB", (double)p[i].rss_kb / 1024.0);
-            const char *row[7] = {p[i].identity, p[i].tag[0] ? p[i].tag : "-", busy, p[i].queues,
-                                  beat, p[i].quiet ? "quiet" : "running", rss};
+            const char *row[8] = {p[i].identity, p[i].tag[0] ? p[i].tag : "-",
+                                  busy,          p[i].queues,
+                                  beat,          p[i].quiet ? "quiet" : "running",
+                                  rss,           p[i].version[0] ? p[i].version : "-"};
             cli_table_row(&t, row);
         }
         cli_table_print(&t, stdout);
@@ -250,6 +255,11 @@ entry_json(const dray_set_entry *e)
                         e->error_message ? json_string(e->error_message) : json_null());
     json_object_set_new(o, "retry_count",
                         e->retry_count >= 0 ? json_integer(e->retry_count) : json_null());
+    /* epoch seconds whichever form the job carries (Sidekiq 8 writes ms) */
+    const char *tn[4] = {"created_at", "enqueued_at", "failed_at", "retried_at"};
+    const double tv[4] = {e->created_at, e->enqueued_at, e->failed_at, e->retried_at};
+    for (int i = 0; i < 4; i++)
+        json_object_set_new(o, tn[i], tv[i] ? json_real(tv[i]) : json_null());
     return o;
 }
 
@@ -275,15 +285,19 @@ set_list(cli_ctx *ctx, dray_api *api, dray_set set, long limit, long offset)
     } else {
         double now = dray_now();
         cli_table t;
-        cli_table_init(&t, 7);
+        cli_table_init(&t, 8);
         const char *when = set == DRAY_SET_DEAD    ? "DIED"
                            : set == DRAY_SET_RETRY ? "NEXT RETRY"
                                                    : "RUN AT";
-        const char *head[7] = {when, "", "JID", "CLASS", "QUEUE", "RETRIES", "ERROR"};
+        const char *head[8] = {when, "", "JID", "CLASS", "QUEUE", "RETRIES", "FAILED", "ERROR"};
         cli_table_row(&t, head);
         for (size_t i = 0; i < n; i++) {
-            char at[40], rel[32], retries[16], error[ERROR_COLUMN_MAX + 8];
+            char at[40], rel[32], retries[16], failed[40], error[ERROR_COLUMN_MAX + 8];
             cli_fmt_time(e[i].score, at, sizeof at);
+            if (e[i].failed_at > 0)
+                cli_fmt_time(e[i].failed_at, failed, sizeof failed);
+            else
+                snprintf(failed, sizeof failed, "-");
             if (now - e[i].score >= 0) {
                 cli_fmt_duration(now - e[i].score, rel, sizeof rel - 4);
                 strcat(rel, " ago");
@@ -307,8 +321,9 @@ set_list(cli_ctx *ctx, dray_api *api, dray_set set, long limit, long offset)
             } else {
                 snprintf(error, sizeof error, "-");
             }
-            const char *row[7] = {at, rel, e[i].jid ? e[i].jid : "(not json)", e[i].klass,
-                                  e[i].queue, retries, error};
+            const char *row[8] = {at,         rel,        e[i].jid ? e[i].jid : "(not json)",
+                                  e[i].klass, e[i].queue, retries,
+                                  failed,     error};
             cli_table_row(&t, row);
         }
         cli_table_print(&t, stdout);

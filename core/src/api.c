@@ -19,6 +19,7 @@ struct dray_api {
     dray__conn conn;
     long dead_max_jobs;
     long dead_timeout_s;
+    int ts_ms; /* write Sidekiq 8's integer ms timestamps */
     char errstr[DRAY_ERRSTR_BYTES];
 };
 
@@ -90,6 +91,7 @@ dray_api_new(const dray_options *opts, dray_api **out, char *errbuf, size_t errl
     }
     a->dead_max_jobs = opts->dead_max_jobs > 0 ? opts->dead_max_jobs : 10000;
     a->dead_timeout_s = opts->dead_timeout_s > 0 ? opts->dead_timeout_s : 180L * 24 * 3600;
+    a->ts_ms = opts->timestamps_ms ? 1 : 0;
     dray__conn_init(&a->conn, &a->cfg);
     *out = a;
     return 0;
@@ -186,7 +188,7 @@ latency_of(const char *json, size_t len, double now)
 {
     json_t *o = dray__json_load(json, len, NULL);
     json_t *t = json_object_get(o, "enqueued_at");
-    double lat = json_is_number(t) ? now - json_number_value(t) : 0;
+    double lat = json_is_number(t) ? now - dray_time_from_json(t) : 0;
     json_decref(o);
     return lat;
 }
@@ -380,6 +382,7 @@ dray_api_processes_free(dray_process_info *p, size_t n)
         dray__free(p[i].queues);
         dray__free(p[i].labels);
         dray__free(p[i].info);
+        dray__free(p[i].version);
     }
     dray__free(p);
 }
@@ -429,6 +432,7 @@ process_fill(dray_process_info *p, const char *identity, const redisReply *r)
     p->info = dray__strndup(info->str, info->len);
     p->hostname = strdup_or_empty(json_string_value(json_object_get(o, "hostname")));
     p->tag = strdup_or_empty(json_string_value(json_object_get(o, "tag")));
+    p->version = strdup_or_empty(json_string_value(json_object_get(o, "version")));
     json_t *qs = json_object_get(o, "queues");
     p->queues = json_is_array(qs) ? join_array(qs) : dray__strdup("");
     json_t *ls = json_object_get(o, "labels");
@@ -438,14 +442,15 @@ process_fill(dray_process_info *p, const char *identity, const redisReply *r)
     json_t *conc = json_object_get(o, "concurrency");
     p->concurrency = json_is_integer(conc) ? (int)json_integer_value(conc) : 0;
     json_t *st = json_object_get(o, "started_at");
-    p->started_at = json_is_number(st) ? json_number_value(st) : 0;
+    p->started_at = dray_time_from_json(st);
     json_decref(o);
     p->busy = (int)reply_ll(r->element[1]);
     p->beat = reply_double(r->element[2]);
     p->quiet = r->element[3]->type == REDIS_REPLY_STRING && !strcmp(r->element[3]->str, "true");
     p->rss_kb = (long)reply_ll(r->element[4]);
     p->rtt_us = (long)reply_ll(r->element[5]);
-    if (!p->identity || !p->info || !p->hostname || !p->tag || !p->queues || !p->labels)
+    if (!p->identity || !p->info || !p->hostname || !p->tag || !p->queues || !p->labels ||
+        !p->version)
         return DRAY_ENOMEM;
     return 1;
 }
@@ -569,6 +574,10 @@ entry_fill(dray_set_entry *e, const char *m, size_t len, double score)
     json_t *rc = json_object_get(o, "retry_count");
     if (json_is_integer(rc))
         e->retry_count = (int)json_integer_value(rc);
+    e->created_at = dray_time_from_json(json_object_get(o, "created_at"));
+    e->enqueued_at = dray_time_from_json(json_object_get(o, "enqueued_at"));
+    e->failed_at = dray_time_from_json(json_object_get(o, "failed_at"));
+    e->retried_at = dray_time_from_json(json_object_get(o, "retried_at"));
     json_decref(o);
     return oom ? DRAY_ENOMEM : 0;
 }
@@ -786,7 +795,7 @@ retry_payload(dray_api *a, dray_set set, const dray_set_entry *e, char **json, s
         json_decref(o);
         return e2;
     }
-    if (json_object_set_new(o, "enqueued_at", json_real(dray_now()))) {
+    if (json_object_set_new(o, "enqueued_at", dray__time_json(a->ts_ms, dray_now()))) {
         json_decref(o);
         return aerr(a, DRAY_ENOMEM, "out of memory");
     }

@@ -16,6 +16,7 @@ struct dray_client {
     dray__redis_cfg cfg;
     dray__conn conn;
     size_t max_payload;
+    int ts_ms; /* write Sidekiq 8's integer ms timestamps */
     char errstr[DRAY_ERRSTR_BYTES];
     char *queues_key; /* "<ns>queues" */
     char *schedule_key;
@@ -55,6 +56,7 @@ dray_client_new(const dray_options *opts, dray_client **out, char *errbuf, size_
         return rc;
     }
     c->max_payload = opts->max_payload ? opts->max_payload : DRAY_DEFAULT_MAX_PAYLOAD;
+    c->ts_ms = opts->timestamps_ms ? 1 : 0;
     c->queues_key = dray__key(&c->cfg, "queues");
     c->schedule_key = dray__key(&c->cfg, "schedule");
     if (!c->queues_key || !c->schedule_key) {
@@ -143,8 +145,11 @@ apply_opts(dray_client *c, json_t *o, const dray_push_opts *po, bool keep_queue,
         return cerr(c, DRAY_ERETRY, "push option retry must be > 0 or a DRAY_RETRY_* constant");
     else if (!json_object_get(o, "retry"))
         json_object_set_new(o, "retry", json_true());
-    if (!json_object_get(o, "created_at"))
-        json_object_set_new(o, "created_at", json_real(now)); /* never after enqueued_at */
+    json_t *ca = json_object_get(o, "created_at");
+    if (!ca)
+        json_object_set_new(o, "created_at", dray__time_json(c->ts_ms, now)); /* <= enqueued_at */
+    else if (c->ts_ms && json_is_real(ca)) /* dray_job_new's seconds, in this fleet's form */
+        json_object_set_new(o, "created_at", dray__time_json(1, dray_time_from_json(ca)));
     return 0;
 }
 
@@ -165,11 +170,11 @@ prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_
         return 0;
     /* A hook may have scheduled or unscheduled the job. */
     json_t *atv = json_object_get(job->obj, "at");
-    if (atv && json_number_value(atv) <= now)
+    if (atv && dray_time_from_json(atv) <= now)
         json_object_del(job->obj, "at");
     if (json_object_get(job->obj, "at")) {
         json_object_del(job->obj, "enqueued_at");
-    } else if (json_object_set_new(job->obj, "enqueued_at", json_real(now))) {
+    } else if (json_object_set_new(job->obj, "enqueued_at", dray__time_json(c->ts_ms, now))) {
         return cerr(c, DRAY_ENOMEM, "out of memory");
     }
     rc = dray__job_check_fields(job, c->errstr, sizeof c->errstr);
@@ -177,7 +182,7 @@ prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_
         return rc;
     /* "at" travels as the zset score, not in the payload. */
     json_t *sched = json_object_get(job->obj, "at");
-    double score = sched ? json_number_value(sched) : 0;
+    double score = sched ? dray_time_from_json(sched) : 0;
     if (sched) {
         json_incref(sched);
         json_object_del(job->obj, "at");
@@ -255,7 +260,7 @@ write_job(dray_client *c, dray_job *job, const char *json, size_t len)
     json_t *atv = json_object_get(job->obj, "at");
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
-        rc = atv ? write_sched(c, json_number_value(atv), json, len)
+        rc = atv ? write_sched(c, dray_time_from_json(atv), json, len)
                  : write_now(c, dray_job_queue(job), json, len);
         if (rc != DRAY_ECONN)
             break;
@@ -291,8 +296,8 @@ dray_client_push_job(dray_client *c, dray_job *job, const dray_push_opts *opts)
         return rc;
     double at = run_at(opts, now);
     json_t *own_at = json_object_get(job->obj, "at");
-    if (!at && own_at && json_number_value(own_at) > now)
-        at = json_number_value(own_at);
+    if (!at && own_at && dray_time_from_json(own_at) > now)
+        at = dray_time_from_json(own_at);
     json_object_del(job->obj, "at");
     char *json;
     size_t len;
@@ -431,7 +436,7 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
     if (dray__hooks_push_empty()) {
         json_t *head = json_copy(tmpl);
         if (head && at <= 0)
-            json_object_set_new(head, "enqueued_at", json_real(now));
+            json_object_set_new(head, "enqueued_at", dray__time_json(c->ts_ms, now));
         json_object_set_new(head, "jid", json_string("000000000000000000000000"));
         dray_job *hj = head ? dray__job_wrap(head) : NULL;
         rc = hj ? dray_job_validate(hj, c->max_payload, c->errstr, sizeof c->errstr)

@@ -28,7 +28,8 @@ enum kind {
     K_BOOL,   /* yes/no/true/false/1/0 */
     K_LEVEL,  /* debug/info/warn/error/off */
     K_QUEUE,  /* name[,weight] */
-    K_LABEL   /* non-empty, no blanks or commas (labels travel comma-joined) */
+    K_LABEL,  /* non-empty, no blanks or commas (labels travel comma-joined) */
+    K_TIMES   /* seconds (6.x/7.x floats) or ms (8.x integers) */
 };
 
 enum repeat {
@@ -60,6 +61,7 @@ static const key_def key_defs[] = {
     {"label", K_LABEL, R_LIST, 0, 0},
     {"log_level", K_LEVEL, R_ONE, 0, 0},
     {"log_jobs", K_BOOL, R_ONE, 0, 0},
+    {"timestamps", K_TIMES, R_ONE, 0, 0},
     {"max_payload", K_INT, R_ONE, 1024, 512.0 * 1024 * 1024}, /* Redis's string limit */
     {"require", K_PATH, R_SET, 0, 0},
     {"module", K_PATH, R_SET, 0, 0},
@@ -296,6 +298,13 @@ validate(dray_config *c, const key_def *d, const char *v)
     case K_BOOL:
         if (parse_bool(v, &b))
             return cerr(c, DRAY_ECONFIG, "key '%s': must be yes, no, true, false, 1 or 0, not '%s'",
+                        d->name, v);
+        return 0;
+    case K_TIMES:
+        if (strcmp(v, "seconds") && strcmp(v, "ms"))
+            return cerr(c, DRAY_ECONFIG,
+                        "key '%s': must be seconds (Sidekiq 6/7 floats) or ms (Sidekiq 8 "
+                        "integers), not '%s'",
                         d->name, v);
         return 0;
     case K_LEVEL:
@@ -687,6 +696,8 @@ dray_config_to_options(dray_config *cfg, dray_options *out, char *errbuf, size_t
         out->log_jobs = b;
     if ((v = dray_config_get(cfg, "max_payload")) && !parse_integer(v, &i))
         out->max_payload = (size_t)i;
+    if ((v = dray_config_get(cfg, "timestamps")))
+        out->timestamps_ms = !strcmp(v, "ms");
     if (join_values(cfg, "queue", " ", &cfg->queues_joined) ||
         join_values(cfg, "label", ",", &cfg->labels_joined))
         return dray__err(errbuf, errlen, cerr(cfg, DRAY_ENOMEM, "out of memory"), "out of memory");

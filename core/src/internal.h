@@ -199,6 +199,9 @@ int dray__job_check_fields(const dray_job *job, char *errbuf, size_t errlen);
  * integer beyond 64 bits that dray__json_load read is written with its exact
  * digits. Returns malloc'ed text (free()), NULL on OOM. */
 char *dray__json_dump(const json_t *v, size_t *len);
+/* A job timestamp for epoch seconds t: a JSON real of seconds, or with ms
+ * set an integer of milliseconds (Sidekiq 8). New reference; NULL on OOM. */
+json_t *dray__time_json(int ms, double t);
 /* json_loadb for job payloads: accepts integers beyond 64 bits (read them
  * with dray_json_bigint). e (may be NULL) as json_loadb's. New reference. */
 json_t *dray__json_load(const char *buf, size_t len, json_error_t *e);

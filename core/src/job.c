@@ -2,6 +2,7 @@
 /* The job model: Sidekiq's job JSON, parsed, validated and serialized. Every
  * field, known or not, is kept in the jansson object, so Ruby middleware
  * state survives a round trip through C. */
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -225,6 +226,26 @@ dray__json_dump(const json_t *v, size_t *len)
     return s;
 }
 
+double
+dray_time_from_json(const json_t *v)
+{
+    if (!json_is_number(v))
+        return 0;
+    /* Sidekiq 8 writes integer ms, 6.x and 7.x float seconds; a value past
+     * 1e11 is milliseconds whatever its JSON type (1e11 s is the year 5138,
+     * 1e11 ms is 1973), so an 8.x reader's ms float is read right too. */
+    double x = json_number_value(v);
+    return x > 1e11 || x < -1e11 ? x / 1000.0 : x;
+}
+
+json_t *
+dray__time_json(int ms, double t)
+{
+    if (ms)
+        return json_integer((json_int_t)llround(t * 1000.0));
+    return json_real(t);
+}
+
 dray_job *
 dray__job_wrap(json_t *obj)
 {
@@ -316,7 +337,7 @@ check_fields(json_t *o, char *errbuf, size_t errlen)
     for (size_t i = 0; i < sizeof times / sizeof *times; i++)
         if ((v = json_object_get(o, times[i])) && !json_is_number(v))
             return dray__err(errbuf, errlen, DRAY_EFIELD,
-                             "job field '%s' must be a number (epoch seconds)", times[i]);
+                             "job field '%s' must be a number (epoch seconds or ms)", times[i]);
     return 0;
 }
 

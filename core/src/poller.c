@@ -86,7 +86,7 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
                 al[k++] = 0;
                 continue;
             }
-            json_object_set_new(o, "enqueued_at", json_real(now));
+            json_object_set_new(o, "enqueued_at", dray__time_json(s->opts.timestamps_ms, now));
             size_t len, qlen = strlen(q ? q : "default");
             char *json = dray__json_dump(o, &len);
             /* one block: payload, NUL, queue name (q dies with o) */

@@ -2,6 +2,7 @@
 /* Worker threads: fetch, parse, run the server hooks and the handler, record
  * the outcome. The success path costs no Redis round trip: counters are
  * per-worker and flushed by the heartbeat. */
+#include <execinfo.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "server.h"
 
 #define MESSAGE_BYTES 2048
+#define FRAMES_MAX 64 /* stack frames captured for error_backtrace */
 
 struct dray_result {
     int failed;
@@ -16,6 +18,12 @@ struct dray_result {
     double defer_s;
     char error_class[128];
     char message[MESSAGE_BYTES];
+    int bt_want;              /* lines the job's "backtrace" asks for; 0: none */
+    int bt_base;              /* stack depth where the handler is called: frames below are dray's */
+    int nframes;              /* frames captured by dray_result_fail */
+    void *frames[FRAMES_MAX]; /* the failing call's stack, dray_result_fail's own frame skipped */
+    char **lines;             /* dray_result_backtrace_add's lines (dray__malloc'ed) */
+    size_t nlines;
 };
 
 int
@@ -28,7 +36,44 @@ dray_result_fail(dray_result *res, const char *error_class, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(res->message, sizeof res->message, fmt ? fmt : "", ap);
     va_end(ap);
+    if (res->bt_want > 0 && !res->nframes) {
+        /* the handler's stack is live here: the failing call is frame 1 */
+        void *f[FRAMES_MAX + 1];
+        int n = backtrace(f, FRAMES_MAX + 1);
+        /* keep the handler's frames, not the worker loop's below them (as
+         * Sidekiq's backtrace cleaner drops the framework's lines) */
+        int keep = n - 1 - res->bt_base > 0 ? n - 1 - res->bt_base : n - 1;
+        if (keep > 0) {
+            memcpy(res->frames, f + 1, (size_t)keep * sizeof *f);
+            res->nframes = keep;
+        }
+    }
     return -1;
+}
+
+int
+dray_result_backtrace_add(dray_result *res, const char *line)
+{
+    if (!res || !line)
+        return DRAY_EINVAL;
+    if (res->nlines >= DRAY_BACKTRACE_MAX)
+        return 0; /* the rest would be cut when stored */
+    char **l = dray__realloc(res->lines, (res->nlines + 1) * sizeof *l);
+    if (!l)
+        return DRAY_ENOMEM;
+    res->lines = l;
+    if (!(l[res->nlines] = dray__strdup(line)))
+        return DRAY_ENOMEM;
+    res->nlines++;
+    return 0;
+}
+
+static void
+result_close(dray_result *res)
+{
+    for (size_t i = 0; i < res->nlines; i++)
+        dray__free(res->lines[i]);
+    dray__free(res->lines);
 }
 
 int
@@ -134,6 +179,15 @@ process(dray__worker *w, dray__unit *u)
     dray_result res;
     res.failed = res.deferred = 0;
     res.error_class[0] = res.message[0] = '\0';
+    res.bt_want = dray__backtrace_want(job);
+    res.bt_base = 0;
+    if (res.bt_want > 0) {
+        void *f[FRAMES_MAX + 1];
+        res.bt_base = backtrace(f, FRAMES_MAX + 1);
+    }
+    res.nframes = 0;
+    res.lines = NULL;
+    res.nlines = 0;
     int entered = 0;
     double defer_s = 0;
     int outcome;
@@ -204,9 +258,13 @@ process(dray__worker *w, dray__unit *u)
         dray__logj(DRAY_LOG_WARN, jid, klass, ms, "fail: %s: %s", res.error_class, res.message);
         for (size_t i = 0; i < s->non_error; i++)
             s->on_error[i].fn(job, res.error_class, res.message, s->on_error[i].ud);
+        if (dray__backtrace_store(job, res.bt_want, (const char *const *)res.lines, res.nlines,
+                                  res.frames, res.nframes))
+            dray__logj(DRAY_LOG_WARN, jid, klass, -1, "out of memory storing error_backtrace");
         dray__retry_or_die(w, job, h, res.error_class, res.message);
         break;
     }
+    result_close(&res);
     dray__hooks_after(w, job, outcome, entered);
     if (requeued)
         dray__requeued_copy_remove(w, jid, klass);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sodium.h>
 
 #include "server.h"
@@ -202,6 +203,7 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
         return;
     }
     double now = dray_now();
+    int ms = s->opts.timestamps_ms;
     const char *rq =
         h && h->retry_queue ? h->retry_queue : json_string_value(json_object_get(o, "retry_queue"));
     if (rq)
@@ -215,12 +217,46 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
          * now" of count 0 leaves -1) restarts at 0, near INT_MAX saturates. */
         json_int_t prev = json_integer_value(rc);
         count = prev < 0 ? 0 : prev >= INT_MAX ? INT_MAX : (int)prev + 1;
-        json_object_set_new(o, "retried_at", json_real(now));
+        json_object_set_new(o, "retried_at", dray__time_json(ms, now));
     } else {
         count = 0;
-        json_object_set_new(o, "failed_at", json_real(now));
+        json_object_set_new(o, "failed_at", dray__time_json(ms, now));
     }
     json_object_set_new(o, "retry_count", json_integer(count));
+    /* retry_for (Sidekiq 7.1+): retry while the first failure is younger
+     * than this many seconds, whatever the count (8.x: exclusive with the
+     * count); failed_at in either form, a job without one failed now. */
+    double rf = h && h->opts.retry_for > 0 ? h->opts.retry_for : 0;
+    json_t *rfv = json_object_get(o, "retry_for");
+    if (!(rf > 0) && json_is_number(rfv) && json_number_value(rfv) > 0)
+        rf = json_number_value(rfv);
+    bool retry;
+    const char *why = "retries exhausted";
+    if (rf > 0) {
+        json_t *fa = json_object_get(o, "failed_at");
+        double first = json_is_number(fa) ? dray_time_from_json(fa) : now;
+        retry = first + rf >= now;
+        why = "retry_for elapsed";
+    } else {
+        retry = count < max;
+    }
+    double delay = -1;
+    if (retry && h && h->opts.backoff) {
+        delay = h->opts.backoff(job, count, h->opts.backoff_userdata);
+        if (delay == DRAY_BACKOFF_DISCARD) {
+            /* Sidekiq's :discard: no retry, no dead set; death handlers run
+             * (as 8.x; 7.x skips them) so the job is not dropped unseen */
+            dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
+                       "discarded by its backoff after failure %d", count);
+            json_object_set_new(o, "discarded_at", dray__time_json(ms, now)); /* as 8.x */
+            death(w, job, ecls, msg);
+            return;
+        }
+        if (delay == DRAY_BACKOFF_KILL) {
+            retry = false;
+            why = "killed by its backoff";
+        }
+    }
     size_t len;
     char *json = dray__json_dump(o, &len);
     if (!json) {
@@ -228,10 +264,7 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
                           job->payload ? job->payload_len : 0, "out of memory recording failure");
         return;
     }
-    if (count < max) {
-        double delay = -1;
-        if (h && h->opts.backoff)
-            delay = h->opts.backoff(job, count, h->opts.backoff_userdata);
+    if (retry) {
         if (!(delay >= 0)) /* also NaN */
             delay = dray__backoff_default(count);
         if (delay > DRAY_BACKOFF_MAX_S)
@@ -242,8 +275,8 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
     } else {
         json_t *dv = json_object_get(o, "dead");
         bool to_dead = !(h && h->opts.dead < 0) && !json_is_false(dv);
-        dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
-                   "retries exhausted (%d)%s", count, to_dead ? "; moved to the dead set" : "");
+        dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1, "%s (%d)%s", why,
+                   count, to_dead ? "; moved to the dead set" : "");
         if (to_dead)
             record(w, "death", 0, json, len, job, json, len);
         death(w, job, ecls, msg);

@@ -45,13 +45,21 @@ dray_server_identity(const dray_server *s)
     return s->identity;
 }
 
-/* Build the cached heartbeat "info" JSON (Sidekiq 6 fields). */
+/* Build the cached heartbeat "info" JSON: Sidekiq 6's fields, 7.x's
+ * version, embedded and weights, and 8.x's capsules (launcher.rb#to_data;
+ * one capsule, "default", with Capsule#to_h's concurrency, mode, weights). */
 static int
 build_info(dray_server *s)
 {
     json_t *queues = json_array();
-    for (size_t i = 0; i < s->nqueues; i++)
+    json_t *weights = json_object();
+    int all0 = 1, all1 = 1;
+    for (size_t i = 0; i < s->nqueues; i++) {
         json_array_append_new(queues, json_string(s->queues[i].name));
+        json_object_set_new(weights, s->queues[i].name, json_integer(s->queues[i].weight));
+        all0 &= s->queues[i].weight == 0;
+        all1 &= s->queues[i].weight == 1;
+    }
     json_t *labels = json_array();
     if (s->labels) {
         char *copy = dray__strdup(s->labels), *save = NULL;
@@ -60,10 +68,17 @@ build_info(dray_server *s)
             json_array_append_new(labels, json_string(t));
         dray__free(copy);
     }
-    json_t *info =
-        json_pack("{s:s, s:f, s:i, s:s, s:i, s:o, s:o, s:s}", "hostname", s->hostname, "started_at",
-                  s->started_at, "pid", (int)getpid(), "tag", s->tag ? s->tag : "", "concurrency",
-                  s->opts.concurrency, "queues", queues, "labels", labels, "identity", s->identity);
+    char version[64];
+    snprintf(version, sizeof version, "dray %s", DRAY_VERSION_STRING);
+    /* Capsule#queues=: all weights 0 is strict, all 1 random, else weighted */
+    const char *mode = all0 ? "strict" : all1 ? "random" : "weighted";
+    json_t *capsules = json_pack("{s:{s:i, s:s, s:O}}", "default", "concurrency",
+                                 s->opts.concurrency, "mode", mode, "weights", weights);
+    json_t *info = json_pack(
+        "{s:s, s:f, s:i, s:s, s:i, s:o, s:[o], s:o, s:s, s:s, s:b, s:o}", "hostname", s->hostname,
+        "started_at", s->started_at, "pid", (int)getpid(), "tag", s->tag ? s->tag : "",
+        "concurrency", s->opts.concurrency, "queues", queues, "weights", weights, "labels", labels,
+        "identity", s->identity, "version", version, "embedded", 0, "capsules", capsules);
     if (!info)
         return DRAY_ENOMEM;
     s->info_json = dray__json_dump(info, NULL);

@@ -163,6 +163,14 @@ void dray__unit_clear(dray__unit *u);
  * handlers called. Never loses the job: if Redis refuses, it is logged whole. */
 void dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h,
                         const char *error_class, const char *message);
+/* Lines of backtrace a job asks for ("backtrace": true or N), at most
+ * DRAY_BACKTRACE_MAX; 0 for none. Cannot fail. */
+int dray__backtrace_want(const dray_job *job);
+/* Set the job's error_backtrace (Sidekiq's compressed form) to the first
+ * `want` of the handler's lines, or when it gave none, of the captured
+ * frames. Nothing when want <= 0. DRAY_ENOMEM (the field is then unset). */
+int dray__backtrace_store(dray_job *job, int want, const char *const *lines, size_t nlines,
+                          void *const *frames, int nframes);
 /* A payload that is not a job goes to the dead set as a job of this reserved
  * class (args: the payload text) with this error_class and the reason as
  * error_message. Retried from the dead set it dies again with the same

@@ -418,6 +418,25 @@ test_alloc_failures(void **state)
     assert_true(ok);
 }
 
+/* timestamps: seconds (the default, Sidekiq 6/7 floats) or ms (Sidekiq 8
+ * integers); anything else is refused with the two choices named. */
+static void
+test_timestamps_key(void **state)
+{
+    (void)state;
+    const char *text[3] = {"concurrency 2\n", "timestamps seconds\n", "timestamps ms\n"};
+    for (int i = 0; i < 3; i++) {
+        dray_config *cfg;
+        assert_int_equal(load(text[i], &cfg), 0);
+        dray_options o;
+        assert_int_equal(dray_config_to_options(cfg, &o, NULL, 0), 0);
+        assert_int_equal(o.timestamps_ms, i == 2);
+        dray_config_free(cfg);
+    }
+    expect_error("timestamps millis\n", DRAY_ECONFIG, 1, "key 'timestamps'", "'millis'");
+    expect_error("timestamps 1\n", DRAY_ECONFIG, 1, "seconds", "ms");
+}
+
 int
 main(void)
 {
@@ -433,6 +452,7 @@ main(void)
         cmocka_unit_test(test_set_and_add),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_timestamps_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

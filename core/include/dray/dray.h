@@ -51,6 +51,7 @@ extern "C" {
 #define DRAY_RETRY_NONE (-1)             /* retry option: "retry": false (no retry, no dead set) */
 #define DRAY_RETRY_ZERO (-2)             /* retry option: "retry": 0 (no retry, then the dead set) */
 #define DRAY_BACKOFF_MAX_S (180.0 * 24 * 3600) /* longest retry wait: as long as dead jobs stay */
+#define DRAY_BACKTRACE_MAX 200           /* most backtrace lines kept per failure: bounds the payload */
 
 /* Error codes: every fallible function returns 0 or one of these. */
 #define DRAY_ERRNO_MAP(X)                                                  \
@@ -133,6 +134,10 @@ typedef struct dray_options {
                                    default 1 (Sidekiq's BRPOP). With N > 1, each worker keeps
                                    up to N-1 fetched jobs that a graceful stop pushes back to
                                    the head of their queue; a crash (SIGKILL) loses them. */
+    int timestamps_ms;          /* 0: write created_at, enqueued_at, failed_at, retried_at as
+                                   float epoch seconds (read by Sidekiq 6, 7 and 8); 1: as
+                                   integer epoch milliseconds, Sidekiq 8's form, which Sidekiq 6
+                                   misreads (docs/sidekiq-compat.md). Readers take both. */
 } dray_options;
 
 /* Fill *o with defaults. Cannot fail. */
@@ -182,6 +187,11 @@ DRAY_API json_t *dray_job_json(const dray_job *job);
 DRAY_API void dray_jid_new(char out[DRAY_JID_BYTES]);
 /* Current time as float epoch seconds (Sidekiq's timestamp format). */
 DRAY_API double dray_now(void);
+/* A job timestamp as epoch seconds, in either form Sidekiq writes: float
+ * seconds (6.x, 7.x) or integer milliseconds (8.x). Any number above 1e11
+ * (the year 5138 in seconds) is taken as milliseconds. 0 when v is NULL or
+ * not a number. Cannot fail. */
+DRAY_API double dray_time_from_json(const json_t *v);
 
 /* ---- producer ----------------------------------------------------------- */
 
@@ -248,12 +258,22 @@ DRAY_API int dray_result_fail(dray_result *res, const char *error_class, const c
 /* Ask for this job to be retried after `seconds` without spending a retry;
  * returns -1. */
 DRAY_API int dray_result_defer(dray_result *res, double seconds, const char *reason);
+/* Add one line (e.g. "parse.c:12:in `parse_row'") to the backtrace stored
+ * with a failure of a job whose payload asks for one ("backtrace": true or
+ * N). Lines added replace the stack that dray_result_fail captures; at most
+ * DRAY_BACKTRACE_MAX are kept. DRAY_EINVAL for NULL; DRAY_ENOMEM. */
+DRAY_API int dray_result_backtrace_add(dray_result *res, const char *line);
 
 /* Backoff: seconds until the next retry for a job that has failed count+1
- * times. Return < 0 (or NaN) for the default (count^4 + 15 + jitter). Any
+ * times. Return DRAY_BACKOFF_DISCARD to drop the job (no retry, no dead set;
+ * death handlers run; Sidekiq's :discard) or DRAY_BACKOFF_KILL to send it
+ * to the dead set now (Sidekiq's :kill). Any other value < 0 (or NaN) means
+ * the default (count^4 + 15 + jitter). Any
  * delay, the default's too, is capped at DRAY_BACKOFF_MAX_S. A payload's
  * negative retry_count makes the next count 0; one near INT_MAX saturates. */
 typedef double (*dray_backoff_fn)(const dray_job *job, int count, void *userdata);
+#define DRAY_BACKOFF_DISCARD (-1e300) /* backoff answer: drop the job (Sidekiq :discard) */
+#define DRAY_BACKOFF_KILL (-2e300)    /* backoff answer: to the dead set now (Sidekiq :kill) */
 
 /* Per-class options; zero-initialise. */
 typedef struct dray_class_opts {
@@ -262,6 +282,9 @@ typedef struct dray_class_opts {
     const char *retry_queue; /* retries go to this queue; NULL: job's queue */
     dray_backoff_fn backoff; /* NULL: Sidekiq's formula */
     void *backoff_userdata;
+    double retry_for;        /* > 0: retry for this many seconds after the first failure,
+                                whatever the count (Sidekiq 7.1 retry_for); 0: the job's own
+                                "retry_for", if any */
 } dray_class_opts;
 
 /* Called for every failure (error handlers) or exhausted job (death

@@ -65,6 +65,7 @@ typedef struct dray_process_info {
     double started_at; /* epoch seconds; 0 when unknown */
     long rss_kb;      /* resident memory at the last beat */
     long rtt_us;      /* Redis round trip at the last beat */
+    char *version;    /* "version" ("dray 0.1.0", "7.3.9"); "" when the process does not say */
 } dray_process_info;
 
 /* One member of a job set. The parsed fields are NULL (or -1) when the
@@ -79,6 +80,10 @@ typedef struct dray_set_entry {
     char *error_class;   /* "error_class" */
     char *error_message; /* "error_message" */
     int retry_count;     /* "retry_count", or -1 when absent */
+    double created_at;   /* job timestamps as epoch seconds (float seconds and Sidekiq 8's */
+    double enqueued_at;  /*   integer ms both read, dray_time_from_json); 0 when absent */
+    double failed_at;
+    double retried_at;
 } dray_set_entry;
 
 /* Connect lazily (the first call connects). Options are copied; only the
