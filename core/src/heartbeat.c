@@ -113,6 +113,8 @@ int
 dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
 {
     int rc = flush_stats(s, c);
+    if (!rc)
+        rc = dray__metrics_flush(s, c, final);
     if (rc || final)
         return rc;
     int busy;
@@ -160,6 +162,8 @@ int
 dray__heartbeat_clear(struct dray_server *s, dray__conn *c)
 {
     int rc = flush_stats(s, c);
+    if (!rc)
+        rc = dray__metrics_flush(s, c, 1);
     int rc2 = dray__conn_cmdf(c, NULL, "SREM %s %s", s->k_processes, s->identity);
     int rc3 = dray__conn_cmdf(c, NULL, "UNLINK %s", s->k_work);
     return rc ? rc : rc2 ? rc2 : rc3;

@@ -78,6 +78,7 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     dray_server *s = dray__calloc(1, sizeof *s);
     if (!s)
         return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
+    dray__metrics_init(&s->metrics_pending);
     if (opts)
         s->opts = *opts;
     else
@@ -172,6 +173,7 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
         w->srv = s;
         w->index = i;
         pthread_mutex_init(&w->mu, NULL);
+        dray__metrics_init(&w->metrics);
         dray__conn_init(&w->conn, &s->cfg);
         w->conn.extra_timeout_ms = dray__fetch_extra_timeout_ms(&s->cfg); /* BRPOP blocks 2 s */
         w->conn.want_client_id = 1; /* so a stop can end that wait at once */
@@ -218,6 +220,7 @@ dray_server_free(dray_server *s)
             dray__free(s->workers[i].brpop_argv);
             dray__free(s->workers[i].brpop_lens);
             pthread_mutex_destroy(&s->workers[i].mu);
+            dray__metrics_close(&s->workers[i].metrics);
         }
         dray__free(s->workers);
     }
@@ -249,6 +252,7 @@ dray_server_free(dray_server *s)
     dray__free(s->k_signals);
     dray__redis_cfg_close(&s->cfg);
     dray__modcfg_free(s);
+    dray__metrics_close(&s->metrics_pending);
     for (int i = 0; i < 2; i++)
         if (s->wake_pipe[i] >= 0)
             close(s->wake_pipe[i]);

@@ -133,6 +133,9 @@ typedef struct dray_options {
                                    default 1 (Sidekiq's BRPOP). With N > 1, each worker keeps
                                    up to N-1 fetched jobs that a graceful stop pushes back to
                                    the head of their queue; a crash (SIGKILL) loses them. */
+    int no_metrics;             /* 1: write no Sidekiq 7 execution metrics (j|date|h:m and
+                                   the histograms of the Metrics page); default 0: written,
+                                   as a Sidekiq 7 server does */
 } dray_options;
 
 /* Fill *o with defaults. Cannot fail. */
