@@ -31,4 +31,10 @@ foreach(t producer server failures namespace nul bigint)
   target_include_directories(test_interop_${t} PRIVATE ${_it})
   target_compile_definitions(test_interop_${t} PRIVATE
     DRAY_RUBY="${DRAY_RUBY_EXE}" DRAY_INTEROP_DIR="${_it}")
+  # The same test against Sidekiq 7.3.9 (shared/peers): Skipped unless
+  # $DRAY_SIDEKIQ7_ENV names sidekiq7.env (.ci/run sets it).
+  add_test(NAME test_interop_${t}_sk7 COMMAND test_interop_${t})
+  set_tests_properties(test_interop_${t}_sk7 PROPERTIES LABELS "interop;sidekiq7" TIMEOUT 180
+                       SKIP_RETURN_CODE 77
+                       ENVIRONMENT "CMOCKA_MESSAGE_OUTPUT=stdout;DRAY_INTEROP_SIDEKIQ=7")
 endforeach()

@@ -31,7 +31,12 @@ params = if raw_params.nil? then {}
 
 redis_cfg = { url: url }
 ns = ENV["DRAY_SK_NAMESPACE"]
+SK7 = Sidekiq::VERSION.to_i >= 7
 if ns && !ns.empty?
+  if SK7
+    warn "Sidekiq #{Sidekiq::VERSION} has no namespace support (redis-namespace was dropped in 7.0)"
+    exit 77
+  end
   begin
     require "redis-namespace"
   rescue LoadError => e
@@ -40,7 +45,11 @@ if ns && !ns.empty?
   end
   redis_cfg[:namespace] = ns
 end
-Sidekiq.logger = Logger.new($stderr, level: Logger::WARN)
+if SK7
+  Sidekiq.default_configuration.logger = Logger.new($stderr, level: Logger::WARN)
+else
+  Sidekiq.logger = Logger.new($stderr, level: Logger::WARN)
+end
 Sidekiq.configure_client { |c| c.redis = redis_cfg }
 Sidekiq.configure_server { |c| c.redis = redis_cfg }
 
