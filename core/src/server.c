@@ -145,6 +145,10 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     s->k_work = b.p;
     dray__buf_init(&b);
     dray__key_buf(&b, &s->cfg, s->identity);
+    dray__buf_adds(&b, ":work");
+    s->k_work7 = b.p;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &s->cfg, s->identity);
     dray__buf_adds(&b, "-signals");
     s->k_signals = b.p;
     s->k_queues = dray__key(&s->cfg, "queues");
@@ -154,8 +158,9 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     s->k_processes = dray__key(&s->cfg, "processes");
     /* The identity hash itself is namespaced too. */
     s->k_identity = dray__key(&s->cfg, s->identity);
-    if (!s->k_identity || !s->k_work || !s->k_signals || !s->k_queues || !s->k_schedule ||
-        !s->k_retry || !s->k_dead || !s->k_processes || !s->queues_spec || build_info(s)) {
+    if (!s->k_identity || !s->k_work || !s->k_work7 || !s->k_signals || !s->k_queues ||
+        !s->k_schedule || !s->k_retry || !s->k_dead || !s->k_processes || !s->queues_spec ||
+        build_info(s)) {
         dray_server_free(s);
         return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
     }
@@ -249,6 +254,7 @@ dray_server_free(dray_server *s)
     dray__free(s->k_dead);
     dray__free(s->k_processes);
     dray__free(s->k_work);
+    dray__free(s->k_work7);
     dray__free(s->k_signals);
     dray__redis_cfg_close(&s->cfg);
     dray__modcfg_free(s);

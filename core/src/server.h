@@ -130,6 +130,8 @@ struct dray_server {
     char *info_json;           /* cached heartbeat "info" */
     char *k_identity;          /* "<ns><identity>": the heartbeat hash */
     char *k_queues, *k_schedule, *k_retry, *k_dead, *k_processes, *k_work, *k_signals;
+    char *k_work7;             /* "<ns><identity>:work": Sidekiq 7+ reads the running jobs
+                                  there, 6.x in k_work ("<identity>:workers"); both written */
 
     dray__worker *workers;
     atomic_int state;

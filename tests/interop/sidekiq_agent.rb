@@ -163,9 +163,17 @@ when "processes"
       "started_at_class" => p["started_at"].class.name, "rss" => p["rss"] }
   end
   works = Sidekiq::Workers.new.map do |process_id, thread_id, work|
-    { "process" => process_id, "tid" => thread_id, "queue" => work["queue"],
-      "run_at" => work["run_at"], "run_at_class" => work["run_at"].class.name,
-      "payload" => work["payload"] }
+    if SK7
+      # 7.x: a Sidekiq::Work; the raw fields, the job through JobRecord
+      { "process" => process_id, "tid" => thread_id, "queue" => work.queue,
+        "run_at" => work.raw("run_at"), "run_at_class" => work.raw("run_at").class.name,
+        "run_at_time" => work.run_at.to_f, "payload" => work.job.item,
+        "job_class" => work.job.display_class }
+    else
+      { "process" => process_id, "tid" => thread_id, "queue" => work["queue"],
+        "run_at" => work["run_at"], "run_at_class" => work["run_at"].class.name,
+        "payload" => work["payload"] }
+    end
   end
   stats = Sidekiq::Stats.new
   emit("processes" => procs, "processes_size" => Sidekiq::ProcessSet.new(false).size,
