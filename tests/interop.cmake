@@ -38,3 +38,14 @@ foreach(t producer server failures namespace nul bigint)
                        SKIP_RETURN_CODE 77
                        ENVIRONMENT "CMOCKA_MESSAGE_OUTPUT=stdout;DRAY_INTEROP_SIDEKIQ=7")
 endforeach()
+
+# Execution metrics exist since Sidekiq 7: only the _sk7 test.
+add_executable(test_interop_metrics ${_it}/test_interop_metrics.c ${_it}/interop_support.c)
+target_link_libraries(test_interop_metrics PRIVATE dray_static dray_test_support PkgConfig::CMOCKA)
+target_include_directories(test_interop_metrics PRIVATE ${_it})
+target_compile_definitions(test_interop_metrics PRIVATE DRAY_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+  DRAY_RUBY="${DRAY_RUBY_EXE}" DRAY_INTEROP_DIR="${_it}")
+add_test(NAME test_interop_metrics_sk7 COMMAND test_interop_metrics)
+set_tests_properties(test_interop_metrics_sk7 PROPERTIES LABELS "interop;sidekiq7" TIMEOUT 180
+                     SKIP_RETURN_CODE 77
+                     ENVIRONMENT "CMOCKA_MESSAGE_OUTPUT=stdout;DRAY_INTEROP_SIDEKIQ=7")

@@ -265,6 +265,28 @@ when "set_args"
       "args" => e.args.map { |a| [a.class.name, a.to_s] } }
   })
 
+when "metrics"
+  # Sidekiq 7's execution metrics as its Metrics page reads them:
+  # {"classes": [...]} -> top_jobs totals of every class, and for each named
+  # class the for_job totals and its histogram summed over the hour, by label.
+  begin
+    require "sidekiq/metrics/query"
+  rescue LoadError => e
+    warn "Sidekiq #{Sidekiq::VERSION} has no execution metrics (#{e.message})"
+    exit 77
+  end
+  q = Sidekiq::Metrics::Query.new
+  top = q.top_jobs.job_results.to_h { |k, jr| [k, jr.totals.to_h] }
+  labels = Sidekiq::Metrics::Histogram::LABELS
+  per = params.fetch("classes", []).to_h do |k|
+    jr = Sidekiq::Metrics::Query.new.for_job(k).job_results[k]
+    hist = Hash.new(0)
+    # for_job keeps each minute's buckets reversed (slowest first)
+    jr.hist.each_value { |a| a.reverse.each_with_index { |n, i| hist[labels[i]] += n.to_i } }
+    [k, { "totals" => jr.totals.to_h, "hist" => hist, "avg_ms" => jr.total_avg("ms") }]
+  end
+  emit("top_jobs" => top, "for_job" => per)
+
 else
   abort "unknown command #{command}"
 end
