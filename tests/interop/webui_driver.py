@@ -6,6 +6,7 @@ test, with python3-websocket; no npm.
 
 STEPS_JSON is a list of steps run in order in one browser (one cookie jar):
     {"visit": URL}                        load URL, wait until loaded
+    {"pre": JS}                           evaluate before the click (e.g. tick a box)
     {"click": CSS}                        accept confirm(), click the first match,
                                           wait for the next page to load
     {"shot": NAME}                        PNG screenshot into OUTDIR/NAME
@@ -152,6 +153,8 @@ def main():
                 b.js("window.__dray_old = true")
                 b.call("Page.navigate", url=st["visit"])
                 b.loaded("visit " + st["visit"])
+            if "pre" in st:
+                res["pre"] = b.js(st["pre"])
             if "click" in st:
                 sel = st["click"]
                 if not b.js("document.querySelector(%s) !== null" % json.dumps(sel)):
