@@ -24,7 +24,7 @@ if(NOT DRAY_RUBY_EXE)
 endif()
 
 set(_it ${CMAKE_CURRENT_LIST_DIR}/interop)
-foreach(t producer server failures namespace nul bigint)
+foreach(t producer server failures namespace nul bigint fleet)
   dray_add_test(test_interop_${t}
     SOURCES ${_it}/test_interop_${t}.c ${_it}/interop_support.c
     LABELS interop TIMEOUT 120)

@@ -447,7 +447,7 @@ it_cleanup(void)
 
 /* ---- recorder ------------------------------------------------------------ */
 
-#define REC_MAX 256
+#define REC_MAX 4096 /* the mixed fleet records 2,000 jobs */
 static pthread_mutex_t rec_mu = PTHREAD_MUTEX_INITIALIZER;
 static it_seen rec[REC_MAX];
 static int nrec;

@@ -188,8 +188,9 @@ setup(void **state)
     snprintf(port_file, sizeof port_file, "%s/port", tmpdir);
     snprintf(log, sizeof log, "%s/web.log", tmpdir);
     snprintf(url_arg, sizeof url_arg, "%s", srv.url);
-    char *argv[] = {"/bin/bash", "-c", ". \"$DRAY_SIDEKIQ7_ENV\" && exec ruby \"$@\"", "web",
-                    WEB_SERVER, url_arg, port_file, NULL};
+    char *argv[] = {"/bin/bash", "-c",       ". \"$DRAY_SIDEKIQ7_ENV\" && exec ruby \"$@\"",
+                    "web",       WEB_SERVER, url_arg,
+                    port_file,   NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -317,7 +318,7 @@ test_web_ui_in_chromium(void **state)
     assert_int_equal(dray_client_new(&co, &c, err, sizeof err), 0);
     char rjids[2 * DRAY_JID_BYTES], djids[2 * DRAY_JID_BYTES];
     push(c, "WebUi::Ok", NULL, 0, 20, NULL);
-    push(c, "WebUi::Fails", NULL, 5, 2, rjids);           /* to the retry set */
+    push(c, "WebUi::Fails", NULL, 5, 2, rjids);               /* to the retry set */
     push(c, "WebUi::Fails", NULL, DRAY_RETRY_ZERO, 2, djids); /* to the dead set */
     push(c, "WebUi::Waiting", "webui_waiting", 0, 3, NULL);   /* a queue no one works */
     want_runs = 24;
