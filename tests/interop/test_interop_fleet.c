@@ -175,11 +175,12 @@ all_ran_in_dray(void *arg)
     return 1;
 }
 
+static long long want_ruby_dray_fails;
 static int
 ruby_ran_dray_fails(void *arg)
 {
     (void)arg;
-    return scard("fleet:ran:ruby:DrayFails") >= N_FAIL;
+    return scard("fleet:ran:ruby:DrayFails") >= want_ruby_dray_fails;
 }
 
 static void
@@ -239,6 +240,9 @@ test_mixed_fleet(void **state)
     char fail_d[N_FAIL * DRAY_JID_BYTES], fail_r[N_FAIL * DRAY_JID_BYTES];
     push_bulk(c, "DrayFails", "to_dray", 3, "to_ruby", N_FAIL, fail_d);
     push_bulk(c, "RubyFails", "to_ruby", 3, "to_dray", N_FAIL, fail_r);
+    /* pushed by dray to a queue only the Sidekiq worker works */
+    char to_ruby[N_FAIL * DRAY_JID_BYTES];
+    push_bulk(c, "DrayFails", "to_ruby", 0, NULL, N_FAIL, to_ruby);
 
     if (!test_wait_until(fleet_done, NULL, 90))
         fail_msg("fleet ran %lld in Ruby + %d in dray of %d", scard("fleet:ran:ruby:FleetJob"),
@@ -267,6 +271,16 @@ test_mixed_fleet(void **state)
     assert_true(on_dray > 0);
     assert_true(on_ruby > 0);
 
+    /* dray's pushes to to_ruby ran in the Sidekiq worker */
+    want_ruby_dray_fails = N_FAIL;
+    if (!test_wait_until(ruby_ran_dray_fails, NULL, 30))
+        fail_msg("Sidekiq ran %lld of the %d jobs dray pushed to to_ruby",
+                 scard("fleet:ran:ruby:DrayFails"), N_FAIL);
+    for (int i = 0; i < N_FAIL; i++)
+        assert_int_equal(it_rint(rc, "SISMEMBER fleet:ran:ruby:DrayFails %s",
+                                 to_ruby + (size_t)i * DRAY_JID_BYTES),
+                         1);
+
     /* Sidekiq's retries (retry_queue to_dray, 1 s) run in dray */
     const char *rf[N_FAIL];
     for (int i = 0; i < N_FAIL; i++)
@@ -282,6 +296,7 @@ test_mixed_fleet(void **state)
     for (int i = 0; i < N_FAIL; i++)
         assert_int_equal(it_rec_runs(fail_d + (size_t)i * DRAY_JID_BYTES), 1);
     json_decref(sk_run(srv.url, "retry_all", NULL));
+    want_ruby_dray_fails = 2 * N_FAIL;
     if (!test_wait_until(ruby_ran_dray_fails, NULL, 60))
         fail_msg("Ruby ran %lld of dray's %d retried DrayFails", scard("fleet:ran:ruby:DrayFails"),
                  N_FAIL);
