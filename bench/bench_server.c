@@ -20,6 +20,9 @@
  *                [--fetch-batch 1,10] [--only incr,noop,latency] [--no-wire]
  *                [--no-ceiling] [--smoke]
  *
+ * BENCH_METRICS=0 runs the dray worker with execution metrics off (the
+ * "metrics" setting), for the on/off comparison in bench/metrics.sh.
+ *
  * BENCH_WORKER_WRAP="valgrind --tool=callgrind" (or "perf record -g ...")
  * runs each dray worker process under that command, for profiles.
  *
@@ -137,6 +140,9 @@ worker_main(const char *mode, const char *sock, int conc, long n, int fetch_batc
     o.concurrency = conc;
     o.fetch_batch = fetch_batch;
     o.log_level = DRAY_LOG_WARN; /* no per-job logging (log_jobs stays 0) */
+    /* BENCH_METRICS=0: no execution metrics, to measure what they cost */
+    const char *bm = getenv("BENCH_METRICS");
+    o.no_metrics = bm && !strcmp(bm, "0");
     char err[256];
     if (dray_server_new(&o, &W.srv, err, sizeof err) ||
         dray_server_register(W.srv, "BenchJob", handler, NULL, NULL)) {

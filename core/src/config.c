@@ -62,6 +62,7 @@ static const key_def key_defs[] = {
     {"log_level", K_LEVEL, R_ONE, 0, 0},
     {"log_jobs", K_BOOL, R_ONE, 0, 0},
     {"timestamps", K_TIMES, R_ONE, 0, 0},
+    {"metrics", K_BOOL, R_ONE, 0, 0},
     {"max_payload", K_INT, R_ONE, 1024, 512.0 * 1024 * 1024}, /* Redis's string limit */
     {"require", K_PATH, R_SET, 0, 0},
     {"module", K_PATH, R_SET, 0, 0},
@@ -694,6 +695,8 @@ dray_config_to_options(dray_config *cfg, dray_options *out, char *errbuf, size_t
         parse_level(v, &out->log_level);
     if ((v = dray_config_get(cfg, "log_jobs")) && !parse_bool(v, &b))
         out->log_jobs = b;
+    if ((v = dray_config_get(cfg, "metrics")) && !parse_bool(v, &b))
+        out->no_metrics = !b;
     if ((v = dray_config_get(cfg, "max_payload")) && !parse_integer(v, &i))
         out->max_payload = (size_t)i;
     if ((v = dray_config_get(cfg, "timestamps")))

@@ -66,14 +66,15 @@ flush_stats(struct dray_server *s, dray__conn *c)
     return rc == DRAY_EUNSURE ? DRAY_ECONN : rc;
 }
 
-/* Add "UNLINK work; HSET work tid json...; EXPIRE work 60" in a MULTI to p;
+/* Add "UNLINK work; HSET work tid json...; EXPIRE work 60" in a MULTI to p,
+ * for 6.x's "<identity>:workers" and 7.x's "<identity>:work";
  * *busy counts the busy workers. */
 static void
 add_work(struct dray_server *s, dray__pipe *p, int *busy)
 {
     *busy = 0;
     dray__pipe_begin(p);
-    dray__pipe_addf(p, "UNLINK %s", s->k_work);
+    dray__pipe_addf(p, "UNLINK %s %s", s->k_work, s->k_work7);
     for (int i = 0; i < s->opts.concurrency; i++) {
         dray__worker *w = &s->workers[i];
         pthread_mutex_lock(&w->mu);
@@ -84,7 +85,8 @@ add_work(struct dray_server *s, dray__pipe *p, int *busy)
             char *v = o ? dray__json_dump(o, NULL) : NULL;
             json_decref(o);
             if (v) {
-                if (!dray__pipe_addf(p, "HSET %s %s %s", s->k_work, w->tid, v))
+                if (!dray__pipe_addf(p, "HSET %s %s %s", s->k_work, w->tid, v) &&
+                    !dray__pipe_addf(p, "HSET %s %s %s", s->k_work7, w->tid, v))
                     (*busy)++;
                 free(v);
             }
@@ -92,6 +94,7 @@ add_work(struct dray_server *s, dray__pipe *p, int *busy)
         pthread_mutex_unlock(&w->mu);
     }
     dray__pipe_addf(p, "EXPIRE %s 60", s->k_work);
+    dray__pipe_addf(p, "EXPIRE %s 60", s->k_work7);
     dray__pipe_commit(p);
 }
 
@@ -113,6 +116,8 @@ int
 dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
 {
     int rc = flush_stats(s, c);
+    if (!rc)
+        rc = dray__metrics_flush(s, c, final);
     if (rc || final)
         return rc;
     int busy;
@@ -160,8 +165,10 @@ int
 dray__heartbeat_clear(struct dray_server *s, dray__conn *c)
 {
     int rc = flush_stats(s, c);
+    if (!rc)
+        rc = dray__metrics_flush(s, c, 1);
     int rc2 = dray__conn_cmdf(c, NULL, "SREM %s %s", s->k_processes, s->identity);
-    int rc3 = dray__conn_cmdf(c, NULL, "UNLINK %s", s->k_work);
+    int rc3 = dray__conn_cmdf(c, NULL, "UNLINK %s %s", s->k_work, s->k_work7);
     return rc ? rc : rc2 ? rc2 : rc3;
 }
 

@@ -238,6 +238,11 @@ process(dray__worker *w, dray__unit *u)
         w->requeued = -1; /* finishing: the stopper must leave it alone */
     pthread_mutex_unlock(&w->mu);
     double ms = (dray__mono() - t0) * 1000.0;
+    if (outcome != DRAY__OUT_DEFERRED && !s->opts.no_metrics) {
+        const char *wrapped = json_string_value(json_object_get(job->obj, "wrapped"));
+        dray__metrics_record(&w->metrics, wrapped ? wrapped : klass, outcome == DRAY__OUT_FAILURE,
+                             ms);
+    }
     switch (outcome) {
     case DRAY__OUT_SUCCESS:
     case DRAY__OUT_SKIPPED:

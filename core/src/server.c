@@ -93,6 +93,7 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     dray_server *s = dray__calloc(1, sizeof *s);
     if (!s)
         return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
+    dray__metrics_init(&s->metrics_pending);
     if (opts)
         s->opts = *opts;
     else
@@ -159,6 +160,10 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     s->k_work = b.p;
     dray__buf_init(&b);
     dray__key_buf(&b, &s->cfg, s->identity);
+    dray__buf_adds(&b, ":work");
+    s->k_work7 = b.p;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &s->cfg, s->identity);
     dray__buf_adds(&b, "-signals");
     s->k_signals = b.p;
     s->k_queues = dray__key(&s->cfg, "queues");
@@ -168,8 +173,9 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     s->k_processes = dray__key(&s->cfg, "processes");
     /* The identity hash itself is namespaced too. */
     s->k_identity = dray__key(&s->cfg, s->identity);
-    if (!s->k_identity || !s->k_work || !s->k_signals || !s->k_queues || !s->k_schedule ||
-        !s->k_retry || !s->k_dead || !s->k_processes || !s->queues_spec || build_info(s)) {
+    if (!s->k_identity || !s->k_work || !s->k_work7 || !s->k_signals || !s->k_queues ||
+        !s->k_schedule || !s->k_retry || !s->k_dead || !s->k_processes || !s->queues_spec ||
+        build_info(s)) {
         dray_server_free(s);
         return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
     }
@@ -187,6 +193,7 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
         w->srv = s;
         w->index = i;
         pthread_mutex_init(&w->mu, NULL);
+        dray__metrics_init(&w->metrics);
         dray__conn_init(&w->conn, &s->cfg);
         w->conn.extra_timeout_ms = dray__fetch_extra_timeout_ms(&s->cfg); /* BRPOP blocks 2 s */
         w->conn.want_client_id = 1; /* so a stop can end that wait at once */
@@ -233,6 +240,7 @@ dray_server_free(dray_server *s)
             dray__free(s->workers[i].brpop_argv);
             dray__free(s->workers[i].brpop_lens);
             pthread_mutex_destroy(&s->workers[i].mu);
+            dray__metrics_close(&s->workers[i].metrics);
         }
         dray__free(s->workers);
     }
@@ -261,9 +269,11 @@ dray_server_free(dray_server *s)
     dray__free(s->k_dead);
     dray__free(s->k_processes);
     dray__free(s->k_work);
+    dray__free(s->k_work7);
     dray__free(s->k_signals);
     dray__redis_cfg_close(&s->cfg);
     dray__modcfg_free(s);
+    dray__metrics_close(&s->metrics_pending);
     for (int i = 0; i < 2; i++)
         if (s->wake_pipe[i] >= 0)
             close(s->wake_pipe[i]);

@@ -45,6 +45,33 @@ typedef struct dray__callback {
 
 struct dray_server;
 
+/* metrics.c: Sidekiq 7 execution metrics, one table per worker */
+#define DRAY__METRICS_BUCKETS 26 /* Sidekiq's Histogram::BUCKET_INTERVALS */
+#define DRAY__METRICS_FLUSH_S 60.0 /* heartbeat flushes at most this often (and at stop) */
+typedef struct dray__metric {
+    char *klass;        /* "wrapped" or "class" (owned); NULL: empty slot */
+    uint64_t p, f, ms;  /* processed, failed, ms of successful runs */
+    uint64_t succeeded; /* successful runs (those in hist) */
+    uint32_t hist[DRAY__METRICS_BUCKETS];
+} dray__metric;
+typedef struct dray__metrics {
+    pthread_mutex_t mu; /* the owning worker and a flush; never shared between workers */
+    dray__metric *slot; /* open addressing by class, cap a power of two */
+    size_t cap, n;
+} dray__metrics;
+void dray__metrics_init(dray__metrics *m);
+void dray__metrics_close(dray__metrics *m);
+/* The histogram bucket of a run of ms milliseconds (0..25). Cannot fail. */
+int dray__metrics_bucket(double ms);
+/* Count one finished job in the worker's table (failed: no time counted).
+ * Worker thread; no Redis. Out of memory drops the sample. */
+void dray__metrics_record(dray__metrics *m, const char *klass, int failed, double ms);
+/* Heartbeat thread: merge every worker's table and write them to Redis,
+ * unless force is 0 and the last flush was under DRAY__METRICS_FLUSH_S ago.
+ * Counts that surely did not reach Redis are kept for the next flush.
+ * 0 or a DRAY_E* code. */
+int dray__metrics_flush(struct dray_server *s, dray__conn *c, int force);
+
 /* One worker thread and its state. `mu` guards the current-job fields that
  * the heartbeat and the stopper read. */
 typedef struct dray__worker {
@@ -73,6 +100,7 @@ typedef struct dray__worker {
     int crash_slot;            /* crash.c slot of this thread, -1 if none */
     atomic_uint_least64_t fetch_lost; /* blocking fetches whose reply was lost (may have popped) */
     uint_least64_t fetch_lost_flushed; /* of those, added to stat:fetch_lost; worker thread only */
+    dray__metrics metrics;     /* this worker's execution metrics since the last flush */
 } dray__worker;
 
 struct dray_server {
@@ -102,6 +130,8 @@ struct dray_server {
     char *info_json;           /* cached heartbeat "info" */
     char *k_identity;          /* "<ns><identity>": the heartbeat hash */
     char *k_queues, *k_schedule, *k_retry, *k_dead, *k_processes, *k_work, *k_signals;
+    char *k_work7;             /* "<ns><identity>:work": Sidekiq 7+ reads the running jobs
+                                  there, 6.x in k_work ("<identity>:workers"); both written */
 
     dray__worker *workers;
     atomic_int state;
@@ -122,6 +152,8 @@ struct dray_server {
     int leaked;                /* workers still running when run returned: free joins them */
     atomic_llong write_until_ms; /* monotonic ms: shutdown's last moment to retry writes; 0 none */
     struct dray__modcfg *modcfg; /* settings for modules (dray_server_set_config), or NULL */
+    dray__metrics metrics_pending; /* merged, not yet in Redis; heartbeat thread only */
+    double metrics_flushed_at;   /* monotonic seconds of the last metrics flush */
 };
 
 /* crash.c: a report of running jobs on fatal signals */

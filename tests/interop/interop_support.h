@@ -27,8 +27,12 @@ void sk_set_namespace(const char *ns);
 json_t *sk_run(const char *url, const char *cmd, json_t *params);
 /* The same, built from a jansson pack format (json_pack). */
 json_t *sk_runf(const char *url, const char *cmd, const char *fmt, ...);
-/* Fail unless ruby can load sidekiq 6.x; prints the version it found. */
+/* Fail unless ruby can load the Sidekiq this run is for; prints the version
+ * it found. $DRAY_INTEROP_SIDEKIQ=7 (the *_sk7 tests) means 7.x through
+ * $DRAY_SIDEKIQ7_ENV; when that is unset the process exits TEST_SKIP_CODE. */
 void sk_require_sidekiq(void);
+/* 7 when this run is against Sidekiq 7 ($DRAY_INTEROP_SIDEKIQ=7), else 6. */
+int sk_major(void);
 
 /* ---- assertions ---------------------------------------------------------- */
 

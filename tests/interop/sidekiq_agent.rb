@@ -31,7 +31,12 @@ params = if raw_params.nil? then {}
 
 redis_cfg = { url: url }
 ns = ENV["DRAY_SK_NAMESPACE"]
+SK7 = Sidekiq::VERSION.to_i >= 7
 if ns && !ns.empty?
+  if SK7
+    warn "Sidekiq #{Sidekiq::VERSION} has no namespace support (redis-namespace was dropped in 7.0)"
+    exit 77
+  end
   begin
     require "redis-namespace"
   rescue LoadError => e
@@ -40,7 +45,11 @@ if ns && !ns.empty?
   end
   redis_cfg[:namespace] = ns
 end
-Sidekiq.logger = Logger.new($stderr, level: Logger::WARN)
+if SK7
+  Sidekiq.default_configuration.logger = Logger.new($stderr, level: Logger::WARN)
+else
+  Sidekiq.logger = Logger.new($stderr, level: Logger::WARN)
+end
 Sidekiq.configure_client { |c| c.redis = redis_cfg }
 Sidekiq.configure_server { |c| c.redis = redis_cfg }
 
@@ -154,9 +163,17 @@ when "processes"
       "started_at_class" => p["started_at"].class.name, "rss" => p["rss"] }
   end
   works = Sidekiq::Workers.new.map do |process_id, thread_id, work|
-    { "process" => process_id, "tid" => thread_id, "queue" => work["queue"],
-      "run_at" => work["run_at"], "run_at_class" => work["run_at"].class.name,
-      "payload" => work["payload"] }
+    if SK7
+      # 7.x: a Sidekiq::Work; the raw fields, the job through JobRecord
+      { "process" => process_id, "tid" => thread_id, "queue" => work.queue,
+        "run_at" => work.raw("run_at"), "run_at_class" => work.raw("run_at").class.name,
+        "run_at_time" => work.run_at.to_f, "payload" => work.job.item,
+        "job_class" => work.job.display_class }
+    else
+      { "process" => process_id, "tid" => thread_id, "queue" => work["queue"],
+        "run_at" => work["run_at"], "run_at_class" => work["run_at"].class.name,
+        "payload" => work["payload"] }
+    end
   end
   stats = Sidekiq::Stats.new
   emit("processes" => procs, "processes_size" => Sidekiq::ProcessSet.new(false).size,
@@ -247,6 +264,28 @@ when "set_args"
     { "jid" => e.jid, "retry_count" => e["retry_count"],
       "args" => e.args.map { |a| [a.class.name, a.to_s] } }
   })
+
+when "metrics"
+  # Sidekiq 7's execution metrics as its Metrics page reads them:
+  # {"classes": [...]} -> top_jobs totals of every class, and for each named
+  # class the for_job totals and its histogram summed over the hour, by label.
+  begin
+    require "sidekiq/metrics/query"
+  rescue LoadError => e
+    warn "Sidekiq #{Sidekiq::VERSION} has no execution metrics (#{e.message})"
+    exit 77
+  end
+  q = Sidekiq::Metrics::Query.new
+  top = q.top_jobs.job_results.to_h { |k, jr| [k, jr.totals.to_h] }
+  labels = Sidekiq::Metrics::Histogram::LABELS
+  per = params.fetch("classes", []).to_h do |k|
+    jr = Sidekiq::Metrics::Query.new.for_job(k).job_results[k]
+    hist = Hash.new(0)
+    # for_job keeps each minute's buckets reversed (slowest first)
+    jr.hist.each_value { |a| a.reverse.each_with_index { |n, i| hist[labels[i]] += n.to_i } }
+    [k, { "totals" => jr.totals.to_h, "hist" => hist, "avg_ms" => jr.total_avg("ms") }]
+  end
+  emit("top_jobs" => top, "for_job" => per)
 
 else
   abort "unknown command #{command}"

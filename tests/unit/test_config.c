@@ -82,6 +82,7 @@ test_every_key(void **state)
                   "label canary\n"
                   "log_level WARN\n"
                   "log_jobs yes\n"
+                  "metrics off\n"
                   "max_payload 4096\n"
                   "require ./libjobs.so\n"
                   "module /opt/dray/dray-pro.so\n"
@@ -118,6 +119,7 @@ test_every_key(void **state)
     assert_string_equal(o.labels, "blue,canary");
     assert_int_equal(o.log_level, DRAY_LOG_WARN);
     assert_int_equal(o.log_jobs, 1);
+    assert_int_equal(o.no_metrics, 1);
     assert_int_equal(o.max_payload, 4096);
     dray_config_free(cfg);
 }
@@ -189,6 +191,7 @@ test_bad_values(void **state)
 {
     (void)state;
     expect_error("log_jobs maybe\n", DRAY_ECONFIG, 1, "key 'log_jobs'", "'maybe'");
+    expect_error("metrics sometimes\n", DRAY_ECONFIG, 1, "key 'metrics'", "'sometimes'");
     expect_error("log_level loud\n", DRAY_ECONFIG, 1, "key 'log_level'", "'loud'");
     expect_error("queue a,b\n", DRAY_ECONFIG, 1, "key 'queue'", "weight");
     expect_error("queue a,2000\n", DRAY_ECONFIG, 1, "key 'queue'", "weight");

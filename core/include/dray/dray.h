@@ -138,6 +138,9 @@ typedef struct dray_options {
                                    float epoch seconds (read by Sidekiq 6, 7 and 8); 1: as
                                    integer epoch milliseconds, Sidekiq 8's form, which Sidekiq 6
                                    misreads (docs/sidekiq-compat.md). Readers take both. */
+    int no_metrics;             /* 1: write no Sidekiq 7 execution metrics (j|date|h:m and
+                                   the histograms of the Metrics page); default 0: written,
+                                   as a Sidekiq 7 server does */
 } dray_options;
 
 /* Fill *o with defaults. Cannot fail. */
