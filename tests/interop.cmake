@@ -32,7 +32,11 @@ foreach(t producer server failures namespace nul bigint fleet)
   target_compile_definitions(test_interop_${t} PRIVATE
     DRAY_RUBY="${DRAY_RUBY_EXE}" DRAY_INTEROP_DIR="${_it}")
   # The same test against Sidekiq 7.3.9 (shared/peers): Skipped unless
-  # $DRAY_SIDEKIQ7_ENV names sidekiq7.env (.ci/run sets it).
+  # $DRAY_SIDEKIQ7_ENV names sidekiq7.env (.ci/run sets it). Sidekiq 7 has
+  # no namespaces (redis-namespace is a 6.x feature): no _sk7 twin for it.
+  if(t STREQUAL "namespace")
+    continue()
+  endif()
   add_test(NAME test_interop_${t}_sk7 COMMAND test_interop_${t})
   set_tests_properties(test_interop_${t}_sk7 PROPERTIES LABELS "interop;sidekiq7" TIMEOUT 180
                        SKIP_RETURN_CODE 77
