@@ -60,7 +60,7 @@ extern "C" {
     X(ECONN, -4, "cannot connect to redis")                                \
     X(EAUTH, -5, "redis authentication failed")                            \
     X(EURL, -6, "invalid redis url")                                       \
-    X(ETLS, -7, "rediss:// (TLS) is not supported by this build")          \
+    X(ETLS, -7, "bad TLS settings (CA, certificate or key)")               \
     X(EJSON, -8, "malformed job json")                                     \
     X(ECLASS, -9, "job class missing or empty")                            \
     X(EARGS, -10, "job args must be a json array")                         \
@@ -133,6 +133,13 @@ typedef struct dray_options {
                                    default 1 (Sidekiq's BRPOP). With N > 1, each worker keeps
                                    up to N-1 fetched jobs that a graceful stop pushes back to
                                    the head of their queue; a crash (SIGKILL) loses them. */
+    /* rediss:// only (NULL: $DRAY_REDIS_TLS_*; docs/cli.md "TLS") */
+    const char *redis_tls_ca_file;     /* PEM CA bundle; default: the system store */
+    const char *redis_tls_ca_dir;      /* hashed CA directory; default: the system store */
+    const char *redis_tls_server_name; /* SNI and verified name; default: the URL's host */
+    const char *redis_tls_cert;        /* client certificate (mutual TLS) */
+    const char *redis_tls_key;         /* its key; default: inside redis_tls_cert */
+    int redis_tls_insecure_skip_verify; /* 1: accept any certificate (insecure) */
 } dray_options;
 
 /* Fill *o with defaults. Cannot fail. */

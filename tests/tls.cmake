@@ -1,0 +1,8 @@
+# SPDX-License-Identifier: LGPL-3.0-or-later
+# rediss://: a real redis-server with --tls-port, certificates made at test
+# time by support/tls_certs.sh (openssl CLI).
+if(TARGET dray_cli)
+  dray_add_test(test_tls SOURCES integration/test_tls.c LABELS integration tls TIMEOUT 180)
+  add_dependencies(test_tls dray_cli)
+  target_compile_definitions(test_tls PRIVATE DRAY_CLI_PATH="$<TARGET_FILE:dray_cli>")
+endif()
