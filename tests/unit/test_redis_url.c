@@ -42,6 +42,19 @@ test_good_urls(void **state)
     assert_int_equal(c.port, 6390);
     dray__redis_cfg_close(&c);
 
+    /* rediss://: the same grammar, TLS on; plain URLs stay plain. */
+    assert_int_equal(dray__redis_url_parse(&c, "rediss://u:p%21@redis.example:6380/4", err, sizeof err), 0);
+    assert_int_equal(c.tls, 1);
+    assert_string_equal(c.user, "u");
+    assert_string_equal(c.pass, "p!");
+    assert_string_equal(c.host, "redis.example");
+    assert_int_equal(c.port, 6380);
+    assert_int_equal(c.db, 4);
+    dray__redis_cfg_close(&c);
+    assert_int_equal(dray__redis_url_parse(&c, "redis://redis.example", err, sizeof err), 0);
+    assert_int_equal(c.tls, 0);
+    dray__redis_cfg_close(&c);
+
     assert_int_equal(dray__redis_url_parse(&c, "unix:///run/redis/redis.sock?db=5", err, sizeof err), 0);
     assert_string_equal(c.path, "/run/redis/redis.sock");
     assert_null(c.host);
@@ -59,7 +72,8 @@ test_bad_urls(void **state)
         int code;
         const char *needle;
     } cases[] = {
-        {"rediss://host:6379", DRAY_ETLS, "TLS"},
+        {"rediss://", DRAY_EURL, "host is empty"},
+        {"redis+tls://host", DRAY_EURL, "scheme"},
         {"http://host", DRAY_EURL, "scheme"},
         {"redis://", DRAY_EURL, "host is empty"},
         {"redis://host:0", DRAY_EURL, "port"},
