@@ -71,6 +71,7 @@ static const key_def key_defs[] = {
     {"redis_tls_cert", K_PATH, R_ONE, 0, 0},
     {"redis_tls_key", K_PATH, R_ONE, 0, 0},
     {"redis_tls_insecure_skip_verify", K_BOOL, R_ONE, 0, 0},
+    {"redis_sentinel_password", K_STR, R_ONE, 0, 0},
 };
 #define NKEYS (sizeof key_defs / sizeof *key_defs)
 
@@ -674,6 +675,7 @@ dray_config_to_options(dray_config *cfg, dray_options *out, char *errbuf, size_t
     out->redis_tls_server_name = dray_config_get(cfg, "redis_tls_server_name");
     out->redis_tls_cert = dray_config_get(cfg, "redis_tls_cert");
     out->redis_tls_key = dray_config_get(cfg, "redis_tls_key");
+    out->redis_sentinel_password = dray_config_get(cfg, "redis_sentinel_password");
     if ((v = dray_config_get(cfg, "redis_tls_insecure_skip_verify")) && !parse_bool(v, &b))
         out->redis_tls_insecure_skip_verify = b;
     if ((v = dray_config_get(cfg, "concurrency")) && !parse_integer(v, &i))

@@ -69,6 +69,7 @@ void dray__log_payload(dray_log_level level, const char *jid, const char *klass,
                        const char *payload, size_t len, const char *fmt, ...) DRAY_PRINTF(6, 7);
 
 /* ---- redis connection (redis.c) ----------------------------------------------- */
+#define DRAY__MAX_SENTINELS 16 /* a URL lists a handful; 16 is generous */
 typedef struct dray__redis_cfg {
     char *host;              /* TCP host, or NULL for a unix socket */
     int port;                /* TCP port */
@@ -89,6 +90,12 @@ typedef struct dray__redis_cfg {
     char *tls_cert;          /* client certificate (mutual TLS), or NULL */
     char *tls_key;           /* its private key, or NULL (then in tls_cert) */
     void *tls_ctx;           /* SSL_CTX shared by every link of this cfg, or NULL */
+    int sentinel;            /* redis-sentinel://: host/port come from a sentinel */
+    int nsentinels;          /* entries in sentinel_host/port */
+    char *sentinel_host[DRAY__MAX_SENTINELS]; /* sentinel addresses, in URL order */
+    int sentinel_port[DRAY__MAX_SENTINELS];
+    char *master_name;       /* the monitored master's name */
+    char *sentinel_pass;     /* AUTH for the sentinels (not the master's), or NULL */
 } dray__redis_cfg;
 
 /* Parse a redis URL into cfg (zeroed first). DRAY_EURL / DRAY_ETLS with the

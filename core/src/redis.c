@@ -99,6 +99,72 @@ parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, 
     return 0;
 }
 
+/* redis[s]-sentinel://[[user]:password@]host[:port][,host[:port]]...
+ * /mastername[/db]: the password is the master's; sentinels use
+ * redis_sentinel_password. */
+static int
+parse_sentinel_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen)
+{
+    cfg->sentinel = 1;
+    cfg->tls = url[5] == 's';
+    const char *p = url + (cfg->tls ? 18 : 17);
+    const char *end = p + strcspn(p, "/");
+    const char *at = NULL;
+    for (const char *s = p; s < end; s++)
+        if (*s == '@')
+            at = s;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon && colon > p && !(cfg->user = pct_decode(p, (size_t)(colon - p))))
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in user");
+        const char *pw = colon ? colon + 1 : p;
+        if (!(cfg->pass = pct_decode(pw, (size_t)(at - pw))))
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
+        p = at + 1;
+    }
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *he = comma ? comma : end;
+        if (cfg->nsentinels == DRAY__MAX_SENTINELS)
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': more than %d sentinels",
+                             url, DRAY__MAX_SENTINELS);
+        const char *colon = memchr(p, ':', (size_t)(he - p));
+        const char *hostend = colon ? colon : he;
+        if (hostend == p)
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': a sentinel host is empty",
+                             url);
+        long port = 26379;
+        if (colon && parse_int(colon + 1, (size_t)(he - colon - 1), 1, 65535, &port))
+            return dray__err(errbuf, errlen, DRAY_EURL,
+                             "redis url '%s': sentinel port must be 1-65535", url);
+        int k = cfg->nsentinels;
+        if (!(cfg->sentinel_host[k] = dray__strndup(p, (size_t)(hostend - p))))
+            return DRAY_ENOMEM;
+        cfg->sentinel_port[k] = (int)port;
+        cfg->nsentinels++;
+        p = comma ? comma + 1 : end;
+    }
+    if (cfg->nsentinels == 0)
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': no sentinel given", url);
+    if (*end != '/' || end[1] == '\0' || end[1] == '/')
+        return dray__err(errbuf, errlen, DRAY_EURL,
+                         "redis url '%s': the master's name is missing (.../mastername[/db])", url);
+    const char *name = end + 1;
+    size_t nl = strcspn(name, "/");
+    if (!(cfg->master_name = pct_decode(name, nl)))
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in master name");
+    if (name[nl] == '/') {
+        long db;
+        const char *d = name + nl + 1;
+        if (parse_int(d, strlen(d), 0, 1000000, &db))
+            return dray__err(errbuf, errlen, DRAY_EURL,
+                             "redis url '%s': database must be a non-negative integer", url);
+        cfg->db = (int)db;
+    }
+    snprintf(cfg->where, sizeof cfg->where, "sentinel master '%s'", cfg->master_name);
+    return 0;
+}
+
 int
 dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen)
 {
@@ -123,6 +189,8 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
         snprintf(cfg->where, sizeof cfg->where, "unix:%s", cfg->path);
         return q ? parse_query(cfg, q + 1, url, errbuf, errlen) : 0;
     }
+    if (!strncmp(url, "redis-sentinel://", 17) || !strncmp(url, "rediss-sentinel://", 18))
+        return parse_sentinel_url(cfg, url, errbuf, errlen);
     if (!strncmp(url, "rediss://", 9))
         cfg->tls = 1;
     else if (strncmp(url, "redis://", 8))
@@ -219,6 +287,14 @@ tls_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, size_t e
         tls_setting(&cfg->tls_cert, o->redis_tls_cert, "DRAY_REDIS_TLS_CERT") ||
         tls_setting(&cfg->tls_key, o->redis_tls_key, "DRAY_REDIS_TLS_KEY"))
         return DRAY_ENOMEM;
+    if (tls_setting(&cfg->sentinel_pass, o->redis_sentinel_password,
+                    "DRAY_REDIS_SENTINEL_PASSWORD"))
+        return DRAY_ENOMEM;
+    if (cfg->sentinel_pass && !cfg->sentinel)
+        return dray__err(errbuf, errlen, DRAY_ECONFIG,
+                         "redis at %s: a sentinel password is set but the url is not "
+                         "redis-sentinel://",
+                         cfg->where);
     cfg->tls_insecure = o->redis_tls_insecure_skip_verify > 0;
     const char *env = getenv("DRAY_REDIS_TLS_INSECURE_SKIP_VERIFY");
     if (!o->redis_tls_insecure_skip_verify && env && *env) {
@@ -305,6 +381,13 @@ dray__redis_cfg_close(dray__redis_cfg *cfg)
     dray__free(cfg->tls_cert);
     dray__free(cfg->tls_key);
     dray__tls_ctx_free(cfg);
+    for (int i = 0; i < cfg->nsentinels; i++)
+        dray__free(cfg->sentinel_host[i]);
+    dray__free(cfg->master_name);
+    if (cfg->sentinel_pass) {
+        memset(cfg->sentinel_pass, 0, strlen(cfg->sentinel_pass));
+        dray__free(cfg->sentinel_pass);
+    }
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -438,11 +521,10 @@ setup_cmd(dray__conn *c, int code, const char *what, int argc, const char **argv
     return rc;
 }
 
-int
-dray__conn_ensure(dray__conn *c)
+/* Connect to c->cfg's host (or socket): TLS, AUTH, SELECT, CLIENT ID. */
+static int
+connect_direct(dray__conn *c)
 {
-    if (c->ctx)
-        return 0;
     const dray__redis_cfg *cfg = c->cfg;
     struct timeval tv = ms_tv(cfg->connect_timeout_ms);
     double t0 = cfg->tls ? dray__mono() : 0;
@@ -500,13 +582,127 @@ dray__conn_ensure(dray__conn *c)
     return 0;
 }
 
-/* Classify a reply: NULL → I/O failure, error reply → DRAY_EREDIS. */
+/* Ask the sentinels, in URL order, where the master is: 0 with host and
+ * port, else DRAY_ECONN with every sentinel's answer in why. */
 static int
-check_reply(dray__conn *c, redisReply *r)
+sentinel_lookup(const dray__redis_cfg *cfg, char *host, size_t hostlen, int *port, char *why,
+                size_t whylen)
 {
+    size_t wl = 0;
+    why[0] = '\0';
+    for (int i = 0; i < cfg->nsentinels; i++) {
+        dray__redis_cfg s = *cfg; /* borrows cfg's strings and SSL_CTX; never closed */
+        s.sentinel = 0;
+        s.host = cfg->sentinel_host[i];
+        s.port = cfg->sentinel_port[i];
+        s.path = NULL;
+        s.user = NULL;
+        s.pass = cfg->sentinel_pass;
+        s.db = 0;
+        snprintf(s.where, sizeof s.where, "sentinel %s:%d", s.host, s.port);
+        dray__conn sc;
+        dray__conn_init(&sc, &s);
+        redisReply *r = NULL;
+        const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", cfg->master_name};
+        int rc = dray__conn_cmd(&sc, &r, 3, argv, NULL);
+        if (!rc && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_STRING &&
+            r->element[1]->type == REDIS_REPLY_STRING && r->element[0]->len < hostlen) {
+            long p = atol(r->element[1]->str);
+            if (p > 0 && p < 65536) {
+                memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+                *port = (int)p;
+                freeReplyObject(r);
+                dray__conn_close(&sc);
+                return 0;
+            }
+        }
+        if (rc)
+            snprintf(why + wl, whylen - wl, "%s%.100s", wl ? "; " : "",
+                     sc.errstr + (strncmp(sc.errstr, "redis at ", 9) ? 0 : 9));
+        else
+            snprintf(why + wl, whylen - wl, "%ssentinel %s:%d does not know master '%s'",
+                     wl ? "; " : "", s.host, s.port, cfg->master_name);
+        wl = strlen(why);
+        if (r)
+            freeReplyObject(r);
+        dray__conn_close(&sc);
+    }
+    return DRAY_ECONN;
+}
+
+/* Connect to the master a sentinel names, and check that it is one (a
+ * sentinel may still name a demoted master during a failover). */
+static int
+connect_via_sentinel(dray__conn *c)
+{
+    const dray__redis_cfg *cfg = c->cfg;
+    char host[256], why[DRAY_ERRSTR_BYTES];
+    int port = 0;
+    if (sentinel_lookup(cfg, host, sizeof host, &port, why, sizeof why))
+        return set_err(c, DRAY_ECONN, "redis at %s: no sentinel answered: %s", cfg->where, why);
+    dray__redis_cfg m = *cfg; /* borrowed as in sentinel_lookup, only during the connect */
+    m.sentinel = 0;
+    m.host = host;
+    m.port = port;
+    snprintf(m.where, sizeof m.where, "%.100s:%d (master '%.40s')", host, port, cfg->master_name);
+    c->cfg = &m;
+    int rc = connect_direct(c);
+    if (!rc) {
+        const char *argv[1] = {"ROLE"};
+        redisReply *r = roundtrip_argv(c, 1, argv, NULL);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+            r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master")) {
+            rc = set_err(c, DRAY_ECONN, "redis at %s: is %s, not a master (failover under way?)",
+                         m.where,
+                         r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                                 r->element[0]->type == REDIS_REPLY_STRING
+                             ? r->element[0]->str
+                             : "unreachable");
+            dray__conn_drop(c);
+        }
+        if (r)
+            freeReplyObject(r);
+    }
+    c->cfg = cfg;
+    return rc;
+}
+
+int
+dray__conn_ensure(dray__conn *c)
+{
+    if (c->ctx)
+        return 0;
+    return c->cfg->sentinel ? connect_via_sentinel(c) : connect_direct(c);
+}
+
+/* An error reply that means "this server is no longer the master": the
+ * command did not run; reconnecting (through the sentinels) is the cure. */
+static bool
+failover_error(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR &&
+           (!strncmp(r->str, "READONLY", 8) || !strncmp(r->str, "UNBLOCKED", 9) ||
+            !strncmp(r->str, "MASTERDOWN", 10));
+}
+
+/* Classify a reply: NULL → I/O failure, error reply → DRAY_EREDIS. A
+ * failover refusal is freed (*rp = NULL) and drops the link: DRAY_ECONN. */
+static int
+check_reply(dray__conn *c, redisReply **rp)
+{
+    redisReply *r = *rp;
     if (!r) {
         set_err(c, DRAY_ECONN, "redis at %s: connection lost: %s", c->cfg->where,
                 c->ctx && c->ctx->errstr[0] ? c->ctx->errstr : "eof");
+        dray__conn_drop(c);
+        return DRAY_ECONN;
+    }
+    if (failover_error(r)) {
+        set_err(c, DRAY_ECONN, "redis at %s: %s (not the master now: reconnecting)", c->cfg->where,
+                r->str);
+        freeReplyObject(r);
+        *rp = NULL;
         dray__conn_drop(c);
         return DRAY_ECONN;
     }
@@ -524,7 +720,7 @@ dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv, con
     if (rc)
         return rc;
     redisReply *r = roundtrip_argv(c, argc, argv, lens);
-    rc = check_reply(c, r);
+    rc = check_reply(c, &r);
     if (out)
         *out = r;
     else if (r)
@@ -544,7 +740,7 @@ dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...)
     va_start(ap, fmt);
     redisReply *r = roundtrip_v(c, fmt, ap);
     va_end(ap);
-    rc = check_reply(c, r);
+    rc = check_reply(c, &r);
     if (out)
         *out = r;
     else if (r)
@@ -841,7 +1037,7 @@ dray__pipe_run(dray__pipe *p)
     }
     for (size_t i = 0; i < p->n; i++)
         p->cmd[i].st = DRAY_EUNSURE;
-    int first = 0;
+    int first = 0, failover = 0;
     char firsterr[DRAY_ERRSTR_BYTES] = "";
     for (size_t i = 0; i < p->n; i++) {
         void *r = NULL;
@@ -852,6 +1048,15 @@ dray__pipe_run(dray__pipe *p)
             return DRAY_EUNSURE;
         }
         p->cmd[i].r = r;
+        if (failover_error(r) || (failover && p->cmd[i].kind == DRAY__PIPE_EXEC)) {
+            /* Refused by a demoted master: not run (EXEC aborts with it). */
+            if (!failover)
+                set_err(c, DRAY_ECONN, "redis at %s: %s (not the master now: reconnecting)",
+                        c->cfg->where, ((redisReply *)r)->str);
+            p->cmd[i].st = DRAY_ECONN;
+            failover = 1;
+            continue;
+        }
         int e = pipe_check(p, &p->cmd[i]);
         if (e == DRAY_ECONN) {
             dray__conn_drop(c);
@@ -863,6 +1068,17 @@ dray__pipe_run(dray__pipe *p)
             first = e;
             memcpy(firsterr, c->errstr, sizeof firsterr);
         }
+    }
+    if (failover) {
+        /* A role change mid-pipeline could leave earlier commands run: then
+         * the outcome is unsure; else nothing was written. */
+        int ran = 0;
+        for (size_t i = 0; i < p->n; i++)
+            ran |= p->cmd[i].st == 0 && p->cmd[i].kind != DRAY__PIPE_MULTI;
+        int code = ran ? DRAY_EUNSURE : DRAY_ECONN;
+        c->err = code;
+        dray__conn_drop(c);
+        return code;
     }
     if (first)
         memcpy(c->errstr, firsterr, sizeof firsterr);

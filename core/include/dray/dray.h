@@ -140,6 +140,8 @@ typedef struct dray_options {
     const char *redis_tls_cert;        /* client certificate (mutual TLS) */
     const char *redis_tls_key;         /* its key; default: inside redis_tls_cert */
     int redis_tls_insecure_skip_verify; /* 1: accept any certificate (insecure) */
+    const char *redis_sentinel_password; /* redis-sentinel://: AUTH for the sentinels
+                                            (NULL: $DRAY_REDIS_SENTINEL_PASSWORD) */
 } dray_options;
 
 /* Fill *o with defaults. Cannot fail. */
