@@ -6,3 +6,13 @@ if(TARGET dray_cli)
   add_dependencies(test_tls dray_cli)
   target_compile_definitions(test_tls PRIVATE DRAY_CLI_PATH="$<TARGET_FILE:dray_cli>")
 endif()
+
+# redis-sentinel://: master, replica and three sentinels (redis-server
+# --sentinel), a failover and a kill. Label `sentinel` (slow: excludable
+# under sanitizers with -LE sentinel).
+if(TARGET dray_cli)
+  dray_add_test(test_sentinel SOURCES integration/test_sentinel.c LABELS integration sentinel
+                TIMEOUT 240)
+  add_dependencies(test_sentinel dray_cli)
+  target_compile_definitions(test_sentinel PRIVATE DRAY_CLI_PATH="$<TARGET_FILE:dray_cli>")
+endif()

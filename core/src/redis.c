@@ -617,12 +617,15 @@ sentinel_lookup(const dray__redis_cfg *cfg, char *host, size_t hostlen, int *por
                 return 0;
             }
         }
-        if (rc)
-            snprintf(why + wl, whylen - wl, "%s%.100s", wl ? "; " : "",
-                     sc.errstr + (strncmp(sc.errstr, "redis at ", 9) ? 0 : 9));
-        else
-            snprintf(why + wl, whylen - wl, "%ssentinel %s:%d does not know master '%s'",
-                     wl ? "; " : "", s.host, s.port, cfg->master_name);
+        /* Short: the message holds every sentinel's answer in 128 bytes. */
+        const char *cause = "unknown master";
+        if (rc) {
+            const char *colon = strrchr(sc.errstr, ':');
+            cause = colon ? colon + 1 : sc.errstr;
+            while (*cause == ' ')
+                cause++;
+        }
+        snprintf(why + wl, whylen - wl, "%s%.60s:%d: %.60s", wl ? "; " : "", s.host, s.port, cause);
         wl = strlen(why);
         if (r)
             freeReplyObject(r);
@@ -640,7 +643,8 @@ connect_via_sentinel(dray__conn *c)
     char host[256], why[DRAY_ERRSTR_BYTES];
     int port = 0;
     if (sentinel_lookup(cfg, host, sizeof host, &port, why, sizeof why))
-        return set_err(c, DRAY_ECONN, "redis at %s: no sentinel answered: %s", cfg->where, why);
+        return set_err(c, DRAY_ECONN, "redis: no master '%s' from the sentinels: %s",
+                       cfg->master_name, why);
     dray__redis_cfg m = *cfg; /* borrowed as in sentinel_lookup, only during the connect */
     m.sentinel = 0;
     m.host = host;
