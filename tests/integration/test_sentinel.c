@@ -422,10 +422,61 @@ test_no_sentinel_answers(void **state)
     dray_client_free(c);
 }
 
+/* A master demoted under dray: its write refusal (READONLY) drops the link
+ * and says "nothing written" (DRAY_ECONN), for single commands and
+ * pipelines, so callers reconnect (through the sentinels) and retry. */
+static void
+test_readonly_reply_drops_the_link(void **state)
+{
+    (void)state;
+    test_redis one = {0};
+    if (test_redis_start(&one))
+        fail_msg("redis-server did not start");
+    dray__redis_cfg cfg;
+    char err[256];
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = one.url;
+    assert_int_equal(dray__redis_cfg_init(&cfg, &o, err, sizeof err), 0);
+    dray__conn c;
+    dray__conn_init(&c, &cfg);
+    assert_int_equal(dray__conn_cmdf(&c, NULL, "LPUSH k a"), 0);
+    /* Demote it: a replica of a master that is not there stays read-only. */
+    redisContext *rc = test_redis_connect(&one);
+    redisReply *r = test_redis_cmd(rc, "REPLICAOF 127.0.0.1 %d", free_port());
+    freeReplyObject(r);
+    redisFree(rc);
+
+    assert_int_equal(dray__conn_cmdf(&c, NULL, "LPUSH k b"), DRAY_ECONN);
+    assert_non_null(strstr(c.errstr, "READONLY"));
+    assert_null(c.ctx); /* dropped: the next command reconnects */
+
+    dray__pipe p;
+    dray__pipe_init(&p, &c);
+    dray__pipe_addf(&p, "LPUSH k c");
+    dray__pipe_addf(&p, "LPUSH k d");
+    assert_int_equal(dray__pipe_run(&p), DRAY_ECONN);
+    assert_int_equal(p.cmd[0].st, DRAY_ECONN);
+    assert_int_equal(p.cmd[1].st, DRAY_ECONN);
+    dray__pipe_close(&p);
+    assert_null(c.ctx);
+
+    dray__pipe_init(&p, &c);
+    dray__pipe_begin(&p);
+    dray__pipe_addf(&p, "LPUSH k e");
+    dray__pipe_commit(&p);
+    assert_int_equal(dray__pipe_run(&p), DRAY_ECONN);
+    dray__pipe_close(&p);
+    dray__conn_close(&c);
+    dray__redis_cfg_close(&cfg);
+    test_redis_stop(&one);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_readonly_reply_drops_the_link),
         cmocka_unit_test(test_no_sentinel_answers),
         cmocka_unit_test(test_failover_then_kill_old_master),
     };
