@@ -217,6 +217,16 @@ teardown(void **state)
     return 0;
 }
 
+/* Push Ok with args [i] (dray_client_push does not take the args). */
+static int
+push_i(dray_client *c, int i)
+{
+    json_t *args = json_pack("[i]", i);
+    int e = dray_client_push(c, "Ok", args, NULL, NULL);
+    json_decref(args);
+    return e;
+}
+
 #define NJOBS 1200
 static atomic_int seen[NJOBS];
 static atomic_int nran;
@@ -273,7 +283,7 @@ push_range(dray_client *c, int from, int to)
 {
     int retries = 0;
     for (int i = from; i < to; i++)
-        while (dray_client_push(c, "Ok", json_pack("[i]", i), NULL, NULL)) {
+        while (push_i(c, i)) {
             retries++;
             dray__sleep_ms(50);
         }
@@ -411,7 +421,7 @@ test_no_sentinel_answers(void **state)
     char err[256];
     assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
     double t0 = test_now();
-    int e = dray_client_push(c, "Ok", json_pack("[i]", 1), NULL, NULL);
+    int e = push_i(c, 1);
     double ms = (test_now() - t0) * 1000;
     assert_int_equal(e, DRAY_ECONN);
     const char *m = dray_client_errstr(c);
