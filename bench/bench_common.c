@@ -89,10 +89,44 @@ bench_redis_start(bench_redis *r, int with_tcp)
     }
     snprintf(logpath, sizeof logpath, "%s/redis.log", r->dir);
     /* clang-format off */
-    char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--unixsocket", r->sock,
+    char *argv[40] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--unixsocket", r->sock,
                     "--unixsocketperm", "700", "--dir", r->dir, "--save", "", "--appendonly", "no",
                     "--daemonize", "no", "--loglevel", "warning", "--logfile", logpath, NULL};
     /* clang-format on */
+    /* DRAY_BENCH_TLS=1: the TCP port speaks TLS (certificates made here by
+     * tests/support/tls_certs.sh); "tcp" figures are then rediss:// figures,
+     * and bench_server's worker connects over it too. */
+    static char tlsport[16], cfile[320], kfile[320], cafile[320], tlsurl[64];
+    const char *tls = getenv("DRAY_BENCH_TLS");
+    if (with_tcp && tls && !strcmp(tls, "1")) {
+        char cmd[800];
+        snprintf(cmd, sizeof cmd, "sh %s/tests/support/tls_certs.sh %s", DRAY_SOURCE_DIR, r->dir);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "bench: cannot make TLS certificates\n");
+            return -1;
+        }
+        snprintf(tlsport, sizeof tlsport, "%d", r->port);
+        snprintf(cfile, sizeof cfile, "%s/server.pem", r->dir);
+        snprintf(kfile, sizeof kfile, "%s/server.key", r->dir);
+        snprintf(cafile, sizeof cafile, "%s/ca.pem", r->dir);
+        argv[2] = "0"; /* "--port N" becomes "--port 0 --tls-port N ..." */
+        int n = 21;
+        argv[n++] = "--tls-port";
+        argv[n++] = tlsport;
+        argv[n++] = "--tls-cert-file";
+        argv[n++] = cfile;
+        argv[n++] = "--tls-key-file";
+        argv[n++] = kfile;
+        argv[n++] = "--tls-ca-cert-file";
+        argv[n++] = cafile;
+        argv[n++] = "--tls-auth-clients";
+        argv[n++] = "no";
+        argv[n] = NULL;
+        snprintf(r->tcp_url, sizeof r->tcp_url, "rediss://127.0.0.1:%d/0", r->port);
+        snprintf(tlsurl, sizeof tlsurl, "%s", r->tcp_url);
+        setenv("DRAY_BENCH_TLS_CA", cafile, 1);
+        setenv("DRAY_BENCH_WORKER_URL", tlsurl, 1);
+    }
     pid_t pid = fork();
     if (pid < 0)
         return -1;

@@ -36,6 +36,8 @@ new_client(const char *url)
     dray_options o;
     dray_options_init(&o);
     o.redis_url = url;
+    if (!strncmp(url, "rediss://", 9))
+        o.redis_tls_ca_file = getenv("DRAY_BENCH_TLS_CA"); /* DRAY_BENCH_TLS (bench_common.c) */
     dray_client *c;
     char err[256];
     if (dray_client_new(&o, &c, err, sizeof err)) {
@@ -48,7 +50,7 @@ new_client(const char *url)
 static redisContext *
 wire_connect(const bench_redis *r, int tcp)
 {
-    if (!tcp)
+    if (!tcp || !strncmp(r->tcp_url, "rediss://", 9)) /* hiredis 0.14 has no TLS: unix floor */
         return bench_redis_connect(r);
     redisContext *c = redisConnect("127.0.0.1", r->port);
     if (!c || c->err) {

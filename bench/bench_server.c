@@ -137,6 +137,11 @@ worker_main(const char *mode, const char *sock, int conc, long n, int fetch_batc
     dray_options o;
     dray_options_init(&o);
     o.redis_url = url;
+    const char *wurl = getenv("DRAY_BENCH_WORKER_URL"); /* DRAY_BENCH_TLS (bench_common.c) */
+    if (wurl && *wurl) {
+        o.redis_url = wurl;
+        o.redis_tls_ca_file = getenv("DRAY_BENCH_TLS_CA");
+    }
     o.concurrency = conc;
     o.fetch_batch = fetch_batch;
     o.log_level = DRAY_LOG_WARN; /* no per-job logging (log_jobs stays 0) */
@@ -668,7 +673,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     dray_log_set_level(DRAY_LOG_WARN);
     bench_redis r;
-    if (bench_redis_start(&r, 0))
+    if (bench_redis_start(&r, getenv("DRAY_BENCH_TLS") != NULL)) /* TLS needs the port */
         return 1;
     char ver[32];
     bench_redis_version(&r, ver, sizeof ver);

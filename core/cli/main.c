@@ -33,6 +33,8 @@ static const char overview[] =
     "  -C, --config FILE        read a config file (default: $DRAY_CONFIG)\n"
     "      --redis-url URL      redis://[user:pass@]host[:port][/db] or unix:///path.sock\n"
     "                           (default: $DRAY_REDIS_URL, $REDIS_URL, redis://127.0.0.1:6379/0)\n"
+    "                           rediss://... for TLS (redis_tls_* settings), and\n"
+    "                           redis-sentinel://[:pass@]h1:26379,h2/mastername[/db]\n"
     "      --namespace NS       key prefix, as Sidekiq 6's redis-namespace\n"
     "  -h, --help               help for the command\n"
     "Settings apply in order: config file < DRAY_* environment < flags.\n"

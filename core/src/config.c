@@ -68,6 +68,13 @@ static const key_def key_defs[] = {
     {"module", K_PATH, R_SET, 0, 0},
     {"license", K_STR, R_ONE, 0, 0},
     {"license_file", K_PATH, R_ONE, 0, 0},
+    {"redis_tls_ca_file", K_PATH, R_ONE, 0, 0},
+    {"redis_tls_ca_dir", K_PATH, R_ONE, 0, 0},
+    {"redis_tls_server_name", K_PATH, R_ONE, 0, 0}, /* K_PATH: any non-empty string */
+    {"redis_tls_cert", K_PATH, R_ONE, 0, 0},
+    {"redis_tls_key", K_PATH, R_ONE, 0, 0},
+    {"redis_tls_insecure_skip_verify", K_BOOL, R_ONE, 0, 0},
+    {"redis_sentinel_password", K_STR, R_ONE, 0, 0},
 };
 #define NKEYS (sizeof key_defs / sizeof *key_defs)
 
@@ -673,6 +680,14 @@ dray_config_to_options(dray_config *cfg, dray_options *out, char *errbuf, size_t
         out->redis_url = v;
     if ((v = dray_config_get(cfg, "namespace")))
         out->ns = v;
+    out->redis_tls_ca_file = dray_config_get(cfg, "redis_tls_ca_file");
+    out->redis_tls_ca_dir = dray_config_get(cfg, "redis_tls_ca_dir");
+    out->redis_tls_server_name = dray_config_get(cfg, "redis_tls_server_name");
+    out->redis_tls_cert = dray_config_get(cfg, "redis_tls_cert");
+    out->redis_tls_key = dray_config_get(cfg, "redis_tls_key");
+    out->redis_sentinel_password = dray_config_get(cfg, "redis_sentinel_password");
+    if ((v = dray_config_get(cfg, "redis_tls_insecure_skip_verify")) && !parse_bool(v, &b))
+        out->redis_tls_insecure_skip_verify = b;
     if ((v = dray_config_get(cfg, "concurrency")) && !parse_integer(v, &i))
         out->concurrency = (int)i;
     if ((v = dray_config_get(cfg, "fetch_batch")) && !parse_integer(v, &i))

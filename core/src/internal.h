@@ -69,6 +69,7 @@ void dray__log_payload(dray_log_level level, const char *jid, const char *klass,
                        const char *payload, size_t len, const char *fmt, ...) DRAY_PRINTF(6, 7);
 
 /* ---- redis connection (redis.c) ----------------------------------------------- */
+#define DRAY__MAX_SENTINELS 16 /* a URL lists a handful; 16 is generous */
 typedef struct dray__redis_cfg {
     char *host;              /* TCP host, or NULL for a unix socket */
     int port;                /* TCP port */
@@ -81,6 +82,20 @@ typedef struct dray__redis_cfg {
     int connect_timeout_ms;  /* connect timeout */
     int command_timeout_ms;  /* per-command read/write timeout */
     char where[160];         /* "host:port" or "unix:/path" for messages */
+    int tls;                 /* rediss://: every link runs TLS */
+    int tls_insecure;        /* skip chain and hostname checks (explicit opt-out) */
+    char *tls_ca_file;       /* PEM CA bundle, or NULL */
+    char *tls_ca_dir;        /* hashed CA directory, or NULL (both NULL: system store) */
+    char *tls_server_name;   /* SNI and the name verified; NULL: host */
+    char *tls_cert;          /* client certificate (mutual TLS), or NULL */
+    char *tls_key;           /* its private key, or NULL (then in tls_cert) */
+    void *tls_ctx;           /* SSL_CTX shared by every link of this cfg, or NULL */
+    int sentinel;            /* redis-sentinel://: host/port come from a sentinel */
+    int nsentinels;          /* entries in sentinel_host/port */
+    char *sentinel_host[DRAY__MAX_SENTINELS]; /* sentinel addresses, in URL order */
+    int sentinel_port[DRAY__MAX_SENTINELS];
+    char *master_name;       /* the monitored master's name */
+    char *sentinel_pass;     /* AUTH for the sentinels (not the master's), or NULL */
 } dray__redis_cfg;
 
 /* Parse a redis URL into cfg (zeroed first). DRAY_EURL / DRAY_ETLS with the
@@ -94,6 +109,7 @@ void dray__redis_cfg_close(dray__redis_cfg *cfg);
 typedef struct dray__conn {
     const dray__redis_cfg *cfg; /* borrowed */
     redisContext *ctx;          /* NULL while disconnected */
+    void *ssl;                  /* SSL over ctx->fd (rediss://), else NULL */
     int extra_timeout_ms;       /* added to the read timeout (blocking commands) */
     int err;                    /* last DRAY_E* code, 0 if none */
     char errstr[DRAY_ERRSTR_BYTES];
@@ -101,6 +117,19 @@ typedef struct dray__conn {
     int want_client_id;         /* fetch CLIENT ID at connect (workers: a stop unblocks them) */
     atomic_llong client_id;     /* Redis's id of this link, 0 when unknown */
 } dray__conn;
+
+/* TLS transport (tls.c), used by redis.c for links with an SSL. ctx_init
+ * builds cfg->tls_ctx from the tls_* settings (DRAY_ETLS naming the file and
+ * cause); handshake runs TLS on c->ctx's socket within timeout_ms and sets
+ * c->ssl (DRAY_ECONN with the cause in c->errstr; the caller drops c). flush
+ * and get_reply are redisBufferWrite and redisGetReply over TLS. */
+int dray__tls_ctx_init(dray__redis_cfg *cfg, char *errbuf, size_t errlen);
+void dray__tls_ctx_free(dray__redis_cfg *cfg);
+int dray__tls_handshake(dray__conn *c, int timeout_ms);
+void dray__tls_free(dray__conn *c);
+int dray__tls_flush(dray__conn *c, int *done);
+int dray__tls_get_reply(dray__conn *c, void **reply);
+bool dray__tls_idle_ok(dray__conn *c);
 
 void dray__conn_init(dray__conn *c, const dray__redis_cfg *cfg);
 void dray__conn_close(dray__conn *c);

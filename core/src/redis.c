@@ -69,8 +69,8 @@ parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, 
         size_t n = amp ? (size_t)(amp - q) : strlen(q);
         const char *eq = memchr(q, '=', n);
         if (!eq)
-            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': query parameter without '='",
-                             url);
+            return dray__err(errbuf, errlen, DRAY_EURL,
+                             "redis url '%s': query parameter without '='", url);
         size_t kl = (size_t)(eq - q);
         const char *v = eq + 1;
         size_t vl = n - kl - 1;
@@ -83,8 +83,8 @@ parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, 
         } else if (kl == 8 && !memcmp(q, "password", 8)) {
             dray__free(cfg->pass);
             if (!(cfg->pass = pct_decode(v, vl)))
-                return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': bad %%-escape in password",
-                                 url);
+                return dray__err(errbuf, errlen, DRAY_EURL,
+                                 "redis url '%s': bad %%-escape in password", url);
         } else if (kl == 4 && !memcmp(q, "user", 4)) {
             dray__free(cfg->user);
             if (!(cfg->user = pct_decode(v, vl)))
@@ -99,6 +99,72 @@ parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, 
     return 0;
 }
 
+/* redis[s]-sentinel://[[user]:password@]host[:port][,host[:port]]...
+ * /mastername[/db]: the password is the master's; sentinels use
+ * redis_sentinel_password. */
+static int
+parse_sentinel_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen)
+{
+    cfg->sentinel = 1;
+    cfg->tls = url[5] == 's';
+    const char *p = url + (cfg->tls ? 18 : 17);
+    const char *end = p + strcspn(p, "/");
+    const char *at = NULL;
+    for (const char *s = p; s < end; s++)
+        if (*s == '@')
+            at = s;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon && colon > p && !(cfg->user = pct_decode(p, (size_t)(colon - p))))
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in user");
+        const char *pw = colon ? colon + 1 : p;
+        if (!(cfg->pass = pct_decode(pw, (size_t)(at - pw))))
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
+        p = at + 1;
+    }
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *he = comma ? comma : end;
+        if (cfg->nsentinels == DRAY__MAX_SENTINELS)
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': more than %d sentinels",
+                             url, DRAY__MAX_SENTINELS);
+        const char *colon = memchr(p, ':', (size_t)(he - p));
+        const char *hostend = colon ? colon : he;
+        if (hostend == p)
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': a sentinel host is empty",
+                             url);
+        long port = 26379;
+        if (colon && parse_int(colon + 1, (size_t)(he - colon - 1), 1, 65535, &port))
+            return dray__err(errbuf, errlen, DRAY_EURL,
+                             "redis url '%s': sentinel port must be 1-65535", url);
+        int k = cfg->nsentinels;
+        if (!(cfg->sentinel_host[k] = dray__strndup(p, (size_t)(hostend - p))))
+            return DRAY_ENOMEM;
+        cfg->sentinel_port[k] = (int)port;
+        cfg->nsentinels++;
+        p = comma ? comma + 1 : end;
+    }
+    if (cfg->nsentinels == 0)
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': no sentinel given", url);
+    if (*end != '/' || end[1] == '\0' || end[1] == '/')
+        return dray__err(errbuf, errlen, DRAY_EURL,
+                         "redis url '%s': the master's name is missing (.../mastername[/db])", url);
+    const char *name = end + 1;
+    size_t nl = strcspn(name, "/");
+    if (!(cfg->master_name = pct_decode(name, nl)))
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in master name");
+    if (name[nl] == '/') {
+        long db;
+        const char *d = name + nl + 1;
+        if (parse_int(d, strlen(d), 0, 1000000, &db))
+            return dray__err(errbuf, errlen, DRAY_EURL,
+                             "redis url '%s': database must be a non-negative integer", url);
+        cfg->db = (int)db;
+    }
+    snprintf(cfg->where, sizeof cfg->where, "sentinel master '%s'", cfg->master_name);
+    return 0;
+}
+
 int
 dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen)
 {
@@ -110,28 +176,27 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
         return DRAY_ENOMEM;
     if (!url || !*url)
         return dray__err(errbuf, errlen, DRAY_EURL, "redis url is empty");
-    if (!strncmp(url, "rediss://", 9))
-        return dray__err(errbuf, errlen, DRAY_ETLS,
-                         "redis url '%s': rediss:// needs TLS, which this build's hiredis lacks; "
-                         "use a TLS proxy (stunnel, spiped) and redis://",
-                         url);
     if (!strncmp(url, "unix://", 7)) {
         const char *p = url + 7;
         const char *q = strchr(p, '?');
         size_t pl = q ? (size_t)(q - p) : strlen(p);
         if (pl == 0 || p[0] != '/')
-            return dray__err(errbuf, errlen, DRAY_EURL,
-                             "redis url '%s': unix socket path must be absolute (unix:///path.sock)",
-                             url);
+            return dray__err(
+                errbuf, errlen, DRAY_EURL,
+                "redis url '%s': unix socket path must be absolute (unix:///path.sock)", url);
         if (!(cfg->path = dray__strndup(p, pl)))
             return DRAY_ENOMEM;
         snprintf(cfg->where, sizeof cfg->where, "unix:%s", cfg->path);
         return q ? parse_query(cfg, q + 1, url, errbuf, errlen) : 0;
     }
-    if (strncmp(url, "redis://", 8))
+    if (!strncmp(url, "redis-sentinel://", 17) || !strncmp(url, "rediss-sentinel://", 18))
+        return parse_sentinel_url(cfg, url, errbuf, errlen);
+    if (!strncmp(url, "rediss://", 9))
+        cfg->tls = 1;
+    else if (strncmp(url, "redis://", 8))
         return dray__err(errbuf, errlen, DRAY_EURL,
-                         "redis url '%s': scheme must be redis:// or unix://", url);
-    const char *p = url + 8;
+                         "redis url '%s': scheme must be redis://, rediss:// or unix://", url);
+    const char *p = url + (cfg->tls ? 9 : 8);
     const char *end = p + strcspn(p, "/?");
     const char *at = NULL;
     for (const char *s = p; s < end; s++)
@@ -154,7 +219,8 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
     if (*p == '[') {
         he = memchr(p, ']', (size_t)(end - p));
         if (!he)
-            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': unclosed '[' in host", url);
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': unclosed '[' in host",
+                             url);
         hs = p + 1;
         if (he + 1 < end) {
             if (he[1] != ':')
@@ -176,7 +242,8 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
     if (portp) {
         long port;
         if (parse_int(portp, (size_t)(end - portp), 1, 65535, &port))
-            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': port must be 1-65535", url);
+            return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': port must be 1-65535",
+                             url);
         cfg->port = (int)port;
     }
     snprintf(cfg->where, sizeof cfg->where, "%s:%d", cfg->host, cfg->port);
@@ -194,6 +261,61 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
     if (*end == '?')
         return parse_query(cfg, end + 1, url, errbuf, errlen);
     return 0;
+}
+
+/* An option, else its environment variable, else NULL; copied into *dst. */
+static int
+tls_setting(char **dst, const char *opt, const char *env)
+{
+    const char *v = opt && *opt ? opt : getenv(env);
+    if (!v || !*v)
+        return 0;
+    return (*dst = dray__strdup(v)) ? 0 : DRAY_ENOMEM;
+}
+
+/* TLS settings from options and $DRAY_REDIS_TLS_*; the shared SSL_CTX. */
+static int
+tls_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, size_t errlen)
+{
+    static const dray_options none;
+    if (!o)
+        o = &none;
+    if (tls_setting(&cfg->tls_ca_file, o->redis_tls_ca_file, "DRAY_REDIS_TLS_CA_FILE") ||
+        tls_setting(&cfg->tls_ca_dir, o->redis_tls_ca_dir, "DRAY_REDIS_TLS_CA_DIR") ||
+        tls_setting(&cfg->tls_server_name, o->redis_tls_server_name,
+                    "DRAY_REDIS_TLS_SERVER_NAME") ||
+        tls_setting(&cfg->tls_cert, o->redis_tls_cert, "DRAY_REDIS_TLS_CERT") ||
+        tls_setting(&cfg->tls_key, o->redis_tls_key, "DRAY_REDIS_TLS_KEY"))
+        return DRAY_ENOMEM;
+    if (tls_setting(&cfg->sentinel_pass, o->redis_sentinel_password,
+                    "DRAY_REDIS_SENTINEL_PASSWORD"))
+        return DRAY_ENOMEM;
+    if (cfg->sentinel_pass && !cfg->sentinel)
+        return dray__err(errbuf, errlen, DRAY_ECONFIG,
+                         "redis at %s: a sentinel password is set but the url is not "
+                         "redis-sentinel://",
+                         cfg->where);
+    cfg->tls_insecure = o->redis_tls_insecure_skip_verify > 0;
+    const char *env = getenv("DRAY_REDIS_TLS_INSECURE_SKIP_VERIFY");
+    if (!o->redis_tls_insecure_skip_verify && env && *env) {
+        if (!strcmp(env, "1") || !strcmp(env, "yes") || !strcmp(env, "true"))
+            cfg->tls_insecure = 1;
+        else if (strcmp(env, "0") && strcmp(env, "no") && strcmp(env, "false"))
+            return dray__err(
+                errbuf, errlen, DRAY_ETLS,
+                "DRAY_REDIS_TLS_INSECURE_SKIP_VERIFY='%s': want 1/0, yes/no, true/false", env);
+    }
+    if (!cfg->tls) {
+        /* A TLS setting on a plaintext URL is a mistake, not a wish for plaintext. */
+        if (cfg->tls_ca_file || cfg->tls_ca_dir || cfg->tls_server_name || cfg->tls_cert ||
+            cfg->tls_key || cfg->tls_insecure)
+            return dray__err(errbuf, errlen, DRAY_ETLS,
+                             "redis at %s: TLS settings given but the url is not rediss:// "
+                             "(refusing to connect in plaintext)",
+                             cfg->where);
+        return 0;
+    }
+    return dray__tls_ctx_init(cfg, errbuf, errlen);
 }
 
 int
@@ -234,7 +356,10 @@ dray__redis_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, 
         cfg->connect_timeout_ms = o->connect_timeout_ms;
     if (o && o->command_timeout_ms > 0)
         cfg->command_timeout_ms = o->command_timeout_ms;
-    return 0;
+    rc = tls_cfg_init(cfg, o, errbuf, errlen);
+    if (rc)
+        dray__redis_cfg_close(cfg);
+    return rc;
 }
 
 void
@@ -250,6 +375,19 @@ dray__redis_cfg_close(dray__redis_cfg *cfg)
         dray__free(cfg->pass);
     }
     dray__free(cfg->ns);
+    dray__free(cfg->tls_ca_file);
+    dray__free(cfg->tls_ca_dir);
+    dray__free(cfg->tls_server_name);
+    dray__free(cfg->tls_cert);
+    dray__free(cfg->tls_key);
+    dray__tls_ctx_free(cfg);
+    for (int i = 0; i < cfg->nsentinels; i++)
+        dray__free(cfg->sentinel_host[i]);
+    dray__free(cfg->master_name);
+    if (cfg->sentinel_pass) {
+        memset(cfg->sentinel_pass, 0, strlen(cfg->sentinel_pass));
+        dray__free(cfg->sentinel_pass);
+    }
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -300,6 +438,8 @@ void
 dray__conn_drop(dray__conn *c)
 {
     atomic_store(&c->client_id, 0);
+    if (c->ssl)
+        dray__tls_free(c);
     if (c->ctx) {
         redisFree(c->ctx);
         c->ctx = NULL;
@@ -319,8 +459,7 @@ ms_tv(int ms)
     return tv;
 }
 
-static int
-set_err(dray__conn *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static int set_err(dray__conn *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
 static int
 set_err(dray__conn *c, int code, const char *fmt, ...)
@@ -333,13 +472,43 @@ set_err(dray__conn *c, int code, const char *fmt, ...)
     return code;
 }
 
+/* One round trip on the link, plain or TLS: the reply, or NULL with the
+ * cause in c->ctx->errstr (then the link must be dropped). */
+static redisReply *
+roundtrip_argv(dray__conn *c, int argc, const char **argv, const size_t *lens)
+{
+    if (!c->ssl)
+        return redisCommandArgv(c->ctx, argc, argv, lens);
+    void *r = NULL;
+    if (redisAppendCommandArgv(c->ctx, argc, argv, lens) != REDIS_OK ||
+        dray__tls_get_reply(c, &r) != REDIS_OK)
+        return NULL;
+    return r;
+}
+
+static redisReply *
+roundtrip_v(dray__conn *c, const char *fmt, va_list ap)
+{
+    if (!c->ssl)
+        return redisvCommand(c->ctx, fmt, ap);
+    void *r = NULL;
+    if (redisvAppendCommand(c->ctx, fmt, ap) != REDIS_OK || dray__tls_get_reply(c, &r) != REDIS_OK)
+        return NULL;
+    return r;
+}
+
 /* Run a setup command (AUTH, SELECT) on a fresh context. */
 static int
 setup_cmd(dray__conn *c, int code, const char *what, int argc, const char **argv)
 {
-    redisReply *r = redisCommandArgv(c->ctx, argc, argv, NULL);
+    redisReply *r = roundtrip_argv(c, argc, argv, NULL);
     if (!r) {
-        set_err(c, DRAY_ECONN, "redis at %s: %s failed: %s", c->cfg->where, what, c->ctx->errstr);
+        /* A TLS server that wants a client certificate hangs up right after
+         * the handshake; its alert may be lost to the reset. Say so. */
+        set_err(c, DRAY_ECONN, "redis at %s: %s failed: %s%s", c->cfg->where, what, c->ctx->errstr,
+                c->ssl && !c->cfg->tls_cert ? " (does the server require a TLS client certificate? "
+                                              "set redis_tls_cert and redis_tls_key)"
+                                            : "");
         dray__conn_drop(c);
         return DRAY_ECONN;
     }
@@ -352,13 +521,13 @@ setup_cmd(dray__conn *c, int code, const char *what, int argc, const char **argv
     return rc;
 }
 
-int
-dray__conn_ensure(dray__conn *c)
+/* Connect to c->cfg's host (or socket): TLS, AUTH, SELECT, CLIENT ID. */
+static int
+connect_direct(dray__conn *c)
 {
-    if (c->ctx)
-        return 0;
     const dray__redis_cfg *cfg = c->cfg;
     struct timeval tv = ms_tv(cfg->connect_timeout_ms);
+    double t0 = cfg->tls ? dray__mono() : 0;
     c->ctx = cfg->path ? redisConnectUnixWithTimeout(cfg->path, tv)
                        : redisConnectWithTimeout(cfg->host, cfg->port, tv);
     if (!c->ctx)
@@ -367,6 +536,14 @@ dray__conn_ensure(dray__conn *c)
         set_err(c, DRAY_ECONN, "redis at %s: cannot connect: %s", cfg->where, c->ctx->errstr);
         dray__conn_drop(c);
         return DRAY_ECONN;
+    }
+    if (cfg->tls) {
+        /* The handshake shares the connect timeout: a silent peer fails fast. */
+        int left = cfg->connect_timeout_ms - (int)((dray__mono() - t0) * 1000);
+        if (dray__tls_handshake(c, left)) {
+            dray__conn_drop(c);
+            return DRAY_ECONN;
+        }
     }
     redisSetTimeout(c->ctx, ms_tv(cfg->command_timeout_ms + c->extra_timeout_ms));
     if (cfg->pass) {
@@ -383,8 +560,17 @@ dray__conn_ensure(dray__conn *c)
         if (rc)
             return rc;
     }
+    if (c->ssl && !cfg->pass && !cfg->db) {
+        /* A server that refuses our certificate says so after the handshake
+         * (TLS 1.3): one PING makes that a connect error, not a lost command. */
+        const char *argv[1] = {"PING"};
+        int rc = setup_cmd(c, DRAY_ECONN, "PING", 1, argv);
+        if (rc)
+            return rc;
+    }
     if (c->want_client_id) {
-        redisReply *r = redisCommand(c->ctx, "CLIENT ID");
+        const char *argv[2] = {"CLIENT", "ID"};
+        redisReply *r = roundtrip_argv(c, 2, argv, NULL);
         atomic_store(&c->client_id, r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
         if (r)
             freeReplyObject(r);
@@ -396,13 +582,131 @@ dray__conn_ensure(dray__conn *c)
     return 0;
 }
 
-/* Classify a reply: NULL → I/O failure, error reply → DRAY_EREDIS. */
+/* Ask the sentinels, in URL order, where the master is: 0 with host and
+ * port, else DRAY_ECONN with every sentinel's answer in why. */
 static int
-check_reply(dray__conn *c, redisReply *r)
+sentinel_lookup(const dray__redis_cfg *cfg, char *host, size_t hostlen, int *port, char *why,
+                size_t whylen)
 {
+    size_t wl = 0;
+    why[0] = '\0';
+    for (int i = 0; i < cfg->nsentinels; i++) {
+        dray__redis_cfg s = *cfg; /* borrows cfg's strings and SSL_CTX; never closed */
+        s.sentinel = 0;
+        s.host = cfg->sentinel_host[i];
+        s.port = cfg->sentinel_port[i];
+        s.path = NULL;
+        s.user = NULL;
+        s.pass = cfg->sentinel_pass;
+        s.db = 0;
+        snprintf(s.where, sizeof s.where, "sentinel %s:%d", s.host, s.port);
+        dray__conn sc;
+        dray__conn_init(&sc, &s);
+        redisReply *r = NULL;
+        const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", cfg->master_name};
+        int rc = dray__conn_cmd(&sc, &r, 3, argv, NULL);
+        if (!rc && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_STRING &&
+            r->element[1]->type == REDIS_REPLY_STRING && r->element[0]->len < hostlen) {
+            long p = atol(r->element[1]->str);
+            if (p > 0 && p < 65536) {
+                memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+                *port = (int)p;
+                freeReplyObject(r);
+                dray__conn_close(&sc);
+                return 0;
+            }
+        }
+        /* Short: the message holds every sentinel's answer in 128 bytes. */
+        const char *cause = "unknown master";
+        if (rc) {
+            const char *colon = strrchr(sc.errstr, ':');
+            cause = colon ? colon + 1 : sc.errstr;
+            while (*cause == ' ')
+                cause++;
+        }
+        snprintf(why + wl, whylen - wl, "%s%.60s:%d: %.60s", wl ? "; " : "", s.host, s.port, cause);
+        wl = strlen(why);
+        if (r)
+            freeReplyObject(r);
+        dray__conn_close(&sc);
+    }
+    return DRAY_ECONN;
+}
+
+/* Connect to the master a sentinel names, and check that it is one (a
+ * sentinel may still name a demoted master during a failover). */
+static int
+connect_via_sentinel(dray__conn *c)
+{
+    const dray__redis_cfg *cfg = c->cfg;
+    char host[256], why[DRAY_ERRSTR_BYTES];
+    int port = 0;
+    if (sentinel_lookup(cfg, host, sizeof host, &port, why, sizeof why))
+        return set_err(c, DRAY_ECONN, "redis: no master '%s' from the sentinels: %s",
+                       cfg->master_name, why);
+    dray__redis_cfg m = *cfg; /* borrowed as in sentinel_lookup, only during the connect */
+    m.sentinel = 0;
+    m.host = host;
+    m.port = port;
+    snprintf(m.where, sizeof m.where, "%.100s:%d (master '%.40s')", host, port, cfg->master_name);
+    c->cfg = &m;
+    int rc = connect_direct(c);
+    if (!rc) {
+        const char *argv[1] = {"ROLE"};
+        redisReply *r = roundtrip_argv(c, 1, argv, NULL);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+            r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master")) {
+            rc = set_err(c, DRAY_ECONN, "redis at %s: is %s, not a master (failover under way?)",
+                         m.where,
+                         r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                                 r->element[0]->type == REDIS_REPLY_STRING
+                             ? r->element[0]->str
+                             : "unreachable");
+            dray__conn_drop(c);
+        }
+        if (r)
+            freeReplyObject(r);
+    }
+    c->cfg = cfg;
+    return rc;
+}
+
+int
+dray__conn_ensure(dray__conn *c)
+{
+    if (c->ctx)
+        return 0;
+    return c->cfg->sentinel ? connect_via_sentinel(c) : connect_direct(c);
+}
+
+/* An error reply that means "this server is no longer the master": the
+ * command did not run; reconnecting (through the sentinels) is the cure. */
+static bool
+failover_error(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR &&
+           (!strncmp(r->str, "READONLY", 8) || !strncmp(r->str, "UNBLOCKED", 9) ||
+            !strncmp(r->str, "MASTERDOWN", 10));
+}
+
+/* Classify a reply: NULL → I/O failure, error reply → DRAY_EREDIS. A
+ * failover refusal is freed (*rp = NULL) and drops the link: DRAY_ECONN. */
+static int
+check_reply(dray__conn *c, redisReply **rp)
+{
+    redisReply *r = *rp;
     if (!r) {
         set_err(c, DRAY_ECONN, "redis at %s: connection lost: %s", c->cfg->where,
                 c->ctx && c->ctx->errstr[0] ? c->ctx->errstr : "eof");
+        dray__conn_drop(c);
+        return DRAY_ECONN;
+    }
+    if (failover_error(r)) {
+        set_err(c, DRAY_ECONN, "redis at %s: %s (not the master now: reconnecting)", c->cfg->where,
+                r->str);
+        freeReplyObject(r);
+        *rp = NULL;
         dray__conn_drop(c);
         return DRAY_ECONN;
     }
@@ -419,8 +723,8 @@ dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv, con
     int rc = dray__conn_ensure(c);
     if (rc)
         return rc;
-    redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
-    rc = check_reply(c, r);
+    redisReply *r = roundtrip_argv(c, argc, argv, lens);
+    rc = check_reply(c, &r);
     if (out)
         *out = r;
     else if (r)
@@ -438,9 +742,9 @@ dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...)
         return rc;
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(c->ctx, fmt, ap);
+    redisReply *r = roundtrip_v(c, fmt, ap);
     va_end(ap);
-    rc = check_reply(c, r);
+    rc = check_reply(c, &r);
     if (out)
         *out = r;
     else if (r)
@@ -564,6 +868,8 @@ link_idle_ok(dray__conn *c)
         return false;
     if (c->ctx->reader && c->ctx->reader->pos < c->ctx->reader->len)
         return false;
+    if (c->ssl)
+        return dray__tls_idle_ok(c);
     char b;
     ssize_t n = recv(c->ctx->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
@@ -719,7 +1025,7 @@ dray__pipe_run(dray__pipe *p)
     size_t total = p->cmd[p->n - 1].end;
     int done = 0;
     while (!done) {
-        if (redisBufferWrite(c->ctx, &done) != REDIS_OK) {
+        if ((c->ssl ? dray__tls_flush(c, &done) : redisBufferWrite(c->ctx, &done)) != REDIS_OK) {
             size_t sent = total - sdslen(c->ctx->obuf);
             int any = 0;
             for (size_t i = 0; i < p->n; i++)
@@ -735,17 +1041,26 @@ dray__pipe_run(dray__pipe *p)
     }
     for (size_t i = 0; i < p->n; i++)
         p->cmd[i].st = DRAY_EUNSURE;
-    int first = 0;
+    int first = 0, failover = 0;
     char firsterr[DRAY_ERRSTR_BYTES] = "";
     for (size_t i = 0; i < p->n; i++) {
         void *r = NULL;
-        if (redisGetReply(c->ctx, &r) != REDIS_OK || !r) {
+        if ((c->ssl ? dray__tls_get_reply(c, &r) : redisGetReply(c->ctx, &r)) != REDIS_OK || !r) {
             set_err(c, DRAY_EUNSURE, "redis at %s: connection lost after sending: %s",
                     c->cfg->where, c->ctx->errstr[0] ? c->ctx->errstr : "eof");
             dray__conn_drop(c);
             return DRAY_EUNSURE;
         }
         p->cmd[i].r = r;
+        if (failover_error(r) || (failover && p->cmd[i].kind == DRAY__PIPE_EXEC)) {
+            /* Refused by a demoted master: not run (EXEC aborts with it). */
+            if (!failover)
+                set_err(c, DRAY_ECONN, "redis at %s: %s (not the master now: reconnecting)",
+                        c->cfg->where, ((redisReply *)r)->str);
+            p->cmd[i].st = DRAY_ECONN;
+            failover = 1;
+            continue;
+        }
         int e = pipe_check(p, &p->cmd[i]);
         if (e == DRAY_ECONN) {
             dray__conn_drop(c);
@@ -757,6 +1072,17 @@ dray__pipe_run(dray__pipe *p)
             first = e;
             memcpy(firsterr, c->errstr, sizeof firsterr);
         }
+    }
+    if (failover) {
+        /* A role change mid-pipeline could leave earlier commands run: then
+         * the outcome is unsure; else nothing was written. */
+        int ran = 0;
+        for (size_t i = 0; i < p->n; i++)
+            ran |= p->cmd[i].st == 0 && p->cmd[i].kind != DRAY__PIPE_MULTI;
+        int code = ran ? DRAY_EUNSURE : DRAY_ECONN;
+        c->err = code;
+        dray__conn_drop(c);
+        return code;
     }
     if (first)
         memcpy(c->errstr, firsterr, sizeof firsterr);

@@ -198,7 +198,9 @@ test_bad_values(void **state)
     expect_error("queue ,3\n", DRAY_ECONFIG, 1, "key 'queue'", "empty");
     expect_error("queue \"a b\"\n", DRAY_ECONFIG, 1, "key 'queue'", NULL);
     expect_error("redis_url http://x\n", DRAY_ECONFIG, 1, "key 'redis_url'", "scheme");
-    expect_error("redis_url rediss://x\n", DRAY_ECONFIG, 1, "key 'redis_url'", "TLS");
+    expect_error("redis_url rediss://\n", DRAY_ECONFIG, 1, "key 'redis_url'", "host is empty");
+    expect_error("redis_tls_insecure_skip_verify maybe\n", DRAY_ECONFIG, 1,
+                 "key 'redis_tls_insecure_skip_verify'", "'maybe'");
     expect_error("namespace \"a b\"\n", DRAY_ECONFIG, 1, "key 'namespace'", "whitespace");
     expect_error("module \"\"\n", DRAY_ECONFIG, 1, "key 'module'", "empty");
     expect_error("require ''\n", DRAY_ECONFIG, 1, "key 'require'", "empty");

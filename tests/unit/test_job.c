@@ -211,7 +211,7 @@ test_errors_named(void **state)
 {
     (void)state;
     assert_string_equal(dray_err_name(DRAY_EARGS), "EARGS");
-    assert_string_equal(dray_strerror(DRAY_ETLS), "rediss:// (TLS) is not supported by this build");
+    assert_string_equal(dray_strerror(DRAY_ETLS), "bad TLS settings (CA, certificate or key)");
     assert_string_equal(dray_strerror(0), "success");
     assert_string_equal(dray_err_name(-999), "EUNKNOWN");
 }

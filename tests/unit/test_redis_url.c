@@ -42,6 +42,41 @@ test_good_urls(void **state)
     assert_int_equal(c.port, 6390);
     dray__redis_cfg_close(&c);
 
+    /* rediss://: the same grammar, TLS on; plain URLs stay plain. */
+    assert_int_equal(dray__redis_url_parse(&c, "rediss://u:p%21@redis.example:6380/4", err, sizeof err), 0);
+    assert_int_equal(c.tls, 1);
+    assert_string_equal(c.user, "u");
+    assert_string_equal(c.pass, "p!");
+    assert_string_equal(c.host, "redis.example");
+    assert_int_equal(c.port, 6380);
+    assert_int_equal(c.db, 4);
+    dray__redis_cfg_close(&c);
+    assert_int_equal(dray__redis_url_parse(&c, "redis://redis.example", err, sizeof err), 0);
+    assert_int_equal(c.tls, 0);
+    dray__redis_cfg_close(&c);
+
+    /* Sentinel: hosts (default port 26379), the master's name and db; the
+     * password is the master's. */
+    assert_int_equal(dray__redis_url_parse(&c, "redis-sentinel://:m%40st@s1:26380,s2,10.0.0.3:5000/my%20master/2", err, sizeof err), 0);
+    assert_int_equal(c.sentinel, 1);
+    assert_int_equal(c.tls, 0);
+    assert_int_equal(c.nsentinels, 3);
+    assert_string_equal(c.sentinel_host[0], "s1");
+    assert_int_equal(c.sentinel_port[0], 26380);
+    assert_string_equal(c.sentinel_host[1], "s2");
+    assert_int_equal(c.sentinel_port[1], 26379);
+    assert_string_equal(c.sentinel_host[2], "10.0.0.3");
+    assert_int_equal(c.sentinel_port[2], 5000);
+    assert_string_equal(c.master_name, "my master");
+    assert_string_equal(c.pass, "m@st");
+    assert_int_equal(c.db, 2);
+    assert_null(c.host);
+    dray__redis_cfg_close(&c);
+    assert_int_equal(dray__redis_url_parse(&c, "rediss-sentinel://s1/mymaster", err, sizeof err), 0);
+    assert_int_equal(c.tls, 1);
+    assert_int_equal(c.db, 0);
+    dray__redis_cfg_close(&c);
+
     assert_int_equal(dray__redis_url_parse(&c, "unix:///run/redis/redis.sock?db=5", err, sizeof err), 0);
     assert_string_equal(c.path, "/run/redis/redis.sock");
     assert_null(c.host);
@@ -59,7 +94,14 @@ test_bad_urls(void **state)
         int code;
         const char *needle;
     } cases[] = {
-        {"rediss://host:6379", DRAY_ETLS, "TLS"},
+        {"rediss://", DRAY_EURL, "host is empty"},
+        {"redis+tls://host", DRAY_EURL, "scheme"},
+        {"redis-sentinel://s1:26379", DRAY_EURL, "master's name"},
+        {"redis-sentinel://s1:26379/", DRAY_EURL, "master's name"},
+        {"redis-sentinel:///mymaster", DRAY_EURL, "no sentinel"},
+        {"redis-sentinel://s1,,s2/m", DRAY_EURL, "sentinel host is empty"},
+        {"redis-sentinel://s1:0/m", DRAY_EURL, "sentinel port"},
+        {"redis-sentinel://s1/m/x", DRAY_EURL, "database"},
         {"http://host", DRAY_EURL, "scheme"},
         {"redis://", DRAY_EURL, "host is empty"},
         {"redis://host:0", DRAY_EURL, "port"},

@@ -61,7 +61,7 @@ extern "C" {
     X(ECONN, -4, "cannot connect to redis")                                \
     X(EAUTH, -5, "redis authentication failed")                            \
     X(EURL, -6, "invalid redis url")                                       \
-    X(ETLS, -7, "rediss:// (TLS) is not supported by this build")          \
+    X(ETLS, -7, "bad TLS settings (CA, certificate or key)")               \
     X(EJSON, -8, "malformed job json")                                     \
     X(ECLASS, -9, "job class missing or empty")                            \
     X(EARGS, -10, "job args must be a json array")                         \
@@ -141,6 +141,15 @@ typedef struct dray_options {
     int no_metrics;             /* 1: write no Sidekiq 7 execution metrics (j|date|h:m and
                                    the histograms of the Metrics page); default 0: written,
                                    as a Sidekiq 7 server does */
+    /* rediss:// only (NULL: $DRAY_REDIS_TLS_*; docs/cli.md "TLS") */
+    const char *redis_tls_ca_file;     /* PEM CA bundle; default: the system store */
+    const char *redis_tls_ca_dir;      /* hashed CA directory; default: the system store */
+    const char *redis_tls_server_name; /* SNI and verified name; default: the URL's host */
+    const char *redis_tls_cert;        /* client certificate (mutual TLS) */
+    const char *redis_tls_key;         /* its key; default: inside redis_tls_cert */
+    int redis_tls_insecure_skip_verify; /* 1: accept any certificate (insecure) */
+    const char *redis_sentinel_password; /* redis-sentinel://: AUTH for the sentinels
+                                            (NULL: $DRAY_REDIS_SENTINEL_PASSWORD) */
 } dray_options;
 
 /* Fill *o with defaults. Cannot fail. */

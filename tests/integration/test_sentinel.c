@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* redis-sentinel:// against real processes: a master, its replica and three
+ * sentinels (redis-server --sentinel), all started here. A worker and a
+ * producer run through the sentinels; SENTINEL FAILOVER promotes the
+ * replica, the old master is then killed, and both must carry on against
+ * the new master within a bounded time, losing nothing that Redis had
+ * replicated. The CLI works through the sentinels too. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "redis_fixture.h"
+#include "test_skip.h"
+
+static char dir[256];
+static int mport, rport, sport[3];
+static pid_t mpid, rpid, spid[3];
+static char url[256];
+static int ready;
+
+static int
+free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
+        getsockname(fd, (struct sockaddr *)&a, &l)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static pid_t
+spawn(char **argv)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static pid_t
+start_redis(int port, int replica_of)
+{
+    char p[16], lf[320], d[300], rof[16];
+    snprintf(p, sizeof p, "%d", port);
+    snprintf(lf, sizeof lf, "%s/redis-%d.log", dir, port);
+    snprintf(d, sizeof d, "%s", dir);
+    snprintf(rof, sizeof rof, "%d", replica_of);
+    char dbf[64];
+    snprintf(dbf, sizeof dbf, "dump-%d.rdb", port);
+    char *argv[] = {"redis-server",
+                    "--port",
+                    p,
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    d,
+                    "--dbfilename",
+                    dbf,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--logfile",
+                    lf,
+                    replica_of ? "--replicaof" : NULL,
+                    "127.0.0.1",
+                    rof,
+                    NULL};
+    return spawn(argv);
+}
+
+static pid_t
+start_sentinel(int i)
+{
+    char conf[320], lf[320];
+    snprintf(conf, sizeof conf, "%s/sentinel-%d.conf", dir, i);
+    snprintf(lf, sizeof lf, "%s/sentinel-%d.log", dir, i);
+    FILE *f = fopen(conf, "w");
+    if (!f)
+        return -1;
+    fprintf(f,
+            "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"
+            "sentinel monitor mymaster 127.0.0.1 %d 2\n"
+            "sentinel down-after-milliseconds mymaster 1000\n"
+            "sentinel failover-timeout mymaster 4000\n"
+            "sentinel parallel-syncs mymaster 1\n",
+            sport[i], dir, lf, mport);
+    fclose(f);
+    char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+    return spawn(argv);
+}
+
+static redisContext *
+tcp(int port)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (c && c->err) {
+        redisFree(c);
+        return NULL;
+    }
+    if (c)
+        redisSetTimeout(c, tv);
+    return c;
+}
+
+/* A command on a fresh link to port: the reply (free it) or NULL. */
+static redisReply *
+at(int port, const char *fmt, ...)
+{
+    redisContext *c = tcp(port);
+    if (!c)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    redisFree(c);
+    return r;
+}
+
+static int
+info_has(int port, const char *section, const char *needle)
+{
+    redisReply *r = at(port, "INFO %s", section);
+    int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, needle);
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+static int
+setup_ready(void *arg)
+{
+    (void)arg;
+    if (!info_has(rport, "replication", "master_link_status:up"))
+        return 0;
+    for (int i = 0; i < 3; i++) {
+        redisReply *r = at(sport[i], "SENTINEL replicas mymaster");
+        int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1;
+        if (r)
+            freeReplyObject(r);
+        if (!ok || !info_has(sport[i], "sentinel", "sentinels=3"))
+            return 0;
+    }
+    return 1;
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/dray-sentinel-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    mport = free_port();
+    rport = free_port();
+    for (int i = 0; i < 3; i++)
+        sport[i] = free_port();
+    mpid = start_redis(mport, 0);
+    rpid = start_redis(rport, mport);
+    for (int i = 0; i < 3; i++)
+        spid[i] = start_sentinel(i);
+    snprintf(url, sizeof url, "redis-sentinel://127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/mymaster",
+             sport[0], sport[1], sport[2]);
+    /* Sentinels find each other through the master's hello channel (~2 s). */
+    ready = test_wait_until(setup_ready, NULL, 30);
+    if (!ready)
+        fprintf(stderr, "# sentinel set-up did not converge (logs in %s)\n", dir);
+    return 0;
+}
+
+static void
+reap(pid_t *p)
+{
+    if (*p > 0) {
+        kill(*p, SIGKILL);
+        waitpid(*p, NULL, 0);
+        *p = 0;
+    }
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++)
+        reap(&spid[i]);
+    reap(&rpid);
+    reap(&mpid);
+    if (ready) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", dir);
+    }
+    return 0;
+}
+
+/* Push Ok with args [i] (dray_client_push does not take the args). */
+static int
+push_i(dray_client *c, int i)
+{
+    json_t *args = json_pack("[i]", i);
+    int e = dray_client_push(c, "Ok", args, NULL, NULL);
+    json_decref(args);
+    return e;
+}
+
+#define NJOBS 1200
+static atomic_int seen[NJOBS];
+static atomic_int nran;
+static double last_run; /* test_now() of the latest job (under mu) */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int
+h_ok(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    json_int_t i = json_integer_value(json_array_get(dray_job_args(job), 0));
+    if (i >= 0 && i < NJOBS)
+        atomic_fetch_add(&seen[i], 1);
+    atomic_fetch_add(&nran, 1);
+    pthread_mutex_lock(&mu);
+    last_run = test_now();
+    pthread_mutex_unlock(&mu);
+    return 0;
+}
+
+typedef struct running {
+    dray_server *s;
+    pthread_t th;
+    int rc;
+} running;
+
+static void *
+run_main(void *arg)
+{
+    running *r = arg;
+    r->rc = dray_server_run(r->s);
+    return NULL;
+}
+
+typedef struct range {
+    int from, to;
+} range;
+
+static int
+ran_range(void *arg)
+{
+    range *g = arg;
+    for (int i = g->from; i < g->to; i++)
+        if (!atomic_load(&seen[i]))
+            return 0;
+    return 1;
+}
+
+/* Push jobs [from, to) through the sentinels, retrying each until Redis
+ * takes it; the number of failed attempts. */
+static int
+push_range(dray_client *c, int from, int to)
+{
+    int retries = 0;
+    for (int i = from; i < to; i++)
+        while (push_i(c, i)) {
+            retries++;
+            dray__sleep_ms(50);
+        }
+    return retries;
+}
+
+static int
+replica_in_sync(void *arg)
+{
+    (void)arg;
+    redisReply *r = at(mport, "INFO replication");
+    int ok = 0;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        const char *mo = strstr(r->str, "master_repl_offset:");
+        const char *so = strstr(r->str, ",offset=");
+        ok = mo && so && atoll(mo + 19) == atoll(so + 8);
+    }
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+static int
+sentinels_name_replica(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        redisReply *r = at(sport[i], "SENTINEL get-master-addr-by-name mymaster");
+        int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                 atoi(r->element[1]->str) == rport;
+        if (r)
+            freeReplyObject(r);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static void
+test_failover_then_kill_old_master(void **state)
+{
+    (void)state;
+    if (!ready)
+        TEST_SKIP();
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = url;
+    o.concurrency = 4;
+    o.heartbeat_s = 1;
+    o.poll_interval_s = 0.2;
+    o.shutdown_timeout_s = 5;
+    o.connect_timeout_ms = 500;
+    o.log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_ERROR;
+    running r = {0};
+    char err[256];
+    if (dray_server_new(&o, &r.s, err, sizeof err))
+        fail_msg("server_new: %s", err);
+    assert_int_equal(dray_server_register(r.s, "Ok", h_ok, NULL, NULL), 0);
+    assert_int_equal(pthread_create(&r.th, NULL, run_main, &r), 0);
+    dray_client *c;
+    assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
+
+    /* Phase 1: through the sentinels to the first master. */
+    range a = {0, 400};
+    assert_int_equal(push_range(c, a.from, a.to), 0);
+    assert_true(test_wait_until(ran_range, &a, 20));
+    range b = {400, 800}; /* left in the queue while no worker drains them fast */
+    push_range(c, b.from, b.to);
+    assert_true(test_wait_until(replica_in_sync, NULL, 10)); /* what async replication needs */
+
+    /* Failover, then the old master dies. */
+    double t0 = test_now();
+    redisReply *fr = at(sport[0], "SENTINEL FAILOVER mymaster");
+    assert_non_null(fr);
+    assert_int_not_equal(fr->type, REDIS_REPLY_ERROR);
+    freeReplyObject(fr);
+    assert_true(test_wait_until(sentinels_name_replica, NULL, 20));
+    double switched = test_now();
+    reap(&mpid);
+    double killed = test_now();
+
+    /* Phase 3: the producer and the workers carry on against the new master. */
+    range d = {800, NJOBS};
+    int retries = push_range(c, d.from, d.to);
+    double pushed = test_now();
+    range all = {0, NJOBS};
+    assert_true(test_wait_until(ran_range, &all, 30));
+    pthread_mutex_lock(&mu);
+    double done = last_run;
+    pthread_mutex_unlock(&mu);
+    int missing = 0;
+    for (int i = 0; i < NJOBS; i++)
+        missing += !atomic_load(&seen[i]);
+    printf("# failover: sentinels switched %.0f ms after SENTINEL FAILOVER; after the old "
+           "master's kill the producer pushed %d jobs in %.0f ms (%d retries) and all %d jobs "
+           "had run %.0f ms after the kill; %d lost, %d ran twice\n",
+           (switched - t0) * 1000, d.to - d.from, (pushed - killed) * 1000, retries, NJOBS,
+           (done - killed) * 1000, missing, atomic_load(&nran) - NJOBS);
+    assert_int_equal(missing, 0);
+    assert_true(done - killed < 15.0);
+
+    /* The CLI through the sentinels sees the new master's counters. */
+    char cmd[1024], out[4096];
+    snprintf(cmd, sizeof cmd, "env DRAY_REDIS_URL=%s %s stats --json 2>&1", url, DRAY_CLI_PATH);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = '\0';
+    int st = pclose(f);
+    if (st != 0 || !strstr(out, "\"processed\""))
+        fail_msg("dray stats through sentinel: status %d: %s", st, out);
+
+    dray_client_free(c);
+    dray_server_stop(r.s);
+    pthread_join(r.th, NULL);
+    assert_int_equal(r.rc, 0);
+    dray_server_free(r.s);
+}
+
+static void
+test_no_sentinel_answers(void **state)
+{
+    (void)state;
+    if (!ready)
+        TEST_SKIP();
+    char u[200];
+    int dead = free_port();
+    snprintf(u, sizeof u, "redis-sentinel://127.0.0.1:%d,127.0.0.1:%d/nosuchmaster", dead,
+             sport[1]);
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = u;
+    o.connect_timeout_ms = 500;
+    dray_client *c;
+    char err[256];
+    assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
+    double t0 = test_now();
+    int e = push_i(c, 1);
+    double ms = (test_now() - t0) * 1000;
+    assert_int_equal(e, DRAY_ECONN);
+    const char *m = dray_client_errstr(c);
+    if (!strstr(m, "no master 'nosuchmaster' from the sentinels") ||
+        !strstr(m, "Connection refused") || !strstr(m, "unknown master"))
+        fail_msg("message: %s", m);
+    assert_true(ms < 3000);
+    dray_client_free(c);
+}
+
+/* A master demoted under dray: its write refusal (READONLY) drops the link
+ * and says "nothing written" (DRAY_ECONN), for single commands and
+ * pipelines, so callers reconnect (through the sentinels) and retry. */
+static void
+test_readonly_reply_drops_the_link(void **state)
+{
+    (void)state;
+    test_redis one = {0};
+    if (test_redis_start(&one))
+        fail_msg("redis-server did not start");
+    dray__redis_cfg cfg;
+    char err[256];
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = one.url;
+    assert_int_equal(dray__redis_cfg_init(&cfg, &o, err, sizeof err), 0);
+    dray__conn c;
+    dray__conn_init(&c, &cfg);
+    assert_int_equal(dray__conn_cmdf(&c, NULL, "LPUSH k a"), 0);
+    /* Demote it: a replica of a master that is not there stays read-only. */
+    redisContext *rc = test_redis_connect(&one);
+    redisReply *r = test_redis_cmd(rc, "REPLICAOF 127.0.0.1 %d", free_port());
+    freeReplyObject(r);
+    redisFree(rc);
+
+    assert_int_equal(dray__conn_cmdf(&c, NULL, "LPUSH k b"), DRAY_ECONN);
+    assert_non_null(strstr(c.errstr, "READONLY"));
+    assert_null(c.ctx); /* dropped: the next command reconnects */
+
+    dray__pipe p;
+    dray__pipe_init(&p, &c);
+    dray__pipe_addf(&p, "LPUSH k c");
+    dray__pipe_addf(&p, "LPUSH k d");
+    assert_int_equal(dray__pipe_run(&p), DRAY_ECONN);
+    assert_int_equal(p.cmd[0].st, DRAY_ECONN);
+    assert_int_equal(p.cmd[1].st, DRAY_ECONN);
+    dray__pipe_close(&p);
+    assert_null(c.ctx);
+
+    dray__pipe_init(&p, &c);
+    dray__pipe_begin(&p);
+    dray__pipe_addf(&p, "LPUSH k e");
+    dray__pipe_commit(&p);
+    assert_int_equal(dray__pipe_run(&p), DRAY_ECONN);
+    dray__pipe_close(&p);
+    dray__conn_close(&c);
+    dray__redis_cfg_close(&cfg);
+    test_redis_stop(&one);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_readonly_reply_drops_the_link),
+        cmocka_unit_test(test_no_sentinel_answers),
+        cmocka_unit_test(test_failover_then_kill_old_master),
+    };
+    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+}

@@ -1,0 +1,536 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* rediss:// against a real redis-server with --tls-port and certificates
+ * made at test time (support/tls_certs.sh): push, run and the CLI over TLS,
+ * mutual TLS, every refusal with its message and within the connect
+ * timeout, and a Redis restart mid-run that loses nothing. The plain unix
+ * socket of the same server is the test's own view of Redis. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "redis_fixture.h"
+#include "test_skip.h"
+
+#define CONNECT_MS 1500 /* every refusal must come within this (plus slack) */
+
+static test_redis srv;
+static redisContext *rc; /* plain, over the unix socket */
+static char certs[256];  /* generated certificates */
+static int tls_port, plain_port;
+static char url_name[128], url_ip[128];
+static int ready; /* 0: this host cannot run the tests (skip) */
+
+static char *
+cert(const char *name)
+{
+    static __thread char path[8][320];
+    static __thread int k;
+    char *p = path[k++ % 8];
+    snprintf(p, sizeof path[0], "%s/%s", certs, name);
+    return p;
+}
+
+static int
+free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
+        getsockname(fd, (struct sockaddr *)&a, &l)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void
+cmd_ok(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(rc, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    if (r->type == REDIS_REPLY_ERROR)
+        fail_msg("redis: %s", r->str);
+    freeReplyObject(r);
+}
+
+static long long
+rint_(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(rc, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
+                                                  : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    if (system("command -v openssl >/dev/null 2>&1") != 0)
+        return 0;
+    snprintf(certs, sizeof certs, "/tmp/dray-tls-XXXXXX");
+    if (!mkdtemp(certs))
+        return -1;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "sh %s/tests/support/tls_certs.sh %s", DRAY_SOURCE_DIR, certs);
+    if (system(cmd) != 0)
+        return -1;
+    tls_port = free_port();
+    plain_port = free_port();
+    if (tls_port <= 0 || plain_port <= 0 || tls_port == plain_port)
+        return -1;
+    /* AOF with fsync always: a restarted Redis has every job it acknowledged. */
+    snprintf(srv.extra, sizeof srv.extra,
+             "--port %d --tls-port %d --tls-cert-file %s --tls-key-file %s --tls-ca-cert-file %s "
+             "--tls-auth-clients no --appendonly yes --appendfsync always",
+             plain_port, tls_port, cert("server.pem"), cert("server.key"), cert("ca.pem"));
+    if (test_redis_start(&srv)) {
+        /* A redis-server built without TLS refuses --tls-port: skip. */
+        return 0;
+    }
+    rc = test_redis_connect(&srv);
+    snprintf(url_name, sizeof url_name, "rediss://localhost:%d/0", tls_port);
+    snprintf(url_ip, sizeof url_ip, "rediss://127.0.0.1:%d", tls_port);
+    ready = 1;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    if (rc)
+        redisFree(rc);
+    if (ready)
+        test_redis_stop(&srv);
+    if (certs[0]) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", certs);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", certs);
+    }
+    return 0;
+}
+
+/* Serve the named certificate from the TLS port. */
+static void
+serve_cert(const char *name)
+{
+    char pem[64], key[64];
+    snprintf(pem, sizeof pem, "%s.pem", name);
+    snprintf(key, sizeof key, "%s.key", name);
+    cmd_ok("CONFIG SET tls-cert-file %s tls-key-file %s", cert(pem), cert(key));
+}
+
+#define NEED_TLS()                                                                                 \
+    do {                                                                                           \
+        if (!ready)                                                                                \
+            TEST_SKIP();                                                                           \
+        cmd_ok("FLUSHALL");                                                                        \
+        serve_cert("server");                                                                      \
+        cmd_ok("CONFIG SET tls-auth-clients no");                                                  \
+    } while (0)
+
+static void
+tls_opts(dray_options *o, const char *url)
+{
+    dray_options_init(o);
+    o->redis_url = url;
+    o->redis_tls_ca_file = cert("ca.pem");
+    o->connect_timeout_ms = CONNECT_MS;
+    o->log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_ERROR;
+}
+
+/* Push Ok with args [i] (dray_client_push does not take the args). */
+static int
+push_i(dray_client *c, int i)
+{
+    json_t *args = json_pack("[i]", i);
+    int e = dray_client_push(c, "Ok", args, NULL, NULL);
+    json_decref(args);
+    return e;
+}
+
+/* Push one job with o; the return code, the client's message in err. */
+static int
+try_push(const dray_options *o, char *err, size_t errlen, double *elapsed_ms)
+{
+    dray_client *c = NULL;
+    double t0 = test_now();
+    int e = dray_client_new(o, &c, err, errlen);
+    if (!e) {
+        e = push_i(c, 1);
+        snprintf(err, errlen, "%s", e ? dray_client_errstr(c) : "");
+    }
+    if (elapsed_ms)
+        *elapsed_ms = (test_now() - t0) * 1000;
+    dray_client_free(c);
+    return e;
+}
+
+/* ---- push, run, CLI ------------------------------------------------------------ */
+
+#define NJOBS 4000
+static atomic_int seen[NJOBS];
+static atomic_int nran;
+
+static int
+h_ok(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    json_int_t i = json_integer_value(json_array_get(dray_job_args(job), 0));
+    if (i >= 0 && i < NJOBS)
+        atomic_fetch_add(&seen[i], 1);
+    atomic_fetch_add(&nran, 1);
+    return 0;
+}
+
+typedef struct running {
+    dray_server *s;
+    pthread_t th;
+    int rc;
+} running;
+
+static void *
+run_main(void *arg)
+{
+    running *r = arg;
+    r->rc = dray_server_run(r->s);
+    return NULL;
+}
+
+static void
+start_server(running *r, const char *url)
+{
+    dray_options o;
+    tls_opts(&o, url);
+    o.concurrency = 4;
+    o.heartbeat_s = 1;
+    o.poll_interval_s = 0.2;
+    o.shutdown_timeout_s = 5;
+    char err[256];
+    memset(r, 0, sizeof *r);
+    if (dray_server_new(&o, &r->s, err, sizeof err))
+        fail_msg("server_new: %s", err);
+    assert_int_equal(dray_server_register(r->s, "Ok", h_ok, NULL, NULL), 0);
+    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
+}
+
+static void
+stop_server(running *r)
+{
+    dray_server_stop(r->s);
+    pthread_join(r->th, NULL);
+    assert_int_equal(r->rc, 0);
+    dray_server_free(r->s);
+}
+
+static int
+all_ran(void *arg)
+{
+    int n = *(int *)arg;
+    for (int i = 0; i < n; i++)
+        if (!atomic_load(&seen[i]))
+            return 0;
+    return 1;
+}
+
+static int
+count_missing(int n)
+{
+    int missing = 0;
+    for (int i = 0; i < n; i++)
+        missing += !atomic_load(&seen[i]);
+    return missing;
+}
+
+static void
+reset_seen(void)
+{
+    for (int i = 0; i < NJOBS; i++)
+        atomic_store(&seen[i], 0);
+    atomic_store(&nran, 0);
+}
+
+/* Run the dray command with env; its exit status, stdout in out. */
+static int
+run_cli(const char *env, const char *args, char *out, size_t outlen)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "env %s %s %s 2>&1", env, DRAY_CLI_PATH, args);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, outlen - 1, f);
+    out[n] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void
+test_push_run_and_cli_over_tls(void **state)
+{
+    (void)state;
+    NEED_TLS();
+    reset_seen();
+    int n = 200;
+    running r;
+    start_server(&r, url_name);
+    dray_options o;
+    tls_opts(&o, url_ip); /* an IP literal is checked against the IP SANs */
+    dray_client *c;
+    char err[256];
+    assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
+    for (int i = 0; i < n; i++) {
+        int e = push_i(c, i);
+        if (e)
+            fail_msg("push %d over TLS: %s", i, dray_client_errstr(c));
+    }
+    dray_client_free(c);
+    assert_true(test_wait_until(all_ran, &n, 20));
+    stop_server(&r);
+    assert_int_equal(count_missing(n), 0);
+    assert_int_equal(atomic_load(&nran), n);
+    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(rint_("GET stat:processed"), n);
+
+    /* The CLI: settings from the environment, TLS all the way. */
+    char env[1024], out[4096];
+    snprintf(env, sizeof env, "DRAY_REDIS_URL=%s DRAY_REDIS_TLS_CA_FILE=%s", url_name,
+             cert("ca.pem"));
+    int st = run_cli(env, "stats --json", out, sizeof out);
+    if (st != 0 || !strstr(out, "\"processed\": 200"))
+        fail_msg("dray stats over TLS: exit %d: %s", st, out);
+    /* And refused, with the reason, without the CA. */
+    snprintf(env, sizeof env, "DRAY_REDIS_URL=%s DRAY_REDIS_TLS_CA_FILE=%s", url_name,
+             cert("other-ca.pem"));
+    st = run_cli(env, "stats", out, sizeof out);
+    if (st == 0 || !strstr(out, "certificate verify failed"))
+        fail_msg("dray stats with the wrong CA: exit %d: %s", st, out);
+}
+
+static void
+test_mutual_tls(void **state)
+{
+    (void)state;
+    NEED_TLS();
+    cmd_ok("CONFIG SET tls-auth-clients yes");
+    dray_options o;
+    tls_opts(&o, url_name);
+    char err[256];
+    double ms;
+    int e = try_push(&o, err, sizeof err, &ms);
+    if (e != DRAY_ECONN || !strstr(err, "client certificate"))
+        fail_msg("no client certificate: rc %d: '%s'", e, err);
+    assert_true(ms < CONNECT_MS + 500);
+    assert_int_equal(rint_("LLEN queue:default"), 0);
+
+    o.redis_tls_cert = cert("client.pem");
+    o.redis_tls_key = cert("client.key");
+    e = try_push(&o, err, sizeof err, NULL);
+    if (e)
+        fail_msg("with a client certificate: %s", err);
+    assert_int_equal(rint_("LLEN queue:default"), 1);
+
+    /* A key that is not the certificate's: a settings error, up front. */
+    o.redis_tls_key = cert("server.key");
+    dray_client *c = NULL;
+    e = dray_client_new(&o, &c, err, sizeof err);
+    assert_int_equal(e, DRAY_ETLS);
+    assert_non_null(strstr(err, "does not match"));
+    cmd_ok("CONFIG SET tls-auth-clients no");
+}
+
+static void
+expect_refused(const dray_options *o, const char *what, const char *needle)
+{
+    char err[256];
+    int e = try_push(o, err, sizeof err, NULL);
+    if (e != DRAY_ECONN || !strstr(err, needle))
+        fail_msg("%s: rc %d, wanted DRAY_ECONN and '%s' in '%s'", what, e, needle, err);
+    assert_int_equal(rint_("LLEN queue:default"), 0); /* nothing sent in plaintext */
+    /* One connection attempt (a push makes two) ends within the connect timeout. */
+    dray__redis_cfg cfg;
+    assert_int_equal(dray__redis_cfg_init(&cfg, o, err, sizeof err), 0);
+    dray__conn c;
+    dray__conn_init(&c, &cfg);
+    double t0 = test_now();
+    assert_int_equal(dray__conn_ensure(&c), DRAY_ECONN);
+    double ms = (test_now() - t0) * 1000;
+    assert_non_null(strstr(c.errstr, needle));
+    dray__conn_close(&c);
+    dray__redis_cfg_close(&cfg);
+    if (ms > CONNECT_MS + 300)
+        fail_msg("%s: took %.0f ms (connect timeout %d ms)", what, ms, CONNECT_MS);
+}
+
+static void
+test_refusals_name_their_cause(void **state)
+{
+    (void)state;
+    NEED_TLS();
+    dray_options o;
+    tls_opts(&o, url_name);
+    o.redis_tls_ca_file = cert("other-ca.pem");
+    expect_refused(&o, "wrong CA", "certificate verify failed");
+
+    tls_opts(&o, url_name);
+    serve_cert("expired");
+    expect_refused(&o, "expired certificate", "certificate has expired");
+
+    serve_cert("wronghost");
+    expect_refused(&o, "certificate for another host", "hostname mismatch");
+    tls_opts(&o, url_ip);
+    expect_refused(&o, "certificate without the IP", "IP address mismatch");
+    /* The name to check can be set apart from the address (SNI too). */
+    tls_opts(&o, url_ip);
+    o.redis_tls_server_name = "wronghost.example";
+    char err[256];
+    if (try_push(&o, err, sizeof err, NULL))
+        fail_msg("server name wronghost.example: %s", err);
+    cmd_ok("DEL queue:default");
+    serve_cert("server");
+
+    /* A plaintext Redis on a rediss:// URL: refused, never downgraded. */
+    char url[128];
+    snprintf(url, sizeof url, "rediss://127.0.0.1:%d", plain_port);
+    tls_opts(&o, url);
+    expect_refused(&o, "plaintext server", "plaintext Redis");
+
+    /* A peer that accepts and never answers: the connect timeout, not a hang. */
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(ls, 4), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+    snprintf(url, sizeof url, "rediss://127.0.0.1:%d", ntohs(a.sin_port));
+    tls_opts(&o, url);
+    expect_refused(&o, "silent server", "no answer in");
+    close(ls);
+
+    /* The explicit opt-out accepts an unknown CA (and says so in its name). */
+    tls_opts(&o, url_name);
+    o.redis_tls_ca_file = cert("other-ca.pem");
+    o.redis_tls_insecure_skip_verify = 1;
+    if (try_push(&o, err, sizeof err, NULL))
+        fail_msg("insecure_skip_verify: %s", err);
+    assert_int_equal(rint_("LLEN queue:default"), 1);
+
+    /* TLS settings on a plaintext URL are an error, not a plaintext link. */
+    dray_options_init(&o);
+    o.redis_url = srv.url;
+    o.redis_tls_ca_file = cert("ca.pem");
+    dray_client *c = NULL;
+    assert_int_equal(dray_client_new(&o, &c, err, sizeof err), DRAY_ETLS);
+    assert_non_null(strstr(err, "not rediss://"));
+    /* An unreadable CA file: a settings error naming it. */
+    tls_opts(&o, url_name);
+    o.redis_tls_ca_file = "/nonexistent/ca.pem";
+    assert_int_equal(dray_client_new(&o, &c, err, sizeof err), DRAY_ETLS);
+    assert_non_null(strstr(err, "/nonexistent/ca.pem"));
+}
+
+/* ---- a TLS Redis restarted mid-run ------------------------------------------------ */
+
+typedef struct pusher {
+    int n;
+    atomic_int pushed; /* acknowledged by Redis */
+    int retries;
+} pusher;
+
+static void *
+push_all(void *arg)
+{
+    pusher *p = arg;
+    dray_options o;
+    tls_opts(&o, url_name);
+    dray_client *c;
+    if (dray_client_new(&o, &c, NULL, 0))
+        return NULL;
+    for (int i = 0; i < p->n; i++) {
+        /* Retry until Redis takes it: EUNSURE may run it twice, never zero times. */
+        while (push_i(c, i)) {
+            p->retries++;
+            dray__sleep_ms(20);
+        }
+        atomic_fetch_add(&p->pushed, 1);
+    }
+    dray_client_free(c);
+    return NULL;
+}
+
+static int
+pushed_at_least(void *arg)
+{
+    pusher *p = arg;
+    return atomic_load(&p->pushed) >= p->n / 3;
+}
+
+static void
+test_redis_restart_mid_run(void **state)
+{
+    (void)state;
+    NEED_TLS();
+    reset_seen();
+    running r;
+    start_server(&r, url_name);
+    pusher p = {.n = 1500};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, push_all, &p), 0);
+    assert_true(test_wait_until(pushed_at_least, &p, 20));
+    redisFree(rc);
+    rc = NULL;
+    double t0 = test_now();
+    test_redis_kill(&srv);
+    assert_int_equal(test_redis_start_again(&srv), 0);
+    rc = test_redis_connect(&srv);
+    double back = test_now();
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&p.pushed), p.n);
+    assert_true(test_wait_until(all_ran, &p.n, 30));
+    double done = test_now();
+    stop_server(&r);
+    int missing = count_missing(p.n);
+    printf("# restart: Redis down %.0f ms; all %d jobs ran %.0f ms after it returned; "
+           "%d lost; %d ran twice or more; pusher retried %d times\n",
+           (back - t0) * 1000, p.n, (done - back) * 1000, missing, atomic_load(&nran) - p.n,
+           p.retries);
+    assert_int_equal(missing, 0);
+    assert_int_equal(rint_("LLEN queue:default"), 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_push_run_and_cli_over_tls),
+        cmocka_unit_test(test_mutual_tls),
+        cmocka_unit_test(test_refusals_name_their_cause),
+        cmocka_unit_test(test_redis_restart_mid_run),
+    };
+    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+}
