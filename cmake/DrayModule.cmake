@@ -80,7 +80,7 @@ function(dray_add_module target)
   else()
     set(keys dray_license_keys)
   endif()
-  target_link_libraries(${target} PRIVATE ${keys} dray_sodium_static ${M_LIBS}
+  target_link_libraries(${target} PRIVATE dray_license_gate ${keys} dray_sodium_static ${M_LIBS}
                         PkgConfig::HIREDIS PkgConfig::JANSSON)
   set_property(GLOBAL APPEND PROPERTY DRAY_MODULE_TARGETS ${target})
   if(CMAKE_VERSION VERSION_GREATER_EQUAL 3.19)
