@@ -175,24 +175,30 @@ dray_license_gate_open(dray_license_gate *g, const dray_host *host, dray_module 
     char why[256];
     dray_ctx *lc = H->load_ctx(mod);
     int have_rt = redis_clock(g, lc, check ? 0 : wait, &rt, why, sizeof why) == 0;
-    if (!have_rt && !check)
-        return H->set_error(mod,
-                            "cannot judge the license: Redis's clock is unreachable (%s) after "
-                            "%lld s; the license is judged by the later of this machine's clock "
-                            "and Redis's, and no job runs without Redis: start again once Redis "
-                            "answers (setting %s.license_wait is the wait)",
-                            why, wait, name);
-    if (have_rt && !plausible(rt))
-        return H->set_error(mod,
-                            "cannot judge the license: Redis's clock reads %.0f, not a plausible "
-                            "date; fix the Redis server's clock",
-                            rt);
+    if (!have_rt && !check) {
+        H->set_error(mod,
+                     "cannot judge the license: Redis's clock is unreachable (%s) after "
+                     "%lld s; the license is judged by the later of this machine's clock "
+                     "and Redis's, and no job runs without Redis: start again once Redis "
+                     "answers (setting %s.license_wait is the wait)",
+                     why, wait, name);
+        return DRAY_ELICENSE;
+    }
+    if (have_rt && !plausible(rt)) {
+        H->set_error(mod,
+                     "cannot judge the license: Redis's clock reads %.0f, not a plausible "
+                     "date; fix the Redis server's clock",
+                     rt);
+        return DRAY_ELICENSE;
+    }
     double now = have_rt && rt > local ? rt : local;
-    if (!plausible(now))
-        return H->set_error(mod,
-                            "cannot judge the license: this machine's clock reads %.0f, not a "
-                            "plausible date; fix the system clock",
-                            now);
+    if (!plausible(now)) {
+        H->set_error(mod,
+                     "cannot judge the license: this machine's clock reads %.0f, not a "
+                     "plausible date; fix the system clock",
+                     now);
+        return DRAY_ELICENSE;
+    }
 
     int lrc = judge(g, (int64_t)now, &g->info);
     char until[16] = "", seen_txt[64] = "";
@@ -213,8 +219,8 @@ dray_license_gate_open(dray_license_gate *g, const dray_host *host, dray_module 
             fmt(seen_txt, sizeof seen_txt, "fleet continuity ended %s", until);
         } else {
             fmt(seen_txt, sizeof seen_txt,
-                     "no process ran with it against this Redis in the last %d h",
-                     DRAY_LICENSE_FLEET_SEEN_HOURS);
+                "no process ran with it against this Redis in the last %d h",
+                DRAY_LICENSE_FLEET_SEEN_HOURS);
         }
     }
     char msg[DRAY_LICENSE_MSG_BYTES], clock_note[128] = "";
@@ -224,25 +230,25 @@ dray_license_gate_open(dray_license_gate *g, const dray_host *host, dray_module 
         int local_rc = judge(g, (int64_t)local, &at_local);
         if (local_rc != lrc || at_local.state != g->info.state || g->continuity)
             fmt(clock_note, sizeof clock_note,
-                     " (judged by Redis's clock, %.0f s ahead of this machine's)", rt - local);
+                " (judged by Redis's clock, %.0f s ahead of this machine's)", rt - local);
     } else if (!have_rt) {
         fmt(clock_note, sizeof clock_note,
-                 " (Redis unreachable: judged by this machine's clock only)");
+            " (Redis unreachable: judged by this machine's clock only)");
     }
     if (lrc && !g->continuity) {
         if (lrc == DRAY_ELIC_LAPSED)
-            H->set_error(mod, "%s%s; %s, so new processes refuse it (key from %s)", msg,
-                         clock_note, seen_txt, origin);
+            H->set_error(mod, "%s%s; %s, so new processes refuse it (key from %s)", msg, clock_note,
+                         seen_txt, origin);
         else
             H->set_error(mod, "%s%s (key from %s)", msg, clock_note, origin);
         return DRAY_ELICENSE;
     }
     if (g->continuity)
         fmt(g->msg, sizeof g->msg,
-                 "%s%s; LOADED ANYWAY under fleet continuity until %s (a process ran with this "
-                 "license against this Redis %s); new deployments are refused: renew the "
-                 "license key now",
-                 msg, clock_note, until, seen_txt);
+            "%s%s; LOADED ANYWAY under fleet continuity until %s (a process ran with this "
+            "license against this Redis %s); new deployments are refused: renew the "
+            "license key now",
+            msg, clock_note, until, seen_txt);
     else
         fmt(g->msg, sizeof g->msg, "%s%s", msg, clock_note);
     H->set_status(mod, "%s", g->msg);
@@ -317,7 +323,6 @@ gate_tick(dray_ctx *ctx, void *ud)
 int
 dray_license_gate_hook(dray_license_gate *g)
 {
-    return g->host->hook(
-        g->mod, DRAY_HOOK(.point = DRAY_HOOK_TICK, .name = "license", .tick = gate_tick,
-                          .userdata = g));
+    return g->host->hook(g->mod, DRAY_HOOK(.point = DRAY_HOOK_TICK, .name = "license",
+                                           .tick = gate_tick, .userdata = g));
 }
