@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "dray/license.h"
+#include "dray/license_gate.h"
 
 #include "ent.h"
 
@@ -64,11 +65,11 @@ on_shutdown(dray_ctx *ctx, int point, void *ud)
 static int
 need_feature(dray_license_info *info, int used, uint32_t feature)
 {
-    if (!used)
-        return 0;
-    int lrc = dray_license_check(info, DRAY_LICENSE_TIER_ENTERPRISE, feature);
-    if (!lrc)
-        return 0;
+    if (!used || (info->features & feature) == feature)
+        return 0; /* the gate judged tier and dates (a lapsed key may run under continuity) */
+    int lrc = DRAY_ELIC_MISSING_FEATURE;
+    info->need_tier = DRAY_LICENSE_TIER_ENTERPRISE;
+    info->need_feature = feature;
     char msg[DRAY_LICENSE_MSG_BYTES];
     dray_license_describe(lrc, info, msg, sizeof msg);
     H->set_error(ent__M, "%s (the configuration uses %s)", msg, dray_license_feature_name(feature));
@@ -149,24 +150,13 @@ dray_module_init(const dray_host *host, dray_module *mod, dray_module_record *re
     if (sodium_init() < 0)
         return H->set_error(mod, "libsodium failed to initialise");
 
-    /* License: the later of our clock and Redis's (licensing.md). */
-    const char *key, *origin;
-    if ((rc = H->license_key(mod, &key, &origin)))
+    /* License: the gate (dray/license_gate.h) judges it by Redis's clock,
+     * with fleet continuity, and its tick warns while running. */
+    static dray_license_gate G;
+    if ((rc = dray_license_gate_open(&G, host, mod, ENT_NAME, DRAY_LICENSE_TIER_ENTERPRISE)))
         return rc;
-    double now = H->now(), rt;
-    dray_ctx *lc = H->load_ctx(mod);
-    if (lc && H->redis_time(lc, &rt) == 0 && rt > now)
-        now = rt;
-    dray_license_info info;
-    int lrc = dray_license_verify(key, strlen(key), (int64_t)now, &info);
-    if (lrc == 0)
-        lrc = dray_license_check(&info, DRAY_LICENSE_TIER_ENTERPRISE, 0);
-    char msg[DRAY_LICENSE_MSG_BYTES];
-    dray_license_describe(lrc, &info, msg, sizeof msg);
-    if (lrc) {
-        H->set_error(mod, "%s (key from %s)", msg, origin ? origin : "?");
-        return DRAY_ELICENSE;
-    }
+    dray_license_info info = G.info;
+    const char *msg = G.msg;
 
     ent_state *E = calloc(1, sizeof *E);
     if (!E) {
@@ -188,13 +178,13 @@ dray_module_init(const dray_host *host, dray_module *mod, dray_module_record *re
     H->set_status(mod, "%s; %zu limiter%s, %zu unique class%s, %zu periodic loop%s, encryption %s",
                   msg, E->nlim, E->nlim == 1 ? "" : "s", E->nuniq, E->nuniq == 1 ? "" : "es",
                   E->nloops, E->nloops == 1 ? "" : "s", enc);
-    if (info.state == DRAY_LICENSE_EXPIRING)
-        H->log(mod, DRAY_LOG_WARN, "%s", msg);
-    else if (info.state == DRAY_LICENSE_GRACE)
-        H->log(mod, DRAY_LOG_ERROR, "%s", msg);
     if (H->check_only(mod)) {
         state_free(E); /* `dray license check`: the verdict, and no work */
         return 0;
+    }
+    if ((rc = dray_license_gate_hook(&G))) {
+        state_free(E);
+        return H->set_error(mod, "cannot register the license tick: %s", H->strerror(rc));
     }
     int owned;
     if ((rc = register_all(E, &owned)) && !owned)
