@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -434,6 +436,92 @@ test_processes(void **state)
                         " for ACME Corp, which allows 1"));
 }
 
+typedef struct bg_file_load {
+    dray_server *s;
+    int rc;
+    char err[512];
+    atomic_int done;
+} bg_file_load;
+
+static void *
+bg_file_main(void *arg)
+{
+    bg_file_load *b = arg;
+    b->rc = dray_server_load_module(b->s, MOD_LIC_PRO, b->err, sizeof b->err);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+static int
+bg_done(void *arg)
+{
+    return atomic_load(&((bg_file_load *)arg)->done);
+}
+
+/* Bad key sources: a FIFO as the license file is refused at once (it hung
+ * in open), a NUL byte is refused (bytes after it were ignored), and
+ * whitespace padding does not count toward the key's length. */
+static void
+test_bad_key_sources(void **state)
+{
+    (void)state;
+    char key[KEYBUF], path[400];
+    rcmd("FLUSHALL", NULL, NULL);
+    issue("pro", 10, 365, NULL, key);
+
+    /* a FIFO nobody writes */
+    snprintf(path, sizeof path, "%s/license.fifo", srv.dir);
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    bg_file_load b = {.s = server()};
+    assert_int_equal(dray_server_set_config(b.s, "license_file", path), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, bg_file_main, &b), 0);
+    int finished = test_wait_until(bg_done, &b, 5);
+    if (!finished) { /* release the blocked open, then report */
+        int fd = open(path, O_WRONLY | O_NONBLOCK);
+        if (fd >= 0)
+            close(fd);
+    }
+    pthread_join(th, NULL);
+    dray_server_free(b.s);
+    unlink(path);
+    if (!finished)
+        fail_msg("a FIFO as license file blocked the load for 5 s");
+    assert_int_equal(b.rc, DRAY_EIO);
+    assert_non_null(strstr(b.err, "not a regular file"));
+
+    /* a NUL byte, with more after it */
+    snprintf(path, sizeof path, "%s/license.nul", srv.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fwrite(key, 1, strlen(key), f);
+    fwrite("\0trailing", 1, 9, f);
+    fclose(f);
+    setenv("DRAY_LICENSE_FILE", path, 1);
+    assert_int_equal(load_with(MOD_LIC_PRO, NULL, "contains a NUL byte"), DRAY_EIO);
+    unsetenv("DRAY_LICENSE_FILE");
+
+    /* whitespace padding: in the environment, and in a file past 16 KiB */
+    static char padded[KEYBUF + 40000];
+    size_t n = strlen(key);
+    memset(padded, ' ', 20000);
+    memcpy(padded + 20000, key, n);
+    memset(padded + 20000 + n, '\n', 20000);
+    padded[40000 + n] = '\0';
+    setenv("DRAY_LICENSE", padded, 1);
+    assert_int_equal(load_with(MOD_LIC_PRO, NULL, NULL), 0);
+    dray__modules_reset();
+    unsetenv("DRAY_LICENSE");
+    snprintf(path, sizeof path, "%s/license.padded", srv.dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(padded, f);
+    fclose(f);
+    setenv("DRAY_LICENSE_FILE", path, 1);
+    assert_int_equal(load_with(MOD_LIC_PRO, NULL, NULL), 0);
+}
+
 typedef struct running {
     dray_server *s;
     int rc;
@@ -571,6 +659,7 @@ main(void)
         cmocka_unit_test_teardown(test_fleet_continuity, each_teardown),
         cmocka_unit_test_teardown(test_processes, each_teardown),
         cmocka_unit_test_teardown(test_running_warnings, each_teardown),
+        cmocka_unit_test_teardown(test_bad_key_sources, each_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
