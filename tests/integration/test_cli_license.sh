@@ -30,10 +30,14 @@ check "pro key, pro module" 0 "OK.*licensed to ACME Corp" "$dray" license check 
 check "pro key, enterprise module" 4 "REFUSED.*needs enterprise" "$dray" license check --module "$pro" --module "$ent" --key "$prokey"
 check "enterprise key, both" 0 "OK.*lic_ent" "$dray" license check --module "$pro" --module "$ent" --key "$entkey"
 check "lapsed key" 4 "REFUSED" "$dray" license check --module "$ent" --key "$oldkey"
+check "--key warns about ps" 0 "warning: --key puts the license key on the command line" \
+    "$dray" license check --module "$pro" --key "$prokey"
 printf '%s\n' "$entkey" > "$tmp/key"
 check "key file" 0 "OK" "$dray" license check --module "$ent" --key-file "$tmp/key"
 printf 'module %s\nlicense %s\n' "$ent" "$entkey" > "$tmp/dray.conf"
 check "from config" 0 "OK" "$dray" license check -C "$tmp/dray.conf"
+out=$("$dray" license check --module "$ent" --key-file "$tmp/key" 2>&1)
+if grep -q "on the command line" <<<"$out"; then echo "FAIL key file warned: $out"; fail=1; else echo "ok   key file: no warning"; fi
 check "json" 0 '"ok":true' "$dray" license check --module "$ent" --key "$entkey" --json
 check "no module" 2 "no module configured" "$dray" license check
 check "no key" 4 "REFUSED" "$dray" license check --module "$pro"
