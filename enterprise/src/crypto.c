@@ -213,7 +213,7 @@ add_class(const char *key, const char *value, void *ud)
 int
 ent__crypto_configure(ent_state *E, char *err, size_t errlen)
 {
-    const char *path;
+    const char *path, *active_set;
     long long active;
     parse_ctx pc = {E, err, errlen};
     int rc = H->config_each(ent__M, "encrypt", add_class, &pc);
@@ -223,6 +223,14 @@ ent__crypto_configure(ent_state *E, char *err, size_t errlen)
         (rc = H->config_int(ent__M, "encrypt_active", 0, 0, 2147483647LL, &active)))
         return rc;
     if (!path || !*path) {
+        if ((rc = H->config_str(ent__M, "encrypt_active", NULL, &active_set)))
+            return rc;
+        if (active_set && *active_set) {
+            snprintf(err, errlen,
+                     "setting %s.encrypt_active is set but %s.encrypt_keys (the key file) is not",
+                     ENT_NAME, ENT_NAME);
+            return DRAY_ECONFIG;
+        }
         if (E->nenc) {
             snprintf(
                 err, errlen,

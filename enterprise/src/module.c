@@ -76,12 +76,74 @@ need_feature(dray_license_info *info, int used, uint32_t feature)
     return DRAY_ELICENSE;
 }
 
+/* Every setting of the enterprise section this module reads: anything else
+ * is a typo that would silently drop a limit, a lock or a loop. */
+static const char *const g_settings[] = {
+    "limiter",        "unique",       "unique_grace", "unique_scan_max", "encrypt", "encrypt_keys",
+    "encrypt_active", "periodic",     "tz",           "backfill",        "leader",  "leader_lease",
+    "test_clock",     "license_wait",
+};
+
+/* Levenshtein distance of a and b, capped at 3 (enough for "did you mean"). */
+static int
+distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return 3;
+    int row[41];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb] < 3 ? row[lb] : 3;
+}
+
+static int
+known_setting(const char *key, const char *value, void *ud)
+{
+    (void)value;
+    (void)ud;
+    const char *best = NULL;
+    int bestd = 3;
+    for (size_t i = 0; i < sizeof g_settings / sizeof *g_settings; i++) {
+        if (!strcmp(key, g_settings[i]))
+            return 0;
+        int d = distance(key, g_settings[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = g_settings[i];
+        }
+    }
+    if (best)
+        H->set_error(ent__M, "unknown setting %s.%s (did you mean %s.%s?)", ENT_NAME, key, ENT_NAME,
+                     best);
+    else
+        H->set_error(ent__M, "unknown setting %s.%s (docs/enterprise.md lists the settings)",
+                     ENT_NAME, key);
+    return DRAY_ECONFIG;
+}
+
 static int
 configure(ent_state *E)
 {
     char err[ENT_ERR_BYTES] = "";
     int rc;
     const char *clock;
+    if ((rc = H->config_each(ent__M, NULL, known_setting, NULL)))
+        return rc;
     if ((rc = ent__limits_configure(E, err, sizeof err)) ||
         (rc = ent__unique_configure(E, err, sizeof err)) ||
         (rc = ent__crypto_configure(E, err, sizeof err)) ||
