@@ -15,3 +15,13 @@ if(TARGET mod_lic_pro AND TARGET mod_lic_ent AND TARGET dray-license AND TARGET 
                    $<TARGET_FILE:fake_sodium_verify> ${_cli_lic_real})
   set_tests_properties(test_cli_license PROPERTIES LABELS "module;integration" TIMEOUT 120)
 endif()
+
+# dray push loads modules (config, --module, $DRAY_MODULES): encryption
+# seals CLI pushes.
+if(TARGET dray_enterprise_test AND TARGET dray-license AND TARGET dray_cli)
+  add_test(NAME test_cli_push_modules
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_cli_push_modules.sh
+                   $<TARGET_FILE:dray_cli> $<TARGET_FILE:dray-license> ${DRAY_LICENSE_TEST_KEY}
+                   $<TARGET_FILE:dray_enterprise_test>)
+  set_tests_properties(test_cli_push_modules PROPERTIES LABELS "module;integration" TIMEOUT 120)
+endif()
