@@ -295,40 +295,53 @@ dray_pro_batch_push(dray_pro *p, dray_client *c, const char *bid, const char *kl
     return rc;
 }
 
-/* Register jids[0..n) (DRAY_JID_BYTES apart) in bid: chunks of 1000 jids,
- * one script each, all chunks in one round trip. Returns 0, or the refusal
- * (DRAY_ENOTFOUND, DRAY_ESTATE, Redis errors) with the text set; chunks
- * before a refused one may be registered (the caller unregisters). */
+/* Send the scripts that register jids[0..n) (DRAY_JID_BYTES apart) in bid,
+ * 1000 per script, without reading the replies; *nsent counts them.
+ * Returns 0 or DRAY_ENOMEM / DRAY_ECONN (text set). */
 static int
-register_many(dray_pro *p, const char *bid, const char *jids, size_t n)
+register_send(dray_pro *p, const char *bid, const char *jids, size_t n, size_t *nsent)
 {
     enum { CHUNK = 1000 };
-    const char *argv[CHUNK + 4];
-    size_t lens[CHUNK + 4];
-    size_t nchunks = 0;
-    for (size_t i = 0; i < n; nchunks++) {
+    const char *argv[CHUNK + 5];
+    size_t lens[CHUNK + 5];
+    *nsent = 0;
+    for (size_t i = 0; i < n;) {
         int argc = 0;
         argv[argc++] = "EVAL";
         argv[argc++] = pro_batch_register_many_lua;
         argv[argc++] = "0";
         argv[argc++] = p->ns;
         argv[argc++] = bid;
-        for (; i < n && argc < CHUNK + 4; i++)
+        for (; i < n && argc < CHUNK + 5; i++)
             argv[argc++] = jids + i * DRAY_JID_BYTES;
         for (int k = 0; k < argc; k++)
             lens[k] = k >= 5 ? DRAY_JID_BYTES - 1 : strlen(argv[k]);
         if (redisAppendCommandArgv(p->redis, argc, argv, lens) != REDIS_OK)
             return perr(p, DRAY_ENOMEM, "out of memory");
+        (*nsent)++;
     }
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(p->redis, &done) != REDIS_OK)
+            return perr(p, DRAY_ECONN, "redis: %s", p->redis->errstr);
+    return 0;
+}
+
+/* Read the replies of nsent registration scripts (all of them, whatever
+ * they say). Returns 0, or the first refusal (DRAY_ENOTFOUND, DRAY_ESTATE,
+ * Redis errors) with the text set. */
+static int
+register_read(dray_pro *p, const char *bid, size_t nsent)
+{
     int rc = 0;
-    for (size_t k = 0; k < nchunks; k++) {
+    for (size_t k = 0; k < nsent; k++) {
         redisReply *r = NULL;
         if (redisGetReply(p->redis, (void **)&r) != REDIS_OK || !r)
             return perr(p, DRAY_ECONN, "redis: %s", p->redis->errstr);
         const char *st =
             r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING ? r->str : NULL;
         if (rc) {
-            /* already failed: read the other replies */
+            /* already refused: read the other replies */
         } else if (r->type == REDIS_REPLY_ERROR) {
             rc = perr(p, DRAY_EREDIS, "redis: %s", r->str);
         } else if (!st) {
@@ -393,16 +406,47 @@ dray_pro_batch_push_bulk(dray_pro *p, dray_client *c, const char *bid, const cha
         memset(jids_out, 0, n * DRAY_JID_BYTES);
     for (size_t i = 0; i < n; i++)
         pro__prereg_jid(token, i, reg + i * DRAY_JID_BYTES);
-    int rc = register_many(p, bid, reg, n);
-    if (!rc) {
-        dray_push_opts po = opts ? *opts : (dray_push_opts){0};
-        po.extra = extra;
-        rc = dray_client_push_bulk(c, klass, args_list, &po, jids, pushed);
+    /* Slices: the next slice's registration runs in Redis while this slice's
+     * jobs are built and pushed; each slice is pushed only once its own
+     * registration answered. */
+    enum { SLICE = 10000 };
+    dray_push_opts po = opts ? *opts : (dray_push_opts){0};
+    po.extra = extra;
+    size_t sent = 0;
+    int rc = register_send(p, bid, reg, n < SLICE ? n : SLICE, &sent);
+    if (!rc)
+        rc = register_read(p, bid, sent);
+    for (size_t at = 0; !rc && at < n; at += SLICE) {
+        size_t len = n - at < SLICE ? n - at : SLICE, next = at + len;
+        size_t nlen = n - next < SLICE ? n - next : SLICE, nsent = 0;
+        int src = nlen ? register_send(p, bid, reg + next * DRAY_JID_BYTES, nlen, &nsent) : 0;
+        json_t *slice = json_array();
+        for (size_t k = 0; slice && k < len; k++)
+            json_array_append(slice, json_array_get(args_list, at + k));
+        size_t got = 0;
+        rc = slice ? dray_client_push_bulk(c, klass, slice, &po, jids + at * DRAY_JID_BYTES, &got)
+                   : DRAY_ENOMEM;
+        json_decref(slice);
+        *pushed += got;
+        if (rc) {
+            perr(p, rc, "%s", rc == DRAY_ENOMEM ? "out of memory" : dray_client_errstr(c));
+            for (size_t k = at + got; k < n; k++)
+                jids[k * DRAY_JID_BYTES] = '\0'; /* a job not written keeps no jid */
+        }
+        if (nsent) {
+            char keep[DRAY_ERRSTR_BYTES];
+            snprintf(keep, sizeof keep, "%s", p->errstr);
+            int rrc = register_read(p, bid, nsent);
+            if (rc)
+                perr(p, rc, "%s", keep);
+            else
+                rc = rrc;
+        } else if (src && !rc) {
+            rc = src;
+        }
         if (rc)
-            perr(p, rc, "%s", dray_client_errstr(c));
-        /* a job not written keeps no jid in jids_out */
-        for (size_t k = rc ? *pushed : n; k < n; k++)
-            jids[k * DRAY_JID_BYTES] = '\0';
+            for (size_t k = next; k < n; k++)
+                jids[k * DRAY_JID_BYTES] = '\0';
     }
     json_decref(extra);
     /* Registered but not written: when every job was written with its

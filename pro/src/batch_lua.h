@@ -186,22 +186,23 @@ static const char pro_batch_register_lua[] =
 
 /* Register many jids at once, before the helper's bulk push writes them
  * (the push hook then skips its per-job script). ARGV: ns, bid, jid...
- * Returns "ok", "nobatch", "succeeded" or "closed" (nothing registered). */
-static const char pro_batch_register_many_lua[] =
-    PRO_BATCH_LUA_LIB "local bid = ARGV[2]\n"
-                      "local h = bk(bid)\n"
-                      "if redis.call('EXISTS', h) == 0 then return 'nobatch' end\n"
-                      "if redis.call('HEXISTS', h, 'success_at') == 1 then return 'succeeded' end\n"
-                      "if redis.call('SCARD', bk(bid, ':open')) == 0 then return 'closed' end\n"
-                      "local n = 0\n"
-                      "for i = 3, #ARGV do\n"
-                      "  if sadd(bid, ':pending', ARGV[i]) == 1 then\n"
-                      "    sadd(bid, ':incomplete', ARGV[i])\n"
-                      "    n = n + 1\n"
-                      "  end\n"
-                      "end\n"
-                      "redis.call('HINCRBY', h, 'total', n)\n"
-                      "return 'ok'\n";
+ * The jids are fresh (pro__prereg_jid of a new random token), so none is a
+ * member already and all of them are incomplete. Returns "ok", "nobatch",
+ * "succeeded" or "closed" (nothing registered). */
+static const char pro_batch_register_many_lua[] = PRO_BATCH_LUA_LIB
+    "local bid = ARGV[2]\n"
+    "local h = bk(bid)\n"
+    "if redis.call('EXISTS', h) == 0 then return 'nobatch' end\n"
+    "if redis.call('HEXISTS', h, 'success_at') == 1 then return 'succeeded' end\n"
+    "if redis.call('SCARD', bk(bid, ':open')) == 0 then return 'closed' end\n"
+    "local p, inc = bk(bid, ':pending'), bk(bid, ':incomplete')\n"
+    "local n = redis.call('SADD', p, unpack(ARGV, 3))\n"
+    "redis.call('SADD', inc, unpack(ARGV, 3))\n"
+    "for _, k in ipairs({p, inc}) do\n"
+    "  if redis.call('TTL', k) < 0 then redis.call('EXPIRE', k, ttl_of(bid)) end\n"
+    "end\n"
+    "redis.call('HINCRBY', h, 'total', n)\n"
+    "return 'ok'\n";
 
 /* The jid of the i-th job of a pre-registered bulk push with `token`: the
  * helper registers exactly these, and the module's first push hook gives
