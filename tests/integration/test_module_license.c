@@ -502,6 +502,22 @@ test_bad_key_sources(void **state)
     assert_int_equal(load_with(MOD_LIC_PRO, NULL, "contains a NUL byte"), DRAY_EIO);
     unsetenv("DRAY_LICENSE_FILE");
 
+    /* an empty (whitespace only) file: the message says where it came from */
+    snprintf(path, sizeof path, "%s/license.empty", srv.dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(" \n\n", f);
+    fclose(f);
+    setenv("DRAY_LICENSE_FILE", path, 1);
+    char want[600];
+    snprintf(want, sizeof want,
+             "license key is empty: where it was read from (see \"key from\") holds no key; put "
+             "the key in the license or license_file setting, DRAY_LICENSE or DRAY_LICENSE_FILE "
+             "(key from DRAY_LICENSE_FILE %s)",
+             path);
+    assert_int_equal(load_with(MOD_LIC_PRO, NULL, want), DRAY_ELICENSE);
+    unsetenv("DRAY_LICENSE_FILE");
+
     /* whitespace padding: in the environment, and in a file past 16 KiB */
     static char padded[KEYBUF + 40000];
     size_t n = strlen(key);
