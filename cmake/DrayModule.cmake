@@ -16,7 +16,12 @@
 #   - links the licensing library statically with the release key table
 #     (dray_license_keys: ${DRAY_LICENSE_PUBKEYS}) or, with TEST_KEYS, the
 #     build-time throwaway table (dray_license_testkeys) - test builds only;
-#   - links hiredis, jansson and libsodium as shared libraries, plus LIBS
+#   - links libsodium statically (dray_sodium_static) with every symbol of
+#     every static archive made local (--exclude-libs,ALL), so no crypto_* or
+#     sodium_* symbol is imported or exported and an LD_PRELOAD cannot swap
+#     the signature check (docs/licensing.md); tests/modules/nm_check.sh
+#     checks it;
+#   - links hiredis and jansson as shared libraries, plus LIBS
 #     (e.g. PkgConfig::CURL for notifications);
 #   - never links libdray: checked at generate time (CMake >= 3.19) and by
 #     the `module_nm` test (tests/module.cmake), which runs nm on every
@@ -68,14 +73,15 @@ function(dray_add_module target)
   endif()
   target_include_directories(${target} PRIVATE "${_DRAY_MODULE_INCLUDE_DIR}")
   target_compile_definitions(${target} PRIVATE DRAY_MODULE_BUILD=1)
-  target_link_options(${target} PRIVATE "LINKER:--no-undefined" "LINKER:--version-script=${vs}")
+  target_link_options(${target} PRIVATE "LINKER:--no-undefined" "LINKER:--version-script=${vs}"
+                      "LINKER:--exclude-libs,ALL")
   if(M_TEST_KEYS)
     set(keys dray_license_testkeys)
   else()
     set(keys dray_license_keys)
   endif()
-  target_link_libraries(${target} PRIVATE ${keys} ${M_LIBS}
-                        PkgConfig::HIREDIS PkgConfig::JANSSON PkgConfig::SODIUM)
+  target_link_libraries(${target} PRIVATE dray_license_gate ${keys} dray_sodium_static ${M_LIBS}
+                        PkgConfig::HIREDIS PkgConfig::JANSSON)
   set_property(GLOBAL APPEND PROPERTY DRAY_MODULE_TARGETS ${target})
   if(CMAKE_VERSION VERSION_GREATER_EQUAL 3.19)
     cmake_language(EVAL CODE

@@ -6,6 +6,7 @@
 #
 #   test_license         cmocka unit test                      label unit
 #   test_license_cli     dray-license end to end (sh)          label unit
+#   test_license_guard   release tables refuse the test key    label unit
 #   fuzz_license_corpus  fuzz target over the seed corpus      label fuzz
 #   fuzz_license         libFuzzer binary (clang, DRAY_FUZZ=ON; not a ctest):
 #                        tests/fuzz/run-license-fuzz.sh BUILD_DIR SECONDS
@@ -35,6 +36,12 @@ set_tests_properties(test_license PROPERTIES LABELS unit TIMEOUT 120 SKIP_RETURN
 add_test(NAME test_license_cli
          COMMAND sh ${_lic_tests}/unit/test_license_cli.sh $<TARGET_FILE:dray-license>)
 set_tests_properties(test_license_cli PROPERTIES LABELS unit TIMEOUT 300)
+
+# The configure/build guard against trusting the throwaway key in a release
+# table: a scratch configure of this source tree, building key tables only.
+add_test(NAME test_license_guard
+         COMMAND sh ${_lic_tests}/unit/test_license_guard.sh ${PROJECT_SOURCE_DIR})
+set_tests_properties(test_license_guard PROPERTIES LABELS unit TIMEOUT 600)
 
 # The fuzz target as a plain program over the committed seed corpus.
 add_executable(fuzz_license_regress ${_lic_tests}/fuzz/fuzz_license.c)

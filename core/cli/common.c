@@ -87,6 +87,12 @@ cli_flag_push(cli_ctx *ctx, const char *opt, const char *key, const char *value,
         cli_err(ctx, "more than %d configuration flags", CLI_MAX_FLAGS);
         return -1;
     }
+    if (!strcmp(key, "license"))
+        fprintf(stderr,
+                "dray %s: warning: %s puts the license key on the command line, where ps and "
+                "shell history show it; prefer DRAY_LICENSE_FILE or the license_file setting "
+                "(docs/licensing.md)\n",
+                ctx->cmd ? ctx->cmd : "", opt);
     cli_flag *f = &ctx->flags[ctx->nflags++];
     f->opt = opt;
     f->key = key;

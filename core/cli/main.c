@@ -86,6 +86,9 @@ static const char help_push[] =
     "                           without a zone it is UTC)\n"
     "      --retry N|true|false max retries, true (default: 25) or false (none)\n"
     "      --count N            push N jobs with the same args (bulk; one jid per line)\n"
+    "      --module PATH        load a module first (repeatable), as `dray run` does with the\n"
+    "                           config's `module` lines and $DRAY_MODULES: its push hooks\n"
+    "                           (unique locks, encryption) apply to these jobs\n"
     "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n";
 
 static const char help_stats[] =

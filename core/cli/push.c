@@ -30,10 +30,49 @@ parse_retry(const char *s, int *out)
     return 0;
 }
 
+static int
+is_path(const char *key, const char *value, void *ud)
+{
+    (void)key;
+    return !strcmp(value, (const char *)ud); /* non-zero stops: found */
+}
+
+/* Load the modules `dray run` would (config and --module `module` paths,
+ * then $DRAY_MODULES), so their push hooks (unique locks, encryption) run
+ * for these pushes too. *srv stays NULL when none is configured. Returns a
+ * CLI exit code. */
+static int
+load_modules(cli_ctx *ctx, dray_server **srv)
+{
+    const char *env = getenv("DRAY_MODULES");
+    *srv = NULL;
+    if (!dray_config_count(ctx->cfg, "module") && !(env && *env))
+        return CLI_OK;
+    char err[1024] = "";
+    int rc = dray_server_new(&ctx->opts, srv, err, sizeof err);
+    if (!rc)
+        rc = dray_server_load_modules(*srv, ctx->cfg, err, sizeof err);
+    char *paths = !rc && env ? strdup(env) : NULL, *save = NULL;
+    if (!rc && env && !paths)
+        rc = DRAY_ENOMEM;
+    for (char *p = paths ? strtok_r(paths, ":", &save) : NULL; p && !rc;
+         p = strtok_r(NULL, ":", &save))
+        if (*p && !dray_config_get_all(ctx->cfg, "module", is_path, p))
+            rc = dray_server_load_module(*srv, p, err, sizeof err);
+    free(paths);
+    if (rc) {
+        cli_err(ctx, "%s", err[0] ? err : dray_strerror(rc));
+        dray_server_free(*srv);
+        *srv = NULL;
+        return rc == DRAY_ENOMEM ? CLI_ERUNTIME : CLI_ECONFIG;
+    }
+    return CLI_OK;
+}
+
 /* Push count jobs in slices, printing jids as they are written. */
 static int
-push_bulk(cli_ctx *ctx, dray_client *cl, const char *klass, json_t *args,
-          const dray_push_opts *po, long count)
+push_bulk(cli_ctx *ctx, dray_client *cl, const char *klass, json_t *args, const dray_push_opts *po,
+          long count)
 {
     char *jids = malloc((size_t)BULK_SLICE * DRAY_JID_BYTES);
     json_t *list = json_array();
@@ -83,6 +122,7 @@ cli_cmd_push(int argc, char **argv)
         {"at", required_argument, NULL, OPT_AT},
         {"retry", required_argument, NULL, OPT_RETRY},
         {"count", required_argument, NULL, OPT_COUNT},
+        {"module", required_argument, NULL, OPT_MODULE},
         CLI_COMMON_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
@@ -126,6 +166,10 @@ cli_cmd_push(int argc, char **argv)
             if (cli_parse_long(optarg, 1, COUNT_MAX, &count))
                 return cli_usage(&ctx, "--count must be 1-%d, not '%s'", COUNT_MAX, optarg);
             break;
+        case OPT_MODULE:
+            if (cli_flag_push(&ctx, "--module", "module", optarg, 1))
+                return CLI_EUSAGE;
+            break;
         default:
             fprintf(stderr, "See 'dray push --help'.\n");
             return CLI_EUSAGE;
@@ -158,7 +202,8 @@ cli_cmd_push(int argc, char **argv)
     } else {
         args = json_array();
     }
-    if ((r = cli_config_build(&ctx)))
+    dray_server *mods = NULL;
+    if ((r = cli_config_build(&ctx)) || (r = load_modules(&ctx, &mods)))
         goto out;
     dray_client *cl;
     char err[512];
@@ -166,6 +211,7 @@ cli_cmd_push(int argc, char **argv)
     if (rc) {
         cli_err(&ctx, "%s", err);
         r = cli_exit_for(rc);
+        dray_server_free(mods);
         goto out;
     }
     if (count == 1) {
@@ -181,6 +227,7 @@ cli_cmd_push(int argc, char **argv)
         r = push_bulk(&ctx, cl, klass, args, &po, count);
     }
     dray_client_free(cl);
+    dray_server_free(mods); /* the modules stay loaded for the process; hooks ran above */
 out:
     json_decref(args);
     cli_ctx_close(&ctx);

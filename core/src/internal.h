@@ -262,6 +262,10 @@ bool dray__hooks_push_empty(void);
 int dray__hooks_before(void *wctx, dray_job *job, double *defer_s, char *errbuf, size_t errlen,
                        int *entered);
 void dray__hooks_after(void *wctx, dray_job *job, int outcome, int entered);
+/* The record callbacks (module.h dray_record_fn) of a failed or deferred run,
+ * before its outcome is written; message is res.message (size bytes). */
+void dray__hooks_record(void *wctx, dray_job *job, int outcome, char *message, size_t size,
+                        int entered);
 void dray__hooks_retry(void *wctx, const dray_job *job, const char *error_class,
                        const char *message, int attempt, double next_at);
 void dray__hooks_death(void *wctx, const dray_job *job, const char *error_class,

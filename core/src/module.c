@@ -770,13 +770,13 @@ dray__mod_hook(dray_module *mod, const dray_hook *desc)
     bool is_event =
         h.point == DRAY_HOOK_STARTUP || h.point == DRAY_HOOK_QUIET || h.point == DRAY_HOOK_SHUTDOWN;
     bool want = h.point == DRAY_HOOK_PUSH      ? h.push != NULL
-                : h.point == DRAY_HOOK_PERFORM ? (h.before || h.after)
+                : h.point == DRAY_HOOK_PERFORM ? (h.before || h.after || h.record)
                 : h.point == DRAY_HOOK_RETRY   ? h.retry != NULL
                 : h.point == DRAY_HOOK_DEATH   ? h.death != NULL
                 : h.point == DRAY_HOOK_TICK    ? h.tick != NULL
                                                : h.event != NULL;
     bool stray = (h.push && h.point != DRAY_HOOK_PUSH) ||
-                 ((h.before || h.after) && h.point != DRAY_HOOK_PERFORM) ||
+                 ((h.before || h.after || h.record) && h.point != DRAY_HOOK_PERFORM) ||
                  (h.retry && h.point != DRAY_HOOK_RETRY) ||
                  (h.death && h.point != DRAY_HOOK_DEATH) || (h.tick && h.point != DRAY_HOOK_TICK) ||
                  (h.event && !is_event);
@@ -944,6 +944,27 @@ dray__hooks_after(void *wctx, dray_job *job, int outcome, int entered)
             continue;
         ctx.mod = e->mod;
         e->h.after(&ctx, job, outcome, e->h.userdata);
+    }
+}
+
+void
+dray__hooks_record(void *wctx, dray_job *job, int outcome, char *message, size_t size, int entered)
+{
+    if (entered <= 0)
+        return;
+    dray__hook_table *t = table();
+    dray__worker *w = wctx;
+    struct dray_ctx ctx;
+    dray__ctx_init(&ctx, DRAY_THREAD_WORKER, w->srv, &w->conn, &w->srv->cfg);
+    size_t n =
+        t->n[DRAY_HOOK_PERFORM] < (size_t)entered ? t->n[DRAY_HOOK_PERFORM] : (size_t)entered;
+    for (size_t i = n; i-- > 0;) {
+        dray__hook_entry *e = t->chain[DRAY_HOOK_PERFORM][i];
+        if (!e->h.record)
+            continue;
+        ctx.mod = e->mod;
+        e->h.record(&ctx, job, outcome, message, size, e->h.userdata);
+        message[size - 1] = '\0';
     }
 }
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "module_internal.h"
@@ -318,21 +319,31 @@ cfg_get(const struct dray_module *mod, const char *key)
     return NULL;
 }
 
-/* Read a license file: one key, whitespace trimmed at both ends. */
+/* Read a license file: one key; whitespace anywhere is dropped and does not
+ * count against the size limit. A FIFO, device or directory is refused
+ * without blocking (opened O_NONBLOCK, then fstat); a NUL byte is refused,
+ * since C strings would silently drop what follows it. */
 static int
 read_license_file(struct dray_module *mod, const char *path, const char *what)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     char *buf = fd >= 0 ? dray__malloc(DRAY__LICENSE_FILE_MAX + 1) : NULL;
-    ssize_t total = 0;
+    size_t total = 0, raw = 0;
     int err = 0;
+    const char *why = NULL;
+    struct stat st;
     if (fd < 0) {
         err = errno;
     } else if (!buf) {
         err = ENOMEM;
+    } else if (fstat(fd, &st) != 0) {
+        err = errno;
+    } else if (!S_ISREG(st.st_mode)) {
+        why = "not a regular file (a FIFO, device or directory cannot hold a license key)";
     } else {
+        char chunk[4096];
         for (;;) {
-            ssize_t n = read(fd, buf + total, (size_t)(DRAY__LICENSE_FILE_MAX + 1 - total));
+            ssize_t n = read(fd, chunk, sizeof chunk);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0) {
@@ -341,28 +352,36 @@ read_license_file(struct dray_module *mod, const char *path, const char *what)
             }
             if (n == 0)
                 break;
-            total += n;
-            if (total > DRAY__LICENSE_FILE_MAX) {
+            if (memchr(chunk, '\0', (size_t)n)) {
+                why = "it contains a NUL byte: it holds something besides the key";
+                break;
+            }
+            raw += (size_t)n;
+            if (raw > DRAY__LICENSE_FILE_RAW_MAX) {
                 err = EFBIG;
                 break;
             }
+            for (ssize_t i = 0; i < n && !err; i++) {
+                if (isspace((unsigned char)chunk[i]))
+                    continue;
+                if (total == DRAY__LICENSE_FILE_MAX)
+                    err = EFBIG;
+                else
+                    buf[total++] = chunk[i];
+            }
+            if (err)
+                break;
         }
     }
     if (fd >= 0)
         close(fd);
-    if (err) {
+    if (err || why) {
         snprintf(mod->license_err, sizeof mod->license_err, "cannot read license file %s (%s): %s",
-                 path, what, strerror(err));
+                 path, what, why ? why : strerror(err));
         dray__free(buf);
         return DRAY_EIO;
     }
-    size_t a = 0, b = (size_t)total;
-    while (a < b && isspace((unsigned char)buf[a]))
-        a++;
-    while (b > a && isspace((unsigned char)buf[b - 1]))
-        b--;
-    memmove(buf, buf + a, b - a);
-    buf[b - a] = '\0';
+    buf[total] = '\0';
     mod->license = buf;
     return 0;
 }

@@ -229,6 +229,8 @@ process(dray__worker *w, dray__unit *u)
         }
     }
 
+    if (outcome == DRAY__OUT_FAILURE || outcome == DRAY__OUT_DEFERRED)
+        dray__hooks_record(w, job, outcome, res.message, sizeof res.message, entered);
     /* The stopper may have pushed a copy of this job back while it ran:
      * the outcome is recorded all the same and the copy removed below. */
     atomic_store(&w->writing, 1);

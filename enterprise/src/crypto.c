@@ -51,6 +51,7 @@ static const char reseal_lua[] = "for i = 1, #KEYS do\n"
 
 /* The sealed bag of the job being performed on this thread, for after_perform. */
 static __thread json_t *tl_sealed;
+static __thread int tl_restored; /* crypto_record put tl_sealed back in the args */
 
 /* ---- keys --------------------------------------------------------------------- */
 
@@ -213,7 +214,7 @@ add_class(const char *key, const char *value, void *ud)
 int
 ent__crypto_configure(ent_state *E, char *err, size_t errlen)
 {
-    const char *path;
+    const char *path, *active_set;
     long long active;
     parse_ctx pc = {E, err, errlen};
     int rc = H->config_each(ent__M, "encrypt", add_class, &pc);
@@ -223,6 +224,14 @@ ent__crypto_configure(ent_state *E, char *err, size_t errlen)
         (rc = H->config_int(ent__M, "encrypt_active", 0, 0, 2147483647LL, &active)))
         return rc;
     if (!path || !*path) {
+        if ((rc = H->config_str(ent__M, "encrypt_active", NULL, &active_set)))
+            return rc;
+        if (active_set && *active_set) {
+            snprintf(err, errlen,
+                     "setting %s.encrypt_active is set but %s.encrypt_keys (the key file) is not",
+                     ENT_NAME, ENT_NAME);
+            return DRAY_ECONFIG;
+        }
         if (E->nenc) {
             snprintf(
                 err, errlen,
@@ -459,8 +468,10 @@ static int
 dead(dray_ctx *ctx, dray_job *job, const char *why)
 {
     H->job_set(job, "retry", json_integer(0));
-    H->log(ent__M, DRAY_LOG_ERROR, "%s %s: %s; sent to the dead set", H->job_class(job),
-           H->job_jid(job), why);
+    H->log(ent__M, DRAY_LOG_ERROR,
+           "%s %s: %s; failed without running, with \"retry\": 0 (to the dead set, unless its "
+           "handler's own retry option schedules retries)",
+           H->job_class(job), H->job_jid(job), why);
     return H->fail(ctx, DRAY_EINVAL, "%s", why);
 }
 
@@ -470,6 +481,7 @@ crypto_before(dray_ctx *ctx, dray_job *job, void *ud)
     ent_state *E = ud;
     json_decref(tl_sealed);
     tl_sealed = NULL;
+    tl_restored = 0;
     if (!json_is_true(H->job_get(job, "encrypt")))
         return DRAY_CONTINUE;
     json_t *args = H->job_args(job);
@@ -494,15 +506,51 @@ crypto_before(dray_ctx *ctx, dray_job *job, void *ud)
     return DRAY_CONTINUE;
 }
 
+/* Before a failed or deferred run is written: the sealed bag goes back in
+ * the args (so the plaintext never reaches Redis), and an error message,
+ * which may quote the arguments, is sealed too (or withheld when the
+ * sealed text does not fit). */
+static void
+crypto_record(dray_ctx *ctx, dray_job *job, int outcome, char *message, size_t size, void *ud)
+{
+    ent_state *E = ud;
+    (void)ctx;
+    if (!tl_sealed)
+        return;
+    json_t *args = H->job_args(job);
+    json_t *na = json_array_size(args) ? with_last(args, json_incref(tl_sealed)) : NULL;
+    if (na && !H->job_set(job, "args", na))
+        tl_restored = 1; /* else crypto_after re-seals what the core wrote */
+    if (outcome != DRAY_OUTCOME_FAILURE || !message[0])
+        return;
+    static const char sealed_tag[] = "[encrypted job: error message sealed] ";
+    json_t *text = json_stringn_nocheck(message, strlen(message)), *sealed = NULL;
+    char err[256];
+    const char *ss = NULL;
+    if (text && !ent__seal(E, H->job_class(job), text, &sealed, err, sizeof err))
+        ss = json_string_value(sealed);
+    sodium_memzero(message, size);
+    if (ss && strlen(ss) + sizeof sealed_tag <= size)
+        snprintf(message, size, "%s%s", sealed_tag, ss);
+    else
+        snprintf(message, size, "[encrypted job: error message withheld]");
+    if (text)
+        sodium_memzero((char *)json_string_value(text), json_string_length(text));
+    json_decref(text);
+    json_decref(sealed);
+}
+
 static void
 crypto_after(dray_ctx *ctx, dray_job *job, int outcome, void *ud)
 {
     ent_state *E = ud;
     json_t *sealed = tl_sealed;
+    int restored = tl_restored;
     tl_sealed = NULL;
+    tl_restored = 0;
     if (!sealed)
         return;
-    if (outcome != DRAY_OUTCOME_FAILURE && outcome != DRAY_OUTCOME_DEFERRED) {
+    if (restored || (outcome != DRAY_OUTCOME_FAILURE && outcome != DRAY_OUTCOME_DEFERRED)) {
         json_decref(sealed);
         return;
     }
@@ -552,9 +600,10 @@ ent__crypto_hooks(ent_state *E)
     if ((rc = H->hook(ent__M,
                       DRAY_HOOK(.point = DRAY_HOOK_PUSH, .name = "encrypt",
                                 .priority = DRAY_PRIO_LAST, .push = crypto_push, .userdata = E))) ||
-        (rc = H->hook(ent__M, DRAY_HOOK(.point = DRAY_HOOK_PERFORM, .name = "decrypt",
-                                        .priority = DRAY_PRIO_LAST, .before = crypto_before,
-                                        .after = crypto_after, .userdata = E))))
+        (rc = H->hook(ent__M,
+                      DRAY_HOOK(.point = DRAY_HOOK_PERFORM, .name = "decrypt",
+                                .priority = DRAY_PRIO_LAST, .before = crypto_before,
+                                .after = crypto_after, .record = crypto_record, .userdata = E))))
         return rc;
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "dray/license.h"
+#include "dray/license_gate.h"
 
 #include "ent.h"
 
@@ -64,15 +65,75 @@ on_shutdown(dray_ctx *ctx, int point, void *ud)
 static int
 need_feature(dray_license_info *info, int used, uint32_t feature)
 {
-    if (!used)
-        return 0;
-    int lrc = dray_license_check(info, DRAY_LICENSE_TIER_ENTERPRISE, feature);
-    if (!lrc)
-        return 0;
+    if (!used || (info->features & feature) == feature)
+        return 0; /* the gate judged tier and dates (a lapsed key may run under continuity) */
+    int lrc = DRAY_ELIC_MISSING_FEATURE;
+    info->need_tier = DRAY_LICENSE_TIER_ENTERPRISE;
+    info->need_feature = feature;
     char msg[DRAY_LICENSE_MSG_BYTES];
     dray_license_describe(lrc, info, msg, sizeof msg);
     H->set_error(ent__M, "%s (the configuration uses %s)", msg, dray_license_feature_name(feature));
     return DRAY_ELICENSE;
+}
+
+/* Every setting of the enterprise section this module reads: anything else
+ * is a typo that would silently drop a limit, a lock or a loop. */
+static const char *const g_settings[] = {
+    "limiter",        "unique",       "unique_grace", "unique_scan_max", "encrypt", "encrypt_keys",
+    "encrypt_active", "periodic",     "tz",           "backfill",        "leader",  "leader_lease",
+    "test_clock",     "license_wait",
+};
+
+/* Levenshtein distance of a and b, capped at 3 (enough for "did you mean"). */
+static int
+distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return 3;
+    int row[41];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb] < 3 ? row[lb] : 3;
+}
+
+static int
+known_setting(const char *key, const char *value, void *ud)
+{
+    (void)value;
+    (void)ud;
+    const char *best = NULL;
+    int bestd = 3;
+    for (size_t i = 0; i < sizeof g_settings / sizeof *g_settings; i++) {
+        if (!strcmp(key, g_settings[i]))
+            return 0;
+        int d = distance(key, g_settings[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = g_settings[i];
+        }
+    }
+    if (best)
+        H->set_error(ent__M, "unknown setting %s.%s (did you mean %s.%s?)", ENT_NAME, key, ENT_NAME,
+                     best);
+    else
+        H->set_error(ent__M, "unknown setting %s.%s (docs/enterprise.md lists the settings)",
+                     ENT_NAME, key);
+    return DRAY_ECONFIG;
 }
 
 static int
@@ -81,6 +142,8 @@ configure(ent_state *E)
     char err[ENT_ERR_BYTES] = "";
     int rc;
     const char *clock;
+    if ((rc = H->config_each(ent__M, NULL, known_setting, NULL)))
+        return rc;
     if ((rc = ent__limits_configure(E, err, sizeof err)) ||
         (rc = ent__unique_configure(E, err, sizeof err)) ||
         (rc = ent__crypto_configure(E, err, sizeof err)) ||
@@ -149,24 +212,13 @@ dray_module_init(const dray_host *host, dray_module *mod, dray_module_record *re
     if (sodium_init() < 0)
         return H->set_error(mod, "libsodium failed to initialise");
 
-    /* License: the later of our clock and Redis's (licensing.md). */
-    const char *key, *origin;
-    if ((rc = H->license_key(mod, &key, &origin)))
+    /* License: the gate (dray/license_gate.h) judges it by Redis's clock,
+     * with fleet continuity, and its tick warns while running. */
+    static dray_license_gate G;
+    if ((rc = dray_license_gate_open(&G, host, mod, ENT_NAME, DRAY_LICENSE_TIER_ENTERPRISE)))
         return rc;
-    double now = H->now(), rt;
-    dray_ctx *lc = H->load_ctx(mod);
-    if (lc && H->redis_time(lc, &rt) == 0 && rt > now)
-        now = rt;
-    dray_license_info info;
-    int lrc = dray_license_verify(key, strlen(key), (int64_t)now, &info);
-    if (lrc == 0)
-        lrc = dray_license_check(&info, DRAY_LICENSE_TIER_ENTERPRISE, 0);
-    char msg[DRAY_LICENSE_MSG_BYTES];
-    dray_license_describe(lrc, &info, msg, sizeof msg);
-    if (lrc) {
-        H->set_error(mod, "%s (key from %s)", msg, origin ? origin : "?");
-        return DRAY_ELICENSE;
-    }
+    dray_license_info info = G.info;
+    const char *msg = G.msg;
 
     ent_state *E = calloc(1, sizeof *E);
     if (!E) {
@@ -188,13 +240,13 @@ dray_module_init(const dray_host *host, dray_module *mod, dray_module_record *re
     H->set_status(mod, "%s; %zu limiter%s, %zu unique class%s, %zu periodic loop%s, encryption %s",
                   msg, E->nlim, E->nlim == 1 ? "" : "s", E->nuniq, E->nuniq == 1 ? "" : "es",
                   E->nloops, E->nloops == 1 ? "" : "s", enc);
-    if (info.state == DRAY_LICENSE_EXPIRING)
-        H->log(mod, DRAY_LOG_WARN, "%s", msg);
-    else if (info.state == DRAY_LICENSE_GRACE)
-        H->log(mod, DRAY_LOG_ERROR, "%s", msg);
     if (H->check_only(mod)) {
         state_free(E); /* `dray license check`: the verdict, and no work */
         return 0;
+    }
+    if ((rc = dray_license_gate_hook(&G))) {
+        state_free(E);
+        return H->set_error(mod, "cannot register the license tick: %s", H->strerror(rc));
     }
     int owned;
     if ((rc = register_all(E, &owned)) && !owned)

@@ -208,6 +208,11 @@ parse_loop(const char *key, const char *line, void *ud)
     char tzerr[256];
     if (ent__tz_load(tzname, &L.tz, tzerr, sizeof tzerr))
         PERR("tz: %s", tzerr);
+    {
+        int64_t from = (int64_t)H->now();
+        if (ent__cron_next(&L.cron, L.tz, from, from + ENT_CRON_SEARCH_S) < 0)
+            PERR("cron '%s' never fires (no matching date in the next 5 years)", L.spec);
+    }
     if (!L.args && !(L.args = json_array()))
         PERR("out of memory");
     if (!L.queue && !(L.queue = strdup("default")))

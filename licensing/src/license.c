@@ -22,13 +22,13 @@
 
 /* A key split into its parts. Large enough for any input under the cap. */
 typedef struct token {
-    char text[DRAY_LICENSE_MAX_BYTES + 1];            /* the key, whitespace removed */
-    size_t len;                                       /* bytes in text */
-    size_t signed_len;                                /* bytes of "dray1.<payload>" */
-    unsigned char payload[DRAY_LICENSE_MAX_BYTES];    /* decoded payload (JSON, unparsed) */
-    size_t payload_len;                               /* bytes in payload */
-    unsigned char sig[DRAY_LICENSE_MAX_BYTES];        /* decoded signature; must be 64 bytes */
-    size_t sig_len;                                   /* bytes in sig */
+    char text[DRAY_LICENSE_MAX_BYTES + 1];         /* the key, whitespace removed */
+    size_t len;                                    /* bytes in text */
+    size_t signed_len;                             /* bytes of "dray1.<payload>" */
+    unsigned char payload[DRAY_LICENSE_MAX_BYTES]; /* decoded payload (JSON, unparsed) */
+    size_t payload_len;                            /* bytes in payload */
+    unsigned char sig[DRAY_LICENSE_MAX_BYTES];     /* decoded signature; must be 64 bytes */
+    size_t sig_len;                                /* bytes in sig */
 } token;
 
 static int
@@ -69,8 +69,8 @@ split(const char *text, size_t len, token *t)
 {
     size_t i, ndots = 0, dot1 = 0, dot2 = 0;
 
-    if (len > DRAY_LICENSE_MAX_INPUT)
-        return DRAY_ELIC_TOOLONG;
+    /* Only the key's own characters count: whitespace around or inside it
+     * (a padded file, a wrapped paste) is skipped whatever its length. */
     t->len = 0;
     for (i = 0; i < len; i++) {
         if (is_space((unsigned char)text[i]))
@@ -100,8 +100,8 @@ split(const char *text, size_t len, token *t)
     if (decode_field(t->text + dot1 + 1, dot2 - dot1 - 1, t->payload, sizeof t->payload,
                      &t->payload_len) != 0)
         return DRAY_ELIC_PAYLOAD_B64;
-    if (decode_field(t->text + dot2 + 1, t->len - dot2 - 1, t->sig, sizeof t->sig,
-                     &t->sig_len) != 0)
+    if (decode_field(t->text + dot2 + 1, t->len - dot2 - 1, t->sig, sizeof t->sig, &t->sig_len) !=
+        0)
         return DRAY_ELIC_SIG_B64;
     if (t->sig_len != DRAY_LICENSE_SIG_BYTES)
         return DRAY_ELIC_SIG_LEN;
@@ -168,8 +168,8 @@ field_error(dray_license_info *out, const char *name, int code)
 
 /* Copy string field `name` into dst (cap includes the NUL). */
 static int
-get_str(json_t *root, const char *name, int required, int (*valid)(const char *, size_t),
-        char *dst, size_t cap, dray_license_info *out)
+get_str(json_t *root, const char *name, int required, int (*valid)(const char *, size_t), char *dst,
+        size_t cap, dray_license_info *out)
 {
     json_t *v = json_object_get(root, name);
     size_t n;
@@ -222,7 +222,8 @@ get_features(json_t *root, dray_license_info *out)
         return field_error(out, "features", DRAY_ELIC_FIELD);
     out->features_listed = 1;
     out->features = 0;
-    json_array_foreach(v, i, e) {
+    json_array_foreach(v, i, e)
+    {
         uint32_t bit;
         if (!json_is_string(e))
             return field_error(out, "features", DRAY_ELIC_FIELD);
@@ -273,7 +274,7 @@ parse_payload(const unsigned char *buf, size_t len, dray_license_info *out)
     root = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
         return json_error_code(&jerr) == json_error_out_of_memory ? DRAY_ELIC_NOMEM
-                                                                   : DRAY_ELIC_JSON;
+                                                                  : DRAY_ELIC_JSON;
     rc = json_is_object(root) ? parse_fields(root, out) : DRAY_ELIC_JSON;
     json_decref(root);
     return rc;
@@ -427,8 +428,7 @@ done:
 }
 
 int
-dray__license_decode_unverified(const char *text, size_t len, int64_t now,
-                                 dray_license_info *out)
+dray__license_decode_unverified(const char *text, size_t len, int64_t now, dray_license_info *out)
 {
     token t;
     int rc;
@@ -456,9 +456,8 @@ int
 dray_license_verify(const char *text, size_t len, int64_t now, dray_license_info *out)
 {
     dray__license_keyring ring = {
-        dray_license_trusted_keys, dray_license_trusted_keys_count,
-        dray_license_revoked_lids, dray_license_revoked_lids_count,
-        dray_license_build_time,
+        dray_license_trusted_keys,       dray_license_trusted_keys_count, dray_license_revoked_lids,
+        dray_license_revoked_lids_count, dray_license_build_time,
     };
 
     return dray__license_verify_with(&ring, text, len, now, out);

@@ -17,8 +17,8 @@ dray_license_strerror(int code)
     switch (code) {
     case 0:
         return "license key accepted";
-#define DRAY__LICENSE_ERRNO_TEXT(name, val, text) \
-    case (val):                                   \
+#define DRAY__LICENSE_ERRNO_TEXT(name, val, text)                                                  \
+    case (val):                                                                                    \
         return text;
         DRAY_LICENSE_ERRNO_MAP(DRAY__LICENSE_ERRNO_TEXT)
 #undef DRAY__LICENSE_ERRNO_TEXT
@@ -33,8 +33,8 @@ dray_license_err_name(int code)
     switch (code) {
     case 0:
         return "OK";
-#define DRAY__LICENSE_ERRNO_NAME(name, val, text) \
-    case (val):                                   \
+#define DRAY__LICENSE_ERRNO_NAME(name, val, text)                                                  \
+    case (val):                                                                                    \
         return "ELIC_" #name;
         DRAY_LICENSE_ERRNO_MAP(DRAY__LICENSE_ERRNO_NAME)
 #undef DRAY__LICENSE_ERRNO_NAME
@@ -77,8 +77,8 @@ const char *
 dray_license_feature_name(uint32_t feature)
 {
     switch (feature) {
-#define DRAY__LICENSE_FEATURE_NAME(name, bit, text, tier) \
-    case DRAY_LICENSE_F_##name:                           \
+#define DRAY__LICENSE_FEATURE_NAME(name, bit, text, tier)                                          \
+    case DRAY_LICENSE_F_##name:                                                                    \
         return text;
         DRAY_LICENSE_FEATURE_MAP(DRAY__LICENSE_FEATURE_NAME)
 #undef DRAY__LICENSE_FEATURE_NAME
@@ -102,10 +102,10 @@ dray_license_tier_parse(const char *name, dray_license_tier *out)
 int
 dray_license_feature_parse(const char *name, uint32_t *out)
 {
-#define DRAY__LICENSE_FEATURE_PARSE(name_, bit, text, tier) \
-    if (strcmp(name, text) == 0) {                          \
-        *out = DRAY_LICENSE_F_##name_;                      \
-        return 0;                                           \
+#define DRAY__LICENSE_FEATURE_PARSE(name_, bit, text, tier)                                        \
+    if (strcmp(name, text) == 0) {                                                                 \
+        *out = DRAY_LICENSE_F_##name_;                                                             \
+        return 0;                                                                                  \
     }
     DRAY_LICENSE_FEATURE_MAP(DRAY__LICENSE_FEATURE_PARSE)
 #undef DRAY__LICENSE_FEATURE_PARSE
@@ -230,14 +230,14 @@ describe_ok(const dray_license_info *in, char *buf, size_t size)
                  in->sub, tier, exp, end, feats);
         break;
     case DRAY_LICENSE_LAPSED:
-        snprintf(buf, size, "license for %s (%s) expired on %s, grace ended %s", in->sub, tier,
-                 exp, end);
+        snprintf(buf, size, "license for %s (%s) expired on %s, grace ended %s", in->sub, tier, exp,
+                 end);
         break;
     default:
         if (in->exp == 0 && in->upd != 0) {
             dray__license_format_date(in->upd, end);
-            snprintf(buf, size, "licensed to %s (%s, perpetual, updates until %s%s)", in->sub,
-                     tier, end, feats);
+            snprintf(buf, size, "licensed to %s (%s, perpetual, updates until %s%s)", in->sub, tier,
+                     end, feats);
         } else if (in->exp == 0)
             snprintf(buf, size, "licensed to %s (%s, perpetual%s)", in->sub, tier, feats);
         else
@@ -265,7 +265,8 @@ dray_license_describe(int rc, const dray_license_info *info, char *buf, size_t s
         return;
     case DRAY_ELIC_EMPTY:
         snprintf(buf, size,
-                 "license key is empty: set `license` in the module's config, DRAY_LICENSE or "
+                 "license key is empty: where it was read from (see \"key from\") holds no "
+                 "key; put the key in the license or license_file setting, DRAY_LICENSE or "
                  "DRAY_LICENSE_FILE");
         return;
     case DRAY_ELIC_TOOLONG:

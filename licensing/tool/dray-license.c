@@ -25,14 +25,14 @@
 #include "license_internal.h"
 
 #define EX_OK_ 0
-#define EX_SIG 1        /* bad signature, unknown kid */
-#define EX_MALFORMED 2  /* malformed key */
-#define EX_EXPIRED 3    /* lapsed (or a build newer than the key's updates) */
-#define EX_NOTYET 4     /* iat in the future */
-#define EX_REVOKED 5    /* lid on the deny-list */
-#define EX_ENTITLE 6    /* --tier / --feature not covered */
-#define EX_USAGE 64     /* sysexits EX_USAGE */
-#define EX_FAIL 70      /* anything else: I/O, crypto, out of memory */
+#define EX_SIG 1       /* bad signature, unknown kid */
+#define EX_MALFORMED 2 /* malformed key */
+#define EX_EXPIRED 3   /* lapsed (or a build newer than the key's updates) */
+#define EX_NOTYET 4    /* iat in the future */
+#define EX_REVOKED 5   /* lid on the deny-list */
+#define EX_ENTITLE 6   /* --tier / --feature not covered */
+#define EX_USAGE 64    /* sysexits EX_USAGE */
+#define EX_FAIL 70     /* anything else: I/O, crypto, out of memory */
 
 #define PASS_MAX 1024
 #define MAX_PUBS 16
@@ -487,7 +487,8 @@ cmd_issue(int argc, char **argv)
         return usage_error("issue", "--sub must be 1-200 bytes without control characters");
     if ((email && !valid_text(email, DRAY_LICENSE_EMAIL_MAX)) ||
         (note && !valid_text(note, DRAY_LICENSE_NOTE_MAX)))
-        return usage_error("issue", "--email (254) or --note (200) too long or has control characters");
+        return usage_error("issue",
+                           "--email (254) or --note (200) too long or has control characters");
     if (dray_license_tier_parse(tier_s, &tier) != 0)
         return usage_error("issue", "--tier must be pro or enterprise");
     if (strcmp(expires, "never") != 0 && parse_until(expires, &exp) != 0)
@@ -614,9 +615,13 @@ cmd_issue(int argc, char **argv)
     fflush(stdout);
     dray__license_format_date(exp, d1);
     dray__license_format_date(exp + grace * 86400, d2);
-    fprintf(stderr, "%s: issued license %s to %s: %s, %s%s%s%s; kid %s; ledger %s\n", prog, lid,
+    char d3[16] = "";
+    if (upd)
+        dray__license_format_date(upd, d3);
+    fprintf(stderr, "%s: issued license %s to %s: %s, %s%s%s%s%s%s; kid %s; ledger %s\n", prog, lid,
             sub, dray_license_tier_name(tier), exp ? "expires " : "perpetual", exp ? d1 : "",
-            exp ? ", grace until " : "", exp ? d2 : "", kid, ledger);
+            exp ? ", grace until " : "", exp ? d2 : "", upd ? ", updates until " : "",
+            upd ? d3 : "", kid, ledger);
     rc = 0;
 
 out:

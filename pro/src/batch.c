@@ -50,6 +50,32 @@ static dray_script *s_register, *s_outcome, *s_cb_claim, *s_cb_release;
 
 /* ---- push ------------------------------------------------------------------- */
 
+/* The helper's pre-registered bulk push (batch_api.c): the i-th job seen
+ * with token T on this thread gets jid pro__prereg_jid(T, i), which the
+ * helper registered before pushing. First in the chain, so every other
+ * hook (unique locks record their owner jid) sees the final jid. */
+static __thread char tl_prereg_token[25];
+static __thread size_t tl_prereg_next;
+
+static int
+on_push_jid(dray_ctx *ctx, dray_job *job, void *ud)
+{
+    (void)ctx;
+    (void)ud;
+    const char *t = json_string_value(H->job_get(job, "pro_prereg"));
+    if (!t || strlen(t) != 24 || !json_is_string(H->job_get(job, "bid")))
+        return DRAY_CONTINUE;
+    if (strcmp(t, tl_prereg_token)) {
+        memcpy(tl_prereg_token, t, 25);
+        tl_prereg_next = 0;
+    }
+    char jid[25];
+    pro__prereg_jid(t, tl_prereg_next++, jid);
+    if (H->job_set(job, "jid", json_string(jid)))
+        return H->fail(ctx, DRAY_ENOMEM, "out of memory");
+    return DRAY_CONTINUE;
+}
+
 static int
 on_push(dray_ctx *ctx, dray_job *job, void *ud)
 {
@@ -62,6 +88,11 @@ on_push(dray_ctx *ctx, dray_job *job, void *ud)
         return H->fail(ctx, DRAY_EINVAL,
                        "\"bid\" must be a batch id string (from dray_pro_batch_new), not %s",
                        json_is_string(b) ? "an empty or overlong string" : "another JSON type");
+    if (H->job_get(job, "pro_prereg")) {
+        /* registered by the helper before the push: the mark is not stored */
+        H->job_set(job, "pro_prereg", NULL);
+        return DRAY_CONTINUE;
+    }
     const char *jid = H->job_jid(job);
     /* The helper's bulk push marks its jobs so that it can take out
      * exactly those counted but not written; the mark is not stored. */
@@ -212,7 +243,9 @@ pro__batch_init(void)
         (rc = pro__script(cb_claim_lua, &s_cb_claim)) ||
         (rc = pro__script(cb_release_lua, &s_cb_release)))
         return rc;
-    if ((rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_PUSH, .priority = DRAY_PRIO_MIDDLE,
+    if ((rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_PUSH, .priority = DRAY_PRIO_FIRST,
+                                   .name = "batch-jid", .push = on_push_jid))) ||
+        (rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_PUSH, .priority = DRAY_PRIO_MIDDLE,
                                    .name = "batch", .push = on_push))) ||
         (rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_PERFORM, .priority = DRAY_PRIO_MIDDLE,
                                    .name = "batch", .before = before, .after = after))) ||

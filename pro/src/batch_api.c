@@ -295,6 +295,88 @@ dray_pro_batch_push(dray_pro *p, dray_client *c, const char *bid, const char *kl
     return rc;
 }
 
+/* Send the scripts that register jids[0..n) (DRAY_JID_BYTES apart) in bid,
+ * 1000 per script, without reading the replies; *nsent counts them.
+ * Returns 0 or DRAY_ENOMEM / DRAY_ECONN (text set). */
+static int
+register_send(dray_pro *p, const char *bid, const char *jids, size_t n, size_t *nsent)
+{
+    enum { CHUNK = 1000 };
+    const char *argv[CHUNK + 5];
+    size_t lens[CHUNK + 5];
+    *nsent = 0;
+    for (size_t i = 0; i < n;) {
+        int argc = 0;
+        argv[argc++] = "EVAL";
+        argv[argc++] = pro_batch_register_many_lua;
+        argv[argc++] = "0";
+        argv[argc++] = p->ns;
+        argv[argc++] = bid;
+        for (; i < n && argc < CHUNK + 5; i++)
+            argv[argc++] = jids + i * DRAY_JID_BYTES;
+        for (int k = 0; k < argc; k++)
+            lens[k] = k >= 5 ? DRAY_JID_BYTES - 1 : strlen(argv[k]);
+        if (redisAppendCommandArgv(p->redis, argc, argv, lens) != REDIS_OK)
+            return perr(p, DRAY_ENOMEM, "out of memory");
+        (*nsent)++;
+    }
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(p->redis, &done) != REDIS_OK)
+            return perr(p, DRAY_ECONN, "redis: %s", p->redis->errstr);
+    return 0;
+}
+
+/* Read the replies of nsent registration scripts (all of them, whatever
+ * they say). Returns 0, or the first refusal (DRAY_ENOTFOUND, DRAY_ESTATE,
+ * Redis errors) with the text set. */
+static int
+register_read(dray_pro *p, const char *bid, size_t nsent)
+{
+    int rc = 0;
+    for (size_t k = 0; k < nsent; k++) {
+        redisReply *r = NULL;
+        if (redisGetReply(p->redis, (void **)&r) != REDIS_OK || !r)
+            return perr(p, DRAY_ECONN, "redis: %s", p->redis->errstr);
+        const char *st =
+            r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING ? r->str : NULL;
+        if (rc) {
+            /* already refused: read the other replies */
+        } else if (r->type == REDIS_REPLY_ERROR) {
+            rc = perr(p, DRAY_EREDIS, "redis: %s", r->str);
+        } else if (!st) {
+            rc = perr(p, DRAY_EREDIS, "cannot add jobs to batch %s: unexpected reply", bid);
+        } else if (!strcmp(st, "nobatch")) {
+            rc =
+                perr(p, DRAY_ENOTFOUND, "batch %s does not exist (never created, or expired)", bid);
+        } else if (!strcmp(st, "succeeded")) {
+            rc = perr(p, DRAY_ESTATE, "batch %s already succeeded and takes no more jobs", bid);
+        } else if (!strcmp(st, "closed")) {
+            rc = perr(p, DRAY_ESTATE,
+                      "batch %s is not open: push its jobs between dray_pro_batch_new and "
+                      "dray_pro_batch_commit, or reopen it from one of its running jobs",
+                      bid);
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+static int
+jid_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, DRAY_JID_BYTES - 1);
+}
+
+/*
+ * The bulk push of a batch: the jids are derived from a random token
+ * (pro__prereg_jid) and registered in the batch first, 1000 per script, all
+ * in one round trip; then one dray_client_push_bulk whose jobs carry
+ * "pro_prereg", so the module's push hooks give them those jids and skip
+ * the per-job registration (which cost one round trip per job). Afterwards
+ * every registered jid that was not written (a failed or partial push, a
+ * job a hook dropped) is taken out again.
+ */
 int
 dray_pro_batch_push_bulk(dray_pro *p, dray_client *c, const char *bid, const char *klass,
                          json_t *args_list, const dray_push_opts *opts, char *jids_out,
@@ -304,65 +386,107 @@ dray_pro_batch_push_bulk(dray_pro *p, dray_client *c, const char *bid, const cha
     *pushed = 0;
     if (!bid || !*bid)
         return perr(p, DRAY_EINVAL, "no batch id");
+    if (!json_is_array(args_list))
+        return perr(p, DRAY_EARGS, "args_list must be a JSON array of args arrays");
     size_t n = json_array_size(args_list);
     char *jids = jids_out ? jids_out : calloc(n ? n : 1, DRAY_JID_BYTES);
+    char *reg = calloc(n ? n : 1, DRAY_JID_BYTES);
     char token[25];
     seed_hex(token);
     json_t *extra = opts && opts->extra ? json_deep_copy(opts->extra) : json_object();
-    if (!jids || !extra || json_object_set_new(extra, "bid", json_string(bid)) ||
-        json_object_set_new(extra, "pro_reg", json_string(token))) {
+    if (!jids || !reg || !extra || json_object_set_new(extra, "bid", json_string(bid)) ||
+        json_object_set_new(extra, "pro_prereg", json_string(token))) {
         if (jids != jids_out)
             free(jids);
+        free(reg);
         json_decref(extra);
         return perr(p, DRAY_ENOMEM, "out of memory");
     }
     if (jids_out)
         memset(jids_out, 0, n * DRAY_JID_BYTES);
+    for (size_t i = 0; i < n; i++)
+        pro__prereg_jid(token, i, reg + i * DRAY_JID_BYTES);
+    /* Slices: the next slice's registration runs in Redis while this slice's
+     * jobs are built and pushed; each slice is pushed only once its own
+     * registration answered. */
+    enum { SLICE = 10000 };
     dray_push_opts po = opts ? *opts : (dray_push_opts){0};
     po.extra = extra;
-    int rc = dray_client_push_bulk(c, klass, args_list, &po, jids, pushed);
+    size_t sent = 0;
+    int rc = register_send(p, bid, reg, n < SLICE ? n : SLICE, &sent);
+    if (!rc)
+        rc = register_read(p, bid, sent);
+    for (size_t at = 0; !rc && at < n; at += SLICE) {
+        size_t len = n - at < SLICE ? n - at : SLICE, next = at + len;
+        size_t nlen = n - next < SLICE ? n - next : SLICE, nsent = 0;
+        int src = nlen ? register_send(p, bid, reg + next * DRAY_JID_BYTES, nlen, &nsent) : 0;
+        json_t *slice = json_array();
+        for (size_t k = 0; slice && k < len; k++)
+            json_array_append(slice, json_array_get(args_list, at + k));
+        size_t got = 0;
+        rc = slice ? dray_client_push_bulk(c, klass, slice, &po, jids + at * DRAY_JID_BYTES, &got)
+                   : DRAY_ENOMEM;
+        json_decref(slice);
+        *pushed += got;
+        if (rc) {
+            perr(p, rc, "%s", rc == DRAY_ENOMEM ? "out of memory" : dray_client_errstr(c));
+            for (size_t k = at + got; k < n; k++)
+                jids[k * DRAY_JID_BYTES] = '\0'; /* a job not written keeps no jid */
+        }
+        if (nsent) {
+            char keep[DRAY_ERRSTR_BYTES];
+            snprintf(keep, sizeof keep, "%s", p->errstr);
+            int rrc = register_read(p, bid, nsent);
+            if (rc)
+                perr(p, rc, "%s", keep);
+            else
+                rc = rrc;
+        } else if (src && !rc) {
+            rc = src;
+        }
+        if (rc)
+            for (size_t k = next; k < n; k++)
+                jids[k * DRAY_JID_BYTES] = '\0';
+    }
     json_decref(extra);
-    char regkey[256];
-    snprintf(regkey, sizeof regkey, "%spro:batch:%s:reg:%s", p->ns, bid, token);
-    if (rc) {
-        perr(p, rc, "%s", dray_client_errstr(c));
+    /* Registered but not written: when every job was written with its
+     * pre-registered jid, nothing. */
+    int all = !rc && *pushed == n;
+    for (size_t k = 0; all && k < n; k++)
+        all = !memcmp(jids + k * DRAY_JID_BYTES, reg + k * DRAY_JID_BYTES, DRAY_JID_BYTES);
+    if (!all) {
         char keep[DRAY_ERRSTR_BYTES];
         snprintf(keep, sizeof keep, "%s", p->errstr);
-        /* Counted by the hook (the token's set) but not among the written. */
-        redisReply *r = redisCommand(p->redis, "SMEMBERS %s", regkey);
-        int urc = r ? 0 : DRAY_ECONN;
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements) {
-            char *gone = calloc(r->elements, DRAY_JID_BYTES);
-            size_t ng = 0;
-            for (size_t i = 0; gone && i < r->elements; i++) {
-                int written = 0;
-                for (size_t k = 0; k < *pushed && !written; k++)
-                    written = !strcmp(jids + k * DRAY_JID_BYTES, r->element[i]->str);
-                if (!written && r->element[i]->len < DRAY_JID_BYTES)
-                    memcpy(gone + ng++ * DRAY_JID_BYTES, r->element[i]->str,
-                           r->element[i]->len + 1);
-            }
-            urc = gone ? unregister(p, bid, gone, ng) : DRAY_ENOMEM;
-            free(gone);
+        char *written = malloc(n ? n * DRAY_JID_BYTES : 1);
+        size_t nw = 0, ng = 0;
+        int urc = written ? 0 : DRAY_ENOMEM;
+        for (size_t k = 0; written && k < n; k++)
+            if (jids[k * DRAY_JID_BYTES])
+                memcpy(written + nw++ * DRAY_JID_BYTES, jids + k * DRAY_JID_BYTES, DRAY_JID_BYTES);
+        if (written) {
+            qsort(written, nw, DRAY_JID_BYTES, jid_cmp);
+            for (size_t k = 0; k < n; k++)
+                if (!bsearch(reg + k * DRAY_JID_BYTES, written, nw, DRAY_JID_BYTES, jid_cmp))
+                    memmove(reg + ng++ * DRAY_JID_BYTES, reg + k * DRAY_JID_BYTES, DRAY_JID_BYTES);
+            urc = unregister(p, bid, reg, ng);
         }
-        if (r)
-            freeReplyObject(r);
-        if (urc)
+        free(written);
+        if (urc && rc)
             perr(p, rc,
                  "%s; and cannot take the unwritten jobs out of batch %s again: the "
                  "batch will not succeed",
                  keep, bid);
+        else if (urc)
+            rc = perr(p, urc,
+                      "cannot take %zu dropped jobs out of batch %s again: the batch will not "
+                      "succeed",
+                      ng, bid);
         else
             perr(p, rc, "%s", keep);
-        /* a job not written keeps no jid in jids_out */
-        for (size_t k = *pushed; k < n; k++)
-            jids[k * DRAY_JID_BYTES] = '\0';
     }
-    redisReply *d = redisCommand(p->redis, "DEL %s", regkey);
-    if (d)
-        freeReplyObject(d);
     if (jids != jids_out)
         free(jids);
+    free(reg);
     return rc;
 }
 

@@ -36,6 +36,11 @@
 #ifndef DRAY_PRO_BATCH_LUA_H
 #define DRAY_PRO_BATCH_LUA_H
 
+#include <stddef.h>
+#include <stdio.h>
+
+#include <sodium.h>
+
 #define PRO_BATCH_LUA_LIB                                                                          \
     "local ns = ARGV[1]\n"                                                                         \
     "local function bk(bid, sfx) return ns .. 'pro:batch:' .. bid .. (sfx or '') end\n"            \
@@ -178,6 +183,40 @@ static const char pro_batch_register_lua[] =
                       "  end\n"
                       "end\n"
                       "return 'ok'\n";
+
+/* Register many jids at once, before the helper's bulk push writes them
+ * (the push hook then skips its per-job script). ARGV: ns, bid, jid...
+ * The jids are fresh (pro__prereg_jid of a new random token), so none is a
+ * member already and all of them are incomplete. Returns "ok", "nobatch",
+ * "succeeded" or "closed" (nothing registered). */
+static const char pro_batch_register_many_lua[] = PRO_BATCH_LUA_LIB
+    "local bid = ARGV[2]\n"
+    "local h = bk(bid)\n"
+    "if redis.call('EXISTS', h) == 0 then return 'nobatch' end\n"
+    "if redis.call('HEXISTS', h, 'success_at') == 1 then return 'succeeded' end\n"
+    "if redis.call('SCARD', bk(bid, ':open')) == 0 then return 'closed' end\n"
+    "local p, inc = bk(bid, ':pending'), bk(bid, ':incomplete')\n"
+    "local n = redis.call('SADD', p, unpack(ARGV, 3))\n"
+    "redis.call('SADD', inc, unpack(ARGV, 3))\n"
+    "for _, k in ipairs({p, inc}) do\n"
+    "  if redis.call('TTL', k) < 0 then redis.call('EXPIRE', k, ttl_of(bid)) end\n"
+    "end\n"
+    "redis.call('HINCRBY', h, 'total', n)\n"
+    "return 'ok'\n";
+
+/* The jid of the i-th job of a pre-registered bulk push with `token`: the
+ * helper registers exactly these, and the module's first push hook gives
+ * them to the jobs in order (job field "pro_prereg" = token). 24 hex
+ * characters, like any jid. */
+static inline void
+pro__prereg_jid(const char *token, size_t i, char out[25])
+{
+    char in[64];
+    unsigned char h[12];
+    int n = snprintf(in, sizeof in, "%s:%zu", token, i);
+    crypto_generichash(h, sizeof h, (const unsigned char *)in, (size_t)n, NULL, 0);
+    sodium_bin2hex(out, 25, h, sizeof h);
+}
 
 /* Undo registrations whose push failed. ARGV: ns, bid, jid... Returns how
  * many were taken out. */

@@ -12,6 +12,7 @@
 #include <sodium.h>
 
 #include "dray/license.h"
+#include "dray/license_gate.h"
 #include "pro.h"
 
 const dray_host *pro__host;
@@ -73,53 +74,10 @@ pro__random_hex(char *out, size_t hexlen)
 
 /* ---- license ----------------------------------------------------------------- */
 
-/* Logged once a day from a tick, as licensing.md asks: a running process is
- * never stopped by expiry, but its log says where the key stands. */
-static dray_license_info g_license;
-
-static double
-license_tick(dray_ctx *ctx, void *ud)
-{
-    (void)ctx;
-    (void)ud;
-    if (g_license.state == DRAY_LICENSE_EXPIRING || g_license.state == DRAY_LICENSE_GRACE) {
-        char msg[DRAY_LICENSE_MSG_BYTES];
-        dray_license_describe(0, &g_license, msg, sizeof msg);
-        H->log(M, g_license.state == DRAY_LICENSE_GRACE ? DRAY_LOG_ERROR : DRAY_LOG_WARN, "%s",
-               msg);
-    }
-    return 86400;
-}
-
-/* Verify the configured key at the later of the local clock and Redis
- * TIME. Returns 0 with g_license filled, or the refusal (error text set). */
-static int
-check_license(void)
-{
-    const char *key, *origin;
-    int rc = H->license_key(M, &key, &origin);
-    if (rc)
-        return rc; /* the host set the message: none configured, unreadable file */
-    double now = H->now(), rt;
-    dray_ctx *lc = H->load_ctx(M);
-    if (lc && H->redis_time(lc, &rt) == 0 && rt > now)
-        now = rt;
-    int lrc = dray_license_verify(key, strlen(key), (int64_t)now, &g_license);
-    if (lrc == 0)
-        lrc = dray_license_check(&g_license, DRAY_LICENSE_TIER_PRO, 0);
-    char msg[DRAY_LICENSE_MSG_BYTES];
-    dray_license_describe(lrc, &g_license, msg, sizeof msg);
-    if (lrc) {
-        H->set_error(M, "%s (key from %s)", msg, origin ? origin : "?");
-        return lrc;
-    }
-    H->set_status(M, "%s", msg);
-    if (g_license.state == DRAY_LICENSE_EXPIRING)
-        H->log(M, DRAY_LOG_WARN, "%s", msg);
-    else if (g_license.state == DRAY_LICENSE_GRACE)
-        H->log(M, DRAY_LOG_ERROR, "%s", msg);
-    return 0;
-}
+/* The license gate (dray/license_gate.h): Redis's clock, fleet continuity,
+ * process records, and the tick that warns while running. */
+static dray_license_gate G;
+#define g_license (G.info)
 
 /* ---- settings ------------------------------------------------------------------ */
 
@@ -235,7 +193,7 @@ dray_module_init(const dray_host *host, dray_module *mod, dray_module_record *re
     M = mod;
     if (sodium_init() < 0)
         return H->set_error(M, "libsodium failed to initialise");
-    if ((rc = check_license()))
+    if ((rc = dray_license_gate_open(&G, host, mod, PRO_NAME, DRAY_LICENSE_TIER_PRO)))
         return rc;
     if ((rc = read_settings()))
         return rc;
@@ -243,8 +201,7 @@ dray_module_init(const dray_host *host, dray_module *mod, dray_module_record *re
         return 0; /* `dray license check`: the verdict only, start nothing */
     if ((rc = check_eviction()))
         return rc;
-    if ((rc = H->hook(M,
-                      DRAY_HOOK(.point = DRAY_HOOK_TICK, .name = "license", .tick = license_tick))))
+    if ((rc = dray_license_gate_hook(&G)))
         return H->set_error(M, "cannot register the license tick: %s", H->strerror(rc));
     /* Notifications first: batches and fetch emit events through it. */
     if ((pro__cfg.features & DRAY_LICENSE_F_NOTIFICATIONS) && (rc = pro__notify_init()))

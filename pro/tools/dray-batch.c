@@ -7,7 +7,8 @@
  *
  * URL: redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N];
  * default $DRAY_REDIS_URL, $REDIS_URL, redis://127.0.0.1:6379/0.
- * Exit status: 0, 1 (no such batch), 2 (usage), 3 (Redis).
+ * Exit status: 0, 1 (error: Redis), 2 (usage), 3 (no such batch), as the
+ * other dray commands use 3 for not found (docs/cli.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,7 +144,7 @@ main(int argc, char **argv)
         usage();
     redisContext *c = connect_url(url);
     if (!c)
-        return 3;
+        return 1;
     dray_pro *p;
     if (dray_pro_new(c, ns, &p)) {
         fprintf(stderr, "dray-batch: bad namespace\n");
@@ -155,7 +156,7 @@ main(int argc, char **argv)
         fprintf(stderr, "dray-batch: %s\n", dray_pro_errstr(p));
         dray_pro_free(p);
         redisFree(c);
-        return rc == DRAY_ENOTFOUND ? 1 : 3;
+        return rc == DRAY_ENOTFOUND ? 3 : 1;
     }
     if (json) {
         json_t *o = dray_pro_batch_status_json(st);

@@ -20,7 +20,8 @@
  *   Fail    like Record, then fails
  *   Block   ent:test:started gets the jid; waits for an element of ent:test:gate
  *   Secret  compares its last argument with $ENT_SECRET (JSON): ent:test:secret
- *           gets "ok" or "bad"; args[0] "fail" always fails, "fail-once" fails
+ *           gets "ok" or "bad"; args[0] "fail" always fails, "fail-echo" fails
+ *           with its arguments in the error message, "fail-once" fails
  *           its first run
  *   Tick    ent:test:ticks gets "<periodic> <periodic_at> <jid>"
  */
@@ -203,6 +204,12 @@ h_secret(dray_job *job, dray_result *res, void *ud)
     const char *mode = arg_str(job, 0, "");
     if (!strcmp(mode, "fail") || (!strcmp(mode, "fail-once") && dray_job_retry_count(job) < 0))
         return dray_result_fail(res, "RuntimeError", "Secret asked to fail");
+    if (!strcmp(mode, "fail-echo")) { /* an error text that repeats the arguments */
+        char *a = json_dumps(args, JSON_COMPACT);
+        int rc = dray_result_fail(res, "ArgumentError", "bad arguments %s", a ? a : "?");
+        free(a);
+        return rc;
+    }
     if (!strcmp(mode, "defer-once") && !dray_job_get(job, "deferred"))
         return dray_result_defer(res, 0.2, "Secret asked to defer");
     return 0;

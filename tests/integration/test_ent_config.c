@@ -119,6 +119,14 @@ test_periodic_errors(void **state)
          "enterprise.tz=Europe/Berln", "enterprise.periodic=@hourly Report", NULL);
     load(ent_key, "args '[1,' is not a JSON array", "enterprise.periodic=@hourly Report args=[1,",
          NULL);
+    /* can never fire: a clear refusal, not a 1969 "next run" */
+    load(ent_key, "setting enterprise.periodic '0 0 30 2 * Report': cron '0 0 30 2 *' never fires",
+         "enterprise.periodic=0 0 30 2 * Report", NULL);
+    load(ent_key, NULL, "enterprise.periodic=0 0 29 2 * Report", NULL); /* leap years: fires */
+    /* a typo in a setting name stops start-up, naming it */
+    load(ent_key, "unknown setting enterprise.limitr (did you mean enterprise.limiter?)",
+         "enterprise.limitr=api 10/second", NULL);
+    load(ent_key, "unknown setting enterprise.frobnicate", "enterprise.frobnicate=1", NULL);
     load(ent_key, "loop name 'nightly' is used twice", "enterprise.periodic=@daily A name=nightly",
          "enterprise.periodic=@daily B name=nightly", NULL);
     load(ent_key, "setting enterprise.backfill 'soon'", "enterprise.backfill=soon", NULL);
@@ -208,6 +216,8 @@ test_crypto_errors(void **state)
     load(ent_key, NULL, setting, NULL);
     load(ent_key, "key version 7 is not in", setting, "enterprise.encrypt_active=7", NULL);
     load(ent_key, "lists classes but enterprise.encrypt_keys", "enterprise.encrypt=Charge", NULL);
+    load(ent_key, "setting enterprise.encrypt_active is set but enterprise.encrypt_keys",
+         "enterprise.encrypt_active=2", NULL);
     load(ent_key, "encrypted periodic job needs args", setting,
          "enterprise.periodic=@hourly Report encrypt=yes", NULL);
     unlink(path);

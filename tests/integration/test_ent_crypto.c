@@ -10,6 +10,7 @@
  * with the reason.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -208,6 +209,68 @@ each_teardown(void **state)
     return 0;
 }
 
+/* MONITOR on its own connection, from before the worker starts until the
+ * test sends "ECHO monitor-stop": did any command carry the plaintext? */
+typedef struct monitor {
+    redisContext *c;
+    int saw_plain;
+    char first[400];
+} monitor;
+
+static void *
+monitor_main(void *arg)
+{
+    monitor *m = arg;
+    redisReply *r;
+    while (redisGetReply(m->c, (void **)&r) == REDIS_OK && r) {
+        int stop = r->type == REDIS_REPLY_STATUS && strstr(r->str, "monitor-stop");
+        if (r->type == REDIS_REPLY_STATUS && strstr(r->str, PLAIN) && !m->saw_plain++)
+            snprintf(m->first, sizeof m->first, "%s", r->str);
+        freeReplyObject(r);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+/* A handler's error text that echoes its arguments: the retry and dead
+ * entries hold it sealed, and the plaintext args never reach Redis, not
+ * even for the one round trip before a re-seal. */
+static void
+test_errors_sealed(void **state)
+{
+    (void)state;
+    load_here(NULL);
+    push("Secret", "fail-echo", NULL, 0);
+    push("Secret", "fail-echo", NULL, DRAY_RETRY_ZERO);
+    monitor m = {.c = test_redis_connect(&srv)};
+    assert_non_null(m.c);
+    redisReply *ok = redisCommand(m.c, "MONITOR");
+    assert_non_null(ok);
+    freeReplyObject(ok);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, monitor_main, &m), 0);
+    const char *settings[] = {keys_setting, NULL};
+    ent_proc w;
+    assert_int_equal(ent_proc_start(&w, srv.url, "default", 1, settings), 0);
+    wait_for("ZCARD retry", 1);
+    wait_for("ZCARD dead", 1);
+    assert_int_equal(ent_proc_stop(&w), 0);
+    freeReplyObject(test_redis_cmd(rc, "ECHO monitor-stop"));
+    pthread_join(th, NULL);
+    redisFree(m.c);
+    assert_sealed_everywhere();
+    char *r = first("ZRANGE retry 0 0");
+    assert_non_null(
+        strstr(r, "\"error_message\":\"[encrypted job: error message sealed] $dray-enc1$"));
+    free(r);
+    r = first("ZRANGE dead 0 0");
+    assert_non_null(strstr(r, "[encrypted job: error message sealed] $dray-enc1$"));
+    free(r);
+    if (m.saw_plain)
+        fail_msg("%d Redis commands carried the plaintext, the first: %s", m.saw_plain, m.first);
+}
+
 static void
 test_never_plaintext(void **state)
 {
@@ -401,6 +464,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_never_plaintext, each_setup, each_teardown),
+        cmocka_unit_test_setup_teardown(test_errors_sealed, each_setup, each_teardown),
         cmocka_unit_test_setup_teardown(test_rotation, each_setup, each_teardown),
         cmocka_unit_test_setup_teardown(test_tamper, each_setup, each_teardown),
         cmocka_unit_test_setup_teardown(test_repush_sealed, each_setup, each_teardown),

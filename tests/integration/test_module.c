@@ -647,7 +647,9 @@ test_env_modules(void **state)
     setenv("DRAY_MODULES", MOD_MISFIT_NEWER_MINOR, 1);
     r.s = server(1);
     assert_int_equal(dray_server_run(r.s), DRAY_EMODULE);
-    assert_non_null(strstr(dray_server_errstr(r.s), "newer than this dray's 1.1"));
+    char newer[64];
+    snprintf(newer, sizeof newer, "newer than this dray's 1.%d", DRAY_ABI_MINOR);
+    assert_non_null(strstr(dray_server_errstr(r.s), newer));
     assert_non_null(strstr(dray_server_errstr(r.s), MOD_MISFIT_NEWER_MINOR));
     dray_server_free(r.s);
     unsetenv("DRAY_MODULES");
@@ -681,11 +683,14 @@ test_refuse_versions(void **state)
 {
     (void)state;
     dray_server *s = server(1);
-    load_refused(s, MOD_MISFIT_NEWER_MINOR, DRAY_EMODULE, MOD_MISFIT_NEWER_MINOR,
-                 "(misfit_newer_minor): built for module ABI 1.2, newer than this dray's 1.1",
-                 NULL);
-    load_refused(s, MOD_MISFIT_NEWER_MAJOR, DRAY_EMODULE, MOD_MISFIT_NEWER_MAJOR,
-                 "built for module ABI 2.0, but this dray speaks 1.1; upgrade dray", NULL);
+    char minor[128], major[128]; /* the ABI versions as this build has them */
+    snprintf(minor, sizeof minor,
+             "(misfit_newer_minor): built for module ABI 1.%d, newer than this dray's 1.%d",
+             DRAY_ABI_MINOR + 1, DRAY_ABI_MINOR);
+    snprintf(major, sizeof major,
+             "built for module ABI 2.0, but this dray speaks 1.%d; upgrade dray", DRAY_ABI_MINOR);
+    load_refused(s, MOD_MISFIT_NEWER_MINOR, DRAY_EMODULE, MOD_MISFIT_NEWER_MINOR, minor, NULL);
+    load_refused(s, MOD_MISFIT_NEWER_MAJOR, DRAY_EMODULE, MOD_MISFIT_NEWER_MAJOR, major, NULL);
     char want[128];
     snprintf(want, sizeof want,
              "build signature mismatch: hiredis 99.1 in the module, %d.%d in dray", HIREDIS_MAJOR,

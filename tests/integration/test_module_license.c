@@ -7,15 +7,21 @@
  * real Redis for the module's clock. Also the check mode behind
  * `dray license check`.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include <sodium.h>
 
@@ -30,19 +36,45 @@ static test_redis srv;
 static unsigned char sk[DRAY__LICENSE_SK_BYTES], pk[DRAY_LICENSE_PK_BYTES];
 static char kid[DRAY_LICENSE_KID_BYTES];
 
-/* A key for tier, issued `iat_days` ago, ending `exp_days` from now. */
+#define LID "0123456789abcdef0123456789abcdef"
+
+/* This machine's clock as the core and the modules read it (dray_now), set
+ * back by clock_back seconds: the "clock set back" attack, in this process
+ * only (redis-server keeps the true time). time(2) and CLOCK_MONOTONIC,
+ * which the test itself uses, are untouched. */
+static atomic_llong clock_back;
+
+int
+clock_gettime(clockid_t clk, struct timespec *ts)
+{
+    long r = syscall(SYS_clock_gettime, clk, ts);
+    if (r == 0 && clk == CLOCK_REALTIME)
+        ts->tv_sec -= (time_t)atomic_load(&clock_back);
+    return (int)r;
+}
+
+/* A key for tier issued iat_s seconds ago, ending exp_s seconds from now
+ * (true time), with a processes count when procs > 0. */
 static void
-issue(const char *tier, int64_t iat_days, int64_t exp_days, const char *lid, char *out)
+issue_s(const char *tier, int64_t iat_s, int64_t exp_s, const char *lid, long procs, char *out)
 {
     int64_t now = (int64_t)time(NULL);
-    json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "kid", kid, "lid",
-                          lid ? lid : "0123456789abcdef0123456789abcdef", "sub", "ACME Corp",
-                          "tier", tier, "iat", (json_int_t)(now - iat_days * DAY), "exp",
-                          (json_int_t)(now + exp_days * DAY));
+    json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "kid", kid, "lid", lid ? lid : LID,
+                          "sub", "ACME Corp", "tier", tier, "iat", (json_int_t)(now - iat_s), "exp",
+                          (json_int_t)(now + exp_s));
+    if (procs > 0)
+        json_object_set_new(p, "procs", json_integer(procs));
     char *s = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     assert_int_equal(dray__license_sign(sk, s, strlen(s), out, KEYBUF), 0);
     free(s);
     json_decref(p);
+}
+
+/* A key for tier, issued `iat_days` ago, ending `exp_days` from now. */
+static void
+issue(const char *tier, int64_t iat_days, int64_t exp_days, const char *lid, char *out)
+{
+    issue_s(tier, iat_days * DAY, exp_days * DAY, lid, 0, out);
 }
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -65,6 +97,7 @@ server(void)
     dray_options_init(&o);
     o.redis_url = srv.url;
     o.concurrency = 1;
+    o.heartbeat_s = 1; /* the license tick runs at most once a heartbeat */
     char err[256];
     dray_server *s;
     if (dray_server_new(&o, &s, err, sizeof err))
@@ -126,6 +159,9 @@ each_teardown(void **state)
     dray_log_set_sink(NULL, NULL);
     unsetenv("DRAY_LICENSE");
     unsetenv("DRAY_LICENSE_FILE");
+    atomic_store(&clock_back, 0);
+    if (!srv.pid)
+        test_redis_start_again(&srv);
     return 0;
 }
 
@@ -235,6 +271,322 @@ test_key_sources(void **state)
     assert_int_equal(load_with(MOD_LIC_PRO, NULL, want), DRAY_ELICENSE);
 }
 
+static int
+log_has(const char *needle)
+{
+    pthread_mutex_lock(&log_mu);
+    int r = strstr(log_text, needle) != NULL;
+    pthread_mutex_unlock(&log_mu);
+    return r;
+}
+
+static int
+log_has_cond(void *needle)
+{
+    return log_has(needle);
+}
+
+/* Run a Redis command on the test's own connection; returns the integer
+ * reply (or 0 for others). */
+static long long
+rcmd(const char *fmt, const char *a, const char *b)
+{
+    redisContext *c = test_redis_connect(&srv);
+    assert_non_null(c);
+    redisReply *r = test_redis_cmd(c, fmt, a, b);
+    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
+/* A process record of license LID, `ago` seconds old (true time). */
+static void
+fleet_seen(const char *who, int64_t ago)
+{
+    char score[32];
+    snprintf(score, sizeof score, "%lld", (long long)((int64_t)time(NULL) - ago));
+    rcmd("ZADD dray:license:" LID " %s %s", score, who);
+}
+
+/* Clock set back with Redis reachable: the later (Redis's) clock decides,
+ * and the refusal says that it did. */
+static void
+test_clock_back(void **state)
+{
+    (void)state;
+    char key[KEYBUF];
+    rcmd("FLUSHALL", NULL, NULL);
+    issue("pro", 600, -60, NULL, key);    /* lapsed by the true clock */
+    atomic_store(&clock_back, 400 * DAY); /* valid by this one */
+    int rc = load_with(MOD_LIC_PRO, key, "judged by Redis's clock");
+    assert_int_equal(rc, DRAY_ELICENSE);
+}
+
+typedef struct bg_load {
+    dray_server *s;
+    int rc;
+    char err[512];
+    atomic_int done;
+} bg_load;
+
+static void *
+bg_main(void *arg)
+{
+    bg_load *b = arg;
+    b->rc = dray_server_load_module(b->s, MOD_LIC_PRO, b->err, sizeof b->err);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* Clock set back while Redis is unreachable at start: the module waits for
+ * Redis's clock instead of trusting this one, then refuses the lapsed key;
+ * with Redis still down after license_wait, it refuses and says why. */
+static void
+test_clock_back_redis_down(void **state)
+{
+    (void)state;
+    char key[KEYBUF];
+    rcmd("FLUSHALL", NULL, NULL);
+    issue("pro", 600, -60, NULL, key);
+    test_redis_kill(&srv);
+    atomic_store(&clock_back, 400 * DAY);
+    bg_load b = {.s = server()};
+    assert_int_equal(dray_server_set_config(b.s, "license", key), 0);
+    assert_int_equal(dray_server_set_config(b.s, "lic_pro.license_wait", "30"), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, bg_main, &b), 0);
+    int waiting = test_wait_until(log_has_cond, "cannot read Redis's clock", 10);
+    int done_early = atomic_load(&b.done);
+    assert_int_equal(test_redis_start_again(&srv), 0);
+    pthread_join(th, NULL);
+    if (!waiting || done_early)
+        fail_msg("the load did not wait for Redis's clock (rc %d: %s)", b.rc, b.err);
+    assert_int_equal(b.rc, DRAY_ELICENSE);
+    assert_non_null(strstr(b.err, "expired on"));
+    assert_non_null(strstr(b.err, "judged by Redis's clock"));
+    dray_server_free(b.s);
+    dray__modules_reset();
+
+    /* Redis stays down past license_wait: refused, naming the cause */
+    test_redis_kill(&srv);
+    bg_load c = {.s = server()};
+    assert_int_equal(dray_server_set_config(c.s, "license", key), 0);
+    assert_int_equal(dray_server_set_config(c.s, "lic_pro.license_wait", "1"), 0);
+    double t0 = test_now();
+    bg_main(&c);
+    double took = test_now() - t0;
+    assert_int_equal(test_redis_start_again(&srv), 0);
+    assert_int_equal(c.rc, DRAY_ELICENSE);
+    if (!strstr(c.err, "Redis's clock is unreachable") || took < 1.0)
+        fail_msg("after %.2f s: %s", took, c.err);
+    dray_server_free(c.s);
+}
+
+/* Fleet continuity: a lapsed key loads (loudly) where a process of the same
+ * license ran against this Redis within 24 h, for 14 days after grace; a
+ * new deployment is refused. */
+static void
+test_fleet_continuity(void **state)
+{
+    (void)state;
+    char key[KEYBUF], old[KEYBUF];
+    rcmd("FLUSHALL", NULL, NULL);
+    issue("pro", 400, -40, NULL, key); /* grace ended 10 days ago */
+    issue("pro", 400, -60, NULL, old); /* grace ended 30 days ago */
+    /* a new deployment: no record */
+    assert_int_equal(load_with(MOD_LIC_PRO, key, "no process ran with it against this Redis"),
+                     DRAY_ELICENSE);
+    /* a record older than 24 h is no fleet */
+    fleet_seen("gone:1:a", 25 * 3600);
+    assert_int_equal(load_with(MOD_LIC_PRO, key, "no process ran with it against this Redis"),
+                     DRAY_ELICENSE);
+    /* a process ran 10 minutes ago: a replacement starts, with an error */
+    fleet_seen("peer:1:b", 600);
+    assert_int_equal(load_with(MOD_LIC_PRO, key, NULL), 0);
+    assert_true(log_has("ERROR main [lic_pro] license for ACME Corp (pro) expired on"));
+    assert_true(log_has("LOADED ANYWAY under fleet continuity until"));
+    /* ... and recorded itself (the stale record was dropped) */
+    assert_int_equal(rcmd("ZCARD dray:license:" LID, NULL, NULL), 2);
+    dray__modules_reset();
+    /* past the 14 days, even a live fleet does not carry the key */
+    assert_int_equal(load_with(MOD_LIC_PRO, old, "fleet continuity ended"), DRAY_ELICENSE);
+    /* a valid start records its process */
+    rcmd("FLUSHALL", NULL, NULL);
+    issue("pro", 10, 365, NULL, key);
+    assert_int_equal(load_with(MOD_LIC_PRO, key, NULL), 0);
+    assert_int_equal(rcmd("ZCARD dray:license:" LID, NULL, NULL), 1);
+}
+
+/* More live processes than the key's processes count: a warning, never a
+ * refusal. */
+static void
+test_processes(void **state)
+{
+    (void)state;
+    char key[KEYBUF];
+    rcmd("FLUSHALL", NULL, NULL);
+    issue_s("pro", 10 * DAY, 365 * DAY, NULL, 1, key);
+    assert_int_equal(load_with(MOD_LIC_PRO, key, NULL), 0);
+    assert_false(log_has("processes run with license"));
+    dray__modules_reset();
+    /* a second process (another server identity) with the same key */
+    assert_int_equal(load_with(MOD_LIC_PRO, key, NULL), 0);
+    assert_true(log_has("WARN  main [lic_pro] 2 processes run with license " LID
+                        " for ACME Corp, which allows 1"));
+}
+
+typedef struct bg_file_load {
+    dray_server *s;
+    int rc;
+    char err[512];
+    atomic_int done;
+} bg_file_load;
+
+static void *
+bg_file_main(void *arg)
+{
+    bg_file_load *b = arg;
+    b->rc = dray_server_load_module(b->s, MOD_LIC_PRO, b->err, sizeof b->err);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+static int
+bg_done(void *arg)
+{
+    return atomic_load(&((bg_file_load *)arg)->done);
+}
+
+/* Bad key sources: a FIFO as the license file is refused at once (it hung
+ * in open), a NUL byte is refused (bytes after it were ignored), and
+ * whitespace padding does not count toward the key's length. */
+static void
+test_bad_key_sources(void **state)
+{
+    (void)state;
+    char key[KEYBUF], path[400];
+    rcmd("FLUSHALL", NULL, NULL);
+    issue("pro", 10, 365, NULL, key);
+
+    /* a FIFO nobody writes */
+    snprintf(path, sizeof path, "%s/license.fifo", srv.dir);
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    bg_file_load b = {.s = server()};
+    assert_int_equal(dray_server_set_config(b.s, "license_file", path), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, bg_file_main, &b), 0);
+    int finished = test_wait_until(bg_done, &b, 5);
+    if (!finished) { /* release the blocked open, then report */
+        int fd = open(path, O_WRONLY | O_NONBLOCK);
+        if (fd >= 0)
+            close(fd);
+    }
+    pthread_join(th, NULL);
+    dray_server_free(b.s);
+    unlink(path);
+    if (!finished)
+        fail_msg("a FIFO as license file blocked the load for 5 s");
+    assert_int_equal(b.rc, DRAY_EIO);
+    assert_non_null(strstr(b.err, "not a regular file"));
+
+    /* a NUL byte, with more after it */
+    snprintf(path, sizeof path, "%s/license.nul", srv.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fwrite(key, 1, strlen(key), f);
+    fwrite("\0trailing", 1, 9, f);
+    fclose(f);
+    setenv("DRAY_LICENSE_FILE", path, 1);
+    assert_int_equal(load_with(MOD_LIC_PRO, NULL, "contains a NUL byte"), DRAY_EIO);
+    unsetenv("DRAY_LICENSE_FILE");
+
+    /* an empty (whitespace only) file: the message says where it came from */
+    snprintf(path, sizeof path, "%s/license.empty", srv.dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(" \n\n", f);
+    fclose(f);
+    setenv("DRAY_LICENSE_FILE", path, 1);
+    char want[600];
+    snprintf(want, sizeof want,
+             "license key is empty: where it was read from (see \"key from\") holds no key; put "
+             "the key in the license or license_file setting, DRAY_LICENSE or DRAY_LICENSE_FILE "
+             "(key from DRAY_LICENSE_FILE %s)",
+             path);
+    assert_int_equal(load_with(MOD_LIC_PRO, NULL, want), DRAY_ELICENSE);
+    unsetenv("DRAY_LICENSE_FILE");
+
+    /* whitespace padding: in the environment, and in a file past 16 KiB */
+    static char padded[KEYBUF + 40000];
+    size_t n = strlen(key);
+    memset(padded, ' ', 20000);
+    memcpy(padded + 20000, key, n);
+    memset(padded + 20000 + n, '\n', 20000);
+    padded[40000 + n] = '\0';
+    setenv("DRAY_LICENSE", padded, 1);
+    assert_int_equal(load_with(MOD_LIC_PRO, NULL, NULL), 0);
+    dray__modules_reset();
+    unsetenv("DRAY_LICENSE");
+    snprintf(path, sizeof path, "%s/license.padded", srv.dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(padded, f);
+    fclose(f);
+    setenv("DRAY_LICENSE_FILE", path, 1);
+    assert_int_equal(load_with(MOD_LIC_PRO, NULL, NULL), 0);
+}
+
+typedef struct running {
+    dray_server *s;
+    int rc;
+} running;
+
+static void *
+run_main(void *arg)
+{
+    running *r = arg;
+    r->rc = dray_server_run(r->s);
+    return NULL;
+}
+
+/* Run a server with lic_pro on `key` until `want` is logged (or 20 s). */
+static int
+run_until_logged(const char *key, const char *want)
+{
+    running r = {.s = server()};
+    assert_int_equal(dray_server_set_config(r.s, "license", key), 0);
+    char err[512];
+    if (dray_server_load_module(r.s, MOD_LIC_PRO, err, sizeof err))
+        fail_msg("load: %s", err);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_main, &r), 0);
+    int seen = test_wait_until(log_has_cond, (void *)want, 20);
+    dray_server_stop(r.s);
+    pthread_join(th, NULL);
+    dray_server_free(r.s);
+    dray__modules_reset();
+    return seen;
+}
+
+/* A process started while valid warns once the key is expiring, and one
+ * started while expiring logs an error once it is in grace: the tick
+ * re-judges the key, it does not repeat the start-up state. */
+static void
+test_running_warnings(void **state)
+{
+    (void)state;
+    char key[KEYBUF];
+    rcmd("FLUSHALL", NULL, NULL);
+    issue_s("pro", 10 * DAY, 30 * DAY + 3, NULL, 0, key);
+    assert_true(run_until_logged(key, "[lic_pro] license for ACME Corp (pro) expires on"));
+    assert_false(log_has("WARN  main [lic_pro]")); /* valid at start: no start-up warning */
+    issue_s("pro", 300 * DAY, 3, NULL, 0, key);
+    assert_true(run_until_logged(key, "[lic_pro] license for ACME Corp (pro) EXPIRED on"));
+    assert_true(log_has("WARN  main [lic_pro] license for ACME Corp (pro) expires on"));
+}
+
 typedef struct verdicts {
     int n;
     dray_module_verdict v[4];
@@ -318,6 +670,12 @@ main(void)
         cmocka_unit_test_teardown(test_expiry_states, each_teardown),
         cmocka_unit_test_teardown(test_key_sources, each_teardown),
         cmocka_unit_test_teardown(test_check_mode, each_teardown),
+        cmocka_unit_test_teardown(test_clock_back, each_teardown),
+        cmocka_unit_test_teardown(test_clock_back_redis_down, each_teardown),
+        cmocka_unit_test_teardown(test_fleet_continuity, each_teardown),
+        cmocka_unit_test_teardown(test_processes, each_teardown),
+        cmocka_unit_test_teardown(test_running_warnings, each_teardown),
+        cmocka_unit_test_teardown(test_bad_key_sources, each_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

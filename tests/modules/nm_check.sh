@@ -3,7 +3,9 @@
 # Usage: nm_check.sh MODULE.so...
 # Each dray module must export exactly one dynamic symbol, dray_module_init,
 # and leave no dray_* symbol undefined (it may not bind libdray: it reaches
-# the core only through module.h's host table). Exit 1 naming every offence.
+# the core only through module.h's host table), and import no libsodium
+# symbol nor need libsodium.so (verification linked in statically and hidden,
+# so an LD_PRELOAD cannot replace it). Exit 1 naming every offence.
 set -u
 status=0
 if [ $# -eq 0 ]; then
@@ -27,6 +29,16 @@ for so in "$@"; do
     undefined=$(nm -D --undefined-only "$so" | awk '{print $NF}' | grep -E '^_?dray_' | sort -u)
     if [ -n "$undefined" ]; then
         echo "FAIL $so: binds core symbols" $(echo "$undefined" | tr '\n' ' ')
+        bad=1
+    fi
+    crypto=$(nm -D --undefined-only "$so" | awk '{print $NF}' |
+        grep -E '^_?(crypto_|sodium_|randombytes_)' | sort -u)
+    if [ -n "$crypto" ]; then
+        echo "FAIL $so: resolves libsodium symbols at run time" $(echo "$crypto" | tr '\n' ' ')
+        bad=1
+    fi
+    if objdump -p "$so" | awk '$1 == "NEEDED" {print $2}' | grep -q '^libsodium'; then
+        echo "FAIL $so: needs a shared libsodium"
         bad=1
     fi
     if [ $bad -eq 0 ]; then

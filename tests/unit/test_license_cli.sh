@@ -68,6 +68,9 @@ expect 0 "issue an enterprise key" "$TOOL" issue --key "$T/vendor.key" --sub "AC
 KEY=$(cat "$T/out")
 check "key is one dray1 line" sh -c "test \$(wc -l <'$T/out') -eq 1 && grep -q '^dray1\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\$' '$T/out'"
 check "summary on stderr" has "issued license" "$T/err"
+expect 0 "issue a perpetual key with updates until" "$TOOL" issue --key "$T/vendor.key" \
+    --sub "ACME Corp" --tier pro --expires never --updates-until 2031-12-31 --ledger "$T/upd.ledger"
+check "summary says updates until" has "pro, perpetual, updates until 2031-12-31" "$T/err"
 check "ledger has one line" test "$(lines "$LEDGER")" = 1
 SHA=$(printf '%s' "$KEY" | sha256sum | cut -d' ' -f1)
 check "ledger records the key's sha256" has "\"key_sha256\":\"$SHA\"" "$LEDGER"

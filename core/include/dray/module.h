@@ -63,7 +63,9 @@ extern "C" {
 /* ---- versions and limits -------------------------------------------------- */
 
 #define DRAY_ABI_MAJOR 1 /* bumped only when something is removed or reordered */
-#define DRAY_ABI_MINOR 1 /* bumped when something is appended */
+#define DRAY_ABI_MINOR                                                                             \
+    1 /* bumped when something is appended (1: host heartbeat_interval,                            \
+         dray_hook.record) */
 
 #define DRAY_MODULE_MAGIC 0x79617264u             /* "dray": the record was really filled in */
 #define DRAY_MODULE_ENTRY_NAME "dray_module_init" /* the one exported symbol */
@@ -179,6 +181,14 @@ typedef void (*dray_event_fn)(dray_ctx *ctx, int point, void *userdata);
  * default). Returns the seconds until it is next due (0: next heartbeat;
  * rounded up to the heartbeat), or DRAY_TICK_STOP. */
 typedef double (*dray_tick_fn)(dray_ctx *ctx, void *userdata);
+/* record (since 1.1, DRAY_HOOK_PERFORM): on the same worker thread, after a
+ * run failed or was deferred and before that outcome is written to Redis
+ * (retry, dead or schedule set) or logged, only for registrations whose
+ * before hook returned DRAY_CONTINUE. May change `job` with job_set (e.g.
+ * put sealed args back) and rewrite `message` (NUL-terminated, `size`
+ * bytes), which becomes the error_message. */
+typedef void (*dray_record_fn)(dray_ctx *ctx, dray_job *job, int outcome, char *message,
+                               size_t size, void *userdata);
 /* Frees a registration's userdata; see dray_hook.userdata_free. */
 typedef void (*dray_free_fn)(void *userdata);
 
@@ -204,6 +214,8 @@ typedef struct dray_hook {
                                    load failed, or test teardown. Modules are never unloaded,
                                    so production never calls it after a successful load. Set
                                    it on one registration only when several share userdata */
+    /* -- since 1.1 -- */
+    dray_record_fn record; /* DRAY_HOOK_PERFORM, optional: see dray_record_fn */
 } dray_hook;
 
 #define DRAY_HOOK(...) (&(const dray_hook){.struct_size = sizeof(dray_hook), __VA_ARGS__})

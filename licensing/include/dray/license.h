@@ -42,7 +42,7 @@ extern "C" {
 
 #define DRAY_LICENSE_PREFIX "dray1."        /* format version + signature domain separation */
 #define DRAY_LICENSE_MAX_BYTES 2048         /* longest key once whitespace is stripped; real keys are 300-600 */
-#define DRAY_LICENSE_MAX_INPUT 16384        /* longest raw input: a pasted key with line breaks, not a file */
+#define DRAY_LICENSE_MAX_INPUT 16384        /* dray-license's stdin buffer; verify skips any amount of whitespace */
 #define DRAY_LICENSE_PK_BYTES 32            /* Ed25519 public key */
 #define DRAY_LICENSE_SIG_BYTES 64           /* Ed25519 detached signature */
 #define DRAY_LICENSE_KID_LEN 8              /* hex of the first 4 bytes of BLAKE2b-256(public key) */
@@ -171,7 +171,8 @@ typedef struct dray_license_trusted_key {
 /*
  * Parse and verify a key against the compiled-in trusted keys at time `now`
  * (Unix seconds; pass the later of the local clock and Redis TIME). `text`
- * need not be NUL-terminated; ASCII whitespace anywhere is ignored.
+ * need not be NUL-terminated; ASCII whitespace anywhere is ignored and does
+ * not count toward DRAY_LICENSE_MAX_BYTES.
  * Returns 0 when the key may be used (state VALID, EXPIRING or GRACE), or a
  * DRAY_ELIC_* code. The signature is checked before any payload byte is
  * parsed. On REVOKED, NOT_YET_VALID, UPDATES and LAPSED the key was genuine:
