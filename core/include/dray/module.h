@@ -63,9 +63,8 @@ extern "C" {
 /* ---- versions and limits -------------------------------------------------- */
 
 #define DRAY_ABI_MAJOR 1 /* bumped only when something is removed or reordered */
-#define DRAY_ABI_MINOR                                                                             \
-    1 /* bumped when something is appended (1: host heartbeat_interval,                            \
-         dray_hook.record) */
+/* 1.1 appended the host's heartbeat_interval and dray_hook.record */
+#define DRAY_ABI_MINOR 1 /* bumped when something is appended */
 
 #define DRAY_MODULE_MAGIC 0x79617264u             /* "dray": the record was really filled in */
 #define DRAY_MODULE_ENTRY_NAME "dray_module_init" /* the one exported symbol */
