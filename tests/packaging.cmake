@@ -1,0 +1,12 @@
+# SPDX-License-Identifier: LGPL-3.0-or-later
+# Install, documentation and Debian package tests (README "Building by hand",
+# "Installing the Debian packages"). Each installs into a temporary prefix or
+# (packaging_deb, root only) onto this machine, and uses only installed files.
+add_test(NAME packaging_install COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/packaging.sh ${PROJECT_BINARY_DIR})
+add_test(NAME packaging_docs COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/packaging_docs.sh ${PROJECT_BINARY_DIR})
+add_test(NAME packaging_deb COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/packaging_deb.sh ${PROJECT_BINARY_DIR})
+set_tests_properties(packaging_install packaging_docs PROPERTIES LABELS packaging TIMEOUT 120
+                     SKIP_RETURN_CODE 77)
+# Builds the tree once more for /usr (no tests), then cpack, lintian, dpkg.
+set_tests_properties(packaging_deb PROPERTIES LABELS "packaging;slow" TIMEOUT 600 SKIP_RETURN_CODE 77
+                     RUN_SERIAL ON)
