@@ -101,14 +101,14 @@ echo "packaging_docs: dray run with no handlers warns"
 # ---- man pages ---------------------------------------------------------------
 export MANPATH=$prefix/share/man
 for page in dray.1 dray.conf.5 dray-license.1 libdray.3; do
-    f=$(ls "$prefix"/share/man/man*/"$page")
+    f=$(ls "$prefix"/share/man/man*/"$page".gz)
     warn=$(LC_ALL=C MANWIDTH=80 man --warnings -l "$f" 2>&1 >/dev/null) || fail "man -l $page failed"
     [ -z "$warn" ] || fail "man $page: $warn"
     LC_ALL=C MANWIDTH=80 man -l "$f" 2>/dev/null | col -b >"$tmp/$page.txt"
     grep -q '^NAME' "$tmp/$page.txt" || fail "man $page renders no NAME section"
 done
-name=${page%.*}
-LC_ALL=C man 1 dray 2>/dev/null | col -b | grep -q "dray - Sidekiq-compatible" || fail "man dray finds no page"
+text=$(LC_ALL=C man 1 dray 2>/dev/null | col -b)
+[[ "$text" == *"dray - Sidekiq-compatible"* ]] || fail "man dray (MANPATH=$MANPATH) finds no page"
 cmds=$("$dray" --help | awk '/^Commands:/ {on = 1; next} /^$/ {on = 0} on && $1 != "X" {print $1}')
 missing=
 nflags=0
