@@ -4,6 +4,9 @@
 # (packaging_deb, root only) onto this machine, and uses only installed files.
 # Not in sanitizer builds: programs they compile against the installed
 # library would need the sanitizer runtime first.
+# dray run's sd_notify (dray@.service is Type=notify): runs in every build.
+add_test(NAME run_sd_notify COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/sd_notify.sh ${PROJECT_BINARY_DIR})
+set_tests_properties(run_sd_notify PROPERTIES LABELS "integration;packaging" TIMEOUT 120 SKIP_RETURN_CODE 77)
 if(NOT DRAY_SANITIZE STREQUAL "")
   return()
 endif()
