@@ -121,6 +121,18 @@ for tier in pro enterprise; do
     mod=/usr/lib/$multiarch/dray/dray-$tier.so
     out=$(dray license check --module "$mod" --key "$key" 2>&1) || { echo "$out"; fail "dray-$tier refuses the CI vendor key"; }
 done
+# ... and refuse one signed by another key: the development build's
+# throwaway test key, which test modules trust and release modules must not.
+devkey=$(sed -n 's/^DRAY_LICENSE_TEST_KEY:INTERNAL=//p' "$build/CMakeCache.txt")
+devpass=$(sed -n 's/^DRAY_LICENSE_TEST_PASSPHRASE:INTERNAL=//p' "$build/CMakeCache.txt")
+if [ -r "$devkey" ] && [ -n "$devpass" ]; then
+    key=$(DRAY_LICENSE_PASSPHRASE=$devpass "$build/licensing/dray-license" issue --key "$devkey" --sub CI \
+        --tier pro --expires never --ledger "$tmp/dev-ledger.jsonl" 2>/dev/null)
+    rc=0
+    out=$(dray license check --module "/usr/lib/$multiarch/dray/dray-pro.so" --key "$key" 2>&1) || rc=$?
+    [ $rc -eq 4 ] || { echo "$out"; fail "installed dray-pro: a key signed by the test key gives exit $rc, not 4"; }
+    echo "packaging_deb: installed dray-pro refuses a key signed by the development test key: ${out##*: }"
+fi
 echo "packaging_deb: dray-pro and dray-enterprise accept a key signed by the build's vendor key"
 mkdir -p "$tmp/unit"
 cp /lib/systemd/system/dray@.service "$tmp/unit/dray@ci.service"
