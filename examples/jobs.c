@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
 /* An example handler library: `dray run --require ./libdemo_jobs.so`.
- * It exports one symbol, dray_register_handlers, which registers the job
- * classes this library can run. */
+ * It exports one symbol, dray_register_handlers (declared in dray.h), which
+ * registers the job classes this library can run. */
 #include <string.h>
 #include <dray/dray.h>
 
@@ -32,8 +32,6 @@ flaky(dray_job *job, dray_result *res, void *ud)
         return dray_result_fail(res, "Timeout::Error", "upstream timed out for item %lld", (long long)n);
     return 0;
 }
-
-__attribute__((visibility("default"))) int dray_register_handlers(dray_server *s);
 
 int
 dray_register_handlers(dray_server *s)

@@ -28,4 +28,18 @@ bad=$(nm -D --defined-only "$libdir/libdray.so" | awk '{print $3}' | grep -v '^d
 if nm -D --defined-only "$libdir/libdray.so" | awk '{print $3}' | grep -q '^dray__'; then
     echo "libdray.so exports internal dray__ symbols"; exit 1
 fi
+# RPATH: the installed programs run from the prefix with no LD_LIBRARY_PATH
+# (and find the installed libdray, not the build tree's).
+for exe in "$tmp/prefix/bin/dray" "$libdir/dray/examples/dray-demo"; do
+    rp=$(readelf -d "$exe" | sed -n 's/.*R\(UN\)\{0,1\}PATH.*\[\(.*\)\]/\2/p')
+    case "$rp" in
+        *"$(cd "$build" && pwd)"*) echo "packaging: $exe has the build tree in its RPATH: $rp"; exit 1 ;;
+        '$ORIGIN/'*) ;;
+        *) echo "packaging: $exe RPATH is '$rp', not relative to \$ORIGIN"; exit 1 ;;
+    esac
+    found=$(env -u LD_LIBRARY_PATH ldd "$exe" | awk '/libdray.so/ {print $3}')
+    [ "$found" -ef "$libdir/libdray.so.0" ] || { echo "packaging: $exe loads libdray from '$found'"; exit 1; }
+done
+out=$(env -u LD_LIBRARY_PATH "$tmp/prefix/bin/dray" version) || { echo "packaging: installed dray does not run: $out"; exit 1; }
+echo "packaging: installed dray runs without LD_LIBRARY_PATH ($out)"
 echo "packaging: ok (SONAME $soname, exports only dray_*)"

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "notify.h"
 
 /* The running server, for the signal handlers. They only call the
  * async-signal-safe dray_server_stop/stop_now/quiet/dump. */
@@ -22,6 +23,7 @@ on_signal(int sig)
         return;
     switch (sig) {
     case SIGINT:
+        cli_notify("STOPPING=1");
         /* A second Ctrl-C means "now": requeue running jobs without waiting. */
         if (g_interrupts++ > 0)
             dray_server_stop_now(s);
@@ -29,11 +31,13 @@ on_signal(int sig)
             dray_server_stop(s);
         break;
     case SIGTERM:
+        cli_notify("STOPPING=1");
         dray_server_stop(s);
         break;
     case SIGTSTP:
     case SIGUSR1:
         dray_server_quiet(s);
+        cli_notify("STATUS=quiet: finishing running jobs, fetching no new ones");
         break;
     case SIGTTIN:
         dray_server_dump(s);
@@ -211,10 +215,20 @@ cli_cmd_run(int argc, char **argv)
         r = CLI_ECONFIG;
         goto fail;
     }
+    if (cli_notify_open(err, sizeof err)) {
+        cli_err(&ctx, "%s", err);
+        dray_server_free(srv);
+        r = CLI_ECONFIG;
+        goto fail;
+    }
     struct sigaction saved[NSIGNALS];
     signals_install(srv, saved);
+    /* Type=notify: configuration, modules and handlers are loaded; what
+     * can still fail is Redis, which the server retries in the background. */
+    cli_notify("READY=1\nSTATUS=running");
     rc = dray_server_run(srv);
     signals_restore(saved);
+    cli_notify_close();
     if (rc)
         cli_err(&ctx, "%s", dray_server_errstr(srv));
     /* Handlers that outlived the shutdown had their jobs requeued; the

@@ -726,6 +726,10 @@ dray_server_run(dray_server *s)
     int mrc = dray__modules_start(s); /* $DRAY_MODULES, before any thread starts */
     if (mrc)
         return mrc;
+    if (s->nhandlers == 0) /* `dray run` without --require: a likely mistake */
+        dray__log(DRAY_LOG_WARN,
+                  "no job handlers registered: every job fetched will fail with NameError "
+                  "and go to the retry set (load a handler library with --require LIB)");
     dray__conn mc;
     dray__conn_init(&mc, &s->cfg);
     if (dray__conn_ensure(&mc))

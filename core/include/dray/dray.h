@@ -31,10 +31,12 @@ extern "C" {
 
 #if defined(__GNUC__)
 #define DRAY_API __attribute__((visibility("default")))
+#define DRAY_HANDLERS_EXPORT __attribute__((visibility("default"))) /* handler libraries */
 #define DRAY_WUR __attribute__((warn_unused_result))
 #define DRAY_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define DRAY_API
+#define DRAY_HANDLERS_EXPORT
 #define DRAY_WUR
 #define DRAY_PRINTF(f, a)
 #endif
@@ -324,6 +326,13 @@ DRAY_API int dray_server_on_death(dray_server *s, dray_error_fn fn, void *userda
 /* Load handlers from a shared library exporting
  * `int dray_register_handlers(dray_server *s)`. */
 DRAY_API DRAY_WUR int dray_server_require(dray_server *s, const char *path);
+/* Implemented by a handler library, not by libdray: the one function
+ * dray_server_require (and `dray run --require`) calls, after dlopen. It
+ * registers the library's classes and returns 0, or a DRAY_E* code that
+ * stops the load. Declared here with DRAY_HANDLERS_EXPORT (default
+ * visibility), so a library built with -fvisibility=hidden and
+ * -Wmissing-prototypes exports it with a plain definition. */
+DRAY_HANDLERS_EXPORT int dray_register_handlers(dray_server *s);
 /* Run until stopped: starts the workers, scheduler and heartbeat, blocks.
  * Returns 0 after a clean stop. */
 DRAY_API DRAY_WUR int dray_server_run(dray_server *s);
