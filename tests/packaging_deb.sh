@@ -74,11 +74,17 @@ for p in libdray0 dray dray-pro dray-enterprise; do
         libdray0) echo libhiredis0.14 libjansson4 libsodium23 libssl3 zlib1g ;;
         dray) echo libdray0 adduser ;;
         dray-pro) echo dray libhiredis0.14 libjansson4 libsodium23 libcurl4 ;;
-        dray-enterprise) echo dray libhiredis0.14 libjansson4 libsodium23 ;;
+        dray-enterprise) echo dray libhiredis0.14 libjansson4 ;;
     esac); do
         [[ ", $depends," == *", $lib "* || ", $depends," == *", $lib,"* ]] || fail "$p does not depend on $lib"
     done
 done
+# The modules link libsodium statically with hidden symbols (an LD_PRELOAD
+# must not replace signature verification): the Enterprise package, whose
+# only binary is the module, needs no shared libsodium.
+[[ "$(dpkg-deb -f "$(deb dray-enterprise)" Depends)" != *libsodium* ]] ||
+    fail "dray-enterprise depends on a shared libsodium: its module must link it statically"
+
 
 # 3. lintian
 lint_fail=0
