@@ -77,10 +77,16 @@ ent=$(find "$b/enterprise" -maxdepth 2 -name 'dray-enterprise.so' | head -1)
 [ -x "$dray" ] && [ -x "$rtool" ] && [ -f "$pro" ] && [ -f "$ent" ] ||
     { echo "FAIL release build made no dray, dray-license, dray-pro.so or dray-enterprise.so"; exit 1; }
 
-# 3. What the release table trusts.
+# 3. What the release table trusts. Two throwaway keys: this build's
+# (TEST_KEY) and the one the release build made for its own tests.
+skey=$b/licensing/testkey/dray-test.key
+skid=$(sed -n 's/.*kid \([0-9a-f]*\).*/\1/p' "${skey%.key}.pub" | head -1)
+[ -f "$skey" ] && [ -n "$skid" ] || { echo "FAIL the release build made no throwaway key"; exit 1; }
 table=$b/licensing/dray_license_keys.c
 if grep -q "\"$vkid\"" "$table"; then ok "release table holds vendor kid $vkid"; else bad "release table lacks vendor kid $vkid"; fi
-if grep -q "\"$tkid\"" "$table"; then bad "release table holds the throwaway kid $tkid"; else ok "release table lacks the throwaway kid $tkid"; fi
+for k in "$tkid" "$skid"; do
+    if grep -q "\"$k\"" "$table"; then bad "release table holds the throwaway kid $k"; else ok "release table lacks the throwaway kid $k"; fi
+done
 
 # 4. Keys: the vendor's, the throwaway key's, a stranger's.
 issue() { # issue PASSPHRASE KEYFILE TIER EXPIRES [ARGS...]
@@ -93,8 +99,9 @@ vpro=$(issue "$vpass" "$tmp/vendor/vendor.key" pro 2099-12-31)
 vent=$(issue "$vpass" "$tmp/vendor/vendor.key" enterprise 2099-12-31)
 vold=$(issue "$vpass" "$tmp/vendor/vendor.key" enterprise 2020-01-31 --issued-at 2019-01-01 --allow-past)
 tent=$(issue "$testpass" "$testkey" enterprise 2099-12-31)
+sent=$(issue "$testpass" "$skey" enterprise 2099-12-31)
 oent=$(issue "$vpass" "$tmp/other/other.key" enterprise 2099-12-31)
-for v in vpro vent vold tent oent; do
+for v in vpro vent vold tent sent oent; do
     [ -n "${!v}" ] || { echo "FAIL cannot issue the $v key"; exit 1; }
 done
 
@@ -118,7 +125,7 @@ PY
 [ -n "$forged" ] && [ "$forged" != "$vent" ] || bad "cannot forge a key"
 for so in "$pro" "$ent"; do
     m=$(basename "$so")
-    for k in tent oent forged flipped; do
+    for k in tent sent oent forged flipped; do
         case $k in flipped) key=$(flip "$vent") ;; *) key=${!k} ;; esac
         check "$k key refused by release $m" 4 "REFUSED" \
             "$dray" license check --module "$so" --key "$key"
