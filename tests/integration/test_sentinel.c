@@ -145,8 +145,11 @@ static int
 push_range(dray_client *c, int from, int to)
 {
     int retries = 0;
+    double deadline = test_now() + 30;
     for (int i = from; i < to; i++)
         while (push_i(c, i)) {
+            if (test_now() > deadline)
+                fail_msg("push %d: Redis took no job for 30 s: %s", i, dray_client_errstr(c));
             retries++;
             dray__sleep_ms(50);
         }
