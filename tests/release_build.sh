@@ -17,13 +17,17 @@
 #     release tool.
 # Exit 0 when all hold, 1 naming each failure, 77 (Skipped) when the
 # scratch build cannot be configured here (no compiler / packages).
-# Usage: release_build.sh SRC DRAY_LICENSE TEST_KEY TEST_PASSPHRASE [FAKE_VERIFY_SO]
+# Usage: release_build.sh SRC DRAY_LICENSE TEST_KEY TEST_PASSPHRASE
 #   DRAY_LICENSE, TEST_KEY: this build's tool and throwaway key (the key a
-#   release must refuse); FAKE_VERIFY_SO: tests/modules/fake_verify.c built.
+#   release must refuse). The LD_PRELOAD library (tests/modules/fake_verify.c)
+#   is compiled here, unsanitized like the release build.
 set -u
-src=$1 tool=$2 testkey=$3 testpass=$4 fake=${5:-}
+src=$1 tool=$2 testkey=$3 testpass=$4
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dray-release.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT INT TERM
+fake=$tmp/fake_verify.so
+${CC:-cc} -shared -fPIC -o "$fake" "$src/tests/modules/fake_verify.c" ||
+    { echo "FAIL cannot compile tests/modules/fake_verify.c"; exit 1; }
 b=$tmp/build
 fail=0
 t0=$(date +%s)
@@ -129,11 +133,8 @@ for so in "$pro" "$ent"; do
         case $k in flipped) key=$(flip "$vent") ;; *) key=${!k} ;; esac
         check "$k key refused by release $m" 4 "REFUSED" \
             "$dray" license check --module "$so" --key "$key"
-        if [ -n "$fake" ]; then
-            check "$k key refused by release $m under LD_PRELOAD" 4 "REFUSED" \
-                env LD_PRELOAD="$fake" "$dray" license check --module "$so" \
-                --key "$key"
-        fi
+        check "$k key refused by release $m under LD_PRELOAD" 4 "REFUSED" \
+            env LD_PRELOAD="$fake" "$dray" license check --module "$so" --key "$key"
     done
 done
 
