@@ -10,6 +10,7 @@
 #   test_pro_fetch_chaos  N jobs, kill -9 of workers + restarts   (PRO_CHAOS_JOBS, PRO_CHAOS_KILLS)
 #   test_pro_orphans      recovery with default liveness settings, no restarts, < 90 s
 #   test_pro_stall        N jobs while redis-server stalls (SIGSTOP, DEBUG SLEEP) 1-8 s: 0 lost
+#   test_pro_sentinel     reliable fetch through Sentinel: failover + kill mid-backlog, plain and TLS: 0 lost
 #   test_pro_liveness     live processes, slow jobs, smallest orphan_after: 0 recoveries
 #   test_pro_batch        complete / success / death, nesting, reopen, errors, TTLs
 #   test_pro_batch_chaos  a 10,000-job batch under kill -9: each callback once
@@ -54,6 +55,12 @@ _dray_pro_test(test_pro_fetch 300 module)
 _dray_pro_test(test_pro_fetch_chaos 300 "module;chaos")
 _dray_pro_test(test_pro_orphans 300 "module;chaos")
 _dray_pro_test(test_pro_stall 300 "module;chaos")
+_dray_pro_test(test_pro_sentinel 300 "module;sentinel")
+if(TARGET test_pro_sentinel)
+  add_test(NAME test_pro_sentinel_tls COMMAND test_pro_sentinel tls)
+  set_tests_properties(test_pro_sentinel_tls PROPERTIES LABELS "module;sentinel;tls" TIMEOUT 300
+                       SKIP_RETURN_CODE 77)
+endif()
 _dray_pro_test(test_pro_liveness 180 "module;chaos")
 _dray_pro_test(test_pro_batch 180 module)
 _dray_pro_test(test_pro_batch_chaos 300 "module;chaos")

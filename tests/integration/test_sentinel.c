@@ -4,7 +4,10 @@
  * producer run through the sentinels; SENTINEL FAILOVER promotes the
  * replica, the old master is then killed, and both must carry on against
  * the new master within a bounded time, losing nothing that Redis had
- * replicated. The CLI works through the sentinels too. */
+ * replicated. The CLI works through the sentinels too. Everything runs
+ * twice: in plain TCP (redis-sentinel://) and with every process on TLS
+ * (rediss-sentinel://: TLS to the sentinels, to the masters, and in
+ * replication), from support/sentinel_fixture.c. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -22,14 +25,14 @@
 
 #include "internal.h"
 #include "redis_fixture.h"
+#include "sentinel_fixture.h"
 #include "test_skip.h"
 
-static char dir[256];
-static int mport, rport, sport[3];
-static pid_t mpid, rpid, spid[3];
-static char url[256];
+static test_sentinel S;
+static const char *url;
 static int ready;
 
+/* A port no process listens on (bound and released). */
 static int
 free_port(void)
 {
@@ -46,174 +49,34 @@ free_port(void)
     return ntohs(a.sin_port);
 }
 
-static pid_t
-spawn(char **argv)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static pid_t
-start_redis(int port, int replica_of)
-{
-    char p[16], lf[320], d[300], rof[16];
-    snprintf(p, sizeof p, "%d", port);
-    snprintf(lf, sizeof lf, "%s/redis-%d.log", dir, port);
-    snprintf(d, sizeof d, "%s", dir);
-    snprintf(rof, sizeof rof, "%d", replica_of);
-    char dbf[64];
-    snprintf(dbf, sizeof dbf, "dump-%d.rdb", port);
-    char *argv[] = {"redis-server",
-                    "--port",
-                    p,
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    d,
-                    "--dbfilename",
-                    dbf,
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--logfile",
-                    lf,
-                    replica_of ? "--replicaof" : NULL,
-                    "127.0.0.1",
-                    rof,
-                    NULL};
-    return spawn(argv);
-}
-
-static pid_t
-start_sentinel(int i)
-{
-    char conf[320], lf[320];
-    snprintf(conf, sizeof conf, "%s/sentinel-%d.conf", dir, i);
-    snprintf(lf, sizeof lf, "%s/sentinel-%d.log", dir, i);
-    FILE *f = fopen(conf, "w");
-    if (!f)
-        return -1;
-    fprintf(f,
-            "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"
-            "sentinel monitor mymaster 127.0.0.1 %d 2\n"
-            "sentinel down-after-milliseconds mymaster 1000\n"
-            "sentinel failover-timeout mymaster 4000\n"
-            "sentinel parallel-syncs mymaster 1\n",
-            sport[i], dir, lf, mport);
-    fclose(f);
-    char *argv[] = {"redis-server", conf, "--sentinel", NULL};
-    return spawn(argv);
-}
-
-static redisContext *
-tcp(int port)
-{
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (c && c->err) {
-        redisFree(c);
-        return NULL;
-    }
-    if (c)
-        redisSetTimeout(c, tv);
-    return c;
-}
-
-/* A command on a fresh link to port: the reply (free it) or NULL. */
-static redisReply *
-at(int port, const char *fmt, ...)
-{
-    redisContext *c = tcp(port);
-    if (!c)
-        return NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    redisFree(c);
-    return r;
-}
-
 static int
-info_has(int port, const char *section, const char *needle)
+setup_with(int tls)
 {
-    redisReply *r = at(port, "INFO %s", section);
-    int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, needle);
-    if (r)
-        freeReplyObject(r);
-    return ok;
-}
-
-static int
-setup_ready(void *arg)
-{
-    (void)arg;
-    if (!info_has(rport, "replication", "master_link_status:up"))
-        return 0;
-    for (int i = 0; i < 3; i++) {
-        redisReply *r = at(sport[i], "SENTINEL replicas mymaster");
-        int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1;
-        if (r)
-            freeReplyObject(r);
-        if (!ok || !info_has(sport[i], "sentinel", "sentinels=3"))
-            return 0;
-    }
-    return 1;
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/dray-sentinel-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    mport = free_port();
-    rport = free_port();
-    for (int i = 0; i < 3; i++)
-        sport[i] = free_port();
-    mpid = start_redis(mport, 0);
-    rpid = start_redis(rport, mport);
-    for (int i = 0; i < 3; i++)
-        spid[i] = start_sentinel(i);
-    snprintf(url, sizeof url, "redis-sentinel://127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d/mymaster",
-             sport[0], sport[1], sport[2]);
-    /* Sentinels find each other through the master's hello channel (~2 s). */
-    ready = test_wait_until(setup_ready, NULL, 30);
-    if (!ready)
-        fprintf(stderr, "# sentinel set-up did not converge (logs in %s)\n", dir);
+    S.tls = tls;
+    ready = test_sentinel_start(&S) == 0;
+    url = S.url;
     return 0;
 }
 
-static void
-reap(pid_t *p)
+static int
+setup_plain(void **state)
 {
-    if (*p > 0) {
-        kill(*p, SIGKILL);
-        waitpid(*p, NULL, 0);
-        *p = 0;
-    }
+    (void)state;
+    return setup_with(0);
+}
+
+static int
+setup_tls(void **state)
+{
+    (void)state;
+    return setup_with(1);
 }
 
 static int
 teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < 3; i++)
-        reap(&spid[i]);
-    reap(&rpid);
-    reap(&mpid);
-    if (ready) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", dir);
-    }
+    test_sentinel_stop(&S);
     return 0;
 }
 
@@ -282,8 +145,11 @@ static int
 push_range(dray_client *c, int from, int to)
 {
     int retries = 0;
+    double deadline = test_now() + 30;
     for (int i = from; i < to; i++)
         while (push_i(c, i)) {
+            if (test_now() > deadline)
+                fail_msg("push %d: Redis took no job for 30 s: %s", i, dray_client_errstr(c));
             retries++;
             dray__sleep_ms(50);
         }
@@ -294,32 +160,14 @@ static int
 replica_in_sync(void *arg)
 {
     (void)arg;
-    redisReply *r = at(mport, "INFO replication");
-    int ok = 0;
-    if (r && r->type == REDIS_REPLY_STRING) {
-        const char *mo = strstr(r->str, "master_repl_offset:");
-        const char *so = strstr(r->str, ",offset=");
-        ok = mo && so && atoll(mo + 19) == atoll(so + 8);
-    }
-    if (r)
-        freeReplyObject(r);
-    return ok;
+    return test_sentinel_replica_in_sync(&S);
 }
 
 static int
 sentinels_name_replica(void *arg)
 {
     (void)arg;
-    for (int i = 0; i < 3; i++) {
-        redisReply *r = at(sport[i], "SENTINEL get-master-addr-by-name mymaster");
-        int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-                 atoi(r->element[1]->str) == rport;
-        if (r)
-            freeReplyObject(r);
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return test_sentinel_switched(&S);
 }
 
 static void
@@ -337,6 +185,13 @@ test_failover_then_kill_old_master(void **state)
     o.shutdown_timeout_s = 5;
     o.connect_timeout_ms = 500;
     o.log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_ERROR;
+    char ca[400];
+    snprintf(ca, sizeof ca, "%s/ca.pem", S.certs);
+    if (S.tls)
+        o.redis_tls_ca_file = ca;
+    for (int i = 0; i < NJOBS; i++)
+        atomic_store(&seen[i], 0);
+    atomic_store(&nran, 0);
     running r = {0};
     char err[256];
     if (dray_server_new(&o, &r.s, err, sizeof err))
@@ -356,13 +211,10 @@ test_failover_then_kill_old_master(void **state)
 
     /* Failover, then the old master dies. */
     double t0 = test_now();
-    redisReply *fr = at(sport[0], "SENTINEL FAILOVER mymaster");
-    assert_non_null(fr);
-    assert_int_not_equal(fr->type, REDIS_REPLY_ERROR);
-    freeReplyObject(fr);
+    assert_int_equal(test_sentinel_failover(&S), 0);
     assert_true(test_wait_until(sentinels_name_replica, NULL, 20));
     double switched = test_now();
-    reap(&mpid);
+    test_sentinel_reap(&S.mpid);
     double killed = test_now();
 
     /* Phase 3: the producer and the workers carry on against the new master. */
@@ -377,17 +229,18 @@ test_failover_then_kill_old_master(void **state)
     int missing = 0;
     for (int i = 0; i < NJOBS; i++)
         missing += !atomic_load(&seen[i]);
-    printf("# failover: sentinels switched %.0f ms after SENTINEL FAILOVER; after the old "
+    printf("# failover (%s): sentinels switched %.0f ms after SENTINEL FAILOVER; after the old "
            "master's kill the producer pushed %d jobs in %.0f ms (%d retries) and all %d jobs "
            "had run %.0f ms after the kill; %d lost, %d ran twice\n",
-           (switched - t0) * 1000, d.to - d.from, (pushed - killed) * 1000, retries, NJOBS,
-           (done - killed) * 1000, missing, atomic_load(&nran) - NJOBS);
+           S.tls ? "TLS" : "plain", (switched - t0) * 1000, d.to - d.from, (pushed - killed) * 1000,
+           retries, NJOBS, (done - killed) * 1000, missing, atomic_load(&nran) - NJOBS);
     assert_int_equal(missing, 0);
     assert_true(done - killed < 15.0);
 
     /* The CLI through the sentinels sees the new master's counters. */
     char cmd[1024], out[4096];
-    snprintf(cmd, sizeof cmd, "env DRAY_REDIS_URL=%s %s stats --json 2>&1", url, DRAY_CLI_PATH);
+    snprintf(cmd, sizeof cmd, "env DRAY_REDIS_URL=%s %s%s %s stats --json 2>&1", url,
+             S.tls ? "DRAY_REDIS_TLS_CA_FILE=" : "", S.tls ? ca : "", DRAY_CLI_PATH);
     FILE *f = popen(cmd, "r");
     assert_non_null(f);
     size_t n = fread(out, 1, sizeof out - 1, f);
@@ -412,7 +265,7 @@ test_no_sentinel_answers(void **state)
     char u[200];
     int dead = free_port();
     snprintf(u, sizeof u, "redis-sentinel://127.0.0.1:%d,127.0.0.1:%d/nosuchmaster", dead,
-             sport[1]);
+             S.stls[1]);
     dray_options o;
     dray_options_init(&o);
     o.redis_url = u;
@@ -482,13 +335,65 @@ test_readonly_reply_drops_the_link(void **state)
     test_redis_stop(&one);
 }
 
+/* rediss-sentinel:// verifies the sentinels' certificates as rediss://
+ * verifies a master's: without the CA every sentinel's refusal is named,
+ * and a sentinel URL to plaintext ports fails fast, never downgrading. */
+static void
+test_tls_sentinel_refusals(void **state)
+{
+    (void)state;
+    if (!ready)
+        TEST_SKIP();
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = url;
+    o.connect_timeout_ms = 500;
+    dray_client *c;
+    char err[256], u[320];
+    assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
+    double t0 = test_now();
+    assert_int_equal(push_i(c, 1), DRAY_ECONN);
+    const char *m = dray_client_errstr(c);
+    if (!strstr(m, "no master 'mymaster' from the sentinels") || !strstr(m, "certificate"))
+        fail_msg("no CA: %s", m);
+    assert_true(test_now() - t0 < 3.0);
+    dray_client_free(c);
+
+    /* TLS spoken to the sentinels' plain ports. */
+    char ca[400];
+    snprintf(ca, sizeof ca, "%s/ca.pem", S.certs);
+    snprintf(u, sizeof u, "rediss-sentinel://127.0.0.1:%d,127.0.0.1:%d/mymaster", S.sport[0],
+             S.sport[1]);
+    o.redis_url = u;
+    o.redis_tls_ca_file = ca;
+    assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
+    t0 = test_now();
+    assert_int_equal(push_i(c, 2), DRAY_ECONN);
+    m = dray_client_errstr(c);
+    if (!strstr(m, "no master 'mymaster' from the sentinels"))
+        fail_msg("plaintext sentinels: %s", m);
+    assert_true(test_now() - t0 < 3.0);
+    dray_client_free(c);
+    /* Nothing reached the master. */
+    redisReply *r = test_sentinel_at(S.mport, "DBSIZE");
+    assert_non_null(r);
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+}
+
 int
 main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest plain[] = {
         cmocka_unit_test(test_readonly_reply_drops_the_link),
         cmocka_unit_test(test_no_sentinel_answers),
         cmocka_unit_test(test_failover_then_kill_old_master),
     };
-    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+    const struct CMUnitTest tls[] = {
+        cmocka_unit_test(test_tls_sentinel_refusals),
+        cmocka_unit_test(test_failover_then_kill_old_master),
+    };
+    int rc = cmocka_run_group_tests_name("sentinel", plain, setup_plain, teardown);
+    rc += cmocka_run_group_tests_name("sentinel over TLS", tls, setup_tls, teardown);
+    return test_exit_code(rc);
 }
