@@ -176,6 +176,8 @@ process(dray__worker *w, dray__unit *u)
         dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");
 
     const dray__handler *h = dray__handler_find(s, klass);
+    dray__sup_job_start(w, jid, klass, w->cur.queue, w->cur.payload, w->cur.len,
+                        dray__job_timeout(job, h));
     dray_result res;
     res.failed = res.deferred = 0;
     res.error_class[0] = res.message[0] = '\0';
@@ -276,6 +278,7 @@ process(dray__worker *w, dray__unit *u)
 
 done:
     dray__crash_job_end(w->crash_slot);
+    dray__sup_job_end(w);
     pthread_mutex_lock(&w->mu);
     /* Out of the stopper's sight first; a unit it already requeued is not
      * acked (a fetch provider sees exactly one of ack or requeue). */
@@ -324,6 +327,9 @@ dray__worker_main(void *arg)
             dray__outage_end(s);
         if (rc == 0)
             continue;
+        /* Supervised: the supervisor holds a copy from here (a neighbour's
+         * crash must not lose it), refined with jid and class at start. */
+        dray__sup_job_start(w, "?", "?", u.queue, u.payload, u.len, 0);
         if (atomic_load(&s->state) != DRAY__RUNNING) {
             /* Fetched while going quiet: straight back to the head, after
              * the ones fetched with it, so it stays first. */
@@ -340,6 +346,10 @@ dray__worker_main(void *arg)
             break;
         }
         process(w, &u);
+        if (dray__sup_isolate()) {
+            dray_server_stop(s); /* --isolate: this child's one job is done */
+            break;
+        }
     }
     atomic_store(&w->writing, 1); /* the stopper waits for these requeues */
     pthread_mutex_lock(&w->mu);

@@ -30,6 +30,7 @@ typedef struct dray__handler {
     void *ud;
     dray_class_opts opts;
     char *retry_queue;
+    double timeout_s; /* dray_server_set_timeout; 0: none */
 } dray__handler;
 
 typedef struct dray__queue {
@@ -169,6 +170,10 @@ void dray__crash_thread_end(int slot, void *altstack);
 void dray__crash_job_start(int slot, const char *jid, const char *klass, const char *queue,
                            const char *payload, size_t len);
 void dray__crash_job_end(int slot);
+/* In a child of dray_server_run_processes: shared memory where the fatal
+ * signal handler stores the index of the worker whose job crashed; NULL
+ * elsewhere. */
+extern atomic_int *dray__crash_culprit;
 
 /* processor.c */
 void *dray__worker_main(void *arg);
@@ -229,6 +234,23 @@ int dray__heartbeat_clear(struct dray_server *s, dray__conn *c);
 
 /* server.c */
 void dray__server_wake(struct dray_server *s);
+/* In a child forked by the supervisor, before dray_server_run: its own
+ * identity (pid, nonce), keys, heartbeat info and wake pipe; signal flags
+ * cleared. 0 or DRAY_ENOMEM. */
+int dray__server_child_init(struct dray_server *s);
+
+/* supervisor.c: process isolation (dray_server_run_processes) */
+/* A worker of a supervised child starts / ends a job: reported to the
+ * supervisor (nothing outside a child). timeout_s: the job's effective
+ * timeout, 0 for none. Worker thread. */
+void dray__sup_job_start(const dray__worker *w, const char *jid, const char *klass,
+                         const char *queue, const char *payload, size_t len, double timeout_s);
+void dray__sup_job_end(const dray__worker *w);
+/* True in an --isolate child: one job, then the child stops. */
+bool dray__sup_isolate(void);
+/* The job's effective timeout: its own "timeout" (seconds, > 0), else its
+ * class's (dray_server_set_timeout), else 0. */
+double dray__job_timeout(const dray_job *job, const dray__handler *h);
 /* How long a write that must not be lost (an outcome, a requeue, removing a
  * requeued copy) retries through a Redis outage before the payload is logged
  * whole as lost. At shutdown all of them share one window from the requeue. */

@@ -327,6 +327,26 @@ DRAY_API DRAY_WUR int dray_server_require(dray_server *s, const char *path);
 /* Run until stopped: starts the workers, scheduler and heartbeat, blocks.
  * Returns 0 after a clean stop. */
 DRAY_API DRAY_WUR int dray_server_run(dray_server *s);
+/* Process isolation (dray run --processes N, --isolate; docs/cli.md). */
+typedef struct dray_process_opts {
+    int processes;   /* worker children kept running, 1-1024 */
+    int isolate;     /* 1: each child runs one job, then exits and is replaced */
+    int crash_limit; /* a job that killed its child this many times goes to the dead set
+                        (error_class Dray::ChildCrashed); <= 0: 3 */
+} dray_process_opts;
+/* Instead of dray_server_run, after handlers and modules are loaded: fork
+ * po->processes children that each run the server (own identity and process
+ * record) and supervise them until dray_server_stop: a child that dies is
+ * restarted (with backoff when it keeps dying) and the jobs it was running
+ * are requeued (at-least-once) or sent to the dead set at crash_limit; a job
+ * past its timeout has its child killed and goes through the retry path as
+ * Dray::JobTimeout. Stop/quiet/dump are forwarded to every child. Call from
+ * a process with no other threads. 0 after a clean stop; DRAY_EINVAL,
+ * DRAY_ENOMEM. */
+DRAY_API DRAY_WUR int dray_server_run_processes(dray_server *s, const dray_process_opts *po);
+/* A timeout in seconds (0: none) for jobs of a registered class; a job's own
+ * "timeout" field wins. Before run. DRAY_ENOTFOUND for an unknown class. */
+DRAY_API DRAY_WUR int dray_server_set_timeout(dray_server *s, const char *klass, double seconds);
 /* Quiet: stop fetching new jobs; running jobs finish. Any thread. */
 DRAY_API void dray_server_quiet(dray_server *s);
 /* Stop: quiet, wait up to the shutdown timeout, requeue what is left, exit
