@@ -245,7 +245,14 @@ int dray__server_child_init(struct dray_server *s);
  * timeout, 0 for none. Worker thread. */
 void dray__sup_job_start(const dray__worker *w, const char *jid, const char *klass,
                          const char *queue, const char *payload, size_t len, double timeout_s);
-void dray__sup_job_end(const dray__worker *w);
+void dray__sup_job_end(dray__worker *w);
+/* True in a supervised child (basic fetch): jobs are fetched with LMOVE into
+ * the worker's in-flight list <ns>dray:inflight:<identity>:<worker>, which
+ * the supervisor empties back into the queues if the child dies, and which
+ * the worker deletes when the job's outcome is recorded. */
+bool dray__sup_active(void);
+/* dray__fetch for a supervised child: keys in order; 1 with *u, 0 none. */
+int dray__sup_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u);
 /* True in an --isolate child: one job, then the child stops. */
 bool dray__sup_isolate(void);
 /* The job's effective timeout: its own "timeout" (seconds, > 0), else its

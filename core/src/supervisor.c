@@ -22,11 +22,11 @@
 
 #include "server.h"
 
-#define CRASH_ERROR "Dray::ChildCrashed"  /* error_class of a job that killed its child */
-#define TIMEOUT_ERROR "Dray::JobTimeout"  /* error_class of a job killed at its timeout */
-#define CRASH_FIELD "dray_crashes"        /* payload field: children this job has killed */
-#define BACKOFF_MAX_S 30.0                /* longest wait before restarting a child */
-#define QUICK_DEATH_S 30.0                /* a child dying sooner than this backs off */
+#define CRASH_ERROR "Dray::ChildCrashed" /* error_class of a job that killed its child */
+#define TIMEOUT_ERROR "Dray::JobTimeout" /* error_class of a job killed at its timeout */
+#define CRASH_FIELD "dray_crashes"       /* payload field: children this job has killed */
+#define BACKOFF_MAX_S 30.0               /* longest wait before restarting a child */
+#define QUICK_DEATH_S 30.0               /* a child dying sooner than this backs off */
 
 /* ---- the child's side ------------------------------------------------------ */
 
@@ -39,9 +39,74 @@ typedef struct rec_hdr {
     uint32_t ljid, lclass, lqueue, lpayload;
 } rec_hdr;
 
-static int g_report_fd = -1;          /* the child's end, -1 outside a child */
-static int g_isolate;                 /* 1 in an --isolate child */
+static int g_report_fd = -1; /* the child's end, -1 outside a child */
+static int g_isolate;        /* 1 in an --isolate child */
 static pthread_mutex_t g_report_mu = PTHREAD_MUTEX_INITIALIZER; /* one record at a time */
+
+bool
+dray__sup_active(void)
+{
+    return g_report_fd >= 0 && !dray__fetcher_active();
+}
+
+/* "<ns>dray:inflight:<identity>:<worker>" (dray__free it), or NULL. */
+static char *
+inflight_key(const struct dray_server *s, const char *identity, int worker)
+{
+    char suffix[400];
+    snprintf(suffix, sizeof suffix, "dray:inflight:%s:%d", identity, worker);
+    return dray__key(&s->cfg, suffix);
+}
+
+int
+dray__sup_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u)
+{
+    struct dray_server *s = w->srv;
+    char *dst = inflight_key(s, s->identity, w->index);
+    if (!dst)
+        return DRAY_ENOMEM;
+    int rc = dray__conn_ensure(&w->conn);
+    redisReply *r = NULL;
+    size_t hit = n;
+    /* Non-blocking in queue order, then block briefly on the first queue:
+     * a job moved is in the in-flight list even if the reply is lost. */
+    for (size_t i = 0; !rc && i < n && hit == n; i++) {
+        rc = dray__conn_cmdf(&w->conn, &r, "LMOVE %s %s RIGHT LEFT", keys[i], dst);
+        if (!rc && r && r->type == REDIS_REPLY_STRING)
+            hit = i;
+        else if (r) {
+            freeReplyObject(r);
+            r = NULL;
+        }
+    }
+    if (!rc && hit == n && n > 0) {
+        rc = dray__conn_cmdf(&w->conn, &r, "BLMOVE %s %s RIGHT LEFT 0.5", keys[0], dst);
+        if (!rc && r && r->type == REDIS_REPLY_STRING)
+            hit = 0;
+    }
+    dray__free(dst);
+    if (rc || hit == n) {
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    const char *name = keys[hit];
+    for (size_t q = 0; q < s->nqueues; q++)
+        if (!strcmp(s->queues[q].key, keys[hit]))
+            name = s->queues[q].name;
+    u->queue = dray__strdup(name);
+    u->payload = dray__malloc(r->len + 1);
+    if (!u->queue || !u->payload) {
+        dray__unit_clear(u);
+        freeReplyObject(r);
+        return DRAY_ENOMEM; /* it stays in the in-flight list: the supervisor requeues it */
+    }
+    memcpy(u->payload, r->str, r->len);
+    u->payload[r->len] = '\0';
+    u->len = r->len;
+    freeReplyObject(r);
+    return 1;
+}
 
 bool
 dray__sup_isolate(void)
@@ -105,8 +170,16 @@ dray__sup_job_start(const dray__worker *w, const char *jid, const char *klass, c
 }
 
 void
-dray__sup_job_end(const dray__worker *w)
+dray__sup_job_end(dray__worker *w)
 {
+    if (dray__sup_active()) {
+        /* Its outcome is recorded: out of the in-flight list. If this fails
+         * the supervisor may requeue a finished job (at-least-once). */
+        char *k = inflight_key(w->srv, w->srv->identity, w->index);
+        if (k && dray__conn_cmdf(&w->conn, NULL, "DEL %s", k))
+            dray__log(DRAY_LOG_WARN, "cannot clear in-flight list %s: %s", k, w->conn.errstr);
+        dray__free(k);
+    }
     report('E', w->index, 0, NULL, NULL, NULL, NULL, 0);
 }
 
@@ -129,28 +202,28 @@ dray_server_set_timeout(dray_server *s, const char *klass, double seconds)
 typedef struct run_job {
     char *jid, *klass, *queue, *payload; /* owned; jid NULL: idle slot */
     size_t len;
-    double started;                      /* monotonic */
+    double started; /* monotonic */
     double timeout_s;
 } run_job;
 
 typedef struct child {
-    pid_t pid;           /* 0: not running */
-    int fd;              /* supervisor's end of the report socket, -1 when closed */
-    char identity[256];  /* the child's Sidekiq identity, "" until reported */
-    dray__buf in;        /* bytes received, not yet a whole record */
-    run_job *jobs;       /* one per worker */
-    double started;      /* monotonic start */
-    double restart_at;   /* monotonic: start again from then (backoff) */
-    int quick_deaths;    /* consecutive deaths soon after start */
-    int killed_worker;   /* worker whose job we killed the child for, -1 none */
-    double kill_at;      /* monotonic: SIGKILL a stopping child from then, 0 none */
+    pid_t pid;          /* 0: not running */
+    int fd;             /* supervisor's end of the report socket, -1 when closed */
+    char identity[256]; /* the child's Sidekiq identity, "" until reported */
+    dray__buf in;       /* bytes received, not yet a whole record */
+    run_job *jobs;      /* one per worker */
+    double started;     /* monotonic start */
+    double restart_at;  /* monotonic: start again from then (backoff) */
+    int quick_deaths;   /* consecutive deaths soon after start */
+    int killed_worker;  /* worker whose job we killed the child for, -1 none */
+    double kill_at;     /* monotonic: SIGKILL a stopping child from then, 0 none */
 } child;
 
 typedef struct sup {
     dray_server *s;
     dray_process_opts po;
     child *kids;
-    dray__worker sw; /* the supervisor's own link and retry context */
+    dray__worker sw;     /* the supervisor's own link and retry context */
     atomic_int *culprit; /* shared with the children: one per child, -1 none */
     int stopping, quiet;
 } sup;
@@ -238,8 +311,7 @@ drain(sup *S, child *c)
     return 1;
 }
 
-static void
-child_main(sup *S, int idx, int fd) __attribute__((noreturn));
+static void child_main(sup *S, int idx, int fd) __attribute__((noreturn));
 
 static void
 child_main(sup *S, int idx, int fd)
@@ -333,8 +405,7 @@ account_crash(sup *S, run_job *j, const char *how, int culprit)
         snprintf(msg, sizeof msg, "its child process %s while running it (crash %lld of %d)", how,
                  (long long)crashes, S->po.crash_limit);
     else
-        snprintf(msg, sizeof msg, "its child process %s while it ran beside the job at fault",
-                 how);
+        snprintf(msg, sizeof msg, "its child process %s while it ran beside the job at fault", how);
     int rc;
     size_t len = 0;
     char *json = NULL;
@@ -390,14 +461,22 @@ static const char *
 sig_name(int sig)
 {
     switch (sig) {
-    case SIGSEGV: return "SIGSEGV";
-    case SIGABRT: return "SIGABRT";
-    case SIGBUS: return "SIGBUS";
-    case SIGFPE: return "SIGFPE";
-    case SIGILL: return "SIGILL";
-    case SIGKILL: return "SIGKILL";
-    case SIGTERM: return "SIGTERM";
-    default: return "a signal";
+    case SIGSEGV:
+        return "SIGSEGV";
+    case SIGABRT:
+        return "SIGABRT";
+    case SIGBUS:
+        return "SIGBUS";
+    case SIGFPE:
+        return "SIGFPE";
+    case SIGILL:
+        return "SIGILL";
+    case SIGKILL:
+        return "SIGKILL";
+    case SIGTERM:
+        return "SIGTERM";
+    default:
+        return "a signal";
     }
 }
 
@@ -423,6 +502,52 @@ forget_identity(sup *S, const child *c)
     dray__free(k);
 }
 
+/* After a child ended: jobs left in its workers' in-flight lists that the
+ * supervisor had no record of (moved, not yet reported) go back to their
+ * queues when it crashed; then the lists are deleted. A clean exit requeued
+ * its unfinished jobs itself. Records still in c->jobs were accounted. */
+static void
+inflight_recover(sup *S, child *c, int crashed)
+{
+    dray_server *s = S->s;
+    for (int w = 0; w < s->opts.concurrency; w++) {
+        char *k = inflight_key(s, c->identity, w);
+        if (!k)
+            continue;
+        redisReply *r = NULL;
+        int rc = crashed ? dray__conn_cmdf(&S->sw.conn, &r, "LRANGE %s 0 -1", k) : 0;
+        for (size_t i = 0; !rc && r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+            redisReply *e = r->element[i];
+            if (e->type != REDIS_REPLY_STRING)
+                continue;
+            json_t *o = json_loadb(e->str, e->len, 0, NULL);
+            const char *q = json_string_value(json_object_get(o, "queue"));
+            dray__unit u = {(char *)(q ? q : "default"), e->str, e->len, NULL};
+            double until = dray__write_deadline(s);
+            int wr;
+            do {
+                wr = dray__requeue(&S->sw.conn, s, &u);
+            } while (wr && dray__write_again(&S->sw.conn, wr, until));
+            if (wr)
+                dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, e->str, e->len,
+                                  "job lost: cannot requeue it from a dead child's in-flight "
+                                  "list (%s)",
+                                  S->sw.conn.errstr);
+            else
+                dray__log(DRAY_LOG_WARN,
+                          "supervisor: requeued a job the dead child had fetched, not started");
+            json_decref(o);
+        }
+        if (r)
+            freeReplyObject(r);
+        if (!rc)
+            rc = dray__conn_cmdf(&S->sw.conn, NULL, "DEL %s", k);
+        if (rc)
+            dray__log(DRAY_LOG_ERROR, "supervisor: in-flight list %s: %s", k, S->sw.conn.errstr);
+        dray__free(k);
+    }
+}
+
 static void
 child_died(sup *S, int idx, int status)
 {
@@ -436,8 +561,7 @@ child_died(sup *S, int idx, int status)
         snprintf(how, sizeof how, "pid %d was killed by %s (%d)", (int)c->pid,
                  sig_name(WTERMSIG(status)), WTERMSIG(status));
     else
-        snprintf(how, sizeof how, "pid %d exited with status %d", (int)c->pid,
-                 WEXITSTATUS(status));
+        snprintf(how, sizeof how, "pid %d exited with status %d", (int)c->pid, WEXITSTATUS(status));
     int culprit = atomic_load(&S->culprit[idx]);
     int running = 0;
     for (int w = 0; w < S->s->opts.concurrency; w++)
@@ -457,13 +581,21 @@ child_died(sup *S, int idx, int status)
          * when the child's handler named it, else against every job there
          * (SIGKILL, the OOM killer: no way to tell). */
         int late = j->timeout_s > 0 && dray__mono() - j->started > j->timeout_s;
+        if (c->identity[0] && !dray__fetcher_active()) {
+            /* accounted from the record below: not again from the list */
+            char *k = inflight_key(S->s, c->identity, w);
+            if (k && dray__conn_cmdf(&S->sw.conn, NULL, "LREM %s 1 %b", k, j->payload, j->len))
+                dray__log(DRAY_LOG_WARN, "supervisor: %s: %s", k, S->sw.conn.errstr);
+            dray__free(k);
+        }
         if (w == c->killed_worker || (c->killed_worker >= 0 && late))
             account_timeout(S, j);
         else if (crashed && !dray__fetcher_active())
-            account_crash(S, j, how,
-                          culprit < 0 ? c->killed_worker < 0 : culprit == w);
+            account_crash(S, j, how, culprit < 0 ? c->killed_worker < 0 : culprit == w);
         job_clear(j);
     }
+    if (c->identity[0] && !dray__fetcher_active())
+        inflight_recover(S, c, crashed);
     if (crashed)
         forget_identity(S, c);
     double lived = dray__mono() - c->started;

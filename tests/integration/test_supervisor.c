@@ -146,9 +146,9 @@ count_pids(void)
 }
 
 typedef struct want {
-    int ok_n;   /* SupOk jobs ok0..ok<n-1> */
-    int dead;   /* jobs expected in the dead set */
-    int retry;  /* jobs expected in the retry set */
+    int ok_n;  /* SupOk jobs ok0..ok<n-1> */
+    int dead;  /* jobs expected in the dead set */
+    int retry; /* jobs expected in the retry set */
 } want;
 
 static int
@@ -182,8 +182,7 @@ error_class_of(const char *key, const char *jid, char *out, size_t n)
     for (size_t i = 0; r && i < r->elements; i++) {
         json_t *o = json_loads(r->element[i]->str, 0, NULL);
         const char *j = json_string_value(json_object_get(o, "jid"));
-        if (j && !strcmp(j, jid))
-        {
+        if (j && !strcmp(j, jid)) {
             snprintf(out, n, "%s", json_string_value(json_object_get(o, "error_class")));
             crashes_seen = json_integer_value(json_object_get(o, "dray_crashes"));
         }
@@ -286,7 +285,7 @@ test_crashes(void **state)
         twice += runs_of(jid) > 1;
     }
     fprintf(stderr, "  200 good jobs: all ran, %d ran twice (their child crashed); 6 crashes\n",
-                    twice);
+            twice);
     assert_true(kill(pid, 0) == 0); /* the supervisor survived */
     assert_true(test_wait_until(nprocs, &two, 15));
     stop_clean(pid);
