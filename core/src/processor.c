@@ -176,8 +176,14 @@ process(dray__worker *w, dray__unit *u)
         dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");
 
     const dray__handler *h = dray__handler_find(s, klass);
-    dray__sup_job_start(w, jid, klass, w->cur.queue, w->cur.payload, w->cur.len,
-                        dray__job_timeout(job, h));
+    double timeout_s = dray__job_timeout(job, h);
+    dray__sup_job_start(w, jid, klass, w->cur.queue, w->cur.payload, w->cur.len, timeout_s);
+    atomic_store(&w->cur_over, 0);
+    pthread_mutex_lock(&w->mu);
+    w->cur_deadline = timeout_s > 0 ? w->cur_started + timeout_s : 0;
+    pthread_mutex_unlock(&w->mu);
+    job->deadline = w->cur_deadline;
+    job->over = &w->cur_over;
     dray_result res;
     res.failed = res.deferred = 0;
     res.error_class[0] = res.message[0] = '\0';
@@ -287,6 +293,7 @@ done:
     memset(&w->cur, 0, sizeof w->cur);
     w->cur_class = w->cur_jid = NULL;
     w->requeued = 0;
+    w->cur_deadline = 0;
     pthread_mutex_unlock(&w->mu);
     if (ack)
         dray__fetch_ack(w, &fin);

@@ -102,6 +102,8 @@ typedef struct dray__worker {
     atomic_uint_least64_t fetch_lost; /* blocking fetches whose reply was lost (may have popped) */
     uint_least64_t fetch_lost_flushed; /* of those, added to stat:fetch_lost; worker thread only */
     dray__metrics metrics;     /* this worker's execution metrics since the last flush */
+    double cur_deadline;       /* epoch seconds the running job's timeout ends, 0 none; mu */
+    atomic_int cur_over;       /* 1 once the heartbeat saw the running job past it */
 } dray__worker;
 
 struct dray_server {

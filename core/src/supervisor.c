@@ -183,6 +183,18 @@ dray__sup_job_end(dray__worker *w)
     report('E', w->index, 0, NULL, NULL, NULL, NULL, 0);
 }
 
+double
+dray_job_deadline(const dray_job *job)
+{
+    return job ? job->deadline : 0;
+}
+
+int
+dray_job_cancelled(const dray_job *job)
+{
+    return job && job->over && atomic_load(job->over);
+}
+
 int
 dray_server_set_timeout(dray_server *s, const char *klass, double seconds)
 {
@@ -311,10 +323,10 @@ drain(sup *S, child *c)
     return 1;
 }
 
-static void child_main(sup *S, int idx, int fd) __attribute__((noreturn));
+static void child_main(sup *S, int idx, int fd, const sigset_t *mask) __attribute__((noreturn));
 
 static void
-child_main(sup *S, int idx, int fd)
+child_main(sup *S, int idx, int fd, const sigset_t *mask)
 {
     dray_server *s = S->s;
     setpgid(0, 0); /* terminal signals reach the supervisor, which forwards them */
@@ -328,6 +340,7 @@ child_main(sup *S, int idx, int fd)
     }
     g_report_fd = fd;
     g_isolate = S->po.isolate;
+    pthread_sigmask(SIG_SETMASK, mask, NULL);
     dray__crash_culprit = &S->culprit[idx];
     report('I', 0, 0, s->identity, NULL, NULL, NULL, 0);
     int rc = dray_server_run(s);
@@ -347,17 +360,24 @@ child_start(sup *S, int idx)
     atomic_store(&S->culprit[idx], -1);
     /* No Redis link crosses the fork: the child would share its socket. */
     dray__conn_drop(&S->sw.conn);
+    /* Signals wait until the child has its own flags (child_init clears
+     * them): a TERM in between would be forgotten. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         close(sv[0]);
         close(sv[1]);
         return DRAY_EIO;
     }
     if (pid == 0) {
         close(sv[0]);
-        child_main(S, idx, sv[1]);
+        child_main(S, idx, sv[1], &old);
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(sv[1]);
     fcntl(sv[0], F_SETFD, FD_CLOEXEC);
     c->pid = pid;

@@ -367,6 +367,54 @@ test_isolate(void **state)
     stop_clean(pid);
 }
 
+static int
+log_has(void *needle)
+{
+    FILE *f = fopen(logpath, "r");
+    char line[2048];
+    int hit = 0;
+    while (f && !hit && fgets(line, sizeof line, f))
+        hit = strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return hit;
+}
+
+/* Thread mode (no --processes): a job with "timeout": 1 sees its deadline,
+ * is flagged by the heartbeat once past it (logged), and its handler stops
+ * itself; a job without a timeout has no deadline. */
+static void
+test_thread_deadline(void **state)
+{
+    (void)state;
+    pid_t pid = spawn_run((const char *const[]){"-c", "2", NULL});
+    int one = 1;
+    if (!test_wait_until(nprocs, &one, 15)) {
+        print_log();
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("dray run did not register");
+    }
+    double t0 = test_now();
+    push("SupPatient", "pat1", ",\"timeout\":1");
+    want w = {0, 0, 1};
+    if (!test_wait_until(all_ok_ran, &w, 20)) {
+        print_log();
+        fail_msg("the patient job was not flagged");
+    }
+    double took = test_now() - t0;
+    fprintf(stderr, "  flagged and stopped %.2fs after the push (timeout 1 s, heartbeat 1 s)\n",
+            took);
+    assert_true(took < 10);
+    assert_true(log_has("running past its timeout"));
+    redisReply *r = redisCommand(rc, "ZRANGE retry 0 0");
+    assert_int_equal(r->elements, 1);
+    assert_non_null(strstr(r->element[0]->str, "cancelled 1 deadline set"));
+    freeReplyObject(r);
+    assert_int_equal(runs_of("pat1"), 1);
+    stop_clean(pid);
+}
+
 int
 main(void)
 {
@@ -374,6 +422,7 @@ main(void)
         cmocka_unit_test_setup(test_crashes, flush),
         cmocka_unit_test_setup(test_timeouts, flush),
         cmocka_unit_test_setup(test_isolate, flush),
+        cmocka_unit_test_setup(test_thread_deadline, flush),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

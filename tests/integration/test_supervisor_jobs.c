@@ -78,6 +78,20 @@ oversleep(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+/* Thread mode: works until flagged past its deadline (at most 30 s), then
+ * fails naming what it saw. */
+static int
+patient(dray_job *job, dray_result *res, void *ud)
+{
+    (void)ud;
+    note(job);
+    double deadline = dray_job_deadline(job);
+    for (int i = 0; i < 3000 && !dray_job_cancelled(job); i++)
+        usleep(10000);
+    return dray_result_fail(res, "PatientStop", "cancelled %d deadline %s", dray_job_cancelled(job),
+                            deadline > 0 ? "set" : "none");
+}
+
 __attribute__((visibility("default"))) int dray_register_handlers(dray_server *s);
 
 int
@@ -92,6 +106,8 @@ dray_register_handlers(dray_server *s)
         rc = dray_server_register(s, "SupSpin", spin, NULL, NULL);
     if (!rc)
         rc = dray_server_register(s, "SupSleep", oversleep, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "SupPatient", patient, NULL, NULL);
     if (!rc) /* a per-class timeout; jobs may carry their own */
         rc = dray_server_set_timeout(s, "SupSleep", 1.0);
     return rc;

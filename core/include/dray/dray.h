@@ -347,6 +347,13 @@ DRAY_API DRAY_WUR int dray_server_run_processes(dray_server *s, const dray_proce
 /* A timeout in seconds (0: none) for jobs of a registered class; a job's own
  * "timeout" field wins. Before run. DRAY_ENOTFOUND for an unknown class. */
 DRAY_API DRAY_WUR int dray_server_set_timeout(dray_server *s, const char *klass, double seconds);
+/* In a handler: the epoch seconds at which the running job's timeout ends
+ * (its "timeout" field, else its class's), or 0 when it has none. */
+DRAY_API double dray_job_deadline(const dray_job *job);
+/* In a handler: 1 once the job is flagged to stop (in thread mode, the
+ * heartbeat saw it past its deadline and logged it), else 0. A handler that
+ * polls it can give up cleanly; nothing stops one that does not. */
+DRAY_API int dray_job_cancelled(const dray_job *job);
 /* Quiet: stop fetching new jobs; running jobs finish. Any thread. */
 DRAY_API void dray_server_quiet(dray_server *s);
 /* Stop: quiet, wait up to the shutdown timeout, requeue what is left, exit
