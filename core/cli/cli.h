@@ -33,6 +33,9 @@ enum {
     OPT_COUNT,
     OPT_LIMIT,
     OPT_OFFSET,
+    OPT_PROCESSES,
+    OPT_ISOLATE,
+    OPT_CRASH_LIMIT,
 };
 
 /* The options every command accepts (see cli_common_opt). */

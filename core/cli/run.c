@@ -102,6 +102,29 @@ require_one(const char *key, const char *path, void *ud)
     return 0;
 }
 
+/* processes / isolate / crash_limit from the configuration. A supervisor
+ * forks its children with one fetch at a time (a child's prefetched jobs
+ * are not in the supervisor's record) and --isolate with one thread. */
+static int
+process_opts(cli_ctx *ctx, dray_process_opts *po)
+{
+    const char *v = dray_config_get(ctx->cfg, "processes");
+    po->processes = v ? atoi(v) : 0;
+    v = dray_config_get(ctx->cfg, "isolate");
+    po->isolate = v && (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1") ||
+                        !strcmp(v, "on"));
+    v = dray_config_get(ctx->cfg, "crash_limit");
+    po->crash_limit = v ? atoi(v) : 3;
+    if (po->isolate && po->processes == 0)
+        po->processes = 1;
+    if (po->processes > 0) {
+        ctx->opts.fetch_batch = 1;
+        if (po->isolate)
+            ctx->opts.concurrency = 1;
+    }
+    return CLI_OK;
+}
+
 int
 cli_cmd_run(int argc, char **argv)
 {
@@ -116,6 +139,9 @@ cli_cmd_run(int argc, char **argv)
         {"module", required_argument, NULL, OPT_MODULE},
         {"log-jobs", no_argument, NULL, OPT_LOG_JOBS},
         {"set", required_argument, NULL, OPT_SET},
+        {"processes", required_argument, NULL, OPT_PROCESSES},
+        {"isolate", no_argument, NULL, OPT_ISOLATE},
+        {"crash-limit", required_argument, NULL, OPT_CRASH_LIMIT},
         CLI_COMMON_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
@@ -159,6 +185,15 @@ cli_cmd_run(int argc, char **argv)
         case OPT_LOG_JOBS:
             r = cli_flag_push(&ctx, "--log-jobs", "log_jobs", "yes", 0);
             break;
+        case OPT_PROCESSES:
+            r = cli_flag_push(&ctx, "--processes", "processes", optarg, 0);
+            break;
+        case OPT_ISOLATE:
+            r = cli_flag_push(&ctx, "--isolate", "isolate", "yes", 0);
+            break;
+        case OPT_CRASH_LIMIT:
+            r = cli_flag_push(&ctx, "--crash-limit", "crash_limit", optarg, 0);
+            break;
         case OPT_SET: {
             const char *eq = strchr(optarg, '=');
             if (!eq || eq == optarg) {
@@ -194,6 +229,9 @@ cli_cmd_run(int argc, char **argv)
     if ((r = cli_config_build(&ctx)))
         goto fail;
 
+    dray_process_opts po = {0, 0, 0};
+    if ((r = process_opts(&ctx, &po)))
+        goto fail;
     char err[512];
     dray_server *srv;
     int rc = dray_server_new(&ctx.opts, &srv, err, sizeof err);
@@ -226,7 +264,7 @@ cli_cmd_run(int argc, char **argv)
     /* Type=notify: configuration, modules and handlers are loaded; what
      * can still fail is Redis, which the server retries in the background. */
     cli_notify("READY=1\nSTATUS=running");
-    rc = dray_server_run(srv);
+    rc = po.processes > 0 ? dray_server_run_processes(srv, &po) : dray_server_run(srv);
     signals_restore(saved);
     cli_notify_close();
     if (rc)

@@ -75,6 +75,9 @@ static const key_def key_defs[] = {
     {"redis_tls_key", K_PATH, R_ONE, 0, 0},
     {"redis_tls_insecure_skip_verify", K_BOOL, R_ONE, 0, 0},
     {"redis_sentinel_password", K_STR, R_ONE, 0, 0},
+    {"processes", K_INT, R_ONE, 0, 1024}, /* dray run: 0 runs in-process */
+    {"isolate", K_BOOL, R_ONE, 0, 0},
+    {"crash_limit", K_INT, R_ONE, 1, 1000},
 };
 #define NKEYS (sizeof key_defs / sizeof *key_defs)
 

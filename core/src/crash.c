@@ -21,6 +21,8 @@
 
 enum { SLOT_FREE = 0, SLOT_IDLE = 1, SLOT_RUNNING = 2 };
 
+atomic_int *dray__crash_culprit;
+
 /* One per worker thread, written only by its owner; read by the handler. */
 typedef struct crash_slot {
     atomic_int state;      /* SLOT_* */
@@ -150,8 +152,11 @@ on_fatal(int sig, siginfo_t *si, void *uctx)
             put_ulong((unsigned long)slots[i].worker, 10);
             put(" ");
             put(slots[i].text);
-            if (atomic_load(&slots[i].tid) == me)
+            if (atomic_load(&slots[i].tid) == me) {
                 put(" <- crashed in this job");
+                if (dray__crash_culprit) /* a supervised child: tell the supervisor */
+                    atomic_store(dray__crash_culprit, slots[i].worker);
+            }
             put(" payload (");
             put_ulong((unsigned long)slots[i].len, 10);
             put(" bytes, escaped): ");

@@ -450,6 +450,8 @@ dray__fetch(dray__worker *w, dray__unit *u)
     size_t n = s->strict ? s->nqueues : order_keys(w);
     if (dray__fetcher_active()) /* a module replaces BRPOP, same queue order */
         return dray__fetcher_fetch(w, w->brpop_argv + 1, n, u);
+    if (dray__sup_active()) /* a supervised child: into its in-flight list */
+        return dray__sup_fetch(w, w->brpop_argv + 1, n, u);
     if (s->opts.fetch_batch > 1) {
         int b = fetch_batched(w, n, u);
         if (b == FETCH_TIMED_OUT)

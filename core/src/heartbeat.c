@@ -78,6 +78,12 @@ add_work(struct dray_server *s, dray__pipe *p, int *busy)
     for (int i = 0; i < s->opts.concurrency; i++) {
         dray__worker *w = &s->workers[i];
         pthread_mutex_lock(&w->mu);
+        if (w->cur.payload && w->cur_deadline > 0 && dray_now() > w->cur_deadline &&
+            !atomic_exchange(&w->cur_over, 1))
+            dray__logj(DRAY_LOG_WARN, w->cur_jid, w->cur_class, -1,
+                       "running past its timeout (%.1fs ago); in thread mode it is flagged "
+                       "(dray_job_cancelled), not stopped",
+                       dray_now() - w->cur_deadline);
         if (w->cur.payload) {
             json_t *o = json_pack("{s:s, s:s%, s:I}", "queue", w->cur.queue, "payload",
                                   w->cur.payload, w->cur.len, "run_at",

@@ -217,6 +217,8 @@ struct dray_job {
     json_t *obj;      /* the payload object (owned) */
     char *payload;    /* raw text as fetched, or NULL (owned) */
     size_t payload_len;
+    double deadline;  /* epoch seconds its timeout ends while running, 0 none */
+    atomic_int *over; /* set once running past its deadline (the worker's), or NULL */
 };
 /* Wrap an object (reference stolen) without validation. */
 dray_job *dray__job_wrap(json_t *obj);

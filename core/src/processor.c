@@ -176,6 +176,14 @@ process(dray__worker *w, dray__unit *u)
         dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");
 
     const dray__handler *h = dray__handler_find(s, klass);
+    double timeout_s = dray__job_timeout(job, h);
+    dray__sup_job_start(w, jid, klass, w->cur.queue, w->cur.payload, w->cur.len, timeout_s);
+    atomic_store(&w->cur_over, 0);
+    pthread_mutex_lock(&w->mu);
+    w->cur_deadline = timeout_s > 0 ? w->cur_started + timeout_s : 0;
+    pthread_mutex_unlock(&w->mu);
+    job->deadline = w->cur_deadline;
+    job->over = &w->cur_over;
     dray_result res;
     res.failed = res.deferred = 0;
     res.error_class[0] = res.message[0] = '\0';
@@ -278,6 +286,7 @@ process(dray__worker *w, dray__unit *u)
 
 done:
     dray__crash_job_end(w->crash_slot);
+    dray__sup_job_end(w);
     pthread_mutex_lock(&w->mu);
     /* Out of the stopper's sight first; a unit it already requeued is not
      * acked (a fetch provider sees exactly one of ack or requeue). */
@@ -286,6 +295,7 @@ done:
     memset(&w->cur, 0, sizeof w->cur);
     w->cur_class = w->cur_jid = NULL;
     w->requeued = 0;
+    w->cur_deadline = 0;
     pthread_mutex_unlock(&w->mu);
     if (ack)
         dray__fetch_ack(w, &fin);
@@ -326,6 +336,9 @@ dray__worker_main(void *arg)
             dray__outage_end(s);
         if (rc == 0)
             continue;
+        /* Supervised: the supervisor holds a copy from here (a neighbour's
+         * crash must not lose it), refined with jid and class at start. */
+        dray__sup_job_start(w, "?", "?", u.queue, u.payload, u.len, 0);
         if (atomic_load(&s->state) != DRAY__RUNNING) {
             /* Fetched while going quiet: straight back to the head, after
              * the ones fetched with it, so it stays first. */
@@ -342,6 +355,10 @@ dray__worker_main(void *arg)
             break;
         }
         process(w, &u);
+        if (dray__sup_isolate()) {
+            dray_server_stop(s); /* --isolate: this child's one job is done */
+            break;
+        }
     }
     atomic_store(&w->writing, 1); /* the stopper waits for these requeues */
     pthread_mutex_lock(&w->mu);

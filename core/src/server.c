@@ -86,6 +86,61 @@ build_info(dray_server *s)
     return s->info_json ? 0 : DRAY_ENOMEM;
 }
 
+/* A fresh identity (this pid, a new nonce) and the keys named after it. On
+ * out of memory a key is NULL: the callers check. */
+static void
+identity_keys(dray_server *s)
+{
+    char nonce[DRAY_JID_BYTES];
+    dray_jid_new(nonce);
+    nonce[12] = '\0'; /* 6 random bytes, as Sidekiq */
+    snprintf(s->identity, sizeof s->identity, "%s:%d:%s", s->hostname, (int)getpid(), nonce);
+    s->started_at = dray_now();
+    dray__buf b;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &s->cfg, s->identity);
+    dray__buf_adds(&b, ":workers");
+    s->k_work = b.p;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &s->cfg, s->identity);
+    dray__buf_adds(&b, ":work");
+    s->k_work7 = b.p;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &s->cfg, s->identity);
+    dray__buf_adds(&b, "-signals");
+    s->k_signals = b.p;
+    s->k_identity = dray__key(&s->cfg, s->identity);
+}
+
+int
+dray__server_child_init(dray_server *s)
+{
+    dray__free(s->k_work);
+    dray__free(s->k_work7);
+    dray__free(s->k_signals);
+    dray__free(s->k_identity);
+    free(s->info_json);
+    s->info_json = NULL;
+    identity_keys(s);
+    for (int i = 0; i < 2; i++) {
+        if (s->wake_pipe[i] >= 0)
+            close(s->wake_pipe[i]);
+        s->wake_pipe[i] = -1;
+    }
+    if (!s->k_identity || !s->k_work || !s->k_work7 || !s->k_signals || build_info(s) ||
+        pipe(s->wake_pipe))
+        return DRAY_ENOMEM;
+    for (int i = 0; i < 2; i++) {
+        fcntl(s->wake_pipe[i], F_SETFL, fcntl(s->wake_pipe[i], F_GETFL) | O_NONBLOCK);
+        fcntl(s->wake_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    atomic_store(&s->stop_flag, 0);
+    atomic_store(&s->stop_now_flag, 0);
+    atomic_store(&s->quiet_flag, 0);
+    atomic_store(&s->dump_flag, 0);
+    return 0;
+}
+
 int
 dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_t errlen)
 {
@@ -148,31 +203,12 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
         snprintf(s->hostname, sizeof s->hostname, "%s", dyno);
     else if (gethostname(s->hostname, sizeof s->hostname - 1))
         snprintf(s->hostname, sizeof s->hostname, "localhost");
-    char nonce[DRAY_JID_BYTES];
-    dray_jid_new(nonce);
-    nonce[12] = '\0'; /* 6 random bytes, as Sidekiq */
-    snprintf(s->identity, sizeof s->identity, "%s:%d:%s", s->hostname, (int)getpid(), nonce);
-    s->started_at = dray_now();
-    dray__buf b;
-    dray__buf_init(&b);
-    dray__key_buf(&b, &s->cfg, s->identity);
-    dray__buf_adds(&b, ":workers");
-    s->k_work = b.p;
-    dray__buf_init(&b);
-    dray__key_buf(&b, &s->cfg, s->identity);
-    dray__buf_adds(&b, ":work");
-    s->k_work7 = b.p;
-    dray__buf_init(&b);
-    dray__key_buf(&b, &s->cfg, s->identity);
-    dray__buf_adds(&b, "-signals");
-    s->k_signals = b.p;
+    identity_keys(s);
     s->k_queues = dray__key(&s->cfg, "queues");
     s->k_schedule = dray__key(&s->cfg, "schedule");
     s->k_retry = dray__key(&s->cfg, "retry");
     s->k_dead = dray__key(&s->cfg, "dead");
     s->k_processes = dray__key(&s->cfg, "processes");
-    /* The identity hash itself is namespaced too. */
-    s->k_identity = dray__key(&s->cfg, s->identity);
     if (!s->k_identity || !s->k_work || !s->k_work7 || !s->k_signals || !s->k_queues ||
         !s->k_schedule || !s->k_retry || !s->k_dead || !s->k_processes || !s->queues_spec ||
         build_info(s)) {

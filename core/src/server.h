@@ -30,6 +30,7 @@ typedef struct dray__handler {
     void *ud;
     dray_class_opts opts;
     char *retry_queue;
+    double timeout_s; /* dray_server_set_timeout; 0: none */
 } dray__handler;
 
 typedef struct dray__queue {
@@ -101,6 +102,8 @@ typedef struct dray__worker {
     atomic_uint_least64_t fetch_lost; /* blocking fetches whose reply was lost (may have popped) */
     uint_least64_t fetch_lost_flushed; /* of those, added to stat:fetch_lost; worker thread only */
     dray__metrics metrics;     /* this worker's execution metrics since the last flush */
+    double cur_deadline;       /* epoch seconds the running job's timeout ends, 0 none; mu */
+    atomic_int cur_over;       /* 1 once the heartbeat saw the running job past it */
 } dray__worker;
 
 struct dray_server {
@@ -169,6 +172,10 @@ void dray__crash_thread_end(int slot, void *altstack);
 void dray__crash_job_start(int slot, const char *jid, const char *klass, const char *queue,
                            const char *payload, size_t len);
 void dray__crash_job_end(int slot);
+/* In a child of dray_server_run_processes: shared memory where the fatal
+ * signal handler stores the index of the worker whose job crashed; NULL
+ * elsewhere. */
+extern atomic_int *dray__crash_culprit;
 
 /* processor.c */
 void *dray__worker_main(void *arg);
@@ -229,6 +236,30 @@ int dray__heartbeat_clear(struct dray_server *s, dray__conn *c);
 
 /* server.c */
 void dray__server_wake(struct dray_server *s);
+/* In a child forked by the supervisor, before dray_server_run: its own
+ * identity (pid, nonce), keys, heartbeat info and wake pipe; signal flags
+ * cleared. 0 or DRAY_ENOMEM. */
+int dray__server_child_init(struct dray_server *s);
+
+/* supervisor.c: process isolation (dray_server_run_processes) */
+/* A worker of a supervised child starts / ends a job: reported to the
+ * supervisor (nothing outside a child). timeout_s: the job's effective
+ * timeout, 0 for none. Worker thread. */
+void dray__sup_job_start(const dray__worker *w, const char *jid, const char *klass,
+                         const char *queue, const char *payload, size_t len, double timeout_s);
+void dray__sup_job_end(dray__worker *w);
+/* True in a supervised child (basic fetch): jobs are fetched with LMOVE into
+ * the worker's in-flight list <ns>dray:inflight:<identity>:<worker>, which
+ * the supervisor empties back into the queues if the child dies, and which
+ * the worker deletes when the job's outcome is recorded. */
+bool dray__sup_active(void);
+/* dray__fetch for a supervised child: keys in order; 1 with *u, 0 none. */
+int dray__sup_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u);
+/* True in an --isolate child: one job, then the child stops. */
+bool dray__sup_isolate(void);
+/* The job's effective timeout: its own "timeout" (seconds, > 0), else its
+ * class's (dray_server_set_timeout), else 0. */
+double dray__job_timeout(const dray_job *job, const dray__handler *h);
 /* How long a write that must not be lost (an outcome, a requeue, removing a
  * requeued copy) retries through a Redis outage before the payload is logged
  * whole as lost. At shutdown all of them share one window from the requeue. */

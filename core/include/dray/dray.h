@@ -336,6 +336,33 @@ DRAY_HANDLERS_EXPORT int dray_register_handlers(dray_server *s);
 /* Run until stopped: starts the workers, scheduler and heartbeat, blocks.
  * Returns 0 after a clean stop. */
 DRAY_API DRAY_WUR int dray_server_run(dray_server *s);
+/* Process isolation (dray run --processes N, --isolate; docs/cli.md). */
+typedef struct dray_process_opts {
+    int processes;   /* worker children kept running, 1-1024 */
+    int isolate;     /* 1: each child runs one job, then exits and is replaced */
+    int crash_limit; /* a job that killed its child this many times goes to the dead set
+                        (error_class Dray::ChildCrashed); <= 0: 3 */
+} dray_process_opts;
+/* Instead of dray_server_run, after handlers and modules are loaded: fork
+ * po->processes children that each run the server (own identity and process
+ * record) and supervise them until dray_server_stop: a child that dies is
+ * restarted (with backoff when it keeps dying) and the jobs it was running
+ * are requeued (at-least-once) or sent to the dead set at crash_limit; a job
+ * past its timeout has its child killed and goes through the retry path as
+ * Dray::JobTimeout. Stop/quiet/dump are forwarded to every child. Call from
+ * a process with no other threads. 0 after a clean stop; DRAY_EINVAL,
+ * DRAY_ENOMEM. */
+DRAY_API DRAY_WUR int dray_server_run_processes(dray_server *s, const dray_process_opts *po);
+/* A timeout in seconds (0: none) for jobs of a registered class; a job's own
+ * "timeout" field wins. Before run. DRAY_ENOTFOUND for an unknown class. */
+DRAY_API DRAY_WUR int dray_server_set_timeout(dray_server *s, const char *klass, double seconds);
+/* In a handler: the epoch seconds at which the running job's timeout ends
+ * (its "timeout" field, else its class's), or 0 when it has none. */
+DRAY_API double dray_job_deadline(const dray_job *job);
+/* In a handler: 1 once the job is flagged to stop (in thread mode, the
+ * heartbeat saw it past its deadline and logged it), else 0. A handler that
+ * polls it can give up cleanly; nothing stops one that does not. */
+DRAY_API int dray_job_cancelled(const dray_job *job);
 /* Quiet: stop fetching new jobs; running jobs finish. Any thread. */
 DRAY_API void dray_server_quiet(dray_server *s);
 /* Stop: quiet, wait up to the shutdown timeout, requeue what is left, exit

@@ -1,0 +1,801 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* Process isolation: dray_server_run_processes forks N children after the
+ * handlers and modules are loaded (copy-on-write), each running the usual
+ * dray_server_run with its own identity and Sidekiq process record. Every
+ * child reports the jobs its workers start and end over a socketpair; when a
+ * child dies the supervisor knows what it was running and accounts for it:
+ * requeued (basic fetch, at-least-once) with a crash count in the payload,
+ * dead after crash_limit crashes, or through the retry path with a timeout
+ * error when the supervisor killed it for a job past its timeout. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "server.h"
+
+#define CRASH_ERROR "Dray::ChildCrashed" /* error_class of a job that killed its child */
+#define TIMEOUT_ERROR "Dray::JobTimeout" /* error_class of a job killed at its timeout */
+#define CRASH_FIELD "dray_crashes"       /* payload field: children this job has killed */
+#define BACKOFF_MAX_S 30.0               /* longest wait before restarting a child */
+#define QUICK_DEATH_S 30.0               /* a child dying sooner than this backs off */
+
+/* ---- the child's side ------------------------------------------------------ */
+
+/* One record on the report socket: the header, then jid, class, queue and
+ * payload bytes. A start replaces the worker's slot, an end clears it. */
+typedef struct rec_hdr {
+    char type;        /* 'S' start, 'E' end, 'I' identity (in jid) */
+    int worker;       /* worker index in the child */
+    double timeout_s; /* 'S': effective timeout, 0 none */
+    uint32_t ljid, lclass, lqueue, lpayload;
+} rec_hdr;
+
+static int g_report_fd = -1; /* the child's end, -1 outside a child */
+static int g_isolate;        /* 1 in an --isolate child */
+static pthread_mutex_t g_report_mu = PTHREAD_MUTEX_INITIALIZER; /* one record at a time */
+
+bool
+dray__sup_active(void)
+{
+    return g_report_fd >= 0 && !dray__fetcher_active();
+}
+
+/* "<ns>dray:inflight:<identity>:<worker>" (dray__free it), or NULL. */
+static char *
+inflight_key(const struct dray_server *s, const char *identity, int worker)
+{
+    char suffix[400];
+    snprintf(suffix, sizeof suffix, "dray:inflight:%s:%d", identity, worker);
+    return dray__key(&s->cfg, suffix);
+}
+
+int
+dray__sup_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u)
+{
+    struct dray_server *s = w->srv;
+    char *dst = inflight_key(s, s->identity, w->index);
+    if (!dst)
+        return DRAY_ENOMEM;
+    int rc = dray__conn_ensure(&w->conn);
+    redisReply *r = NULL;
+    size_t hit = n;
+    /* Non-blocking in queue order, then block briefly on the first queue:
+     * a job moved is in the in-flight list even if the reply is lost. */
+    for (size_t i = 0; !rc && i < n && hit == n; i++) {
+        rc = dray__conn_cmdf(&w->conn, &r, "LMOVE %s %s RIGHT LEFT", keys[i], dst);
+        if (!rc && r && r->type == REDIS_REPLY_STRING)
+            hit = i;
+        else if (r) {
+            freeReplyObject(r);
+            r = NULL;
+        }
+    }
+    if (!rc && hit == n && n > 0) {
+        rc = dray__conn_cmdf(&w->conn, &r, "BLMOVE %s %s RIGHT LEFT 0.5", keys[0], dst);
+        if (!rc && r && r->type == REDIS_REPLY_STRING)
+            hit = 0;
+    }
+    dray__free(dst);
+    if (rc || hit == n) {
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    const char *name = keys[hit];
+    for (size_t q = 0; q < s->nqueues; q++)
+        if (!strcmp(s->queues[q].key, keys[hit]))
+            name = s->queues[q].name;
+    u->queue = dray__strdup(name);
+    u->payload = dray__malloc(r->len + 1);
+    if (!u->queue || !u->payload) {
+        dray__unit_clear(u);
+        freeReplyObject(r);
+        return DRAY_ENOMEM; /* it stays in the in-flight list: the supervisor requeues it */
+    }
+    memcpy(u->payload, r->str, r->len);
+    u->payload[r->len] = '\0';
+    u->len = r->len;
+    freeReplyObject(r);
+    return 1;
+}
+
+bool
+dray__sup_isolate(void)
+{
+    return g_isolate != 0;
+}
+
+double
+dray__job_timeout(const dray_job *job, const dray__handler *h)
+{
+    json_t *t = json_object_get(job->obj, "timeout");
+    if (json_is_number(t) && json_number_value(t) > 0)
+        return json_number_value(t);
+    return h ? h->timeout_s : 0;
+}
+
+static int
+send_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static void
+report(char type, int worker, double timeout_s, const char *jid, const char *klass,
+       const char *queue, const char *payload, size_t len)
+{
+    if (g_report_fd < 0)
+        return;
+    rec_hdr h;
+    memset(&h, 0, sizeof h);
+    h.type = type;
+    h.worker = worker;
+    h.timeout_s = timeout_s;
+    h.ljid = jid ? (uint32_t)strlen(jid) : 0;
+    h.lclass = klass ? (uint32_t)strlen(klass) : 0;
+    h.lqueue = queue ? (uint32_t)strlen(queue) : 0;
+    h.lpayload = (uint32_t)len;
+    pthread_mutex_lock(&g_report_mu);
+    /* A failed send means the supervisor is gone: PDEATHSIG stops us. */
+    if (!send_all(g_report_fd, &h, sizeof h) && !send_all(g_report_fd, jid, h.ljid) &&
+        !send_all(g_report_fd, klass, h.lclass) && !send_all(g_report_fd, queue, h.lqueue))
+        send_all(g_report_fd, payload, h.lpayload);
+    pthread_mutex_unlock(&g_report_mu);
+}
+
+void
+dray__sup_job_start(const dray__worker *w, const char *jid, const char *klass, const char *queue,
+                    const char *payload, size_t len, double timeout_s)
+{
+    report('S', w->index, timeout_s, jid, klass, queue, payload, len);
+}
+
+void
+dray__sup_job_end(dray__worker *w)
+{
+    if (dray__sup_active()) {
+        /* Its outcome is recorded: out of the in-flight list. If this fails
+         * the supervisor may requeue a finished job (at-least-once). */
+        char *k = inflight_key(w->srv, w->srv->identity, w->index);
+        if (k && dray__conn_cmdf(&w->conn, NULL, "DEL %s", k))
+            dray__log(DRAY_LOG_WARN, "cannot clear in-flight list %s: %s", k, w->conn.errstr);
+        dray__free(k);
+    }
+    report('E', w->index, 0, NULL, NULL, NULL, NULL, 0);
+}
+
+double
+dray_job_deadline(const dray_job *job)
+{
+    return job ? job->deadline : 0;
+}
+
+int
+dray_job_cancelled(const dray_job *job)
+{
+    return job && job->over && atomic_load(job->over);
+}
+
+int
+dray_server_set_timeout(dray_server *s, const char *klass, double seconds)
+{
+    if (!klass || !(seconds >= 0))
+        return DRAY_EINVAL;
+    for (size_t i = 0; i < s->nhandlers; i++) {
+        if (!strcmp(s->handlers[i].klass, klass)) {
+            s->handlers[i].timeout_s = seconds;
+            return 0;
+        }
+    }
+    return DRAY_ENOTFOUND;
+}
+
+/* ---- the supervisor's side ------------------------------------------------- */
+
+typedef struct run_job {
+    char *jid, *klass, *queue, *payload; /* owned; jid NULL: idle slot */
+    size_t len;
+    double started; /* monotonic */
+    double timeout_s;
+} run_job;
+
+typedef struct child {
+    pid_t pid;          /* 0: not running */
+    int fd;             /* supervisor's end of the report socket, -1 when closed */
+    char identity[256]; /* the child's Sidekiq identity, "" until reported */
+    dray__buf in;       /* bytes received, not yet a whole record */
+    run_job *jobs;      /* one per worker */
+    double started;     /* monotonic start */
+    double restart_at;  /* monotonic: start again from then (backoff) */
+    int quick_deaths;   /* consecutive deaths soon after start */
+    int killed_worker;  /* worker whose job we killed the child for, -1 none */
+    double kill_at;     /* monotonic: SIGKILL a stopping child from then, 0 none */
+} child;
+
+typedef struct sup {
+    dray_server *s;
+    dray_process_opts po;
+    child *kids;
+    dray__worker sw;     /* the supervisor's own link and retry context */
+    atomic_int *culprit; /* shared with the children: one per child, -1 none */
+    int stopping, quiet;
+} sup;
+
+static void
+job_clear(run_job *j)
+{
+    dray__free(j->jid);
+    dray__free(j->klass);
+    dray__free(j->queue);
+    dray__free(j->payload);
+    memset(j, 0, sizeof *j);
+}
+
+static char *
+dupn(const char *p, size_t n)
+{
+    char *c = dray__malloc(n + 1);
+    if (c) {
+        memcpy(c, p, n);
+        c[n] = '\0';
+    }
+    return c;
+}
+
+/* Take whole records off c->in. */
+static void
+parse_records(sup *S, child *c)
+{
+    size_t off = 0;
+    while (c->in.len - off >= sizeof(rec_hdr)) {
+        rec_hdr h;
+        memcpy(&h, c->in.p + off, sizeof h);
+        size_t body = (size_t)h.ljid + h.lclass + h.lqueue + h.lpayload;
+        if (c->in.len - off - sizeof h < body)
+            break;
+        const char *p = c->in.p + off + sizeof h;
+        off += sizeof h + body;
+        if (h.type == 'I') {
+            snprintf(c->identity, sizeof c->identity, "%.*s", (int)h.ljid, p);
+            continue;
+        }
+        if (h.worker < 0 || h.worker >= S->s->opts.concurrency)
+            continue;
+        run_job *j = &c->jobs[h.worker];
+        job_clear(j);
+        if (h.type != 'S')
+            continue;
+        j->jid = dupn(p, h.ljid);
+        j->klass = dupn(p + h.ljid, h.lclass);
+        j->queue = dupn(p + h.ljid + h.lclass, h.lqueue);
+        j->payload = dupn(p + h.ljid + h.lclass + h.lqueue, h.lpayload);
+        j->len = h.lpayload;
+        j->started = dray__mono();
+        j->timeout_s = h.timeout_s;
+        if (!j->jid || !j->klass || !j->queue || !j->payload)
+            dray__log(DRAY_LOG_ERROR, "supervisor: out of memory recording a running job");
+    }
+    if (off) {
+        memmove(c->in.p, c->in.p + off, c->in.len - off);
+        c->in.len -= off;
+    }
+}
+
+/* Read what the child sent; 0 at EOF or error (then the fd is closed). */
+static int
+drain(sup *S, child *c)
+{
+    for (;;) {
+        char buf[65536];
+        ssize_t k = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (k <= 0) {
+            parse_records(S, c);
+            close(c->fd);
+            c->fd = -1;
+            return 0;
+        }
+        dray__buf_add(&c->in, buf, (size_t)k);
+        parse_records(S, c);
+    }
+    return 1;
+}
+
+static void child_main(sup *S, int idx, int fd, const sigset_t *mask) __attribute__((noreturn));
+
+static void
+child_main(sup *S, int idx, int fd, const sigset_t *mask)
+{
+    dray_server *s = S->s;
+    setpgid(0, 0); /* terminal signals reach the supervisor, which forwards them */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    for (int i = 0; i < S->po.processes; i++)
+        if (i != idx && S->kids[i].fd >= 0)
+            close(S->kids[i].fd);
+    if (dray__server_child_init(s)) {
+        fprintf(stderr, "dray: child %d: out of memory\n", idx);
+        _exit(70);
+    }
+    g_report_fd = fd;
+    g_isolate = S->po.isolate;
+    pthread_sigmask(SIG_SETMASK, mask, NULL);
+    dray__crash_culprit = &S->culprit[idx];
+    report('I', 0, 0, s->identity, NULL, NULL, NULL, 0);
+    int rc = dray_server_run(s);
+    if (rc)
+        dray__log(DRAY_LOG_ERROR, "child %d: %s", idx, dray_server_errstr(s));
+    fflush(NULL);
+    _exit(rc ? 1 : 0);
+}
+
+static int
+child_start(sup *S, int idx)
+{
+    child *c = &S->kids[idx];
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+        return DRAY_EIO;
+    atomic_store(&S->culprit[idx], -1);
+    /* No Redis link crosses the fork: the child would share its socket. */
+    dray__conn_drop(&S->sw.conn);
+    /* Signals wait until the child has its own flags (child_init clears
+     * them): a TERM in between would be forgotten. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        close(sv[0]);
+        close(sv[1]);
+        return DRAY_EIO;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        child_main(S, idx, sv[1], &old);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(sv[1]);
+    fcntl(sv[0], F_SETFD, FD_CLOEXEC);
+    c->pid = pid;
+    c->fd = sv[0];
+    c->identity[0] = '\0';
+    c->in.len = 0;
+    c->started = dray__mono();
+    c->killed_worker = -1;
+    c->kill_at = 0;
+    if (S->quiet)
+        kill(pid, SIGTSTP);
+    dray__log(DRAY_LOG_INFO, "supervisor: child %d started (pid %d)", idx, (int)pid);
+    return 0;
+}
+
+static void
+signal_all(sup *S, int sig)
+{
+    for (int i = 0; i < S->po.processes; i++)
+        if (S->kids[i].pid > 0)
+            kill(S->kids[i].pid, sig);
+}
+
+/* A job its child died running: requeue it with its crash count, or to the
+ * dead set at crash_limit. Never loses it: a write that fails is logged whole. */
+static void
+account_crash(sup *S, run_job *j, const char *how, int culprit)
+{
+    dray_server *s = S->s;
+    dray_job *job = NULL;
+    char err[256];
+    json_t *o = NULL;
+    if (!dray_job_parse(j->payload, j->len, s->opts.max_payload, &job, err, sizeof err))
+        o = job->obj; /* parsed as a worker does: big integers kept exact */
+    json_int_t crashes = 0;
+    if (o) {
+        json_t *n = json_object_get(o, CRASH_FIELD);
+        crashes = (json_is_integer(n) ? json_integer_value(n) : 0) + (culprit ? 1 : 0);
+        if (crashes)
+            json_object_set_new(o, CRASH_FIELD, json_integer(crashes));
+    }
+    int dead = crashes >= S->po.crash_limit;
+    char msg[300];
+    if (culprit)
+        snprintf(msg, sizeof msg, "its child process %s while running it (crash %lld of %d)", how,
+                 (long long)crashes, S->po.crash_limit);
+    else
+        snprintf(msg, sizeof msg, "its child process %s while it ran beside the job at fault", how);
+    int rc;
+    size_t len = 0;
+    char *json = NULL;
+    if (o && dead) {
+        json_object_set_new(o, "error_class", json_string(CRASH_ERROR));
+        json_object_set_new(o, "error_message", json_string(msg));
+        json_object_set_new(o, "failed_at", dray__time_json(s->opts.timestamps_ms, dray_now()));
+    }
+    if (o)
+        json = dray__json_dump(o, &len);
+    dray_job_free(job);
+    dray__unit u = {j->queue, json ? json : j->payload, json ? len : j->len, NULL};
+    double until = dray__write_deadline(s);
+    do {
+        rc = dead ? dray__dead_add(&S->sw.conn, s, u.payload, u.len, dray_now())
+                  : dray__requeue(&S->sw.conn, s, &u);
+    } while (rc && dray__write_again(&S->sw.conn, rc, until));
+    if (rc)
+        dray__log_payload(DRAY_LOG_ERROR, j->jid, j->klass, u.payload, u.len,
+                          "job lost: cannot %s it after its child died (%s)",
+                          dead ? "kill" : "requeue", S->sw.conn.errstr);
+    else
+        dray__logj(DRAY_LOG_WARN, j->jid, j->klass, -1, "%s; %s", msg,
+                   dead ? "sent to the dead set as " CRASH_ERROR : "requeued");
+    free(json);
+}
+
+/* A job we killed its child for at its timeout: the retry path, as a failure
+ * of class Dray::JobTimeout. */
+static void
+account_timeout(sup *S, run_job *j)
+{
+    dray_job *job = NULL;
+    char err[256], msg[200];
+    if (dray_job_parse(j->payload, j->len, S->s->opts.max_payload, &job, err, sizeof err)) {
+        account_crash(S, j, "could not be parsed after a timeout", 1);
+        return;
+    }
+    if (!json_object_get(job->obj, "queue"))
+        json_object_set_new(job->obj, "queue", json_string(j->queue));
+    snprintf(msg, sizeof msg, "ran past its timeout of %gs; its child process was killed",
+             j->timeout_s);
+    dray__logj(DRAY_LOG_WARN, j->jid, j->klass, -1, "%s", msg);
+    S->sw.cur.payload = j->payload; /* for the retry code's last-resort logs */
+    S->sw.cur.len = j->len;
+    S->sw.cur.queue = j->queue;
+    dray__retry_or_die(&S->sw, job, dray__handler_find(S->s, j->klass), TIMEOUT_ERROR, msg);
+    memset(&S->sw.cur, 0, sizeof S->sw.cur);
+    dray_job_free(job);
+}
+
+static const char *
+sig_name(int sig)
+{
+    switch (sig) {
+    case SIGSEGV:
+        return "SIGSEGV";
+    case SIGABRT:
+        return "SIGABRT";
+    case SIGBUS:
+        return "SIGBUS";
+    case SIGFPE:
+        return "SIGFPE";
+    case SIGILL:
+        return "SIGILL";
+    case SIGKILL:
+        return "SIGKILL";
+    case SIGTERM:
+        return "SIGTERM";
+    default:
+        return "a signal";
+    }
+}
+
+/* Remove a dead child's process record, so Busy stops showing it and a
+ * reliable-fetch module sees it silent at once (no wait for orphan_after). */
+static void
+forget_identity(sup *S, const child *c)
+{
+    if (!c->identity[0])
+        return;
+    dray__buf b;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &S->s->cfg, c->identity);
+    char *k = b.p;
+    if (!k)
+        return;
+    int rc = dray__conn_cmdf(&S->sw.conn, NULL, "SREM %s %s", S->s->k_processes, c->identity);
+    if (!rc)
+        rc = dray__conn_cmdf(&S->sw.conn, NULL, "DEL %s %s:work %s:workers", k, k, k);
+    if (rc)
+        dray__log(DRAY_LOG_WARN, "supervisor: cannot remove the record of %s: %s", c->identity,
+                  S->sw.conn.errstr);
+    dray__free(k);
+}
+
+/* After a child ended: jobs left in its workers' in-flight lists that the
+ * supervisor had no record of (moved, not yet reported) go back to their
+ * queues when it crashed; then the lists are deleted. A clean exit requeued
+ * its unfinished jobs itself. Records still in c->jobs were accounted. */
+static void
+inflight_recover(sup *S, child *c, int crashed)
+{
+    dray_server *s = S->s;
+    for (int w = 0; w < s->opts.concurrency; w++) {
+        char *k = inflight_key(s, c->identity, w);
+        if (!k)
+            continue;
+        redisReply *r = NULL;
+        int rc = crashed ? dray__conn_cmdf(&S->sw.conn, &r, "LRANGE %s 0 -1", k) : 0;
+        for (size_t i = 0; !rc && r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+            redisReply *e = r->element[i];
+            if (e->type != REDIS_REPLY_STRING)
+                continue;
+            json_t *o = json_loadb(e->str, e->len, 0, NULL);
+            const char *q = json_string_value(json_object_get(o, "queue"));
+            dray__unit u = {(char *)(q ? q : "default"), e->str, e->len, NULL};
+            double until = dray__write_deadline(s);
+            int wr;
+            do {
+                wr = dray__requeue(&S->sw.conn, s, &u);
+            } while (wr && dray__write_again(&S->sw.conn, wr, until));
+            if (wr)
+                dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, e->str, e->len,
+                                  "job lost: cannot requeue it from a dead child's in-flight "
+                                  "list (%s)",
+                                  S->sw.conn.errstr);
+            else
+                dray__log(DRAY_LOG_WARN,
+                          "supervisor: requeued a job the dead child had fetched, not started");
+            json_decref(o);
+        }
+        if (r)
+            freeReplyObject(r);
+        if (!rc)
+            rc = dray__conn_cmdf(&S->sw.conn, NULL, "DEL %s", k);
+        if (rc)
+            dray__log(DRAY_LOG_ERROR, "supervisor: in-flight list %s: %s", k, S->sw.conn.errstr);
+        dray__free(k);
+    }
+}
+
+static void
+child_died(sup *S, int idx, int status)
+{
+    child *c = &S->kids[idx];
+    if (c->fd >= 0)
+        while (drain(S, c))
+            ; /* the child is gone: read to EOF */
+    char how[96];
+    int crashed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    if (WIFSIGNALED(status))
+        snprintf(how, sizeof how, "pid %d was killed by %s (%d)", (int)c->pid,
+                 sig_name(WTERMSIG(status)), WTERMSIG(status));
+    else
+        snprintf(how, sizeof how, "pid %d exited with status %d", (int)c->pid, WEXITSTATUS(status));
+    int culprit = atomic_load(&S->culprit[idx]);
+    int running = 0;
+    for (int w = 0; w < S->s->opts.concurrency; w++)
+        running += c->jobs[w].jid != NULL;
+    if (crashed || running)
+        dray__log(crashed ? DRAY_LOG_ERROR : DRAY_LOG_INFO,
+                  "supervisor: child %d (%s) %s, running %d job%s", idx, c->identity, how, running,
+                  running == 1 ? "" : "s");
+    for (int w = 0; w < S->s->opts.concurrency; w++) {
+        run_job *j = &c->jobs[w];
+        if (!j->jid)
+            continue;
+        dray__log(DRAY_LOG_WARN, "supervisor: child %d was running jid %s class %s queue %s", idx,
+                  j->jid, j->klass ? j->klass : "?", j->queue ? j->queue : "?");
+        /* A clean exit requeued its unfinished jobs itself (shutdown). A
+         * crash counts against the job whose thread took the fatal signal
+         * when the child's handler named it, else against every job there
+         * (SIGKILL, the OOM killer: no way to tell). */
+        int late = j->timeout_s > 0 && dray__mono() - j->started > j->timeout_s;
+        if (c->identity[0] && !dray__fetcher_active()) {
+            /* accounted from the record below: not again from the list */
+            char *k = inflight_key(S->s, c->identity, w);
+            if (k && dray__conn_cmdf(&S->sw.conn, NULL, "LREM %s 1 %b", k, j->payload, j->len))
+                dray__log(DRAY_LOG_WARN, "supervisor: %s: %s", k, S->sw.conn.errstr);
+            dray__free(k);
+        }
+        if (w == c->killed_worker || (c->killed_worker >= 0 && late))
+            account_timeout(S, j);
+        else if (crashed && !dray__fetcher_active())
+            account_crash(S, j, how, culprit < 0 ? c->killed_worker < 0 : culprit == w);
+        job_clear(j);
+    }
+    if (c->identity[0] && !dray__fetcher_active())
+        inflight_recover(S, c, crashed);
+    if (crashed)
+        forget_identity(S, c);
+    double lived = dray__mono() - c->started;
+    c->pid = 0;
+    c->quick_deaths = crashed && lived < QUICK_DEATH_S ? c->quick_deaths + 1 : 0;
+    double wait = 0;
+    if (c->quick_deaths > 0) {
+        wait = 0.1;
+        for (int i = 1; i < c->quick_deaths && wait < BACKOFF_MAX_S; i++)
+            wait *= 2;
+        if (wait > BACKOFF_MAX_S)
+            wait = BACKOFF_MAX_S;
+    }
+    c->restart_at = dray__mono() + wait;
+    if (wait >= 1)
+        dray__log(DRAY_LOG_WARN, "supervisor: child %d died %d times in a row; restarting in %.1fs",
+                  idx, c->quick_deaths, wait);
+}
+
+static void
+check_timeouts(sup *S)
+{
+    double now = dray__mono();
+    for (int i = 0; i < S->po.processes; i++) {
+        child *c = &S->kids[i];
+        if (c->pid <= 0 || c->killed_worker >= 0)
+            continue;
+        for (int w = 0; w < S->s->opts.concurrency; w++) {
+            run_job *j = &c->jobs[w];
+            if (j->jid && j->timeout_s > 0 && now - j->started > j->timeout_s) {
+                c->killed_worker = w;
+                kill(c->pid, SIGKILL);
+                break;
+            }
+        }
+    }
+}
+
+static void
+dump(sup *S)
+{
+    for (int i = 0; i < S->po.processes; i++) {
+        child *c = &S->kids[i];
+        dray__log(DRAY_LOG_INFO, "supervisor: child %d pid %d %s", i, (int)c->pid, c->identity);
+        for (int w = 0; w < S->s->opts.concurrency; w++)
+            if (c->jobs[w].jid)
+                dray__log(DRAY_LOG_INFO, "supervisor:   worker %d: jid %s class %s queue %s", w,
+                          c->jobs[w].jid, c->jobs[w].klass, c->jobs[w].queue);
+    }
+}
+
+int
+dray_server_run_processes(dray_server *s, const dray_process_opts *po)
+{
+    if (!po || po->processes < 1 || po->processes > 1024)
+        return DRAY_EINVAL;
+    sup S;
+    memset(&S, 0, sizeof S);
+    S.s = s;
+    S.po = *po;
+    if (S.po.crash_limit <= 0)
+        S.po.crash_limit = 3;
+    S.kids = dray__calloc((size_t)S.po.processes, sizeof *S.kids);
+    if (!S.kids)
+        return DRAY_ENOMEM;
+    size_t shm_len = (size_t)S.po.processes * sizeof(atomic_int);
+    S.culprit = mmap(NULL, shm_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (S.culprit == MAP_FAILED) {
+        dray__free(S.kids);
+        return DRAY_ENOMEM;
+    }
+    int rc = 0;
+    for (int i = 0; i < S.po.processes && !rc; i++) {
+        S.kids[i].fd = -1;
+        dray__buf_init(&S.kids[i].in);
+        S.kids[i].jobs = dray__calloc((size_t)s->opts.concurrency, sizeof(run_job));
+        if (!S.kids[i].jobs)
+            rc = DRAY_ENOMEM;
+    }
+    S.sw.srv = s;
+    S.sw.index = -1;
+    S.sw.crash_slot = -1;
+    pthread_mutex_init(&S.sw.mu, NULL);
+    dray__metrics_init(&S.sw.metrics);
+    dray__conn_init(&S.sw.conn, &s->cfg);
+    dray__handlers_sort(s);
+    dray__log(DRAY_LOG_INFO, "supervisor pid %d: %d child process%s%s, concurrency %d each",
+              (int)getpid(), S.po.processes, S.po.processes == 1 ? "" : "es",
+              S.po.isolate ? " (isolate: one job per child)" : "", s->opts.concurrency);
+    int alive = 0;
+    while (!rc) {
+        double now = dray__mono();
+        if (!S.stopping && atomic_load(&s->stop_flag)) {
+            S.stopping = 1;
+            dray__log(DRAY_LOG_INFO, "supervisor: stopping %d children", alive);
+            signal_all(&S, SIGTERM);
+            for (int i = 0; i < S.po.processes; i++)
+                S.kids[i].kill_at = now + s->opts.shutdown_timeout_s + 10;
+        }
+        if (S.stopping && atomic_exchange(&s->stop_now_flag, 0)) {
+            signal_all(&S, SIGINT); /* a child's second INT requeues at once */
+            signal_all(&S, SIGINT);
+        }
+        if (atomic_exchange(&s->quiet_flag, 0)) {
+            S.quiet = 1;
+            signal_all(&S, SIGTSTP);
+        }
+        if (atomic_exchange(&s->dump_flag, 0)) {
+            dump(&S);
+            signal_all(&S, SIGTTIN);
+        }
+        for (int i = 0; i < S.po.processes && !S.stopping; i++)
+            if (S.kids[i].pid == 0 && now >= S.kids[i].restart_at) {
+                if (child_start(&S, i))
+                    S.kids[i].restart_at = now + 1;
+            }
+        alive = 0;
+        for (int i = 0; i < S.po.processes; i++)
+            alive += S.kids[i].pid > 0;
+        if (S.stopping && alive == 0)
+            break;
+        struct pollfd fds[1025];
+        int map[1025], n = 0;
+        fds[n].fd = s->wake_pipe[0];
+        fds[n].events = POLLIN;
+        map[n++] = -1;
+        for (int i = 0; i < S.po.processes; i++)
+            if (S.kids[i].fd >= 0) {
+                fds[n].fd = S.kids[i].fd;
+                fds[n].events = POLLIN;
+                map[n++] = i;
+            }
+        int k = poll(fds, (nfds_t)n, 50);
+        if (k > 0) {
+            for (int f = 0; f < n; f++) {
+                if (!(fds[f].revents & (POLLIN | POLLHUP | POLLERR)))
+                    continue;
+                if (map[f] < 0) {
+                    char b[64];
+                    while (read(s->wake_pipe[0], b, sizeof b) > 0)
+                        ;
+                } else {
+                    drain(&S, &S.kids[map[f]]);
+                }
+            }
+        }
+        check_timeouts(&S);
+        now = dray__mono();
+        for (int i = 0; i < S.po.processes; i++)
+            if (S.kids[i].pid > 0 && S.kids[i].kill_at > 0 && now > S.kids[i].kill_at) {
+                dray__log(DRAY_LOG_WARN, "supervisor: child %d outlived the shutdown; killing it",
+                          i);
+                kill(S.kids[i].pid, SIGKILL);
+                S.kids[i].kill_at = 0;
+            }
+        int status;
+        pid_t p;
+        while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
+            for (int i = 0; i < S.po.processes; i++)
+                if (S.kids[i].pid == p)
+                    child_died(&S, i, status);
+        }
+    }
+    for (int i = 0; i < S.po.processes; i++) {
+        if (S.kids[i].pid > 0) { /* only on out of memory: do not leave orphans */
+            kill(S.kids[i].pid, SIGTERM);
+            waitpid(S.kids[i].pid, NULL, 0);
+        }
+        if (S.kids[i].fd >= 0)
+            close(S.kids[i].fd);
+        for (int w = 0; S.kids[i].jobs && w < s->opts.concurrency; w++)
+            job_clear(&S.kids[i].jobs[w]);
+        dray__free(S.kids[i].jobs);
+        dray__buf_close(&S.kids[i].in);
+    }
+    dray__free(S.kids);
+    munmap(S.culprit, shm_len);
+    dray__conn_close(&S.sw.conn);
+    dray__metrics_close(&S.sw.metrics);
+    pthread_mutex_destroy(&S.sw.mu);
+    dray__log(DRAY_LOG_INFO, "supervisor: stopped");
+    return rc;
+}
