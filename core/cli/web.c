@@ -1154,7 +1154,7 @@ route(web *w, struct MHD_Connection *c, const char *method, const char *url, req
     }
     dray_set s;
     if (!strcmp(url, "/assets/dray.css") || !strcmp(url, "/assets/dray.js")) {
-        int css = url[14] == 'c';
+        int css = !strcmp(url, "/assets/dray.css");
         o->ctype = css ? "text/css; charset=utf-8" : "text/javascript; charset=utf-8";
         web_buf_puts(&o->b, css ? web_css : web_js);
         return;

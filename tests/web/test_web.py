@@ -230,6 +230,8 @@ def browser_test():
 
         # Dashboard: totals from Redis, queue table, the live chart polls.
         visit("/")
+        check("embedded stylesheet applied", b.js("getComputedStyle(document.querySelector('nav'))"
+                                                  ".backgroundColor") == "rgb(139, 26, 26)")
         check("dashboard processed", b.js("document.getElementById('s-processed').textContent")
               == "1234")
         check("dashboard failed", b.js("document.getElementById('s-failed').textContent") == "56")
