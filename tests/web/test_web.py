@@ -283,6 +283,23 @@ def browser_test():
         check("bulk delete emptied retries", r.cmd("ZCARD", "retry") == 0)
         check("bulk flash", "delete: 2 done" in b.js("document.body.innerText"))
 
+        # A failure dray stored with a compressed backtrace (Sidekiq's form):
+        # the detail page inflates it and shows the lines as text; Delete.
+        r.cmd("LPUSH", "queue:busy", json.dumps({"class": "WebFail", "args": [], "jid": "jidfail00001",
+                                                 "queue": "busy", "retry": 3, "backtrace": True}))
+        wait_for(lambda: r.cmd("ZCARD", "retry") == 1, 15, "WebFail in the retry set")
+        stored = json.loads(r.cmd("ZRANGE", "retry", 0, 0)[0])
+        check("dray stored the backtrace compressed", isinstance(stored.get("error_backtrace"), str))
+        visit("/retries/jidfail00001")
+        text = b.js("document.body.innerText")
+        check("compressed backtrace shown", "web_jobs.c:30:in `web_fail'" in text and
+              "<script>window.__bt=1</script>" in text, text)
+        check("error message as text", "WebError: <i>failed</i> jidfail00001" in text)
+        check("backtrace script never ran", b.js("typeof window.__bt") == "undefined")
+        shot("retry-backtrace.png")
+        click("#delete")
+        check("delete emptied retries", r.cmd("ZCARD", "retry") == 0)
+
         # Scheduled: Kill moves the job to the dead set.
         visit("/scheduled/jidsched0001")
         click("#kill")
