@@ -36,6 +36,7 @@
 #define WEB_SCAN_ROUNDS 50          /* ZSCAN calls per search page: bounds one request */
 #define WEB_ARGS_SHOWN 300          /* bytes of args shown in a list row */
 #define WEB_CSRF_HEX 64             /* hex digits of the session token */
+#define WEB_METRICS_MINUTES 60      /* window of the per-class figures */
 #define WEB_MAX_BACKTRACE (1 << 20) /* inflated backtrace bytes kept: bounds a zip bomb */
 
 enum { OPT_LISTEN = 2000, OPT_TOKEN, OPT_BASIC, OPT_READ_ONLY, OPT_PAGE_SIZE };
@@ -1086,6 +1087,8 @@ metric_head(web_buf *b, const char *name, const char *type, const char *help)
     web_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+static void class_metrics(web *w, web_buf *b);
+
 static int
 page_metrics(web *w, out *o)
 {
@@ -1164,9 +1167,127 @@ page_metrics(web *w, out *o)
     metric_head(b, "dray_redis_rtt_seconds", "gauge", "PING round trip from dray web to Redis.");
     web_buf_printf(b, "dray_redis_rtt_seconds %.6f\n",
                    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    class_metrics(w, b);
     dray_api_queues_free(q, nq);
     dray_api_processes_free(p, np);
     return 0;
+}
+
+/* Per-class figures of the last WEB_METRICS_MINUTES minutes from Sidekiq 7's
+ * execution metrics (core/src/metrics.c): the "j|YYYYMMDD|H:M" hashes and
+ * the "Class-DD-HH:M" BITFIELD histograms, summed in one script (one round
+ * trip per scrape). Reply: class, processed, failed, ms, then the 26 bucket
+ * counts, repeated. */
+static const char metrics_lua[] =
+    "local ns = ARGV[1]\n"
+    "local cls, order = {}, {}\n"
+    "for i = 2, #ARGV, 2 do\n"
+    "  local h = redis.call('HGETALL', ns .. 'j|' .. ARGV[i])\n"
+    "  for j = 1, #h, 2 do\n"
+    "    local name, kind = string.match(h[j], '^(.*)|(%a+)$')\n"
+    "    if name and (kind == 'p' or kind == 'f' or kind == 'ms') then\n"
+    "      local c = cls[name]\n"
+    "      if not c then\n"
+    "        c = {p = 0, f = 0, ms = 0, b = {}}\n"
+    "        for x = 1, 26 do c.b[x] = 0 end\n"
+    "        cls[name] = c\n"
+    "        order[#order + 1] = name\n"
+    "      end\n"
+    "      c[kind] = c[kind] + tonumber(h[j + 1])\n"
+    "      if kind == 'ms' then\n"
+    "        local args = {'BITFIELD_RO', ns .. name .. '-' .. ARGV[i + 1]}\n"
+    "        for x = 0, 25 do args[#args + 1] = 'GET'; args[#args + 1] = 'u16';"
+    " args[#args + 1] = '#' .. x end\n"
+    "        local v = redis.call(unpack(args))\n"
+    "        for x = 1, 26 do c.b[x] = c.b[x] + (v[x] or 0) end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local out = {}\n"
+    "for _, name in ipairs(order) do\n"
+    "  local c = cls[name]\n"
+    "  out[#out + 1] = name; out[#out + 1] = c.p; out[#out + 1] = c.f; out[#out + 1] = c.ms\n"
+    "  for x = 1, 26 do out[#out + 1] = c.b[x] end\n"
+    "end\n"
+    "return out\n";
+
+/* Sidekiq's bucket bounds in seconds (shared.rb), the last is +Inf. */
+static const char *const bucket_le[] = {"0.02",  "0.03", "0.045", "0.065", "0.1", "0.15", "0.225",
+                                        "0.335", "0.5",  "0.75",  "1.1",   "1.7", "2.5",  "3.8",
+                                        "5.75",  "8.5",  "13",    "20",    "30",  "45",   "65",
+                                        "100",   "150",  "225",   "335",   "+Inf"};
+
+/* Append the per-class metrics. When Redis refuses the script, a comment
+ * says why and the rest of the page stands. */
+static void
+class_metrics(web *w, web_buf *b)
+{
+    enum { MINUTES = WEB_METRICS_MINUTES };
+    char keys[2 * MINUTES][48];
+    const char *argv[3 + 1 + 2 * MINUTES];
+    int n = 0;
+    argv[n++] = "EVAL";
+    argv[n++] = metrics_lua;
+    argv[n++] = "0";
+    argv[n++] = w->ns;
+    time_t now = time(NULL);
+    for (int m = 0; m < MINUTES; m++) {
+        time_t t = now - 60 * m;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(keys[2 * m], sizeof keys[0], "%04d%02d%02d|%d:%d", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min);
+        snprintf(keys[2 * m + 1], sizeof keys[0], "%02d-%02d:%d", tm.tm_mday, tm.tm_hour,
+                 tm.tm_min);
+        argv[n++] = keys[2 * m];
+        argv[n++] = keys[2 * m + 1];
+    }
+    json_t *r = NULL;
+    if (dray_api_command(w->api, n, argv, &r)) {
+        web_buf_puts(b, "# per-class metrics unavailable: ");
+        web_buf_puts(b, dray_api_errstr(w->api));
+        web_buf_puts(b, "\n");
+        return;
+    }
+    size_t per = 4 + 26, nc = json_array_size(r) / per;
+    metric_head(b, "dray_job_processed_last_hour", "gauge",
+                "Jobs of a class run in the last 60 minutes (Sidekiq 7 execution metrics).");
+    for (size_t i = 0; i < nc; i++) {
+        web_buf_puts(b, "dray_job_processed_last_hour{class=\"");
+        web_buf_label(b, json_string_value(json_array_get(r, i * per)) ?: "");
+        web_buf_printf(b, "\"} %lld\n",
+                       (long long)json_integer_value(json_array_get(r, i * per + 1)));
+    }
+    metric_head(b, "dray_job_failed_last_hour", "gauge",
+                "Jobs of a class that failed in the last 60 minutes.");
+    for (size_t i = 0; i < nc; i++) {
+        web_buf_puts(b, "dray_job_failed_last_hour{class=\"");
+        web_buf_label(b, json_string_value(json_array_get(r, i * per)) ?: "");
+        web_buf_printf(b, "\"} %lld\n",
+                       (long long)json_integer_value(json_array_get(r, i * per + 2)));
+    }
+    metric_head(b, "dray_job_duration_last_hour_seconds", "histogram",
+                "Run time of the successful jobs of a class in the last 60 minutes (a sliding "
+                "window, not a counter: use histogram_quantile without rate).");
+    for (size_t i = 0; i < nc; i++) {
+        const char *klass = json_string_value(json_array_get(r, i * per)) ?: "";
+        long long cum = 0;
+        for (int k = 0; k < 26; k++) {
+            cum += (long long)json_integer_value(json_array_get(r, i * per + 4 + (size_t)k));
+            web_buf_puts(b, "dray_job_duration_last_hour_seconds_bucket{class=\"");
+            web_buf_label(b, klass);
+            web_buf_printf(b, "\",le=\"%s\"} %lld\n", bucket_le[k], cum);
+        }
+        web_buf_puts(b, "dray_job_duration_last_hour_seconds_count{class=\"");
+        web_buf_label(b, klass);
+        web_buf_printf(b, "\"} %lld\n", cum);
+        web_buf_puts(b, "dray_job_duration_last_hour_seconds_sum{class=\"");
+        web_buf_label(b, klass);
+        web_buf_printf(b, "\"} %.3f\n",
+                       (double)json_integer_value(json_array_get(r, i * per + 3)) / 1000.0);
+    }
+    json_decref(r);
 }
 
 /* ---- dispatch ------------------------------------------------------------ */

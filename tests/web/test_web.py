@@ -421,9 +421,10 @@ def metrics_test():
         fams = {f.name: f for f in text_string_to_metric_families(body)}
 
         def value(name, **labels):
-            for s in fams[name].samples:
-                if s.labels == labels:
-                    return s.value
+            for fam in fams.values():
+                for s in fam.samples:
+                    if s.name in (name, name + "_total") and s.labels == labels:
+                        return s.value
             return None
         check("processed counter", fams["dray_processed"].type == "counter" and
               fams["dray_processed"].samples[0].name == "dray_processed_total" and
@@ -441,6 +442,47 @@ def metrics_test():
         check("process rss", rss is not None and rss > 0, rss)
         rtt = value("dray_redis_rtt_seconds")
         check("redis rtt", rtt is not None and 0 < rtt < 1, rtt)
+        # Per-class figures from the worker's Sidekiq 7 execution metrics:
+        # known answers from jobs run here (5 fast, 2 of 50 ms, 1 failure).
+        for klass, args, n in (("WebOk", "[]", 5), ("WebSleep", "[50]", 2),
+                               ("WebFail", "[]", 1)):
+            subprocess.run([DRAY, "push", klass, args, "-q", "busy", "--count", str(n),
+                            "--retry", "false", "--redis-url", r.url], check=True,
+                           capture_output=True)
+        # The worker writes its metrics each minute and when it stops: stop it
+        # once the queue is drained and nothing runs.
+        wait_for(lambda: r.cmd("LLEN", "queue:busy") == 0 and r.cmd("HLEN", identity + ":work") == 0,
+                 30, "the 8 jobs to run")
+        worker.terminate()
+        check("worker stopped cleanly", worker.wait(20) == 0)
+        worker = None
+
+        def scrape():
+            st, _, body = http("GET", web.base + "/metrics")
+            f = {x.name: x for x in text_string_to_metric_families(body)}
+            return f if "dray_job_processed_last_hour" in f and len(
+                f["dray_job_processed_last_hour"].samples) == 3 else None
+        fams = wait_for(scrape, 30, "the per-class metrics of 3 classes")
+        check("processed per class", value("dray_job_processed_last_hour", **{"class": "WebOk"})
+              == 5 and value("dray_job_processed_last_hour", **{"class": "WebSleep"}) == 2 and
+              value("dray_job_processed_last_hour", **{"class": "WebFail"}) == 1)
+        check("failed per class", value("dray_job_failed_last_hour", **{"class": "WebFail"}) == 1
+              and value("dray_job_failed_last_hour", **{"class": "WebOk"}) == 0)
+        h = fams["dray_job_duration_last_hour_seconds"]
+        check("duration is a histogram", h.type == "histogram")
+
+        def bucket(klass, le):
+            return value("dray_job_duration_last_hour_seconds_bucket", **{"class": klass, "le": le})
+        check("fast jobs in the first bucket", bucket("WebOk", "0.02") == 5, bucket("WebOk", "0.02"))
+        check("50 ms jobs in [45, 65) ms", bucket("WebSleep", "0.045") == 0 and
+              bucket("WebSleep", "0.065") == 2, (bucket("WebSleep", "0.045"),
+                                                 bucket("WebSleep", "0.065")))
+        check("+Inf bucket equals count", bucket("WebSleep", "+Inf") == 2 and
+              value("dray_job_duration_last_hour_seconds_count", **{"class": "WebSleep"}) == 2)
+        total = value("dray_job_duration_last_hour_seconds_sum", **{"class": "WebSleep"})
+        check("sum ~0.1 s", total is not None and 0.1 <= total < 0.5, total)
+        check("failures not in the histogram", bucket("WebFail", "+Inf") in (None, 0))
+
         # A queue name that needs label escaping still parses.
         r.cmd("SADD", "queues", 'we"ird\\q')
         r.cmd("LPUSH", 'queue:we"ird\\q', job("X", "jidweird0001", [1]))
