@@ -33,6 +33,7 @@ enum {
     OPT_COUNT,
     OPT_LIMIT,
     OPT_OFFSET,
+    OPT_LOG_FORMAT,
 };
 
 /* The options every command accepts (see cli_common_opt). */

@@ -66,6 +66,7 @@ static const char help_run[] =
     "      --set KEY=VALUE      any config key, e.g. --set pro.webhook_url=https://...\n"
     "  -v, --verbose            debug logging\n"
     "      --log-jobs           log a line when each job starts and ends\n"
+    "      --log-format FMT     text (default) or json: one JSON object a line, same fields\n"
     "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
     "\n"
     "Signals: TERM or INT stop (wait --timeout, then requeue unfinished jobs; a\n"

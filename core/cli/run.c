@@ -111,6 +111,7 @@ cli_cmd_run(int argc, char **argv)
         {"label", required_argument, NULL, OPT_LABEL},
         {"module", required_argument, NULL, OPT_MODULE},
         {"log-jobs", no_argument, NULL, OPT_LOG_JOBS},
+        {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
         {"set", required_argument, NULL, OPT_SET},
         CLI_COMMON_LONGOPTS,
         {NULL, 0, NULL, 0},
@@ -154,6 +155,14 @@ cli_cmd_run(int argc, char **argv)
             break;
         case OPT_LOG_JOBS:
             r = cli_flag_push(&ctx, "--log-jobs", "log_jobs", "yes", 0);
+            break;
+        case OPT_LOG_FORMAT: /* before anything logs; process-wide */
+            if (strcmp(optarg, "text") && strcmp(optarg, "json")) {
+                r = cli_usage(&ctx, "--log-format takes text or json, not '%s'", optarg);
+                goto fail;
+            }
+            dray_log_set_format(strcmp(optarg, "json") ? DRAY_LOG_FORMAT_TEXT
+                                                       : DRAY_LOG_FORMAT_JSON);
             break;
         case OPT_SET: {
             const char *eq = strchr(optarg, '=');

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-3.0-or-later
 """test_web: `dray web` against its own redis-server and a real `dray run`.
 
-    python3 test_web.py browser|metrics DRAY WEB_JOBS_SO SHOTS_DIR
+    python3 test_web.py browser|metrics|logs DRAY WEB_JOBS_SO SHOTS_DIR
 
 browser: headless Chromium (tests/interop/webui_driver.py's Browser) walks the
 pages, asserts on the DOM (a job arg holding <script> renders as text and
@@ -9,6 +9,7 @@ never runs), clicks Retry/Delete/Kill/bulk/Quiet/Stop and checks Redis after
 each; CSRF, read-only, auth and paging are checked over plain HTTP.
 metrics: /metrics parsed by python3-prometheus-client, every figure compared
 with Redis.
+logs: `dray run --log-format json` lines parse and carry the text fields.
 Exit 0, 1 on a failed check, 77 (Skipped) when chromium, python3-websocket
 or python3-prometheus-client is missing. Prints "N passed, N failed".
 """
@@ -499,11 +500,57 @@ def metrics_test():
     return 0
 
 
+def logs_test():
+    """--log-format json: every line one JSON object with the text format's
+    fields (ts, level, thread, jid, class, elapsed_ms, msg), hostile class
+    names escaped."""
+    r = Redis()
+    try:
+        out = {}
+        for fmt in ("text", "json"):
+            r.cmd("FLUSHALL")
+            for klass in ("WebOk", "WebFail", 'No"Such\nClass\\'):
+                subprocess.run([DRAY, "push", klass, "[]", "-q", "busy", "--retry", "false",
+                                "--redis-url", r.url], check=True, capture_output=True)
+            p, log = run_dray(r, "--log-format", fmt, "--log-jobs")
+            wait_for(lambda: r.cmd("LLEN", "queue:busy") == 0 and
+                     int(r.cmd("GET", "stat:processed") or 0) >= 3, 30, "3 jobs run (" + fmt + ")")
+            p.terminate()
+            check("worker (%s) stopped cleanly" % fmt, p.wait(20) == 0)
+            out[fmt] = open(log, "rb").read().decode("utf-8", "replace").splitlines()
+            os.unlink(log)
+        objs = []
+        for line in out["json"]:
+            try:
+                objs.append(json.loads(line))
+            except ValueError as e:
+                check("json line parses", False, "%s: %r" % (e, line))
+        check("every json line parses", len(objs) == len(out["json"]) and objs, len(objs))
+        check("every line has ts, level, thread, msg",
+              all({"ts", "level", "thread", "msg"} <= set(o) for o in objs))
+        done = [o for o in objs if o.get("class") == "WebOk" and "elapsed_ms" in o]
+        check("job line has jid, class, elapsed_ms", done and len(done[0]["jid"]) == 24, done)
+        check("hostile class escaped", any(o.get("class") == 'No"Such\nClass\\' for o in objs))
+        txt = [l for l in out["text"] if "class=WebOk" in l and "elapsed=" in l]
+        m = txt and re.match(r"^(\S+) (\w+)\s+(\S+) jid=(\w+) class=(\S+) elapsed=[0-9.]+ms (.*)$",
+                             txt[0])
+        check("text job line has the same fields", m and done and m.group(2) == done[0]["level"]
+              and m.group(6) == done[0]["msg"], (txt[:1], done[:1]))
+        levels = sorted({o["level"] for o in objs})
+        check("levels as in text", set(levels) <= {"DEBUG", "INFO", "WARN", "ERROR"}, levels)
+        st = subprocess.run([DRAY, "run", "--log-format", "xml"], capture_output=True, text=True)
+        check("bad --log-format is a usage error", st.returncode == 2 and "text or json"
+              in st.stderr, st.stderr)
+    finally:
+        r.stop()
+    return 0
+
+
 def main():
     if shutil.which("redis-server") is None:
         print("redis-server is missing: Skipped")
         return SKIP
-    rc = browser_test() if MODE == "browser" else metrics_test()
+    rc = {"browser": browser_test, "metrics": metrics_test, "logs": logs_test}[MODE]()
     if rc == SKIP:
         return SKIP
     print("%d passed, %d failed" % (len(PASSED), len(FAILED)))

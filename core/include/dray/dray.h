@@ -405,6 +405,13 @@ typedef void (*dray_log_fn)(dray_log_level level, const char *line, void *userda
 /* Replace the log sink (default: stderr). Process-wide; call before starting. */
 DRAY_API void dray_log_set_sink(dray_log_fn fn, void *userdata);
 DRAY_API void dray_log_set_level(dray_log_level level);
+/* Line format of the default and user sinks: 0 text ("<time> <LEVEL>
+ * <thread> jid=.. class=.. elapsed=..ms message"), 1 JSON (one object a
+ * line with the same fields: ts, level, thread, jid, class, elapsed_ms,
+ * msg, and payload_bytes/payload for lost-job dumps). Process-wide. */
+#define DRAY_LOG_FORMAT_TEXT 0
+#define DRAY_LOG_FORMAT_JSON 1
+DRAY_API void dray_log_set_format(int format);
 
 #ifdef __cplusplus
 }
