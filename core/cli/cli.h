@@ -34,6 +34,9 @@ enum {
     OPT_LIMIT,
     OPT_OFFSET,
     OPT_LOG_FORMAT,
+    OPT_STATSD,
+    OPT_STATSD_FORMAT,
+    OPT_STATSD_PREFIX,
 };
 
 /* The options every command accepts (see cli_common_opt). */

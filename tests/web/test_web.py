@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-3.0-or-later
 """test_web: `dray web` against its own redis-server and a real `dray run`.
 
-    python3 test_web.py browser|metrics|logs DRAY WEB_JOBS_SO SHOTS_DIR
+    python3 test_web.py browser|metrics|logs|statsd DRAY WEB_JOBS_SO SHOTS_DIR
 
 browser: headless Chromium (tests/interop/webui_driver.py's Browser) walks the
 pages, asserts on the DOM (a job arg holding <script> renders as text and
@@ -10,6 +10,8 @@ each; CSRF, read-only, auth and paging are checked over plain HTTP.
 metrics: /metrics parsed by python3-prometheus-client, every figure compared
 with Redis.
 logs: `dray run --log-format json` lines parse and carry the text fields.
+statsd: `dray run --statsd` datagrams read by a UDP listener here; a
+listener that never reads, or none, neither slows nor loses jobs.
 Exit 0, 1 on a failed check, 77 (Skipped) when chromium, python3-websocket
 or python3-prometheus-client is missing. Prints "N passed, N failed".
 """
@@ -546,11 +548,116 @@ def logs_test():
     return 0
 
 
+def statsd_test():
+    """dray run --statsd: Sidekiq Pro's job metrics as DogStatsD/statsd UDP,
+    read by a listener here; a listener that never reads, or none at all,
+    must not slow or lose a job."""
+    r = Redis()
+    try:
+        def run_jobs(flags, jobs, want_processed):
+            r.cmd("FLUSHALL")
+            for klass, args, n in jobs:
+                subprocess.run([DRAY, "push", klass, args, "-q", "busy", "--count", str(n),
+                                "--retry", "false", "--redis-url", r.url], check=True,
+                               capture_output=True)
+            t0 = time.monotonic()
+            p, log = run_dray(r, *flags)
+            wait_for(lambda: p.poll() is None and r.cmd("LLEN", "queue:busy") == 0 and
+                     r.cmd("SMEMBERS", "processes") and
+                     r.cmd("HLEN", r.cmd("SMEMBERS", "processes")[0] + ":work") == 0,
+                     60, "the jobs to run")
+            took = time.monotonic() - t0
+            p.terminate()
+            rc = p.wait(20)
+            text = open(log).read()
+            os.unlink(log)
+            check("worker stopped cleanly (%s)" % " ".join(flags), rc == 0, text[-500:])
+            got = int(r.cmd("GET", "stat:processed") or 0)
+            check("every job ran: %d of %d" % (got, want_processed), got == want_processed)
+            return took
+
+        def listener(rcvbuf=0):
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            if rcvbuf:
+                u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            u.bind(("127.0.0.1", 0))
+            return u
+
+        def drain(u, until, timeout=15):
+            lines = []
+            u.settimeout(0.2)
+            end = time.monotonic() + timeout
+            while time.monotonic() < end and not until(lines):
+                try:
+                    lines += u.recv(65536).decode().split("\n")
+                except socket.timeout:
+                    pass
+            return lines
+
+        # DogStatsD (the default): tags worker and queue.
+        u = listener()
+        run_jobs(["--statsd", "127.0.0.1:%d" % u.getsockname()[1]],
+                 [("WebOk", "[]", 3), ("WebFail", "[]", 1)], 4)
+        lines = drain(u, lambda ls: sum(l.startswith("jobs.count:") for l in ls) >= 4)
+        ok_tag, fail_tag = "|#worker:WebOk,queue:busy", "|#worker:WebFail,queue:busy"
+        check("dogstatsd jobs.count", lines.count("jobs.count:1|c" + ok_tag) == 3 and
+              lines.count("jobs.count:1|c" + fail_tag) == 1, lines)
+        check("dogstatsd jobs.success", lines.count("jobs.success:1|c" + ok_tag) == 3)
+        check("dogstatsd jobs.failure", lines.count("jobs.failure:1|c" + fail_tag) == 1)
+        perf = [l for l in lines if l.startswith("jobs.perform:")]
+        check("dogstatsd jobs.perform timings", len(perf) == 4 and all(
+            re.match(r"^jobs\.perform:[0-9.]+\|ms\|#worker:Web(Ok|Fail),queue:busy$", l)
+            for l in perf), perf)
+        u.close()
+
+        # Plain statsd with a prefix: per-class names, a 30 ms job timed.
+        u = listener()
+        run_jobs(["--statsd", "127.0.0.1:%d" % u.getsockname()[1], "--statsd-format", "statsd",
+                  "--statsd-prefix", "app."], [("WebSleep", "[30]", 2)], 2)
+        lines = drain(u, lambda ls: sum(l.startswith("app.jobs.WebSleep.perform:") for l in ls)
+                      >= 2)
+        times = [float(l.split(":")[1].split("|")[0]) for l in lines
+                 if l.startswith("app.jobs.WebSleep.perform:")]
+        check("statsd per-class timing >= 30 ms", len(times) == 2 and min(times) >= 30, times)
+        check("statsd counters", lines.count("app.jobs.count:1|c") == 2 and
+              lines.count("app.jobs.success:1|c") == 2 and
+              lines.count("app.jobs.WebSleep.success:1|c") == 2, lines)
+        u.close()
+
+        # Attack: a listener that never reads (its buffer fills at once), then
+        # none at all (ICMP refusals): 2000 jobs each, none lost, none stuck.
+        n = 2000
+        base = run_jobs([], [("WebOk", "[]", n)], n)
+        stalled = listener(rcvbuf=1024)
+        took_stall = run_jobs(["--statsd", "127.0.0.1:%d" % stalled.getsockname()[1]],
+                              [("WebOk", "[]", n)], n)
+        gone = listener()
+        port = gone.getsockname()[1]
+        gone.close()
+        took_gone = run_jobs(["--statsd", "127.0.0.1:%d" % port], [("WebOk", "[]", n)], n)
+        print("2000 jobs: no statsd %.2f s, stalled listener %.2f s, no listener %.2f s"
+              % (base, took_stall, took_gone))
+        check("a stalled listener does not slow jobs down (< 3x + 2 s)",
+              took_stall < 3 * base + 2, (base, took_stall))
+        check("an absent listener does not slow jobs down (< 3x + 2 s)",
+              took_gone < 3 * base + 2, (base, took_gone))
+        stalled.close()
+        st = subprocess.run([DRAY, "run", "--redis-url", r.url, "--require", JOBS_SO,
+                             "--statsd", "no-such-host.invalid:8125"], capture_output=True,
+                            text=True, timeout=60)
+        check("unresolvable statsd host is a config error (exit 4)", st.returncode == 4 and
+              "statsd: cannot resolve" in st.stderr, (st.returncode, st.stderr))
+    finally:
+        r.stop()
+    return 0
+
+
 def main():
     if shutil.which("redis-server") is None:
         print("redis-server is missing: Skipped")
         return SKIP
-    rc = {"browser": browser_test, "metrics": metrics_test, "logs": logs_test}[MODE]()
+    rc = {"browser": browser_test, "metrics": metrics_test, "logs": logs_test,
+          "statsd": statsd_test}[MODE]()
     if rc == SKIP:
         return SKIP
     print("%d passed, %d failed" % (len(PASSED), len(FAILED)))

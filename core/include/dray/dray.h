@@ -321,6 +321,15 @@ DRAY_API DRAY_WUR int dray_server_register(dray_server *s, const char *klass, dr
                                            void *userdata, const dray_class_opts *copts);
 DRAY_API int dray_server_on_error(dray_server *s, dray_error_fn fn, void *userdata);
 DRAY_API int dray_server_on_death(dray_server *s, dray_error_fn fn, void *userdata);
+/* Send every finished job to statsd at addr ("host:port", UDP) as Sidekiq
+ * Pro's metrics: jobs.count, jobs.success / jobs.failure, jobs.perform (ms);
+ * dogstatsd 1 tags them "#worker:<class>,queue:<q>", 0 adds per-class names
+ * (jobs.<Class>.success, jobs.<Class>.perform). prefix ("myapp.") may be
+ * NULL. Never delays a job: datagrams a full or absent listener refuses are
+ * dropped. Before dray_server_run. DRAY_ECONFIG (reason in
+ * dray_server_errstr) when addr cannot be resolved. */
+DRAY_API int dray_server_statsd(dray_server *s, const char *addr, int dogstatsd,
+                                const char *prefix);
 /* Load handlers from a shared library exporting
  * `int dray_register_handlers(dray_server *s)`. */
 DRAY_API DRAY_WUR int dray_server_require(dray_server *s, const char *path);
