@@ -657,7 +657,7 @@ pager(out *o, const char *base, size_t page, int more, const char *extra)
     if (page > 0) {
         web_buf_puts(&o->b, "<a class=\"prev\" href=\"");
         html(&o->b, base);
-        web_buf_printf(&o->b, "?page=%zu%s\">&laquo; newer page</a>", page - 1, extra);
+        web_buf_printf(&o->b, "?page=%zu%s\">&laquo; previous page</a>", page - 1, extra);
     }
     web_buf_printf(&o->b, "page %zu", page + 1);
     if (more) {
@@ -1073,9 +1073,10 @@ post_set(web *w, req *r, out *o, dray_set s)
         else
             done++;
     }
-    snprintf(o->flash, sizeof o->flash, "%s: %zu done, %zu not found or refused", action, done,
-             missing);
-    o->location = set_path(s); /* redirected with the flash in the query */
+    /* Back to the list with the counts in the query (numbers and a fixed
+     * action name only: the page never reflects free text). */
+    snprintf(o->flash, sizeof o->flash, "action=%s&done=%zu&missing=%zu", action, done, missing);
+    o->location = set_path(s);
     return 0;
 }
 
@@ -1372,9 +1373,10 @@ route(web *w, struct MHD_Connection *c, const char *method, const char *url, req
         name[nlen] = '\0';
         if ((!strcmp(name, "retries") || !strcmp(name, "scheduled") || !strcmp(name, "dead")) &&
             !dray_set_parse(name, &s)) {
-            const char *flash = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "flash");
-            if (flash)
-                snprintf(o->flash, sizeof o->flash, "%s", flash);
+            const char *act = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "action");
+            if (act && (!strcmp(act, "retry") || !strcmp(act, "delete") || !strcmp(act, "kill")))
+                snprintf(o->flash, sizeof o->flash, "%s: %zu done, %zu not found or refused", act,
+                         query_size(c, "done", 0, 1000000), query_size(c, "missing", 0, 1000000));
             if (post && !slash)
                 post_set(w, r, o, s);
             else if (!post && !slash)
@@ -1466,10 +1468,8 @@ answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
             web_buf_puts(&loc, o.location);
         else {
             web_buf_printf(&loc, "/%s", o.location);
-            if (o.flash[0]) {
-                web_buf_puts(&loc, "?flash=");
-                web_buf_url(&loc, o.flash);
-            }
+            if (o.flash[0])
+                web_buf_printf(&loc, "?%s", o.flash);
         }
         o.status = 303;
         o.b.len = 0;

@@ -62,6 +62,9 @@ class Redis:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="dray-web-test-")
         self.sock = os.path.join(self.dir, "redis.sock")
+        self.start()
+
+    def start(self):
         self.proc = subprocess.Popen(
             ["redis-server", "--port", "0", "--unixsocket", self.sock, "--dir", self.dir,
              "--save", "", "--appendonly", "no"],
@@ -109,9 +112,19 @@ class Redis:
             return None if n < 0 else [self._read(f) for _ in range(n)]
         raise RuntimeError("bad reply %r" % line)
 
-    def stop(self):
-        self.proc.terminate()
+    def kill(self):
+        """SIGKILL the server (its data is gone: no persistence)."""
+        self.proc.kill()
         self.proc.wait(10)
+        try:
+            os.unlink(self.sock)
+        except OSError:
+            pass
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -485,6 +498,22 @@ def metrics_test():
         total = value("dray_job_duration_last_hour_seconds_sum", **{"class": "WebSleep"})
         check("sum ~0.1 s", total is not None and 0.1 <= total < 0.5, total)
         check("failures not in the histogram", bucket("WebFail", "+Inf") in (None, 0))
+
+        # Attack: Redis killed under dray web: /metrics and pages answer 502
+        # with the reason (and quickly), and recover once Redis is back.
+        r.kill()
+        t0 = time.monotonic()
+        st, _, body = http("GET", web.base + "/metrics")
+        check("metrics 502 while Redis is down", st == 502 and "redis error" in body, (st, body))
+        st2, _, body2 = http("GET", web.base + "/retries")
+        check("page 502 while Redis is down", st2 == 502 and "Redis error" in body2, st2)
+        print("502 answers in %.2f s" % (time.monotonic() - t0))
+        r.start()
+        seed(r)
+        st, _, body = wait_for(lambda: (lambda x: x if x[0] == 200 else None)(
+            http("GET", web.base + "/metrics")), 15, "dray web to reconnect")
+        fams = {f.name: f for f in text_string_to_metric_families(body)}
+        check("metrics back after Redis restart", value("dray_dead_set_size") == 60)
 
         # A queue name that needs label escaping still parses.
         r.cmd("SADD", "queues", 'we"ird\\q')
