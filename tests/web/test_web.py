@@ -193,6 +193,13 @@ def seed(r):
               job("Gone", "jiddead%05d" % i, [i], error_class="E", error_message="dead %d" % i))
 
 
+def alive(p, log):
+    """True while p runs; raises with its log once it exited."""
+    if p.poll() is not None:
+        raise RuntimeError("dray run exited %d: %s" % (p.returncode, open(log).read()[-800:]))
+    return True
+
+
 def run_dray(r, *flags):
     log = tempfile.NamedTemporaryFile(prefix="dray-run-", suffix=".log", delete=False)
     p = subprocess.Popen([DRAY, "run", "--redis-url", r.url, "--require", JOBS_SO, "-q", "busy",
@@ -544,7 +551,7 @@ def logs_test():
                 subprocess.run([DRAY, "push", klass, "[]", "-q", "busy", "--retry", "false",
                                 "--redis-url", r.url], check=True, capture_output=True)
             p, log = run_dray(r, "--log-format", fmt, "--log-jobs")
-            wait_for(lambda: r.cmd("LLEN", "queue:busy") == 0 and
+            wait_for(lambda: alive(p, log) and r.cmd("LLEN", "queue:busy") == 0 and
                      int(r.cmd("GET", "stat:processed") or 0) >= 3, 30, "3 jobs run (" + fmt + ")")
             p.terminate()
             check("worker (%s) stopped cleanly" % fmt, p.wait(20) == 0)
@@ -591,7 +598,7 @@ def statsd_test():
                                capture_output=True)
             t0 = time.monotonic()
             p, log = run_dray(r, *flags)
-            wait_for(lambda: p.poll() is None and r.cmd("LLEN", "queue:busy") == 0 and
+            wait_for(lambda: alive(p, log) and r.cmd("LLEN", "queue:busy") == 0 and
                      r.cmd("SMEMBERS", "processes") and
                      r.cmd("HLEN", r.cmd("SMEMBERS", "processes")[0] + ":work") == 0,
                      60, "the jobs to run")
