@@ -579,12 +579,17 @@ page_busy(web *w, out *o)
     web_buf_puts(&o->b, "</table><h2>Running jobs</h2><table id=\"jobs\"><tr><th>Thread</th>"
                         "<th>Queue</th><th>Class</th><th>JID</th><th>Args</th></tr>");
     for (size_t i = 0; i < np; i++) {
-        char key[1024];
-        snprintf(key, sizeof key, "%s%s:work", w->ns, p[i].identity);
-        const char *argv[] = {"HGETALL", key};
+        /* Sidekiq 7+ (and dray) write "<identity>:work", 6.x "<identity>:workers". */
         json_t *r = NULL;
-        if (dray_api_command(w->api, 2, argv, &r))
-            continue;
+        for (int k = 0; k < 2 && !json_array_size(r); k++) {
+            char key[1024];
+            snprintf(key, sizeof key, "%s%s:%s", w->ns, p[i].identity, k ? "workers" : "work");
+            const char *argv[] = {"HGETALL", key};
+            json_decref(r);
+            r = NULL;
+            if (dray_api_command(w->api, 2, argv, &r))
+                r = NULL;
+        }
         for (size_t k = 0; k + 1 < json_array_size(r) && k < 2 * 1000; k += 2)
             running_row(o, json_string_value(json_array_get(r, k)),
                         json_string_value(json_array_get(r, k + 1)));

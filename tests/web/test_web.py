@@ -342,9 +342,26 @@ def browser_test():
         shot("dead.png")
 
         # Busy: the real worker with version, threads, RSS, its running job.
+        # A Sidekiq 6 process beside it: its running jobs are in "<identity>:workers".
+        s6 = "zz-sidekiq6:4242:0123abcd"
+        r.cmd("SADD", "processes", s6)
+        r.cmd("HSET", s6, "info", json.dumps({"hostname": "zz-sidekiq6", "pid": 4242,
+                                              "identity": s6, "concurrency": 5, "queues": ["q6"],
+                                              "labels": [], "tag": "", "version": "6.4.1",
+                                              "started_at": time.time() - 50}),
+              "busy", "1", "beat", str(time.time()), "quiet", "false", "rss", "2048")
+        r.cmd("HSET", s6 + ":workers", "tid6", json.dumps({
+            "queue": "q6", "run_at": int(time.time()),
+            "payload": {"class": "RubyJob", "jid": "jidruby00001", "args": ["<script>r</script>"]}}))
         visit("/busy")
-        cells = b.js("[...document.querySelector('#processes tr.process').cells]"
-                     ".map(c => c.textContent)")
+        cells = b.js("[...[...document.querySelectorAll('#processes tr.process')].find("
+                     "t => t.cells[0].textContent === %s).cells].map(c => c.textContent)"
+                     % json.dumps(identity))
+        ruby = b.js("[...document.querySelectorAll('#jobs tr')].map(t => t.innerText)"
+                    ".filter(t => t.indexOf('jidruby00001') >= 0)")
+        check("Sidekiq 6 process and its running job shown", b.js(
+            "document.querySelector('#processes').innerText.indexOf('6.4.1') >= 0") and
+            len(ruby) == 1 and "<script>r</script>" in ruby[0] and "RubyJob" in ruby[0], ruby)
         check("busy identity", cells and cells[0] == identity, cells)
         check("busy version", cells and cells[1].startswith("dray"), cells)
         check("busy threads", cells and cells[4] == "2", cells)
@@ -352,12 +369,16 @@ def browser_test():
         check("busy running job", b.js("document.querySelector('#jobs').innerText")
               .find(jid_busy) >= 0)
         shot("busy.png")
-        click("#processes button[value=quiet]")
+        b.js("document.querySelectorAll('#processes tr.process').forEach(t => {"
+             "if (t.cells[0].textContent === %s) t.id = 'me'; })" % json.dumps(identity))
+        click("#me button[value=quiet]")
         check("quiet reached the process", wait_for(
             lambda: json.loads(r.cmd("HGET", identity, "quiet") or "false") is True, 15,
             "the process to go quiet"))
         visit("/busy")
-        click("#processes button[value=stop]")
+        b.js("document.querySelectorAll('#processes tr.process').forEach(t => {"
+             "if (t.cells[0].textContent === %s) t.id = 'me'; })" % json.dumps(identity))
+        click("#me button[value=stop]")
         t0 = time.monotonic()
         rc = worker.wait(20)
         check("stop stopped the worker (exit 0)", rc == 0, rc)
@@ -598,11 +619,14 @@ def statsd_test():
                                capture_output=True)
             t0 = time.monotonic()
             p, log = run_dray(r, *flags)
-            wait_for(lambda: alive(p, log) and r.cmd("LLEN", "queue:busy") == 0 and
-                     r.cmd("SMEMBERS", "processes") and
-                     r.cmd("HLEN", r.cmd("SMEMBERS", "processes")[0] + ":work") == 0,
-                     60, "the jobs to run")
+            # Timed until the queue is drained; then until the heartbeat
+            # (every 5 s) shows nothing running, so the stop requeues nothing.
+            wait_for(lambda: alive(p, log) and r.cmd("LLEN", "queue:busy") == 0, 60,
+                     "the queue to drain")
             took = time.monotonic() - t0
+            wait_for(lambda: alive(p, log) and r.cmd("SMEMBERS", "processes") and
+                     r.cmd("HLEN", r.cmd("SMEMBERS", "processes")[0] + ":work") == 0,
+                     60, "the jobs to finish")
             p.terminate()
             rc = p.wait(20)
             text = open(log).read()
