@@ -36,6 +36,10 @@ enum {
     OPT_PROCESSES,
     OPT_ISOLATE,
     OPT_CRASH_LIMIT,
+    OPT_LOG_FORMAT,
+    OPT_STATSD,
+    OPT_STATSD_FORMAT,
+    OPT_STATSD_PREFIX,
 };
 
 /* The options every command accepts (see cli_common_opt). */
@@ -79,6 +83,7 @@ int cli_cmd_license(int argc, char **argv); /* license check */
 int cli_cmd_limits(int argc, char **argv);   /* Enterprise keys, read-only */
 int cli_cmd_periodic(int argc, char **argv);
 int cli_cmd_unique(int argc, char **argv);
+int cli_cmd_web(int argc, char **argv);     /* dashboard and /metrics (web.c) */
 
 /* Help text of a command (NULL: the overview). Printed to f. */
 void cli_help(FILE *f, const char *cmd);

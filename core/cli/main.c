@@ -25,6 +25,7 @@ static const char overview[] =
     "  limits                   Enterprise rate limiters and their use\n"
     "  periodic                 Enterprise periodic loops: leader, last and next run\n"
     "  unique list|release X    Enterprise unique-job locks; release one by digest or jid\n"
+    "  web                      the web dashboard and Prometheus /metrics (127.0.0.1:7433)\n"
     "  version                  print the version\n"
     "  X ...                    any other X runs dray-X (e.g. 'dray batch status BID' with Pro)\n"
     "  help [COMMAND]           this text, or a command's help\n"
@@ -68,6 +69,10 @@ static const char help_run[] =
     "      --set KEY=VALUE      any config key, e.g. --set pro.webhook_url=https://...\n"
     "  -v, --verbose            debug logging\n"
     "      --log-jobs           log a line when each job starts and ends\n"
+    "      --log-format FMT     text (default) or json: one JSON object a line, same fields\n"
+    "      --statsd HOST:PORT   job metrics over UDP, as Sidekiq Pro's (or $DRAY_STATSD)\n"
+    "      --statsd-format F    dogstatsd (default: tags worker, queue) or statsd\n"
+    "      --statsd-prefix P    prefix of every metric name (e.g. myapp.)\n"
     "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
     "\n"
     "Signals: TERM or INT stop (wait --timeout, then requeue unfinished jobs; a\n"
@@ -168,6 +173,22 @@ static const char help_unique[] =
     "jids; release deletes one lock, found by digest or by owner jid.\n"
     "Exit status 3 when no such lock exists.\n";
 
+static const char help_web[] =
+    "usage: dray web [--listen HOST:PORT] [--token T | --basic-auth USER:PASS] [OPTIONS]\n"
+    "\n"
+    "Serve the dashboard (queues, busy processes, retries, scheduled, dead, with\n"
+    "their actions) and Prometheus text at /metrics until TERM or INT.\n"
+    "\n"
+    "      --listen HOST:PORT   address to listen on (default 127.0.0.1:7433; port 0\n"
+    "                           picks a free one, printed on stderr)\n"
+    "      --token TOKEN        require 'Authorization: Bearer TOKEN' (or $DRAY_WEB_TOKEN)\n"
+    "      --basic-auth U:P     require HTTP basic auth (or $DRAY_WEB_BASIC_AUTH)\n"
+    "      --read-only          show everything, refuse every action\n"
+    "      --page-size N        rows per page (1-1000; default 25)\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
+    "\n"
+    "Exit status: 0 after TERM/INT, 1 when the address cannot be bound, 2 usage.\n";
+
 static const char help_license[] =
     "usage: dray license check [--module PATH]... [--key KEY | --key-file FILE] [OPTIONS]\n"
     "\n"
@@ -211,6 +232,8 @@ cli_help(FILE *f, const char *cmd)
         text = help_periodic;
     else if (!strcmp(cmd, "unique"))
         text = help_unique;
+    else if (!strcmp(cmd, "web"))
+        text = help_web;
     fputs(text, f);
 }
 
@@ -269,7 +292,8 @@ main(int argc, char **argv)
             strcmp(argv[2], "scheduled") && strcmp(argv[2], "dead") &&
             strcmp(argv[2], "signal") && strcmp(argv[2], "version") &&
             strcmp(argv[2], "license") && strcmp(argv[2], "limits") &&
-            strcmp(argv[2], "periodic") && strcmp(argv[2], "unique")) {
+            strcmp(argv[2], "periodic") && strcmp(argv[2], "unique") &&
+            strcmp(argv[2], "web")) {
             fprintf(stderr, "dray help: unknown command '%s'\n", argv[2]);
             return CLI_EUSAGE;
         }
@@ -309,5 +333,7 @@ main(int argc, char **argv)
         return cli_cmd_periodic(sub_argc, sub_argv);
     if (!strcmp(cmd, "unique"))
         return cli_cmd_unique(sub_argc, sub_argv);
+    if (!strcmp(cmd, "web"))
+        return cli_cmd_web(sub_argc, sub_argv);
     return external(cmd, argc, argv);
 }

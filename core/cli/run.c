@@ -138,6 +138,10 @@ cli_cmd_run(int argc, char **argv)
         {"label", required_argument, NULL, OPT_LABEL},
         {"module", required_argument, NULL, OPT_MODULE},
         {"log-jobs", no_argument, NULL, OPT_LOG_JOBS},
+        {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+        {"statsd", required_argument, NULL, OPT_STATSD},
+        {"statsd-format", required_argument, NULL, OPT_STATSD_FORMAT},
+        {"statsd-prefix", required_argument, NULL, OPT_STATSD_PREFIX},
         {"set", required_argument, NULL, OPT_SET},
         {"processes", required_argument, NULL, OPT_PROCESSES},
         {"isolate", no_argument, NULL, OPT_ISOLATE},
@@ -147,7 +151,8 @@ cli_cmd_run(int argc, char **argv)
     };
     cli_ctx ctx;
     cli_ctx_init(&ctx, "run");
-    int queues_seen = 0, labels_seen = 0, c, r = 0;
+    int queues_seen = 0, labels_seen = 0, c, r = 0, dogstatsd = 1;
+    const char *statsd = getenv("DRAY_STATSD"), *statsd_prefix = NULL;
     /* --set KEY=VALUE keys are copied here so the flags can borrow them */
     char *set_keys[CLI_MAX_FLAGS];
     size_t nset = 0;
@@ -193,6 +198,27 @@ cli_cmd_run(int argc, char **argv)
             break;
         case OPT_CRASH_LIMIT:
             r = cli_flag_push(&ctx, "--crash-limit", "crash_limit", optarg, 0);
+            break;
+        case OPT_LOG_FORMAT: /* before anything logs; process-wide */
+            if (strcmp(optarg, "text") && strcmp(optarg, "json")) {
+                r = cli_usage(&ctx, "--log-format takes text or json, not '%s'", optarg);
+                goto fail;
+            }
+            dray_log_set_format(strcmp(optarg, "json") ? DRAY_LOG_FORMAT_TEXT
+                                                       : DRAY_LOG_FORMAT_JSON);
+            break;
+        case OPT_STATSD:
+            statsd = optarg;
+            break;
+        case OPT_STATSD_FORMAT:
+            if (strcmp(optarg, "dogstatsd") && strcmp(optarg, "statsd")) {
+                r = cli_usage(&ctx, "--statsd-format takes dogstatsd or statsd, not '%s'", optarg);
+                goto fail;
+            }
+            dogstatsd = !strcmp(optarg, "dogstatsd");
+            break;
+        case OPT_STATSD_PREFIX:
+            statsd_prefix = optarg;
             break;
         case OPT_SET: {
             const char *eq = strchr(optarg, '=');
@@ -255,6 +281,12 @@ cli_cmd_run(int argc, char **argv)
     }
     if (cli_notify_open(err, sizeof err)) {
         cli_err(&ctx, "%s", err);
+        dray_server_free(srv);
+        r = CLI_ECONFIG;
+        goto fail;
+    }
+    if (statsd && *statsd && dray_server_statsd(srv, statsd, dogstatsd, statsd_prefix)) {
+        cli_err(&ctx, "%s", dray_server_errstr(srv));
         dray_server_free(srv);
         r = CLI_ECONFIG;
         goto fail;

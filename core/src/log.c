@@ -13,6 +13,7 @@ static void *sink_ud;
 static atomic_int min_level = DRAY_LOG_INFO;
 static _Thread_local char thread_name[24];
 static pthread_mutex_t stderr_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int log_format = DRAY_LOG_FORMAT_TEXT;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR", "OFF"};
 
@@ -21,6 +22,123 @@ dray_log_set_sink(dray_log_fn fn, void *userdata)
 {
     sink_fn = fn;
     sink_ud = userdata;
+}
+
+void
+dray_log_set_format(int format)
+{
+    atomic_store(&log_format,
+                 format == DRAY_LOG_FORMAT_JSON ? DRAY_LOG_FORMAT_JSON : DRAY_LOG_FORMAT_TEXT);
+}
+
+static int
+json_format(void)
+{
+    return atomic_load_explicit(&log_format, memory_order_relaxed) == DRAY_LOG_FORMAT_JSON;
+}
+
+/* Append s (n bytes) to out as the inside of a JSON string: quote,
+ * backslash and control bytes escaped; returns the bytes written, or would
+ * write when out is NULL. Other bytes pass unchanged. */
+static size_t
+json_escape(const char *s, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *two = c == '"'    ? "\\\""
+                          : c == '\\' ? "\\\\"
+                          : c == '\n' ? "\\n"
+                          : c == '\t' ? "\\t"
+                                      : NULL;
+        if (two) {
+            if (out)
+                memcpy(out + k, two, 2);
+            k += 2;
+        } else if (c < 0x20) {
+            if (out) {
+                memcpy(out + k, "\\u00", 4);
+                out[k + 4] = hex[c >> 4];
+                out[k + 5] = hex[c & 15];
+            }
+            k += 6;
+        } else {
+            if (out)
+                out[k] = (char)c;
+            k++;
+        }
+    }
+    return k;
+}
+
+static void output(dray_log_level level, const char *line);
+
+/* Write one JSON line (format 1) with the fields of header() plus msg and,
+ * when payload is not NULL, payload_bytes and payload (escaped as
+ * dray__escape). -1 when out of memory (nothing written: the caller writes
+ * the text form, which never needs the heap for a payload), else 0. */
+static int
+output_json(dray_log_level level, const char *jid, const char *klass, double elapsed_ms,
+            const char *msg, const char *payload, size_t plen)
+{
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    char head[160];
+    int hn =
+        snprintf(head, sizeof head,
+                 "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"thread\":\"",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (long)tv.tv_usec / 1000, level_names[level]);
+    const char *tn = thread_name[0] ? thread_name : "main";
+    size_t mlen = strlen(msg);
+    size_t esc = payload ? dray__escape(payload, plen, NULL) : 0;
+    size_t cap = (size_t)hn + json_escape(tn, strlen(tn), NULL) + 64 +
+                 (jid ? 10 + json_escape(jid, strlen(jid), NULL) : 0) +
+                 (klass ? 12 + json_escape(klass, strlen(klass), NULL) : 0) +
+                 json_escape(msg, mlen, NULL) + (payload ? 64 + 2 * esc : 0) + 8;
+    char *line = dray__malloc(cap), *tmp = payload ? dray__malloc(esc + 1) : NULL;
+    if (!line || (payload && !tmp)) {
+        dray__free(line);
+        dray__free(tmp);
+        return -1;
+    }
+    size_t k = (size_t)hn;
+    memcpy(line, head, k);
+    k += json_escape(tn, strlen(tn), line + k);
+    line[k++] = '"';
+    if (jid) {
+        memcpy(line + k, ",\"jid\":\"", 8);
+        k += 8;
+        k += json_escape(jid, strlen(jid), line + k);
+        line[k++] = '"';
+    }
+    if (klass) {
+        memcpy(line + k, ",\"class\":\"", 10);
+        k += 10;
+        k += json_escape(klass, strlen(klass), line + k);
+        line[k++] = '"';
+    }
+    if (elapsed_ms >= 0)
+        k += (size_t)snprintf(line + k, cap - k, ",\"elapsed_ms\":%.3f", elapsed_ms);
+    memcpy(line + k, ",\"msg\":\"", 8);
+    k += 8;
+    k += json_escape(msg, mlen, line + k);
+    line[k++] = '"';
+    if (payload) {
+        dray__escape(payload, plen, tmp);
+        k += (size_t)snprintf(line + k, cap - k, ",\"payload_bytes\":%zu,\"payload\":\"", plen);
+        k += json_escape(tmp, esc, line + k);
+        line[k++] = '"';
+    }
+    line[k++] = '}';
+    line[k] = '\0';
+    output(level, line);
+    dray__free(line);
+    dray__free(tmp);
+    return 0;
 }
 
 void
@@ -84,6 +202,14 @@ emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms
      va_list ap)
 {
     char line[2048];
+    if (json_format()) {
+        va_list copy;
+        va_copy(copy, ap);
+        vsnprintf(line, sizeof line, fmt, copy);
+        va_end(copy);
+        if (!output_json(level, jid, klass, elapsed_ms, line, NULL, 0))
+            return;
+    }
     size_t n = header(line, sizeof line, level, jid, klass, elapsed_ms);
     if (n < sizeof line - 1) {
         line[n++] = ' ';
@@ -129,6 +255,14 @@ dray__log_payload(dray_log_level level, const char *jid, const char *klass, cons
     if (!dray__log_enabled(level))
         return;
     char line[2048];
+    if (json_format()) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof line, fmt, ap);
+        va_end(ap);
+        if (!output_json(level, jid, klass, -1, line, payload ? payload : "", payload ? len : 0))
+            return;
+    }
     size_t n = header(line, sizeof line, level, jid, klass, -1);
     if (n < sizeof line - 1) {
         line[n++] = ' ';

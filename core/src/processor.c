@@ -253,6 +253,8 @@ process(dray__worker *w, dray__unit *u)
         dray__metrics_record(&w->metrics, wrapped ? wrapped : klass, outcome == DRAY__OUT_FAILURE,
                              ms);
     }
+    if (outcome != DRAY__OUT_DEFERRED && s->statsd)
+        dray__statsd_job(s->statsd, klass, w->cur.queue, outcome == DRAY__OUT_FAILURE, ms);
     switch (outcome) {
     case DRAY__OUT_SUCCESS:
     case DRAY__OUT_SKIPPED:

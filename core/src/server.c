@@ -294,6 +294,7 @@ dray_server_free(dray_server *s)
     dray__free(s->queues);
     dray__free(s->weighted);
     dray__free(s->dl_handles); /* libraries stay loaded: handlers may still run */
+    dray__statsd_free(s->statsd);
     dray__free(s->queues_spec);
     dray__free(s->tag);
     dray__free(s->labels);

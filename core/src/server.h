@@ -157,7 +157,16 @@ struct dray_server {
     struct dray__modcfg *modcfg; /* settings for modules (dray_server_set_config), or NULL */
     dray__metrics metrics_pending; /* merged, not yet in Redis; heartbeat thread only */
     double metrics_flushed_at;   /* monotonic seconds of the last metrics flush */
+    struct dray__statsd *statsd; /* dray_server_statsd's socket, or NULL */
 };
+
+/* statsd.c: job outcomes as statsd/DogStatsD datagrams (dray_server_statsd) */
+typedef struct dray__statsd dray__statsd;
+/* One datagram for a finished job; never blocks, never fails (a refused
+ * datagram is counted and dropped). Any worker thread. */
+void dray__statsd_job(dray__statsd *st, const char *klass, const char *queue, int failed,
+                      double ms);
+void dray__statsd_free(dray__statsd *st); /* accepts NULL */
 
 /* crash.c: a report of running jobs on fatal signals */
 /* Install the fatal-signal handlers (once per process; the previous

@@ -323,6 +323,15 @@ DRAY_API DRAY_WUR int dray_server_register(dray_server *s, const char *klass, dr
                                            void *userdata, const dray_class_opts *copts);
 DRAY_API int dray_server_on_error(dray_server *s, dray_error_fn fn, void *userdata);
 DRAY_API int dray_server_on_death(dray_server *s, dray_error_fn fn, void *userdata);
+/* Send every finished job to statsd at addr ("host:port", UDP) as Sidekiq
+ * Pro's metrics: jobs.count, jobs.success / jobs.failure, jobs.perform (ms);
+ * dogstatsd 1 tags them "#worker:<class>,queue:<q>", 0 adds per-class names
+ * (jobs.<Class>.success, jobs.<Class>.perform). prefix ("myapp.") may be
+ * NULL. Never delays a job: datagrams a full or absent listener refuses are
+ * dropped. Before dray_server_run. DRAY_ECONFIG (reason in
+ * dray_server_errstr) when addr cannot be resolved. */
+DRAY_API int dray_server_statsd(dray_server *s, const char *addr, int dogstatsd,
+                                const char *prefix);
 /* Load handlers from a shared library exporting
  * `int dray_register_handlers(dray_server *s)`. */
 DRAY_API DRAY_WUR int dray_server_require(dray_server *s, const char *path);
@@ -441,6 +450,13 @@ typedef void (*dray_log_fn)(dray_log_level level, const char *line, void *userda
 /* Replace the log sink (default: stderr). Process-wide; call before starting. */
 DRAY_API void dray_log_set_sink(dray_log_fn fn, void *userdata);
 DRAY_API void dray_log_set_level(dray_log_level level);
+/* Line format of the default and user sinks: 0 text ("<time> <LEVEL>
+ * <thread> jid=.. class=.. elapsed=..ms message"), 1 JSON (one object a
+ * line with the same fields: ts, level, thread, jid, class, elapsed_ms,
+ * msg, and payload_bytes/payload for lost-job dumps). Process-wide. */
+#define DRAY_LOG_FORMAT_TEXT 0
+#define DRAY_LOG_FORMAT_JSON 1
+DRAY_API void dray_log_set_format(int format);
 
 #ifdef __cplusplus
 }

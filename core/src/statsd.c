@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* statsd / DogStatsD output of job outcomes, as Sidekiq Pro's metrics:
+ * per job one datagram with jobs.count, jobs.success or jobs.failure and the
+ * jobs.perform timing (ms). DogStatsD tags them worker:<class>,queue:<q>;
+ * plain statsd also counts per class (jobs.<Class>.success, ...perform).
+ * The socket is UDP, connected and non-blocking: a slow, full or absent
+ * listener drops datagrams and never delays a job. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "server.h"
+
+#define STATSD_DATAGRAM 1432 /* bytes: fits an Ethernet MTU, as statsd clients do */
+
+struct dray__statsd {
+    int fd;                /* connected UDP socket */
+    int dogstatsd;         /* 1: |#tags, 0: class in the metric name */
+    char prefix[64];       /* "" or "myapp." */
+    atomic_ullong dropped; /* datagrams the kernel refused (full buffer, no listener) */
+};
+
+/* Class or queue text safe in a metric name or tag: [A-Za-z0-9_.-:], the
+ * rest becomes '_' ("::" of Ruby classes stays readable as "__"). */
+static void
+clean(const char *in, char *out, size_t cap, int keep_colon)
+{
+    size_t k = 0;
+    for (; in && *in && k + 1 < cap; in++) {
+        char c = *in;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '-' || c == '.' || (keep_colon && c == ':');
+        out[k++] = ok ? c : '_';
+    }
+    out[k] = '\0';
+}
+
+/* "statsd: <what> '<addr>'<why>" into the server's error text. */
+static int
+fail(dray_server *s, const char *what, const char *addr, const char *why)
+{
+    snprintf(s->errstr, sizeof s->errstr, "statsd: %s '%s'%s%s", what, addr, why[0] ? ": " : "",
+             why);
+    return DRAY_ECONFIG;
+}
+
+int
+dray_server_statsd(dray_server *s, const char *addr, int dogstatsd, const char *prefix)
+{
+    if (!s || !addr)
+        return DRAY_EINVAL;
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof host || !colon[1])
+        return fail(s, "want HOST:PORT, not", addr, "");
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM}, *ai = NULL;
+    int g = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (g)
+        return fail(s, "cannot resolve", addr, gai_strerror(g));
+    int fd = -1;
+    for (struct addrinfo *p = ai; p && fd < 0; p = p->ai_next) {
+        fd = socket(p->ai_family, p->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, p->ai_addr, p->ai_addrlen)) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(ai);
+    if (fd < 0)
+        return fail(s, "no socket for", addr, strerror(errno));
+    dray__statsd *st = dray__calloc(1, sizeof *st);
+    if (!st) {
+        close(fd);
+        return DRAY_ENOMEM;
+    }
+    st->fd = fd;
+    st->dogstatsd = dogstatsd;
+    clean(prefix, st->prefix, sizeof st->prefix, 0);
+    dray__statsd_free(s->statsd);
+    s->statsd = st;
+    dray__log(DRAY_LOG_INFO, "statsd: job metrics to %s (%s)", addr,
+              dogstatsd ? "DogStatsD tags" : "plain statsd");
+    return 0;
+}
+
+void
+dray__statsd_free(dray__statsd *st)
+{
+    if (!st)
+        return;
+    close(st->fd);
+    dray__free(st);
+}
+
+void
+dray__statsd_job(dray__statsd *st, const char *klass, const char *queue, int failed, double ms)
+{
+    char k[200], q[200], d[STATSD_DATAGRAM];
+    const char *outcome = failed ? "failure" : "success";
+    const char *p = st->prefix;
+    clean(klass, k, sizeof k, st->dogstatsd);
+    clean(queue, q, sizeof q, st->dogstatsd);
+    int n;
+    if (st->dogstatsd)
+        n = snprintf(d, sizeof d,
+                     "%sjobs.count:1|c|#worker:%s,queue:%s\n%sjobs.%s:1|c|#worker:%s,queue:%s\n"
+                     "%sjobs.perform:%.3f|ms|#worker:%s,queue:%s",
+                     p, k, q, p, outcome, k, q, p, ms, k, q);
+    else
+        n = snprintf(d, sizeof d,
+                     "%sjobs.count:1|c\n%sjobs.%s:1|c\n%sjobs.perform:%.3f|ms\n"
+                     "%sjobs.%s.%s:1|c\n%sjobs.%s.perform:%.3f|ms",
+                     p, p, outcome, p, ms, p, k, outcome, p, k, ms);
+    if (n <= 0 || (size_t)n >= sizeof d)
+        return; /* cannot happen with the bounded names above */
+    if (send(st->fd, d, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        atomic_fetch_add_explicit(&st->dropped, 1, memory_order_relaxed);
+}
