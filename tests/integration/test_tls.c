@@ -490,6 +490,28 @@ pushed_at_least(void *arg)
     return atomic_load(&p->pushed) >= p->n / 3;
 }
 
+/* The restart test is over: the queue is drained and every job ran, or
+ * the ones missing are no more than the fetches the server reported as
+ * having lost their reply. */
+typedef struct settle {
+    dray_server *s;
+    int n;
+} settle;
+
+static int
+settled(void *arg)
+{
+    settle *st = arg;
+    if (all_ran(&st->n))
+        return 1;
+    if (rint_("LLEN queue:default") != 0)
+        return 0;
+    dray_server_counts cnt;
+    dray_server_counts_get(st->s, &cnt);
+    return (unsigned long long)count_missing(st->n) <= (unsigned long long)cnt.fetch_lost &&
+           cnt.fetch_lost > 0;
+}
+
 static void
 test_redis_restart_mid_run(void **state)
 {
@@ -511,15 +533,22 @@ test_redis_restart_mid_run(void **state)
     double back = test_now();
     pthread_join(th, NULL);
     assert_int_equal(atomic_load(&p.pushed), p.n);
-    assert_true(test_wait_until(all_ran, &p.n, 30));
+    settle st = {.s = r.s, .n = p.n};
+    assert_true(test_wait_until(settled, &st, 30));
     double done = test_now();
+    dray_server_counts cnt;
+    dray_server_counts_get(r.s, &cnt);
     stop_server(&r);
     int missing = count_missing(p.n);
-    printf("# restart: Redis down %.0f ms; all %d jobs ran %.0f ms after it returned; "
-           "%d lost; %d ran twice or more; pusher retried %d times\n",
-           (back - t0) * 1000, p.n, (done - back) * 1000, missing, atomic_load(&nran) - p.n,
-           p.retries);
-    assert_int_equal(missing, 0);
+    printf("# restart: Redis down %.0f ms; the %d jobs settled %.0f ms after it returned; "
+           "%d lost, %llu fetch replies lost (reported); %d ran twice or more; pusher retried "
+           "%d times\n",
+           (back - t0) * 1000, p.n, (done - back) * 1000, missing,
+           (unsigned long long)cnt.fetch_lost, atomic_load(&nran) - p.n, p.retries);
+    /* Basic fetch loses a job only when Redis dies after popping it and
+     * before its reply arrives (docs/cli.md), and each such fetch is
+     * reported: a job may be missing only where a lost reply was counted. */
+    assert_true((unsigned long long)missing <= (unsigned long long)cnt.fetch_lost);
     assert_int_equal(rint_("LLEN queue:default"), 0);
 }
 
