@@ -35,6 +35,18 @@ PY
     wait_for 10 "the listener is bound" test -e "$2.bound"
 }
 
+# flush_listener ADDR OUT: send a marker datagram to ADDR and wait until the
+# listener has written it: everything sent to ADDR before is in OUT then.
+flush_listener() {
+    python3 - "$1" <<'PY'
+import socket, sys
+addr = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"MARK=1", "\0" + addr[1:] if addr.startswith("@") else addr)
+PY
+    wait_for 10 "the listener wrote everything" grep -q '^MARK=1' "$2"
+}
+
 for form in path abstract; do
     if [ $form = path ]; then addr=$tmp/notify.sock; else addr=@dray-notify-$$-$RANDOM; fi
     out=$tmp/$form.log
@@ -51,6 +63,8 @@ for form in path abstract; do
     wait $DRAY_PID || rc=$?
     DRAY_PID=
     [ $rc -eq 0 ] || { cat "$tmp/$form.dray"; fail "dray run exited $rc after TERM"; }
+    # dray has exited; its datagrams are queued in order ahead of our marker
+    flush_listener "$addr" "$out"
     grep -q '^STOPPING=1' "$out" || fail "no STOPPING=1 after TERM ($form socket): $(cat "$out")"
     order=$(grep -oE '^(READY|STOPPING)=1' "$out" | tr '\n' ' ')
     [ "$order" = "READY=1 STOPPING=1 " ] || fail "states in the wrong order: $order"
@@ -68,8 +82,9 @@ rc=0
 NOTIFY_SOCKET=$tmp/bad.sock "$dray" run -C "$tmp/bad.conf" --redis-url "unix://$REDIS_SOCK" \
     >"$tmp/bad.dray" 2>&1 || rc=$?
 [ $rc -eq 4 ] || fail "bad config: exit $rc, expected 4"
-# a READY sent before the exit would be in the log by now: datagrams to a bound
-# socket are queued synchronously by sendto.
+# a READY sent before the exit is queued ahead of the marker (sendto queues
+# datagrams on the bound socket synchronously, in order)
+flush_listener "$tmp/bad.sock" "$out"
 grep -q 'READY=1' "$out" && fail "READY=1 sent for a config that is refused"
 echo "run_sd_notify: bad config exits 4 with no READY=1"
 echo "run_sd_notify: ok"
