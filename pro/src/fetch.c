@@ -130,7 +130,8 @@ static const char requeue_lua[] = "local n = 0\n"
                                   "return n\n";
 
 /* KEYS[1] registry zset (member "<identity>|<n>[|b]", score first seen),
- * KEYS[2] the hash of silent members ("<beat>|<since>"). ARGV[1] ns,
+ * KEYS[2] the hash of silent members ("<beat>|<since>"), KEYS[3] the time
+ * of the last check. ARGV[1] ns,
  * ARGV[2] my identity, ARGV[3] orphan_after s, ARGV[4] lease ms, ARGV[5]
  * the silence that confirms a death, s, ARGV[6] the TTL every beat gives
  * the heartbeat hash, s. A process is alive while its heartbeat hash holds
@@ -138,13 +139,20 @@ static const char requeue_lua[] = "local n = 0\n"
  * beat (the beat is the writer's clock) and TTL - PTTL (Redis's own clock:
  * no skew). One that looks older is only silent: it is dead when its beat
  * has not moved for ARGV[5] more seconds of this check's watch, so a Redis
- * stall, which ages every beat at once, kills no live process. Empty lists
+ * stall, which ages every beat at once, kills no live process. Silence
+ * counts only while somebody watched: when no check ran for ARGV[7] s (Redis
+ * stalled, or every checker was stopped), every silent process's window
+ * starts again, so it gets a whole window of a working Redis to beat in
+ * (KEYS[3] holds the time of the last check). Empty lists
  * of dead processes leave the registry; for the others we take the lease.
  * Returns {member, beat-or-"", ...} we now hold. */
 static const char orphans_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
     "local after, confirm, ttl0 = tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "local watched = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
+    "local blind = now - watched > tonumber(ARGV[7])\n"
+    "redis.call('SET', KEYS[3], string.format('%.6f', now), 'EX', 86400)\n"
     "local out = {}\n"
     "local ms = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')\n"
     "for i = 1, #ms, 2 do\n"
@@ -164,7 +172,7 @@ static const char orphans_lua[] =
     "      local s = redis.call('HGET', KEYS[2], m)\n"
     "      local sb, since = nil, nil\n"
     "      if s then sb, since = string.match(s, '^(.*)|([^|]*)$') end\n"
-    "      if not since or (beat and sb ~= beat) then\n"
+    "      if not since or (beat and sb ~= beat) or blind then\n"
     "        redis.call('HSET', KEYS[2], m, (beat or '') .. '|' .. string.format('%.6f', now))\n"
     "        redis.call('EXPIRE', KEYS[2], 86400)\n"
     "      elseif now - tonumber(since) >= confirm then\n"
@@ -1137,9 +1145,18 @@ recover_all(dray_ctx *ctx)
     snprintf(lms, sizeof lms, "%lld", (long long)(pro__cfg.lease_s * 1000));
     snprintf(confirm, sizeof confirm, "%.3f", pro__cfg.orphan_confirm_s);
     snprintf(ttl, sizeof ttl, "%d", PRO_BEAT_TTL_S);
-    const char *argv[8] = {procs, silent, H->ns(ctx), H->identity(ctx), after, lms, confirm, ttl};
+    /* the longest gap between two checks of a healthy fleet: each process
+     * checks every orphan_check s, from a heartbeat tick */
+    double every = pro__cfg.orphan_check_s > pro__cfg.heartbeat_s ? pro__cfg.orphan_check_s
+                                                                  : pro__cfg.heartbeat_s;
+    char gap[32];
+    snprintf(gap, sizeof gap, "%.3f", 2 * every + 1);
+    char watched[PRO_KEY_BYTES];
+    pro__key(ctx, watched, sizeof watched, "pro:fetch:watched");
+    const char *argv[10] = {procs, silent, watched, H->ns(ctx), H->identity(ctx),
+                            after, lms,    confirm, ttl,        gap};
     redisReply *r = NULL;
-    int rc = pro__eval(ctx, s_orphans, &r, 2, 8, argv);
+    int rc = pro__eval(ctx, s_orphans, &r, 3, 10, argv);
     if (rc || !r || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
