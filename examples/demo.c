@@ -59,7 +59,8 @@ main(int argc, char **argv)
         if (i % 100 == 99)
             json_array_append_new(flakies, json_pack("[I]", (json_int_t)i));
         else
-            json_array_append_new(images, json_pack("[I,I]", (json_int_t)(640 + i % 7), (json_int_t)480));
+            json_array_append_new(images,
+                                  json_pack("[I,I]", (json_int_t)(640 + i % 7), (json_int_t)480));
     }
     double t0 = mono();
     size_t pushed_a = 0, pushed_b = 0;
@@ -95,8 +96,9 @@ main(int argc, char **argv)
         dray_server_counts_get(s, &n);
         double el = mono() - t0;
         if (tty) {
-            printf("\rprocessed %8llu / %ld  failed %5llu  busy %2llu  %7.0f jobs/s", (unsigned long long)n.processed,
-                   jobs, (unsigned long long)n.failed, (unsigned long long)n.busy, (double)n.processed / (el > 0 ? el : 1));
+            printf("\rprocessed %8llu / %ld  failed %5llu  busy %2llu  %7.0f jobs/s",
+                   (unsigned long long)n.processed, jobs, (unsigned long long)n.failed,
+                   (unsigned long long)n.busy, (double)n.processed / (el > 0 ? el : 1));
             fflush(stdout);
         }
         if ((long)n.processed >= jobs)
@@ -112,7 +114,8 @@ main(int argc, char **argv)
         printf("\n");
     dray_server_stop(s);
     pthread_join(th, NULL);
-    printf("processed %llu jobs in %.3f s with %d threads: %.0f jobs/s (%llu failed and went to the retry set)\n",
+    printf("processed %llu jobs in %.3f s with %d threads: %.0f jobs/s (%llu failed and went to "
+           "the retry set)\n",
            (unsigned long long)n.processed, took, conc, (double)n.processed / took,
            (unsigned long long)n.failed);
     dray_server_free(s);
@@ -122,7 +125,8 @@ main(int argc, char **argv)
     if (dray_api_new(&o, &api, err, sizeof err) == 0) {
         dray_stats st;
         if (dray_api_stats_get(api, &st) == 0)
-            printf("stats: processed %lld, failed %lld, enqueued %lld, scheduled %lld, retries %lld, dead %lld\n",
+            printf("stats: processed %lld, failed %lld, enqueued %lld, scheduled %lld, retries "
+                   "%lld, dead %lld\n",
                    (long long)st.processed, (long long)st.failed, (long long)st.enqueued,
                    (long long)st.scheduled_size, (long long)st.retry_size, (long long)st.dead_size);
         dray_api_free(api);

@@ -14,8 +14,9 @@ image_resize(dray_job *job, dray_result *res, void *ud)
     json_int_t w = json_integer_value(json_array_get(args, 0));
     json_int_t h = json_integer_value(json_array_get(args, 1));
     if (w <= 0 || h <= 0)
-        return dray_result_fail(res, "ArgumentError", "width and height must be positive, got %lld x %lld",
-                                (long long)w, (long long)h);
+        return dray_result_fail(res, "ArgumentError",
+                                "width and height must be positive, got %lld x %lld", (long long)w,
+                                (long long)h);
     volatile unsigned sum = 0;
     for (json_int_t i = 0; i < (w + h) % 64; i++)
         sum += (unsigned)i * 2654435761u;
@@ -29,7 +30,8 @@ flaky(dray_job *job, dray_result *res, void *ud)
     (void)ud;
     json_int_t n = json_integer_value(json_array_get(dray_job_args(job), 0));
     if (n % 500 == 99)
-        return dray_result_fail(res, "Timeout::Error", "upstream timed out for item %lld", (long long)n);
+        return dray_result_fail(res, "Timeout::Error", "upstream timed out for item %lld",
+                                (long long)n);
     return 0;
 }
 

@@ -43,11 +43,13 @@ enum {
 };
 
 /* The options every command accepts (see cli_common_opt). */
-#define CLI_COMMON_LONGOPTS                                      \
-    {"config", required_argument, NULL, 'C'},                    \
-    {"redis-url", required_argument, NULL, OPT_REDIS_URL},       \
-    {"namespace", required_argument, NULL, OPT_NAMESPACE},       \
-    {"help", no_argument, NULL, 'h'}
+#define CLI_COMMON_LONGOPTS                                                                        \
+    {"config", required_argument, NULL, 'C'},                                                      \
+        {"redis-url", required_argument, NULL, OPT_REDIS_URL},                                     \
+        {"namespace", required_argument, NULL, OPT_NAMESPACE},                                     \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
 #define CLI_COMMON_SHORTOPTS "C:h"
 
 /* One config assignment from the command line, applied after the file and
@@ -64,10 +66,10 @@ typedef struct cli_ctx {
     const char *config_path; /* -C, else $DRAY_CONFIG, else NULL */
     cli_flag flags[CLI_MAX_FLAGS];
     size_t nflags;
-    int help;                /* -h given */
-    int json;                /* --json given */
-    dray_config *cfg;        /* built by cli_config_build */
-    dray_options opts;       /* from cfg by cli_config_build */
+    int help;          /* -h given */
+    int json;          /* --json given */
+    dray_config *cfg;  /* built by cli_config_build */
+    dray_options opts; /* from cfg by cli_config_build */
 } cli_ctx;
 
 /* Subcommands: argc/argv start at the subcommand name. Each returns an exit
@@ -80,10 +82,10 @@ int cli_cmd_processes(int argc, char **argv);
 int cli_cmd_set(int argc, char **argv); /* retries, scheduled, dead */
 int cli_cmd_signal(int argc, char **argv);
 int cli_cmd_license(int argc, char **argv); /* license check */
-int cli_cmd_limits(int argc, char **argv);   /* Enterprise keys, read-only */
+int cli_cmd_limits(int argc, char **argv);  /* Enterprise keys, read-only */
 int cli_cmd_periodic(int argc, char **argv);
 int cli_cmd_unique(int argc, char **argv);
-int cli_cmd_web(int argc, char **argv);     /* dashboard and /metrics (web.c) */
+int cli_cmd_web(int argc, char **argv); /* dashboard and /metrics (web.c) */
 
 /* Help text of a command (NULL: the overview). Printed to f. */
 void cli_help(FILE *f, const char *cmd);

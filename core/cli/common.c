@@ -213,8 +213,7 @@ cli_parse_time(const char *s, double *out)
     memset(&tm, 0, sizeof tm);
     const char *p = s;
     int y, mo, d, h = 0, mi = 0, sec = 0;
-    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
-        digits(&p, 2, &d))
+    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' || digits(&p, 2, &d))
         return -1;
     double frac = 0;
     long offset = 0;

@@ -84,7 +84,8 @@ cli_cmd_limits(int argc, char **argv)
         json_t *o = pairs(flat);
         json_decref(flat);
         json_object_set_new(o, "name", json_string(name));
-        json_object_set_new(o, "last_used", json_real(atof(json_string_value(json_array_get(names, i + 1)))));
+        json_object_set_new(o, "last_used",
+                            json_real(atof(json_string_value(json_array_get(names, i + 1)))));
         if (!strcmp(field(o, "type"), "c")) {
             snprintf(key, sizeof key, "%sent:lmtr:%s:c", ns, name);
             json_t *n = NULL;
@@ -102,7 +103,8 @@ cli_cmd_limits(int argc, char **argv)
         json_decref(all);
         return cli_exit_for(rc);
     }
-    static const char *const types[] = {"c", "concurrent", "b", "bucket", "w", "window", "l", "leaky"};
+    static const char *const types[] = {"c", "concurrent", "b", "bucket",
+                                        "w", "window",     "l", "leaky"};
     if (ctx.json) {
         char *s = json_dumps(all, JSON_COMPACT);
         puts(s ? s : "[]");
@@ -110,8 +112,8 @@ cli_cmd_limits(int argc, char **argv)
     } else if (json_array_size(all) == 0) {
         puts("no limiters have been used");
     } else {
-        printf("%-24s %-10s %6s %9s %8s %8s %9s\n", "LIMITER", "TYPE", "LIMIT", "INTERVAL", "HOLDERS",
-               "TAKEN", "OVERAGES");
+        printf("%-24s %-10s %6s %9s %8s %8s %9s\n", "LIMITER", "TYPE", "LIMIT", "INTERVAL",
+               "HOLDERS", "TAKEN", "OVERAGES");
         size_t i;
         json_t *o;
         json_array_foreach(all, i, o)
@@ -192,8 +194,8 @@ cli_cmd_periodic(int argc, char **argv)
         if (json_array_size(all) == 0)
             puts("no periodic loops registered");
         else
-            printf("%-20s %-18s %-24s %-12s %-20s %-20s\n", "LOOP", "CRON", "CLASS", "TZ", "LAST RUN",
-                   "NEXT RUN");
+            printf("%-20s %-18s %-24s %-12s %-20s %-20s\n", "LOOP", "CRON", "CLASS", "TZ",
+                   "LAST RUN", "NEXT RUN");
         json_array_foreach(all, i, v)
         {
             char last[32] = "-", next[32] = "-";
@@ -270,7 +272,8 @@ cli_cmd_unique(int argc, char **argv)
                 }
                 json_decref(n);
             } else if (!release) {
-                json_array_append_new(rows, json_pack("{s:s, s:s}", "digest", digest, "owner", jid));
+                json_array_append_new(rows,
+                                      json_pack("{s:s, s:s}", "digest", digest, "owner", jid));
             }
             json_decref(owner);
         }

@@ -83,14 +83,12 @@ cli_cmd_stats(int argc, char **argv)
     if (rc) {
         r = api_fail(&ctx, api, rc);
     } else if (ctx.json) {
-        r = cli_json_print(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "processed",
-                                     (json_int_t)st.processed, "failed", (json_int_t)st.failed,
-                                     "busy", (json_int_t)st.workers_size, "enqueued",
-                                     (json_int_t)st.enqueued, "retries", (json_int_t)st.retry_size,
-                                     "scheduled", (json_int_t)st.scheduled_size, "dead",
-                                     (json_int_t)st.dead_size, "processes",
-                                     (json_int_t)st.processes_size, "default_queue_latency",
-                                     st.default_queue_latency));
+        r = cli_json_print(json_pack(
+            "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "processed", (json_int_t)st.processed,
+            "failed", (json_int_t)st.failed, "busy", (json_int_t)st.workers_size, "enqueued",
+            (json_int_t)st.enqueued, "retries", (json_int_t)st.retry_size, "scheduled",
+            (json_int_t)st.scheduled_size, "dead", (json_int_t)st.dead_size, "processes",
+            (json_int_t)st.processes_size, "default_queue_latency", st.default_queue_latency));
     } else {
         printf("processed              %lld\n", st.processed);
         printf("failed                 %lld\n", st.failed);

@@ -33,8 +33,8 @@ print_verdict(const char *path, const dray_module_verdict *v, void *ud)
         return;
     }
     if (v->rc == 0)
-        printf("OK       %s %s (%s tier) from %s: %s\n", v->name[0] ? v->name : "?",
-               v->version, v->tier[0] ? v->tier : "?", path, v->message);
+        printf("OK       %s %s (%s tier) from %s: %s\n", v->name[0] ? v->name : "?", v->version,
+               v->tier[0] ? v->tier : "?", path, v->message);
     else
         printf("REFUSED  %s: %s\n", path, v->message);
     if (v->warning[0])
@@ -101,7 +101,8 @@ cli_cmd_license(int argc, char **argv)
         return r;
     if (dray_config_count(ctx.cfg, "module") == 0) {
         cli_ctx_close(&ctx);
-        return cli_usage(&ctx, "no module configured: give --module PATH or 'module' in the config");
+        return cli_usage(&ctx,
+                         "no module configured: give --module PATH or 'module' in the config");
     }
     dray_server *s;
     char err[512];
@@ -115,7 +116,8 @@ cli_cmd_license(int argc, char **argv)
     int refused = dray_server_check_modules(s, ctx.cfg, print_verdict, &t);
     int exit_code = CLI_OK;
     if (refused < 0) {
-        cli_err(&ctx, "%s", dray_server_errstr(s)[0] ? dray_server_errstr(s) : dray_strerror(refused));
+        cli_err(&ctx, "%s",
+                dray_server_errstr(s)[0] ? dray_server_errstr(s) : dray_strerror(refused));
         exit_code = cli_exit_for(refused);
     } else if (refused > 0) {
         exit_code = CLI_ECONFIG;

@@ -287,12 +287,10 @@ main(int argc, char **argv)
         return cli_help(stdout, NULL), CLI_OK;
     if (!strcmp(cmd, "help")) {
         if (argc > 2 && strcmp(argv[2], "run") && strcmp(argv[2], "push") &&
-            strcmp(argv[2], "stats") && strcmp(argv[2], "queues") &&
-            strcmp(argv[2], "processes") && strcmp(argv[2], "retries") &&
-            strcmp(argv[2], "scheduled") && strcmp(argv[2], "dead") &&
-            strcmp(argv[2], "signal") && strcmp(argv[2], "version") &&
-            strcmp(argv[2], "license") && strcmp(argv[2], "limits") &&
-            strcmp(argv[2], "periodic") && strcmp(argv[2], "unique") &&
+            strcmp(argv[2], "stats") && strcmp(argv[2], "queues") && strcmp(argv[2], "processes") &&
+            strcmp(argv[2], "retries") && strcmp(argv[2], "scheduled") && strcmp(argv[2], "dead") &&
+            strcmp(argv[2], "signal") && strcmp(argv[2], "version") && strcmp(argv[2], "license") &&
+            strcmp(argv[2], "limits") && strcmp(argv[2], "periodic") && strcmp(argv[2], "unique") &&
             strcmp(argv[2], "web")) {
             fprintf(stderr, "dray help: unknown command '%s'\n", argv[2]);
             return CLI_EUSAGE;

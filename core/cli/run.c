@@ -111,8 +111,8 @@ process_opts(cli_ctx *ctx, dray_process_opts *po)
     const char *v = dray_config_get(ctx->cfg, "processes");
     po->processes = v ? atoi(v) : 0;
     v = dray_config_get(ctx->cfg, "isolate");
-    po->isolate = v && (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1") ||
-                        !strcmp(v, "on"));
+    po->isolate =
+        v && (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "on"));
     v = dray_config_get(ctx->cfg, "crash_limit");
     po->crash_limit = v ? atoi(v) : 3;
     if (po->isolate && po->processes == 0)

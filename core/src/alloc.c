@@ -209,8 +209,8 @@ dray__rand01(void)
     return (double)dray__rand32() / 4294967296.0;
 }
 
-#define DRAY__ERRNO_TEXT(name, val, text) \
-    case (val):                           \
+#define DRAY__ERRNO_TEXT(name, val, text)                                                          \
+    case (val):                                                                                    \
         return text;
 const char *
 dray_strerror(int code)
@@ -224,8 +224,8 @@ dray_strerror(int code)
     }
 }
 
-#define DRAY__ERRNO_NAME(name, val, text) \
-    case (val):                           \
+#define DRAY__ERRNO_NAME(name, val, text)                                                          \
+    case (val):                                                                                    \
         return #name;
 const char *
 dray_err_name(int code)

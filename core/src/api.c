@@ -10,9 +10,9 @@
 
 #include "internal.h"
 
-#define SCAN_COUNT "1000"        /* ZSCAN batch: few round trips, short Redis pauses */
-#define MOVE_ATTEMPTS 3          /* a member that vanished between find and move */
-#define SIGNAL_TTL "60"          /* Sidekiq's Process#signal */
+#define SCAN_COUNT "1000" /* ZSCAN batch: few round trips, short Redis pauses */
+#define MOVE_ATTEMPTS 3   /* a member that vanished between find and move */
+#define SIGNAL_TTL "60"   /* Sidekiq's Process#signal */
 
 struct dray_api {
     dray__redis_cfg cfg;
@@ -50,8 +50,7 @@ static dray__script signal_script = {
 
 static const char *const set_names[] = {"retry", "schedule", "dead"};
 
-static int
-aerr(dray_api *a, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static int aerr(dray_api *a, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
 static int
 aerr(dray_api *a, int code, const char *fmt, ...)
@@ -210,8 +209,7 @@ str_cmp(const void *x, const void *y)
 
 /* SMEMBERS of <ns><suffix>, sorted; *names points into *reply (free it). */
 static int
-members_sorted(dray_api *a, const char *suffix, redisReply **reply, const char ***names,
-               size_t *n)
+members_sorted(dray_api *a, const char *suffix, redisReply **reply, const char ***names, size_t *n)
 {
     *reply = NULL;
     *names = NULL;
@@ -832,8 +830,8 @@ move_once(dray_api *a, dray_set set, const char *key, const dray_set_entry *e, e
         snprintf(cutoff, sizeof cutoff, "(%.6f", now - (double)a->dead_timeout_s);
         snprintf(rank, sizeof rank, "%ld", -(a->dead_max_jobs + 1)); /* keep dead_max_jobs */
         const char *argv[6] = {key, dead, e->member, score, cutoff, rank};
-        size_t lens[6] = {strlen(key), strlen(dead), e->member_len, strlen(score), strlen(cutoff),
-                          strlen(rank)};
+        size_t lens[6] = {strlen(key),   strlen(dead),   e->member_len,
+                          strlen(score), strlen(cutoff), strlen(rank)};
         rc = dray__conn_eval(&a->conn, &kill_script, &r, 2, 6, argv, lens);
         dray__free(dead);
     } else {

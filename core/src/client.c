@@ -9,7 +9,7 @@
 
 #include "internal.h"
 
-#define BULK_CHUNK 1000        /* jobs per MULTI block */
+#define BULK_CHUNK 1000         /* jobs per MULTI block */
 #define BULK_CHUNKS_IN_FLIGHT 8 /* chunks pipelined before reading replies */
 
 struct dray_client {
@@ -86,8 +86,7 @@ dray_client_errstr(const dray_client *c)
     return c->errstr;
 }
 
-static int
-cerr(dray_client *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static int cerr(dray_client *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
 static int
 cerr(dray_client *c, int code, const char *fmt, ...)
@@ -333,12 +332,12 @@ dray_client_push(dray_client *c, const char *klass, json_t *args, const dray_pus
 
 /* One bulk chunk: either MULTI/SADD/LPUSH.../EXEC or one ZADD. */
 typedef struct chunk {
-    dray__buf key;       /* queue:<q> (immediate) */
-    const char **argv;   /* command argv being built */
+    dray__buf key;     /* queue:<q> (immediate) */
+    const char **argv; /* command argv being built */
     size_t *lens;
-    char **owned;        /* json strings to free */
+    char **owned; /* json strings to free */
     char (*scores)[32];
-    int n;               /* jobs in the chunk */
+    int n; /* jobs in the chunk */
 } chunk;
 
 static int

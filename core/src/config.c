@@ -33,9 +33,9 @@ enum kind {
 };
 
 enum repeat {
-    R_ONE,    /* one value: add replaces */
-    R_LIST,   /* ordered list: add appends */
-    R_SET     /* list without duplicates: add appends unless present */
+    R_ONE,  /* one value: add replaces */
+    R_LIST, /* ordered list: add appends */
+    R_SET   /* list without duplicates: add appends unless present */
 };
 
 typedef struct key_def {
@@ -94,8 +94,7 @@ struct dray_config {
     char errstr[CONFIG_ERR_BYTES];
 };
 
-static int
-cerr(dray_config *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
+static int cerr(dray_config *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
 static int
 cerr(dray_config *c, int code, const char *fmt, ...)
@@ -240,7 +239,7 @@ parse_level(const char *s, dray_log_level *out)
     static const struct {
         const char *name;
         dray_log_level level;
-    } levels[] = {{"debug", DRAY_LOG_DEBUG}, {"info", DRAY_LOG_INFO},   {"warn", DRAY_LOG_WARN},
+    } levels[] = {{"debug", DRAY_LOG_DEBUG},  {"info", DRAY_LOG_INFO},   {"warn", DRAY_LOG_WARN},
                   {"warning", DRAY_LOG_WARN}, {"error", DRAY_LOG_ERROR}, {"off", DRAY_LOG_OFF}};
     for (size_t i = 0; i < sizeof levels / sizeof *levels; i++)
         if (!strcasecmp(s, levels[i].name)) {
@@ -288,13 +287,13 @@ validate(dray_config *c, const key_def *d, const char *v)
         if (strchr(v, ','))
             return cerr(c, DRAY_ECONFIG, "key '%s': '%s' contains a comma", d->name, v);
         if (has_blank(v))
-            return cerr(c, DRAY_ECONFIG,
-                        "key '%s': '%s' contains whitespace or control bytes", d->name, v);
+            return cerr(c, DRAY_ECONFIG, "key '%s': '%s' contains whitespace or control bytes",
+                        d->name, v);
         return 0;
     case K_NS:
         if (has_blank(v))
-            return cerr(c, DRAY_ECONFIG,
-                        "key '%s': '%s' contains whitespace or control bytes", d->name, v);
+            return cerr(c, DRAY_ECONFIG, "key '%s': '%s' contains whitespace or control bytes",
+                        d->name, v);
         return 0;
     case K_INT:
         if (parse_integer(v, &i) || (double)i < d->lo || (double)i > d->hi)

@@ -86,8 +86,7 @@ add_work(struct dray_server *s, dray__pipe *p, int *busy)
                        dray_now() - w->cur_deadline);
         if (w->cur.payload) {
             json_t *o = json_pack("{s:s, s:s%, s:I}", "queue", w->cur.queue, "payload",
-                                  w->cur.payload, w->cur.len, "run_at",
-                                  (json_int_t)w->cur_started);
+                                  w->cur.payload, w->cur.len, "run_at", (json_int_t)w->cur_started);
             char *v = o ? dray__json_dump(o, NULL) : NULL;
             json_decref(o);
             if (v) {
@@ -144,8 +143,8 @@ dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
     snprintf(rtts, sizeof rtts, "%ld", rtt_us);
     snprintf(rss, sizeof rss, "%ld", rss_kb());
     const char *quiet = atomic_load(&s->state) >= DRAY__QUIET ? "true" : "false";
-    const char *hset[14] = {"HSET", s->k_identity, "info", s->info_json, "busy", busys, "beat", beat,
-                            "rtt_us", rtts, "quiet", quiet, "rss", rss};
+    const char *hset[14] = {"HSET", s->k_identity, "info", s->info_json, "busy", busys, "beat",
+                            beat,   "rtt_us",      rtts,   "quiet",      quiet,  "rss", rss};
     dray__pipe_init(&p, c);
     dray__pipe_begin(&p);
     dray__pipe_addf(&p, "SADD %s %s", s->k_processes, s->identity);

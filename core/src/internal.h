@@ -71,39 +71,38 @@ void dray__log_payload(dray_log_level level, const char *jid, const char *klass,
 /* ---- redis connection (redis.c) ----------------------------------------------- */
 #define DRAY__MAX_SENTINELS 16 /* a URL lists a handful; 16 is generous */
 typedef struct dray__redis_cfg {
-    char *host;              /* TCP host, or NULL for a unix socket */
-    int port;                /* TCP port */
-    char *path;              /* unix socket path, or NULL */
-    int db;                  /* SELECT index; 0 skips SELECT */
-    char *user;              /* ACL user, or NULL */
-    char *pass;              /* password, or NULL */
-    char *ns;                /* "ns:" prefix including the colon, or "" */
-    size_t nslen;            /* strlen(ns) */
-    int connect_timeout_ms;  /* connect timeout */
-    int command_timeout_ms;  /* per-command read/write timeout */
-    char where[160];         /* "host:port" or "unix:/path" for messages */
-    int tls;                 /* rediss://: every link runs TLS */
-    int tls_insecure;        /* skip chain and hostname checks (explicit opt-out) */
-    char *tls_ca_file;       /* PEM CA bundle, or NULL */
-    char *tls_ca_dir;        /* hashed CA directory, or NULL (both NULL: system store) */
-    char *tls_server_name;   /* SNI and the name verified; NULL: host */
-    char *tls_cert;          /* client certificate (mutual TLS), or NULL */
-    char *tls_key;           /* its private key, or NULL (then in tls_cert) */
-    void *tls_ctx;           /* SSL_CTX shared by every link of this cfg, or NULL */
-    int sentinel;            /* redis-sentinel://: host/port come from a sentinel */
-    int nsentinels;          /* entries in sentinel_host/port */
+    char *host;             /* TCP host, or NULL for a unix socket */
+    int port;               /* TCP port */
+    char *path;             /* unix socket path, or NULL */
+    int db;                 /* SELECT index; 0 skips SELECT */
+    char *user;             /* ACL user, or NULL */
+    char *pass;             /* password, or NULL */
+    char *ns;               /* "ns:" prefix including the colon, or "" */
+    size_t nslen;           /* strlen(ns) */
+    int connect_timeout_ms; /* connect timeout */
+    int command_timeout_ms; /* per-command read/write timeout */
+    char where[160];        /* "host:port" or "unix:/path" for messages */
+    int tls;                /* rediss://: every link runs TLS */
+    int tls_insecure;       /* skip chain and hostname checks (explicit opt-out) */
+    char *tls_ca_file;      /* PEM CA bundle, or NULL */
+    char *tls_ca_dir;       /* hashed CA directory, or NULL (both NULL: system store) */
+    char *tls_server_name;  /* SNI and the name verified; NULL: host */
+    char *tls_cert;         /* client certificate (mutual TLS), or NULL */
+    char *tls_key;          /* its private key, or NULL (then in tls_cert) */
+    void *tls_ctx;          /* SSL_CTX shared by every link of this cfg, or NULL */
+    int sentinel;           /* redis-sentinel://: host/port come from a sentinel */
+    int nsentinels;         /* entries in sentinel_host/port */
     char *sentinel_host[DRAY__MAX_SENTINELS]; /* sentinel addresses, in URL order */
     int sentinel_port[DRAY__MAX_SENTINELS];
-    char *master_name;       /* the monitored master's name */
-    char *sentinel_pass;     /* AUTH for the sentinels (not the master's), or NULL */
+    char *master_name;   /* the monitored master's name */
+    char *sentinel_pass; /* AUTH for the sentinels (not the master's), or NULL */
 } dray__redis_cfg;
 
 /* Parse a redis URL into cfg (zeroed first). DRAY_EURL / DRAY_ETLS with the
  * reason in errbuf. */
 int dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen);
 /* Resolve URL (options, env fallbacks), namespace and timeouts. */
-int dray__redis_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf,
-                         size_t errlen);
+int dray__redis_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, size_t errlen);
 void dray__redis_cfg_close(dray__redis_cfg *cfg);
 
 typedef struct dray__conn {
@@ -113,9 +112,9 @@ typedef struct dray__conn {
     int extra_timeout_ms;       /* added to the read timeout (blocking commands) */
     int err;                    /* last DRAY_E* code, 0 if none */
     char errstr[DRAY_ERRSTR_BYTES];
-    unsigned backoff_ms;        /* current reconnect delay */
-    int want_client_id;         /* fetch CLIENT ID at connect (workers: a stop unblocks them) */
-    atomic_llong client_id;     /* Redis's id of this link, 0 when unknown */
+    unsigned backoff_ms;    /* current reconnect delay */
+    int want_client_id;     /* fetch CLIENT ID at connect (workers: a stop unblocks them) */
+    atomic_llong client_id; /* Redis's id of this link, 0 when unknown */
 } dray__conn;
 
 /* TLS transport (tls.c), used by redis.c for links with an SSL. ctx_init
@@ -214,8 +213,8 @@ void dray__key_buf(dray__buf *b, const dray__redis_cfg *cfg, const char *suffix)
 
 /* ---- jobs (job.c) ---------------------------------------------------------------- */
 struct dray_job {
-    json_t *obj;      /* the payload object (owned) */
-    char *payload;    /* raw text as fetched, or NULL (owned) */
+    json_t *obj;   /* the payload object (owned) */
+    char *payload; /* raw text as fetched, or NULL (owned) */
     size_t payload_len;
     double deadline;  /* epoch seconds its timeout ends while running, 0 none */
     atomic_int *over; /* set once running past its deadline (the worker's), or NULL */
@@ -286,7 +285,7 @@ int dray__client_push_conn(dray__conn *conn, size_t max_payload, dray_job *job,
 /* ---- time ---------------------------------------------------------------------- */
 double dray__mono(void); /* monotonic seconds */
 void dray__sleep_ms(unsigned ms);
-uint32_t dray__rand32(void);   /* libsodium randombytes */
+uint32_t dray__rand32(void); /* libsodium randombytes */
 double dray__rand01(void);
 
 #endif /* DRAY_INTERNAL_H */

@@ -300,18 +300,20 @@ check_fields(json_t *o, char *errbuf, size_t errlen)
     if (!v)
         return dray__err(errbuf, errlen, DRAY_ECLASS, "job field 'class' is missing");
     if (!json_is_string(v) || json_string_length(v) == 0)
-        return dray__err(errbuf, errlen, DRAY_ECLASS, "job field 'class' must be a non-empty string");
+        return dray__err(errbuf, errlen, DRAY_ECLASS,
+                         "job field 'class' must be a non-empty string");
     if (strlen(json_string_value(v)) != json_string_length(v))
         return dray__err(errbuf, errlen, DRAY_ECLASS, "job field 'class' contains a NUL byte");
     v = json_object_get(o, "args");
     if (!json_is_array(v))
-        return dray__err(errbuf, errlen, DRAY_EARGS, "job field 'args' must be a json array, not %s",
-                         !v                   ? "missing"
-                         : json_is_object(v)  ? "an object"
-                         : json_is_string(v)  ? "a string"
-                         : json_is_number(v)  ? "a number"
-                         : json_is_null(v)    ? "null"
-                                              : "a boolean");
+        return dray__err(errbuf, errlen, DRAY_EARGS,
+                         "job field 'args' must be a json array, not %s",
+                         !v                  ? "missing"
+                         : json_is_object(v) ? "an object"
+                         : json_is_string(v) ? "a string"
+                         : json_is_number(v) ? "a number"
+                         : json_is_null(v)   ? "null"
+                                             : "a boolean");
     if ((v = json_object_get(o, "jid"))) {
         if (!json_is_string(v) || !jid_ok(v))
             return dray__err(errbuf, errlen, DRAY_EJID,
@@ -320,7 +322,8 @@ check_fields(json_t *o, char *errbuf, size_t errlen)
     }
     if ((v = json_object_get(o, "queue"))) {
         if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
-            return dray__err(errbuf, errlen, DRAY_EQUEUE, "job field 'queue' must be a string without NUL");
+            return dray__err(errbuf, errlen, DRAY_EQUEUE,
+                             "job field 'queue' must be a string without NUL");
         int rc = dray__queue_check(json_string_value(v), errbuf, errlen);
         if (rc)
             return rc;

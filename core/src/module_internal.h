@@ -10,9 +10,9 @@
 #include "dray/module.h"
 #include "server.h"
 
-#define DRAY__NPOINTS (DRAY_HOOK_TICK + 1) /* chains indexed by dray_hook_point */
-#define DRAY__STATUS_BYTES 256             /* a module's status line */
-#define DRAY__LICENSE_FILE_MAX 16384       /* a license file holds one key, not a book */
+#define DRAY__NPOINTS (DRAY_HOOK_TICK + 1)   /* chains indexed by dray_hook_point */
+#define DRAY__STATUS_BYTES 256               /* a module's status line */
+#define DRAY__LICENSE_FILE_MAX 16384         /* a license file holds one key, not a book */
 #define DRAY__LICENSE_FILE_RAW_MAX (1 << 20) /* its bytes, whitespace included */
 
 /* One committed or staged registration. Entries never move once

@@ -75,7 +75,8 @@ dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
             json_t *o = dray__json_load(m->str, m->len, &e);
             const char *q = o ? json_string_value(json_object_get(o, "queue")) : NULL;
             if (!o || !json_is_object(o) || (q && dray__queue_check(q, NULL, 0))) {
-                dray__log(DRAY_LOG_ERROR, "%s holds a member that is not a valid job; moved to the dead set: %.*s",
+                dray__log(DRAY_LOG_ERROR,
+                          "%s holds a member that is not a valid job; moved to the dead set: %.*s",
                           zset, (int)(m->len > 200 ? 200 : m->len), m->str);
                 json_decref(o);
                 av[k] = m->str;

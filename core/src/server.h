@@ -18,10 +18,10 @@ enum {
 
 /* A fetched job, before parsing: what fetch hands the processor. */
 typedef struct dray__unit {
-    char *queue;    /* queue name without prefix (owned) */
-    char *payload;  /* raw job JSON (owned) */
+    char *queue;   /* queue name without prefix (owned) */
+    char *payload; /* raw job JSON (owned) */
     size_t len;
-    void *token;    /* fetch provider's own data */
+    void *token; /* fetch provider's own data */
 } dray__unit;
 
 typedef struct dray__handler {
@@ -35,7 +35,7 @@ typedef struct dray__handler {
 
 typedef struct dray__queue {
     char *name;
-    char *key;   /* "<ns>queue:<name>" */
+    char *key; /* "<ns>queue:<name>" */
     int weight;
 } dray__queue;
 
@@ -47,7 +47,7 @@ typedef struct dray__callback {
 struct dray_server;
 
 /* metrics.c: Sidekiq 7 execution metrics, one table per worker */
-#define DRAY__METRICS_BUCKETS 26 /* Sidekiq's Histogram::BUCKET_INTERVALS */
+#define DRAY__METRICS_BUCKETS 26   /* Sidekiq's Histogram::BUCKET_INTERVALS */
 #define DRAY__METRICS_FLUSH_S 60.0 /* heartbeat flushes at most this often (and at stop) */
 typedef struct dray__metric {
     char *klass;        /* "wrapped" or "class" (owned); NULL: empty slot */
@@ -81,83 +81,83 @@ typedef struct dray__worker {
     pthread_t thread;
     int started;
     dray__conn conn;
-    char tid[16];              /* key in <identity>:work */
+    char tid[16]; /* key in <identity>:work */
     pthread_mutex_t mu;
-    dray__unit cur;            /* the job running now (payload NULL when idle) */
-    double cur_started;        /* epoch seconds */
-    const char *cur_class;     /* borrowed from the parsed job while running */
+    dray__unit cur;        /* the job running now (payload NULL when idle) */
+    double cur_started;    /* epoch seconds */
+    const char *cur_class; /* borrowed from the parsed job while running */
     const char *cur_jid;
-    int requeued;              /* 1: the stopper pushed a copy back (remove it when this one
-                                  finishes); -1: finishing, the stopper leaves it alone */
-    atomic_int writing;        /* 1 while recording an outcome: the stopper waits for it */
-    int joined;                /* pthread_join done (the thread running run or free) */
+    int requeued;       /* 1: the stopper pushed a copy back (remove it when this one
+                           finishes); -1: finishing, the stopper leaves it alone */
+    atomic_int writing; /* 1 while recording an outcome: the stopper waits for it */
+    int joined;         /* pthread_join done (the thread running run or free) */
     atomic_int exited;
     atomic_uint_least64_t processed; /* flushed by the heartbeat */
     atomic_uint_least64_t failed;
-    dray__unit *pre;           /* fetched, not started (fetch_batch > 1); guarded by mu */
-    size_t npre, ipre;         /* pre[ipre..npre) are waiting */
-    const char **brpop_argv;   /* reused BRPOP argument vector */
+    dray__unit *pre;         /* fetched, not started (fetch_batch > 1); guarded by mu */
+    size_t npre, ipre;       /* pre[ipre..npre) are waiting */
+    const char **brpop_argv; /* reused BRPOP argument vector */
     size_t *brpop_lens;
-    int crash_slot;            /* crash.c slot of this thread, -1 if none */
-    atomic_uint_least64_t fetch_lost; /* blocking fetches whose reply was lost (may have popped) */
+    int crash_slot;                    /* crash.c slot of this thread, -1 if none */
+    atomic_uint_least64_t fetch_lost;  /* blocking fetches whose reply was lost (may have popped) */
     uint_least64_t fetch_lost_flushed; /* of those, added to stat:fetch_lost; worker thread only */
-    dray__metrics metrics;     /* this worker's execution metrics since the last flush */
-    double cur_deadline;       /* epoch seconds the running job's timeout ends, 0 none; mu */
-    atomic_int cur_over;       /* 1 once the heartbeat saw the running job past it */
+    dray__metrics metrics;             /* this worker's execution metrics since the last flush */
+    double cur_deadline; /* epoch seconds the running job's timeout ends, 0 none; mu */
+    atomic_int cur_over; /* 1 once the heartbeat saw the running job past it */
 } dray__worker;
 
 struct dray_server {
-    dray_options opts;         /* copy; strings below are owned copies */
+    dray_options opts; /* copy; strings below are owned copies */
     char *queues_spec;
     char *tag;
     char *labels;
     dray__redis_cfg cfg;
-    char errstr[512];          /* module refusals name a path and the module's own message */
+    char errstr[512]; /* module refusals name a path and the module's own message */
 
-    dray__handler *handlers;   /* sorted by class after run starts */
+    dray__handler *handlers; /* sorted by class after run starts */
     size_t nhandlers, caphandlers;
     dray__callback *on_error, *on_death;
     size_t non_error, non_death;
-    void **dl_handles;         /* --require'd libraries */
+    void **dl_handles; /* --require'd libraries */
     size_t ndl;
 
-    dray__queue *queues;       /* unique queues in configured order */
+    dray__queue *queues; /* unique queues in configured order */
     size_t nqueues;
-    int *weighted;             /* queue index repeated by weight (weighted mode) */
+    int *weighted; /* queue index repeated by weight (weighted mode) */
     size_t nweighted;
     int strict;
 
     char identity[256];
     char hostname[128];
     double started_at;
-    char *info_json;           /* cached heartbeat "info" */
-    char *k_identity;          /* "<ns><identity>": the heartbeat hash */
+    char *info_json;  /* cached heartbeat "info" */
+    char *k_identity; /* "<ns><identity>": the heartbeat hash */
     char *k_queues, *k_schedule, *k_retry, *k_dead, *k_processes, *k_work, *k_signals;
-    char *k_work7;             /* "<ns><identity>:work": Sidekiq 7+ reads the running jobs
-                                  there, 6.x in k_work ("<identity>:workers"); both written */
+    char *k_work7; /* "<ns><identity>:work": Sidekiq 7+ reads the running jobs
+                      there, 6.x in k_work ("<identity>:workers"); both written */
 
     dray__worker *workers;
     atomic_int state;
-    atomic_int stop_flag;      /* set by stop (any thread, signals) */
+    atomic_int stop_flag; /* set by stop (any thread, signals) */
     atomic_int stop_now_flag;
     atomic_int dump_flag;
     atomic_int quiet_flag;
-    atomic_int outage;         /* 1 while Redis is unreachable (logged once) */
+    atomic_int outage; /* 1 while Redis is unreachable (logged once) */
     atomic_llong outage_since_ms;
-    int wake_pipe[2];          /* signal-safe wakeup of the main thread */
+    int wake_pipe[2]; /* signal-safe wakeup of the main thread */
 
     pthread_t poller, heart;
     int poller_started, heart_started;
-    pthread_mutex_t mu;        /* guards cond waits below */
-    pthread_cond_t cond;       /* broadcast on state changes and job completion */
+    pthread_mutex_t mu;  /* guards cond waits below */
+    pthread_cond_t cond; /* broadcast on state changes and job completion */
     atomic_uint_least64_t flushed_processed, flushed_failed;
-    atomic_int live_processes; /* from the last heartbeat, for the poller */
-    int leaked;                /* workers still running when run returned: free joins them */
+    atomic_int live_processes;   /* from the last heartbeat, for the poller */
+    int leaked;                  /* workers still running when run returned: free joins them */
     atomic_llong write_until_ms; /* monotonic ms: shutdown's last moment to retry writes; 0 none */
     struct dray__modcfg *modcfg; /* settings for modules (dray_server_set_config), or NULL */
     dray__metrics metrics_pending; /* merged, not yet in Redis; heartbeat thread only */
-    double metrics_flushed_at;   /* monotonic seconds of the last metrics flush */
-    struct dray__statsd *statsd; /* dray_server_statsd's socket, or NULL */
+    double metrics_flushed_at;     /* monotonic seconds of the last metrics flush */
+    struct dray__statsd *statsd;   /* dray_server_statsd's socket, or NULL */
 };
 
 /* statsd.c: job outcomes as statsd/DogStatsD datagrams (dray_server_statsd) */
@@ -238,8 +238,7 @@ double dray__backoff_default(int count);
 void *dray__poller_main(void *arg);
 void *dray__heartbeat_main(void *arg);
 /* Move due members of one zset to their queues; returns jobs moved or < 0. */
-long dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset,
-                        double now);
+long dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset, double now);
 int dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final);
 int dray__heartbeat_clear(struct dray_server *s, dray__conn *c);
 

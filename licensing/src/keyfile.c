@@ -22,16 +22,16 @@
 
 #include "license_internal.h"
 
-#define FILE_MAX 4096                      /* any key file is far smaller */
+#define FILE_MAX 4096 /* any key file is far smaller */
 #define SALT_BYTES crypto_pwhash_SALTBYTES
 #define NONCE_BYTES crypto_secretbox_NONCEBYTES
 #define BOX_BYTES (DRAY__LICENSE_SK_BYTES + crypto_secretbox_MACBYTES)
 #define BLOB_BYTES (4 + 4 + 8 + 8 + SALT_BYTES + NONCE_BYTES + DRAY_LICENSE_PK_BYTES + BOX_BYTES)
-#define OPS_MAX 64                         /* refuse files that would make us spin for minutes */
-#define MEM_MAX (UINT64_C(4) << 30)        /* ... or allocate more than 4 GiB */
+#define OPS_MAX 64                  /* refuse files that would make us spin for minutes */
+#define MEM_MAX (UINT64_C(4) << 30) /* ... or allocate more than 4 GiB */
 
-static int
-fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int
 fail(char *err, size_t errlen, const char *fmt, ...)
@@ -77,8 +77,8 @@ slurp(const char *path, char *buf, size_t cap, size_t *len, char *err, size_t er
 
 /* The single base64 line of a signify-style file, decoded into bin. */
 static int
-decode_keyfile(const char *path, const char *text, unsigned char *bin, size_t cap,
-               size_t *bin_len, char *err, size_t errlen)
+decode_keyfile(const char *path, const char *text, unsigned char *bin, size_t cap, size_t *bin_len,
+               char *err, size_t errlen)
 {
     const char *line = text, *b64 = NULL, *end;
     size_t b64_len = 0;
@@ -205,7 +205,8 @@ dray__license_keygen(const char *dir, const char *name, const char *pass, size_t
     const uint64_t mem = crypto_pwhash_MEMLIMIT_INTERACTIVE;
 
     if (!valid_name(name))
-        return fail(err, errlen, "key name must be 1-64 of [A-Za-z0-9._-], not starting with . or -");
+        return fail(err, errlen,
+                    "key name must be 1-64 of [A-Za-z0-9._-], not starting with . or -");
     if (passlen == 0)
         return fail(err, errlen, "empty passphrase");
     if (sodium_init() < 0)
@@ -388,8 +389,8 @@ valid_lid(const char *s, size_t n)
 }
 
 int
-dray__license_read_lids(const char *path, dray__license_lid *lids, size_t cap, size_t *n,
-                        char *err, size_t errlen)
+dray__license_read_lids(const char *path, dray__license_lid *lids, size_t cap, size_t *n, char *err,
+                        size_t errlen)
 {
     FILE *f = fopen(path, "r");
     char line[512];

@@ -28,7 +28,7 @@
 #include "license_internal.h"
 
 #define NOW INT64_C(1767225600) /* 2026-01-01: fixed, so runs are reproducible */
-#define KID_MARK "@@KID@@@"         /* in a seed payload: replaced by this run's kid */
+#define KID_MARK "@@KID@@@"     /* in a seed payload: replaced by this run's kid */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

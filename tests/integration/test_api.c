@@ -68,7 +68,7 @@ integer(const char *fmt, ...)
     redisReply *r = redisvCommand(rc, fmt, ap);
     va_end(ap);
     assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
                   : r->type == REDIS_REPLY_STRING ? atoll(r->str)
                                                   : -1;
     freeReplyObject(r);
@@ -107,8 +107,8 @@ api_new(const char *ns, long dead_max)
 static char *
 job_json(const char *jid, const char *klass, const char *queue, int retry_count)
 {
-    json_t *o = json_pack("{s:s, s:[i,s], s:s, s:s, s:b, s:f, s:f}", "class", klass, "args", 1,
-                          "x", "jid", jid, "queue", queue, "retry", 1, "created_at", 1700000000.5,
+    json_t *o = json_pack("{s:s, s:[i,s], s:s, s:s, s:b, s:f, s:f}", "class", klass, "args", 1, "x",
+                          "jid", jid, "queue", queue, "retry", 1, "created_at", 1700000000.5,
                           "enqueued_at", 1700000001.25);
     if (retry_count >= 0) {
         json_object_set_new(o, "retry_count", json_integer(retry_count));
@@ -514,8 +514,8 @@ test_retry_from_dead_and_bad_queue(void **state)
 {
     (void)state;
     char *m1 = job_json(J1, "A", "default", 25);
-    json_t *bad = json_pack("{s:s, s:[], s:s, s:s}", "class", "B", "args", "jid", J2, "queue",
-                            "has space");
+    json_t *bad =
+        json_pack("{s:s, s:[], s:s, s:s}", "class", "B", "args", "jid", J2, "queue", "has space");
     char *m2 = json_dumps(bad, JSON_COMPACT);
     json_decref(bad);
     run("ZADD dead 10 %s 20 %s 30 garbage", m1, m2);

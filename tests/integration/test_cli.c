@@ -132,7 +132,7 @@ integer(const char *fmt, ...)
     redisReply *r = redisvCommand(rc, fmt, ap);
     va_end(ap);
     assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
                   : r->type == REDIS_REPLY_STRING ? atoll(r->str)
                                                   : -1;
     freeReplyObject(r);
@@ -175,8 +175,8 @@ setup(void **state)
         return -1;
     rc = test_redis_connect(&srv);
     setenv("DRAY_REDIS_URL", srv.url, 1);
-    static const char *const clear[] = {"DRAY_CONFIG", "DRAY_CONCURRENCY", "DRAY_QUEUES",
-                                        "DRAY_MODULES", "DRAY_REQUIRES", "DRAY_NAMESPACE",
+    static const char *const clear[] = {"DRAY_CONFIG",  "DRAY_CONCURRENCY", "DRAY_QUEUES",
+                                        "DRAY_MODULES", "DRAY_REQUIRES",    "DRAY_NAMESPACE",
                                         "REDIS_URL"};
     for (size_t i = 0; i < sizeof clear / sizeof *clear; i++)
         unsetenv(clear[i]);
@@ -742,8 +742,8 @@ test_run_end_to_end(void **state)
     write_file(conf, "# test\nheartbeat 1\nconcurrency 2\npoll_interval 1\ntimeout 2\n"
                      "queue ignored\n");
     pid_t pid = spawn_run(log, (const char *const[]){"-C", conf, "-r", DRAY_CLI_JOBS, "-q",
-                                                     "default", "--tag", "clitest", "--label",
-                                                     "l1", "--log-jobs", NULL});
+                                                     "default", "--tag", "clitest", "--label", "l1",
+                                                     "--log-jobs", NULL});
     if (!test_wait_until(registered, NULL, 15)) {
         print_log(log);
         kill(pid, SIGKILL);

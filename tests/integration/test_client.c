@@ -87,7 +87,8 @@ test_push_one(void **state)
     assert_true(json_equal(json_object_get(oldest, "args"), args));
     assert_true(json_is_true(json_object_get(oldest, "retry")));
     assert_string_equal(json_string_value(json_object_get(oldest, "queue")), "default");
-    json_t *ca = json_object_get(oldest, "created_at"), *ea = json_object_get(oldest, "enqueued_at");
+    json_t *ca = json_object_get(oldest, "created_at"),
+           *ea = json_object_get(oldest, "enqueued_at");
     assert_true(json_is_real(ca) && json_is_real(ea));
     assert_true(json_real_value(ca) >= before - 0.001 && json_real_value(ea) <= dray_now() + 0.001);
     assert_null(json_object_get(oldest, "at"));
@@ -180,7 +181,8 @@ test_bulk_10000(void **state)
         r = test_redis_cmd(rc, "RPOP queue:bulk");
         json_t *o = json_loads(r->str, 0, NULL);
         assert_int_equal(json_integer_value(json_array_get(json_object_get(o, "args"), 0)), i);
-        assert_string_equal(json_string_value(json_object_get(o, "jid")), jids + (size_t)i * DRAY_JID_BYTES);
+        assert_string_equal(json_string_value(json_object_get(o, "jid")),
+                            jids + (size_t)i * DRAY_JID_BYTES);
         /* Sidekiq never has created_at after enqueued_at */
         assert_true(json_real_value(json_object_get(o, "created_at")) <=
                     json_real_value(json_object_get(o, "enqueued_at")));
@@ -223,9 +225,10 @@ test_bad_input_writes_nothing(void **state)
     dray_push_opts ex = {.extra = json_pack("{s:s}", "jid", "not a jid")};
     assert_int_equal(dray_client_push(c, "A", args, &ex, NULL), DRAY_EJID);
     json_decref(ex.extra);
-    json_t *big = json_pack("[s]", "0123456789012345678901234567890123456789012345678901234567890123456789"
-                                   "0123456789012345678901234567890123456789012345678901234567890123456789"
-                                   "0123456789012345678901234567890123456789");
+    json_t *big =
+        json_pack("[s]", "0123456789012345678901234567890123456789012345678901234567890123456789"
+                         "0123456789012345678901234567890123456789012345678901234567890123456789"
+                         "0123456789012345678901234567890123456789");
     assert_int_equal(dray_client_push(c, "A", big, NULL, NULL), DRAY_ETOOBIG);
     assert_non_null(strstr(dray_client_errstr(c), "limit is 200"));
     json_t *bulk = json_pack("[[],{}]");
@@ -336,12 +339,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_push_one),
-        cmocka_unit_test(test_schedule),
-        cmocka_unit_test(test_bulk_10000),
-        cmocka_unit_test(test_bad_input_writes_nothing),
-        cmocka_unit_test(test_namespace),
-        cmocka_unit_test(test_dropped_connection),
+        cmocka_unit_test(test_push_one),   cmocka_unit_test(test_schedule),
+        cmocka_unit_test(test_bulk_10000), cmocka_unit_test(test_bad_input_writes_nothing),
+        cmocka_unit_test(test_namespace),  cmocka_unit_test(test_dropped_connection),
         cmocka_unit_test(test_auth),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

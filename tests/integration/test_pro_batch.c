@@ -481,8 +481,8 @@ test_bulk_push_round_trips(void **state)
     json_decref(list);
     assert_int_equal(pushed, N);
     if (scripts > 20)
-        fail_msg("%lld scripts for a bulk push of %d batch jobs (want one per 1000 jobs)",
-                 scripts, N);
+        fail_msg("%lld scripts for a bulk push of %d batch jobs (want one per 1000 jobs)", scripts,
+                 N);
     assert_int_equal(pro_int(rc, "LLEN queue:default") - q0, N);
     dray_pro_batch_status *st = status(bid);
     assert_int_equal(st->total, N);

@@ -80,8 +80,7 @@ test_requeued_then_finished_runs_once(void **state)
     assert_true(WIFEXITED(a.status) && WEXITSTATUS(a.status) == 0);
 
     long long copies = pro_int(rc, "LLEN queue:default"), wip = wip_len();
-    print_message("after the stop: %lld copies in the queue, %lld in private lists\n", copies,
-                  wip);
+    print_message("after the stop: %lld copies in the queue, %lld in private lists\n", copies, wip);
     assert_int_equal(copies, 0);
     assert_int_equal(wip, 0);
     assert_int_equal(pro_int(rc, "HGET t:runs %s", jid), 1);

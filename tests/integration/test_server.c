@@ -20,8 +20,8 @@ typedef struct tally {
     atomic_int ok, fail, running;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    int release;            /* blocking handlers wait for this */
-    char order[4096];       /* first letters of args[0], in run order */
+    int release;      /* blocking handlers wait for this */
+    char order[4096]; /* first letters of args[0], in run order */
     int norder;
     char seen_jids[512][DRAY_JID_BYTES];
     int nseen;
@@ -171,7 +171,7 @@ rint_(const char *fmt, ...)
     redisReply *r = redisvCommand(rc, fmt, ap);
     va_end(ap);
     assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
                   : r->type == REDIS_REPLY_STRING ? atoll(r->str)
                                                   : -1;
     freeReplyObject(r);
@@ -357,7 +357,8 @@ test_retry_fields_and_backoff(void **state)
     /* make it due now: the scheduler moves it back and it fails again */
     char *member = json_dumps(j, JSON_COMPACT);
     redisReply *rr = test_redis_cmd(rc, "ZRANGE retry 0 0");
-    freeReplyObject(test_redis_cmd(rc, "ZADD retry XX 0 %b", rr->element[0]->str, rr->element[0]->len));
+    freeReplyObject(
+        test_redis_cmd(rc, "ZADD retry XX 0 %b", rr->element[0]->str, rr->element[0]->len));
     freeReplyObject(rr);
     free(member);
     json_decref(j);
@@ -484,13 +485,18 @@ test_scheduler_exactly_once_two_processes(void **state)
     json_decref(l);
     dray_client_free(c);
     for (int i = 0; i < 50; i++)
-        freeReplyObject(test_redis_cmd(rc, "ZADD retry %f {\"class\":\"Ok\",\"args\":[\"r\"],\"jid\":\"%024x\",\"queue\":\"default\",\"retry_count\":0}",
+        freeReplyObject(test_redis_cmd(rc,
+                                       "ZADD retry %f "
+                                       "{\"class\":\"Ok\",\"args\":[\"r\"],\"jid\":\"%024x\","
+                                       "\"queue\":\"default\",\"retry_count\":0}",
                                        dray_now() - 5, i));
     /* a member that is not a job must not block the others: it goes to dead */
     freeReplyObject(test_redis_cmd(rc, "ZADD schedule %f %s", dray_now() - 30, "not a job"));
     /* a job due far in the future must not move */
-    freeReplyObject(test_redis_cmd(rc, "ZADD schedule %f {\"class\":\"Ok\",\"args\":[\"f\"],\"jid\":\"ffffffffffffffffffffffff\"}",
-                                   dray_now() + 3600));
+    freeReplyObject(test_redis_cmd(
+        rc,
+        "ZADD schedule %f {\"class\":\"Ok\",\"args\":[\"f\"],\"jid\":\"ffffffffffffffffffffffff\"}",
+        dray_now() + 3600));
     running a, b;
     dray_options o;
     opts_for_test(&o, "default", 3);
@@ -555,7 +561,8 @@ test_heartbeat_fields_and_work(void **state)
     assert_int_equal(json_integer_value(json_object_get(info, "concurrency")), 3);
     assert_string_equal(json_string_value(json_object_get(info, "tag")), "myapp");
     assert_int_equal(json_array_size(json_object_get(info, "queues")), 2);
-    assert_string_equal(json_string_value(json_array_get(json_object_get(info, "labels"), 1)), "canary");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(info, "labels"), 1)),
+                        "canary");
     assert_true(json_is_real(json_object_get(info, "started_at")));
     assert_true(json_integer_value(json_object_get(info, "pid")) > 0);
     json_decref(info);

@@ -128,8 +128,8 @@ test_ruby_bignums(void **state)
     int ok = it_wait_rint(rc, 1, 20, "ZCARD dead");
     test_wait_until(ran_twice, (void *)ja, 20);
     it_finish(t); /* a graceful stop writes the outcome of the run in flight */
-    print_message("runs: A %d, B %d; dead %d; handler saw other digits %d times\n",
-                  it_rec_runs(ja), it_rec_runs(jb), ok, bad_digits);
+    print_message("runs: A %d, B %d; dead %d; handler saw other digits %d times\n", it_rec_runs(ja),
+                  it_rec_runs(jb), ok, bad_digits);
     assert_true(ok);
     assert_int_equal(it_rec_runs(ja), 2);
     assert_int_equal(it_rec_runs(jb), 1);

@@ -284,7 +284,8 @@ test_perform_in_run_by_dray_scheduler(void **state)
         sk_runf(srv.url, "perform_in", "{s:s, s:f, s:s, s:[s, {s:[f, s]}]}", "class", "HardJob",
                 "interval", 2.0, "queue", "sched", "args", "soon", "x", 1.5, "\xc3\xbc");
     json_t *b = sk_runf(srv.url, "perform_at", "{s:s, s:f, s:[i]}", "class", "HardJob", "at",
-                        dray_now() + 6.0, "args", 2); /* Ruby may take seconds to start on a loaded CI machine */
+                        dray_now() + 6.0, "args",
+                        2); /* Ruby may take seconds to start on a loaded CI machine */
     json_t *c = sk_runf(srv.url, "perform_in", "{s:s, s:f, s:[s]}", "class", "HardJob", "interval",
                         3600.0, "args", "later");
     const char *ja = jstr(a, "jid"), *jb = jstr(b, "jid"), *jc = jstr(c, "jid");

@@ -66,7 +66,8 @@ spawn(test_redis *r)
     argv[n++] = logpath;
     char extra[512];
     snprintf(extra, sizeof extra, "%s", r->extra);
-    for (char *save = NULL, *t = strtok_r(extra, " ", &save); t && n < 62; t = strtok_r(NULL, " ", &save))
+    for (char *save = NULL, *t = strtok_r(extra, " ", &save); t && n < 62;
+         t = strtok_r(NULL, " ", &save))
         argv[n++] = t;
     argv[n] = NULL;
     pid_t pid = fork();

@@ -322,7 +322,7 @@ test_set_and_add(void **state)
     assert_string_equal(o.queues, "c");
     assert_int_equal(o.log_jobs, 1);
     assert_int_equal(o.log_level, DRAY_LOG_DEBUG);
-    static const char *const bools[][2] = {{"yes", "1"}, {"no", "0"}, {"true", "1"},
+    static const char *const bools[][2] = {{"yes", "1"},   {"no", "0"}, {"true", "1"},
                                            {"false", "0"}, {"1", "1"},  {"0", "0"}};
     for (size_t i = 0; i < sizeof bools / sizeof *bools; i++) {
         assert_int_equal(dray_config_set(cfg, "log_jobs", bools[i][0]), 0);
@@ -336,9 +336,9 @@ test_set_and_add(void **state)
 static void
 clear_env(void)
 {
-    static const char *const vars[] = {"DRAY_CONCURRENCY", "DRAY_QUEUES", "DRAY_MODULES",
-                                       "DRAY_REQUIRES", "DRAY_LABELS", "DRAY_TAG",
-                                       "DRAY_REDIS_URL", "DRAY_LOG_LEVEL", "DRAY_NAMESPACE"};
+    static const char *const vars[] = {"DRAY_CONCURRENCY", "DRAY_QUEUES",    "DRAY_MODULES",
+                                       "DRAY_REQUIRES",    "DRAY_LABELS",    "DRAY_TAG",
+                                       "DRAY_REDIS_URL",   "DRAY_LOG_LEVEL", "DRAY_NAMESPACE"};
     for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
         unsetenv(vars[i]);
 }
@@ -365,9 +365,9 @@ test_precedence(void **state)
     assert_int_equal(dray_config_add(cfg, "module", "/flag.so"), 0);
     dray_options o;
     assert_int_equal(dray_config_to_options(cfg, &o, NULL, 0), 0);
-    assert_int_equal(o.concurrency, 9);     /* flag > env > file */
-    assert_string_equal(o.tag, "env");      /* env > file */
-    assert_string_equal(o.ns, "filens");    /* file only */
+    assert_int_equal(o.concurrency, 9);       /* flag > env > file */
+    assert_string_equal(o.tag, "env");        /* env > file */
+    assert_string_equal(o.ns, "filens");      /* file only */
     assert_string_equal(o.queues, "e1,2 e2"); /* env queues replace the file's */
     assert_string_equal(o.labels, "l1,l2,l3");
     collect c = {"", 0, 0};

@@ -24,7 +24,8 @@ test_good_urls(void **state)
     assert_string_equal(c.where, "127.0.0.1:6380");
     dray__redis_cfg_close(&c);
 
-    assert_int_equal(dray__redis_url_parse(&c, "redis://app:s%40cret@redis.example:7000/0", err, sizeof err), 0);
+    assert_int_equal(
+        dray__redis_url_parse(&c, "redis://app:s%40cret@redis.example:7000/0", err, sizeof err), 0);
     assert_string_equal(c.user, "app");
     assert_string_equal(c.pass, "s@cret");
     assert_string_equal(c.host, "redis.example");
@@ -43,7 +44,8 @@ test_good_urls(void **state)
     dray__redis_cfg_close(&c);
 
     /* rediss://: the same grammar, TLS on; plain URLs stay plain. */
-    assert_int_equal(dray__redis_url_parse(&c, "rediss://u:p%21@redis.example:6380/4", err, sizeof err), 0);
+    assert_int_equal(
+        dray__redis_url_parse(&c, "rediss://u:p%21@redis.example:6380/4", err, sizeof err), 0);
     assert_int_equal(c.tls, 1);
     assert_string_equal(c.user, "u");
     assert_string_equal(c.pass, "p!");
@@ -57,7 +59,10 @@ test_good_urls(void **state)
 
     /* Sentinel: hosts (default port 26379), the master's name and db; the
      * password is the master's. */
-    assert_int_equal(dray__redis_url_parse(&c, "redis-sentinel://:m%40st@s1:26380,s2,10.0.0.3:5000/my%20master/2", err, sizeof err), 0);
+    assert_int_equal(dray__redis_url_parse(
+                         &c, "redis-sentinel://:m%40st@s1:26380,s2,10.0.0.3:5000/my%20master/2",
+                         err, sizeof err),
+                     0);
     assert_int_equal(c.sentinel, 1);
     assert_int_equal(c.tls, 0);
     assert_int_equal(c.nsentinels, 3);
@@ -72,12 +77,14 @@ test_good_urls(void **state)
     assert_int_equal(c.db, 2);
     assert_null(c.host);
     dray__redis_cfg_close(&c);
-    assert_int_equal(dray__redis_url_parse(&c, "rediss-sentinel://s1/mymaster", err, sizeof err), 0);
+    assert_int_equal(dray__redis_url_parse(&c, "rediss-sentinel://s1/mymaster", err, sizeof err),
+                     0);
     assert_int_equal(c.tls, 1);
     assert_int_equal(c.db, 0);
     dray__redis_cfg_close(&c);
 
-    assert_int_equal(dray__redis_url_parse(&c, "unix:///run/redis/redis.sock?db=5", err, sizeof err), 0);
+    assert_int_equal(
+        dray__redis_url_parse(&c, "unix:///run/redis/redis.sock?db=5", err, sizeof err), 0);
     assert_string_equal(c.path, "/run/redis/redis.sock");
     assert_null(c.host);
     assert_int_equal(c.db, 5);

@@ -42,46 +42,46 @@ extern "C" {
 #endif
 
 /* Sizes of caller-owned buffers. */
-#define DRAY_JID_LEN 24                  /* 12 random bytes, lowercase hex, as Sidekiq */
+#define DRAY_JID_LEN 24                   /* 12 random bytes, lowercase hex, as Sidekiq */
 #define DRAY_JID_BYTES (DRAY_JID_LEN + 1) /* with the terminating NUL */
 #define DRAY_JID_MAX 128                  /* longest jid accepted from other clients (UUIDs, ...) */
-#define DRAY_ERRSTR_BYTES 128            /* per-object error text, hiredis-sized */
-#define DRAY_QUEUE_MAX 200               /* longest queue name: keeps keys short and greppable */
+#define DRAY_ERRSTR_BYTES 128             /* per-object error text, hiredis-sized */
+#define DRAY_QUEUE_MAX 200                /* longest queue name: keeps keys short and greppable */
 #define DRAY_DEFAULT_MAX_PAYLOAD (1024 * 1024) /* 1 MiB: a bigger job is almost always a bug */
-#define DRAY_DEFAULT_MAX_RETRIES 25      /* Sidekiq's default */
-#define DRAY_RETRY_DEFAULT 0             /* retry option: Sidekiq's default ("retry": true) */
-#define DRAY_RETRY_NONE (-1)             /* retry option: "retry": false (no retry, no dead set) */
-#define DRAY_RETRY_ZERO (-2)             /* retry option: "retry": 0 (no retry, then the dead set) */
+#define DRAY_DEFAULT_MAX_RETRIES 25            /* Sidekiq's default */
+#define DRAY_RETRY_DEFAULT 0                   /* retry option: Sidekiq's default ("retry": true) */
+#define DRAY_RETRY_NONE (-1) /* retry option: "retry": false (no retry, no dead set) */
+#define DRAY_RETRY_ZERO (-2) /* retry option: "retry": 0 (no retry, then the dead set) */
 #define DRAY_BACKOFF_MAX_S (180.0 * 24 * 3600) /* longest retry wait: as long as dead jobs stay */
-#define DRAY_BACKTRACE_MAX 200           /* most backtrace lines kept per failure: bounds the payload */
+#define DRAY_BACKTRACE_MAX 200 /* most backtrace lines kept per failure: bounds the payload */
 
 /* Error codes: every fallible function returns 0 or one of these. */
-#define DRAY_ERRNO_MAP(X)                                                  \
-    X(EINVAL, -1, "invalid argument")                                      \
-    X(ENOMEM, -2, "out of memory")                                         \
-    X(EREDIS, -3, "redis command failed")                                  \
-    X(ECONN, -4, "cannot connect to redis")                                \
-    X(EAUTH, -5, "redis authentication failed")                            \
-    X(EURL, -6, "invalid redis url")                                       \
-    X(ETLS, -7, "bad TLS settings (CA, certificate or key)")               \
-    X(EJSON, -8, "malformed job json")                                     \
-    X(ECLASS, -9, "job class missing or empty")                            \
-    X(EARGS, -10, "job args must be a json array")                         \
-    X(EQUEUE, -11, "invalid queue name")                                   \
-    X(EJID, -12, "jid must be 1-128 printable characters, no spaces")      \
-    X(EUTF8, -13, "string is not valid utf-8")                             \
-    X(ETOOBIG, -14, "job payload exceeds the size limit")                  \
-    X(ERETRY, -15, "retry must be true, false or a non-negative integer")  \
-    X(EFIELD, -16, "invalid job field")                                    \
-    X(EDROPPED, -17, "push dropped by a client hook")                      \
-    X(ESTATE, -18, "operation not valid in this state")                    \
-    X(EEXIST, -19, "already exists")                                       \
-    X(ENOTFOUND, -20, "not found")                                         \
-    X(EMODULE, -21, "module refused to load")                              \
-    X(ELICENSE, -22, "license key refused")                                \
-    X(ECONFIG, -23, "invalid configuration")                               \
-    X(EIO, -24, "i/o error")                                               \
-    X(ETIMEOUT, -25, "timed out")                                          \
+#define DRAY_ERRNO_MAP(X)                                                                          \
+    X(EINVAL, -1, "invalid argument")                                                              \
+    X(ENOMEM, -2, "out of memory")                                                                 \
+    X(EREDIS, -3, "redis command failed")                                                          \
+    X(ECONN, -4, "cannot connect to redis")                                                        \
+    X(EAUTH, -5, "redis authentication failed")                                                    \
+    X(EURL, -6, "invalid redis url")                                                               \
+    X(ETLS, -7, "bad TLS settings (CA, certificate or key)")                                       \
+    X(EJSON, -8, "malformed job json")                                                             \
+    X(ECLASS, -9, "job class missing or empty")                                                    \
+    X(EARGS, -10, "job args must be a json array")                                                 \
+    X(EQUEUE, -11, "invalid queue name")                                                           \
+    X(EJID, -12, "jid must be 1-128 printable characters, no spaces")                              \
+    X(EUTF8, -13, "string is not valid utf-8")                                                     \
+    X(ETOOBIG, -14, "job payload exceeds the size limit")                                          \
+    X(ERETRY, -15, "retry must be true, false or a non-negative integer")                          \
+    X(EFIELD, -16, "invalid job field")                                                            \
+    X(EDROPPED, -17, "push dropped by a client hook")                                              \
+    X(ESTATE, -18, "operation not valid in this state")                                            \
+    X(EEXIST, -19, "already exists")                                                               \
+    X(ENOTFOUND, -20, "not found")                                                                 \
+    X(EMODULE, -21, "module refused to load")                                                      \
+    X(ELICENSE, -22, "license key refused")                                                        \
+    X(ECONFIG, -23, "invalid configuration")                                                       \
+    X(EIO, -24, "i/o error")                                                                       \
+    X(ETIMEOUT, -25, "timed out")                                                                  \
     X(EUNSURE, -31, "redis link lost after sending: it may have run")
 
 enum {
@@ -112,44 +112,44 @@ typedef enum dray_log_level {
  * override fields; strings are borrowed and must outlive the object built from
  * them (clients and servers copy what they keep). */
 typedef struct dray_options {
-    const char *redis_url;      /* NULL: $DRAY_REDIS_URL, $REDIS_URL, redis://127.0.0.1:6379/0 */
-    const char *ns;             /* key namespace (Sidekiq 6 "ns:" prefix); NULL or "" for none */
-    int connect_timeout_ms;     /* default 2000 */
-    int command_timeout_ms;     /* default 5000; a worker's link waits 2 s (the fetch's block)
-                                   + max(this, 5000) for a reply, so only a longer Redis stall
-                                   can lose a popped job (docs/cli.md) */
-    size_t max_payload;         /* largest job JSON in bytes; default 1 MiB */
+    const char *redis_url;  /* NULL: $DRAY_REDIS_URL, $REDIS_URL, redis://127.0.0.1:6379/0 */
+    const char *ns;         /* key namespace (Sidekiq 6 "ns:" prefix); NULL or "" for none */
+    int connect_timeout_ms; /* default 2000 */
+    int command_timeout_ms; /* default 5000; a worker's link waits 2 s (the fetch's block)
+                               + max(this, 5000) for a reply, so only a longer Redis stall
+                               can lose a popped job (docs/cli.md) */
+    size_t max_payload;     /* largest job JSON in bytes; default 1 MiB */
     /* server only */
-    int concurrency;            /* worker threads; default 10 */
-    const char *queues;         /* "critical,3 default,1" or "a b c"; NULL: "default" */
-    int shutdown_timeout_s;     /* wait for running jobs on stop; default 25 */
-    int max_retries;            /* for "retry": true; default 25 */
-    long dead_max_jobs;         /* dead set size cap; default 10000 */
-    long dead_timeout_s;        /* dead set age cap; default 180 days */
-    double poll_interval_s;     /* scheduler average; 0: 5 s x live processes, as Sidekiq */
-    int heartbeat_s;            /* default 5 (Sidekiq 6) */
-    const char *tag;            /* process tag shown in the Web UI; default "" */
-    const char *labels;         /* comma-separated labels; default none */
-    dray_log_level log_level;   /* default INFO */
-    int log_jobs;               /* 1: log one line per job start/finish; default 0 */
-    int fetch_batch;            /* jobs taken per fetch round trip when queues are busy;
-                                   default 1 (Sidekiq's BRPOP). With N > 1, each worker keeps
-                                   up to N-1 fetched jobs that a graceful stop pushes back to
-                                   the head of their queue; a crash (SIGKILL) loses them. */
-    int timestamps_ms;          /* 0: write created_at, enqueued_at, failed_at, retried_at as
-                                   float epoch seconds (read by Sidekiq 6, 7 and 8); 1: as
-                                   integer epoch milliseconds, Sidekiq 8's form, which Sidekiq 6
-                                   misreads (docs/sidekiq-compat.md). Readers take both. */
-    int no_metrics;             /* 1: write no Sidekiq 7 execution metrics (j|date|h:m and
-                                   the histograms of the Metrics page); default 0: written,
-                                   as a Sidekiq 7 server does */
+    int concurrency;          /* worker threads; default 10 */
+    const char *queues;       /* "critical,3 default,1" or "a b c"; NULL: "default" */
+    int shutdown_timeout_s;   /* wait for running jobs on stop; default 25 */
+    int max_retries;          /* for "retry": true; default 25 */
+    long dead_max_jobs;       /* dead set size cap; default 10000 */
+    long dead_timeout_s;      /* dead set age cap; default 180 days */
+    double poll_interval_s;   /* scheduler average; 0: 5 s x live processes, as Sidekiq */
+    int heartbeat_s;          /* default 5 (Sidekiq 6) */
+    const char *tag;          /* process tag shown in the Web UI; default "" */
+    const char *labels;       /* comma-separated labels; default none */
+    dray_log_level log_level; /* default INFO */
+    int log_jobs;             /* 1: log one line per job start/finish; default 0 */
+    int fetch_batch;          /* jobs taken per fetch round trip when queues are busy;
+                                 default 1 (Sidekiq's BRPOP). With N > 1, each worker keeps
+                                 up to N-1 fetched jobs that a graceful stop pushes back to
+                                 the head of their queue; a crash (SIGKILL) loses them. */
+    int timestamps_ms;        /* 0: write created_at, enqueued_at, failed_at, retried_at as
+                                 float epoch seconds (read by Sidekiq 6, 7 and 8); 1: as
+                                 integer epoch milliseconds, Sidekiq 8's form, which Sidekiq 6
+                                 misreads (docs/sidekiq-compat.md). Readers take both. */
+    int no_metrics;           /* 1: write no Sidekiq 7 execution metrics (j|date|h:m and
+                                 the histograms of the Metrics page); default 0: written,
+                                 as a Sidekiq 7 server does */
     /* rediss:// only (NULL: $DRAY_REDIS_TLS_*; docs/cli.md "TLS") */
-    const char *redis_tls_ca_file;     /* PEM CA bundle; default: the system store */
-    const char *redis_tls_ca_dir;      /* hashed CA directory; default: the system store */
-    const char *redis_tls_server_name; /* SNI and verified name; default: the URL's host */
-    const char *redis_tls_cert;        /* client certificate (mutual TLS) */
-    const char *redis_tls_key;         /* its key; default: inside redis_tls_cert */
-    int redis_tls_insecure_skip_verify; /* 1: accept any certificate (insecure) */
+    const char *redis_tls_ca_file;       /* PEM CA bundle; default: the system store */
+    const char *redis_tls_ca_dir;        /* hashed CA directory; default: the system store */
+    const char *redis_tls_server_name;   /* SNI and verified name; default: the URL's host */
+    const char *redis_tls_cert;          /* client certificate (mutual TLS) */
+    const char *redis_tls_key;           /* its key; default: inside redis_tls_cert */
+    int redis_tls_insecure_skip_verify;  /* 1: accept any certificate (insecure) */
     const char *redis_sentinel_password; /* redis-sentinel://: AUTH for the sentinels
                                             (NULL: $DRAY_REDIS_SENTINEL_PASSWORD) */
 } dray_options;
@@ -177,10 +177,10 @@ DRAY_API DRAY_WUR int dray_job_validate(const dray_job *job, size_t max_payload,
                                         size_t errlen);
 DRAY_API void dray_job_free(dray_job *job);
 
-DRAY_API const char *dray_job_class(const dray_job *job);  /* borrowed */
-DRAY_API const char *dray_job_jid(const dray_job *job);    /* borrowed */
-DRAY_API const char *dray_job_queue(const dray_job *job);  /* borrowed; "default" if unset */
-DRAY_API json_t *dray_job_args(const dray_job *job);       /* borrowed array */
+DRAY_API const char *dray_job_class(const dray_job *job); /* borrowed */
+DRAY_API const char *dray_job_jid(const dray_job *job);   /* borrowed */
+DRAY_API const char *dray_job_queue(const dray_job *job); /* borrowed; "default" if unset */
+DRAY_API json_t *dray_job_args(const dray_job *job);      /* borrowed array */
 /* retry_count field, or -1 when the job has never failed. */
 DRAY_API int dray_job_retry_count(const dray_job *job);
 /* An integer beyond 64 bits in a payload (any Ruby bignum, e.g. 2**64)
@@ -213,11 +213,11 @@ typedef struct dray_client dray_client;
 
 /* Per-push options; zero-initialise then set what you need. */
 typedef struct dray_push_opts {
-    const char *queue;  /* NULL: "default" (or the job's own queue for dray_client_push_job) */
-    int retry;          /* DRAY_RETRY_DEFAULT (0), _NONE, _ZERO, or max retries > 0 */
-    double at;          /* run at this epoch time (seconds); 0: now */
-    double in;          /* run after this many seconds; 0: now */
-    json_t *extra;      /* object of custom top-level fields (borrowed), or NULL */
+    const char *queue; /* NULL: "default" (or the job's own queue for dray_client_push_job) */
+    int retry;         /* DRAY_RETRY_DEFAULT (0), _NONE, _ZERO, or max retries > 0 */
+    double at;         /* run at this epoch time (seconds); 0: now */
+    double in;         /* run after this many seconds; 0: now */
+    json_t *extra;     /* object of custom top-level fields (borrowed), or NULL */
 } dray_push_opts;
 
 /* Connect (lazily: the first command connects). The options are copied.
@@ -296,15 +296,15 @@ typedef struct dray_class_opts {
     const char *retry_queue; /* retries go to this queue; NULL: job's queue */
     dray_backoff_fn backoff; /* NULL: Sidekiq's formula */
     void *backoff_userdata;
-    double retry_for;        /* > 0: retry for this many seconds after the first failure,
-                                whatever the count (Sidekiq 7.1 retry_for); 0: the job's own
-                                "retry_for", if any */
+    double retry_for; /* > 0: retry for this many seconds after the first failure,
+                         whatever the count (Sidekiq 7.1 retry_for); 0: the job's own
+                         "retry_for", if any */
 } dray_class_opts;
 
 /* Called for every failure (error handlers) or exhausted job (death
  * handlers), on a worker thread. */
-typedef void (*dray_error_fn)(const dray_job *job, const char *error_class,
-                              const char *message, void *userdata);
+typedef void (*dray_error_fn)(const dray_job *job, const char *error_class, const char *message,
+                              void *userdata);
 
 DRAY_API DRAY_WUR int dray_server_new(const dray_options *opts, dray_server **out, char *errbuf,
                                       size_t errlen);
@@ -391,7 +391,7 @@ DRAY_API const char *dray_server_identity(const dray_server *s);
 typedef struct dray_server_counts {
     uint64_t processed; /* every attempt, as Sidekiq counts */
     uint64_t failed;
-    uint64_t busy;      /* jobs running now */
+    uint64_t busy;       /* jobs running now */
     uint64_t fetch_lost; /* blocking fetches whose reply was lost: each may have popped a job
                             (logged at ERROR; also summed in Redis key stat:fetch_lost) */
 } dray_server_counts;
@@ -423,13 +423,13 @@ DRAY_API DRAY_WUR int dray_server_load_modules(dray_server *s, const struct dray
 
 /* What a module says about itself when checked (`dray license check`). */
 typedef struct dray_module_verdict {
-    int rc;             /* 0: it would load; else the refusal's DRAY_E* code */
-    int warnings;       /* warnings it logged while loading (license expiring, in grace) */
-    char name[32];      /* the module's name, or "" when it never gave one */
-    char version[32];   /* its version, or "" */
-    char tier[16];      /* "pro", "enterprise", ... or "" */
-    char message[512];  /* rc 0: its status line ("Licensed to ..."); else the refusal */
-    char warning[512];  /* the last warning it logged, or "" */
+    int rc;            /* 0: it would load; else the refusal's DRAY_E* code */
+    int warnings;      /* warnings it logged while loading (license expiring, in grace) */
+    char name[32];     /* the module's name, or "" when it never gave one */
+    char version[32];  /* its version, or "" */
+    char tier[16];     /* "pro", "enterprise", ... or "" */
+    char message[512]; /* rc 0: its status line ("Licensed to ..."); else the refusal */
+    char warning[512]; /* the last warning it logged, or "" */
 } dray_module_verdict;
 typedef void (*dray_module_verdict_fn)(const char *path, const dray_module_verdict *v,
                                        void *userdata);

@@ -44,28 +44,28 @@ typedef struct dray_stats {
 
 /* One queue (Sidekiq::Queue). */
 typedef struct dray_queue_info {
-    char *name;      /* queue name without the "queue:" prefix */
-    long long size;  /* LLEN */
-    double latency;  /* seconds since the oldest job was enqueued; 0 if empty */
+    char *name;     /* queue name without the "queue:" prefix */
+    long long size; /* LLEN */
+    double latency; /* seconds since the oldest job was enqueued; 0 if empty */
 } dray_queue_info;
 
 /* One live process (Sidekiq::Process), from its heartbeat. */
 typedef struct dray_process_info {
-    char *identity;   /* "host:pid:nonce", the member of the processes set */
-    char *hostname;   /* "" when the heartbeat does not say */
-    char *tag;        /* "" when none */
-    char *queues;     /* comma-separated, in the process's order */
-    char *labels;     /* comma-separated; "" when none */
-    char *info;       /* the raw "info" JSON, for fields not listed here */
-    long pid;         /* 0 when unknown */
-    int concurrency;  /* worker threads */
-    int busy;         /* jobs running at the last beat */
-    int quiet;        /* 1: quiet or stopping (fetches no new jobs) */
-    double beat;      /* last heartbeat, epoch seconds */
+    char *identity;    /* "host:pid:nonce", the member of the processes set */
+    char *hostname;    /* "" when the heartbeat does not say */
+    char *tag;         /* "" when none */
+    char *queues;      /* comma-separated, in the process's order */
+    char *labels;      /* comma-separated; "" when none */
+    char *info;        /* the raw "info" JSON, for fields not listed here */
+    long pid;          /* 0 when unknown */
+    int concurrency;   /* worker threads */
+    int busy;          /* jobs running at the last beat */
+    int quiet;         /* 1: quiet or stopping (fetches no new jobs) */
+    double beat;       /* last heartbeat, epoch seconds */
     double started_at; /* epoch seconds; 0 when unknown */
-    long rss_kb;      /* resident memory at the last beat */
-    long rtt_us;      /* Redis round trip at the last beat */
-    char *version;    /* "version" ("dray 0.1.0", "7.3.9"); "" when the process does not say */
+    long rss_kb;       /* resident memory at the last beat */
+    long rtt_us;       /* Redis round trip at the last beat */
+    char *version;     /* "version" ("dray 0.1.0", "7.3.9"); "" when the process does not say */
 } dray_process_info;
 
 /* One member of a job set. The parsed fields are NULL (or -1) when the
@@ -108,8 +108,7 @@ DRAY_API void dray_api_queues_free(dray_queue_info *q, size_t n);
 /* Live processes, sorted by identity: members of "processes" whose
  * <identity> hash still has "info" (others are skipped, not pruned).
  * Free with dray_api_processes_free. */
-DRAY_API DRAY_WUR int dray_api_processes_list(dray_api *api, dray_process_info **out,
-                                              size_t *n);
+DRAY_API DRAY_WUR int dray_api_processes_list(dray_api *api, dray_process_info **out, size_t *n);
 DRAY_API void dray_api_processes_free(dray_process_info *p, size_t n);
 
 /* Name of a set's key without namespace ("retry", "schedule", "dead"), or
@@ -123,8 +122,8 @@ DRAY_API DRAY_WUR int dray_api_set_size(dray_api *api, dray_set set, long long *
 /* One page of a set: `limit` entries (0: all) from `offset`, in the Web
  * UI's order: retry and schedule soonest first, dead newest first.
  * Free with dray_api_entries_free. */
-DRAY_API DRAY_WUR int dray_api_set_list(dray_api *api, dray_set set, size_t offset,
-                                        size_t limit, dray_set_entry **out, size_t *n);
+DRAY_API DRAY_WUR int dray_api_set_list(dray_api *api, dray_set set, size_t offset, size_t limit,
+                                        dray_set_entry **out, size_t *n);
 /* The entry whose parsed "jid" equals jid (ZSCAN, O(set size)).
  * DRAY_ENOTFOUND when there is none. Free with dray_api_entries_free(*out, 1). */
 DRAY_API DRAY_WUR int dray_api_set_find(dray_api *api, dray_set set, const char *jid,

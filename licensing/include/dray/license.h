@@ -38,28 +38,33 @@ extern "C" {
 
 /* ---- constants ----------------------------------------------------------- */
 
-#define DRAY_LICENSE_FORMAT_VERSION 1       /* the "dray1." prefix; an incompatible change is dray2 */
+#define DRAY_LICENSE_FORMAT_VERSION 1 /* the "dray1." prefix; an incompatible change is dray2 */
 
-#define DRAY_LICENSE_PREFIX "dray1."        /* format version + signature domain separation */
-#define DRAY_LICENSE_MAX_BYTES 2048         /* longest key once whitespace is stripped; real keys are 300-600 */
-#define DRAY_LICENSE_MAX_INPUT 16384        /* dray-license's stdin buffer; verify skips any amount of whitespace */
-#define DRAY_LICENSE_PK_BYTES 32            /* Ed25519 public key */
-#define DRAY_LICENSE_SIG_BYTES 64           /* Ed25519 detached signature */
-#define DRAY_LICENSE_KID_LEN 8              /* hex of the first 4 bytes of BLAKE2b-256(public key) */
+#define DRAY_LICENSE_PREFIX "dray1." /* format version + signature domain separation */
+#define DRAY_LICENSE_MAX_BYTES                                                                     \
+    2048 /* longest key once whitespace is stripped; real keys are 300-600 */
+#define DRAY_LICENSE_MAX_INPUT                                                                     \
+    16384 /* dray-license's stdin buffer; verify skips any amount of whitespace */
+#define DRAY_LICENSE_PK_BYTES 32  /* Ed25519 public key */
+#define DRAY_LICENSE_SIG_BYTES 64 /* Ed25519 detached signature */
+#define DRAY_LICENSE_KID_LEN 8    /* hex of the first 4 bytes of BLAKE2b-256(public key) */
 #define DRAY_LICENSE_KID_BYTES (DRAY_LICENSE_KID_LEN + 1)
-#define DRAY_LICENSE_LID_MAX 64             /* issued lids are 32 hex chars; room for other schemes */
-#define DRAY_LICENSE_SUB_MAX 200            /* a company name, printed on every start */
-#define DRAY_LICENSE_EMAIL_MAX 254          /* RFC 5321 path limit */
-#define DRAY_LICENSE_NOTE_MAX 200           /* "PO 1234", "trial": not an essay */
-#define DRAY_LICENSE_FIELD_BYTES 16         /* name of the payload field an error refers to */
-#define DRAY_LICENSE_TRUSTED_BYTES 96       /* "this build trusts ..." list, truncated with "..." */
-#define DRAY_LICENSE_MSG_BYTES 512          /* buffer that always holds a whole dray_license_describe line */
-#define DRAY_LICENSE_IAT_SLACK (24 * 3600)  /* iat this far ahead is time zones or a fast signer clock */
-#define DRAY_LICENSE_EXPIRING_DAYS 30       /* warn this many days before exp */
-#define DRAY_LICENSE_DEFAULT_GRACE 30       /* days of full function after exp unless the key says */
-#define DRAY_LICENSE_MAX_GRACE 3650         /* bounds exp + grace arithmetic */
-#define DRAY_LICENSE_MAX_TIME INT64_C(253402300799) /* 9999-12-31T23:59:59Z: dates stay 10 characters */
-#define DRAY_LICENSE_MAX_PROCS 1000000      /* advisory process count, sanity bound */
+#define DRAY_LICENSE_LID_MAX 64       /* issued lids are 32 hex chars; room for other schemes */
+#define DRAY_LICENSE_SUB_MAX 200      /* a company name, printed on every start */
+#define DRAY_LICENSE_EMAIL_MAX 254    /* RFC 5321 path limit */
+#define DRAY_LICENSE_NOTE_MAX 200     /* "PO 1234", "trial": not an essay */
+#define DRAY_LICENSE_FIELD_BYTES 16   /* name of the payload field an error refers to */
+#define DRAY_LICENSE_TRUSTED_BYTES 96 /* "this build trusts ..." list, truncated with "..." */
+/* Buffer that always holds a whole dray_license_describe line. */
+#define DRAY_LICENSE_MSG_BYTES 512
+#define DRAY_LICENSE_IAT_SLACK                                                                     \
+    (24 * 3600)                       /* iat this far ahead is time zones or a fast signer clock */
+#define DRAY_LICENSE_EXPIRING_DAYS 30 /* warn this many days before exp */
+#define DRAY_LICENSE_DEFAULT_GRACE 30 /* days of full function after exp unless the key says */
+#define DRAY_LICENSE_MAX_GRACE 3650   /* bounds exp + grace arithmetic */
+#define DRAY_LICENSE_MAX_TIME                                                                      \
+    INT64_C(253402300799)              /* 9999-12-31T23:59:59Z: dates stay 10 characters */
+#define DRAY_LICENSE_MAX_PROCS 1000000 /* advisory process count, sanity bound */
 
 /*
  * Error codes. Disjoint from the core's DRAY_E* codes (-1 .. -99), so one
@@ -98,28 +103,28 @@ enum {
 
 /* Tiers, ordered: a higher tier includes everything below it. */
 typedef enum dray_license_tier {
-    DRAY_LICENSE_TIER_NONE = 0,       /* as a requirement: any tier will do */
+    DRAY_LICENSE_TIER_NONE = 0, /* as a requirement: any tier will do */
     DRAY_LICENSE_TIER_PRO = 1,
     DRAY_LICENSE_TIER_ENTERPRISE = 2
 } dray_license_tier;
 
 /* Where a verified key stands at `now` (licensing.md 2.6). */
 typedef enum dray_license_state {
-    DRAY_LICENSE_VALID = 0,           /* log at info */
-    DRAY_LICENSE_EXPIRING = 1,        /* <= 30 days before exp: warn at start and daily */
-    DRAY_LICENSE_GRACE = 2,           /* exp < now <= exp + grace: works; error-level log */
-    DRAY_LICENSE_LAPSED = 3           /* after grace: a new process refuses to load */
+    DRAY_LICENSE_VALID = 0,    /* log at info */
+    DRAY_LICENSE_EXPIRING = 1, /* <= 30 days before exp: warn at start and daily */
+    DRAY_LICENSE_GRACE = 2,    /* exp < now <= exp + grace: works; error-level log */
+    DRAY_LICENSE_LAPSED = 3    /* after grace: a new process refuses to load */
 } dray_license_state;
 
 /* Features, as bits. A key without "features" gets every feature of its tier. */
-#define DRAY_LICENSE_FEATURE_MAP(X)                        \
-    X(BATCHES, 0, "batches", PRO)                          \
-    X(NOTIFICATIONS, 1, "notifications", PRO)              \
-    X(RELIABLE_FETCH, 2, "reliable_fetch", PRO)            \
-    X(EXPIRING_JOBS, 3, "expiring_jobs", PRO)              \
-    X(RATE_LIMIT, 4, "rate_limit", ENTERPRISE)             \
-    X(UNIQUE_JOBS, 5, "unique_jobs", ENTERPRISE)           \
-    X(PERIODIC, 6, "periodic", ENTERPRISE)                 \
+#define DRAY_LICENSE_FEATURE_MAP(X)                                                                \
+    X(BATCHES, 0, "batches", PRO)                                                                  \
+    X(NOTIFICATIONS, 1, "notifications", PRO)                                                      \
+    X(RELIABLE_FETCH, 2, "reliable_fetch", PRO)                                                    \
+    X(EXPIRING_JOBS, 3, "expiring_jobs", PRO)                                                      \
+    X(RATE_LIMIT, 4, "rate_limit", ENTERPRISE)                                                     \
+    X(UNIQUE_JOBS, 5, "unique_jobs", ENTERPRISE)                                                   \
+    X(PERIODIC, 6, "periodic", ENTERPRISE)                                                         \
     X(ENCRYPTION, 7, "encryption", ENTERPRISE)
 
 enum {
@@ -127,33 +132,34 @@ enum {
     DRAY_LICENSE_FEATURE_MAP(DRAY__LICENSE_FEATURE_ENUM)
 #undef DRAY__LICENSE_FEATURE_ENUM
 };
-#define DRAY_LICENSE_F_PRO_ALL 0x0fu          /* the pro features */
-#define DRAY_LICENSE_F_ENTERPRISE_ALL 0xffu   /* enterprise includes pro */
+#define DRAY_LICENSE_F_PRO_ALL 0x0fu        /* the pro features */
+#define DRAY_LICENSE_F_ENTERPRISE_ALL 0xffu /* enterprise includes pro */
 
 /* ---- types --------------------------------------------------------------- */
 
 /* What dray_license_verify learned. Caller-owned, no heap: embed or stack it. */
 typedef struct dray_license_info {
-    int verified;                             /* 1: signature checked, payload parsed; fields below trusted */
-    char kid[DRAY_LICENSE_KID_BYTES];         /* signing key id; on UNKNOWN_KID/BADSIG the claimed one (untrusted) or "" */
-    char lid[DRAY_LICENSE_LID_MAX + 1];       /* license id */
-    char sub[DRAY_LICENSE_SUB_MAX + 1];       /* licensee, UTF-8 */
-    char email[DRAY_LICENSE_EMAIL_MAX + 1];   /* technical contact or "" */
-    char note[DRAY_LICENSE_NOTE_MAX + 1];     /* free text or "" */
-    dray_license_tier tier;                   /* pro or enterprise */
-    uint32_t features;                        /* DRAY_LICENSE_F_* bits; the tier's set when not listed */
-    int features_listed;                      /* 1: the key narrows features with a list */
-    int64_t iat;                              /* issued at, Unix seconds */
-    int64_t exp;                              /* end of term, Unix seconds; 0 = perpetual */
-    int grace_days;                           /* days of full function after exp */
-    int64_t grace_end;                        /* exp + grace (0 when perpetual) */
-    int64_t upd;                              /* builds dated after this refuse the key; 0 = no limit */
-    long procs;                               /* licensed process count (advisory); 0 = not stated */
-    int64_t now;                              /* the time this was evaluated at */
-    int64_t build_time;                       /* this build's date, compared with upd */
-    dray_license_state state;                 /* computed at now */
-    long days_left;                           /* whole days until exp (negative after); 0 when perpetual */
-    int revoked;                              /* 1: lid is on the compiled-in deny-list */
+    int verified; /* 1: signature checked, payload parsed; fields below trusted */
+    char kid[DRAY_LICENSE_KID_BYTES];       /* signing key id; on UNKNOWN_KID/BADSIG the claimed one
+                                               (untrusted) or "" */
+    char lid[DRAY_LICENSE_LID_MAX + 1];     /* license id */
+    char sub[DRAY_LICENSE_SUB_MAX + 1];     /* licensee, UTF-8 */
+    char email[DRAY_LICENSE_EMAIL_MAX + 1]; /* technical contact or "" */
+    char note[DRAY_LICENSE_NOTE_MAX + 1];   /* free text or "" */
+    dray_license_tier tier;                 /* pro or enterprise */
+    uint32_t features;        /* DRAY_LICENSE_F_* bits; the tier's set when not listed */
+    int features_listed;      /* 1: the key narrows features with a list */
+    int64_t iat;              /* issued at, Unix seconds */
+    int64_t exp;              /* end of term, Unix seconds; 0 = perpetual */
+    int grace_days;           /* days of full function after exp */
+    int64_t grace_end;        /* exp + grace (0 when perpetual) */
+    int64_t upd;              /* builds dated after this refuse the key; 0 = no limit */
+    long procs;               /* licensed process count (advisory); 0 = not stated */
+    int64_t now;              /* the time this was evaluated at */
+    int64_t build_time;       /* this build's date, compared with upd */
+    dray_license_state state; /* computed at now */
+    long days_left;           /* whole days until exp (negative after); 0 when perpetual */
+    int revoked;              /* 1: lid is on the compiled-in deny-list */
     char field[DRAY_LICENSE_FIELD_BYTES];     /* MISSING/FIELD errors: the payload field at fault */
     char trusted[DRAY_LICENSE_TRUSTED_BYTES]; /* kids this build trusts, for UNKNOWN_KID messages */
     dray_license_tier need_tier;              /* set by dray_license_check, for its message */
@@ -162,8 +168,8 @@ typedef struct dray_license_info {
 
 /* One trusted public key; tables of these are generated at build time. */
 typedef struct dray_license_trusted_key {
-    char kid[DRAY_LICENSE_KID_BYTES];         /* derived from pk, checked by the generator */
-    unsigned char pk[DRAY_LICENSE_PK_BYTES];  /* Ed25519 public key */
+    char kid[DRAY_LICENSE_KID_BYTES];        /* derived from pk, checked by the generator */
+    unsigned char pk[DRAY_LICENSE_PK_BYTES]; /* Ed25519 public key */
 } dray_license_trusted_key;
 
 /* ---- verify and check ---------------------------------------------------- */
@@ -178,8 +184,9 @@ typedef struct dray_license_trusted_key {
  * parsed. On REVOKED, NOT_YET_VALID, UPDATES and LAPSED the key was genuine:
  * out->verified is 1 and every field is filled, for the message.
  */
-DRAY_LICENSE_WUR DRAY_LICENSE_NONNULL(4)
-int dray_license_verify(const char *text, size_t len, int64_t now, dray_license_info *out);
+DRAY_LICENSE_WUR DRAY_LICENSE_NONNULL(4) int dray_license_verify(const char *text, size_t len,
+                                                                 int64_t now,
+                                                                 dray_license_info *out);
 
 /*
  * May a module that needs tier `need` (NONE: any) and feature bit `feature`
@@ -187,8 +194,9 @@ int dray_license_verify(const char *text, size_t len, int64_t now, dray_license_
  * NOT_YET_VALID, UPDATES, LAPSED, WRONG_TIER, MISSING_FEATURE, or INVAL if
  * `info` was not verified. Records need/feature in `info` for the message.
  */
-DRAY_LICENSE_WUR DRAY_LICENSE_NONNULL(1)
-int dray_license_check(dray_license_info *info, dray_license_tier need, uint32_t feature);
+DRAY_LICENSE_WUR DRAY_LICENSE_NONNULL(1) int dray_license_check(dray_license_info *info,
+                                                                dray_license_tier need,
+                                                                uint32_t feature);
 
 /* ---- messages and names -------------------------------------------------- */
 
@@ -212,11 +220,11 @@ const char *dray_license_state_name(dray_license_state state);
 /* Name of one feature bit ("batches"), or NULL if not exactly one known bit. */
 const char *dray_license_feature_name(uint32_t feature);
 /* Parse "pro"/"enterprise". Returns 0 or DRAY_ELIC_INVAL. */
-DRAY_LICENSE_WUR DRAY_LICENSE_NONNULL(1, 2)
-int dray_license_tier_parse(const char *name, dray_license_tier *out);
+DRAY_LICENSE_WUR DRAY_LICENSE_NONNULL(1, 2) int dray_license_tier_parse(const char *name,
+                                                                        dray_license_tier *out);
 /* Parse a feature name into its bit. Returns 0 or DRAY_ELIC_INVAL. */
-DRAY_LICENSE_WUR DRAY_LICENSE_NONNULL(1, 2)
-int dray_license_feature_parse(const char *name, uint32_t *out);
+DRAY_LICENSE_WUR DRAY_LICENSE_NONNULL(1, 2) int dray_license_feature_parse(const char *name,
+                                                                           uint32_t *out);
 
 /* ---- the compiled-in table (defined by one generated file per target) ---- */
 
