@@ -11,10 +11,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "redis_fixture.h"
-
-static test_redis srv;
-static redisContext *rc;
+#include "harness.h"
 
 typedef struct tally {
     atomic_int ok, fail, running;
@@ -89,93 +86,13 @@ release_blocked(void)
     pthread_mutex_unlock(&T.mu);
 }
 
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    return NULL;
-}
-
 static void
-opts_for_test(dray_options *o, const char *queues, int conc)
+start(test_running *r, dray_options *o)
 {
-    dray_options_init(o);
-    o->redis_url = srv.url;
-    o->queues = queues;
-    o->concurrency = conc;
-    o->heartbeat_s = 1;
-    o->poll_interval_s = 0.2;
-    o->shutdown_timeout_s = 5;
-    o->log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_ERROR;
-}
-
-static void
-start(running *r, dray_options *o)
-{
-    char err[256];
-    memset(r, 0, sizeof *r);
-    int e = dray_server_new(o, &r->s, err, sizeof err);
-    if (e)
-        fail_msg("server_new: %s", err);
+    test_server_new(r, o);
     assert_int_equal(dray_server_register(r->s, "Ok", h_ok, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r->s, "Fail", h_fail, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r->s, "Block", h_block, NULL, NULL), 0);
-}
-
-static void
-go(running *r)
-{
-    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
-}
-
-static void
-finish(running *r)
-{
-    dray_server_stop(r->s);
-    pthread_join(r->th, NULL);
-    assert_int_equal(r->rc, 0);
-    dray_server_free(r->s);
-}
-
-static void
-push(const char *klass, const char *queue, json_t *args_steal, const char *extra_json)
-{
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
-    dray_client *c;
-    assert_int_equal(dray_client_new(&o, &c, NULL, 0), 0);
-    dray_push_opts po = {.queue = queue};
-    if (extra_json)
-        po.extra = json_loads(extra_json, 0, NULL);
-    int e = dray_client_push(c, klass, args_steal, &po, NULL);
-    if (e)
-        fail_msg("push: %s", dray_client_errstr(c));
-    json_decref(po.extra);
-    json_decref(args_steal);
-    dray_client_free(c);
-}
-
-static long long
-rint_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
-                                                  : -1;
-    freeReplyObject(r);
-    return v;
 }
 
 static int wanted;
@@ -201,29 +118,15 @@ running_reached(void *a)
 static int
 setup(void **state)
 {
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
     pthread_mutex_init(&T.mu, NULL);
     pthread_cond_init(&T.cond, NULL);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
+    return test_setup(state);
 }
 
 static int
 each_setup(void **state)
 {
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    test_flush(state);
     tally_reset();
     return 0;
 }
@@ -233,21 +136,21 @@ test_processes_and_flushes_stats(void **state)
 {
     (void)state;
     for (int i = 0; i < 100; i++)
-        push("Ok", NULL, json_pack("[s]", "x"), NULL);
-    running r;
+        test_push("Ok", NULL, json_pack("[s]", "x"), NULL);
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "default", 4);
+    test_options(&o, "default", 4);
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     wanted = 100;
     assert_true(test_wait_until(ok_reached, NULL, 20));
-    finish(&r);
+    test_server_finish(&r);
     assert_int_equal(atomic_load(&T.ok), 100);
-    assert_int_equal(rint_("GET stat:processed"), 100);
-    assert_int_equal(rint_("GET stat:failed"), -1 == rint_("GET stat:failed") ? -1 : 0);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(test_int("GET stat:processed"), 100);
+    assert_int_equal(test_int("GET stat:failed"), -1 == test_int("GET stat:failed") ? -1 : 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
     /* the process left the registry */
-    assert_int_equal(rint_("SCARD processes"), 0);
+    assert_int_equal(test_int("SCARD processes"), 0);
 }
 
 static void
@@ -255,17 +158,17 @@ test_strict_order(void **state)
 {
     (void)state;
     for (int i = 0; i < 5; i++)
-        push("Ok", "low", json_pack("[s]", "l"), NULL);
+        test_push("Ok", "low", json_pack("[s]", "l"), NULL);
     for (int i = 0; i < 5; i++)
-        push("Ok", "high", json_pack("[s]", "h"), NULL);
-    running r;
+        test_push("Ok", "high", json_pack("[s]", "h"), NULL);
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "high low", 1);
+    test_options(&o, "high low", 1);
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     wanted = 10;
     assert_true(test_wait_until(ok_reached, NULL, 20));
-    finish(&r);
+    test_server_finish(&r);
     assert_string_equal(T.order, "hhhhhlllll");
 }
 
@@ -275,7 +178,7 @@ test_weighted_order(void **state)
     (void)state;
     dray_options co;
     dray_options_init(&co);
-    co.redis_url = srv.url;
+    co.redis_url = test_srv.url;
     dray_client *c;
     assert_int_equal(dray_client_new(&co, &c, NULL, 0), 0);
     json_t *la = json_array(), *lb = json_array();
@@ -289,14 +192,14 @@ test_weighted_order(void **state)
     json_decref(la);
     json_decref(lb);
     dray_client_free(c);
-    running r;
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "a,3 b,1", 1);
+    test_options(&o, "a,3 b,1", 1);
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     wanted = 400;
     assert_true(test_wait_until(ok_reached, NULL, 30));
-    finish(&r);
+    test_server_finish(&r);
     int na = 0;
     for (int i = 0; i < 400; i++)
         na += T.order[i] == 'a';
@@ -308,7 +211,7 @@ test_weighted_order(void **state)
 static json_t *
 zfirst(const char *key, double *score)
 {
-    redisReply *r = test_redis_cmd(rc, "ZRANGE %s 0 0 WITHSCORES", key);
+    redisReply *r = test_redis_cmd(test_rc, "ZRANGE %s 0 0 WITHSCORES", key);
     if (r->elements != 2) {
         freeReplyObject(r);
         return NULL;
@@ -333,12 +236,12 @@ static void
 test_retry_fields_and_backoff(void **state)
 {
     (void)state;
-    push("Fail", "work", json_pack("[i]", 7), "{\"custom\":{\"keep\":true}}");
-    running r;
+    test_push("Fail", "work", json_pack("[i]", 7), "{\"custom\":{\"keep\":true}}");
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "work", 2);
+    test_options(&o, "work", 2);
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     int want = 0;
     double t0 = dray_now();
     assert_true(test_wait_until(retry_has_count, &want, 10));
@@ -356,9 +259,9 @@ test_retry_fields_and_backoff(void **state)
         fail_msg("first retry score %.3f not in failed_at+[15,24] (failed_at %.3f)", score, fa);
     /* make it due now: the scheduler moves it back and it fails again */
     char *member = json_dumps(j, JSON_COMPACT);
-    redisReply *rr = test_redis_cmd(rc, "ZRANGE retry 0 0");
+    redisReply *rr = test_redis_cmd(test_rc, "ZRANGE retry 0 0");
     freeReplyObject(
-        test_redis_cmd(rc, "ZADD retry XX 0 %b", rr->element[0]->str, rr->element[0]->len));
+        test_redis_cmd(test_rc, "ZADD retry XX 0 %b", rr->element[0]->str, rr->element[0]->len));
     freeReplyObject(rr);
     free(member);
     json_decref(j);
@@ -372,17 +275,17 @@ test_retry_fields_and_backoff(void **state)
     if (score < ra + 16 - 0.01 || score > ra + 34 + 0.01)
         fail_msg("second retry score %.3f not in retried_at+[16,34]", score);
     json_decref(j);
-    finish(&r);
+    test_server_finish(&r);
     assert_int_equal(atomic_load(&T.fail), 2);
-    assert_int_equal(rint_("GET stat:failed"), 2);
-    assert_int_equal(rint_("GET stat:processed"), 2);
+    assert_int_equal(test_int("GET stat:failed"), 2);
+    assert_int_equal(test_int("GET stat:processed"), 2);
 }
 
 static int
 zcard_is(void *arg)
 {
     const char **kv = arg;
-    return rint_("ZCARD %s", kv[0]) == atoll(kv[1]);
+    return test_int("ZCARD %s", kv[0]) == atoll(kv[1]);
 }
 
 static void
@@ -390,21 +293,21 @@ test_dead_paths(void **state)
 {
     (void)state;
     /* retry: 0 is truthy in Ruby: no retries, straight to dead */
-    push("Fail", NULL, json_pack("[s]", "zero"), "{\"retry\":0}");
+    test_push("Fail", NULL, json_pack("[s]", "zero"), "{\"retry\":0}");
     /* retry: false: discarded, not dead */
-    push("Fail", NULL, json_pack("[s]", "false"), "{\"retry\":false}");
+    test_push("Fail", NULL, json_pack("[s]", "false"), "{\"retry\":false}");
     /* dead: false: exhausted but not kept */
-    push("Fail", NULL, json_pack("[s]", "nodead"), "{\"retry\":0,\"dead\":false}");
+    test_push("Fail", NULL, json_pack("[s]", "nodead"), "{\"retry\":0,\"dead\":false}");
     /* unknown class: retried like Sidekiq's NameError */
-    push("NoSuchJob", NULL, json_pack("[]"), NULL);
+    test_push("NoSuchJob", NULL, json_pack("[]"), NULL);
     /* malformed payload: to dead as a Dray::MalformedJob, worker continues */
-    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", "{not json"));
-    push("Ok", NULL, json_pack("[s]", "after"), NULL);
-    running r;
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH queue:default %s", "{not json"));
+    test_push("Ok", NULL, json_pack("[s]", "after"), NULL);
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "default", 1);
+    test_options(&o, "default", 1);
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     wanted = 1;
     assert_true(test_wait_until(ok_reached, NULL, 10));
     const char *dead2[2] = {"dead", "2"};
@@ -412,12 +315,12 @@ test_dead_paths(void **state)
     const char *retry1[2] = {"retry", "1"};
     assert_true(test_wait_until(retry_has_count, &(int){0}, 10));
     assert_true(zcard_is(retry1));
-    finish(&r);
+    test_server_finish(&r);
     json_t *j = zfirst("retry", NULL);
     assert_string_equal(json_string_value(json_object_get(j, "error_class")), "NameError");
     assert_non_null(strstr(json_string_value(json_object_get(j, "error_message")), "NoSuchJob"));
     json_decref(j);
-    redisReply *d = test_redis_cmd(rc, "ZRANGE dead 0 -1");
+    redisReply *d = test_redis_cmd(test_rc, "ZRANGE dead 0 -1");
     int raw = 0, zero = 0;
     for (size_t i = 0; i < d->elements; i++) {
         json_t *m = json_loads(d->element[i]->str, 0, NULL);
@@ -441,23 +344,23 @@ test_dead_trims(void **state)
     (void)state;
     double now = dray_now();
     /* an old member beyond the age limit, and a cap of 5 members */
-    freeReplyObject(test_redis_cmd(rc, "ZADD dead %f %s", now - 1000, "{\"old\":1}"));
+    freeReplyObject(test_redis_cmd(test_rc, "ZADD dead %f %s", now - 1000, "{\"old\":1}"));
     for (int i = 0; i < 8; i++)
-        push("Fail", NULL, json_pack("[i]", i), "{\"retry\":0}");
-    running r;
+        test_push("Fail", NULL, json_pack("[i]", i), "{\"retry\":0}");
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "default", 1);
+    test_options(&o, "default", 1);
     o.dead_max_jobs = 5;
     o.dead_timeout_s = 100;
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     wanted = 8;
     assert_true(test_wait_until(fail_reached, NULL, 10));
-    finish(&r);
-    assert_int_equal(rint_("ZCARD dead"), 5);
-    assert_int_equal(rint_("ZSCORE dead %s", "{\"old\":1}"), -1);
+    test_server_finish(&r);
+    assert_int_equal(test_int("ZCARD dead"), 5);
+    assert_int_equal(test_int("ZSCORE dead %s", "{\"old\":1}"), -1);
     /* the newest five survive */
-    redisReply *d = test_redis_cmd(rc, "ZRANGE dead 0 -1");
+    redisReply *d = test_redis_cmd(test_rc, "ZRANGE dead 0 -1");
     for (size_t i = 0; i < d->elements; i++) {
         json_t *o2 = json_loads(d->element[i]->str, 0, NULL);
         assert_true(json_integer_value(json_array_get(json_object_get(o2, "args"), 0)) >= 3);
@@ -473,7 +376,7 @@ test_scheduler_exactly_once_two_processes(void **state)
     /* 300 jobs due now in schedule and retry */
     dray_options co;
     dray_options_init(&co);
-    co.redis_url = srv.url;
+    co.redis_url = test_srv.url;
     dray_client *c;
     assert_int_equal(dray_client_new(&co, &c, NULL, 0), 0);
     json_t *l = json_array();
@@ -485,36 +388,36 @@ test_scheduler_exactly_once_two_processes(void **state)
     json_decref(l);
     dray_client_free(c);
     for (int i = 0; i < 50; i++)
-        freeReplyObject(test_redis_cmd(rc,
+        freeReplyObject(test_redis_cmd(test_rc,
                                        "ZADD retry %f "
                                        "{\"class\":\"Ok\",\"args\":[\"r\"],\"jid\":\"%024x\","
                                        "\"queue\":\"default\",\"retry_count\":0}",
                                        dray_now() - 5, i));
     /* a member that is not a job must not block the others: it goes to dead */
-    freeReplyObject(test_redis_cmd(rc, "ZADD schedule %f %s", dray_now() - 30, "not a job"));
+    freeReplyObject(test_redis_cmd(test_rc, "ZADD schedule %f %s", dray_now() - 30, "not a job"));
     /* a job due far in the future must not move */
     freeReplyObject(test_redis_cmd(
-        rc,
+        test_rc,
         "ZADD schedule %f {\"class\":\"Ok\",\"args\":[\"f\"],\"jid\":\"ffffffffffffffffffffffff\"}",
         dray_now() + 3600));
-    running a, b;
+    test_running a, b;
     dray_options o;
-    opts_for_test(&o, "default", 3);
+    test_options(&o, "default", 3);
     o.poll_interval_s = 0.05;
     start(&a, &o);
     start(&b, &o);
-    go(&a);
-    go(&b);
+    test_server_go(&a);
+    test_server_go(&b);
     wanted = 300;
     assert_true(test_wait_until(ok_reached, NULL, 30));
-    finish(&a);
-    finish(&b);
+    test_server_finish(&a);
+    test_server_finish(&b);
     assert_int_equal(atomic_load(&T.ok), 300);
-    assert_int_equal(rint_("ZCARD schedule"), 1);
-    assert_int_equal(rint_("ZCARD retry"), 0);
-    assert_int_equal(rint_("ZCARD dead"), 1);
-    assert_true(rint_("ZSCORE dead %s", "not a job") > 0);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(test_int("ZCARD schedule"), 1);
+    assert_int_equal(test_int("ZCARD retry"), 0);
+    assert_int_equal(test_int("ZCARD dead"), 1);
+    assert_true(test_int("ZSCORE dead %s", "not a job") > 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
     /* every scheduled jid ran exactly once */
     for (int i = 0; i < 250; i++) {
         int n = 0;
@@ -529,7 +432,7 @@ static int
 hash_busy_is(void *arg)
 {
     const char *id = arg;
-    redisReply *r = test_redis_cmd(rc, "HGET %s busy", id);
+    redisReply *r = test_redis_cmd(test_rc, "HGET %s busy", id);
     int ok = r->type == REDIS_REPLY_STRING && atoi(r->str) == wanted;
     freeReplyObject(r);
     return ok;
@@ -539,21 +442,21 @@ static void
 test_heartbeat_fields_and_work(void **state)
 {
     (void)state;
-    push("Block", "hb", json_pack("[s]", "b"), NULL);
-    running r;
+    test_push("Block", "hb", json_pack("[s]", "b"), NULL);
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "hb,2 other", 3);
+    test_options(&o, "hb,2 other", 3);
     o.tag = "myapp";
     o.labels = "blue,canary";
     start(&r, &o);
     char id[256];
     snprintf(id, sizeof id, "%s", dray_server_identity(r.s));
-    go(&r);
+    test_server_go(&r);
     wanted = 1;
     assert_true(test_wait_until(running_reached, NULL, 10));
     assert_true(test_wait_until(hash_busy_is, (void *)id, 10));
-    assert_int_equal(rint_("SISMEMBER processes %s", id), 1);
-    redisReply *h = test_redis_cmd(rc, "HGET %s info", id);
+    assert_int_equal(test_int("SISMEMBER processes %s", id), 1);
+    redisReply *h = test_redis_cmd(test_rc, "HGET %s info", id);
     json_t *info = json_loads(h->str, 0, NULL);
     freeReplyObject(h);
     assert_non_null(info);
@@ -566,15 +469,15 @@ test_heartbeat_fields_and_work(void **state)
     assert_true(json_is_real(json_object_get(info, "started_at")));
     assert_true(json_integer_value(json_object_get(info, "pid")) > 0);
     json_decref(info);
-    h = test_redis_cmd(rc, "HMGET %s beat quiet rss rtt_us", id);
+    h = test_redis_cmd(test_rc, "HMGET %s beat quiet rss rtt_us", id);
     assert_true(atof(h->element[0]->str) > dray_now() - 10);
     assert_string_equal(h->element[1]->str, "false");
     assert_true(atol(h->element[2]->str) > 0);
     assert_true(atol(h->element[3]->str) > 0);
     freeReplyObject(h);
-    assert_true(rint_("TTL %s", id) > 0 && rint_("TTL %s", id) <= 60);
-    /* the workers hash holds the running job as Sidekiq 6.4 writes it */
-    h = test_redis_cmd(rc, "HGETALL %s:workers", id);
+    assert_true(test_int("TTL %s", id) > 0 && test_int("TTL %s", id) <= 60);
+    /* the workers hash holds the test_running job as Sidekiq 6.4 writes it */
+    h = test_redis_cmd(test_rc, "HGETALL %s:workers", id);
     assert_int_equal(h->elements, 2);
     json_t *w = json_loads(h->element[1]->str, 0, NULL);
     freeReplyObject(h);
@@ -585,14 +488,14 @@ test_heartbeat_fields_and_work(void **state)
     json_decref(p);
     json_decref(w);
     release_blocked();
-    finish(&r);
-    assert_int_equal(rint_("EXISTS %s:workers", id), 0);
+    test_server_finish(&r);
+    assert_int_equal(test_int("EXISTS %s:workers", id), 0);
 }
 
 static int
 hash_quiet(void *arg)
 {
-    redisReply *r = test_redis_cmd(rc, "HGET %s quiet", (const char *)arg);
+    redisReply *r = test_redis_cmd(test_rc, "HGET %s quiet", (const char *)arg);
     int ok = r->type == REDIS_REPLY_STRING && !strcmp(r->str, "true");
     freeReplyObject(r);
     return ok;
@@ -601,7 +504,7 @@ hash_quiet(void *arg)
 static int
 thread_done(void *arg)
 {
-    running *r = arg;
+    test_running *r = arg;
     return pthread_tryjoin_np(r->th, NULL) == 0;
 }
 
@@ -609,26 +512,26 @@ static void
 test_remote_signals(void **state)
 {
     (void)state;
-    running r;
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "default", 2);
+    test_options(&o, "default", 2);
     start(&r, &o);
     const char *id = dray_server_identity(r.s);
     char idcopy[256];
     snprintf(idcopy, sizeof idcopy, "%s", id);
-    go(&r);
-    freeReplyObject(test_redis_cmd(rc, "LPUSH %s-signals TSTP", idcopy));
+    test_server_go(&r);
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH %s-signals TSTP", idcopy));
     assert_true(test_wait_until(hash_quiet, idcopy, 10));
     /* quiet: new jobs stay in the queue (workers may be in a 2 s BRPOP; any
      * job fetched there goes straight back) */
-    push("Ok", NULL, json_pack("[s]", "q"), NULL);
-    freeReplyObject(test_redis_cmd(rc, "LPUSH %s-signals TERM", idcopy));
+    test_push("Ok", NULL, json_pack("[s]", "q"), NULL);
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH %s-signals TERM", idcopy));
     assert_true(test_wait_until(thread_done, &r, 15));
     assert_int_equal(r.rc, 0);
     dray_server_free(r.s);
     assert_int_equal(atomic_load(&T.ok), 0);
-    assert_int_equal(rint_("LLEN queue:default"), 1);
-    assert_int_equal(rint_("SISMEMBER processes %s", idcopy), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 1);
+    assert_int_equal(test_int("SISMEMBER processes %s", idcopy), 0);
 }
 
 static void
@@ -636,17 +539,17 @@ test_shutdown_requeues_running(void **state)
 {
     (void)state;
     for (int i = 0; i < 10; i++)
-        push("Block", "slow", json_pack("[i]", i), NULL);
+        test_push("Block", "slow", json_pack("[i]", i), NULL);
     /* a job behind them must stay where it is */
-    push("Ok", "slow", json_pack("[s]", "tail"), NULL);
-    redisReply *before = test_redis_cmd(rc, "LRANGE queue:slow 0 -1");
+    test_push("Ok", "slow", json_pack("[s]", "tail"), NULL);
+    redisReply *before = test_redis_cmd(test_rc, "LRANGE queue:slow 0 -1");
     assert_int_equal(before->elements, 11);
-    running r;
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "slow", 10);
+    test_options(&o, "slow", 10);
     o.shutdown_timeout_s = 1;
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     wanted = 10;
     assert_true(test_wait_until(running_reached, NULL, 10));
     double t0 = dray_now();
@@ -656,7 +559,7 @@ test_shutdown_requeues_running(void **state)
     assert_int_equal(r.rc, 0);
     assert_true(took >= 0.9 && took < 4.5);
     /* all ten back at the head (the BRPOP end), unchanged; tail untouched */
-    redisReply *after = test_redis_cmd(rc, "LRANGE queue:slow 0 -1");
+    redisReply *after = test_redis_cmd(test_rc, "LRANGE queue:slow 0 -1");
     assert_int_equal(after->elements, 11);
     assert_string_equal(after->element[0]->str, before->element[0]->str);
     for (size_t i = 1; i < 11; i++) {
@@ -667,16 +570,16 @@ test_shutdown_requeues_running(void **state)
     }
     freeReplyObject(after);
     freeReplyObject(before);
-    assert_int_equal(rint_("ZCARD retry"), 0);
-    assert_int_equal(rint_("ZCARD dead"), 0);
-    assert_int_equal(rint_("GET stat:failed"), -1);
+    assert_int_equal(test_int("ZCARD retry"), 0);
+    assert_int_equal(test_int("ZCARD dead"), 0);
+    assert_int_equal(test_int("GET stat:failed"), -1);
     /* the blocked handlers finish later: their requeued copies leave the
      * queue (free waits for them), so none runs twice; the tail stays */
     release_blocked();
     dray_server_free(r.s);
     assert_int_equal(atomic_load(&T.ok), 10);
-    assert_int_equal(rint_("LLEN queue:slow"), 1);
-    redisReply *tail = test_redis_cmd(rc, "LINDEX queue:slow 0");
+    assert_int_equal(test_int("LLEN queue:slow"), 1);
+    redisReply *tail = test_redis_cmd(test_rc, "LINDEX queue:slow 0");
     assert_non_null(strstr(tail->str, "tail"));
     freeReplyObject(tail);
 }
@@ -688,7 +591,7 @@ test_batch_fetch_and_stop_order(void **state)
     /* batched fetch processes everything */
     dray_options co;
     dray_options_init(&co);
-    co.redis_url = srv.url;
+    co.redis_url = test_srv.url;
     dray_client *c;
     assert_int_equal(dray_client_new(&co, &c, NULL, 0), 0);
     json_t *l = json_array();
@@ -697,42 +600,42 @@ test_batch_fetch_and_stop_order(void **state)
     assert_int_equal(dray_client_push_bulk(c, "Ok", l, NULL, NULL, NULL), 0);
     json_decref(l);
     dray_client_free(c);
-    running r;
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "default", 3);
+    test_options(&o, "default", 3);
     o.fetch_batch = 8;
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     wanted = 500;
     assert_true(test_wait_until(ok_reached, NULL, 20));
-    finish(&r);
-    assert_int_equal(rint_("GET stat:processed"), 500);
+    test_server_finish(&r);
+    assert_int_equal(test_int("GET stat:processed"), 500);
 
-    /* a stop puts the running job and the fetched, unstarted ones back in
-     * their original order, the running one first */
+    /* a stop puts the test_running job and the fetched, unstarted ones back in
+     * their original order, the test_running one first */
     tally_reset();
     for (int i = 0; i < 5; i++)
-        push("Block", "b", json_pack("[i]", i), NULL);
-    redisReply *before = test_redis_cmd(rc, "LRANGE queue:b 0 -1");
-    opts_for_test(&o, "b", 1);
+        test_push("Block", "b", json_pack("[i]", i), NULL);
+    redisReply *before = test_redis_cmd(test_rc, "LRANGE queue:b 0 -1");
+    test_options(&o, "b", 1);
     o.fetch_batch = 5;
     o.shutdown_timeout_s = 1;
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     wanted = 1;
     assert_true(test_wait_until(running_reached, NULL, 10));
-    assert_int_equal(rint_("LLEN queue:b"), 0); /* all five fetched at once */
+    assert_int_equal(test_int("LLEN queue:b"), 0); /* all five fetched at once */
     dray_server_stop(r.s);
     pthread_join(r.th, NULL);
-    redisReply *after = test_redis_cmd(rc, "LRANGE queue:b 0 -1");
+    redisReply *after = test_redis_cmd(test_rc, "LRANGE queue:b 0 -1");
     assert_int_equal(after->elements, 5);
     for (size_t i = 0; i < 5; i++)
         assert_string_equal(after->element[i]->str, before->element[i]->str);
     freeReplyObject(after);
-    /* the running one finishes after all: its copy (at the BRPOP end) goes */
+    /* the test_running one finishes after all: its copy (at the BRPOP end) goes */
     release_blocked();
     dray_server_free(r.s);
-    after = test_redis_cmd(rc, "LRANGE queue:b 0 -1");
+    after = test_redis_cmd(test_rc, "LRANGE queue:b 0 -1");
     assert_int_equal(after->elements, 4);
     for (size_t i = 0; i < 4; i++)
         assert_string_equal(after->element[i]->str, before->element[i]->str);
@@ -757,32 +660,32 @@ test_redis_restart_mid_run(void **state)
 {
     (void)state;
     dray_log_set_sink(count_sink, NULL);
-    running r;
+    test_running r;
     dray_options o;
-    opts_for_test(&o, "default", 4);
+    test_options(&o, "default", 4);
     o.log_level = DRAY_LOG_INFO;
     start(&r, &o);
-    go(&r);
+    test_server_go(&r);
     for (int i = 0; i < 20; i++)
-        push("Ok", NULL, json_pack("[s]", "before"), NULL);
+        test_push("Ok", NULL, json_pack("[s]", "before"), NULL);
     wanted = 20;
     assert_true(test_wait_until(ok_reached, NULL, 10));
-    redisFree(rc);
-    test_redis_kill(&srv);
+    redisFree(test_rc);
+    test_redis_kill(&test_srv);
     double down = dray_now();
     /* let the workers notice and back off (a condition, not a sleep) */
     while (atomic_load(&outage_lines) == 0 && dray_now() - down < 10)
         dray__sleep_ms(10);
     assert_int_equal(atomic_load(&outage_lines), 1);
-    assert_int_equal(test_redis_start_again(&srv), 0);
-    rc = test_redis_connect(&srv);
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
+    test_rc = test_redis_connect(&test_srv);
     double up = dray_now();
     for (int i = 0; i < 20; i++)
-        push("Ok", NULL, json_pack("[s]", "after"), NULL);
+        test_push("Ok", NULL, json_pack("[s]", "after"), NULL);
     wanted = 40;
     assert_true(test_wait_until(ok_reached, NULL, 15));
     double resumed = dray_now() - up;
-    finish(&r);
+    test_server_finish(&r);
     dray_log_set_sink(NULL, NULL);
     if (resumed > 5.0)
         fail_msg("took %.1f s to resume after redis returned", resumed);
@@ -807,5 +710,5 @@ main(void)
         cmocka_unit_test_setup(test_batch_fetch_and_stop_order, each_setup),
         cmocka_unit_test_setup(test_redis_restart_mid_run, each_setup),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, test_teardown);
 }

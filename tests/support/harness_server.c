@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* The harness's dray server on a thread, and its producer side (harness.h). */
+#include "harness.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+void
+test_options(dray_options *o, const char *queues, int concurrency)
+{
+    dray_options_init(o);
+    o->redis_url = test_srv.url;
+    o->queues = queues;
+    o->concurrency = concurrency;
+    o->heartbeat_s = 1;
+    o->poll_interval_s = 0.2;
+    o->shutdown_timeout_s = 5;
+    o->log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_ERROR;
+}
+
+void
+test_server_new(test_running *r, const dray_options *o)
+{
+    char err[256];
+    memset(r, 0, sizeof *r);
+    if (dray_server_new(o, &r->s, err, sizeof err))
+        fail_msg("server_new: %s", err);
+}
+
+/* Thread body: run the server, keep its return code, then say it is done. */
+static void *
+run_main(void *arg)
+{
+    test_running *r = arg;
+    r->rc = dray_server_run(r->s);
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+void
+test_server_go(test_running *r)
+{
+    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
+}
+
+void
+test_server_finish(test_running *r)
+{
+    dray_server_stop(r->s);
+    pthread_join(r->th, NULL);
+    assert_int_equal(r->rc, 0);
+    dray_server_free(r->s);
+    r->s = NULL;
+}
+
+int
+test_server_done(void *r)
+{
+    return atomic_load(&((test_running *)r)->done);
+}
+
+dray_client *
+test_client(const char *ns)
+{
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = test_srv.url;
+    o.ns = ns;
+    dray_client *c;
+    char err[256];
+    if (dray_client_new(&o, &c, err, sizeof err))
+        fail_msg("client_new: %s", err);
+    return c;
+}
+
+void
+test_push(const char *klass, const char *queue, json_t *args_steal, const char *extra_json)
+{
+    dray_client *c = test_client(NULL);
+    dray_push_opts po = {.queue = queue};
+    if (extra_json)
+        po.extra = json_loads(extra_json, 0, NULL);
+    int e = dray_client_push(c, klass, args_steal, &po, NULL);
+    if (e)
+        fail_msg("push: %s", dray_client_errstr(c));
+    json_decref(po.extra);
+    json_decref(args_steal);
+    dray_client_free(c);
+}
