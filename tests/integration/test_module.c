@@ -17,10 +17,7 @@
 #include <cmocka.h>
 
 #include "module_internal.h"
-#include "redis_fixture.h"
-
-static test_redis srv;
-static redisContext *rc;
+#include "harness.h"
 
 /* ---- handlers --------------------------------------------------------------- */
 
@@ -86,34 +83,11 @@ release_blocked(void)
 
 /* ---- servers ---------------------------------------------------------------- */
 
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-    atomic_int done;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    atomic_store(&r->done, 1);
-    return NULL;
-}
-
 static dray_server *
 server(int conc)
 {
     dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
-    o.queues = "default";
-    o.concurrency = conc;
-    o.heartbeat_s = 1;
-    o.poll_interval_s = 0.2;
-    o.shutdown_timeout_s = 5;
-    o.log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_ERROR;
+    test_options(&o, "default", conc);
     char err[256];
     dray_server *s;
     if (dray_server_new(&o, &s, err, sizeof err))
@@ -132,21 +106,19 @@ server(int conc)
     return s;
 }
 
-static running *live; /* a server still running when an assertion failed */
+static test_running *live; /* a server still running when an assertion failed */
 
 static void
-go(running *r)
+go(test_running *r)
 {
-    atomic_store(&r->done, 0);
-    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
+    test_server_go(r);
     live = r;
 }
 
 static void
-stop(running *r)
+stop(test_running *r)
 {
-    dray_server_stop(r->s);
-    pthread_join(r->th, NULL);
+    test_server_stop(r);
     live = NULL;
 }
 
@@ -166,8 +138,8 @@ load_refused(dray_server *s, const char *path, int want_rc, ...)
     char err[512];
     int e = dray_server_load_module(s, path, err, sizeof err);
     if (e != want_rc)
-        fail_msg("load %s: rc %s, want %s (%s)", path, dray_err_name(e), dray_err_name(want_rc),
-                 err);
+        fail_msg("load %s: test_rc %s, want %s (%s)", path, dray_err_name(e),
+                 dray_err_name(want_rc), err);
     assert_string_equal(err, dray_server_errstr(s));
     va_list ap;
     va_start(ap, want_rc);
@@ -179,26 +151,11 @@ load_refused(dray_server *s, const char *path, int want_rc, ...)
 
 /* ---- Redis helpers ------------------------------------------------------------ */
 
-static long long
-rint_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
-                                                  : -1;
-    freeReplyObject(r);
-    return v;
-}
-
 /* Index of the first call equal to `what` in rec:calls at or after `from`, or -1. */
 static long
 call_at(const char *what, long from)
 {
-    redisReply *r = test_redis_cmd(rc, "LRANGE rec:calls 0 -1");
+    redisReply *r = test_redis_cmd(test_rc, "LRANGE rec:calls 0 -1");
     long found = -1;
     for (size_t i = (size_t)from; i < r->elements && found < 0; i++)
         if (!strcmp(r->element[i]->str, what))
@@ -216,7 +173,7 @@ has_call(void *what)
 static void
 dump_calls(void)
 {
-    redisReply *r = test_redis_cmd(rc, "LRANGE rec:calls 0 -1");
+    redisReply *r = test_redis_cmd(test_rc, "LRANGE rec:calls 0 -1");
     for (size_t i = 0; i < r->elements; i++)
         fprintf(stderr, "  %zu %s\n", i, r->element[i]->str);
     freeReplyObject(r);
@@ -246,12 +203,6 @@ assert_order(const char *first, ...)
     va_end(ap);
 }
 
-static int
-atomic_reached(void *p)
-{
-    return atomic_load((atomic_int *)p) > 0;
-}
-
 typedef struct cnt_cond {
     const char *verb; /* GET, ZCARD, LLEN */
     const char *key;
@@ -262,7 +213,7 @@ static int
 redis_reached(void *p)
 {
     cnt_cond *c = p;
-    return rint_("%s %s", c->verb, c->key) >= c->want;
+    return test_int("%s %s", c->verb, c->key) >= c->want;
 }
 
 static int
@@ -286,61 +237,20 @@ push_job(dray_client *c, const char *klass, const char *arg, int retry)
         fail_msg("push %s: %s", klass, dray_client_errstr(c));
 }
 
-static dray_client *
-client(void)
-{
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
-    dray_client *c;
-    assert_int_equal(dray_client_new(&o, &c, NULL, 0), 0);
-    return c;
-}
-
-/* ---- log capture ------------------------------------------------------------- */
-
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char log_text[16384];
-
-static void
-capture(dray_log_level level, const char *line, void *ud)
-{
-    (void)level;
-    (void)ud;
-    pthread_mutex_lock(&log_mu);
-    size_t n = strlen(log_text);
-    snprintf(log_text + n, sizeof log_text - n, "%s\n", line);
-    pthread_mutex_unlock(&log_mu);
-}
-
 /* ---- fixtures --------------------------------------------------------------------- */
 
 static int
 setup(void **state)
 {
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
     pthread_mutex_init(&S.mu, NULL);
     pthread_cond_init(&S.cond, NULL);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
+    return test_setup(state);
 }
 
 static int
 each_setup(void **state)
 {
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    test_flush(state);
     pthread_mutex_destroy(&S.mu);
     pthread_cond_destroy(&S.cond);
     memset(&S, 0, sizeof S);
@@ -359,7 +269,7 @@ each_teardown(void **state)
     (void)state;
     if (live) { /* the test failed mid-run: stop it before dropping the modules */
         dump_calls();
-        fprintf(stderr, "%s", log_text);
+        test_log_print();
         release_blocked();
         stop(live);
     }
@@ -380,10 +290,10 @@ test_push_hooks(void **state)
     load_ok(s, MOD_RECORD);
     assert_true(has_call("init@main")); /* a Redis call from init, on the loading thread */
 
-    dray_client *c = client();
+    dray_client *c = test_client(NULL);
     push_job(c, "Ok", "x", 0);
     /* rewrite stamped the job that was written */
-    redisReply *r = test_redis_cmd(rc, "LINDEX queue:default 0");
+    redisReply *r = test_redis_cmd(test_rc, "LINDEX queue:default 0");
     json_t *o = json_loads(r->str, 0, NULL);
     assert_string_equal(json_string_value(json_object_get(o, "stamped")), "record");
     json_decref(o);
@@ -396,7 +306,7 @@ test_push_hooks(void **state)
     assert_int_equal(dray_client_push(c, "Dup", args, NULL, jid), DRAY_EDROPPED);
     json_decref(args);
     assert_non_null(strstr(dray_client_errstr(c), "dropped"));
-    assert_int_equal(rint_("LLEN queue:default"), 2);
+    assert_int_equal(test_int("LLEN queue:default"), 2);
     assert_true(has_call("drop:a@client"));
 
     /* a push hook can fail the push with its message and code */
@@ -405,7 +315,7 @@ test_push_hooks(void **state)
     json_decref(args);
     assert_string_equal(dray_client_errstr(c),
                         "module record.rewrite: class Refuse is not welcome");
-    assert_int_equal(rint_("LLEN queue:default"), 2);
+    assert_int_equal(test_int("LLEN queue:default"), 2);
 
     /* bulk: hooks run per job, with the connection idle between chunks */
     json_t *list = json_pack("[[s],[s],[s],[s]]", "b", "b", "c", "a");
@@ -413,14 +323,14 @@ test_push_hooks(void **state)
     assert_int_equal(dray_client_push_bulk(c, "Dup", list, NULL, NULL, &pushed), 0);
     json_decref(list);
     assert_int_equal(pushed, 2);
-    assert_int_equal(rint_("LLEN queue:default"), 4);
+    assert_int_equal(test_int("LLEN queue:default"), 4);
 
     /* scheduled pushes pass through the hooks too */
     dray_push_opts po = {.in = 3600};
     args = json_pack("[]");
     assert_int_equal(dray_client_push(c, "Ok", args, &po, NULL), 0);
     json_decref(args);
-    r = test_redis_cmd(rc, "ZRANGE schedule 0 0");
+    r = test_redis_cmd(test_rc, "ZRANGE schedule 0 0");
     assert_int_equal(r->elements, 1);
     assert_non_null(strstr(r->element[0]->str, "\"stamped\":\"record\""));
     freeReplyObject(r);
@@ -434,14 +344,14 @@ static void
 test_server_hooks(void **state)
 {
     (void)state;
-    log_text[0] = '\0';
-    dray_log_set_sink(capture, NULL);
-    static running r; /* static: the teardown may stop it after a failed assertion */
+    test_log_reset(DRAY_LOG_DEBUG);
+    dray_log_set_sink(test_log_capture, NULL);
+    static test_running r; /* static: the teardown may stop it after a failed assertion */
     memset(&r, 0, sizeof r);
     r.s = server(1); /* one worker: hook order within and across jobs is deterministic */
     dray_log_set_level(DRAY_LOG_INFO);
     load_ok(r.s, MOD_RECORD);
-    dray_client *c = client();
+    dray_client *c = test_client(NULL);
     push_job(c, "Ok", "o", 0);
     push_job(c, "Skip", "s", 0);
     push_job(c, "Defer", "d", 0);
@@ -450,8 +360,8 @@ test_server_hooks(void **state)
     push_job(c, "Fail", "f", DRAY_RETRY_ZERO); /* no retry: straight to the dead set */
     dray_client_free(c);
     go(&r);
-    assert_true(test_wait_until(atomic_reached, &S.child, 20));
-    assert_true(test_wait_until(atomic_reached, &S.defer, 20));
+    assert_true(test_wait_until(test_flag_set, &S.child, 20));
+    assert_true(test_wait_until(test_flag_set, &S.defer, 20));
     cnt_cond cc = {"ZCARD", "retry", 1};
     assert_true(test_wait_until(redis_reached, &cc, 20));
     cnt_cond dc = {"ZCARD", "dead", 1};
@@ -460,8 +370,8 @@ test_server_hooks(void **state)
     /* ticks: EVALSHA through the module's script; survives SCRIPT FLUSH */
     cnt_cond tc = {"GET", "rec:ticks", 1};
     assert_true(test_wait_until(redis_reached, &tc, 10));
-    freeReplyObject(test_redis_cmd(rc, "SCRIPT FLUSH"));
-    tc.want = rint_("GET rec:ticks") + 1;
+    freeReplyObject(test_redis_cmd(test_rc, "SCRIPT FLUSH"));
+    tc.want = test_int("GET rec:ticks") + 1;
     assert_true(test_wait_until(redis_reached, &tc, 10));
     stop(&r);
     assert_int_equal(r.rc, 0);
@@ -487,7 +397,7 @@ test_server_hooks(void **state)
     assert_order("before-inner:HookFail@worker", "retry:HookFail:DrayHookError:0:future@worker",
                  "after-outer:HookFail:1@worker", NULL);
     assert_true(call_at("after-inner:HookFail:1@worker", 0) < 0);
-    redisReply *rr = test_redis_cmd(rc, "ZRANGE retry 0 0");
+    redisReply *rr = test_redis_cmd(test_rc, "ZRANGE retry 0 0");
     json_t *o = json_loads(rr->element[0]->str, 0, NULL);
     assert_string_equal(json_string_value(json_object_get(o, "error_class")), "DrayHookError");
     assert_non_null(strstr(json_string_value(json_object_get(o, "error_message")),
@@ -501,7 +411,7 @@ test_server_hooks(void **state)
     assert_int_equal(atomic_load(&S.child_stamped), 1);
     assert_true(has_call("push:Child@client"));
     assert_true(has_call("scheduled:0@worker"));
-    rr = test_redis_cmd(rc, "ZRANGEBYSCORE schedule %f +inf", dray_now() + 3000);
+    rr = test_redis_cmd(test_rc, "ZRANGEBYSCORE schedule %f +inf", dray_now() + 3000);
     assert_int_equal(rr->elements, 1);
     assert_non_null(strstr(rr->element[0]->str, "\"class\":\"Later\""));
     assert_non_null(strstr(rr->element[0]->str, "\"stamped\":\"record\""));
@@ -516,12 +426,12 @@ test_server_hooks(void **state)
                 call_at("tick:ok@heartbeat", 0));
     /* the resolved hook order is logged at start */
     dray_log_set_sink(NULL, NULL);
-    assert_non_null(strstr(log_text, "module record 1.0.0 (free) loaded from " MOD_RECORD
-                                     ": recording to rec:calls (limit 5)"));
-    assert_non_null(strstr(log_text, "module hooks, push: record.rewrite(10) > record.dedup(20)"));
-    assert_non_null(strstr(log_text, "module hooks, perform: record.outer(10) > record.inner(30)"));
-    assert_non_null(strstr(log_text, "module hooks, tick: record(0)"));
-    assert_non_null(strstr(log_text, "[record] ready"));
+    assert_true(test_log_has("module record 1.0.0 (free) loaded from " MOD_RECORD
+                             ": recording to rec:calls (limit 5)"));
+    assert_true(test_log_has("module hooks, push: record.rewrite(10) > record.dedup(20)"));
+    assert_true(test_log_has("module hooks, perform: record.outer(10) > record.inner(30)"));
+    assert_true(test_log_has("module hooks, tick: record(0)"));
+    assert_true(test_log_has("[record] ready"));
     dray_server_free(r.s);
 }
 
@@ -531,16 +441,16 @@ static void
 test_fetch_provider(void **state)
 {
     (void)state;
-    static running r; /* static: the teardown may stop it after a failed assertion */
+    static test_running r; /* static: the teardown may stop it after a failed assertion */
     memset(&r, 0, sizeof r);
     r.s = server(2);
     load_ok(r.s, MOD_FETCHY);
-    dray_client *c = client();
+    dray_client *c = test_client(NULL);
     for (int i = 0; i < 20; i++)
         push_job(c, "Ok", "f", 0);
     dray_client_free(c);
     /* a dead process left one job in its working list: recover at startup */
-    freeReplyObject(test_redis_cmd(rc, "RPUSH fetchy:working:gone:1:abcdef %s",
+    freeReplyObject(test_redis_cmd(test_rc, "RPUSH fetchy:working:gone:1:abcdef %s",
                                    "{\"class\":\"Ok\",\"args\":[\"orphan\"],\"queue\":\"default\","
                                    "\"jid\":\"0123456789abcdef01234567\"}"));
     go(&r);
@@ -549,17 +459,17 @@ test_fetch_provider(void **state)
     stop(&r);
     assert_int_equal(r.rc, 0);
     assert_int_equal(atomic_load(&S.ok), 21);
-    assert_int_equal(rint_("GET fetchy:fetched"), 21);
-    assert_int_equal(rint_("GET fetchy:acked"), 21);
-    assert_int_equal(rint_("GET fetchy:recovered"), 1);
-    assert_int_equal(rint_("EXISTS fetchy:working:gone:1:abcdef"), 0);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
-    redisReply *k = test_redis_cmd(rc, "KEYS fetchy:working:*");
+    assert_int_equal(test_int("GET fetchy:fetched"), 21);
+    assert_int_equal(test_int("GET fetchy:acked"), 21);
+    assert_int_equal(test_int("GET fetchy:recovered"), 1);
+    assert_int_equal(test_int("EXISTS fetchy:working:gone:1:abcdef"), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
+    redisReply *k = test_redis_cmd(test_rc, "KEYS fetchy:working:*");
     assert_int_equal(k->elements, 0);
     freeReplyObject(k);
-    assert_int_equal(rint_("SISMEMBER fetchy:threads fetched@worker"), 1);
-    assert_int_equal(rint_("SISMEMBER fetchy:threads acked@worker"), 1);
-    assert_int_equal(rint_("SISMEMBER fetchy:threads recovered@main"), 1);
+    assert_int_equal(test_int("SISMEMBER fetchy:threads fetched@worker"), 1);
+    assert_int_equal(test_int("SISMEMBER fetchy:threads acked@worker"), 1);
+    assert_int_equal(test_int("SISMEMBER fetchy:threads recovered@main"), 1);
     dray_server_free(r.s);
 }
 
@@ -568,42 +478,42 @@ test_fetch_provider(void **state)
 static void
 shutdown_requeue(int bulk)
 {
-    static running r; /* static: the teardown may stop it after a failed assertion */
+    static test_running r; /* static: the teardown may stop it after a failed assertion */
     memset(&r, 0, sizeof r);
     r.s = server(1);
     if (!bulk)
         assert_int_equal(dray_server_set_config(r.s, "fetchy.bulk", "no"), 0);
     assert_int_equal(dray_server_set_config(r.s, "fetchy.unused", "1"), 0);
     load_ok(r.s, MOD_FETCHY);
-    dray_client *c = client();
+    dray_client *c = test_client(NULL);
     push_job(c, "Block", "b", 0);
     dray_client_free(c);
-    redisReply *before = test_redis_cmd(rc, "LINDEX queue:default 0");
+    redisReply *before = test_redis_cmd(test_rc, "LINDEX queue:default 0");
     dray_options *o = &r.s->opts;
     o->shutdown_timeout_s = 1;
     go(&r);
-    assert_true(test_wait_until(atomic_reached, &S.block_running, 10));
-    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_true(test_wait_until(test_flag_set, &S.block_running, 10));
+    assert_int_equal(test_int("LLEN queue:default"), 0);
     stop(&r);
     assert_int_equal(r.rc, 0);
     /* back at the head unchanged, out of the working list, not acked */
-    redisReply *after = test_redis_cmd(rc, "LINDEX queue:default 0");
+    redisReply *after = test_redis_cmd(test_rc, "LINDEX queue:default 0");
     assert_string_equal(after->str, before->str);
     freeReplyObject(after);
     freeReplyObject(before);
-    assert_int_equal(rint_("LLEN queue:default"), 1);
-    assert_int_equal(rint_(bulk ? "GET fetchy:bulk" : "GET fetchy:requeued"), 1);
-    assert_int_equal(rint_(bulk ? "SISMEMBER fetchy:threads bulk@main"
-                                : "SISMEMBER fetchy:threads requeued@main"),
+    assert_int_equal(test_int("LLEN queue:default"), 1);
+    assert_int_equal(test_int(bulk ? "GET fetchy:bulk" : "GET fetchy:requeued"), 1);
+    assert_int_equal(test_int(bulk ? "SISMEMBER fetchy:threads bulk@main"
+                                   : "SISMEMBER fetchy:threads requeued@main"),
                      1);
-    redisReply *k = test_redis_cmd(rc, "KEYS fetchy:working:*");
+    redisReply *k = test_redis_cmd(test_rc, "KEYS fetchy:working:*");
     assert_int_equal(k->elements, 0);
     freeReplyObject(k);
     /* the handler finishes later: its outcome is dropped, the unit not acked */
     release_blocked();
     assert_true(test_wait_until(workers_exited, r.s, 10));
     assert_int_equal(atomic_load(&S.block_done), 1);
-    assert_int_equal(rint_("GET fetchy:acked"), -1);
+    assert_int_equal(test_int("GET fetchy:acked"), -1);
     dray_server_free(r.s);
 }
 
@@ -627,7 +537,7 @@ static void
 test_env_modules(void **state)
 {
     (void)state;
-    static running r; /* static: the teardown may stop it after a failed assertion */
+    static test_running r; /* static: the teardown may stop it after a failed assertion */
     memset(&r, 0, sizeof r);
     r.s = server(1);
     /* already loaded explicitly: $DRAY_MODULES skips it, loads the other */
@@ -637,7 +547,7 @@ test_env_modules(void **state)
     assert_true(test_wait_until(has_call, "startup@main", 10));
     stop(&r);
     assert_int_equal(r.rc, 0);
-    assert_int_equal(rint_("SISMEMBER fetchy:threads recovered@main"), 1);
+    assert_int_equal(test_int("SISMEMBER fetchy:threads recovered@main"), 1);
     /* loading after run started */
     load_refused(r.s, MOD_FETCHY2, DRAY_ESTATE, "before dray_server_run", NULL);
     dray_server_free(r.s);
@@ -663,13 +573,13 @@ test_refuse_not_a_module(void **state)
     (void)state;
     dray_server *s = server(1);
     char path[400];
-    snprintf(path, sizeof path, "%s/garbage.so", srv.dir);
+    snprintf(path, sizeof path, "%s/garbage.so", test_srv.dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs("this is not an ELF file\n", f);
     fclose(f);
     load_refused(s, path, DRAY_EMODULE, "module ", path, ": not a loadable shared object: ", NULL);
-    snprintf(path, sizeof path, "%s/missing.so", srv.dir);
+    snprintf(path, sizeof path, "%s/missing.so", test_srv.dir);
     load_refused(s, path, DRAY_EMODULE, path, "cannot open: No such file or directory", NULL);
     load_refused(s, MOD_NOENTRY, DRAY_EMODULE, MOD_NOENTRY,
                  "not a dray module: it does not export dray_module_init", NULL);
@@ -737,14 +647,14 @@ test_refuse_twice(void **state)
                  NULL);
     /* the same file under another name (by inode) */
     char link[400];
-    snprintf(link, sizeof link, "%s/alias.so", srv.dir);
+    snprintf(link, sizeof link, "%s/alias.so", test_srv.dir);
     unlink(link);
     assert_int_equal(symlink(MOD_RECORD, link), 0);
     load_refused(s, link, DRAY_EMODULE, link, "already loaded (module record from " MOD_RECORD ")",
                  NULL);
     /* a copy of the file: another inode, but the name is taken */
     char copy[400], cmd[1000];
-    snprintf(copy, sizeof copy, "%s/copy.so", srv.dir);
+    snprintf(copy, sizeof copy, "%s/copy.so", test_srv.dir);
     snprintf(cmd, sizeof cmd, "cp '%s' '%s'", MOD_RECORD, copy);
     assert_int_equal(system(cmd), 0);
     load_refused(s, copy, DRAY_EMODULE, "a module named record is already loaded from " MOD_RECORD,
@@ -782,5 +692,5 @@ main(void)
         cmocka_unit_test_setup_teardown(test_refuse_twice, each_setup, each_teardown),
         cmocka_unit_test_setup_teardown(test_refuse_two_fetchers, each_setup, each_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, test_teardown);
 }

@@ -476,7 +476,7 @@ test_heartbeat_fields_and_work(void **state)
     assert_true(atol(h->element[3]->str) > 0);
     freeReplyObject(h);
     assert_true(test_int("TTL %s", id) > 0 && test_int("TTL %s", id) <= 60);
-    /* the workers hash holds the test_running job as Sidekiq 6.4 writes it */
+    /* the workers hash holds the running job as Sidekiq 6.4 writes it */
     h = test_redis_cmd(test_rc, "HGETALL %s:workers", id);
     assert_int_equal(h->elements, 2);
     json_t *w = json_loads(h->element[1]->str, 0, NULL);
@@ -611,8 +611,8 @@ test_batch_fetch_and_stop_order(void **state)
     test_server_finish(&r);
     assert_int_equal(test_int("GET stat:processed"), 500);
 
-    /* a stop puts the test_running job and the fetched, unstarted ones back in
-     * their original order, the test_running one first */
+    /* a stop puts the running job and the fetched, unstarted ones back in
+     * their original order, the running one first */
     tally_reset();
     for (int i = 0; i < 5; i++)
         test_push("Block", "b", json_pack("[i]", i), NULL);
@@ -632,7 +632,7 @@ test_batch_fetch_and_stop_order(void **state)
     for (size_t i = 0; i < 5; i++)
         assert_string_equal(after->element[i]->str, before->element[i]->str);
     freeReplyObject(after);
-    /* the test_running one finishes after all: its copy (at the BRPOP end) goes */
+    /* the running one finishes after all: its copy (at the BRPOP end) goes */
     release_blocked();
     dray_server_free(r.s);
     after = test_redis_cmd(test_rc, "LRANGE queue:b 0 -1");

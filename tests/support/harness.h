@@ -91,6 +91,8 @@ void test_options(dray_options *o, const char *queues, int concurrency);
 void test_server_new(test_running *r, const dray_options *o);
 /* Run r's server on a new thread. */
 void test_server_go(test_running *r);
+/* Stop r's server and join its thread; the server is kept (free it). */
+void test_server_stop(test_running *r);
 /* Stop r's server, join its thread, require that run returned 0, free it. */
 void test_server_finish(test_running *r);
 /* Non-zero once r's dray_server_run has returned (a condition). */

@@ -48,10 +48,16 @@ test_server_go(test_running *r)
 }
 
 void
-test_server_finish(test_running *r)
+test_server_stop(test_running *r)
 {
     dray_server_stop(r->s);
     pthread_join(r->th, NULL);
+}
+
+void
+test_server_finish(test_running *r)
+{
+    test_server_stop(r);
     assert_int_equal(r->rc, 0);
     dray_server_free(r->s);
     r->s = NULL;
