@@ -13,10 +13,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "redis_fixture.h"
-
-static test_redis srv;
-static redisContext *rc;
+#include "harness.h"
 
 /* What the handlers saw; reset before each test. */
 static atomic_int runs;            /* handler entries */
@@ -25,49 +22,6 @@ static atomic_int release;         /* blocking handlers return once this is set 
 static atomic_int fail_on_release; /* then they fail instead of succeeding */
 static atomic_int release_fail;    /* SlowFail handlers return (failing) once set */
 static atomic_int retrying_lines;  /* log lines saying a write is being retried */
-
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-    atomic_int done;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    atomic_store(&r->done, 1);
-    return NULL;
-}
-
-static int
-run_done(void *arg)
-{
-    return atomic_load(&((running *)arg)->done);
-}
-
-static int
-flag_set(void *arg)
-{
-    return atomic_load((atomic_int *)arg);
-}
-
-static long long
-rint_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
-                                                  : -1;
-    freeReplyObject(r);
-    return v;
-}
 
 static int
 h_fail(dray_job *job, dray_result *res, void *ud)
@@ -86,7 +40,7 @@ h_slow(dray_job *job, dray_result *res, void *ud)
     (void)job;
     (void)ud;
     atomic_fetch_add(&runs, 1);
-    test_wait_until(flag_set, &release, 60);
+    test_wait_until(test_flag_set, &release, 60);
     atomic_fetch_add(&finished, 1);
     if (atomic_load(&fail_on_release))
         return dray_result_fail(res, "SlowError", "failed after the stop");
@@ -100,7 +54,7 @@ h_slow_fail(dray_job *job, dray_result *res, void *ud)
     (void)job;
     (void)ud;
     atomic_fetch_add(&runs, 1);
-    test_wait_until(flag_set, &release_fail, 60);
+    test_wait_until(test_flag_set, &release_fail, 60);
     atomic_fetch_add(&finished, 1);
     return dray_result_fail(res, "SlowError", "failed while redis was down");
 }
@@ -115,7 +69,7 @@ h_slow_defer(dray_job *job, dray_result *res, void *ud)
     (void)job;
     (void)ud;
     atomic_fetch_add(&runs, 1);
-    test_wait_until(flag_set, &release_fail, 60);
+    test_wait_until(test_flag_set, &release_fail, 60);
     atomic_fetch_add(&finished, 1);
     return dray_result_defer(res, 60, "not now");
 }
@@ -139,34 +93,26 @@ count_sink(dray_log_level level, const char *line, void *ud)
 static void
 opts_for_test(dray_options *o, int conc, int timeout_s)
 {
-    dray_options_init(o);
-    o->redis_url = srv.url;
-    o->queues = "default";
-    o->concurrency = conc;
-    o->heartbeat_s = 1;
+    test_options(o, "default", conc);
     o->poll_interval_s = 60; /* the poller must not move retries back */
     o->shutdown_timeout_s = timeout_s;
-    o->log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_ERROR;
 }
 
 static void
-start(running *r, dray_options *o, const dray_class_opts *fail_opts)
+start(test_running *r, dray_options *o, const dray_class_opts *fail_opts)
 {
-    char err[256];
-    memset(r, 0, sizeof *r);
-    if (dray_server_new(o, &r->s, err, sizeof err))
-        fail_msg("server_new: %s", err);
+    test_server_new(r, o);
     assert_int_equal(dray_server_register(r->s, "Fail", h_fail, NULL, fail_opts), 0);
     assert_int_equal(dray_server_register(r->s, "Slow", h_slow, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r->s, "SlowFail", h_slow_fail, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r->s, "SlowDefer", h_slow_defer, NULL, NULL), 0);
-    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
+    test_server_go(r);
 }
 
 static void
 push_raw(const char *queue, const char *json)
 {
-    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:%s %s", queue, json));
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH queue:%s %s", queue, json));
 }
 
 static int want;
@@ -187,7 +133,7 @@ finished_reached(void *a)
 static int
 retry_entry(const char *jid, double *score, long long *count)
 {
-    redisReply *r = test_redis_cmd(rc, "ZRANGE retry 0 -1 WITHSCORES");
+    redisReply *r = test_redis_cmd(test_rc, "ZRANGE retry 0 -1 WITHSCORES");
     int found = -1;
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         json_t *o = json_loads(r->element[i]->str, 0, NULL);
@@ -204,34 +150,9 @@ retry_entry(const char *jid, double *score, long long *count)
 }
 
 static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
 each_setup(void **state)
 {
-    (void)state;
-    if (!rc || rc->err) {
-        if (rc)
-            redisFree(rc);
-        rc = test_redis_connect(&srv);
-    }
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    test_flush(state);
     atomic_store(&runs, 0);
     atomic_store(&finished, 0);
     atomic_store(&release, 0);
@@ -247,7 +168,8 @@ static int
 outcomes_written(void *a)
 {
     (void)a;
-    return rint_("ZCARD retry") + rint_("ZCARD dead") >= 6 && rint_("LLEN queue:default") == 0;
+    return test_int("ZCARD retry") + test_int("ZCARD dead") >= 6 &&
+           test_int("LLEN queue:default") == 0;
 }
 
 /* retry_count from a hostile payload: no signed overflow (run under UBSan),
@@ -270,7 +192,7 @@ test_retry_count_extremes(void **state)
                         "\"queue\":\"default\",\"retry\":true,\"retry_count\":1e30}");
     push_raw("default", "{\"class\":\"Fail\",\"jid\":\"a00000000000000000000006\",\"args\":[],"
                         "\"queue\":\"default\",\"retry\":true,\"retry_count\":\"x\"}");
-    running r;
+    test_running r;
     dray_options o;
     opts_for_test(&o, 2, 5);
     /* so huge counts are still below the limit and take the backoff path */
@@ -301,10 +223,10 @@ test_retry_count_extremes(void **state)
     /* INT_MAX and LLONG_MAX saturate at INT_MAX: not below the limit, dead */
     assert_int_equal(retry_entry("a00000000000000000000003", &score, &count), -1);
     assert_int_equal(retry_entry("a00000000000000000000004", &score, &count), -1);
-    assert_int_equal(rint_("ZCARD retry"), 2);
+    assert_int_equal(test_int("ZCARD retry"), 2);
     /* two exhausted + two malformed (not an integer count), kept whole */
-    assert_int_equal(rint_("ZCARD dead"), 4);
-    redisReply *d = test_redis_cmd(rc, "ZRANGE dead 0 -1");
+    assert_int_equal(test_int("ZCARD dead"), 4);
+    redisReply *d = test_redis_cmd(test_rc, "ZRANGE dead 0 -1");
     int malformed = 0;
     for (size_t i = 0; i < d->elements; i++) {
         /* a malformed payload is kept whole as args[0] of a Dray::MalformedJob */
@@ -317,14 +239,14 @@ test_retry_count_extremes(void **state)
     }
     freeReplyObject(d);
     assert_int_equal(malformed, 2);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
 }
 
 static int
 queue_len_is_1(void *a)
 {
     (void)a;
-    return rint_("LLEN queue:default") == 1;
+    return test_int("LLEN queue:default") == 1;
 }
 
 /* A handler that ignores the stop and finishes just after the shutdown
@@ -337,19 +259,19 @@ test_requeued_copy_removed_when_handler_finishes(void **state)
     const char *job = "{\"class\":\"Slow\",\"jid\":\"b00000000000000000000001\",\"args\":[],"
                       "\"queue\":\"default\",\"retry\":true}";
     push_raw("default", job);
-    running r;
+    test_running r;
     dray_options o;
     opts_for_test(&o, 1, 1);
     start(&r, &o, NULL);
     want = 1;
     assert_true(test_wait_until(runs_reached, NULL, 10));
-    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
     double t0 = dray_now();
     dray_server_stop(r.s);
     /* the timeout expires and the job goes back; then the handler ends */
     assert_true(test_wait_until(queue_len_is_1, NULL, 10));
     double requeued_after = dray_now() - t0;
-    redisReply *copy = test_redis_cmd(rc, "LINDEX queue:default 0");
+    redisReply *copy = test_redis_cmd(test_rc, "LINDEX queue:default 0");
     assert_string_equal(copy->str, job); /* the copy is the job, byte for byte */
     freeReplyObject(copy);
     atomic_store(&release, 1);
@@ -361,8 +283,8 @@ test_requeued_copy_removed_when_handler_finishes(void **state)
     print_message("requeued %.2f s after the stop\n", requeued_after);
     assert_int_equal(atomic_load(&runs), 1);
     assert_int_equal(c.processed, 1);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
-    assert_int_equal(rint_("ZCARD retry"), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
+    assert_int_equal(test_int("ZCARD retry"), 0);
 
     /* a second process finds nothing to run again */
     opts_for_test(&o, 1, 1);
@@ -398,7 +320,7 @@ test_redis_down_at_sigterm(void **state)
     push_raw("default", failing);
     push_raw("default", slow);
     dray_log_set_sink(count_sink, NULL);
-    running r;
+    test_running r;
     dray_options o;
     opts_for_test(&o, 2, 1);
     o.log_level = DRAY_LOG_WARN;
@@ -406,9 +328,9 @@ test_redis_down_at_sigterm(void **state)
     want = 2;
     assert_true(test_wait_until(runs_reached, NULL, 10));
 
-    redisFree(rc);
-    rc = NULL;
-    test_redis_kill(&srv);
+    redisFree(test_rc);
+    test_rc = NULL;
+    test_redis_kill(&test_srv);
     double t0 = dray_now();
     dray_server_stop(r.s);
     atomic_store(&release_fail, 1); /* fails now, with Redis gone */
@@ -416,8 +338,8 @@ test_redis_down_at_sigterm(void **state)
     want = 2;
     int retried = test_wait_until(retrying_reached, NULL, 8);
     double down_for = dray_now() - t0;
-    assert_int_equal(test_redis_start_again(&srv), 0);
-    rc = test_redis_connect(&srv);
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
+    test_rc = test_redis_connect(&test_srv);
     pthread_join(r.th, NULL);
     double stop_took = dray_now() - t0;
     assert_int_equal(r.rc, 0);
@@ -428,7 +350,7 @@ test_redis_down_at_sigterm(void **state)
     int lost = 0;
     if (retry_entry("c00000000000000000000001", &score, &count))
         lost++;
-    redisReply *q = test_redis_cmd(rc, "LRANGE queue:default 0 -1");
+    redisReply *q = test_redis_cmd(test_rc, "LRANGE queue:default 0 -1");
     if (!(q->elements == 1 && !strcmp(q->element[0]->str, slow)))
         lost++;
     freeReplyObject(q);
@@ -442,8 +364,8 @@ test_redis_down_at_sigterm(void **state)
     dray_server_free(r.s);
     dray_log_set_sink(NULL, NULL);
     assert_int_equal(atomic_load(&runs), 2);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
-    assert_int_equal(rint_("ZCARD retry"), 1);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
+    assert_int_equal(test_int("ZCARD retry"), 1);
 }
 
 /* Redis stays down past the write window: the stop still ends (bounded),
@@ -459,20 +381,20 @@ test_redis_down_for_good_logs_lost(void **state)
     push_raw("default", failing);
     push_raw("default", slow);
     dray_log_set_sink(count_sink, NULL);
-    running r;
+    test_running r;
     dray_options o;
     opts_for_test(&o, 2, 1);
     o.log_level = DRAY_LOG_WARN;
     start(&r, &o, NULL);
     want = 2;
     assert_true(test_wait_until(runs_reached, NULL, 10));
-    redisFree(rc);
-    rc = NULL;
-    test_redis_kill(&srv);
+    redisFree(test_rc);
+    test_rc = NULL;
+    test_redis_kill(&test_srv);
     double t0 = dray_now();
     dray_server_stop(r.s);
     atomic_store(&release_fail, 1);
-    assert_true(test_wait_until(run_done, &r, 60));
+    assert_true(test_wait_until(test_server_done, &r, 60));
     double took = dray_now() - t0;
     pthread_join(r.th, NULL);
     print_message("the stop took %.1f s with redis down (timeout 1 s)\n", took);
@@ -487,8 +409,8 @@ test_redis_down_for_good_logs_lost(void **state)
     assert_true(failing_logged); /* its retry, whole */
     assert_true(slow_logged);    /* its requeue, whole */
     assert_true(took < 1 + 25);
-    assert_int_equal(test_redis_start_again(&srv), 0);
-    rc = test_redis_connect(&srv);
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
+    test_rc = test_redis_connect(&test_srv);
     atomic_store(&release, 1);
     dray_server_free(r.s);
     dray_log_set_sink(NULL, NULL);
@@ -498,7 +420,7 @@ static int
 schedule_has_1(void *a)
 {
     (void)a;
-    return rint_("ZCARD schedule") == 1;
+    return test_int("ZCARD schedule") == 1;
 }
 
 /* A handler defers its job while Redis is down (no stop involved): the
@@ -510,21 +432,21 @@ test_defer_during_outage_lands(void **state)
     push_raw("default", "{\"class\":\"SlowDefer\",\"jid\":\"f00000000000000000000001\","
                         "\"args\":[],\"queue\":\"default\",\"retry\":true}");
     dray_log_set_sink(count_sink, NULL);
-    running r;
+    test_running r;
     dray_options o;
     opts_for_test(&o, 1, 5);
     o.log_level = DRAY_LOG_WARN;
     start(&r, &o, NULL);
     want = 1;
     assert_true(test_wait_until(runs_reached, NULL, 10));
-    redisFree(rc);
-    rc = NULL;
-    test_redis_kill(&srv);
+    redisFree(test_rc);
+    test_rc = NULL;
+    test_redis_kill(&test_srv);
     atomic_store(&release_fail, 1);
     want = 1;
     int retried = test_wait_until(retrying_reached, NULL, 5);
-    assert_int_equal(test_redis_start_again(&srv), 0);
-    rc = test_redis_connect(&srv);
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
+    test_rc = test_redis_connect(&test_srv);
     int landed = test_wait_until(schedule_has_1, NULL, 10);
     dray_server_stop(r.s);
     pthread_join(r.th, NULL);
@@ -533,7 +455,7 @@ test_defer_during_outage_lands(void **state)
     print_message("deferred job in the schedule set after the outage: %s\n", landed ? "yes" : "no");
     assert_true(landed);
     assert_true(retried);
-    redisReply *z = test_redis_cmd(rc, "ZRANGE schedule 0 -1");
+    redisReply *z = test_redis_cmd(test_rc, "ZRANGE schedule 0 -1");
     assert_int_equal(z->elements, 1);
     assert_non_null(strstr(z->element[0]->str, "f00000000000000000000001"));
     assert_non_null(strstr(z->element[0]->str, "\"deferred\":1"));
@@ -563,7 +485,7 @@ test_free_waits_for_running_handler(void **state)
     (void)state;
     push_raw("default", "{\"class\":\"Slow\",\"jid\":\"d00000000000000000000001\",\"args\":[],"
                         "\"queue\":\"default\",\"retry\":true}");
-    running r;
+    test_running r;
     dray_options o;
     opts_for_test(&o, 1, 25);
     start(&r, &o, NULL);
@@ -573,20 +495,20 @@ test_free_waits_for_running_handler(void **state)
     pthread_join(r.th, NULL);
     assert_int_equal(r.rc, 0);
     assert_int_equal(dray_server_wait(r.s, 0), DRAY_ESTATE);
-    assert_int_equal(rint_("LLEN queue:default"), 1); /* requeued at once */
+    assert_int_equal(test_int("LLEN queue:default"), 1); /* requeued at once */
 
     freeing f = {.s = r.s};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, free_main, &f), 0);
     /* free must still be waiting 2 s later: the handler has not returned */
-    int returned_early = test_wait_until(flag_set, &f.returned, 2.0);
+    int returned_early = test_wait_until(test_flag_set, &f.returned, 2.0);
     atomic_store(&fail_on_release, 1); /* its failure goes through the server */
     atomic_store(&release, 1);
     pthread_join(th, NULL);
     assert_false(returned_early);
     assert_int_equal(atomic_load(&finished), 1);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
-    assert_int_equal(rint_("ZCARD retry"), 1);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
+    assert_int_equal(test_int("ZCARD retry"), 1);
 }
 
 int
@@ -600,5 +522,5 @@ main(void)
         cmocka_unit_test_setup(test_defer_during_outage_lands, each_setup),
         cmocka_unit_test_setup(test_free_waits_for_running_handler, each_setup),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_setup, test_teardown);
 }

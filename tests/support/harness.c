@@ -97,8 +97,8 @@ test_str(const char *fmt, ...)
 void
 test_push_raw(const char *queue, const char *json)
 {
-    test_run("LPUSH queue:%s %s", queue, json);
     test_run("SADD queues %s", queue);
+    test_run("LPUSH queue:%s %s", queue, json);
 }
 
 int
