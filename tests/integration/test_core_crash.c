@@ -22,73 +22,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "redis_fixture.h"
+#include "harness.h"
 #include "server.h"
 
-static test_redis srv;
-static redisContext *rc;
 static atomic_int ran;
-
-/* ---- log capture ---------------------------------------------------------- */
-
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char *logs; /* every captured line, '\n'-separated */
-static size_t nlogs;
-
-static void
-capture(dray_log_level level, const char *line, void *ud)
-{
-    (void)ud;
-    if (level < DRAY_LOG_WARN)
-        return;
-    size_t n = strlen(line);
-    pthread_mutex_lock(&log_mu);
-    char *p = realloc(logs, nlogs + n + 2);
-    if (p) {
-        logs = p;
-        memcpy(logs + nlogs, line, n);
-        logs[nlogs + n] = '\n';
-        logs[nlogs + n + 1] = '\0';
-        nlogs += n + 1;
-    }
-    pthread_mutex_unlock(&log_mu);
-}
-
-static void
-logs_reset(void)
-{
-    pthread_mutex_lock(&log_mu);
-    free(logs);
-    logs = NULL;
-    nlogs = 0;
-    pthread_mutex_unlock(&log_mu);
-}
-
-/* A copy of the first captured line containing needle, or NULL (free it). */
-static char *
-log_line(const char *needle)
-{
-    char *out = NULL;
-    pthread_mutex_lock(&log_mu);
-    char *hit = logs ? strstr(logs, needle) : NULL;
-    if (hit) {
-        char *b = hit;
-        while (b > logs && b[-1] != '\n')
-            b--;
-        char *e = strchr(hit, '\n');
-        out = strndup(b, (size_t)(e - b));
-    }
-    pthread_mutex_unlock(&log_mu);
-    return out;
-}
-
-static int
-log_has(void *needle)
-{
-    char *l = log_line(needle);
-    free(l);
-    return l != NULL;
-}
 
 /* ---- server helpers -------------------------------------------------------- */
 
@@ -110,66 +47,20 @@ h_fail(dray_job *job, dray_result *res, void *ud)
     return dray_result_fail(res, "ArgumentError", "always fails");
 }
 
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    return NULL;
-}
-
 static void
 opts_for_test(dray_options *o, int conc)
 {
-    dray_options_init(o);
-    o->redis_url = srv.url;
-    o->concurrency = conc;
-    o->heartbeat_s = 1;
-    o->poll_interval_s = 0.2;
-    o->shutdown_timeout_s = 5;
+    test_options(o, NULL, conc);
     o->log_level = DRAY_LOG_WARN;
 }
 
 static void
-go(running *r, dray_options *o)
+go(test_running *r, dray_options *o)
 {
-    char err[256];
-    memset(r, 0, sizeof *r);
-    if (dray_server_new(o, &r->s, err, sizeof err))
-        fail_msg("server_new: %s", err);
+    test_server_new(r, o);
     assert_int_equal(dray_server_register(r->s, "Ok", h_ok, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r->s, "Fail", h_fail, NULL, NULL), 0);
-    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
-}
-
-static void
-finish(running *r)
-{
-    dray_server_stop(r->s);
-    pthread_join(r->th, NULL);
-    assert_int_equal(r->rc, 0);
-    dray_server_free(r->s);
-}
-
-static long long
-rint_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
-                                                  : -1;
-    freeReplyObject(r);
-    return v;
+    test_server_go(r);
 }
 
 static int
@@ -181,7 +72,7 @@ ran_at_least(void *n)
 static int
 blocked_clients(void *n)
 {
-    redisReply *r = test_redis_cmd(rc, "INFO clients");
+    redisReply *r = test_redis_cmd(test_rc, "INFO clients");
     const char *p = strstr(r->str, "blocked_clients:");
     int v = p ? atoi(p + 16) : -1;
     freeReplyObject(r);
@@ -191,7 +82,7 @@ blocked_clients(void *n)
 static int
 dead_at_least(void *n)
 {
-    return rint_("ZCARD dead") >= *(int *)n;
+    return test_int("ZCARD dead") >= *(int *)n;
 }
 
 /* ---- 1. a Redis stall while a worker is blocked in its fetch --------------- */
@@ -202,7 +93,7 @@ dead_at_least(void *n)
 static void
 push_then_stall(int stall_s)
 {
-    redisContext *c = test_redis_connect(&srv);
+    redisContext *c = test_redis_connect(&test_srv);
     redisAppendCommand(c, "LPUSH queue:default %s",
                        "{\"class\":\"Ok\",\"args\":[],\"jid\":"
                        "\"0123456789abcdef01234567\",\"queue\":"
@@ -219,10 +110,10 @@ push_then_stall(int stall_s)
 static void
 stall_case(int fetch_batch, int stall_s, int expect_lost)
 {
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(test_rc, "FLUSHALL"));
     atomic_store(&ran, 0);
-    logs_reset();
-    running r;
+    test_log_reset(DRAY_LOG_WARN);
+    test_running r;
     dray_options o;
     opts_for_test(&o, 1);
     o.command_timeout_ms = 500; /* the old read timeout was this + 2 s */
@@ -233,8 +124,8 @@ stall_case(int fetch_batch, int stall_s, int expect_lost)
     double t0 = test_now();
     push_then_stall(stall_s);
     if (expect_lost) {
-        assert_true(test_wait_until(log_has, "may have popped a job", 20));
-        char *l = log_line("may have popped a job");
+        assert_true(test_wait_until(test_log_has, "may have popped a job", 20));
+        char *l = test_log_line("may have popped a job");
         assert_non_null(strstr(l, "ERROR"));
         assert_non_null(strstr(l, "queue(s) default"));
         free(l);
@@ -243,21 +134,21 @@ stall_case(int fetch_batch, int stall_s, int expect_lost)
         assert_int_equal(cnt.fetch_lost, 1);
         /* the worker adds it to stat:fetch_lost once Redis answers again */
         double deadline = test_now() + 15;
-        while (rint_("GET stat:fetch_lost") != 1 && test_now() < deadline)
+        while (test_int("GET stat:fetch_lost") != 1 && test_now() < deadline)
             dray__sleep_ms(20);
-        assert_int_equal(rint_("GET stat:fetch_lost"), 1);
+        assert_int_equal(test_int("GET stat:fetch_lost"), 1);
         assert_int_equal(atomic_load(&ran), 0); /* the residual loss, now reported */
     } else {
         assert_true(test_wait_until(ran_at_least, &one, 20));
         dray_server_counts cnt;
         dray_server_counts_get(r.s, &cnt);
         assert_int_equal(cnt.fetch_lost, 0);
-        assert_null(log_line("may have popped"));
+        assert_null(test_log_line("may have popped"));
     }
     printf("# fetch_batch %d, stall %d s: job %s after %.1f s\n", fetch_batch, stall_s,
            atomic_load(&ran) ? "ran" : "lost (reported)", test_now() - t0);
-    finish(&r);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
+    test_server_finish(&r);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
 }
 
 /* A stall longer than the old read timeout (command timeout + 2 s) but
@@ -317,14 +208,14 @@ slurp(const char *path)
 static void
 crash_case(const char *klass, int want_sig)
 {
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(test_rc, "FLUSHALL"));
     const char *jid = "c0ffee0123456789abcdef01";
     char raw[200];
     snprintf(raw, sizeof raw, "{\"class\":\"%s\",\"args\":[],\"jid\":\"%s\",\"queue\":\"default\"}",
              klass, jid);
-    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", raw));
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH queue:default %s", raw));
     char path[400];
-    snprintf(path, sizeof path, "%s/crash-%s.log", srv.dir, klass);
+    snprintf(path, sizeof path, "%s/crash-%s.log", test_srv.dir, klass);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -373,7 +264,7 @@ crash_case(const char *klass, int want_sig)
     assert_non_null(strstr(out, "[0x")); /* a frame of backtrace_symbols_fd */
     free(out);
     /* basic fetch: the job is gone from Redis, only the report names it */
-    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
 }
 
 static void
@@ -389,7 +280,7 @@ test_fatal_signal_reports_running_jobs(void **state)
 static json_t *
 dead_entry_for(const char *raw, size_t rawlen)
 {
-    redisReply *d = test_redis_cmd(rc, "ZRANGE dead 0 -1");
+    redisReply *d = test_redis_cmd(test_rc, "ZRANGE dead 0 -1");
     json_t *found = NULL;
     for (size_t i = 0; i < d->elements && !found; i++) {
         json_t *o = json_loadb(d->element[i]->str, d->element[i]->len, 0, NULL);
@@ -420,7 +311,7 @@ static void
 test_malformed_payloads_are_readable_dead_jobs(void **state)
 {
     (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(test_rc, "FLUSHALL"));
     const char *bad_json = "{not json";
     const char bad_utf8[] = "{\"class\":\"Ok\",\"args\":[\"\xff\xfe\"]}";
     const char *array = "[1,2,3]";
@@ -440,11 +331,11 @@ test_malformed_payloads_are_readable_dead_jobs(void **state)
     for (int i = 0; i < 4; i++) {
         const char *argv[3] = {"LPUSH", "queue:default", raws[i].p};
         size_t lens[3] = {5, 13, raws[i].n};
-        freeReplyObject(redisCommandArgv(rc, 3, argv, lens));
+        freeReplyObject(redisCommandArgv(test_rc, 3, argv, lens));
     }
-    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default {\"class\":\"Ok\",\"args\":[]}"));
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH queue:default {\"class\":\"Ok\",\"args\":[]}"));
     atomic_store(&ran, 0);
-    running r;
+    test_running r;
     dray_options o;
     opts_for_test(&o, 1);
     o.max_payload = 16 * 1024; /* the 64 KiB job is too big */
@@ -502,7 +393,7 @@ test_malformed_payloads_are_readable_dead_jobs(void **state)
     double deadline = test_now() + 10;
     dray_set_entry *again = NULL;
     while (test_now() < deadline) {
-        if (rint_("LLEN queue:default") == 0 &&
+        if (test_int("LLEN queue:default") == 0 &&
             dray_api_set_find(api, DRAY_SET_DEAD, jid, &again) == 0)
             break;
         dray__sleep_ms(20);
@@ -512,8 +403,8 @@ test_malformed_payloads_are_readable_dead_jobs(void **state)
     assert_string_equal(again->error_message, first_msg);
     dray_api_entries_free(again, 1);
     dray_api_free(api);
-    finish(&r);
-    assert_int_equal(rint_("ZCARD dead"), 4);
+    test_server_finish(&r);
+    assert_int_equal(test_int("ZCARD dead"), 4);
     free(huge);
 }
 
@@ -543,24 +434,24 @@ static void
 test_unrecordable_payload_logged_whole(void **state)
 {
     (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(test_rc, "FLUSHALL"));
     /* The dead set will not take it: the key has the wrong type. */
-    freeReplyObject(test_redis_cmd(rc, "SET dead not-a-zset"));
+    freeReplyObject(test_redis_cmd(test_rc, "SET dead not-a-zset"));
     size_t plen = 100 * 1024;
     char *p = malloc(plen);
     for (size_t i = 0; i < plen; i++)
         p[i] = (char)("{bad\n\x1b[31m\\\xff\x01payload}"[i % 20]);
     const char *argv[3] = {"LPUSH", "queue:default", p};
     size_t lens[3] = {5, 13, plen};
-    freeReplyObject(redisCommandArgv(rc, 3, argv, lens));
-    logs_reset();
-    running r;
+    freeReplyObject(redisCommandArgv(test_rc, 3, argv, lens));
+    test_log_reset(DRAY_LOG_WARN);
+    test_running r;
     dray_options o;
     opts_for_test(&o, 1);
     go(&r, &o);
-    assert_true(test_wait_until(log_has, "malformed job not recorded", 20));
-    finish(&r);
-    char *l = log_line("malformed job not recorded");
+    assert_true(test_wait_until(test_log_has, "malformed job not recorded", 20));
+    test_server_finish(&r);
+    char *l = test_log_line("malformed job not recorded");
     assert_non_null(l);
     assert_non_null(strstr(l, "ERROR"));
     for (const char *c = l; *c; c++) /* one printable line: no control byte got through */
@@ -579,8 +470,8 @@ test_unrecordable_payload_logged_whole(void **state)
     free(p);
 
     /* A failed job the retry set will not take: its whole JSON in the log. */
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    freeReplyObject(test_redis_cmd(rc, "SET retry not-a-zset"));
+    freeReplyObject(test_redis_cmd(test_rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(test_rc, "SET retry not-a-zset"));
     size_t alen = 100 * 1024;
     char *arg = malloc(alen + 1);
     for (size_t i = 0; i < alen; i++)
@@ -589,12 +480,12 @@ test_unrecordable_payload_logged_whole(void **state)
     json_t *job = json_pack("{s:s, s:[s], s:s, s:s}", "class", "Fail", "args", arg, "jid",
                             "feedfacefeedfacefeedface", "queue", "default");
     char *txt = json_dumps(job, JSON_COMPACT);
-    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", txt));
-    logs_reset();
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH queue:default %s", txt));
+    test_log_reset(DRAY_LOG_WARN);
     go(&r, &o);
-    assert_true(test_wait_until(log_has, "retry not recorded", 20));
-    finish(&r);
-    l = log_line("retry not recorded");
+    assert_true(test_wait_until(test_log_has, "retry not recorded", 20));
+    test_server_finish(&r);
+    l = test_log_line("retry not recorded");
     assert_non_null(strstr(l, "jid=feedfacefeedfacefeedface"));
     assert_non_null(strstr(l, arg)); /* every byte of the argument, not 2 KiB of it */
     printf("# retry-set failure: log line %zu bytes for a %zu-byte argument\n", strlen(l), alen);
@@ -613,7 +504,7 @@ test_payload_log_parts_under_oom(void **state)
     char *p = malloc(plen);
     for (size_t i = 0; i < plen; i++)
         p[i] = (char)(i % 251 + 1);
-    logs_reset();
+    test_log_reset(DRAY_LOG_WARN);
     dray_log_set_level(DRAY_LOG_WARN);
     dray__alloc_fail_after(0);
     dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, p, plen, "test %s", "oom");
@@ -623,7 +514,7 @@ test_payload_log_parts_under_oom(void **state)
     for (int part = 1; part <= 3; part++) {
         char needle[64];
         snprintf(needle, sizeof needle, "payload part %d/3 ", part);
-        char *l = log_line(needle);
+        char *l = test_log_line(needle);
         if (!l)
             fail_msg("no line with '%s'", needle);
         char *at = strstr(strstr(l, needle), "): ");
@@ -647,7 +538,7 @@ test_fetch_oom_keeps_the_job(void **state)
 {
     (void)state;
     for (int batch = 1; batch <= 3; batch += 2) {
-        freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+        freeReplyObject(test_redis_cmd(test_rc, "FLUSHALL"));
         dray_options o;
         opts_for_test(&o, 1);
         o.fetch_batch = batch;
@@ -656,13 +547,13 @@ test_fetch_oom_keeps_the_job(void **state)
         dray__worker *w = &s->workers[0];
         int fetched = 0, kept = 0;
         for (long k = 0; k < 30; k++) {
-            freeReplyObject(
-                test_redis_cmd(rc, "LPUSH queue:default {\"class\":\"Ok\",\"args\":[%ld]}", k));
+            freeReplyObject(test_redis_cmd(
+                test_rc, "LPUSH queue:default {\"class\":\"Ok\",\"args\":[%ld]}", k));
             dray__unit u;
             dray__alloc_fail_after(k);
             int r = dray__fetch(w, &u);
             dray__alloc_fail_after(-1);
-            long long left = rint_("LLEN queue:default");
+            long long left = test_int("LLEN queue:default");
             if (r == 1) {
                 fetched++;
                 assert_int_equal(left, 0);
@@ -674,7 +565,7 @@ test_fetch_oom_keeps_the_job(void **state)
                     fail_msg("batch %d, allocation %ld failed: fetch gave %d and the queue holds "
                              "%lld jobs: the job is lost",
                              batch, k, r, left);
-                freeReplyObject(test_redis_cmd(rc, "DEL queue:default"));
+                freeReplyObject(test_redis_cmd(test_rc, "DEL queue:default"));
             }
         }
         printf("# fetch_batch %d: 30 runs, %d fetched, %d kept in Redis under OOM, 0 lost\n", batch,
@@ -795,7 +686,7 @@ test_fetch_reply_longer_than_batch(void **state)
     fake_redis f;
     memset(&f, 0, sizeof f);
     f.njobs = 10;
-    snprintf(f.path, sizeof f.path, "%s/fake.sock", srv.dir);
+    snprintf(f.path, sizeof f.path, "%s/fake.sock", test_srv.dir);
     f.lfd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     assert_true(strlen(f.path) < sizeof sa.sun_path);
@@ -840,23 +731,18 @@ static int
 setup(void **state)
 {
     (void)state;
-    snprintf(srv.extra, sizeof srv.extra, "--enable-debug-command local");
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    dray_log_set_sink(capture, NULL);
-    return 0;
+    snprintf(test_srv.extra, sizeof test_srv.extra, "--enable-debug-command local");
+    test_log_reset(DRAY_LOG_WARN);
+    dray_log_set_sink(test_log_capture, NULL);
+    return test_setup(state);
 }
 
 static int
 teardown(void **state)
 {
-    (void)state;
     dray_log_set_sink(NULL, NULL);
-    redisFree(rc);
-    test_redis_stop(&srv);
-    logs_reset();
-    return 0;
+    test_log_reset(DRAY_LOG_WARN);
+    return test_teardown(state);
 }
 
 int
