@@ -20,14 +20,11 @@
 #include <zlib.h>
 
 #include "dray/dray.h"
-#include "redis_fixture.h"
+#include "harness.h"
 
 #ifndef DRAY_CLI_PATH
 #error "DRAY_CLI_PATH must name the dray binary"
 #endif
-
-static test_redis srv;
-static redisContext *rc;
 
 static atomic_int ran, deaths;
 static atomic_int null_line_rc; /* dray_result_backtrace_add(res, NULL), from a handler */
@@ -62,20 +59,11 @@ fixture_json(const char *name)
     return o;
 }
 
-static long long
-zcard(const char *key)
-{
-    redisReply *r = test_redis_cmd(rc, "ZCARD %s", key);
-    long long n = r->integer;
-    freeReplyObject(r);
-    return n;
-}
-
 /* The first member of a sorted set as JSON (new reference), or NULL. */
 static json_t *
 zfirst(const char *key)
 {
-    redisReply *r = test_redis_cmd(rc, "ZRANGE %s 0 0", key);
+    redisReply *r = test_redis_cmd(test_rc, "ZRANGE %s 0 0", key);
     json_t *o = NULL;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 1)
         o = json_loadb(r->element[0]->str, r->element[0]->len, 0, NULL);
@@ -102,46 +90,11 @@ inflate_backtrace(const char *b64)
     return arr;
 }
 
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    return NULL;
-}
-
 static void
 opts_for_test(dray_options *o, const char *queues)
 {
-    dray_options_init(o);
-    o->redis_url = srv.url;
-    o->queues = queues;
-    o->concurrency = 2;
-    o->heartbeat_s = 1;
-    o->poll_interval_s = 0.2;
-    o->shutdown_timeout_s = 5;
+    test_options(o, queues, 2);
     o->log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_OFF;
-}
-
-static void
-start(running *r)
-{
-    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
-}
-
-static void
-finish(running *r)
-{
-    dray_server_stop(r->s);
-    pthread_join(r->th, NULL);
-    assert_int_equal(r->rc, 0);
-    dray_server_free(r->s);
 }
 
 static int
@@ -220,7 +173,7 @@ static int
 zcard_is(void *arg)
 {
     zwait *z = arg;
-    return zcard(z->key) == z->n;
+    return test_int("ZCARD %s", z->key) == z->n;
 }
 
 static int
@@ -236,60 +189,33 @@ deaths_at_least(void *arg)
 }
 
 static void
-push_raw(const char *queue, const char *json)
-{
-    redisReply *r = test_redis_cmd(rc, "SADD queues %s", queue);
-    freeReplyObject(r);
-    r = test_redis_cmd(rc, "LPUSH queue:%s %s", queue, json);
-    freeReplyObject(r);
-}
-
-static void
 push_obj(const char *queue, json_t *o)
 {
     char *s = json_dumps(o, JSON_COMPACT);
-    push_raw(queue, s);
+    test_push_raw(queue, s);
     free(s);
 }
 
-/* Run `dray ARGS...` against srv; *out gets its stdout (malloc'ed). */
+/* Run `dray ARGS...` against test_srv; *out gets its stdout (malloc'ed). */
 static int
 run_cli(char **out, ...)
 {
     const char *argv[16];
     int n = 0;
-    argv[n++] = DRAY_CLI_PATH;
     va_list ap;
     va_start(ap, out);
     const char *a;
-    while ((a = va_arg(ap, const char *)) && n < 13)
+    while ((a = va_arg(ap, const char *)) && n < 12)
         argv[n++] = a;
     va_end(ap);
     argv[n++] = "--redis-url";
-    argv[n++] = srv.url;
+    argv[n++] = test_srv.url;
     argv[n] = NULL;
-    int fd[2];
-    assert_int_equal(pipe(fd), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        close(fd[0]);
-        close(fd[1]);
-        execv(DRAY_CLI_PATH, (char *const *)argv);
-        _exit(127);
-    }
-    close(fd[1]);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = calloc(1, cap);
-    ssize_t k;
-    while ((k = read(fd[0], buf + len, cap - 1 - len)) > 0)
-        len += (size_t)k;
-    close(fd[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    test_output r = test_exec(DRAY_CLI_PATH, argv);
+    fputs(r.err, stderr);
+    free(r.err);
+    *out = r.out;
+    return r.code;
 }
 
 /* ---- setup ----------------------------------------------------------------- */
@@ -297,24 +223,9 @@ run_cli(char **out, ...)
 static int
 setup(void **state)
 {
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
     atomic_store(&ran, 0);
     atomic_store(&deaths, 0);
-    return rc ? 0 : -1;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    if (rc)
-        redisFree(rc);
-    rc = NULL;
-    test_redis_stop(&srv);
-    return 0;
+    return test_setup(state);
 }
 
 /* ---- tests ----------------------------------------------------------------- */
@@ -360,13 +271,13 @@ test_sidekiq8_job_latency_and_run(void **state)
     dray_api_queues_free(q, n);
     dray_api_free(api);
 
-    running r = {0};
+    test_running r = {0};
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "HardJob", h_ok, NULL, NULL), 0);
-    start(&r);
+    test_server_go(&r);
     int one = 1;
     assert_true(test_wait_until(ran_at_least, &one, 10));
-    finish(&r);
+    test_server_finish(&r);
     assert_string_equal(seen_args, "[1,\"two\"]");
     json_decref(fx);
 }
@@ -391,14 +302,15 @@ test_retry_for(void **state)
 
     dray_options o;
     opts_for_test(&o, "default");
-    running r = {0};
+    test_running r = {0};
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, NULL), 0);
-    start(&r);
+    test_server_go(&r);
     zwait zr = {"retry", 1}, zd = {"dead", 1};
     int okr = test_wait_until(zcard_is, &zr, 10), okd = test_wait_until(zcard_is, &zd, 10);
-    finish(&r);
-    printf("retry_for: retry set %lld, dead set %lld\n", zcard("retry"), zcard("dead"));
+    test_server_finish(&r);
+    printf("retry_for: retry set %lld, dead set %lld\n", test_int("ZCARD %s", "retry"),
+           test_int("ZCARD %s", "dead"));
     assert_true(okr && okd);
     json_t *d = zfirst("dead"), *t = zfirst("retry");
     assert_string_equal(json_string_value(json_object_get(d, "jid")), "0ld0ld0ld0ld0ld0ld0ld0ld");
@@ -423,19 +335,19 @@ test_retry_for_class_option(void **state)
     push_obj("default", j);
     dray_options o;
     opts_for_test(&o, "default");
-    running r = {0};
+    test_running r = {0};
     dray_class_opts co = {0};
     co.retry_for = 60;
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, &co), 0);
-    start(&r);
+    test_server_go(&r);
     zwait zd = {"dead", 1};
     int ok = test_wait_until(zcard_is, &zd, 10);
-    finish(&r);
-    printf("class retry_for 60 s, first failure 100 s ago: retry %lld, dead %lld\n", zcard("retry"),
-           zcard("dead"));
+    test_server_finish(&r);
+    printf("class retry_for 60 s, first failure 100 s ago: retry %lld, dead %lld\n",
+           test_int("ZCARD %s", "retry"), test_int("ZCARD %s", "dead"));
     assert_true(ok);
-    assert_int_equal(zcard("retry"), 0);
+    assert_int_equal(test_int("ZCARD %s", "retry"), 0);
     json_decref(j);
 }
 
@@ -447,7 +359,7 @@ test_backoff_discard_kill(void **state)
     (void)state;
     dray_options o;
     opts_for_test(&o, "default");
-    running r = {0};
+    test_running r = {0};
     dray_class_opts cd = {0}, ck = {0};
     cd.backoff = backoff_discard;
     ck.backoff = backoff_kill;
@@ -455,19 +367,19 @@ test_backoff_discard_kill(void **state)
     assert_int_equal(dray_server_register(r.s, "Disc", h_fail, NULL, &cd), 0);
     assert_int_equal(dray_server_register(r.s, "Kill", h_fail, NULL, &ck), 0);
     assert_int_equal(dray_server_on_death(r.s, on_death, NULL), 0);
-    push_raw("default", "{\"class\":\"Disc\",\"args\":[],\"jid\":\"d15cd15cd15cd15cd15cd15c\","
-                        "\"retry\":true}");
-    push_raw("default", "{\"class\":\"Kill\",\"args\":[],\"jid\":\"k111k111k111k111k111k111\","
-                        "\"retry\":true}");
-    start(&r);
+    test_push_raw("default", "{\"class\":\"Disc\",\"args\":[],\"jid\":\"d15cd15cd15cd15cd15cd15c\","
+                             "\"retry\":true}");
+    test_push_raw("default", "{\"class\":\"Kill\",\"args\":[],\"jid\":\"k111k111k111k111k111k111\","
+                             "\"retry\":true}");
+    test_server_go(&r);
     int two = 2;
     int ok = test_wait_until(deaths_at_least, &two, 10) && test_wait_until(ran_at_least, &two, 10);
-    finish(&r);
+    test_server_finish(&r);
     printf("discard/kill: ran %d, deaths %d, retry %lld, dead %lld\n", atomic_load(&ran),
-           atomic_load(&deaths), zcard("retry"), zcard("dead"));
+           atomic_load(&deaths), test_int("ZCARD %s", "retry"), test_int("ZCARD %s", "dead"));
     assert_true(ok);
-    assert_int_equal(zcard("retry"), 0);
-    assert_int_equal(zcard("dead"), 1);
+    assert_int_equal(test_int("ZCARD %s", "retry"), 0);
+    assert_int_equal(test_int("ZCARD %s", "dead"), 1);
     assert_int_equal(atomic_load(&discarded_at_seen), 1); /* the discarded one only */
     json_t *d = zfirst("dead");
     assert_string_equal(json_string_value(json_object_get(d, "jid")), "k111k111k111k111k111k111");
@@ -482,23 +394,25 @@ test_error_backtrace(void **state)
     (void)state;
     dray_options o;
     opts_for_test(&o, "default");
-    running r = {0};
+    test_running r = {0};
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Lines", h_fail_lines, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r.s, "Stack", h_fail, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r.s, "NoBt", h_fail, NULL, NULL), 0);
-    push_raw("default", "{\"class\":\"Lines\",\"args\":[],\"jid\":\"11e511e511e511e511e511e5\","
-                        "\"backtrace\":2}");
-    push_raw("default", "{\"class\":\"Stack\",\"args\":[],\"jid\":\"57ac57ac57ac57ac57ac57ac\","
-                        "\"backtrace\":true}");
-    push_raw("default", "{\"class\":\"NoBt\",\"args\":[],\"jid\":\"0b70b70b70b70b70b70b70b7\","
-                        "\"backtrace\":false}");
-    start(&r);
+    test_push_raw("default",
+                  "{\"class\":\"Lines\",\"args\":[],\"jid\":\"11e511e511e511e511e511e5\","
+                  "\"backtrace\":2}");
+    test_push_raw("default",
+                  "{\"class\":\"Stack\",\"args\":[],\"jid\":\"57ac57ac57ac57ac57ac57ac\","
+                  "\"backtrace\":true}");
+    test_push_raw("default", "{\"class\":\"NoBt\",\"args\":[],\"jid\":\"0b70b70b70b70b70b70b70b7\","
+                             "\"backtrace\":false}");
+    test_server_go(&r);
     zwait zr = {"retry", 3};
     int ok = test_wait_until(zcard_is, &zr, 10);
-    finish(&r);
+    test_server_finish(&r);
     assert_true(ok);
-    redisReply *rr = test_redis_cmd(rc, "ZRANGE retry 0 -1");
+    redisReply *rr = test_redis_cmd(test_rc, "ZRANGE retry 0 -1");
     int checked = 0;
     for (size_t i = 0; i < rr->elements; i++) {
         json_t *e = json_loadb(rr->element[i]->str, rr->element[i]->len, 0, NULL);
@@ -554,25 +468,29 @@ test_bad_compat_fields(void **state)
     (void)state;
     dray_options o;
     opts_for_test(&o, "default");
-    running r = {0};
+    test_running r = {0};
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r.s, "BadLine", h_fail_badline, NULL, NULL), 0);
-    push_raw("default", "{\"class\":\"Fails\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun1\","
-                        "\"backtrace\":\"yes\",\"retry_for\":\"soon\"}");
-    push_raw("default", "{\"class\":\"Fails\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun2\","
-                        "\"backtrace\":-3,\"retry_for\":-60,\"failed_at\":1,\"retry_count\":0}");
-    push_raw("default", "{\"class\":\"BadLine\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun3\","
-                        "\"backtrace\":true}");
-    start(&r);
+    test_push_raw("default",
+                  "{\"class\":\"Fails\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun1\","
+                  "\"backtrace\":\"yes\",\"retry_for\":\"soon\"}");
+    test_push_raw("default",
+                  "{\"class\":\"Fails\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun2\","
+                  "\"backtrace\":-3,\"retry_for\":-60,\"failed_at\":1,\"retry_count\":0}");
+    test_push_raw("default",
+                  "{\"class\":\"BadLine\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun3\","
+                  "\"backtrace\":true}");
+    test_server_go(&r);
     zwait zr = {"retry", 3};
     int ok = test_wait_until(zcard_is, &zr, 10);
-    finish(&r);
-    printf("bad fields: retry %lld, dead %lld\n", zcard("retry"), zcard("dead"));
+    test_server_finish(&r);
+    printf("bad fields: retry %lld, dead %lld\n", test_int("ZCARD %s", "retry"),
+           test_int("ZCARD %s", "dead"));
     assert_true(ok);
-    assert_int_equal(zcard("dead"), 0);
+    assert_int_equal(test_int("ZCARD %s", "dead"), 0);
     assert_int_equal(atomic_load(&null_line_rc), DRAY_EINVAL);
-    redisReply *rr = test_redis_cmd(rc, "ZRANGE retry 0 -1");
+    redisReply *rr = test_redis_cmd(test_rc, "ZRANGE retry 0 -1");
     for (size_t i = 0; i < rr->elements; i++) {
         json_t *e = json_loadb(rr->element[i]->str, rr->element[i]->len, 0, NULL);
         const char *bt = json_string_value(json_object_get(e, "error_backtrace"));
@@ -598,7 +516,7 @@ test_timestamps_ms_writer(void **state)
 {
     (void)state;
     for (int ms = 0; ms <= 1; ms++) {
-        redisReply *fl = test_redis_cmd(rc, "FLUSHALL");
+        redisReply *fl = test_redis_cmd(test_rc, "FLUSHALL");
         freeReplyObject(fl);
         dray_options o;
         opts_for_test(&o, "default");
@@ -610,7 +528,7 @@ test_timestamps_ms_writer(void **state)
         json_t *args = json_array();
         assert_int_equal(dray_client_push(c, "Fails", args, NULL, jid), 0);
         json_decref(args);
-        redisReply *q = test_redis_cmd(rc, "LINDEX queue:default 0");
+        redisReply *q = test_redis_cmd(test_rc, "LINDEX queue:default 0");
         assert_int_equal(q->type, REDIS_REPLY_STRING);
         json_t *j = json_loadb(q->str, q->len, 0, NULL);
         freeReplyObject(q);
@@ -623,13 +541,13 @@ test_timestamps_ms_writer(void **state)
         json_decref(j);
         dray_client_free(c);
 
-        running r = {0};
+        test_running r = {0};
         assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
         assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, NULL), 0);
-        start(&r);
+        test_server_go(&r);
         zwait zr = {"retry", 1};
         int ok = test_wait_until(zcard_is, &zr, 10);
-        finish(&r);
+        test_server_finish(&r);
         assert_true(ok);
         json_t *e = zfirst("retry");
         json_t *fa = json_object_get(e, "failed_at");
@@ -652,7 +570,7 @@ test_cli_times_of_sidekiq8_entries(void **state)
     double score = dray_now() + 600;
     char sc[32];
     snprintf(sc, sizeof sc, "%.6f", score);
-    redisReply *r = test_redis_cmd(rc, "ZADD retry %s %s", sc, m);
+    redisReply *r = test_redis_cmd(test_rc, "ZADD retry %s %s", sc, m);
     freeReplyObject(r);
 
     char *out;
@@ -691,32 +609,33 @@ test_dead_pruning_sidekiq8(void **state)
     char *m = fixture("dead_0.json");
     char sc[32];
     snprintf(sc, sizeof sc, "%.6f", dray_now() - 200.0 * 86400);
-    redisReply *r = test_redis_cmd(rc, "ZADD dead %s %s", sc, m);
+    redisReply *r = test_redis_cmd(test_rc, "ZADD dead %s %s", sc, m);
     freeReplyObject(r);
     json_t *fresh = json_loads(m, 0, NULL);
     json_object_set_new(fresh, "jid", json_string("f4e5hf4e5hf4e5hf4e5hf4e5"));
     char *fs = json_dumps(fresh, JSON_COMPACT);
     snprintf(sc, sizeof sc, "%.6f", dray_now());
-    r = test_redis_cmd(rc, "ZADD dead %s %s", sc, fs);
+    r = test_redis_cmd(test_rc, "ZADD dead %s %s", sc, fs);
     freeReplyObject(r);
     free(fs);
     json_decref(fresh);
     free(m);
-    push_raw("default", "{\"class\":\"Fails\",\"args\":[],\"jid\":\"d1ed1ed1ed1ed1ed1ed1ed1e\","
-                        "\"retry\":0}");
+    test_push_raw("default",
+                  "{\"class\":\"Fails\",\"args\":[],\"jid\":\"d1ed1ed1ed1ed1ed1ed1ed1e\","
+                  "\"retry\":0}");
     dray_options o;
     opts_for_test(&o, "default");
-    running rr = {0};
+    test_running rr = {0};
     assert_int_equal(dray_server_new(&o, &rr.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(rr.s, "Fails", h_fail, NULL, NULL), 0);
-    start(&rr);
+    test_server_go(&rr);
     int one = 1;
     assert_true(test_wait_until(ran_at_least, &one, 10));
     zwait zd = {"dead", 2};
     int ok = test_wait_until(zcard_is, &zd, 10);
-    finish(&rr);
+    test_server_finish(&rr);
     assert_true(ok);
-    redisReply *s = test_redis_cmd(rc, "ZRANGE dead 0 -1");
+    redisReply *s = test_redis_cmd(test_rc, "ZRANGE dead 0 -1");
     int old_left = 0;
     for (size_t i = 0; i < s->elements; i++)
         old_left += strstr(s->element[i]->str, "c4d5e6f7a8b9c0d1e2f3a4b5") != NULL;
@@ -732,15 +651,15 @@ test_process_record(void **state)
     (void)state;
     dray_options o;
     opts_for_test(&o, "critical,3 default,1");
-    running r = {0};
+    test_running r = {0};
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
-    start(&r);
+    test_server_go(&r);
     char key[300];
     snprintf(key, sizeof key, "%s", dray_server_identity(r.s));
     json_t *info = NULL;
     double until = test_now() + 10;
     while (!info && test_now() < until) {
-        redisReply *h = test_redis_cmd(rc, "HGET %s info", key);
+        redisReply *h = test_redis_cmd(test_rc, "HGET %s info", key);
         if (h->type == REDIS_REPLY_STRING)
             info = json_loadb(h->str, h->len, 0, NULL);
         freeReplyObject(h);
@@ -758,7 +677,7 @@ test_process_record(void **state)
     dray_process_info *p;
     size_t n;
     assert_int_equal(dray_api_processes_list(api, &p, &n), 0);
-    finish(&r);
+    test_server_finish(&r);
     assert_non_null(info);
     assert_int_equal(n, 1);
     assert_string_equal(p[0].version, "dray " DRAY_VERSION_STRING);
@@ -785,16 +704,16 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_time_from_json),
-        cmocka_unit_test_setup_teardown(test_sidekiq8_job_latency_and_run, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_for, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_for_class_option, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backoff_discard_kill, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_error_backtrace, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_compat_fields, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_timestamps_ms_writer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cli_times_of_sidekiq8_entries, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dead_pruning_sidekiq8, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_process_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sidekiq8_job_latency_and_run, setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_for, setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_for_class_option, setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_backoff_discard_kill, setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_error_backtrace, setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_compat_fields, setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_timestamps_ms_writer, setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_times_of_sidekiq8_entries, setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_pruning_sidekiq8, setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_process_record, setup, test_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
