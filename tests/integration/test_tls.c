@@ -19,14 +19,12 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "redis_fixture.h"
+#include "harness.h"
 #include "test_skip.h"
 
 #define CONNECT_MS 1500 /* every refusal must come within this (plus slack) */
 
-static test_redis srv;
-static redisContext *rc; /* plain, over the unix socket */
-static char certs[256];  /* generated certificates */
+static char certs[256]; /* generated certificates */
 static int tls_port, plain_port;
 static char url_name[128], url_ip[128];
 static int ready; /* 0: this host cannot run the tests (skip) */
@@ -42,50 +40,6 @@ cert(const char *name)
 }
 
 static int
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-        getsockname(fd, (struct sockaddr *)&a, &l)) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static void
-cmd_ok(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    if (r->type == REDIS_REPLY_ERROR)
-        fail_msg("redis: %s", r->str);
-    freeReplyObject(r);
-}
-
-static long long
-rint_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
-                                                  : -1;
-    freeReplyObject(r);
-    return v;
-}
-
-static int
 setup(void **state)
 {
     (void)state;
@@ -98,20 +52,20 @@ setup(void **state)
     snprintf(cmd, sizeof cmd, "sh %s/tests/support/tls_certs.sh %s", DRAY_SOURCE_DIR, certs);
     if (system(cmd) != 0)
         return -1;
-    tls_port = free_port();
-    plain_port = free_port();
+    tls_port = test_free_port();
+    plain_port = test_free_port();
     if (tls_port <= 0 || plain_port <= 0 || tls_port == plain_port)
         return -1;
     /* AOF with fsync always: a restarted Redis has every job it acknowledged. */
-    snprintf(srv.extra, sizeof srv.extra,
+    snprintf(test_srv.extra, sizeof test_srv.extra,
              "--port %d --tls-port %d --tls-cert-file %s --tls-key-file %s --tls-ca-cert-file %s "
              "--tls-auth-clients no --appendonly yes --appendfsync always",
              plain_port, tls_port, cert("server.pem"), cert("server.key"), cert("ca.pem"));
-    if (test_redis_start(&srv)) {
+    if (test_redis_start(&test_srv)) {
         /* A redis-server built without TLS refuses --tls-port: skip. */
         return 0;
     }
-    rc = test_redis_connect(&srv);
+    test_rc = test_redis_connect(&test_srv);
     snprintf(url_name, sizeof url_name, "rediss://localhost:%d/0", tls_port);
     snprintf(url_ip, sizeof url_ip, "rediss://127.0.0.1:%d", tls_port);
     ready = 1;
@@ -122,10 +76,10 @@ static int
 teardown(void **state)
 {
     (void)state;
-    if (rc)
-        redisFree(rc);
+    if (test_rc)
+        redisFree(test_rc);
     if (ready)
-        test_redis_stop(&srv);
+        test_redis_stop(&test_srv);
     if (certs[0]) {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf %s", certs);
@@ -142,16 +96,16 @@ serve_cert(const char *name)
     char pem[64], key[64];
     snprintf(pem, sizeof pem, "%s.pem", name);
     snprintf(key, sizeof key, "%s.key", name);
-    cmd_ok("CONFIG SET tls-cert-file %s tls-key-file %s", cert(pem), cert(key));
+    test_run("CONFIG SET tls-cert-file %s tls-key-file %s", cert(pem), cert(key));
 }
 
 #define NEED_TLS()                                                                                 \
     do {                                                                                           \
         if (!ready)                                                                                \
             TEST_SKIP();                                                                           \
-        cmd_ok("FLUSHALL");                                                                        \
+        test_run("FLUSHALL");                                                                      \
         serve_cert("server");                                                                      \
-        cmd_ok("CONFIG SET tls-auth-clients no");                                                  \
+        test_run("CONFIG SET tls-auth-clients no");                                                \
     } while (0)
 
 static void
@@ -209,22 +163,8 @@ h_ok(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    return NULL;
-}
-
 static void
-start_server(running *r, const char *url)
+start_server(test_running *r, const char *url)
 {
     dray_options o;
     tls_opts(&o, url);
@@ -232,21 +172,9 @@ start_server(running *r, const char *url)
     o.heartbeat_s = 1;
     o.poll_interval_s = 0.2;
     o.shutdown_timeout_s = 5;
-    char err[256];
-    memset(r, 0, sizeof *r);
-    if (dray_server_new(&o, &r->s, err, sizeof err))
-        fail_msg("server_new: %s", err);
+    test_server_new(r, &o);
     assert_int_equal(dray_server_register(r->s, "Ok", h_ok, NULL, NULL), 0);
-    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
-}
-
-static void
-stop_server(running *r)
-{
-    dray_server_stop(r->s);
-    pthread_join(r->th, NULL);
-    assert_int_equal(r->rc, 0);
-    dray_server_free(r->s);
+    test_server_go(r);
 }
 
 static int
@@ -297,7 +225,7 @@ test_push_run_and_cli_over_tls(void **state)
     NEED_TLS();
     reset_seen();
     int n = 200;
-    running r;
+    test_running r;
     start_server(&r, url_name);
     dray_options o;
     tls_opts(&o, url_ip); /* an IP literal is checked against the IP SANs */
@@ -311,11 +239,11 @@ test_push_run_and_cli_over_tls(void **state)
     }
     dray_client_free(c);
     assert_true(test_wait_until(all_ran, &n, 20));
-    stop_server(&r);
+    test_server_finish(&r);
     assert_int_equal(count_missing(n), 0);
     assert_int_equal(atomic_load(&nran), n);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
-    assert_int_equal(rint_("GET stat:processed"), n);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
+    assert_int_equal(test_int("GET stat:processed"), n);
 
     /* The CLI: settings from the environment, TLS all the way. */
     char env[1024], out[4096];
@@ -337,23 +265,23 @@ test_mutual_tls(void **state)
 {
     (void)state;
     NEED_TLS();
-    cmd_ok("CONFIG SET tls-auth-clients yes");
+    test_run("CONFIG SET tls-auth-clients yes");
     dray_options o;
     tls_opts(&o, url_name);
     char err[256];
     double ms;
     int e = try_push(&o, err, sizeof err, &ms);
     if (e != DRAY_ECONN || !strstr(err, "client certificate"))
-        fail_msg("no client certificate: rc %d: '%s'", e, err);
+        fail_msg("no client certificate: test_rc %d: '%s'", e, err);
     assert_true(ms < CONNECT_MS + 500);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
 
     o.redis_tls_cert = cert("client.pem");
     o.redis_tls_key = cert("client.key");
     e = try_push(&o, err, sizeof err, NULL);
     if (e)
         fail_msg("with a client certificate: %s", err);
-    assert_int_equal(rint_("LLEN queue:default"), 1);
+    assert_int_equal(test_int("LLEN queue:default"), 1);
 
     /* A key that is not the certificate's: a settings error, up front. */
     o.redis_tls_key = cert("server.key");
@@ -361,7 +289,7 @@ test_mutual_tls(void **state)
     e = dray_client_new(&o, &c, err, sizeof err);
     assert_int_equal(e, DRAY_ETLS);
     assert_non_null(strstr(err, "does not match"));
-    cmd_ok("CONFIG SET tls-auth-clients no");
+    test_run("CONFIG SET tls-auth-clients no");
 }
 
 static void
@@ -370,8 +298,8 @@ expect_refused(const dray_options *o, const char *what, const char *needle)
     char err[256];
     int e = try_push(o, err, sizeof err, NULL);
     if (e != DRAY_ECONN || !strstr(err, needle))
-        fail_msg("%s: rc %d, wanted DRAY_ECONN and '%s' in '%s'", what, e, needle, err);
-    assert_int_equal(rint_("LLEN queue:default"), 0); /* nothing sent in plaintext */
+        fail_msg("%s: test_rc %d, wanted DRAY_ECONN and '%s' in '%s'", what, e, needle, err);
+    assert_int_equal(test_int("LLEN queue:default"), 0); /* nothing sent in plaintext */
     /* One connection attempt (a push makes two) ends within the connect timeout. */
     dray__redis_cfg cfg;
     assert_int_equal(dray__redis_cfg_init(&cfg, o, err, sizeof err), 0);
@@ -411,7 +339,7 @@ test_refusals_name_their_cause(void **state)
     char err[256];
     if (try_push(&o, err, sizeof err, NULL))
         fail_msg("server name wronghost.example: %s", err);
-    cmd_ok("DEL queue:default");
+    test_run("DEL queue:default");
     serve_cert("server");
 
     /* A plaintext Redis on a rediss:// URL: refused, never downgraded. */
@@ -438,11 +366,11 @@ test_refusals_name_their_cause(void **state)
     o.redis_tls_insecure_skip_verify = 1;
     if (try_push(&o, err, sizeof err, NULL))
         fail_msg("insecure_skip_verify: %s", err);
-    assert_int_equal(rint_("LLEN queue:default"), 1);
+    assert_int_equal(test_int("LLEN queue:default"), 1);
 
     /* TLS settings on a plaintext URL are an error, not a plaintext link. */
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = test_srv.url;
     o.redis_tls_ca_file = cert("ca.pem");
     dray_client *c = NULL;
     assert_int_equal(dray_client_new(&o, &c, err, sizeof err), DRAY_ETLS);
@@ -504,7 +432,7 @@ settled(void *arg)
     settle *st = arg;
     if (all_ran(&st->n))
         return 1;
-    if (rint_("LLEN queue:default") != 0)
+    if (test_int("LLEN queue:default") != 0)
         return 0;
     dray_server_counts cnt;
     dray_server_counts_get(st->s, &cnt);
@@ -518,18 +446,18 @@ test_redis_restart_mid_run(void **state)
     (void)state;
     NEED_TLS();
     reset_seen();
-    running r;
+    test_running r;
     start_server(&r, url_name);
     pusher p = {.n = 1500};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, push_all, &p), 0);
     assert_true(test_wait_until(pushed_at_least, &p, 20));
-    redisFree(rc);
-    rc = NULL;
+    redisFree(test_rc);
+    test_rc = NULL;
     double t0 = test_now();
-    test_redis_kill(&srv);
-    assert_int_equal(test_redis_start_again(&srv), 0);
-    rc = test_redis_connect(&srv);
+    test_redis_kill(&test_srv);
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
+    test_rc = test_redis_connect(&test_srv);
     double back = test_now();
     pthread_join(th, NULL);
     assert_int_equal(atomic_load(&p.pushed), p.n);
@@ -538,7 +466,7 @@ test_redis_restart_mid_run(void **state)
     double done = test_now();
     dray_server_counts cnt;
     dray_server_counts_get(r.s, &cnt);
-    stop_server(&r);
+    test_server_finish(&r);
     int missing = count_missing(p.n);
     printf("# restart: Redis down %.0f ms; the %d jobs settled %.0f ms after it returned; "
            "%d lost, %llu fetch replies lost (reported); %d ran twice or more; pusher retried "
@@ -549,7 +477,7 @@ test_redis_restart_mid_run(void **state)
      * before its reply arrives (docs/cli.md), and each such fetch is
      * reported: a job may be missing only where a lost reply was counted. */
     assert_true((unsigned long long)missing <= (unsigned long long)cnt.fetch_lost);
-    assert_int_equal(rint_("LLEN queue:default"), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
 }
 
 int

@@ -33,5 +33,7 @@ redisReply *test_redis_cmd(redisContext *c, const char *fmt, ...);
  * returns the last value. For waiting on effects in Redis, not for sleeps. */
 int test_wait_until(int (*cond)(void *), void *arg, double timeout_s);
 double test_now(void);
+/* A TCP port on 127.0.0.1 that was free a moment ago, or -1. */
+int test_free_port(void);
 
 #endif

@@ -16,22 +16,6 @@
 
 #include "redis_fixture.h"
 
-static int
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-        getsockname(fd, (struct sockaddr *)&a, &l)) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* The TLS lines of a redis.conf (empty without tls). */
 static void
 tls_conf(const test_sentinel *s, int tls_port, char *out, size_t len)
@@ -169,13 +153,13 @@ test_sentinel_start(test_sentinel *s)
             return -1;
         }
     }
-    s->mport = free_port();
-    s->rport = free_port();
-    s->mtls = tls ? free_port() : s->mport;
-    s->rtls = tls ? free_port() : s->rport;
+    s->mport = test_free_port();
+    s->rport = test_free_port();
+    s->mtls = tls ? test_free_port() : s->mport;
+    s->rtls = tls ? test_free_port() : s->rport;
     for (int i = 0; i < 3; i++) {
-        s->sport[i] = free_port();
-        s->stls[i] = tls ? free_port() : s->sport[i];
+        s->sport[i] = test_free_port();
+        s->stls[i] = tls ? test_free_port() : s->sport[i];
     }
     s->mpid = start_redis(s, "master", s->mport, s->mtls, 0);
     s->rpid = start_redis(s, "replica", s->rport, s->rtls, s->mtls);
