@@ -8,8 +8,6 @@
  * twice: in plain TCP (redis-sentinel://) and with every process on TLS
  * (rediss-sentinel://: TLS to the sentinels, to the masters, and in
  * replication), from support/sentinel_fixture.c. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -18,36 +16,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "internal.h"
-#include "redis_fixture.h"
+#include "harness.h"
 #include "sentinel_fixture.h"
 #include "test_skip.h"
 
 static test_sentinel S;
 static const char *url;
 static int ready;
-
-/* A port no process listens on (bound and released). */
-static int
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-        getsockname(fd, (struct sockaddr *)&a, &l)) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static int
 setup_with(int tls)
@@ -109,20 +89,6 @@ h_ok(dray_job *job, dray_result *res, void *ud)
     last_run = test_now();
     pthread_mutex_unlock(&mu);
     return 0;
-}
-
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    return NULL;
 }
 
 typedef struct range {
@@ -192,12 +158,11 @@ test_failover_then_kill_old_master(void **state)
     for (int i = 0; i < NJOBS; i++)
         atomic_store(&seen[i], 0);
     atomic_store(&nran, 0);
-    running r = {0};
-    char err[256];
-    if (dray_server_new(&o, &r.s, err, sizeof err))
-        fail_msg("server_new: %s", err);
+    test_running r;
+    test_server_new(&r, &o);
     assert_int_equal(dray_server_register(r.s, "Ok", h_ok, NULL, NULL), 0);
-    assert_int_equal(pthread_create(&r.th, NULL, run_main, &r), 0);
+    test_server_go(&r);
+    char err[256];
     dray_client *c;
     assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
 
@@ -250,10 +215,7 @@ test_failover_then_kill_old_master(void **state)
         fail_msg("dray stats through sentinel: status %d: %s", st, out);
 
     dray_client_free(c);
-    dray_server_stop(r.s);
-    pthread_join(r.th, NULL);
-    assert_int_equal(r.rc, 0);
-    dray_server_free(r.s);
+    test_server_finish(&r);
 }
 
 static void
@@ -263,7 +225,7 @@ test_no_sentinel_answers(void **state)
     if (!ready)
         TEST_SKIP();
     char u[200];
-    int dead = free_port();
+    int dead = test_free_port();
     snprintf(u, sizeof u, "redis-sentinel://127.0.0.1:%d,127.0.0.1:%d/nosuchmaster", dead,
              S.stls[1]);
     dray_options o;
@@ -306,7 +268,7 @@ test_readonly_reply_drops_the_link(void **state)
     assert_int_equal(dray__conn_cmdf(&c, NULL, "LPUSH k a"), 0);
     /* Demote it: a replica of a master that is not there stays read-only. */
     redisContext *rc = test_redis_connect(&one);
-    redisReply *r = test_redis_cmd(rc, "REPLICAOF 127.0.0.1 %d", free_port());
+    redisReply *r = test_redis_cmd(rc, "REPLICAOF 127.0.0.1 %d", test_free_port());
     freeReplyObject(r);
     redisFree(rc);
 
