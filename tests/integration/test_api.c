@@ -15,86 +15,14 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "redis_fixture.h"
-
-static test_redis srv;
-static redisContext *rc;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-flush(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    return 0;
-}
-
-/* Run a command, discard the reply. */
-static void
-run(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    assert_int_not_equal(r->type, REDIS_REPLY_ERROR);
-    freeReplyObject(r);
-}
-
-static long long
-integer(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
-                                                  : -1;
-    freeReplyObject(r);
-    return v;
-}
-
-/* The string reply of a command (malloc'ed), or NULL for nil. */
-static char *
-string(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    char *s = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
-    freeReplyObject(r);
-    return s;
-}
+#include "harness.h"
 
 static dray_api *
 api_new(const char *ns, long dead_max)
 {
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = test_srv.url;
     o.ns = ns;
     o.dead_max_jobs = dead_max;
     dray_api *a;
@@ -132,20 +60,20 @@ test_stats(void **state)
 {
     (void)state;
     double now = dray_now();
-    run("SET stat:processed 10");
-    run("SET stat:failed 3");
-    run("ZADD schedule 1 a 2 b");
-    run("ZADD retry 1 c");
-    run("ZADD dead 1 d 2 e 3 f 4 g");
-    run("SADD processes p1 p2 gone");
-    run("HSET p1 busy 2 info {}");
-    run("HSET p2 busy 3 info {}");
-    run("SADD queues default critical empty");
+    test_run("SET stat:processed 10");
+    test_run("SET stat:failed 3");
+    test_run("ZADD schedule 1 a 2 b");
+    test_run("ZADD retry 1 c");
+    test_run("ZADD dead 1 d 2 e 3 f 4 g");
+    test_run("SADD processes p1 p2 gone");
+    test_run("HSET p1 busy 2 info {}");
+    test_run("HSET p2 busy 3 info {}");
+    test_run("SADD queues default critical empty");
     char old[128];
     snprintf(old, sizeof old, "{\"class\":\"A\",\"args\":[],\"enqueued_at\":%.6f}", now - 100);
-    run("RPUSH queue:default %s", old); /* the oldest is at the right */
-    run("LPUSH queue:default {} {}");
-    run("LPUSH queue:critical {} {}");
+    test_run("RPUSH queue:default %s", old); /* the oldest is at the right */
+    test_run("LPUSH queue:default {} {}");
+    test_run("LPUSH queue:critical {} {}");
     dray_api *a = api_new(NULL, 0);
     dray_stats st;
     assert_int_equal(dray_api_stats_get(a, &st), 0);
@@ -161,7 +89,7 @@ test_stats(void **state)
     dray_api_free(a);
 
     /* An empty database: all zero. */
-    flush(NULL);
+    test_flush(NULL);
     a = api_new(NULL, 0);
     assert_int_equal(dray_api_stats_get(a, &st), 0);
     assert_int_equal(st.processed + st.failed + st.enqueued + st.workers_size, 0);
@@ -174,13 +102,13 @@ test_queues(void **state)
 {
     (void)state;
     double now = dray_now();
-    run("SADD queues low default critical");
+    test_run("SADD queues low default critical");
     char j[128];
     snprintf(j, sizeof j, "{\"class\":\"A\",\"args\":[],\"enqueued_at\":%.6f}", now - 30);
-    run("LPUSH queue:default %s", j);
-    run("LPUSH queue:default {\"class\":\"B\",\"args\":[]}");
-    run("LPUSH queue:critical {\"class\":\"B\",\"args\":[]}"); /* no enqueued_at: 0 */
-    run("LPUSH queue:critical not-json");
+    test_run("LPUSH queue:default %s", j);
+    test_run("LPUSH queue:default {\"class\":\"B\",\"args\":[]}");
+    test_run("LPUSH queue:critical {\"class\":\"B\",\"args\":[]}"); /* no enqueued_at: 0 */
+    test_run("LPUSH queue:critical not-json");
     dray_api *a = api_new(NULL, 0);
     dray_queue_info *q;
     size_t n;
@@ -196,7 +124,7 @@ test_queues(void **state)
     assert_int_equal(q[2].size, 0);
     assert_true(q[2].latency == 0);
     dray_api_queues_free(q, n);
-    flush(NULL);
+    test_flush(NULL);
     assert_int_equal(dray_api_queues_list(a, &q, &n), 0);
     assert_int_equal(n, 0);
     assert_null(q);
@@ -211,12 +139,12 @@ test_processes_sidekiq_heartbeat(void **state)
     (void)state;
     /* What Sidekiq 6.4 writes (launcher.rb ❤): processes set + identity hash. */
     const char *id = "web-1:4242:0123456789ab";
-    run("SADD processes %s dead-host:1:ffffffffffff", id);
-    run("HSET %s info {\"hostname\":\"web-1\",\"started_at\":1700000000.5,\"pid\":4242,"
-        "\"tag\":\"shop\",\"concurrency\":25,\"queues\":[\"critical\",\"default\"],"
-        "\"labels\":[\"blue\",\"canary\"],\"identity\":\"%s\"} busy 3 beat 1700000100.25 "
-        "rtt_us 120 quiet true rss 51200",
-        id, id);
+    test_run("SADD processes %s dead-host:1:ffffffffffff", id);
+    test_run("HSET %s info {\"hostname\":\"web-1\",\"started_at\":1700000000.5,\"pid\":4242,"
+             "\"tag\":\"shop\",\"concurrency\":25,\"queues\":[\"critical\",\"default\"],"
+             "\"labels\":[\"blue\",\"canary\"],\"identity\":\"%s\"} busy 3 beat 1700000100.25 "
+             "rtt_us 120 quiet true rss 51200",
+             id, id);
     dray_api *a = api_new(NULL, 0);
     dray_process_info *p;
     size_t n;
@@ -238,16 +166,8 @@ test_processes_sidekiq_heartbeat(void **state)
     assert_non_null(strstr(p[0].info, "\"concurrency\":25"));
     dray_api_processes_free(p, n);
     /* The dead member is not pruned by a read. */
-    assert_int_equal(integer("SCARD processes"), 2);
+    assert_int_equal(test_int("SCARD processes"), 2);
     dray_api_free(a);
-}
-
-static void *
-server_thread(void *arg)
-{
-    dray_server *s = arg;
-    intptr_t r = dray_server_run(s);
-    return (void *)r;
 }
 
 typedef struct watch {
@@ -273,7 +193,7 @@ static int
 process_gone(void *arg)
 {
     (void)arg;
-    return integer("SCARD processes") == 0;
+    return test_int("SCARD processes") == 0;
 }
 
 static void
@@ -282,21 +202,19 @@ test_processes_live_server_and_signals(void **state)
     (void)state;
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = test_srv.url;
     o.concurrency = 2;
     o.queues = "critical,2 default";
     o.heartbeat_s = 1;
     o.shutdown_timeout_s = 1;
     o.tag = "apitest";
     o.log_level = DRAY_LOG_WARN;
-    dray_server *s;
-    char err[256];
-    assert_int_equal(dray_server_new(&o, &s, err, sizeof err), 0);
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, server_thread, s), 0);
+    test_running r;
+    test_server_new(&r, &o);
+    test_server_go(&r);
     dray_api *a = api_new(NULL, 0);
     watch w = {a, 0, ""};
-    snprintf(w.identity, sizeof w.identity, "%s", dray_server_identity(s));
+    snprintf(w.identity, sizeof w.identity, "%s", dray_server_identity(r.s));
     assert_true(test_wait_until(process_seen, &w, 10));
     dray_process_info *p;
     size_t n;
@@ -314,11 +232,10 @@ test_processes_live_server_and_signals(void **state)
     assert_true(test_wait_until(process_seen, &w, 10));
     /* Stop through Redis: the server leaves the processes set and run returns. */
     assert_int_equal(dray_api_signal(a, w.identity, "TERM"), 0);
-    void *ret;
-    assert_int_equal(pthread_join(t, &ret), 0);
-    assert_int_equal((intptr_t)ret, 0);
+    assert_int_equal(pthread_join(r.th, NULL), 0);
+    assert_int_equal(r.rc, 0);
     assert_true(test_wait_until(process_gone, NULL, 5));
-    dray_server_free(s);
+    dray_server_free(r.s);
     dray_api_free(a);
 }
 
@@ -326,23 +243,23 @@ static void
 test_signal(void **state)
 {
     (void)state;
-    run("SADD processes host:1:abc");
+    test_run("SADD processes host:1:abc");
     dray_api *a = api_new(NULL, 0);
     assert_int_equal(dray_api_signal(a, "host:1:abc", "TSTP"), 0);
     assert_int_equal(dray_api_signal(a, "host:1:abc", "TTIN"), 0);
     /* LPUSH: the heartbeat's RPOP takes the oldest first */
-    char *s = string("LINDEX host:1:abc-signals -1");
+    char *s = test_str("LINDEX host:1:abc-signals -1");
     assert_string_equal(s, "TSTP");
     free(s);
-    assert_int_equal(integer("LLEN host:1:abc-signals"), 2);
-    long long ttl = integer("TTL host:1:abc-signals");
+    assert_int_equal(test_int("LLEN host:1:abc-signals"), 2);
+    long long ttl = test_int("TTL host:1:abc-signals");
     assert_true(ttl > 55 && ttl <= 60);
     assert_int_equal(dray_api_signal(a, "host:1:abc", "KILL"), DRAY_EINVAL);
     assert_int_equal(dray_api_signal(a, "host:1:abc", "tstp"), DRAY_EINVAL);
     assert_int_equal(dray_api_signal(a, "", "TSTP"), DRAY_EINVAL);
     assert_int_equal(dray_api_signal(a, "nobody:1:x", "TERM"), DRAY_ENOTFOUND);
     assert_non_null(strstr(dray_api_errstr(a), "nobody:1:x"));
-    assert_int_equal(integer("EXISTS nobody:1:x-signals"), 0);
+    assert_int_equal(test_int("EXISTS nobody:1:x-signals"), 0);
     dray_api_free(a);
 }
 
@@ -355,8 +272,8 @@ test_set_list(void **state)
     char *m1 = job_json(J1, "A", "default", 0);
     char *m2 = job_json(J2, "B", "low", 4);
     char *m3 = job_json(J3, "C", "q", -1);
-    run("ZADD retry 300 %s 100 %s 200 %s", m3, m1, m2);
-    run("ZADD dead 300 %s 100 %s 200 %s 150 not-json", m3, m1, m2);
+    test_run("ZADD retry 300 %s 100 %s 200 %s", m3, m1, m2);
+    test_run("ZADD dead 300 %s 100 %s 200 %s 150 not-json", m3, m1, m2);
     dray_api *a = api_new(NULL, 0);
     dray_set_entry *e;
     size_t n;
@@ -431,7 +348,7 @@ test_set_names(void **state)
 static json_t *
 queue_head(const char *key)
 {
-    char *s = string("LINDEX %s -1", key);
+    char *s = test_str("LINDEX %s -1", key);
     assert_non_null(s);
     json_t *o = json_loads(s, 0, NULL);
     free(s);
@@ -467,17 +384,17 @@ test_retry_moves(void **state)
     free(m2);
     m2 = json_dumps(o2, JSON_COMPACT);
     json_decref(o2);
-    run("ZADD retry 100 %s 100 %s", m2, m1); /* same score, as Sidekiq's remove_job worries */
-    run("ZADD schedule 50 %s", m3);
+    test_run("ZADD retry 100 %s 100 %s", m2, m1); /* same score, as Sidekiq's remove_job worries */
+    test_run("ZADD schedule 50 %s", m3);
     dray_api *a = api_new(NULL, 0);
     double before = dray_now();
 
     /* From the retry set: retry_count decremented, fresh enqueued_at. */
     assert_int_equal(dray_api_set_retry(a, DRAY_SET_RETRY, J1), 0);
-    assert_int_equal(integer("ZCARD retry"), 1);
-    assert_int_equal(integer("ZSCORE retry %s", m2), 100); /* the other member, byte-exact */
-    assert_int_equal(integer("SISMEMBER queues low"), 1);
-    assert_int_equal(integer("LLEN queue:low"), 1);
+    assert_int_equal(test_int("ZCARD retry"), 1);
+    assert_int_equal(test_int("ZSCORE retry %s", m2), 100); /* the other member, byte-exact */
+    assert_int_equal(test_int("SISMEMBER queues low"), 1);
+    assert_int_equal(test_int("LLEN queue:low"), 1);
     json_t *o = queue_head("queue:low");
     assert_int_equal(json_integer_value(json_object_get(o, "retry_count")), 2);
     double enq = json_real_value(json_object_get(o, "enqueued_at"));
@@ -496,8 +413,8 @@ test_retry_moves(void **state)
 
     /* From the schedule set: unchanged but for enqueued_at (add_to_queue). */
     assert_int_equal(dray_api_set_retry(a, DRAY_SET_SCHEDULE, J3), 0);
-    assert_int_equal(integer("ZCARD schedule"), 0);
-    assert_int_equal(integer("SISMEMBER queues sched"), 1);
+    assert_int_equal(test_int("ZCARD schedule"), 0);
+    assert_int_equal(test_int("SISMEMBER queues sched"), 1);
     o = queue_head("queue:sched");
     assert_null(json_object_get(o, "retry_count"));
     assert_non_null(json_object_get(o, "enqueued_at"));
@@ -518,7 +435,7 @@ test_retry_from_dead_and_bad_queue(void **state)
         json_pack("{s:s, s:[], s:s, s:s}", "class", "B", "args", "jid", J2, "queue", "has space");
     char *m2 = json_dumps(bad, JSON_COMPACT);
     json_decref(bad);
-    run("ZADD dead 10 %s 20 %s 30 garbage", m1, m2);
+    test_run("ZADD dead 10 %s 20 %s 30 garbage", m1, m2);
     dray_api *a = api_new(NULL, 0);
     assert_int_equal(dray_api_set_retry(a, DRAY_SET_DEAD, J1), 0);
     json_t *o = queue_head("queue:default");
@@ -526,11 +443,11 @@ test_retry_from_dead_and_bad_queue(void **state)
     json_decref(o);
     /* an invalid queue name: refused, the member stays */
     assert_int_equal(dray_api_set_retry(a, DRAY_SET_DEAD, J2), DRAY_EQUEUE);
-    assert_int_equal(integer("ZSCORE dead %s", m2), 20);
-    assert_int_equal(integer("ZCARD dead"), 2);
+    assert_int_equal(test_int("ZSCORE dead %s", m2), 20);
+    assert_int_equal(test_int("ZCARD dead"), 2);
     /* it can still be deleted */
     assert_int_equal(dray_api_set_delete(a, DRAY_SET_DEAD, J2), 0);
-    assert_int_equal(integer("ZCARD dead"), 1);
+    assert_int_equal(test_int("ZCARD dead"), 1);
     dray_api_free(a);
     free(m1);
     free(m2);
@@ -542,19 +459,19 @@ test_delete(void **state)
     (void)state;
     char *m1 = job_json(J1, "A", "default", 1);
     char *m2 = job_json(J2, "B", "default", 1);
-    run("ZADD retry 1 %s 2 %s", m1, m2);
-    run("ZADD schedule 1 %s", m1);
+    test_run("ZADD retry 1 %s 2 %s", m1, m2);
+    test_run("ZADD schedule 1 %s", m1);
     dray_api *a = api_new(NULL, 0);
     assert_int_equal(dray_api_set_delete(a, DRAY_SET_RETRY, J1), 0);
-    assert_int_equal(integer("ZCARD retry"), 1);
-    assert_int_equal(integer("ZSCORE retry %s", m2), 2);
-    assert_int_equal(integer("ZCARD schedule"), 1); /* other sets untouched */
+    assert_int_equal(test_int("ZCARD retry"), 1);
+    assert_int_equal(test_int("ZSCORE retry %s", m2), 2);
+    assert_int_equal(test_int("ZCARD schedule"), 1); /* other sets untouched */
     assert_int_equal(dray_api_set_delete(a, DRAY_SET_RETRY, J1), DRAY_ENOTFOUND);
     assert_int_equal(dray_api_set_delete(a, DRAY_SET_DEAD, J2), DRAY_ENOTFOUND);
     assert_int_equal(dray_api_set_delete(a, DRAY_SET_RETRY, ""), DRAY_EINVAL);
     /* glob characters in a jid are escaped for ZSCAN MATCH */
     assert_int_equal(dray_api_set_delete(a, DRAY_SET_RETRY, "*"), DRAY_ENOTFOUND);
-    assert_int_equal(integer("ZCARD retry"), 1);
+    assert_int_equal(test_int("ZCARD retry"), 1);
     assert_int_equal(dray_api_set_delete(a, (dray_set)-1, J2), DRAY_EINVAL);
     dray_api_free(a);
     free(m1);
@@ -568,40 +485,40 @@ test_kill(void **state)
     char *m1 = job_json(J1, "A", "default", 2);
     char *m3 = job_json(J3, "C", "default", -1);
     double now = dray_now();
-    run("ZADD retry 1 %s", m1);
-    run("ZADD schedule 1 %s", m3);
+    test_run("ZADD retry 1 %s", m1);
+    test_run("ZADD schedule 1 %s", m3);
     /* a dead set with an entry older than 180 days and 6 recent ones */
-    run("ZADD dead %f ancient", now - 181.0 * 86400);
+    test_run("ZADD dead %f ancient", now - 181.0 * 86400);
     for (int i = 0; i < 6; i++)
-        run("ZADD dead %f recent%d", now - 1000 + i, i);
+        test_run("ZADD dead %f recent%d", now - 1000 + i, i);
     dray_api *a = api_new(NULL, 5); /* dead_max_jobs 5 */
     assert_int_equal(dray_api_set_kill(a, DRAY_SET_RETRY, J1), 0);
-    assert_int_equal(integer("ZCARD retry"), 0);
-    assert_int_equal(integer("ZCARD dead"), 5); /* trimmed by age, then to 5 */
-    assert_int_equal(integer("ZSCORE dead ancient"), -1);
-    assert_int_equal(integer("ZSCORE dead recent0"), -1);
-    assert_int_equal(integer("ZSCORE dead recent1"), -1);
-    char *score = string("ZSCORE dead %s", m1); /* byte-exact member, scored now */
+    assert_int_equal(test_int("ZCARD retry"), 0);
+    assert_int_equal(test_int("ZCARD dead"), 5); /* trimmed by age, then to 5 */
+    assert_int_equal(test_int("ZSCORE dead ancient"), -1);
+    assert_int_equal(test_int("ZSCORE dead recent0"), -1);
+    assert_int_equal(test_int("ZSCORE dead recent1"), -1);
+    char *score = test_str("ZSCORE dead %s", m1); /* byte-exact member, scored now */
     assert_non_null(score);
     assert_true(fabs(atof(score) - now) < 5);
     free(score);
     /* from the schedule set too */
     assert_int_equal(dray_api_set_kill(a, DRAY_SET_SCHEDULE, J3), 0);
-    assert_int_equal(integer("ZCARD schedule"), 0);
-    assert_int_not_equal(integer("ZRANK dead %s", m3), -1);
+    assert_int_equal(test_int("ZCARD schedule"), 0);
+    assert_int_not_equal(test_int("ZRANK dead %s", m3), -1);
     /* not from the dead set, not twice */
     assert_int_equal(dray_api_set_kill(a, DRAY_SET_DEAD, J3), DRAY_EINVAL);
     assert_int_equal(dray_api_set_kill(a, DRAY_SET_RETRY, J1), DRAY_ENOTFOUND);
     dray_api_free(a);
 
     /* Sidekiq's defaults: 10000 jobs, 180 days. */
-    flush(NULL);
-    run("ZADD retry 1 %s", m1);
-    run("ZADD dead %f ancient %f recent", now - 181.0 * 86400, now - 179.0 * 86400);
+    test_flush(NULL);
+    test_run("ZADD retry 1 %s", m1);
+    test_run("ZADD dead %f ancient %f recent", now - 181.0 * 86400, now - 179.0 * 86400);
     a = api_new(NULL, 0);
     assert_int_equal(dray_api_set_kill(a, DRAY_SET_RETRY, J1), 0);
-    assert_int_equal(integer("ZCARD dead"), 2);
-    assert_int_equal(integer("ZSCORE dead ancient"), -1);
+    assert_int_equal(test_int("ZCARD dead"), 2);
+    assert_int_equal(test_int("ZSCORE dead ancient"), -1);
     dray_api_free(a);
     free(m1);
     free(m3);
@@ -616,7 +533,7 @@ test_many_members_scan(void **state)
         char jid[DRAY_JID_BYTES];
         snprintf(jid, sizeof jid, "%024d", i);
         char *m = job_json(jid, "Bulk", "default", 0);
-        run("ZADD retry %d %s", i, m);
+        test_run("ZADD retry %d %s", i, m);
         free(m);
     }
     dray_api *a = api_new(NULL, 0);
@@ -627,8 +544,8 @@ test_many_members_scan(void **state)
     assert_true(e->score == 2999);
     dray_api_entries_free(e, 1);
     assert_int_equal(dray_api_set_retry(a, DRAY_SET_RETRY, jid), 0);
-    assert_int_equal(integer("ZCARD retry"), 2999);
-    assert_int_equal(integer("LLEN queue:default"), 1);
+    assert_int_equal(test_int("ZCARD retry"), 2999);
+    assert_int_equal(test_int("LLEN queue:default"), 1);
     dray_api_free(a);
 }
 
@@ -638,14 +555,14 @@ test_namespace(void **state)
     (void)state;
     char *m1 = job_json(J1, "A", "default", 1);
     char *m2 = job_json(J2, "B", "low", 1);
-    run("SET myapp:stat:processed 7");
-    run("SET stat:processed 1000");
-    run("ZADD myapp:retry 1 %s 2 %s", m1, m2);
-    run("ZADD retry 1 %s", m1); /* the same job outside the namespace */
-    run("SADD myapp:queues default");
-    run("LPUSH myapp:queue:default {}");
-    run("SADD myapp:processes h:1:n");
-    run("HSET myapp:h:1:n info {\"hostname\":\"h\",\"concurrency\":3} busy 1");
+    test_run("SET myapp:stat:processed 7");
+    test_run("SET stat:processed 1000");
+    test_run("ZADD myapp:retry 1 %s 2 %s", m1, m2);
+    test_run("ZADD retry 1 %s", m1); /* the same job outside the namespace */
+    test_run("SADD myapp:queues default");
+    test_run("LPUSH myapp:queue:default {}");
+    test_run("SADD myapp:processes h:1:n");
+    test_run("HSET myapp:h:1:n info {\"hostname\":\"h\",\"concurrency\":3} busy 1");
     dray_api *a = api_new("myapp", 0);
     dray_stats st;
     assert_int_equal(dray_api_stats_get(a, &st), 0);
@@ -667,17 +584,17 @@ test_namespace(void **state)
     dray_api_processes_free(p, n);
 
     assert_int_equal(dray_api_set_retry(a, DRAY_SET_RETRY, J1), 0);
-    assert_int_equal(integer("LLEN myapp:queue:default"), 2);
-    assert_int_equal(integer("ZCARD retry"), 1); /* outside: untouched */
-    assert_int_equal(integer("EXISTS queue:default"), 0);
+    assert_int_equal(test_int("LLEN myapp:queue:default"), 2);
+    assert_int_equal(test_int("ZCARD retry"), 1); /* outside: untouched */
+    assert_int_equal(test_int("EXISTS queue:default"), 0);
     assert_int_equal(dray_api_set_kill(a, DRAY_SET_RETRY, J2), 0);
-    assert_int_equal(integer("ZCARD myapp:dead"), 1);
-    assert_int_equal(integer("EXISTS dead"), 0);
+    assert_int_equal(test_int("ZCARD myapp:dead"), 1);
+    assert_int_equal(test_int("EXISTS dead"), 0);
     assert_int_equal(dray_api_signal(a, "h:1:n", "TERM"), 0);
-    assert_int_equal(integer("LLEN myapp:h:1:n-signals"), 1);
-    assert_int_equal(integer("EXISTS h:1:n-signals"), 0);
+    assert_int_equal(test_int("LLEN myapp:h:1:n-signals"), 1);
+    assert_int_equal(test_int("EXISTS h:1:n-signals"), 0);
     assert_int_equal(dray_api_set_delete(a, DRAY_SET_DEAD, J2), 0);
-    assert_int_equal(integer("ZCARD myapp:dead"), 0);
+    assert_int_equal(test_int("ZCARD myapp:dead"), 0);
     dray_api_free(a);
     free(m1);
     free(m2);
@@ -706,7 +623,7 @@ test_connection_errors(void **state)
     o.redis_url = "http://nope";
     assert_int_equal(dray_api_new(&o, &a, err, sizeof err), DRAY_EURL);
     assert_null(a);
-    o.redis_url = srv.url;
+    o.redis_url = test_srv.url;
     o.ns = "bad ns";
     assert_int_equal(dray_api_new(&o, &a, err, sizeof err), DRAY_ECONFIG);
 }
@@ -719,8 +636,8 @@ test_alloc_failures(void **state)
     char *m1 = job_json(J1, "A", "low", 3);
     int moved = 0;
     for (long k = 0; k < 200 && !moved; k++) {
-        run("DEL retry queue:low");
-        run("ZADD retry 1 %s", m1);
+        test_run("DEL retry queue:low");
+        test_run("ZADD retry 1 %s", m1);
         dray_api *a = NULL;
         dray__alloc_fail_after(k);
         int r = dray_api_new(NULL, &a, NULL, 0);
@@ -735,7 +652,7 @@ test_alloc_failures(void **state)
         r = dray_api_set_retry(a, DRAY_SET_RETRY, J1);
         dray__alloc_fail_after(-1);
         assert_true(r == 0 || r == DRAY_ENOMEM || r == DRAY_ECONN);
-        long long left = integer("ZCARD retry"), queued = integer("LLEN queue:low");
+        long long left = test_int("ZCARD retry"), queued = test_int("LLEN queue:low");
         assert_int_equal(left + queued, 1); /* never both, never neither */
         moved = r == 0;
         dray_api_free(a);
@@ -748,21 +665,21 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_stats, flush),
-        cmocka_unit_test_setup(test_queues, flush),
-        cmocka_unit_test_setup(test_processes_sidekiq_heartbeat, flush),
-        cmocka_unit_test_setup(test_processes_live_server_and_signals, flush),
-        cmocka_unit_test_setup(test_signal, flush),
-        cmocka_unit_test_setup(test_set_list, flush),
+        cmocka_unit_test_setup(test_stats, test_flush),
+        cmocka_unit_test_setup(test_queues, test_flush),
+        cmocka_unit_test_setup(test_processes_sidekiq_heartbeat, test_flush),
+        cmocka_unit_test_setup(test_processes_live_server_and_signals, test_flush),
+        cmocka_unit_test_setup(test_signal, test_flush),
+        cmocka_unit_test_setup(test_set_list, test_flush),
         cmocka_unit_test(test_set_names),
-        cmocka_unit_test_setup(test_retry_moves, flush),
-        cmocka_unit_test_setup(test_retry_from_dead_and_bad_queue, flush),
-        cmocka_unit_test_setup(test_delete, flush),
-        cmocka_unit_test_setup(test_kill, flush),
-        cmocka_unit_test_setup(test_many_members_scan, flush),
-        cmocka_unit_test_setup(test_namespace, flush),
+        cmocka_unit_test_setup(test_retry_moves, test_flush),
+        cmocka_unit_test_setup(test_retry_from_dead_and_bad_queue, test_flush),
+        cmocka_unit_test_setup(test_delete, test_flush),
+        cmocka_unit_test_setup(test_kill, test_flush),
+        cmocka_unit_test_setup(test_many_members_scan, test_flush),
+        cmocka_unit_test_setup(test_namespace, test_flush),
         cmocka_unit_test(test_connection_errors),
-        cmocka_unit_test_setup(test_alloc_failures, flush),
+        cmocka_unit_test_setup(test_alloc_failures, test_flush),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_setup, test_teardown);
 }
