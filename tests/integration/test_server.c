@@ -136,7 +136,7 @@ test_processes_and_flushes_stats(void **state)
 {
     (void)state;
     for (int i = 0; i < 100; i++)
-        test_push("Ok", NULL, json_pack("[s]", "x"), NULL);
+        test_push_job("Ok", NULL, json_pack("[s]", "x"), NULL);
     test_running r;
     dray_options o;
     test_options(&o, "default", 4);
@@ -158,9 +158,9 @@ test_strict_order(void **state)
 {
     (void)state;
     for (int i = 0; i < 5; i++)
-        test_push("Ok", "low", json_pack("[s]", "l"), NULL);
+        test_push_job("Ok", "low", json_pack("[s]", "l"), NULL);
     for (int i = 0; i < 5; i++)
-        test_push("Ok", "high", json_pack("[s]", "h"), NULL);
+        test_push_job("Ok", "high", json_pack("[s]", "h"), NULL);
     test_running r;
     dray_options o;
     test_options(&o, "high low", 1);
@@ -236,7 +236,7 @@ static void
 test_retry_fields_and_backoff(void **state)
 {
     (void)state;
-    test_push("Fail", "work", json_pack("[i]", 7), "{\"custom\":{\"keep\":true}}");
+    test_push_job("Fail", "work", json_pack("[i]", 7), "{\"custom\":{\"keep\":true}}");
     test_running r;
     dray_options o;
     test_options(&o, "work", 2);
@@ -293,16 +293,16 @@ test_dead_paths(void **state)
 {
     (void)state;
     /* retry: 0 is truthy in Ruby: no retries, straight to dead */
-    test_push("Fail", NULL, json_pack("[s]", "zero"), "{\"retry\":0}");
+    test_push_job("Fail", NULL, json_pack("[s]", "zero"), "{\"retry\":0}");
     /* retry: false: discarded, not dead */
-    test_push("Fail", NULL, json_pack("[s]", "false"), "{\"retry\":false}");
+    test_push_job("Fail", NULL, json_pack("[s]", "false"), "{\"retry\":false}");
     /* dead: false: exhausted but not kept */
-    test_push("Fail", NULL, json_pack("[s]", "nodead"), "{\"retry\":0,\"dead\":false}");
+    test_push_job("Fail", NULL, json_pack("[s]", "nodead"), "{\"retry\":0,\"dead\":false}");
     /* unknown class: retried like Sidekiq's NameError */
-    test_push("NoSuchJob", NULL, json_pack("[]"), NULL);
+    test_push_job("NoSuchJob", NULL, json_pack("[]"), NULL);
     /* malformed payload: to dead as a Dray::MalformedJob, worker continues */
     freeReplyObject(test_redis_cmd(test_rc, "LPUSH queue:default %s", "{not json"));
-    test_push("Ok", NULL, json_pack("[s]", "after"), NULL);
+    test_push_job("Ok", NULL, json_pack("[s]", "after"), NULL);
     test_running r;
     dray_options o;
     test_options(&o, "default", 1);
@@ -346,7 +346,7 @@ test_dead_trims(void **state)
     /* an old member beyond the age limit, and a cap of 5 members */
     freeReplyObject(test_redis_cmd(test_rc, "ZADD dead %f %s", now - 1000, "{\"old\":1}"));
     for (int i = 0; i < 8; i++)
-        test_push("Fail", NULL, json_pack("[i]", i), "{\"retry\":0}");
+        test_push_job("Fail", NULL, json_pack("[i]", i), "{\"retry\":0}");
     test_running r;
     dray_options o;
     test_options(&o, "default", 1);
@@ -442,7 +442,7 @@ static void
 test_heartbeat_fields_and_work(void **state)
 {
     (void)state;
-    test_push("Block", "hb", json_pack("[s]", "b"), NULL);
+    test_push_job("Block", "hb", json_pack("[s]", "b"), NULL);
     test_running r;
     dray_options o;
     test_options(&o, "hb,2 other", 3);
@@ -524,7 +524,7 @@ test_remote_signals(void **state)
     assert_true(test_wait_until(hash_quiet, idcopy, 10));
     /* quiet: new jobs stay in the queue (workers may be in a 2 s BRPOP; any
      * job fetched there goes straight back) */
-    test_push("Ok", NULL, json_pack("[s]", "q"), NULL);
+    test_push_job("Ok", NULL, json_pack("[s]", "q"), NULL);
     freeReplyObject(test_redis_cmd(test_rc, "LPUSH %s-signals TERM", idcopy));
     assert_true(test_wait_until(thread_done, &r, 15));
     assert_int_equal(r.rc, 0);
@@ -539,9 +539,9 @@ test_shutdown_requeues_running(void **state)
 {
     (void)state;
     for (int i = 0; i < 10; i++)
-        test_push("Block", "slow", json_pack("[i]", i), NULL);
+        test_push_job("Block", "slow", json_pack("[i]", i), NULL);
     /* a job behind them must stay where it is */
-    test_push("Ok", "slow", json_pack("[s]", "tail"), NULL);
+    test_push_job("Ok", "slow", json_pack("[s]", "tail"), NULL);
     redisReply *before = test_redis_cmd(test_rc, "LRANGE queue:slow 0 -1");
     assert_int_equal(before->elements, 11);
     test_running r;
@@ -615,7 +615,7 @@ test_batch_fetch_and_stop_order(void **state)
      * their original order, the running one first */
     tally_reset();
     for (int i = 0; i < 5; i++)
-        test_push("Block", "b", json_pack("[i]", i), NULL);
+        test_push_job("Block", "b", json_pack("[i]", i), NULL);
     redisReply *before = test_redis_cmd(test_rc, "LRANGE queue:b 0 -1");
     test_options(&o, "b", 1);
     o.fetch_batch = 5;
@@ -667,7 +667,7 @@ test_redis_restart_mid_run(void **state)
     start(&r, &o);
     test_server_go(&r);
     for (int i = 0; i < 20; i++)
-        test_push("Ok", NULL, json_pack("[s]", "before"), NULL);
+        test_push_job("Ok", NULL, json_pack("[s]", "before"), NULL);
     wanted = 20;
     assert_true(test_wait_until(ok_reached, NULL, 10));
     redisFree(test_rc);
@@ -681,7 +681,7 @@ test_redis_restart_mid_run(void **state)
     test_rc = test_redis_connect(&test_srv);
     double up = dray_now();
     for (int i = 0; i < 20; i++)
-        test_push("Ok", NULL, json_pack("[s]", "after"), NULL);
+        test_push_job("Ok", NULL, json_pack("[s]", "after"), NULL);
     wanted = 40;
     assert_true(test_wait_until(ok_reached, NULL, 15));
     double resumed = dray_now() - up;

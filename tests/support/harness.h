@@ -102,7 +102,8 @@ int test_server_done(void *r);
 dray_client *test_client(const char *ns);
 /* Push one job through a fresh client: class, queue (NULL: default), args
  * (a reference the call steals), and extra payload fields as JSON or NULL. */
-void test_push(const char *klass, const char *queue, json_t *args_steal, const char *extra_json);
+void test_push_job(const char *klass, const char *queue, json_t *args_steal,
+                   const char *extra_json);
 
 /* ---- the dray binary as a child (harness_proc.c) ---------------------------- */
 

@@ -84,7 +84,7 @@ test_client(const char *ns)
 }
 
 void
-test_push(const char *klass, const char *queue, json_t *args_steal, const char *extra_json)
+test_push_job(const char *klass, const char *queue, json_t *args_steal, const char *extra_json)
 {
     dray_client *c = test_client(NULL);
     dray_push_opts po = {.queue = queue};
