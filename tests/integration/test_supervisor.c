@@ -17,26 +17,10 @@
 
 #include <dray/dray.h>
 
-#include "redis_fixture.h"
+#include "harness.h"
 
-static test_redis srv;
-static redisContext *rc;
 static char runlog[400], logpath[400];
-
-static long long
-integer(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
-                                                  : -1;
-    freeReplyObject(r);
-    return v;
-}
+static char runlog_env[420]; /* SUP_RUNLOG=<runlog>, for the dray children */
 
 static pid_t
 spawn_run(const char *const *extra)
@@ -46,7 +30,7 @@ spawn_run(const char *const *extra)
     argv[n++] = DRAY_CLI_PATH;
     argv[n++] = "run";
     argv[n++] = "--redis-url";
-    argv[n++] = srv.url;
+    argv[n++] = test_srv.url;
     argv[n++] = "-r";
     argv[n++] = DRAY_SUP_JOBS;
     argv[n++] = "--set";
@@ -56,44 +40,7 @@ spawn_run(const char *const *extra)
     for (int i = 0; extra[i] && n < 39; i++)
         argv[n++] = (char *)extra[i];
     argv[n] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        close(fd);
-        setenv("SUP_RUNLOG", runlog, 1);
-        execv(DRAY_CLI_PATH, argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static void
-print_log(void)
-{
-    FILE *f = fopen(logpath, "r");
-    char line[1024];
-    while (f && fgets(line, sizeof line, f))
-        fprintf(stderr, "  | %s", line);
-    if (f)
-        fclose(f);
-}
-
-static int
-wait_exit(pid_t pid, double timeout_s)
-{
-    double end = test_now() + timeout_s;
-    int st;
-    while (test_now() < end) {
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(20000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
+    return test_spawn_logged(logpath, runlog_env, argv);
 }
 
 /* Push a job as raw JSON (so it can carry "timeout"); jid is "<prefix><i>". */
@@ -105,9 +52,7 @@ push(const char *klass, const char *jid, const char *extra)
              "{\"class\":\"%s\",\"args\":[],\"jid\":\"%s\",\"queue\":\"default\","
              "\"retry\":true,\"created_at\":1,\"enqueued_at\":1%s}",
              klass, jid, extra ? extra : "");
-    redisReply *r = redisCommand(rc, "LPUSH queue:default %s", json);
-    freeReplyObject(r);
-    freeReplyObject(redisCommand(rc, "SADD queues default"));
+    test_push_raw("default", json);
 }
 
 /* Runs of jid in the handlers' log; *pids (if given) gets distinct pids seen. */
@@ -161,13 +106,13 @@ all_ok_ran(void *arg)
         if (runs_of(jid) < 1)
             return 0;
     }
-    return integer("ZCARD dead") >= w->dead && integer("ZCARD retry") >= w->retry;
+    return test_int("ZCARD dead") >= w->dead && test_int("ZCARD retry") >= w->retry;
 }
 
 static int
 nprocs(void *arg)
 {
-    return integer("SCARD processes") == *(int *)arg;
+    return test_int("SCARD processes") == *(int *)arg;
 }
 
 static long long crashes_seen; /* dray_crashes of the last error_class_of match */
@@ -178,7 +123,7 @@ error_class_of(const char *key, const char *jid, char *out, size_t n)
 {
     out[0] = '\0';
     crashes_seen = -1;
-    redisReply *r = redisCommand(rc, "ZRANGE %s 0 -1", key);
+    redisReply *r = redisCommand(test_rc, "ZRANGE %s 0 -1", key);
     for (size_t i = 0; r && i < r->elements; i++) {
         json_t *o = json_loads(r->element[i]->str, 0, NULL);
         const char *j = json_string_value(json_object_get(o, "jid"));
@@ -194,29 +139,18 @@ error_class_of(const char *key, const char *jid, char *out, size_t n)
 static int
 setup(void **state)
 {
-    (void)state;
-    if (test_redis_start(&srv))
+    if (test_setup(state))
         return -1;
-    rc = test_redis_connect(&srv);
-    snprintf(runlog, sizeof runlog, "%s/runs.log", srv.dir);
-    snprintf(logpath, sizeof logpath, "%s/dray.log", srv.dir);
-    return rc ? 0 : -1;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
+    snprintf(runlog, sizeof runlog, "%s/runs.log", test_srv.dir);
+    snprintf(logpath, sizeof logpath, "%s/dray.log", test_srv.dir);
+    snprintf(runlog_env, sizeof runlog_env, "SUP_RUNLOG=%s", runlog);
     return 0;
 }
 
 static int
 flush(void **state)
 {
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    test_flush(state);
     unlink(runlog);
     unlink(logpath);
     return 0;
@@ -226,9 +160,9 @@ static void
 stop_clean(pid_t pid)
 {
     kill(pid, SIGTERM);
-    int code = wait_exit(pid, 30);
+    int code = test_wait_exit(pid, 30);
     if (code != 0) {
-        print_log();
+        test_print_file(logpath);
         fail_msg("dray run --processes exited %d after TERM", code);
     }
     int zero = 0;
@@ -246,7 +180,7 @@ test_crashes(void **state)
     pid_t pid = spawn_run((const char *const[]){"--processes", "2", "-c", "2", "-t", "3", NULL});
     int two = 2;
     if (!test_wait_until(nprocs, &two, 15)) {
-        print_log();
+        test_print_file(logpath);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         fail_msg("two children did not register");
@@ -260,11 +194,11 @@ test_crashes(void **state)
     }
     want w = {200, 2, 0};
     if (!test_wait_until(all_ok_ran, &w, 60)) {
-        print_log();
-        fail_msg("jobs not done: dead %lld, queue %lld", integer("ZCARD dead"),
-                 integer("LLEN queue:default"));
+        test_print_file(logpath);
+        fail_msg("jobs not done: dead %lld, queue %lld", test_int("ZCARD dead"),
+                 test_int("LLEN queue:default"));
     }
-    assert_int_equal(integer("LLEN queue:default"), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
     /* Each died at its own third crash; a crash of the other one beside it
      * requeued it without counting (one more run each such time). */
     char ec[64];
@@ -301,7 +235,7 @@ test_timeouts(void **state)
     pid_t pid = spawn_run((const char *const[]){"--processes", "2", "-c", "2", NULL});
     int two = 2;
     if (!test_wait_until(nprocs, &two, 15)) {
-        print_log();
+        test_print_file(logpath);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         fail_msg("two children did not register");
@@ -316,8 +250,8 @@ test_timeouts(void **state)
     }
     want w = {50, 0, 2};
     if (!test_wait_until(all_ok_ran, &w, 30)) {
-        print_log();
-        fail_msg("timeouts not handled: retry %lld", integer("ZCARD retry"));
+        test_print_file(logpath);
+        fail_msg("timeouts not handled: retry %lld", test_int("ZCARD retry"));
     }
     fprintf(stderr, "  both timed-out jobs in the retry set %.2fs after the push\n",
             test_now() - t0);
@@ -328,7 +262,7 @@ test_timeouts(void **state)
     assert_string_equal(ec, "Dray::JobTimeout");
     assert_int_equal(runs_of("spin1"), 1);
     assert_int_equal(runs_of("sleep1"), 1);
-    assert_int_equal(integer("LLEN queue:default"), 0);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
     stop_clean(pid);
 }
 
@@ -341,7 +275,7 @@ test_isolate(void **state)
     pid_t pid = spawn_run((const char *const[]){"--isolate", "--processes", "2", NULL});
     int two = 2;
     if (!test_wait_until(nprocs, &two, 15)) {
-        print_log();
+        test_print_file(logpath);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         fail_msg("two children did not register");
@@ -354,7 +288,7 @@ test_isolate(void **state)
     }
     want w = {20, 1, 0};
     if (!test_wait_until(all_ok_ran, &w, 60)) {
-        print_log();
+        test_print_file(logpath);
         fail_msg("isolate: jobs not done");
     }
     for (int i = 0; i < 20; i++) {
@@ -390,7 +324,7 @@ test_thread_deadline(void **state)
     pid_t pid = spawn_run((const char *const[]){"-c", "2", NULL});
     int one = 1;
     if (!test_wait_until(nprocs, &one, 15)) {
-        print_log();
+        test_print_file(logpath);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         fail_msg("dray run did not register");
@@ -399,7 +333,7 @@ test_thread_deadline(void **state)
     push("SupPatient", "pat1", ",\"timeout\":1");
     want w = {0, 0, 1};
     if (!test_wait_until(all_ok_ran, &w, 20)) {
-        print_log();
+        test_print_file(logpath);
         fail_msg("the patient job was not flagged");
     }
     double took = test_now() - t0;
@@ -407,7 +341,7 @@ test_thread_deadline(void **state)
             took);
     assert_true(took < 10);
     assert_true(log_has("running past its timeout"));
-    redisReply *r = redisCommand(rc, "ZRANGE retry 0 0");
+    redisReply *r = redisCommand(test_rc, "ZRANGE retry 0 0");
     assert_int_equal(r->elements, 1);
     assert_non_null(strstr(r->element[0]->str, "cancelled 1 deadline set"));
     freeReplyObject(r);
@@ -424,5 +358,5 @@ main(void)
         cmocka_unit_test_setup(test_isolate, flush),
         cmocka_unit_test_setup(test_thread_deadline, flush),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, test_teardown);
 }
