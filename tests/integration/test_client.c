@@ -10,37 +10,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "redis_fixture.h"
-
-static test_redis srv;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    return test_redis_start(&srv);
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static dray_client *
-client(const char *ns)
-{
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
-    o.ns = ns;
-    dray_client *c;
-    char err[256];
-    assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
-    return c;
-}
+#include "harness.h"
 
 static long long
 cmdstat(redisContext *rc, const char *cmd)
@@ -58,9 +28,9 @@ static void
 test_push_one(void **state)
 {
     (void)state;
-    redisContext *rc = test_redis_connect(&srv);
+    redisContext *rc = test_redis_connect(&test_srv);
     freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    dray_client *c = client(NULL);
+    dray_client *c = test_client(NULL);
     json_t *args = json_pack("[i,s,{s:f}]", 1, "two", "x", 2.5);
     char jid[DRAY_JID_BYTES];
     double before = dray_now();
@@ -111,9 +81,9 @@ static void
 test_schedule(void **state)
 {
     (void)state;
-    redisContext *rc = test_redis_connect(&srv);
+    redisContext *rc = test_redis_connect(&test_srv);
     freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    dray_client *c = client(NULL);
+    dray_client *c = test_client(NULL);
     json_t *args = json_pack("[s]", "later");
     double now = dray_now();
     dray_push_opts in = {.in = 120};
@@ -158,10 +128,10 @@ static void
 test_bulk_10000(void **state)
 {
     (void)state;
-    redisContext *rc = test_redis_connect(&srv);
+    redisContext *rc = test_redis_connect(&test_srv);
     freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
     freeReplyObject(test_redis_cmd(rc, "CONFIG RESETSTAT"));
-    dray_client *c = client(NULL);
+    dray_client *c = test_client(NULL);
     json_t *list = json_array();
     for (int i = 0; i < 10000; i++)
         json_array_append_new(list, json_pack("[i]", i));
@@ -202,11 +172,11 @@ static void
 test_bad_input_writes_nothing(void **state)
 {
     (void)state;
-    redisContext *rc = test_redis_connect(&srv);
+    redisContext *rc = test_redis_connect(&test_srv);
     freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = test_srv.url;
     o.max_payload = 200;
     dray_client *c;
     assert_int_equal(dray_client_new(&o, &c, NULL, 0), 0);
@@ -249,9 +219,9 @@ static void
 test_namespace(void **state)
 {
     (void)state;
-    redisContext *rc = test_redis_connect(&srv);
+    redisContext *rc = test_redis_connect(&test_srv);
     freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    dray_client *c = client("myapp");
+    dray_client *c = test_client("myapp");
     json_t *args = json_array();
     assert_int_equal(dray_client_push(c, "A", args, NULL, NULL), 0);
     dray_push_opts in = {.in = 60};
@@ -270,17 +240,17 @@ static void
 test_dropped_connection(void **state)
 {
     (void)state;
-    dray_client *c = client(NULL);
+    dray_client *c = test_client(NULL);
     json_t *args = json_array();
     assert_int_equal(dray_client_push(c, "A", args, NULL, NULL), 0);
-    test_redis_kill(&srv);
+    test_redis_kill(&test_srv);
     int rc = dray_client_push(c, "A", args, NULL, NULL);
     assert_int_equal(rc, DRAY_ECONN);
-    assert_non_null(strstr(dray_client_errstr(c), srv.sock));
-    assert_int_equal(test_redis_start_again(&srv), 0);
+    assert_non_null(strstr(dray_client_errstr(c), test_srv.sock));
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
     /* the next push reconnects by itself */
     assert_int_equal(dray_client_push(c, "A", args, NULL, NULL), 0);
-    redisContext *red = test_redis_connect(&srv);
+    redisContext *red = test_redis_connect(&test_srv);
     redisReply *r = test_redis_cmd(red, "LLEN queue:default");
     assert_int_equal(r->integer, 1);
     r = (freeReplyObject(r), test_redis_cmd(red, "SMEMBERS queues"));
@@ -344,5 +314,5 @@ main(void)
         cmocka_unit_test(test_namespace),  cmocka_unit_test(test_dropped_connection),
         cmocka_unit_test(test_auth),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_start, test_teardown);
 }

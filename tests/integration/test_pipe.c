@@ -16,29 +16,12 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "redis_fixture.h"
-
-static test_redis srv;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    return test_redis_start(&srv);
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    test_redis_stop(&srv);
-    return 0;
-}
+#include "harness.h"
 
 static redisContext *
 flushed(void)
 {
-    redisContext *rc = test_redis_connect(&srv);
+    redisContext *rc = test_redis_connect(&test_srv);
     freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
     return rc;
 }
@@ -57,7 +40,7 @@ client(size_t max_payload, int command_timeout_ms)
 {
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = test_srv.url;
     if (max_payload)
         o.max_payload = max_payload;
     if (command_timeout_ms)
@@ -76,7 +59,7 @@ test_refused_in_middle(void **state)
     (void)state;
     redisContext *rc = flushed();
     dray__redis_cfg cfg;
-    assert_int_equal(dray__redis_url_parse(&cfg, srv.url, NULL, 0), 0);
+    assert_int_equal(dray__redis_url_parse(&cfg, test_srv.url, NULL, 0), 0);
     dray__conn c;
     dray__conn_init(&c, &cfg);
 
@@ -157,7 +140,7 @@ killed_blpop(void *arg)
 static void *
 killer(void *arg)
 {
-    redisContext *rc = test_redis_connect(&srv);
+    redisContext *rc = test_redis_connect(&test_srv);
     *(int *)arg = test_wait_until(killed_blpop, rc, 10);
     redisFree(rc);
     return NULL;
@@ -169,7 +152,7 @@ test_killed_mid_pipeline(void **state)
     (void)state;
     redisContext *rc = flushed();
     dray__redis_cfg cfg;
-    assert_int_equal(dray__redis_url_parse(&cfg, srv.url, NULL, 0), 0);
+    assert_int_equal(dray__redis_url_parse(&cfg, test_srv.url, NULL, 0), 0);
     dray__conn c;
     dray__conn_init(&c, &cfg);
 
@@ -340,15 +323,15 @@ test_stalled_push_written_once(void **state)
     int before = nclients(rc); /* this link, the client's, any left by other tests */
     redisFree(rc);
 
-    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
+    assert_int_equal(kill(test_srv.pid, SIGSTOP), 0);
     double t0 = test_now();
     char jid[DRAY_JID_BYTES];
     int rc1 = dray_client_push(c, "Stalled", args, NULL, jid);
     double took = test_now() - t0;
-    assert_int_equal(kill(srv.pid, SIGCONT), 0);
+    assert_int_equal(kill(test_srv.pid, SIGCONT), 0);
     /* Redis has read every byte the client sent once every link the client
      * dropped is gone: the client holds none now, this test one again. */
-    rc = test_redis_connect(&srv);
+    rc = test_redis_connect(&test_srv);
     struct want_clients w = {rc, before - 1};
     assert_true(test_wait_until(clients_are, &w, 10));
     long long copies = llen(rc, "queue:default");
@@ -397,5 +380,5 @@ main(void)
         cmocka_unit_test(test_stalled_push_written_once),
         cmocka_unit_test(test_idle_link_closed),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_start, test_teardown);
 }

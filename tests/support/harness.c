@@ -23,6 +23,13 @@ test_setup(void **state)
 }
 
 int
+test_start(void **state)
+{
+    (void)state;
+    return test_redis_start(&test_srv);
+}
+
+int
 test_teardown(void **state)
 {
     (void)state;

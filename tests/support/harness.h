@@ -26,7 +26,10 @@ extern redisContext *test_rc; /* a connection to it for the test thread */
 /* cmocka group setup: start test_srv (test_srv.extra is kept) and connect
  * test_rc; -1 when redis-server cannot start. */
 int test_setup(void **state);
-/* cmocka group teardown: close test_rc and remove test_srv. Returns 0. */
+/* cmocka group setup for tests that count connections or keep their
+ * own: start test_srv only (test_rc stays NULL); -1 when it cannot start. */
+int test_start(void **state);
+/* cmocka group teardown: close test_rc (if any) and remove test_srv. Returns 0. */
 int test_teardown(void **state);
 /* cmocka per-test setup: reconnect test_rc if it broke, then FLUSHALL.
  * Returns 0. */
