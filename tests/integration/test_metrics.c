@@ -13,25 +13,16 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "redis_fixture.h"
+#include "harness.h"
 #include "server.h"
-
-static test_redis srv;
 
 static int
 setup(void **state)
 {
     (void)state;
-    snprintf(srv.extra, sizeof srv.extra, "--enable-debug-command yes"); /* DEBUG SLEEP: a stall */
-    return test_redis_start(&srv) ? -1 : 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    test_redis_stop(&srv);
-    return 0;
+    snprintf(test_srv.extra, sizeof test_srv.extra,
+             "--enable-debug-command yes"); /* DEBUG SLEEP: a stall */
+    return test_start(state);
 }
 
 static void
@@ -90,7 +81,7 @@ redis_busy(void *arg)
 {
     (void)arg;
     struct timeval tv = {0, 100000};
-    redisContext *p = redisConnectUnixWithTimeout(srv.sock, tv);
+    redisContext *p = redisConnectUnixWithTimeout(test_srv.sock, tv);
     if (!p || p->err) {
         redisFree(p);
         return 0;
@@ -108,7 +99,7 @@ new_server(int command_timeout_ms)
 {
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = test_srv.url;
     o.concurrency = 2;
     o.log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_OFF;
     if (command_timeout_ms)
@@ -123,7 +114,7 @@ static void
 test_flush_survives_a_dead_redis(void **state)
 {
     (void)state;
-    redisContext *c = test_redis_connect(&srv);
+    redisContext *c = test_redis_connect(&test_srv);
     freeReplyObject(test_redis_cmd(c, "FLUSHALL"));
     dray_server *s = new_server(0);
     dray__conn conn;
@@ -136,10 +127,10 @@ test_flush_survives_a_dead_redis(void **state)
     dray__metrics_record(&s->workers[1].metrics, "B", 0, 500);
 
     redisFree(c);
-    test_redis_kill(&srv); /* the flush finds no Redis */
+    test_redis_kill(&test_srv); /* the flush finds no Redis */
     assert_int_not_equal(dray__metrics_flush(s, &conn, 1), 0);
-    assert_int_equal(test_redis_start_again(&srv), 0);
-    c = test_redis_connect(&srv);
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
+    c = test_redis_connect(&test_srv);
     assert_int_equal(jsum(c, "A|p"), 0); /* nothing reached Redis */
 
     dray__metrics_record(&s->workers[0].metrics, "A", 0, 25);
@@ -164,7 +155,7 @@ static void
 test_stalled_flush_not_counted_twice(void **state)
 {
     (void)state;
-    redisContext *c = test_redis_connect(&srv);
+    redisContext *c = test_redis_connect(&test_srv);
     freeReplyObject(test_redis_cmd(c, "FLUSHALL"));
     dray_server *s = new_server(300);
     dray__conn conn;
@@ -202,5 +193,5 @@ main(void)
         cmocka_unit_test(test_flush_survives_a_dead_redis),
         cmocka_unit_test(test_stalled_flush_not_counted_twice),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, test_teardown);
 }

@@ -18,9 +18,8 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "redis_fixture.h"
+#include "harness.h"
 
-static test_redis srv;
 static char search_dir[256]; /* on LD_LIBRARY_PATH */
 static char cwd_dir[256];    /* the current directory */
 
@@ -48,7 +47,7 @@ new_server(void)
 {
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = test_srv.url;
     o.log_level = DRAY_LOG_ERROR;
     dray_server *s;
     char err[256];
@@ -107,21 +106,6 @@ test_path_with_slash_as_given(void **state)
     dray_server_free(s);
 }
 
-static int
-setup(void **state)
-{
-    (void)state;
-    return test_redis_start(&srv);
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    test_redis_stop(&srv);
-    return 0;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -153,7 +137,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_bare_name_in_cwd_loads),
         cmocka_unit_test(test_path_with_slash_as_given),
     };
-    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    int rc = cmocka_run_group_tests(tests, test_start, test_teardown);
     const char *names[][2] = {{search_dir, "libpathmod.so"},
                               {search_dir, "libpathjobs.so"},
                               {cwd_dir, "cwdmod.so"},
