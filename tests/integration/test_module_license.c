@@ -27,12 +27,11 @@
 
 #include "license_internal.h"
 #include "module_internal.h"
-#include "redis_fixture.h"
+#include "harness.h"
 
 #define DAY INT64_C(86400)
 #define KEYBUF (DRAY_LICENSE_MAX_BYTES + 1)
 
-static test_redis srv;
 static unsigned char sk[DRAY__LICENSE_SK_BYTES], pk[DRAY_LICENSE_PK_BYTES];
 static char kid[DRAY_LICENSE_KID_BYTES];
 
@@ -77,25 +76,12 @@ issue(const char *tier, int64_t iat_days, int64_t exp_days, const char *lid, cha
     issue_s(tier, iat_days * DAY, exp_days * DAY, lid, 0, out);
 }
 
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char log_text[8192];
-
-static void
-capture(dray_log_level level, const char *line, void *ud)
-{
-    (void)ud;
-    pthread_mutex_lock(&log_mu);
-    size_t n = strlen(log_text);
-    snprintf(log_text + n, sizeof log_text - n, "%d %s\n", (int)level, line);
-    pthread_mutex_unlock(&log_mu);
-}
-
 static dray_server *
 server(void)
 {
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = test_srv.url;
     o.concurrency = 1;
     o.heartbeat_s = 1; /* the license tick runs at most once a heartbeat */
     char err[256];
@@ -103,8 +89,8 @@ server(void)
     if (dray_server_new(&o, &s, err, sizeof err))
         fail_msg("server_new: %s", err);
     dray_log_set_level(DRAY_LOG_INFO);
-    log_text[0] = '\0';
-    dray_log_set_sink(capture, NULL);
+    test_log_reset(DRAY_LOG_DEBUG);
+    dray_log_set_sink(test_log_capture, NULL);
     return s;
 }
 
@@ -139,7 +125,7 @@ setup(void **state)
         return -1;
     }
     dray__license_kid(pk, kid);
-    return test_redis_start(&srv);
+    return test_start(state);
 }
 
 static int
@@ -147,8 +133,7 @@ teardown(void **state)
 {
     (void)state;
     sodium_memzero(sk, sizeof sk);
-    test_redis_stop(&srv);
-    return 0;
+    return test_teardown(state);
 }
 
 static int
@@ -160,8 +145,8 @@ each_teardown(void **state)
     unsetenv("DRAY_LICENSE");
     unsetenv("DRAY_LICENSE_FILE");
     atomic_store(&clock_back, 0);
-    if (!srv.pid)
-        test_redis_start_again(&srv);
+    if (!test_srv.pid)
+        test_redis_start_again(&test_srv);
     return 0;
 }
 
@@ -174,8 +159,8 @@ test_tiers(void **state)
     issue("enterprise", 10, 365, NULL, ent);
     /* pro key on the pro module */
     assert_int_equal(load_with(MOD_LIC_PRO, pro, NULL), 0);
-    assert_non_null(strstr(log_text, "module lic_pro 1.0.0 (pro) loaded from " MOD_LIC_PRO
-                                     ": licensed to ACME Corp (pro"));
+    assert_true(test_log_contains("module lic_pro 1.0.0 (pro) loaded from " MOD_LIC_PRO
+                                  ": licensed to ACME Corp (pro"));
     dray__modules_reset();
     /* enterprise includes pro */
     assert_int_equal(load_with(MOD_LIC_PRO, ent, NULL), 0);
@@ -207,14 +192,12 @@ test_expiry_states(void **state)
     /* in grace: loads, with an error-level line */
     issue("pro", 400, -5, NULL, key);
     assert_int_equal(load_with(MOD_LIC_PRO, key, NULL), 0);
-    assert_non_null(
-        strstr(log_text, "ERROR main [lic_pro] license for ACME Corp (pro) EXPIRED on"));
+    assert_true(test_log_contains("ERROR main [lic_pro] license for ACME Corp (pro) EXPIRED on"));
     dray__modules_reset();
     /* expiring within 30 days: loads, with a warning */
     issue("pro", 300, 10, NULL, key);
     assert_int_equal(load_with(MOD_LIC_PRO, key, NULL), 0);
-    assert_non_null(
-        strstr(log_text, "WARN  main [lic_pro] license for ACME Corp (pro) expires on"));
+    assert_true(test_log_contains("WARN  main [lic_pro] license for ACME Corp (pro) expires on"));
     dray__modules_reset();
     /* revoked lid, and a flipped signature byte */
     issue("pro", 10, 365, DRAY_TEST_REVOKED_LID, key);
@@ -242,7 +225,7 @@ test_key_sources(void **state)
     dray__modules_reset();
     unsetenv("DRAY_LICENSE");
     /* a file (with a trailing newline and line breaks inside), named by a setting */
-    snprintf(path, sizeof path, "%s/license.key", srv.dir);
+    snprintf(path, sizeof path, "%s/license.key", test_srv.dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f, "%.40s\n%s\n", key, key + 40);
@@ -271,27 +254,12 @@ test_key_sources(void **state)
     assert_int_equal(load_with(MOD_LIC_PRO, NULL, want), DRAY_ELICENSE);
 }
 
-static int
-log_has(const char *needle)
-{
-    pthread_mutex_lock(&log_mu);
-    int r = strstr(log_text, needle) != NULL;
-    pthread_mutex_unlock(&log_mu);
-    return r;
-}
-
-static int
-log_has_cond(void *needle)
-{
-    return log_has(needle);
-}
-
 /* Run a Redis command on the test's own connection; returns the integer
  * reply (or 0 for others). */
 static long long
 rcmd(const char *fmt, const char *a, const char *b)
 {
-    redisContext *c = test_redis_connect(&srv);
+    redisContext *c = test_redis_connect(&test_srv);
     assert_non_null(c);
     redisReply *r = test_redis_cmd(c, fmt, a, b);
     long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
@@ -349,16 +317,16 @@ test_clock_back_redis_down(void **state)
     char key[KEYBUF];
     rcmd("FLUSHALL", NULL, NULL);
     issue("pro", 600, -60, NULL, key);
-    test_redis_kill(&srv);
+    test_redis_kill(&test_srv);
     atomic_store(&clock_back, 400 * DAY);
     bg_load b = {.s = server()};
     assert_int_equal(dray_server_set_config(b.s, "license", key), 0);
     assert_int_equal(dray_server_set_config(b.s, "lic_pro.license_wait", "30"), 0);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, bg_main, &b), 0);
-    int waiting = test_wait_until(log_has_cond, "cannot read Redis's clock", 10);
+    int waiting = test_wait_until(test_log_has, "cannot read Redis's clock", 10);
     int done_early = atomic_load(&b.done);
-    assert_int_equal(test_redis_start_again(&srv), 0);
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
     pthread_join(th, NULL);
     if (!waiting || done_early)
         fail_msg("the load did not wait for Redis's clock (rc %d: %s)", b.rc, b.err);
@@ -369,14 +337,14 @@ test_clock_back_redis_down(void **state)
     dray__modules_reset();
 
     /* Redis stays down past license_wait: refused, naming the cause */
-    test_redis_kill(&srv);
+    test_redis_kill(&test_srv);
     bg_load c = {.s = server()};
     assert_int_equal(dray_server_set_config(c.s, "license", key), 0);
     assert_int_equal(dray_server_set_config(c.s, "lic_pro.license_wait", "1"), 0);
     double t0 = test_now();
     bg_main(&c);
     double took = test_now() - t0;
-    assert_int_equal(test_redis_start_again(&srv), 0);
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
     assert_int_equal(c.rc, DRAY_ELICENSE);
     if (!strstr(c.err, "Redis's clock is unreachable") || took < 1.0)
         fail_msg("after %.2f s: %s", took, c.err);
@@ -404,8 +372,8 @@ test_fleet_continuity(void **state)
     /* a process ran 10 minutes ago: a replacement starts, with an error */
     fleet_seen("peer:1:b", 600);
     assert_int_equal(load_with(MOD_LIC_PRO, key, NULL), 0);
-    assert_true(log_has("ERROR main [lic_pro] license for ACME Corp (pro) expired on"));
-    assert_true(log_has("LOADED ANYWAY under fleet continuity until"));
+    assert_true(test_log_contains("ERROR main [lic_pro] license for ACME Corp (pro) expired on"));
+    assert_true(test_log_contains("LOADED ANYWAY under fleet continuity until"));
     /* ... and recorded itself (the stale record was dropped) */
     assert_int_equal(rcmd("ZCARD dray:license:" LID, NULL, NULL), 2);
     dray__modules_reset();
@@ -428,12 +396,12 @@ test_processes(void **state)
     rcmd("FLUSHALL", NULL, NULL);
     issue_s("pro", 10 * DAY, 365 * DAY, NULL, 1, key);
     assert_int_equal(load_with(MOD_LIC_PRO, key, NULL), 0);
-    assert_false(log_has("processes run with license"));
+    assert_false(test_log_contains("processes run with license"));
     dray__modules_reset();
     /* a second process (another server identity) with the same key */
     assert_int_equal(load_with(MOD_LIC_PRO, key, NULL), 0);
-    assert_true(log_has("WARN  main [lic_pro] 2 processes run with license " LID
-                        " for ACME Corp, which allows 1"));
+    assert_true(test_log_contains("WARN  main [lic_pro] 2 processes run with license " LID
+                                  " for ACME Corp, which allows 1"));
 }
 
 typedef struct bg_file_load {
@@ -470,7 +438,7 @@ test_bad_key_sources(void **state)
     issue("pro", 10, 365, NULL, key);
 
     /* a FIFO nobody writes */
-    snprintf(path, sizeof path, "%s/license.fifo", srv.dir);
+    snprintf(path, sizeof path, "%s/license.fifo", test_srv.dir);
     unlink(path);
     assert_int_equal(mkfifo(path, 0600), 0);
     bg_file_load b = {.s = server()};
@@ -492,7 +460,7 @@ test_bad_key_sources(void **state)
     assert_non_null(strstr(b.err, "not a regular file"));
 
     /* a NUL byte, with more after it */
-    snprintf(path, sizeof path, "%s/license.nul", srv.dir);
+    snprintf(path, sizeof path, "%s/license.nul", test_srv.dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fwrite(key, 1, strlen(key), f);
@@ -503,7 +471,7 @@ test_bad_key_sources(void **state)
     unsetenv("DRAY_LICENSE_FILE");
 
     /* an empty (whitespace only) file: the message says where it came from */
-    snprintf(path, sizeof path, "%s/license.empty", srv.dir);
+    snprintf(path, sizeof path, "%s/license.empty", test_srv.dir);
     f = fopen(path, "w");
     assert_non_null(f);
     fputs(" \n\n", f);
@@ -529,7 +497,7 @@ test_bad_key_sources(void **state)
     assert_int_equal(load_with(MOD_LIC_PRO, NULL, NULL), 0);
     dray__modules_reset();
     unsetenv("DRAY_LICENSE");
-    snprintf(path, sizeof path, "%s/license.padded", srv.dir);
+    snprintf(path, sizeof path, "%s/license.padded", test_srv.dir);
     f = fopen(path, "w");
     assert_non_null(f);
     fputs(padded, f);
@@ -538,33 +506,18 @@ test_bad_key_sources(void **state)
     assert_int_equal(load_with(MOD_LIC_PRO, NULL, NULL), 0);
 }
 
-typedef struct running {
-    dray_server *s;
-    int rc;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    return NULL;
-}
-
 /* Run a server with lic_pro on `key` until `want` is logged (or 20 s). */
 static int
 run_until_logged(const char *key, const char *want)
 {
-    running r = {.s = server()};
+    test_running r = {.s = server()};
     assert_int_equal(dray_server_set_config(r.s, "license", key), 0);
     char err[512];
     if (dray_server_load_module(r.s, MOD_LIC_PRO, err, sizeof err))
         fail_msg("load: %s", err);
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, run_main, &r), 0);
-    int seen = test_wait_until(log_has_cond, (void *)want, 20);
-    dray_server_stop(r.s);
-    pthread_join(th, NULL);
+    test_server_go(&r);
+    int seen = test_wait_until(test_log_has, (void *)want, 20);
+    test_server_stop(&r);
     dray_server_free(r.s);
     dray__modules_reset();
     return seen;
@@ -581,10 +534,11 @@ test_running_warnings(void **state)
     rcmd("FLUSHALL", NULL, NULL);
     issue_s("pro", 10 * DAY, 30 * DAY + 3, NULL, 0, key);
     assert_true(run_until_logged(key, "[lic_pro] license for ACME Corp (pro) expires on"));
-    assert_false(log_has("WARN  main [lic_pro]")); /* valid at start: no start-up warning */
+    assert_false(
+        test_log_contains("WARN  main [lic_pro]")); /* valid at start: no start-up warning */
     issue_s("pro", 300 * DAY, 3, NULL, 0, key);
     assert_true(run_until_logged(key, "[lic_pro] license for ACME Corp (pro) EXPIRED on"));
-    assert_true(log_has("WARN  main [lic_pro] license for ACME Corp (pro) expires on"));
+    assert_true(test_log_contains("WARN  main [lic_pro] license for ACME Corp (pro) expires on"));
 }
 
 typedef struct verdicts {
@@ -621,7 +575,7 @@ test_check_mode(void **state)
     assert_int_equal(v.warnings, 1);
     assert_non_null(strstr(v.warning, "EXPIRED on"));
     assert_non_null(strstr(v.message, "license for ACME Corp (pro) EXPIRED on"));
-    assert_null(strstr(log_text, "EXPIRED"));
+    assert_false(test_log_contains("EXPIRED"));
     /* checked, not loaded: nothing registered, and a real load still works */
     dray__hook_table *t = atomic_load(&dray__hooks);
     assert_true(t == NULL || t->n[DRAY_HOOK_TICK] == 0);

@@ -70,8 +70,9 @@ void test_log_capture(dray_log_level level, const char *line, void *ud);
 void test_log_reset(dray_log_level min);
 /* A copy of the first captured line containing needle, or NULL (free it). */
 char *test_log_line(const char *needle);
-/* Non-zero when a captured line contains the string at needle (a
- * condition for test_wait_until). */
+/* Non-zero when a captured line contains needle. */
+int test_log_contains(const char *needle);
+/* test_log_contains as a condition for test_wait_until (needle: a string). */
 int test_log_has(void *needle);
 /* Copy the captured lines to stderr (for failure messages). */
 void test_log_print(void);
