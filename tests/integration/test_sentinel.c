@@ -60,16 +60,6 @@ teardown(void **state)
     return 0;
 }
 
-/* Push Ok with args [i] (dray_client_push does not take the args). */
-static int
-push_i(dray_client *c, int i)
-{
-    json_t *args = json_pack("[i]", i);
-    int e = dray_client_push(c, "Ok", args, NULL, NULL);
-    json_decref(args);
-    return e;
-}
-
 #define NJOBS 1200
 static atomic_int seen[NJOBS];
 static atomic_int nran;
@@ -113,7 +103,7 @@ push_range(dray_client *c, int from, int to)
     int retries = 0;
     double deadline = test_now() + 30;
     for (int i = from; i < to; i++)
-        while (push_i(c, i)) {
+        while (test_push_arg(c, "Ok", i)) {
             if (test_now() > deadline)
                 fail_msg("push %d: Redis took no job for 30 s: %s", i, dray_client_errstr(c));
             retries++;
@@ -236,7 +226,7 @@ test_no_sentinel_answers(void **state)
     char err[256];
     assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
     double t0 = test_now();
-    int e = push_i(c, 1);
+    int e = test_push_arg(c, "Ok", 1);
     double ms = (test_now() - t0) * 1000;
     assert_int_equal(e, DRAY_ECONN);
     const char *m = dray_client_errstr(c);
@@ -314,7 +304,7 @@ test_tls_sentinel_refusals(void **state)
     char err[256], u[320];
     assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
     double t0 = test_now();
-    assert_int_equal(push_i(c, 1), DRAY_ECONN);
+    assert_int_equal(test_push_arg(c, "Ok", 1), DRAY_ECONN);
     const char *m = dray_client_errstr(c);
     if (!strstr(m, "no master 'mymaster' from the sentinels") || !strstr(m, "certificate"))
         fail_msg("no CA: %s", m);
@@ -330,7 +320,7 @@ test_tls_sentinel_refusals(void **state)
     o.redis_tls_ca_file = ca;
     assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
     t0 = test_now();
-    assert_int_equal(push_i(c, 2), DRAY_ECONN);
+    assert_int_equal(test_push_arg(c, "Ok", 2), DRAY_ECONN);
     m = dray_client_errstr(c);
     if (!strstr(m, "no master 'mymaster' from the sentinels"))
         fail_msg("plaintext sentinels: %s", m);

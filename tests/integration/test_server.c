@@ -176,11 +176,7 @@ static void
 test_weighted_order(void **state)
 {
     (void)state;
-    dray_options co;
-    dray_options_init(&co);
-    co.redis_url = test_srv.url;
-    dray_client *c;
-    assert_int_equal(dray_client_new(&co, &c, NULL, 0), 0);
+    dray_client *c = test_client(NULL);
     json_t *la = json_array(), *lb = json_array();
     for (int i = 0; i < 400; i++) {
         json_array_append_new(la, json_pack("[s]", "a"));
@@ -374,11 +370,7 @@ test_scheduler_exactly_once_two_processes(void **state)
 {
     (void)state;
     /* 300 jobs due now in schedule and retry */
-    dray_options co;
-    dray_options_init(&co);
-    co.redis_url = test_srv.url;
-    dray_client *c;
-    assert_int_equal(dray_client_new(&co, &c, NULL, 0), 0);
+    dray_client *c = test_client(NULL);
     json_t *l = json_array();
     for (int i = 0; i < 250; i++)
         json_array_append_new(l, json_pack("[s]", "s"));
@@ -589,11 +581,7 @@ test_batch_fetch_and_stop_order(void **state)
 {
     (void)state;
     /* batched fetch processes everything */
-    dray_options co;
-    dray_options_init(&co);
-    co.redis_url = test_srv.url;
-    dray_client *c;
-    assert_int_equal(dray_client_new(&co, &c, NULL, 0), 0);
+    dray_client *c = test_client(NULL);
     json_t *l = json_array();
     for (int i = 0; i < 500; i++)
         json_array_append_new(l, json_pack("[s]", "x"));

@@ -118,16 +118,6 @@ tls_opts(dray_options *o, const char *url)
     o->log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_ERROR;
 }
 
-/* Push Ok with args [i] (dray_client_push does not take the args). */
-static int
-push_i(dray_client *c, int i)
-{
-    json_t *args = json_pack("[i]", i);
-    int e = dray_client_push(c, "Ok", args, NULL, NULL);
-    json_decref(args);
-    return e;
-}
-
 /* Push one job with o; the return code, the client's message in err. */
 static int
 try_push(const dray_options *o, char *err, size_t errlen, double *elapsed_ms)
@@ -136,7 +126,7 @@ try_push(const dray_options *o, char *err, size_t errlen, double *elapsed_ms)
     double t0 = test_now();
     int e = dray_client_new(o, &c, err, errlen);
     if (!e) {
-        e = push_i(c, 1);
+        e = test_push_arg(c, "Ok", 1);
         snprintf(err, errlen, "%s", e ? dray_client_errstr(c) : "");
     }
     if (elapsed_ms)
@@ -233,7 +223,7 @@ test_push_run_and_cli_over_tls(void **state)
     char err[256];
     assert_int_equal(dray_client_new(&o, &c, err, sizeof err), 0);
     for (int i = 0; i < n; i++) {
-        int e = push_i(c, i);
+        int e = test_push_arg(c, "Ok", i);
         if (e)
             fail_msg("push %d over TLS: %s", i, dray_client_errstr(c));
     }
@@ -401,7 +391,7 @@ push_all(void *arg)
         return NULL;
     for (int i = 0; i < p->n; i++) {
         /* Retry until Redis takes it: EUNSURE may run it twice, never zero times. */
-        while (push_i(c, i)) {
+        while (test_push_arg(c, "Ok", i)) {
             p->retries++;
             dray__sleep_ms(20);
         }

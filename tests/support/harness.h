@@ -104,6 +104,9 @@ int test_server_done(void *r);
 /* A new client on test_srv in namespace ns (or none); fails the test when
  * it cannot be made. dray_client_free it. */
 dray_client *test_client(const char *ns);
+/* Push klass with args [i] through c; dray_client_push's return code (the
+ * message is in dray_client_errstr). */
+int test_push_arg(dray_client *c, const char *klass, int i);
 /* Push one job through a fresh client: class, queue (NULL: default), args
  * (a reference the call steals), and extra payload fields as JSON or NULL. */
 void test_push_job(const char *klass, const char *queue, json_t *args_steal,

@@ -97,3 +97,12 @@ test_push_job(const char *klass, const char *queue, json_t *args_steal, const ch
     json_decref(args_steal);
     dray_client_free(c);
 }
+
+int
+test_push_arg(dray_client *c, const char *klass, int i)
+{
+    json_t *args = json_pack("[i]", i);
+    int e = dray_client_push(c, klass, args, NULL, NULL);
+    json_decref(args);
+    return e;
+}
