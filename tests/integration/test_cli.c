@@ -554,12 +554,7 @@ test_run_end_to_end(void **state)
     pid_t pid = spawn_run(log, (const char *const[]){"-C", conf, "-r", DRAY_CLI_JOBS, "-q",
                                                      "default", "--tag", "clitest", "--label", "l1",
                                                      "--log-jobs", NULL});
-    if (!test_wait_until(registered, NULL, 15)) {
-        test_print_file(log);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        fail_msg("dray run did not register");
-    }
+    test_child_wait(pid, log, registered, NULL, 15, "dray run did not register");
     get_identity();
     test_output r = DRAY("push", "CliOk");
     test_expect_code(&r, 0, "push CliOk");
@@ -627,12 +622,7 @@ test_run_local_signals(void **state)
     snprintf(log, sizeof log, "%s/run2.log", test_srv.dir);
     pid_t pid = spawn_run(log, (const char *const[]){"--set", "heartbeat=1", "-c", "1", "-t", "1",
                                                      "-r", DRAY_CLI_JOBS, NULL});
-    if (!test_wait_until(registered, NULL, 15)) {
-        test_print_file(log);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        fail_msg("dray run did not register");
-    }
+    test_child_wait(pid, log, registered, NULL, 15, "dray run did not register");
     get_identity();
     kill(pid, SIGTTIN); /* dump: logs and keeps running */
     kill(pid, SIGTSTP); /* quiet, not stopped by the terminal */

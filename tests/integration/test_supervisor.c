@@ -179,12 +179,7 @@ test_crashes(void **state)
     (void)state;
     pid_t pid = spawn_run((const char *const[]){"--processes", "2", "-c", "2", "-t", "3", NULL});
     int two = 2;
-    if (!test_wait_until(nprocs, &two, 15)) {
-        test_print_file(logpath);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        fail_msg("two children did not register");
-    }
+    test_child_wait(pid, logpath, nprocs, &two, 15, "two children did not register");
     push("SupSegv", "segv1", NULL);
     push("SupAbort", "abort1", NULL);
     for (int i = 0; i < 200; i++) {
@@ -234,12 +229,7 @@ test_timeouts(void **state)
     (void)state;
     pid_t pid = spawn_run((const char *const[]){"--processes", "2", "-c", "2", NULL});
     int two = 2;
-    if (!test_wait_until(nprocs, &two, 15)) {
-        test_print_file(logpath);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        fail_msg("two children did not register");
-    }
+    test_child_wait(pid, logpath, nprocs, &two, 15, "two children did not register");
     double t0 = test_now();
     push("SupSpin", "spin1", ",\"timeout\":1");
     push("SupSleep", "sleep1", NULL);
@@ -274,12 +264,7 @@ test_isolate(void **state)
     (void)state;
     pid_t pid = spawn_run((const char *const[]){"--isolate", "--processes", "2", NULL});
     int two = 2;
-    if (!test_wait_until(nprocs, &two, 15)) {
-        test_print_file(logpath);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        fail_msg("two children did not register");
-    }
+    test_child_wait(pid, logpath, nprocs, &two, 15, "two children did not register");
     push("SupSegv", "segv1", NULL);
     for (int i = 0; i < 20; i++) {
         char jid[32];
@@ -323,12 +308,7 @@ test_thread_deadline(void **state)
     (void)state;
     pid_t pid = spawn_run((const char *const[]){"-c", "2", NULL});
     int one = 1;
-    if (!test_wait_until(nprocs, &one, 15)) {
-        test_print_file(logpath);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        fail_msg("dray run did not register");
-    }
+    test_child_wait(pid, logpath, nprocs, &one, 15, "dray run did not register");
     double t0 = test_now();
     push("SupPatient", "pat1", ",\"timeout\":1");
     want w = {0, 0, 1};

@@ -133,6 +133,10 @@ pid_t test_spawn_logged(const char *logpath, const char *env, char *const *argv)
 /* Wait up to timeout_s for pid to exit: its exit code, 128 + signal, or
  * -1 after killing it when it did not exit in time. */
 int test_wait_exit(pid_t pid, double timeout_s);
+/* Wait up to timeout_s for cond(arg); when it does not come, copy logpath
+ * to stderr, kill pid (SIGKILL, reaped) and fail the test with what. */
+void test_child_wait(pid_t pid, const char *logpath, int (*cond)(void *), void *arg,
+                     double timeout_s, const char *what);
 /* Copy a file to stderr, each line indented (for failure messages). */
 void test_print_file(const char *path);
 

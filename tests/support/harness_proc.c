@@ -147,6 +147,18 @@ test_wait_exit(pid_t pid, double timeout_s)
 }
 
 void
+test_child_wait(pid_t pid, const char *logpath, int (*cond)(void *), void *arg, double timeout_s,
+                const char *what)
+{
+    if (test_wait_until(cond, arg, timeout_s))
+        return;
+    test_print_file(logpath);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    fail_msg("%s", what);
+}
+
+void
 test_print_file(const char *path)
 {
     FILE *f = fopen(path, "r");
