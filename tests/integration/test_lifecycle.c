@@ -305,6 +305,40 @@ retrying_reached(void *a)
     return atomic_load(&retrying_lines) >= want;
 }
 
+/* Push a SlowFail and a Slow job (jids <tag>0...01 and <tag>0...02; the
+ * Slow payload into slow), run both on two workers, then kill Redis, stop
+ * the server and let the SlowFail handler fail. Returns dray_now() at the
+ * kill; r's server is stopping, its thread still to be joined. */
+static double
+two_running_then_redis_down(test_running *r, char tag, char *slow, size_t slowlen)
+{
+    char failing[256];
+    snprintf(failing, sizeof failing,
+             "{\"class\":\"SlowFail\",\"jid\":\"%c00000000000000000000001\","
+             "\"args\":[],\"queue\":\"default\",\"retry\":true}",
+             tag);
+    snprintf(slow, slowlen,
+             "{\"class\":\"Slow\",\"jid\":\"%c00000000000000000000002\",\"args\":[],"
+             "\"queue\":\"default\",\"retry\":true}",
+             tag);
+    push_raw("default", failing);
+    push_raw("default", slow);
+    dray_log_set_sink(count_sink, NULL);
+    dray_options o;
+    opts_for_test(&o, 2, 1);
+    o.log_level = DRAY_LOG_WARN;
+    start(r, &o, NULL);
+    want = 2;
+    assert_true(test_wait_until(runs_reached, NULL, 10));
+    redisFree(test_rc);
+    test_rc = NULL;
+    test_redis_kill(&test_srv);
+    double t0 = dray_now();
+    dray_server_stop(r->s);
+    atomic_store(&release_fail, 1); /* fails now, with Redis gone */
+    return t0;
+}
+
 /* Redis dies with two jobs running, then SIGTERM: one handler fails while
  * Redis is down, the other outlives the timeout. Redis comes back within
  * the write window: the failure lands in the retry set and the unfinished
@@ -313,27 +347,9 @@ static void
 test_redis_down_at_sigterm(void **state)
 {
     (void)state;
-    const char *failing = "{\"class\":\"SlowFail\",\"jid\":\"c00000000000000000000001\","
-                          "\"args\":[],\"queue\":\"default\",\"retry\":true}";
-    const char *slow = "{\"class\":\"Slow\",\"jid\":\"c00000000000000000000002\",\"args\":[],"
-                       "\"queue\":\"default\",\"retry\":true}";
-    push_raw("default", failing);
-    push_raw("default", slow);
-    dray_log_set_sink(count_sink, NULL);
+    char slow[256];
     test_running r;
-    dray_options o;
-    opts_for_test(&o, 2, 1);
-    o.log_level = DRAY_LOG_WARN;
-    start(&r, &o, NULL);
-    want = 2;
-    assert_true(test_wait_until(runs_reached, NULL, 10));
-
-    redisFree(test_rc);
-    test_rc = NULL;
-    test_redis_kill(&test_srv);
-    double t0 = dray_now();
-    dray_server_stop(r.s);
-    atomic_store(&release_fail, 1); /* fails now, with Redis gone */
+    double t0 = two_running_then_redis_down(&r, 'c', slow, sizeof slow);
     /* both writes (the failure, then the requeue at the timeout) retry */
     want = 2;
     int retried = test_wait_until(retrying_reached, NULL, 8);
@@ -374,26 +390,9 @@ static void
 test_redis_down_for_good_logs_lost(void **state)
 {
     (void)state;
-    const char *failing = "{\"class\":\"SlowFail\",\"jid\":\"e00000000000000000000001\","
-                          "\"args\":[],\"queue\":\"default\",\"retry\":true}";
-    const char *slow = "{\"class\":\"Slow\",\"jid\":\"e00000000000000000000002\",\"args\":[],"
-                       "\"queue\":\"default\",\"retry\":true}";
-    push_raw("default", failing);
-    push_raw("default", slow);
-    dray_log_set_sink(count_sink, NULL);
+    char slow[256];
     test_running r;
-    dray_options o;
-    opts_for_test(&o, 2, 1);
-    o.log_level = DRAY_LOG_WARN;
-    start(&r, &o, NULL);
-    want = 2;
-    assert_true(test_wait_until(runs_reached, NULL, 10));
-    redisFree(test_rc);
-    test_rc = NULL;
-    test_redis_kill(&test_srv);
-    double t0 = dray_now();
-    dray_server_stop(r.s);
-    atomic_store(&release_fail, 1);
+    double t0 = two_running_then_redis_down(&r, 'e', slow, sizeof slow);
     assert_true(test_wait_until(test_server_done, &r, 60));
     double took = dray_now() - t0;
     pthread_join(r.th, NULL);
