@@ -31,7 +31,7 @@ target_link_libraries(ent_worker PRIVATE dray PkgConfig::HIREDIS PkgConfig::JANS
 target_compile_definitions(ent_worker PRIVATE ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>")
 add_dependencies(ent_worker dray_enterprise_test)
 
-add_library(ent_test_support STATIC ${_et}/ent_support.c)
+add_library(ent_test_support STATIC ${_et}/ent_support.c ${PROJECT_SOURCE_DIR}/tests/support/shared_jobs.c)
 target_include_directories(ent_test_support PUBLIC ${_et})
 target_link_libraries(ent_test_support PUBLIC dray_test_support dray_license_vendor
                       dray_license_testkeys PkgConfig::JANSSON PkgConfig::SODIUM)

@@ -26,9 +26,6 @@
 #define MAX_KILLS 200
 #define NWORKERS 4
 
-static test_redis srv;
-static redisContext *rc;
-
 static long
 env_long(const char *name, long dflt)
 {
@@ -39,10 +36,10 @@ env_long(const char *name, long dflt)
 static long long
 wip_len_of(pid_t pid)
 {
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*:%d:*", (int)pid);
+    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:*:%d:*", (int)pid);
     long long n = 0;
     for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
+        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
     freeReplyObject(k);
     return n;
 }
@@ -65,7 +62,7 @@ test_chaos(void **state)
     /* Plain producer: this process does not load the module. */
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = pro_srv.url;
     dray_client *cli;
     char err[256];
     assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
@@ -90,7 +87,7 @@ test_chaos(void **state)
     args[na] = NULL;
     pro_worker w[NWORKERS];
     for (int i = 0; i < NWORKERS; i++)
-        assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), args), 0);
+        assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), args), 0);
     kill_rec kills[MAX_KILLS];
     int nk = 0;
     unsigned seed = (unsigned)time(NULL);
@@ -99,7 +96,7 @@ test_chaos(void **state)
     double start = pro_now(), deadline = start + 240;
     long long done = 0;
     while (pro_now() < deadline) {
-        done = pro_int(rc, "HLEN t:runs");
+        done = pro_int(pro_rc, "HLEN t:runs");
         if (nk < nkills && done >= (long long)(nk + 1) * njobs / (nkills + 1)) {
             int i = rand() % NWORKERS;
             pid_t pid = w[i].pid;
@@ -109,7 +106,7 @@ test_chaos(void **state)
             kills[nk].held = wip_len_of(pid);
             kills[nk].recovered = -1;
             nk++;
-            assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), args), 0);
+            assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), args), 0);
         }
         int pending = 0;
         for (int k = 0; k < nk; k++)
@@ -130,9 +127,9 @@ test_chaos(void **state)
         nanosleep(&ts, NULL); /* pacing the observer loop, not synchronisation */
     }
     double elapsed = pro_now() - start;
-    long long recovered = pro_int(rc, "GET pro:stat:recovered");
+    long long recovered = pro_int(pro_rc, "GET pro:stat:recovered");
     long long dups = 0, maxruns = 0;
-    redisReply *v = test_redis_cmd(rc, "HVALS t:runs");
+    redisReply *v = test_redis_cmd(pro_rc, "HVALS t:runs");
     for (size_t i = 0; i < v->elements; i++) {
         long long n = strtoll(v->element[i]->str, NULL, 10);
         dups += n > 1;
@@ -158,8 +155,8 @@ test_chaos(void **state)
             "kill: avg %.1f s, max %.1f s (orphan_after 3 s)\n"
             "chaos: dead set %lld, queue left %lld\n",
             njobs, nk, NWORKERS, elapsed, (double)njobs / elapsed, done, dups, maxruns,
-            njobs - done, held, recovered, nk ? sumrec / nk : 0, maxrec, pro_int(rc, "ZCARD dead"),
-            pro_int(rc, "LLEN queue:default"));
+            njobs - done, held, recovered, nk ? sumrec / nk : 0, maxrec,
+            pro_int(pro_rc, "ZCARD dead"), pro_int(pro_rc, "LLEN queue:default"));
     if (done != njobs)
         for (int i = 0; i < NWORKERS; i++)
             pro_worker_dump(&w[i], 20);
@@ -167,35 +164,16 @@ test_chaos(void **state)
     assert_int_equal(nk, nkills);
     for (int k = 0; k < nk; k++)
         assert_true(kills[k].recovered >= 0 && kills[k].recovered < 90);
-    assert_int_equal(pro_int(rc, "ZCARD dead"), 0); /* no false poison pill */
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 0);
+    assert_int_equal(pro_int(pro_rc, "ZCARD dead"), 0); /* no false poison pill */
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 0);
     for (int i = 0; i < NWORKERS; i++)
         assert_int_equal(pro_worker_stop(&w[i], SIGTERM, 20), 0);
     dray_client_free(cli);
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_chaos)};
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, pro_setup_redis, pro_teardown);
 }
