@@ -12,6 +12,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
 
 #include <jansson.h>
 #include <sodium.h>
@@ -53,6 +56,26 @@ ent_teardown(void **state)
     (void)state;
     tj_redis_close(&ent_srv, &ent_rc);
     return 0;
+}
+
+typedef struct at_least {
+    const char *cmd;
+    long long want;
+} at_least;
+
+static int
+reached(void *p)
+{
+    const at_least *a = p;
+    return tj_rint(-1, ent_rc, a->cmd) >= a->want;
+}
+
+void
+ent_wait_for(const char *cmd, long long want, double timeout_s)
+{
+    at_least a = {cmd, want};
+    if (!test_wait_until(reached, &a, timeout_s))
+        fail_msg("timed out: %s did not reach %lld", cmd, want);
 }
 
 int

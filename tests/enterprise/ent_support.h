@@ -59,6 +59,9 @@ extern char ent_test_key[ENT_KEYBUF]; /* ent_setup's enterprise key (also in $DR
 int ent_setup(void **state);
 /* cmocka group teardown: close ent_rc, stop ent_srv. Always 0. */
 int ent_teardown(void **state);
+/* Poll until the integer reply of cmd (a literal command, split at spaces)
+ * on ent_rc is at least want; fail the test, naming both, after timeout_s. */
+void ent_wait_for(const char *cmd, long long want, double timeout_s);
 /* cmocka per-test setup: FLUSHALL. */
 int ent_flush(void **state);
 

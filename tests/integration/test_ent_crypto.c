@@ -34,27 +34,6 @@ static char dir[256], keyfile[320], keys_setting[400];
 static dray_server *host;
 static dray_client *cli;
 
-static int
-reached(void *p)
-{
-    const char **c = p;
-    redisReply *r = redisCommand(ent_rc, c[0]);
-    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    if (r)
-        freeReplyObject(r);
-    return v >= atoll(c[1]);
-}
-
-static void
-wait_for(const char *cmd, long long want)
-{
-    char w[32];
-    snprintf(w, sizeof w, "%lld", want);
-    const char *c[2] = {cmd, w};
-    if (!test_wait_until(reached, c, 30))
-        fail_msg("timed out: %s did not reach %lld", cmd, want);
-}
-
 static void
 write_keys(const char *text)
 {
@@ -238,8 +217,8 @@ test_errors_sealed(void **state)
     const char *settings[] = {keys_setting, NULL};
     ent_proc w;
     assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
-    wait_for("ZCARD retry", 1);
-    wait_for("ZCARD dead", 1);
+    ent_wait_for("ZCARD retry", 1, 30);
+    ent_wait_for("ZCARD dead", 1, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     freeReplyObject(test_redis_cmd(ent_rc, "ECHO monitor-stop"));
     pthread_join(th, NULL);
@@ -277,9 +256,9 @@ test_never_plaintext(void **state)
     ent_proc w;
     assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 2, settings), 0);
     /* ok, fail-once (1st), defer-once (1st), fail; then defer-once again */
-    wait_for("LLEN ent:test:secret", 5);
-    wait_for("ZCARD retry", 1);
-    wait_for("ZCARD dead", 1);
+    ent_wait_for("LLEN ent:test:secret", 5, 30);
+    ent_wait_for("ZCARD retry", 1, 30);
+    ent_wait_for("ZCARD dead", 1, 30);
     assert_sealed_everywhere();
     /* the retry runs (now, rather than in 15 s), decrypting the same bag */
     char *r = first("ZRANGE retry 0 0");
@@ -287,8 +266,8 @@ test_never_plaintext(void **state)
     assert_non_null(strstr(r, "$dray-enc1$2$"));
     freeReplyObject(test_redis_cmd(ent_rc, "ZADD retry XX 0 %s", r));
     free(r);
-    wait_for("LLEN ent:test:secret", 6);
-    wait_for("LLEN ent:test:ran", 7);
+    ent_wait_for("LLEN ent:test:secret", 6, 30);
+    ent_wait_for("LLEN ent:test:ran", 7, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     redisReply *all = test_redis_cmd(ent_rc, "LRANGE ent:test:secret 0 -1");
     for (size_t i = 0; i < all->elements; i++)
@@ -322,7 +301,7 @@ test_rotation(void **state)
     const char *settings[] = {keys_setting, NULL};
     ent_proc w;
     assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 2, settings), 0);
-    wait_for("LLEN ent:test:ran", 3);
+    ent_wait_for("LLEN ent:test:ran", 3, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     assert_int_equal(ent_rint(ent_rc, "LLEN ent:test:secret"), 3);
     assert_int_equal(ent_rint(ent_rc, "ZCARD dead"), 0);
@@ -330,7 +309,7 @@ test_rotation(void **state)
     push("Secret", "ok", NULL, 0);
     write_keys(K2);
     assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 2, settings), 0);
-    wait_for("ZCARD dead", 1);
+    ent_wait_for("ZCARD dead", 1, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     char *d = first("ZRANGE dead 0 0");
     assert_non_null(strstr(d, "sealed with key version 1, which is not in the key file"));
@@ -402,7 +381,7 @@ test_tamper(void **state)
         }
         ent_proc w;
         assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
-        wait_for("ZCARD dead", 1);
+        ent_wait_for("ZCARD dead", 1, 30);
         assert_int_equal(ent_proc_stop(&w), 0);
         char *d = first("ZRANGE dead 0 0");
         if (!strstr(d, cases[i].want))
@@ -437,7 +416,7 @@ test_repush_sealed(void **state)
     const char *settings[] = {keys_setting, NULL};
     ent_proc w;
     assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
-    wait_for("LLEN ent:test:secret", 1);
+    ent_wait_for("LLEN ent:test:secret", 1, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     char *v = first("LRANGE ent:test:secret 0 0");
     assert_string_equal(v, "ok");

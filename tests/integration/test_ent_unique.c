@@ -24,22 +24,6 @@
 static dray_server *host; /* loads the module into this process for our own pushes */
 static dray_client *cli;
 
-typedef struct at_least {
-    const char *cmd;
-    long long want;
-} at_least;
-
-static int
-reached(void *p)
-{
-    at_least *a = p;
-    redisReply *r = redisCommand(ent_rc, a->cmd);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    freeReplyObject(r);
-    return v >= a->want;
-}
-
 static long long
 count_locks(void)
 {
@@ -83,14 +67,6 @@ blocked(void *p)
     int n = info ? atoi(info + strlen("blocked_clients:")) : 0;
     freeReplyObject(r);
     return n >= *(int *)p;
-}
-
-static void
-wait_for(const char *cmd, long long want, double timeout)
-{
-    at_least a = {cmd, want};
-    if (!test_wait_until(reached, &a, timeout))
-        fail_msg("timed out: %s did not reach %lld", cmd, want);
 }
 
 /* Load the module here with these settings (NULL-ended), for pushes. */
@@ -213,7 +189,7 @@ test_until_success(void **state)
     assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 2, settings), 0);
     char jid[DRAY_JID_BYTES];
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, jid), 0);
-    wait_for("LLEN ent:test:started", 1, 30);
+    ent_wait_for("LLEN ent:test:started", 1, 30);
     /* running: the lock still blocks, and names its owner */
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), DRAY_EDROPPED);
     char *owner = lock_owner();
@@ -221,15 +197,15 @@ test_until_success(void **state)
     free(owner);
     /* different args or another queue are different jobs */
     assert_int_equal(push("Block", "[2]", NULL, 0, 0, NULL), 0);
-    wait_for("LLEN ent:test:started", 2, 30);
+    ent_wait_for("LLEN ent:test:started", 2, 30);
     freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1 1"));
-    wait_for("LLEN ent:test:ran", 2, 30);
+    ent_wait_for("LLEN ent:test:ran", 2, 30);
     /* success released both locks */
     assert_true(test_wait_until(no_locks, NULL, 10));
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), 0);
-    wait_for("LLEN ent:test:started", 3, 30);
+    ent_wait_for("LLEN ent:test:started", 3, 30);
     freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1"));
-    wait_for("LLEN ent:test:ran", 3, 30);
+    ent_wait_for("LLEN ent:test:ran", 3, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
 }
 
@@ -242,14 +218,14 @@ test_until_start(void **state)
     ent_proc w;
     assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), 0);
-    wait_for("LLEN ent:test:started", 1, 30);
+    ent_wait_for("LLEN ent:test:started", 1, 30);
     /* released when it started: one more copy may wait in the queue... */
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), 0);
     /* ...but only one */
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), DRAY_EDROPPED);
     assert_int_equal(ent_rint(ent_rc, "LLEN queue:default"), 1);
     freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1 1"));
-    wait_for("LLEN ent:test:ran", 2, 30);
+    ent_wait_for("LLEN ent:test:ran", 2, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     /* per-push options work the same way, without a setting */
     each_teardown(NULL);
@@ -303,7 +279,7 @@ test_stale_owner(void **state)
     ent_proc w;
     assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
     assert_int_equal(push("Fail", "[3]", NULL, 0, 0, a), 0);
-    wait_for("ZCARD retry", 1, 30);
+    ent_wait_for("ZCARD retry", 1, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     age();
     assert_int_equal(push("Fail", "[3]", NULL, 0, 0, NULL), DRAY_EDROPPED);
@@ -337,10 +313,10 @@ test_death_releases(void **state)
     ent_proc w;
     assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
     assert_int_equal(push("Fail", "[1]", NULL, 0, DRAY_RETRY_ZERO, NULL), 0);
-    wait_for("ZCARD dead", 1, 30);
+    ent_wait_for("ZCARD dead", 1, 30);
     assert_true(test_wait_until(no_locks, NULL, 10));
     assert_int_equal(push("Fail", "[1]", NULL, 0, DRAY_RETRY_ZERO, NULL), 0);
-    wait_for("ZCARD dead", 2, 30);
+    ent_wait_for("ZCARD dead", 2, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
 }
 

@@ -21,39 +21,21 @@
 
 #define NWORKERS 4
 
-static long
-env_long(const char *name, long dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? strtol(v, NULL, 10) : dflt;
-}
-
-static long long
-wip_total(void)
-{
-    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:*");
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 static int
 all_idle(void *p)
 {
     (void)p;
     return pro_int(pro_rc, "LLEN queue:default") == 0 && pro_int(pro_rc, "LLEN queue:cb") == 0 &&
            pro_int(pro_rc, "ZCARD retry") == 0 && pro_int(pro_rc, "ZCARD schedule") == 0 &&
-           wip_total() == 0;
+           pro_wip_len("*") == 0;
 }
 
 static void
 test_batch_chaos(void **state)
 {
     (void)state;
-    long njobs = env_long("PRO_BATCH_CHAOS_JOBS", 10000);
-    long nkills = env_long("PRO_BATCH_CHAOS_KILLS", 10);
+    long njobs = pro_env_long("PRO_BATCH_CHAOS_JOBS", 10000);
+    long nkills = pro_env_long("PRO_BATCH_CHAOS_KILLS", 10);
     long nflaky = njobs / 1000;
     dray_server *producer;
     dray_client *cli;

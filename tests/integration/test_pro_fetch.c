@@ -48,23 +48,11 @@ runs_at_least(void *p)
     return pro_int(pro_rc, "HLEN t:runs") >= w->n;
 }
 
-/* Total length of every work-in-progress list matching pattern arg. */
-static long long
-wip_len(const char *pattern)
-{
-    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:%s", pattern);
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 static int
 wip_is(void *p)
 {
     want *w = p;
-    return wip_len(w->arg) == w->n;
+    return pro_wip_len(w->arg) == w->n;
 }
 
 static int
@@ -110,7 +98,7 @@ test_process_and_ack(void **state)
     freeReplyObject(v);
     assert_int_equal(pro_worker_stop(&a, SIGTERM, 15), 0);
     assert_int_equal(pro_worker_stop(&b, SIGTERM, 15), 0);
-    assert_int_equal(wip_len("*"), 0);
+    assert_int_equal(pro_wip_len("*"), 0);
 }
 
 /* Several queues: the non-blocking script takes from any; the blocking
@@ -147,7 +135,7 @@ test_stop_requeues(void **state)
     assert_int_equal(pro_worker_stop(&a, SIGTERM, 20), 0);
     /* Both back at the head of the queue, the list empty. */
     assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 2);
-    assert_int_equal(wip_len("*"), 0);
+    assert_int_equal(pro_wip_len("*"), 0);
 }
 
 /* pro.fetch_batch: one fetch takes several jobs while a backlog waits;
@@ -179,11 +167,11 @@ test_batched_fetch(void **state)
     char pat[64];
     want two = {.n = 2};
     assert_true(pro_wait(runs_at_least, &two, 10));
-    long long held = wip_len(pidpat(a.pid, pat, sizeof pat));
+    long long held = pro_wip_len(pidpat(a.pid, pat, sizeof pat));
     fprintf(stderr, "batched fetch: %lld jobs in the list with 2 running\n", held);
     assert_true(held > 2);
     assert_int_equal(pro_worker_stop(&a, SIGTERM, 20), 0);
-    assert_int_equal(wip_len("*"), 0);
+    assert_int_equal(pro_wip_len("*"), 0);
     assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 200);
     redisReply *q = test_redis_cmd(pro_rc, "LRANGE queue:default 0 -1");
     int seen = 0;

@@ -26,24 +26,6 @@
 #define MAX_KILLS 200
 #define NWORKERS 4
 
-static long
-env_long(const char *name, long dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? strtol(v, NULL, 10) : dflt;
-}
-
-static long long
-wip_len_of(pid_t pid)
-{
-    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:*:%d:*", (int)pid);
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 typedef struct kill_rec {
     pid_t pid;
     double at;        /* when it was killed */
@@ -55,8 +37,8 @@ static void
 test_chaos(void **state)
 {
     (void)state;
-    long njobs = env_long("PRO_CHAOS_JOBS", 100000);
-    long nkills = env_long("PRO_CHAOS_KILLS", 20);
+    long njobs = pro_env_long("PRO_CHAOS_JOBS", 100000);
+    long nkills = pro_env_long("PRO_CHAOS_KILLS", 20);
     if (nkills > MAX_KILLS)
         nkills = MAX_KILLS;
     /* Plain producer: this process does not load the module. */
@@ -103,7 +85,7 @@ test_chaos(void **state)
             assert_int_equal(pro_worker_stop(&w[i], SIGKILL, 5), 0);
             kills[nk].pid = pid;
             kills[nk].at = pro_now();
-            kills[nk].held = wip_len_of(pid);
+            kills[nk].held = pro_wip_of(pid);
             kills[nk].recovered = -1;
             nk++;
             assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), args), 0);
@@ -111,7 +93,7 @@ test_chaos(void **state)
         int pending = 0;
         for (int k = 0; k < nk; k++)
             if (kills[k].recovered < 0) {
-                if (wip_len_of(kills[k].pid) == 0)
+                if (pro_wip_of(kills[k].pid) == 0)
                     kills[k].recovered = pro_now() - kills[k].at;
                 else
                     pending++;

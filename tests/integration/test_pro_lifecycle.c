@@ -17,18 +17,6 @@
 
 #include "pro_test.h"
 
-/* Total length of every work-in-progress list. */
-static long long
-wip_len(void)
-{
-    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:*");
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 static void
 test_requeued_then_finished_runs_once(void **state)
 {
@@ -42,17 +30,17 @@ test_requeued_then_finished_runs_once(void **state)
     assert_int_equal(dray_client_push(pro_cli, "Gate", jargs, &po, jid), 0);
     json_decref(jargs);
     assert_true(pro_wait_int(pro_rc, 1, 10, "HEXISTS t:runs %s", jid));
-    assert_int_equal(wip_len(), 1);
+    assert_int_equal(pro_wip_len("*"), 1);
 
     pro_worker_stop(&a, SIGTERM, 0); /* signal only: the gate holds the handler */
     /* the timeout passes and the provider puts the job back */
     assert_true(pro_wait_int(pro_rc, 1, 10, "LLEN queue:default"));
-    assert_int_equal(wip_len(), 0);
+    assert_int_equal(pro_wip_len("*"), 0);
     freeReplyObject(test_redis_cmd(pro_rc, "SET t:gate 1"));
     assert_int_equal(pro_worker_stop(&a, 0, 20), 0);
     assert_true(WIFEXITED(a.status) && WEXITSTATUS(a.status) == 0);
 
-    long long copies = pro_int(pro_rc, "LLEN queue:default"), wip = wip_len();
+    long long copies = pro_int(pro_rc, "LLEN queue:default"), wip = pro_wip_len("*");
     print_message("after the stop: %lld copies in the queue, %lld in private lists\n", copies, wip);
     assert_int_equal(copies, 0);
     assert_int_equal(wip, 0);

@@ -100,17 +100,6 @@ count_is(void *p)
     return pro_int(pro_rc, a->what) == a->n;
 }
 
-static long long
-wip_held(void)
-{
-    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:*");
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 typedef struct held_by {
     pid_t pid;
 } held_by;
@@ -130,7 +119,7 @@ static int
 lists_empty(void *p)
 {
     (void)p;
-    return pro_int(pro_rc, "LLEN queue:default") == 0 && wip_held() == 0;
+    return pro_int(pro_rc, "LLEN queue:default") == 0 && pro_wip_len("*") == 0;
 }
 
 static void
@@ -197,7 +186,7 @@ test_live_processes_never_recovered(void **state)
     atleast settled = {"HLEN t:runs", NJOBS};
     assert_true(pro_wait(count_at_least, &settled, 30));
     assert_true(pro_wait(lists_empty, NULL, 30));
-    long long held = wip_held();
+    long long held = pro_wip_len("*");
     long long dups = 0;
     redisReply *v = test_redis_cmd(pro_rc, "HVALS t:runs");
     for (size_t i = 0; i < v->elements; i++)

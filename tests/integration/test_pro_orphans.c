@@ -30,17 +30,6 @@ is(void *p)
     return pro_int(pro_rc, c->fmt, c->arg) == c->n;
 }
 
-static long long
-wip_of(pid_t pid)
-{
-    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:*:%d:*", (int)pid);
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 typedef struct held {
     pid_t pid;
     long long n;
@@ -50,7 +39,7 @@ static int
 wip_is(void *p)
 {
     held *h = p;
-    return wip_of(h->pid) == h->n;
+    return pro_wip_of(h->pid) == h->n;
 }
 
 static void

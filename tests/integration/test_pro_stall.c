@@ -29,24 +29,6 @@
 
 #define MAX_STALLS 16
 
-static long
-env_long(const char *name, long dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? strtol(v, NULL, 10) : dflt;
-}
-
-static long long
-wip_total(void)
-{
-    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:*");
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 typedef struct progress {
     long long want; /* distinct jids run */
 } progress;
@@ -62,7 +44,7 @@ static int
 drained(void *p)
 {
     (void)p;
-    return pro_int(pro_rc, "LLEN queue:default") == 0 && wip_total() == 0;
+    return pro_int(pro_rc, "LLEN queue:default") == 0 && pro_wip_len("*") == 0;
 }
 
 /* Freeze redis-server for `secs`: SIGSTOP, or DEBUG SLEEP sent on a
@@ -99,7 +81,7 @@ stall(double secs, int debug_sleep)
 static void
 run_stalls(const char *batch)
 {
-    long njobs = env_long("PRO_STALL_JOBS", 4000);
+    long njobs = pro_env_long("PRO_STALL_JOBS", 4000);
     char plan[256];
     snprintf(plan, sizeof plan, "%s",
              getenv("PRO_STALL_SECONDS") ? getenv("PRO_STALL_SECONDS") : "1 d4 2 8");
@@ -173,7 +155,7 @@ run_stalls(const char *batch)
             "once (max %lld runs); strays recovered %s; dead set %lld; left in lists %lld, "
             "in the queue %lld\n",
             batch, njobs, stalls, elapsed, batch, done, njobs - done, dups, maxruns,
-            strays ? strays : "0", pro_int(pro_rc, "ZCARD dead"), wip_total(),
+            strays ? strays : "0", pro_int(pro_rc, "ZCARD dead"), pro_wip_len("*"),
             pro_int(pro_rc, "LLEN queue:default"));
     free(strays);
     if (!ok || !empty)

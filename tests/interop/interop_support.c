@@ -475,14 +475,15 @@ it_client_new(const char *ns, dray_client **c)
 }
 
 int
-it_push_n(dray_client *c, const char *klass, const dray_push_opts *po, int n, char *jids,
-          size_t *pushed)
+it_push_n(dray_client *c, const char *klass, const char *queue, int retry, json_t *extra, int n,
+          char *jids, size_t *pushed)
 {
+    dray_push_opts po = {.queue = queue, .retry = retry, .extra = extra};
     json_t *list = json_array();
     for (int i = 0; i < n; i++)
         json_array_append_new(list, json_pack("[i]", i));
     *pushed = 0;
-    int e = dray_client_push_bulk(c, klass, list, po, jids, pushed);
+    int e = dray_client_push_bulk(c, klass, list, &po, jids, pushed);
     json_decref(list);
     return e;
 }

@@ -118,10 +118,11 @@ extern redisContext *it_rc; /* a connection to it_srv (it_setup opens it) */
  * code and prints its message on failure. The caller frees *c. */
 int it_client_new(const char *ns, dray_client **c);
 /* Push n jobs of klass with args [0] .. [n-1] in one dray_client_push_bulk
- * with options po (NULL for defaults); returns its code, the count in
- * *pushed and, when jids is not NULL, n jids of DRAY_JID_BYTES each. */
-int it_push_n(dray_client *c, const char *klass, const dray_push_opts *po, int n, char *jids,
-              size_t *pushed);
+ * to queue (NULL: default) with retry and extra (borrowed, or NULL); returns
+ * its code, the count in *pushed and, when jids is not NULL, n jids of
+ * DRAY_JID_BYTES each. */
+int it_push_n(dray_client *c, const char *klass, const char *queue, int retry, json_t *extra, int n,
+              char *jids, size_t *pushed);
 /* cmocka group setup: require Sidekiq, start it_srv, connect it_rc; -1 when
  * redis-server will not start. */
 int it_setup(void **state);

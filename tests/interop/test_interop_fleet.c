@@ -153,13 +153,9 @@ static void
 push_bulk(dray_client *c, const char *klass, const char *queue, int retry, const char *rq, int n,
           char *jids)
 {
-    dray_push_opts po = {0};
-    po.queue = queue;
-    po.retry = retry;
     json_t *extra = rq ? json_pack("{s:s}", "retry_queue", rq) : NULL;
-    po.extra = extra;
     size_t pushed = 0;
-    assert_int_equal(it_push_n(c, klass, &po, n, jids, &pushed), 0);
+    assert_int_equal(it_push_n(c, klass, queue, retry, extra, n, jids, &pushed), 0);
     assert_int_equal(pushed, (size_t)n);
     json_decref(extra);
 }

@@ -53,11 +53,8 @@ static int want_runs; /* jobs the workload runs */
 static void
 push_n(dray_client *c, const char *klass, int n, int retry, json_t *extra)
 {
-    dray_push_opts po = {0};
-    po.retry = retry;
-    po.extra = extra;
     size_t pushed = 0;
-    assert_int_equal(it_push_n(c, klass, &po, n, NULL, &pushed), 0);
+    assert_int_equal(it_push_n(c, klass, NULL, retry, extra, n, NULL, &pushed), 0);
     assert_int_equal(pushed, (size_t)n);
 }
 

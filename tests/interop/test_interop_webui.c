@@ -228,13 +228,9 @@ visit(const char *path, const char *shot)
 static void
 push(dray_client *c, const char *klass, const char *queue, int retry, int n, char *jids)
 {
-    dray_push_opts po = {0};
-    po.queue = queue;
-    po.retry = retry;
     json_t *extra = json_pack("{s:b}", "backtrace", 1);
-    po.extra = extra;
     size_t pushed = 0;
-    assert_int_equal(it_push_n(c, klass, &po, n, jids, &pushed), 0);
+    assert_int_equal(it_push_n(c, klass, queue, retry, extra, n, jids, &pushed), 0);
     assert_int_equal(pushed, (size_t)n);
     json_decref(extra);
 }

@@ -220,6 +220,32 @@ pro_leftovers(void **state)
 
 /* ---- redis -------------------------------------------------------------------- */
 
+long long
+pro_wip_len(const char *pattern)
+{
+    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:%s", pattern);
+    long long n = 0;
+    for (size_t i = 0; i < k->elements; i++)
+        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
+    freeReplyObject(k);
+    return n;
+}
+
+long long
+pro_wip_of(pid_t pid)
+{
+    char pat[32];
+    snprintf(pat, sizeof pat, "*:%d:*", (int)pid);
+    return pro_wip_len(pat);
+}
+
+long
+pro_env_long(const char *name, long dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? strtol(v, NULL, 10) : dflt;
+}
+
 double
 pro_now(void)
 {

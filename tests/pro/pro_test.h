@@ -76,6 +76,13 @@ int pro_leftovers(void **state);
 /* Poll (every 5 ms, via test_wait_until) until the integer reply of the
  * command equals want, or timeout_s passes. Returns 1 when it did. */
 int pro_wait_int(redisContext *c, long long want, double timeout_s, const char *fmt, ...);
+/* Total length of the work-in-progress lists pro:fetch:wip:<pattern> (a
+ * KEYS pattern; "*" for all) on pro_rc. */
+long long pro_wip_len(const char *pattern);
+/* The same for the lists of process pid. */
+long long pro_wip_of(pid_t pid);
+/* $name as a number, or dflt when it is unset or empty. */
+long pro_env_long(const char *name, long dflt);
 /* Seconds since an arbitrary point (monotonic). */
 double pro_now(void);
 /* Wait until fn(arg) != 0 or timeout_s: test_wait_until. */
