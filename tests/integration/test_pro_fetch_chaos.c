@@ -42,12 +42,8 @@ test_chaos(void **state)
     if (nkills > MAX_KILLS)
         nkills = MAX_KILLS;
     /* Plain producer: this process does not load the module. */
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = pro_srv.url;
     dray_client *cli;
-    char err[256];
-    assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
+    assert_int_equal(pro_plain_client(&cli), 0);
     json_t *list = json_array();
     for (long i = 0; i < njobs; i++)
         json_array_append_new(list, json_pack("[I, i]", (json_int_t)i, (int)(i % 3)));
@@ -110,15 +106,7 @@ test_chaos(void **state)
     }
     double elapsed = pro_now() - start;
     long long recovered = pro_int(pro_rc, "GET pro:stat:recovered");
-    long long dups = 0, maxruns = 0;
-    redisReply *v = test_redis_cmd(pro_rc, "HVALS t:runs");
-    for (size_t i = 0; i < v->elements; i++) {
-        long long n = strtoll(v->element[i]->str, NULL, 10);
-        dups += n > 1;
-        if (n > maxruns)
-            maxruns = n;
-    }
-    freeReplyObject(v);
+    long long maxruns, dups = pro_run_dups(&maxruns);
     double maxrec = 0, sumrec = 0;
     long long held = 0;
     for (int k = 0; k < nk; k++) {

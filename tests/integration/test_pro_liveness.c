@@ -134,12 +134,8 @@ test_live_processes_never_recovered(void **state)
     atleast procs = {"SCARD processes", 2};
     assert_true(pro_wait(count_at_least, &procs, 20));
 
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = pro_srv.url;
     dray_client *cli;
-    char err[256];
-    assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
+    assert_int_equal(pro_plain_client(&cli), 0);
     for (int i = 0; i < NJOBS; i++) {
         json_t *a = json_pack("[i, i]", i, JOB_MS);
         assert_int_equal(dray_client_push(cli, "Work", a, NULL, NULL), 0);
@@ -187,11 +183,7 @@ test_live_processes_never_recovered(void **state)
     assert_true(pro_wait(count_at_least, &settled, 30));
     assert_true(pro_wait(lists_empty, NULL, 30));
     long long held = pro_wip_len("*");
-    long long dups = 0;
-    redisReply *v = test_redis_cmd(pro_rc, "HVALS t:runs");
-    for (size_t i = 0; i < v->elements; i++)
-        dups += strtoll(v->element[i]->str, NULL, 10) > 1;
-    freeReplyObject(v);
+    long long dups = pro_run_dups(NULL);
     long long recovered = pro_int(pro_rc, "GET pro:stat:recovered");
     long long dead = pro_int(pro_rc, "ZCARD dead");
     fprintf(stderr,

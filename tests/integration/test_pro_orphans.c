@@ -46,12 +46,8 @@ static void
 test_default_liveness(void **state)
 {
     (void)state;
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = pro_srv.url;
     dray_client *cli;
-    char err[256];
-    assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
+    assert_int_equal(pro_plain_client(&cli), 0);
     const char *defaults[] = {"concurrency=4", "heartbeat=5", NULL};
     pro_worker a, b;
     assert_int_equal(pro_worker_start(&a, pro_srv.url, pro_license_default(), defaults), 0);

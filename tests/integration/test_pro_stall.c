@@ -95,12 +95,8 @@ run_stalls(const char *batch)
         ns++;
     }
 
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = pro_srv.url;
     dray_client *cli;
-    char err[256];
-    assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
+    assert_int_equal(pro_plain_client(&cli), 0);
     json_t *list = json_array();
     for (long i = 0; i < njobs; i++)
         json_array_append_new(list, json_pack("[I, i]", (json_int_t)i, (int)(i % 2)));
@@ -133,15 +129,7 @@ run_stalls(const char *batch)
     int empty = pro_wait(drained, NULL, 20);
     double elapsed = pro_now() - start;
     long long done = pro_int(pro_rc, "HLEN t:runs");
-    long long dups = 0, maxruns = 0;
-    redisReply *v = test_redis_cmd(pro_rc, "HVALS t:runs");
-    for (size_t i = 0; i < v->elements; i++) {
-        long long n = strtoll(v->element[i]->str, NULL, 10);
-        dups += n > 1;
-        if (n > maxruns)
-            maxruns = n;
-    }
-    freeReplyObject(v);
+    long long maxruns, dups = pro_run_dups(&maxruns);
     char *strays = pro_str(pro_rc, "GET pro:stat:strays");
     char stalls[256] = "";
     for (int i = 0; i < ns; i++) {

@@ -239,6 +239,32 @@ pro_wip_of(pid_t pid)
     return pro_wip_len(pat);
 }
 
+long long
+pro_run_dups(long long *maxruns)
+{
+    long long dups = 0, most = 0;
+    redisReply *v = test_redis_cmd(pro_rc, "HVALS t:runs");
+    for (size_t i = 0; i < v->elements; i++) {
+        long long n = strtoll(v->element[i]->str, NULL, 10);
+        dups += n > 1;
+        if (n > most)
+            most = n;
+    }
+    freeReplyObject(v);
+    if (maxruns)
+        *maxruns = most;
+    return dups;
+}
+
+int
+pro_plain_client(dray_client **c)
+{
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = pro_srv.url;
+    return dray_client_new(&o, c, NULL, 0);
+}
+
 long
 pro_env_long(const char *name, long dflt)
 {

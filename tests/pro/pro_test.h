@@ -81,6 +81,12 @@ int pro_wait_int(redisContext *c, long long want, double timeout_s, const char *
 long long pro_wip_len(const char *pattern);
 /* The same for the lists of process pid. */
 long long pro_wip_of(pid_t pid);
+/* Jobs (HVALS t:runs) that ran more than once; the most runs of one job in
+ * *maxruns when it is not NULL. */
+long long pro_run_dups(long long *maxruns);
+/* A client on pro_srv without the module (a plain producer); returns
+ * dray_client_new's code. The caller frees *c. */
+int pro_plain_client(dray_client **c);
 /* $name as a number, or dflt when it is unset or empty. */
 long pro_env_long(const char *name, long dflt);
 /* Seconds since an arbitrary point (monotonic). */
