@@ -31,9 +31,9 @@ target_link_libraries(ent_worker PRIVATE dray PkgConfig::HIREDIS PkgConfig::JANS
 target_compile_definitions(ent_worker PRIVATE ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>")
 add_dependencies(ent_worker dray_enterprise_test)
 
-add_library(ent_test_support STATIC ${_et}/ent_support.c)
+add_library(ent_test_support STATIC ${_et}/ent_support.c ${PROJECT_SOURCE_DIR}/tests/support/shared_jobs.c)
 target_include_directories(ent_test_support PUBLIC ${_et})
-target_link_libraries(ent_test_support PUBLIC dray_test_support dray_license_vendor
+target_link_libraries(ent_test_support PUBLIC dray_test_support dray_license_vendor PkgConfig::CMOCKA
                       dray_license_testkeys PkgConfig::JANSSON PkgConfig::SODIUM)
 target_compile_definitions(ent_test_support PRIVATE
   DRAY_TEST_LICENSE_KEY="${DRAY_LICENSE_TEST_KEY}"

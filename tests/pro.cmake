@@ -28,7 +28,7 @@ file(MAKE_DIRECTORY ${_pro_logs})
 add_executable(pro_worker ${_pt}/worker.c)
 target_link_libraries(pro_worker PRIVATE dray dray_pro_batch Threads::Threads)
 
-add_library(pro_test_support STATIC ${_pt}/pro_test.c)
+add_library(pro_test_support STATIC ${_pt}/pro_test.c ${PROJECT_SOURCE_DIR}/tests/support/shared_jobs.c)
 target_include_directories(pro_test_support PUBLIC ${_pt})
 target_link_libraries(pro_test_support PUBLIC dray_static dray_test_support dray_license_vendor
                       dray_license_testkeys PkgConfig::JANSSON PkgConfig::SODIUM)

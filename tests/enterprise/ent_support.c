@@ -12,50 +12,78 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
 
 #include <jansson.h>
 #include <sodium.h>
 
 #include "license_internal.h"
 
-static unsigned char sk[DRAY__LICENSE_SK_BYTES], pk[DRAY_LICENSE_PK_BYTES];
-static char kid[DRAY_LICENSE_KID_BYTES];
-static int ready;
-
 int
 ent_test_init(void)
 {
-    if (ready)
-        return 0;
-    char err[DRAY__LICENSE_ERR_BYTES];
-    if (sodium_init() < 0)
-        return -1;
-    if (dray__license_read_secret(DRAY_TEST_LICENSE_KEY, DRAY_TEST_LICENSE_PASSPHRASE,
-                                  strlen(DRAY_TEST_LICENSE_PASSPHRASE), sk, pk, err, sizeof err)) {
-        fprintf(stderr, "cannot read the throwaway key: %s\n", err);
-        return -1;
-    }
-    dray__license_kid(pk, kid);
-    ready = 1;
-    return 0;
+    return tj_license_init();
 }
 
 void
 ent_test_license(const char *tier, const char *features, char out[ENT_KEYBUF])
 {
-    int64_t now = (int64_t)time(NULL);
-    json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "kid", kid, "lid",
-                          "0123456789abcdef0123456789abcdef", "sub", "ACME Corp", "tier", tier,
-                          "iat", (json_int_t)(now - 86400), "exp", (json_int_t)(now + 365 * 86400));
-    if (features)
-        json_object_set_new(p, "features", json_loads(features, 0, NULL));
-    char *s = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
-    if (dray__license_sign(sk, s, strlen(s), out, ENT_KEYBUF)) {
-        fprintf(stderr, "cannot sign a test license\n");
-        abort();
-    }
-    free(s);
-    json_decref(p);
+    tj_license("ACME Corp", tier, 365, features, out, ENT_KEYBUF);
+}
+
+/* ---- the shared fixture ---------------------------------------------------- */
+
+test_redis ent_srv;
+redisContext *ent_rc;
+char ent_test_key[ENT_KEYBUF];
+
+int
+ent_setup(void **state)
+{
+    (void)state;
+    if (ent_test_init())
+        return -1;
+    ent_test_license("enterprise", NULL, ent_test_key);
+    setenv("DRAY_LICENSE", ent_test_key, 1);
+    return tj_redis_open(&ent_srv, &ent_rc);
+}
+
+int
+ent_teardown(void **state)
+{
+    (void)state;
+    tj_redis_close(&ent_srv, &ent_rc);
+    return 0;
+}
+
+typedef struct at_least {
+    const char *cmd;
+    long long want;
+} at_least;
+
+static int
+reached(void *p)
+{
+    const at_least *a = p;
+    return tj_rint(-1, ent_rc, a->cmd) >= a->want;
+}
+
+void
+ent_wait_for(const char *cmd, long long want, double timeout_s)
+{
+    at_least a = {cmd, want};
+    if (!test_wait_until(reached, &a, timeout_s))
+        fail_msg("timed out: %s did not reach %lld", cmd, want);
+}
+
+int
+ent_flush(void **state)
+{
+    (void)state;
+    tj_flushall(ent_rc);
+    return 0;
 }
 
 int
@@ -166,38 +194,4 @@ ent_proc_wait(ent_proc *p, double timeout_s)
         nanosleep(&ts, NULL);
     }
     return p->status;
-}
-
-long long
-ent_rint(redisContext *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    if (!r) {
-        fprintf(stderr, "redis: %s\n", c->errstr);
-        abort();
-    }
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
-                                                  : -1;
-    freeReplyObject(r);
-    return v;
-}
-
-char *
-ent_rstr(redisContext *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    if (!r) {
-        fprintf(stderr, "redis: %s\n", c->errstr);
-        abort();
-    }
-    char *s = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
-    freeReplyObject(r);
-    return s;
 }

@@ -13,6 +13,7 @@
 #include <hiredis/hiredis.h>
 
 #include "redis_fixture.h"
+#include "shared_jobs.h"
 
 #define ENT_KEYBUF 2049 /* DRAY_LICENSE_MAX_BYTES + 1 */
 
@@ -43,9 +44,25 @@ void ent_proc_kill(ent_proc *p);
  * status, or -1 if it did not. */
 int ent_proc_wait(ent_proc *p, double timeout_s);
 
-/* Integer value of a command's reply (integer, or string parsed; -1 for nil). */
-long long ent_rint(redisContext *c, const char *fmt, ...);
-/* String reply (malloc'ed) or NULL for nil. */
-char *ent_rstr(redisContext *c, const char *fmt, ...);
+/* ent_rint(c, fmt, ...): integer value of a command's reply (integer, or
+ * string parsed; -1 for nil). */
+#define ent_rint(...) tj_rint(-1, __VA_ARGS__)
+/* ent_rstr(c, fmt, ...): string reply (malloc'ed) or NULL for nil. */
+#define ent_rstr(...) tj_rstr(0, __VA_ARGS__)
+
+/* ---- the fixture most Enterprise tests share ---- */
+extern test_redis ent_srv;            /* this program's redis-server */
+extern redisContext *ent_rc;          /* a connection to it */
+extern char ent_test_key[ENT_KEYBUF]; /* ent_setup's enterprise key (also in $DRAY_LICENSE) */
+/* cmocka group setup: read the signing key, sign ent_test_key and export it as
+ * $DRAY_LICENSE, start ent_srv and connect ent_rc; -1 on failure. */
+int ent_setup(void **state);
+/* cmocka group teardown: close ent_rc, stop ent_srv. Always 0. */
+int ent_teardown(void **state);
+/* Poll until the integer reply of cmd (a literal command, split at spaces)
+ * on ent_rc is at least want; fail the test, naming both, after timeout_s. */
+void ent_wait_for(const char *cmd, long long want, double timeout_s);
+/* cmocka per-test setup: FLUSHALL. */
+int ent_flush(void **state);
 
 #endif

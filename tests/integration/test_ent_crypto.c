@@ -30,33 +30,9 @@
 #define K1 "1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"
 #define K2 "2 q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=\n"
 
-static test_redis srv;
-static redisContext *rc;
-static char key[ENT_KEYBUF];
 static char dir[256], keyfile[320], keys_setting[400];
 static dray_server *host;
 static dray_client *cli;
-
-static int
-reached(void *p)
-{
-    const char **c = p;
-    redisReply *r = redisCommand(rc, c[0]);
-    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    if (r)
-        freeReplyObject(r);
-    return v >= atoll(c[1]);
-}
-
-static void
-wait_for(const char *cmd, long long want)
-{
-    char w[32];
-    snprintf(w, sizeof w, "%lld", want);
-    const char *c[2] = {cmd, w};
-    if (!test_wait_until(reached, c, 30))
-        fail_msg("timed out: %s did not reach %lld", cmd, want);
-}
 
 static void
 write_keys(const char *text)
@@ -73,7 +49,7 @@ load_here(const char *extra_setting)
 {
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = ent_srv.url;
     o.log_level = DRAY_LOG_ERROR;
     char err[512];
     assert_int_equal(dray_server_new(&o, &host, err, sizeof err), 0);
@@ -119,7 +95,7 @@ assert_sealed_everywhere(void)
     static const char *const where[] = {"LRANGE queue:default 0 -1", "ZRANGE retry 0 -1",
                                         "ZRANGE schedule 0 -1", "ZRANGE dead 0 -1"};
     for (size_t w = 0; w < sizeof where / sizeof *where; w++) {
-        redisReply *r = test_redis_cmd(rc, where[w]);
+        redisReply *r = test_redis_cmd(ent_rc, where[w]);
         for (size_t i = 0; i < r->elements; i++) {
             if (strstr(r->element[i]->str, PLAIN))
                 fail_msg("%s holds the plaintext: %s", where[w], r->element[i]->str);
@@ -134,10 +110,10 @@ assert_sealed_everywhere(void)
 static void
 assert_dump_clean(void)
 {
-    freeReplyObject(test_redis_cmd(rc, "CONFIG SET rdbcompression no"));
-    freeReplyObject(test_redis_cmd(rc, "SAVE"));
+    freeReplyObject(test_redis_cmd(ent_rc, "CONFIG SET rdbcompression no"));
+    freeReplyObject(test_redis_cmd(ent_rc, "SAVE"));
     char path[400];
-    snprintf(path, sizeof path, "%s/dump.rdb", srv.dir);
+    snprintf(path, sizeof path, "%s/dump.rdb", ent_srv.dir);
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     static char buf[8 << 20];
@@ -154,7 +130,7 @@ assert_dump_clean(void)
 static char *
 first(const char *cmd)
 {
-    redisReply *r = test_redis_cmd(rc, cmd);
+    redisReply *r = test_redis_cmd(ent_rc, cmd);
     char *s = r->elements ? strdup(r->element[0]->str) : NULL;
     freeReplyObject(r);
     return s;
@@ -163,39 +139,27 @@ first(const char *cmd)
 static int
 setup(void **state)
 {
-    (void)state;
-    if (ent_test_init())
-        return -1;
-    ent_test_license("enterprise", NULL, key);
-    setenv("DRAY_LICENSE", key, 1);
     setenv("ENT_SECRET", SECRET, 1);
     snprintf(dir, sizeof dir, "/tmp/dray-ent-crypto-XXXXXX");
     if (!mkdtemp(dir))
         return -1;
     snprintf(keyfile, sizeof keyfile, "%s/enterprise.keys", dir);
     snprintf(keys_setting, sizeof keys_setting, "enterprise.encrypt_keys=%s", keyfile);
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
+    return ent_setup(state);
 }
 
 static int
 teardown(void **state)
 {
-    (void)state;
     unlink(keyfile);
     rmdir(dir);
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
+    return ent_teardown(state);
 }
 
 static int
 each_setup(void **state)
 {
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    ent_flush(state);
     write_keys(K1 K2);
     return 0;
 }
@@ -243,7 +207,7 @@ test_errors_sealed(void **state)
     load_here(NULL);
     push("Secret", "fail-echo", NULL, 0);
     push("Secret", "fail-echo", NULL, DRAY_RETRY_ZERO);
-    monitor m = {.c = test_redis_connect(&srv)};
+    monitor m = {.c = test_redis_connect(&ent_srv)};
     assert_non_null(m.c);
     redisReply *ok = redisCommand(m.c, "MONITOR");
     assert_non_null(ok);
@@ -252,11 +216,11 @@ test_errors_sealed(void **state)
     assert_int_equal(pthread_create(&th, NULL, monitor_main, &m), 0);
     const char *settings[] = {keys_setting, NULL};
     ent_proc w;
-    assert_int_equal(ent_proc_start(&w, srv.url, "default", 1, settings), 0);
-    wait_for("ZCARD retry", 1);
-    wait_for("ZCARD dead", 1);
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
+    ent_wait_for("ZCARD retry", 1, 30);
+    ent_wait_for("ZCARD dead", 1, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
-    freeReplyObject(test_redis_cmd(rc, "ECHO monitor-stop"));
+    freeReplyObject(test_redis_cmd(ent_rc, "ECHO monitor-stop"));
     pthread_join(th, NULL);
     redisFree(m.c);
     assert_sealed_everywhere();
@@ -290,22 +254,22 @@ test_never_plaintext(void **state)
     assert_sealed_everywhere();
     const char *settings[] = {keys_setting, NULL};
     ent_proc w;
-    assert_int_equal(ent_proc_start(&w, srv.url, "default", 2, settings), 0);
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 2, settings), 0);
     /* ok, fail-once (1st), defer-once (1st), fail; then defer-once again */
-    wait_for("LLEN ent:test:secret", 5);
-    wait_for("ZCARD retry", 1);
-    wait_for("ZCARD dead", 1);
+    ent_wait_for("LLEN ent:test:secret", 5, 30);
+    ent_wait_for("ZCARD retry", 1, 30);
+    ent_wait_for("ZCARD dead", 1, 30);
     assert_sealed_everywhere();
     /* the retry runs (now, rather than in 15 s), decrypting the same bag */
     char *r = first("ZRANGE retry 0 0");
     assert_non_null(strstr(r, "\"retry_count\":0"));
     assert_non_null(strstr(r, "$dray-enc1$2$"));
-    freeReplyObject(test_redis_cmd(rc, "ZADD retry XX 0 %s", r));
+    freeReplyObject(test_redis_cmd(ent_rc, "ZADD retry XX 0 %s", r));
     free(r);
-    wait_for("LLEN ent:test:secret", 6);
-    wait_for("LLEN ent:test:ran", 7);
+    ent_wait_for("LLEN ent:test:secret", 6, 30);
+    ent_wait_for("LLEN ent:test:ran", 7, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
-    redisReply *all = test_redis_cmd(rc, "LRANGE ent:test:secret 0 -1");
+    redisReply *all = test_redis_cmd(ent_rc, "LRANGE ent:test:secret 0 -1");
     for (size_t i = 0; i < all->elements; i++)
         assert_string_equal(all->element[i]->str, "ok"); /* never double-encrypted */
     freeReplyObject(all);
@@ -326,8 +290,8 @@ test_rotation(void **state)
     push("Secret", "ok", NULL, 0); /* new pushes use the highest version */
     unload_here();
     load_here("enterprise.encrypt_active=1");
-    push("Secret", "ok", NULL, 0);                                   /* unless told otherwise */
-    redisReply *q = test_redis_cmd(rc, "LRANGE queue:default 0 -1"); /* newest first */
+    push("Secret", "ok", NULL, 0);                                       /* unless told otherwise */
+    redisReply *q = test_redis_cmd(ent_rc, "LRANGE queue:default 0 -1"); /* newest first */
     assert_int_equal(q->elements, 3);
     assert_non_null(strstr(q->element[0]->str, "$dray-enc1$1$"));
     assert_non_null(strstr(q->element[1]->str, "$dray-enc1$2$"));
@@ -336,16 +300,16 @@ test_rotation(void **state)
     /* a worker with both keys opens both versions */
     const char *settings[] = {keys_setting, NULL};
     ent_proc w;
-    assert_int_equal(ent_proc_start(&w, srv.url, "default", 2, settings), 0);
-    wait_for("LLEN ent:test:ran", 3);
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 2, settings), 0);
+    ent_wait_for("LLEN ent:test:ran", 3, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
-    assert_int_equal(ent_rint(rc, "LLEN ent:test:secret"), 3);
-    assert_int_equal(ent_rint(rc, "ZCARD dead"), 0);
+    assert_int_equal(ent_rint(ent_rc, "LLEN ent:test:secret"), 3);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD dead"), 0);
     /* v1 retired: a job still sealed with it goes to the dead set, saying why */
     push("Secret", "ok", NULL, 0);
     write_keys(K2);
-    assert_int_equal(ent_proc_start(&w, srv.url, "default", 2, settings), 0);
-    wait_for("ZCARD dead", 1);
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 2, settings), 0);
+    ent_wait_for("ZCARD dead", 1, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     char *d = first("ZRANGE dead 0 0");
     assert_non_null(strstr(d, "sealed with key version 1, which is not in the key file"));
@@ -365,7 +329,7 @@ edit_queued(const char *from, const char *to)
     memcpy(out, job, (size_t)(at - job));
     memcpy(out + (at - job), to, tl);
     strcpy(out + (at - job) + tl, at + fl);
-    freeReplyObject(test_redis_cmd(rc, "LSET queue:default 0 %s", out));
+    freeReplyObject(test_redis_cmd(ent_rc, "LSET queue:default 0 %s", out));
     free(out);
     free(job);
 }
@@ -386,7 +350,7 @@ test_tamper(void **state)
         {"plain", "its last argument is not sealed"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        freeReplyObject(test_redis_cmd(rc, "DEL queue:default dead ent:test:secret"));
+        freeReplyObject(test_redis_cmd(ent_rc, "DEL queue:default dead ent:test:secret"));
         push("Secret", "ok", NULL, 0);
         char *job = first("LRANGE queue:default 0 0");
         char *b = strstr(job, "$dray-enc1$2$") + strlen("$dray-enc1$2$");
@@ -407,25 +371,25 @@ test_tamper(void **state)
             edit_queued("\"encrypt\":true", "\"encrypt\":true,\"x\":1");
         if (!strcmp(cases[i].what, "plain")) {
             /* "encrypt": true but a plain last argument */
-            freeReplyObject(test_redis_cmd(rc, "DEL queue:default"));
+            freeReplyObject(test_redis_cmd(ent_rc, "DEL queue:default"));
             freeReplyObject(
-                test_redis_cmd(rc, "LPUSH queue:default %s",
+                test_redis_cmd(ent_rc, "LPUSH queue:default %s",
                                "{\"class\":\"Secret\",\"args\":[\"ok\",{\"card\":\"x\"}],\"jid\":"
                                "\"0123456789abcdef01234567\",\"queue\":\"default\",\"retry\":true,"
                                "\"encrypt\":true,"
                                "\"created_at\":1700000000.0,\"enqueued_at\":1700000000.0}"));
         }
         ent_proc w;
-        assert_int_equal(ent_proc_start(&w, srv.url, "default", 1, settings), 0);
-        wait_for("ZCARD dead", 1);
+        assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
+        ent_wait_for("ZCARD dead", 1, 30);
         assert_int_equal(ent_proc_stop(&w), 0);
         char *d = first("ZRANGE dead 0 0");
         if (!strstr(d, cases[i].want))
             fail_msg("%s: want \"%s\" in the dead job: %s", cases[i].what, cases[i].want, d);
         assert_non_null(strstr(d, "\"error_class\":\"DrayHookError\""));
         free(d);
-        assert_int_equal(ent_rint(rc, "ZCARD retry"), 0);          /* straight to dead */
-        assert_int_equal(ent_rint(rc, "LLEN ent:test:secret"), 0); /* the handler never ran */
+        assert_int_equal(ent_rint(ent_rc, "ZCARD retry"), 0);          /* straight to dead */
+        assert_int_equal(ent_rint(ent_rc, "LLEN ent:test:secret"), 0); /* the handler never ran */
     }
 }
 
@@ -437,7 +401,7 @@ test_repush_sealed(void **state)
     load_here(NULL);
     push("Secret", "ok", NULL, 0);
     char *sealed = first("LRANGE queue:default 0 0");
-    freeReplyObject(test_redis_cmd(rc, "DEL queue:default"));
+    freeReplyObject(test_redis_cmd(ent_rc, "DEL queue:default"));
     dray_job *job;
     assert_int_equal(dray_job_parse(sealed, strlen(sealed), 0, &job, NULL, 0), 0);
     assert_int_equal(dray_client_push_job(cli, job, NULL), 0);
@@ -451,8 +415,8 @@ test_repush_sealed(void **state)
     free(again);
     const char *settings[] = {keys_setting, NULL};
     ent_proc w;
-    assert_int_equal(ent_proc_start(&w, srv.url, "default", 1, settings), 0);
-    wait_for("LLEN ent:test:secret", 1);
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
+    ent_wait_for("LLEN ent:test:secret", 1, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     char *v = first("LRANGE ent:test:secret 0 0");
     assert_string_equal(v, "ok");

@@ -24,40 +24,13 @@
 
 #define NPROC 4
 
-static test_redis srv;
-static redisContext *rc;
-static char key[ENT_KEYBUF];
 static dray_client *cli; /* plain pushes: no module needed in this process */
-
-typedef struct at_least {
-    const char *cmd;
-    long long want;
-} at_least;
-
-static int
-reached(void *p)
-{
-    at_least *a = p;
-    redisReply *r = redisCommand(rc, a->cmd);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    freeReplyObject(r);
-    return v >= a->want;
-}
-
-static void
-wait_for(const char *cmd, long long want, double timeout)
-{
-    at_least a = {cmd, want};
-    if (!test_wait_until(reached, &a, timeout))
-        fail_msg("timed out: %s did not reach %lld", cmd, want);
-}
 
 static void
 start_workers(ent_proc *p, int n, const char *queues, int conc, const char *const *settings)
 {
     for (int i = 0; i < n; i++)
-        assert_int_equal(ent_proc_start(&p[i], srv.url, queues, conc, settings), 0);
+        assert_int_equal(ent_proc_start(&p[i], ent_srv.url, queues, conc, settings), 0);
 }
 
 static void
@@ -85,7 +58,7 @@ static json_t *
 ran(void)
 {
     json_t *all = json_array();
-    redisReply *r = test_redis_cmd(rc, "LRANGE ent:test:ran 0 -1");
+    redisReply *r = test_redis_cmd(ent_rc, "LRANGE ent:test:ran 0 -1");
     for (size_t i = 0; i < r->elements; i++)
         json_array_append_new(all, json_loads(r->element[i]->str, 0, NULL));
     freeReplyObject(r);
@@ -103,7 +76,7 @@ cmp_double(const void *a, const void *b)
 static double *
 stamps(const char *g, size_t *n)
 {
-    redisReply *r = test_redis_cmd(rc, "LRANGE ent:test:stamps:%s 0 -1", g);
+    redisReply *r = test_redis_cmd(ent_rc, "LRANGE ent:test:stamps:%s 0 -1", g);
     double *t = calloc(r->elements + 1, sizeof *t);
     for (size_t i = 0; i < r->elements; i++)
         t[i] = atof(r->element[i]->str);
@@ -113,39 +86,39 @@ stamps(const char *g, size_t *n)
     return t;
 }
 
+/* Run `jobs` Stamp jobs tagged g on nproc (<= NPROC) workers of 4 threads
+ * under limiter (one settings line), stop them; the start times, sorted
+ * (the caller frees them). */
+static double *
+run_stamped(const char *limiter, int nproc, const char *g, int jobs, size_t *n)
+{
+    const char *settings[] = {limiter, NULL};
+    ent_proc p[NPROC];
+    char args[32];
+    snprintf(args, sizeof args, "[\"%s\"]", g);
+    start_workers(p, nproc, "default", 4, settings);
+    push("Stamp", args, NULL, NULL, jobs);
+    ent_wait_for("LLEN ent:test:ran", jobs, 120);
+    stop_workers(p, nproc);
+    return stamps(g, n);
+}
+
 static int
 setup(void **state)
 {
-    (void)state;
-    if (ent_test_init())
+    if (ent_setup(state))
         return -1;
-    ent_test_license("enterprise", NULL, key);
-    setenv("DRAY_LICENSE", key, 1);
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = ent_srv.url;
     return dray_client_new(&o, &cli, NULL, 0);
 }
 
 static int
 teardown(void **state)
 {
-    (void)state;
     dray_client_free(cli);
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-each_setup(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    return 0;
+    return ent_teardown(state);
 }
 
 /* ---- concurrent ------------------------------------------------------------------ */
@@ -160,9 +133,9 @@ test_concurrent(void **state)
     start_workers(p, NPROC, "default", 4, settings);
     push("Conc", "[\"g\", 60]", NULL, NULL, 24);
     push("Conc", "[\"g\", 60]", NULL, "{\"retry_count\": 2}", 16);
-    wait_for("LLEN ent:test:ran", 40, 120);
+    ent_wait_for("LLEN ent:test:ran", 40, 120);
     stop_workers(p, NPROC);
-    long long max = ent_rint(rc, "GET ent:test:max:g");
+    long long max = ent_rint(ent_rc, "GET ent:test:max:g");
     printf("concurrent 3: 40 jobs, highest concurrency measured by the handlers %lld\n", max);
     assert_true(max <= 3);
     assert_true(max >= 2); /* 16 threads on 4 processes did contend */
@@ -184,11 +157,11 @@ test_concurrent(void **state)
     printf("concurrent 3: %d of 40 jobs were deferred at least once\n", deferred);
     assert_true(deferred > 0);
     assert_int_equal(kept, 16);
-    assert_int_equal(ent_rint(rc, "ZCARD retry"), 0);
-    assert_int_equal(ent_rint(rc, "ZCARD ent:lmtr:conc:c"), 0); /* every slot given back */
-    assert_true(ent_rint(rc, "HGET ent:lmtr:conc overages") > 0);
-    assert_int_equal(ent_rint(rc, "HGET ent:lmtr:conc taken"), 40);
-    assert_true(ent_rint(rc, "ZSCORE ent:limiters conc") > 0);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD retry"), 0);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD ent:lmtr:conc:c"), 0); /* every slot given back */
+    assert_true(ent_rint(ent_rc, "HGET ent:lmtr:conc overages") > 0);
+    assert_int_equal(ent_rint(ent_rc, "HGET ent:lmtr:conc taken"), 40);
+    assert_true(ent_rint(ent_rc, "ZSCORE ent:limiters conc") > 0);
 }
 
 static void
@@ -202,19 +175,19 @@ test_crashed_holder(void **state)
     ent_proc a, b;
     start_workers(&a, 1, "default", 1, settings);
     push("Block", "[1]", NULL, NULL, 1);
-    wait_for("LLEN ent:test:started", 1, 30);
-    assert_int_equal(ent_rint(rc, "ZCARD ent:lmtr:solo:c"), 1);
+    ent_wait_for("LLEN ent:test:started", 1, 30);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD ent:lmtr:solo:c"), 1);
     ent_proc_kill(&a); /* dies holding the slot */
     start_workers(&b, 1, "default", 2, settings);
     push("Block", "[2]", NULL, NULL, 1);
     /* deferred while the dead holder's slot lives, run once it is reclaimed */
     double t0 = test_now();
-    wait_for("LLEN ent:test:started", 2, 30);
+    ent_wait_for("LLEN ent:test:started", 2, 30);
     double waited = test_now() - t0;
     printf("crashed holder: the next job started after %.2fs (lock_timeout 2s)\n", waited);
     assert_true(waited > 0.5);
-    freeReplyObject(test_redis_cmd(rc, "RPUSH ent:test:gate 1"));
-    wait_for("LLEN ent:test:ran", 1, 30);
+    freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1"));
+    ent_wait_for("LLEN ent:test:ran", 1, 30);
     assert_int_equal(ent_proc_stop(&b), 0);
 }
 
@@ -227,11 +200,11 @@ test_reschedule_max(void **state)
     ent_proc w;
     start_workers(&w, 1, "default", 2, settings);
     push("Block", "[1]", NULL, NULL, 1);
-    wait_for("LLEN ent:test:started", 1, 30);
+    ent_wait_for("LLEN ent:test:started", 1, 30);
     push("Block", "[2]", NULL, NULL, 1);
     /* deferred twice, then an ordinary failure: one retry spent */
-    wait_for("ZCARD retry", 1, 30);
-    redisReply *r = test_redis_cmd(rc, "ZRANGE retry 0 0");
+    ent_wait_for("ZCARD retry", 1, 30);
+    redisReply *r = test_redis_cmd(ent_rc, "ZRANGE retry 0 0");
     json_t *job = json_loads(r->element[0]->str, 0, NULL);
     freeReplyObject(r);
     const char *msg = json_string_value(json_object_get(job, "error_message"));
@@ -242,8 +215,8 @@ test_reschedule_max(void **state)
     assert_int_equal(json_integer_value(json_object_get(job, "deferred")), 2);
     assert_null(json_object_get(job, "overrated")); /* reset (Sidekiq #6010) */
     json_decref(job);
-    freeReplyObject(test_redis_cmd(rc, "RPUSH ent:test:gate 1"));
-    wait_for("LLEN ent:test:ran", 1, 30);
+    freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1"));
+    ent_wait_for("LLEN ent:test:ran", 1, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
 }
 
@@ -259,14 +232,14 @@ test_per_tenant(void **state)
     push("Tenant", "[\"acme\", 50]", NULL, NULL, 6);
     push("Tenant", "[\"globex\", 50]", NULL, NULL, 6);
     push("Tenant", "[\"bad name!\", 1]", NULL, NULL, 1);
-    wait_for("LLEN ent:test:ran", 12, 60);
-    wait_for("ZCARD retry", 1, 30);
+    ent_wait_for("LLEN ent:test:ran", 12, 60);
+    ent_wait_for("ZCARD retry", 1, 30);
     stop_workers(p, 2);
-    assert_int_equal(ent_rint(rc, "GET ent:test:max:acme"), 1);
-    assert_int_equal(ent_rint(rc, "GET ent:test:max:globex"), 1);
-    assert_int_equal(ent_rint(rc, "HGET ent:lmtr:tenant-acme taken"), 6);
-    assert_int_equal(ent_rint(rc, "HGET ent:lmtr:tenant-globex taken"), 6);
-    redisReply *r = test_redis_cmd(rc, "ZRANGE retry 0 0");
+    assert_int_equal(ent_rint(ent_rc, "GET ent:test:max:acme"), 1);
+    assert_int_equal(ent_rint(ent_rc, "GET ent:test:max:globex"), 1);
+    assert_int_equal(ent_rint(ent_rc, "HGET ent:lmtr:tenant-acme taken"), 6);
+    assert_int_equal(ent_rint(ent_rc, "HGET ent:lmtr:tenant-globex taken"), 6);
+    redisReply *r = test_redis_cmd(ent_rc, "ZRANGE retry 0 0");
     assert_non_null(strstr(r->element[0]->str, "name 'tenant-bad name!' has illegal characters"));
     freeReplyObject(r);
 }
@@ -281,10 +254,10 @@ test_wait(void **state)
     ent_proc w;
     start_workers(&w, 1, "default", 3, settings);
     push("Conc", "[\"wt\", 200]", NULL, NULL, 3);
-    wait_for("LLEN ent:test:ran", 3, 30);
+    ent_wait_for("LLEN ent:test:ran", 3, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
-    assert_int_equal(ent_rint(rc, "GET ent:test:max:wt"), 1);
-    assert_int_equal(ent_rint(rc, "ZCARD schedule"), 0);
+    assert_int_equal(ent_rint(ent_rc, "GET ent:test:max:wt"), 1);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD schedule"), 0);
     json_t *all = ran();
     size_t i;
     json_t *r;
@@ -299,15 +272,10 @@ static void
 test_bucket(void **state)
 {
     (void)state;
-    const char *settings[] = {
-        "enterprise.limiter=b5 bucket 5/second class=Stamp backoff=0.02 reschedule=100000", NULL};
-    ent_proc p[NPROC];
-    start_workers(p, NPROC, "default", 4, settings);
-    push("Stamp", "[\"b\"]", NULL, NULL, 30);
-    wait_for("LLEN ent:test:ran", 30, 120);
-    stop_workers(p, NPROC);
     size_t n;
-    double *t = stamps("b", &n);
+    double *t = run_stamped(
+        "enterprise.limiter=b5 bucket 5/second class=Stamp backoff=0.02 reschedule=100000", NPROC,
+        "b", 30, &n);
     assert_int_equal(n, 30);
     /* A start at h in [k + eps, k + 1) was admitted in second k (the
      * handler starts within eps of its admission): at most 5 per second. */
@@ -332,15 +300,10 @@ static void
 test_window(void **state)
 {
     (void)state;
-    const char *settings[] = {
-        "enterprise.limiter=w4 window 4/1s class=Stamp backoff=0.02 reschedule=100000", NULL};
-    ent_proc p[NPROC];
-    start_workers(p, NPROC, "default", 4, settings);
-    push("Stamp", "[\"w\"]", NULL, NULL, 20);
-    wait_for("LLEN ent:test:ran", 20, 120);
-    stop_workers(p, NPROC);
     size_t n;
-    double *t = stamps("w", &n);
+    double *t =
+        run_stamped("enterprise.limiter=w4 window 4/1s class=Stamp backoff=0.02 reschedule=100000",
+                    NPROC, "w", 20, &n);
     assert_int_equal(n, 20);
     /* Admissions in any 1 s window <= 4; a start is at most eps after its
      * admission, so starts in [h, h + 1 - eps) <= 4. */
@@ -364,15 +327,10 @@ static void
 test_leaky(void **state)
 {
     (void)state;
-    const char *settings[] = {
-        "enterprise.limiter=lk leaky 4/1s class=Stamp backoff=0.02 reschedule=100000", NULL};
-    ent_proc p[2];
-    start_workers(p, 2, "default", 4, settings);
-    push("Stamp", "[\"l\"]", NULL, NULL, 16);
-    wait_for("LLEN ent:test:ran", 16, 120);
-    stop_workers(p, 2);
     size_t n;
-    double *t = stamps("l", &n);
+    double *t =
+        run_stamped("enterprise.limiter=lk leaky 4/1s class=Stamp backoff=0.02 reschedule=100000",
+                    2, "l", 16, &n);
     /* A burst of 4, then 4 per second: in any interval of length L at most
      * 4 + 4 L start (plus the eps slack). */
     int ok = 1;
@@ -398,29 +356,29 @@ test_fetch_time(void **state)
     ent_proc p[NPROC];
     start_workers(p, NPROC, "throttled default", 3, settings);
     push("Block", "[1]", "throttled", NULL, 10);
-    wait_for("LLEN ent:test:started", 2, 30);
+    ent_wait_for("LLEN ent:test:started", 2, 30);
     /* Other queues are worked meanwhile: 40 jobs on default run... */
     push("Record", "[1]", "default", NULL, 40);
-    wait_for("LLEN ent:test:ran", 40, 60);
+    ent_wait_for("LLEN ent:test:ran", 40, 60);
     /* ...while the over-limit queue was not touched: no fetch, no reschedule. */
-    assert_int_equal(ent_rint(rc, "LLEN ent:test:started"), 2);
-    assert_int_equal(ent_rint(rc, "LLEN queue:throttled"), 8);
-    assert_int_equal(ent_rint(rc, "ZCARD schedule"), 0);
-    assert_int_equal(ent_rint(rc, "ZCARD ent:lmtr:q2:c"), 2);
+    assert_int_equal(ent_rint(ent_rc, "LLEN ent:test:started"), 2);
+    assert_int_equal(ent_rint(ent_rc, "LLEN queue:throttled"), 8);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD schedule"), 0);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD ent:lmtr:q2:c"), 2);
     /* Release one at a time: one more starts each time, never more than 2 run. */
     for (int k = 1; k <= 8; k++) {
-        freeReplyObject(test_redis_cmd(rc, "RPUSH ent:test:gate 1"));
+        freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1"));
         char cmd[64];
         snprintf(cmd, sizeof cmd, "LLEN ent:test:started");
-        wait_for(cmd, 2 + k, 30);
-        long long started = ent_rint(rc, "LLEN ent:test:started");
-        long long done = ent_rint(rc, "LLEN ent:test:ran") - 40;
+        ent_wait_for(cmd, 2 + k, 30);
+        long long started = ent_rint(ent_rc, "LLEN ent:test:started");
+        long long done = ent_rint(ent_rc, "LLEN ent:test:ran") - 40;
         assert_true(started - done <= 2);
     }
-    freeReplyObject(test_redis_cmd(rc, "RPUSH ent:test:gate 1 1"));
-    wait_for("LLEN ent:test:ran", 50, 30);
-    assert_int_equal(ent_rint(rc, "LLEN queue:throttled"), 0);
-    assert_int_equal(ent_rint(rc, "ZCARD schedule"), 0);
+    freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1 1"));
+    ent_wait_for("LLEN ent:test:ran", 50, 30);
+    assert_int_equal(ent_rint(ent_rc, "LLEN queue:throttled"), 0);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD schedule"), 0);
     /* every job ran once, none deferred */
     json_t *all = ran();
     size_t i;
@@ -429,22 +387,22 @@ test_fetch_time(void **state)
         assert_int_equal(json_integer_value(json_object_get(r, "deferred")), 0);
     json_decref(all);
     stop_workers(p, NPROC);
-    assert_int_equal(ent_rint(rc, "ZCARD ent:lmtr:q2:c"), 0); /* acked: slots given back */
+    assert_int_equal(ent_rint(ent_rc, "ZCARD ent:lmtr:q2:c"), 0); /* acked: slots given back */
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_concurrent, each_setup),
-        cmocka_unit_test_setup(test_crashed_holder, each_setup),
-        cmocka_unit_test_setup(test_reschedule_max, each_setup),
-        cmocka_unit_test_setup(test_per_tenant, each_setup),
-        cmocka_unit_test_setup(test_wait, each_setup),
-        cmocka_unit_test_setup(test_bucket, each_setup),
-        cmocka_unit_test_setup(test_window, each_setup),
-        cmocka_unit_test_setup(test_leaky, each_setup),
-        cmocka_unit_test_setup(test_fetch_time, each_setup),
+        cmocka_unit_test_setup(test_concurrent, ent_flush),
+        cmocka_unit_test_setup(test_crashed_holder, ent_flush),
+        cmocka_unit_test_setup(test_reschedule_max, ent_flush),
+        cmocka_unit_test_setup(test_per_tenant, ent_flush),
+        cmocka_unit_test_setup(test_wait, ent_flush),
+        cmocka_unit_test_setup(test_bucket, ent_flush),
+        cmocka_unit_test_setup(test_window, ent_flush),
+        cmocka_unit_test_setup(test_leaky, ent_flush),
+        cmocka_unit_test_setup(test_fetch_time, ent_flush),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -29,10 +29,6 @@
 #define T0 1893492030LL /* 2030-01-01 10:00:30 UTC */
 #define LEASE 5
 
-static test_redis srv;
-static redisContext *rc;
-static char key[ENT_KEYBUF];
-
 static const char *settings[] = {
     "enterprise.test_clock=ent:test:clock", "enterprise.leader_lease=5",
     "enterprise.periodic=* * * * * Tick name=every",
@@ -41,27 +37,27 @@ static const char *settings[] = {
 static void
 set_clock(long long t)
 {
-    freeReplyObject(test_redis_cmd(rc, "SET ent:test:clock %lld", t));
+    freeReplyObject(test_redis_cmd(ent_rc, "SET ent:test:clock %lld", t));
 }
 
 static int
 ticks_reach(void *p)
 {
-    return ent_rint(rc, "LLEN ent:test:ticks") >= *(long long *)p;
+    return ent_rint(ent_rc, "LLEN ent:test:ticks") >= *(long long *)p;
 }
 
 static void
 wait_ticks(long long n)
 {
     if (!test_wait_until(ticks_reach, &n, 30))
-        fail_msg("ticks: %lld, want %lld", ent_rint(rc, "LLEN ent:test:ticks"), n);
+        fail_msg("ticks: %lld, want %lld", ent_rint(ent_rc, "LLEN ent:test:ticks"), n);
 }
 
 /* How often each "<loop> <tick>" was enqueued; fails on any duplicate. */
 static long long
 count_ticks(const char *loop, long long from, long long to)
 {
-    redisReply *r = test_redis_cmd(rc, "LRANGE ent:test:ticks 0 -1");
+    redisReply *r = test_redis_cmd(ent_rc, "LRANGE ent:test:ticks 0 -1");
     long long n = 0;
     for (size_t i = 0; i < r->elements; i++) {
         char l[64];
@@ -85,7 +81,7 @@ count_ticks(const char *loop, long long from, long long to)
 static pid_t
 leader_pid(void)
 {
-    char *id = ent_rstr(rc, "GET dear-leader");
+    char *id = ent_rstr(ent_rc, "GET dear-leader");
     if (!id)
         return 0;
     const char *a = strchr(id, ':');
@@ -113,44 +109,21 @@ leader_of(ent_proc *p, int n)
     return NULL;
 }
 
-static int
-setup(void **state)
-{
-    (void)state;
-    if (ent_test_init())
-        return -1;
-    ent_test_license("enterprise", NULL, key);
-    setenv("DRAY_LICENSE", key, 1);
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
 static void
 test_leader_ticks_backfill(void **state)
 {
     (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(ent_rc, "FLUSHALL"));
     set_clock(T0);
     ent_proc p[NPROC];
     for (int i = 0; i < NPROC; i++)
-        assert_int_equal(ent_proc_start(&p[i], srv.url, "default", 2, settings), 0);
+        assert_int_equal(ent_proc_start(&p[i], ent_srv.url, "default", 2, settings), 0);
     assert_true(test_wait_until(has_leader, NULL, 30));
     ent_proc *lead = leader_of(p, NPROC);
     /* the leader is a live process in Sidekiq's registry: the Web UI badge */
-    char *id = ent_rstr(rc, "GET dear-leader");
-    assert_int_equal(ent_rint(rc, "SISMEMBER processes %s", id), 1);
-    long long ttl = ent_rint(rc, "PTTL dear-leader");
+    char *id = ent_rstr(ent_rc, "GET dear-leader");
+    assert_int_equal(ent_rint(ent_rc, "SISMEMBER processes %s", id), 1);
+    long long ttl = ent_rint(ent_rc, "PTTL dear-leader");
     assert_true(ttl > 0 && ttl <= LEASE * 1000);
     free(id);
 
@@ -164,10 +137,10 @@ test_leader_ticks_backfill(void **state)
     }
     assert_int_equal(count_ticks("every", T0 - 30, T0 - 30 + 9 * 60), 10);
     assert_int_equal(count_ticks("five", T0 - 30, T0 - 30 + 9 * 60), 2);
-    long long last = ent_rint(rc, "HGET ent:periodic:every last");
+    long long last = ent_rint(ent_rc, "HGET ent:periodic:every last");
     assert_int_equal(last, T0 - 30 + 9 * 60);
-    assert_int_equal(ent_rint(rc, "HGET ent:periodic:five next"), T0 - 30 + 10 * 60);
-    assert_int_equal(ent_rint(rc, "ZCARD ent:periodic:loops"), 2);
+    assert_int_equal(ent_rint(ent_rc, "HGET ent:periodic:five next"), T0 - 30 + 10 * 60);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD ent:periodic:loops"), 2);
 
     /* Kill the leader and let 5 minutes pass with nobody leading. */
     pid_t old = lead->pid;
@@ -186,14 +159,15 @@ test_leader_ticks_backfill(void **state)
     assert_int_equal(count_ticks("five", T0 - 30 + 10 * 60, T0 - 30 + 14 * 60), 1);
 
     /* Make the leader look at 10:00-10:14 again: every tick has its marker. */
-    freeReplyObject(test_redis_cmd(rc, "HSET ent:periodic:every checked %lld", T0 - 30 - 60));
+    freeReplyObject(test_redis_cmd(ent_rc, "HSET ent:periodic:every checked %lld", T0 - 30 - 60));
     long long cur = T0 - 30 + 14 * 60;
-    for (double end = test_now() + 10; ent_rint(rc, "HGET ent:periodic:every checked") != cur;) {
+    for (double end = test_now() + 10;
+         ent_rint(ent_rc, "HGET ent:periodic:every checked") != cur;) {
         if (test_now() > end)
             fail_msg("the leader did not re-examine the loop");
         usleep(5000);
     }
-    assert_int_equal(ent_rint(rc, "LLEN ent:test:ticks"), expect);
+    assert_int_equal(ent_rint(ent_rc, "LLEN ent:test:ticks"), expect);
 
     /* A graceful stop hands leadership over at the next heartbeat, not
      * after the lease. */
@@ -222,29 +196,29 @@ test_backfill_window(void **state)
      * hours later one process starts: only the last hour is backfilled. */
     long long now = T0 + 3 * 3600 + 15 * 60; /* 13:15:30 */
     set_clock(now);
-    long long before = ent_rint(rc, "LLEN ent:test:ticks");
+    long long before = ent_rint(ent_rc, "LLEN ent:test:ticks");
     ent_proc p;
-    assert_int_equal(ent_proc_start(&p, srv.url, "default", 4, settings), 0);
+    assert_int_equal(ent_proc_start(&p, ent_srv.url, "default", 4, settings), 0);
     /* 12:16..13:15 for every (60), 12:20..13:15 for five (12) */
     long long from = now - 30 - 59 * 60;
     wait_ticks(before + 72);
     assert_int_equal(count_ticks("every", from, now), 60);
     assert_int_equal(count_ticks("five", from, now), 12);
     assert_int_equal(count_ticks("every", T0 + 15 * 60, from - 1), 0);
-    assert_int_equal(ent_rint(rc, "HGET ent:periodic:every last"), now - 30);
+    assert_int_equal(ent_rint(ent_rc, "HGET ent:periodic:every last"), now - 30);
     ent_proc_stop(&p);
     /* backfill 0: only the current minute */
     const char *off[] = {"enterprise.test_clock=ent:test:clock", "enterprise.backfill=0",
                          "enterprise.periodic=* * * * * Tick name=every", NULL};
     set_clock(now + 600);
-    before = ent_rint(rc, "LLEN ent:test:ticks");
-    assert_int_equal(ent_proc_start(&p, srv.url, "default", 2, off), 0);
+    before = ent_rint(ent_rc, "LLEN ent:test:ticks");
+    assert_int_equal(ent_proc_start(&p, ent_srv.url, "default", 2, off), 0);
     wait_ticks(before + 1);
     assert_int_equal(count_ticks("every", now + 570, now + 570), 1);
     assert_int_equal(ent_proc_stop(&p), 0);
-    assert_int_equal(ent_rint(rc, "LLEN ent:test:ticks"), before + 1);
+    assert_int_equal(ent_rint(ent_rc, "LLEN ent:test:ticks"), before + 1);
     /* tick markers expire: backfill window + a day */
-    long long ttl = ent_rint(rc, "TTL ent:periodic:every:t:%lld", now + 570);
+    long long ttl = ent_rint(ent_rc, "TTL ent:periodic:every:t:%lld", now + 570);
     assert_true(ttl > 86000 && ttl <= 86400);
 }
 
@@ -255,5 +229,5 @@ main(void)
         cmocka_unit_test(test_leader_ticks_backfill),
         cmocka_unit_test(test_backfill_window),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, ent_setup, ent_teardown);
 }

@@ -21,32 +21,13 @@
 #include "ent_support.h"
 #include "module_internal.h"
 
-static test_redis srv;
-static redisContext *rc;
-static char key[ENT_KEYBUF];
 static dray_server *host; /* loads the module into this process for our own pushes */
 static dray_client *cli;
-
-typedef struct at_least {
-    const char *cmd;
-    long long want;
-} at_least;
-
-static int
-reached(void *p)
-{
-    at_least *a = p;
-    redisReply *r = redisCommand(rc, a->cmd);
-    assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    freeReplyObject(r);
-    return v >= a->want;
-}
 
 static long long
 count_locks(void)
 {
-    redisReply *r = test_redis_cmd(rc, "KEYS ent:unique:*");
+    redisReply *r = test_redis_cmd(ent_rc, "KEYS ent:unique:*");
     long long n = (long long)r->elements;
     freeReplyObject(r);
     return n;
@@ -63,9 +44,9 @@ no_locks(void *p)
 static void
 lock_set(const char *field, const char *value)
 {
-    redisReply *r = test_redis_cmd(rc, "KEYS ent:unique:*");
+    redisReply *r = test_redis_cmd(ent_rc, "KEYS ent:unique:*");
     for (size_t i = 0; i < r->elements; i++)
-        freeReplyObject(test_redis_cmd(rc, "HSET %s %s %s", r->element[i]->str, field, value));
+        freeReplyObject(test_redis_cmd(ent_rc, "HSET %s %s %s", r->element[i]->str, field, value));
     freeReplyObject(r);
 }
 
@@ -81,19 +62,11 @@ static int
 blocked(void *p)
 {
     char *info = NULL;
-    redisReply *r = test_redis_cmd(rc, "INFO clients");
+    redisReply *r = test_redis_cmd(ent_rc, "INFO clients");
     info = strstr(r->str, "blocked_clients:");
     int n = info ? atoi(info + strlen("blocked_clients:")) : 0;
     freeReplyObject(r);
     return n >= *(int *)p;
-}
-
-static void
-wait_for(const char *cmd, long long want, double timeout)
-{
-    at_least a = {cmd, want};
-    if (!test_wait_until(reached, &a, timeout))
-        fail_msg("timed out: %s did not reach %lld", cmd, want);
 }
 
 /* Load the module here with these settings (NULL-ended), for pushes. */
@@ -102,7 +75,7 @@ load_here(const char *first, ...)
 {
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = ent_srv.url;
     o.log_level = DRAY_LOG_ERROR;
     char err[512];
     assert_int_equal(dray_server_new(&o, &host, err, sizeof err), 0);
@@ -135,42 +108,11 @@ push(const char *klass, const char *args, const char *extra, double in, int retr
 static char *
 lock_owner(void)
 {
-    redisReply *r = test_redis_cmd(rc, "KEYS ent:unique:*");
+    redisReply *r = test_redis_cmd(ent_rc, "KEYS ent:unique:*");
     assert_int_equal(r->elements, 1);
-    char *owner = ent_rstr(rc, "HGET %s jid", r->element[0]->str);
+    char *owner = ent_rstr(ent_rc, "HGET %s jid", r->element[0]->str);
     freeReplyObject(r);
     return owner;
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    if (ent_test_init())
-        return -1;
-    ent_test_license("enterprise", NULL, key);
-    setenv("DRAY_LICENSE", key, 1);
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-each_setup(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    return 0;
 }
 
 static int
@@ -194,7 +136,7 @@ test_eight_pushers(void **state)
     ent_proc p[8];
     const char *argv[] = {"push",
                           "--redis",
-                          srv.url,
+                          ent_srv.url,
                           "--gate",
                           "ent:test:go",
                           "--class",
@@ -211,10 +153,10 @@ test_eight_pushers(void **state)
     if (!test_wait_until(blocked, &eight, 30))
         fail_msg("the pushers did not reach the gate");
     for (int i = 0; i < 8; i++)
-        freeReplyObject(test_redis_cmd(rc, "RPUSH ent:test:go 1"));
+        freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:go 1"));
     for (int i = 0; i < 8; i++)
         assert_int_equal(ent_proc_wait(&p[i], 30), 0);
-    redisReply *r = test_redis_cmd(rc, "LRANGE ent:test:pushed 0 -1");
+    redisReply *r = test_redis_cmd(ent_rc, "LRANGE ent:test:pushed 0 -1");
     assert_int_equal(r->elements, 8);
     int ok = 0, dropped = 0;
     for (size_t i = 0; i < r->elements; i++) {
@@ -224,9 +166,9 @@ test_eight_pushers(void **state)
     freeReplyObject(r);
     assert_int_equal(ok, 1);
     assert_int_equal(dropped, 7);
-    assert_int_equal(ent_rint(rc, "LLEN queue:default"), 1);
+    assert_int_equal(ent_rint(ent_rc, "LLEN queue:default"), 1);
     /* the lock names the one job that was written */
-    char *job = ent_rstr(rc, "LINDEX queue:default 0");
+    char *job = ent_rstr(ent_rc, "LINDEX queue:default 0");
     json_t *o = json_loads(job, 0, NULL);
     char *owner = lock_owner();
     assert_string_equal(owner, json_string_value(json_object_get(o, "jid")));
@@ -244,10 +186,10 @@ test_until_success(void **state)
     const char *settings[] = {"enterprise.unique=Block for=60", NULL};
     load_here(settings[0], NULL);
     ent_proc w;
-    assert_int_equal(ent_proc_start(&w, srv.url, "default", 2, settings), 0);
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 2, settings), 0);
     char jid[DRAY_JID_BYTES];
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, jid), 0);
-    wait_for("LLEN ent:test:started", 1, 30);
+    ent_wait_for("LLEN ent:test:started", 1, 30);
     /* running: the lock still blocks, and names its owner */
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), DRAY_EDROPPED);
     char *owner = lock_owner();
@@ -255,15 +197,15 @@ test_until_success(void **state)
     free(owner);
     /* different args or another queue are different jobs */
     assert_int_equal(push("Block", "[2]", NULL, 0, 0, NULL), 0);
-    wait_for("LLEN ent:test:started", 2, 30);
-    freeReplyObject(test_redis_cmd(rc, "RPUSH ent:test:gate 1 1"));
-    wait_for("LLEN ent:test:ran", 2, 30);
+    ent_wait_for("LLEN ent:test:started", 2, 30);
+    freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1 1"));
+    ent_wait_for("LLEN ent:test:ran", 2, 30);
     /* success released both locks */
     assert_true(test_wait_until(no_locks, NULL, 10));
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), 0);
-    wait_for("LLEN ent:test:started", 3, 30);
-    freeReplyObject(test_redis_cmd(rc, "RPUSH ent:test:gate 1"));
-    wait_for("LLEN ent:test:ran", 3, 30);
+    ent_wait_for("LLEN ent:test:started", 3, 30);
+    freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1"));
+    ent_wait_for("LLEN ent:test:ran", 3, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
 }
 
@@ -274,16 +216,16 @@ test_until_start(void **state)
     const char *settings[] = {"enterprise.unique=Block for=60 until=start", NULL};
     load_here(settings[0], NULL);
     ent_proc w;
-    assert_int_equal(ent_proc_start(&w, srv.url, "default", 1, settings), 0);
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), 0);
-    wait_for("LLEN ent:test:started", 1, 30);
+    ent_wait_for("LLEN ent:test:started", 1, 30);
     /* released when it started: one more copy may wait in the queue... */
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), 0);
     /* ...but only one */
     assert_int_equal(push("Block", "[1]", NULL, 0, 0, NULL), DRAY_EDROPPED);
-    assert_int_equal(ent_rint(rc, "LLEN queue:default"), 1);
-    freeReplyObject(test_redis_cmd(rc, "RPUSH ent:test:gate 1 1"));
-    wait_for("LLEN ent:test:ran", 2, 30);
+    assert_int_equal(ent_rint(ent_rc, "LLEN queue:default"), 1);
+    freeReplyObject(test_redis_cmd(ent_rc, "RPUSH ent:test:gate 1 1"));
+    ent_wait_for("LLEN ent:test:ran", 2, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     /* per-push options work the same way, without a setting */
     each_teardown(NULL);
@@ -305,7 +247,7 @@ test_stale_owner(void **state)
     char a[DRAY_JID_BYTES], b[DRAY_JID_BYTES];
     assert_int_equal(push("Record", "[1]", NULL, 0, 0, a), 0);
     /* young lock: blocks without looking (the owner's push may be in flight) */
-    freeReplyObject(test_redis_cmd(rc, "DEL queue:default"));
+    freeReplyObject(test_redis_cmd(ent_rc, "DEL queue:default"));
     assert_int_equal(push("Record", "[1]", NULL, 0, 0, NULL), DRAY_EDROPPED);
     /* an old lock whose owner is gone (its job was deleted): taken over */
     age();
@@ -316,48 +258,48 @@ test_stale_owner(void **state)
     /* an old lock whose owner is still queued: blocks */
     age();
     assert_int_equal(push("Record", "[1]", NULL, 0, 0, NULL), DRAY_EDROPPED);
-    assert_int_equal(ent_rint(rc, "LLEN queue:default"), 1);
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    assert_int_equal(ent_rint(ent_rc, "LLEN queue:default"), 1);
+    freeReplyObject(test_redis_cmd(ent_rc, "FLUSHALL"));
 
     /* scheduled owner: blocks */
     assert_int_equal(push("Record", "[2]", NULL, 3600, 0, a), 0);
     age();
     assert_int_equal(push("Record", "[2]", NULL, 0, 0, NULL), DRAY_EDROPPED);
     /* ... even without the score hint */
-    redisReply *ks = test_redis_cmd(rc, "KEYS ent:unique:*");
-    freeReplyObject(test_redis_cmd(rc, "HDEL %s at", ks->element[0]->str));
+    redisReply *ks = test_redis_cmd(ent_rc, "KEYS ent:unique:*");
+    freeReplyObject(test_redis_cmd(ent_rc, "HDEL %s at", ks->element[0]->str));
     freeReplyObject(ks);
     age();
     assert_int_equal(push("Record", "[2]", NULL, 0, 0, NULL), DRAY_EDROPPED);
-    assert_int_equal(ent_rint(rc, "ZCARD schedule"), 1);
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    assert_int_equal(ent_rint(ent_rc, "ZCARD schedule"), 1);
+    freeReplyObject(test_redis_cmd(ent_rc, "FLUSHALL"));
 
     /* retrying owner: blocks (a real failure in a worker) */
     const char *settings[] = {"enterprise.unique=Fail for=600", NULL};
     ent_proc w;
-    assert_int_equal(ent_proc_start(&w, srv.url, "default", 1, settings), 0);
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
     assert_int_equal(push("Fail", "[3]", NULL, 0, 0, a), 0);
-    wait_for("ZCARD retry", 1, 30);
+    ent_wait_for("ZCARD retry", 1, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
     age();
     assert_int_equal(push("Fail", "[3]", NULL, 0, 0, NULL), DRAY_EDROPPED);
     /* its retry entry gone (deleted by hand): the lock no longer blocks
      * (once unique_grace has passed since the owner was last seen) */
-    freeReplyObject(test_redis_cmd(rc, "DEL retry"));
+    freeReplyObject(test_redis_cmd(ent_rc, "DEL retry"));
     assert_int_equal(push("Fail", "[3]", NULL, 0, 0, NULL), DRAY_EDROPPED);
     age();
     assert_int_equal(push("Fail", "[3]", NULL, 0, 0, b), 0);
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(ent_rc, "FLUSHALL"));
 
     /* "running" on a process that is gone (no heartbeat hash): taken over */
     assert_int_equal(push("Record", "[4]", NULL, 0, 0, a), 0);
-    freeReplyObject(test_redis_cmd(rc, "DEL queue:default"));
+    freeReplyObject(test_redis_cmd(ent_rc, "DEL queue:default"));
     age();
     lock_set("run", "gone:1:abc");
     /* ...while a live one (its hash exists) keeps it */
-    freeReplyObject(test_redis_cmd(rc, "HSET gone:1:abc beat 1"));
+    freeReplyObject(test_redis_cmd(ent_rc, "HSET gone:1:abc beat 1"));
     assert_int_equal(push("Record", "[4]", NULL, 0, 0, NULL), DRAY_EDROPPED);
-    freeReplyObject(test_redis_cmd(rc, "DEL gone:1:abc"));
+    freeReplyObject(test_redis_cmd(ent_rc, "DEL gone:1:abc"));
     age();
     assert_int_equal(push("Record", "[4]", NULL, 0, 0, b), 0);
 }
@@ -369,12 +311,12 @@ test_death_releases(void **state)
     const char *settings[] = {"enterprise.unique=Fail for=600", NULL};
     load_here(settings[0], NULL);
     ent_proc w;
-    assert_int_equal(ent_proc_start(&w, srv.url, "default", 1, settings), 0);
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
     assert_int_equal(push("Fail", "[1]", NULL, 0, DRAY_RETRY_ZERO, NULL), 0);
-    wait_for("ZCARD dead", 1, 30);
+    ent_wait_for("ZCARD dead", 1, 30);
     assert_true(test_wait_until(no_locks, NULL, 10));
     assert_int_equal(push("Fail", "[1]", NULL, 0, DRAY_RETRY_ZERO, NULL), 0);
-    wait_for("ZCARD dead", 2, 30);
+    ent_wait_for("ZCARD dead", 2, 30);
     assert_int_equal(ent_proc_stop(&w), 0);
 }
 
@@ -384,18 +326,18 @@ test_scheduled_ttl(void **state)
     (void)state;
     load_here("enterprise.unique=Record for=10", NULL);
     assert_int_equal(push("Record", "[1]", NULL, 300, 0, NULL), 0);
-    redisReply *r = test_redis_cmd(rc, "KEYS ent:unique:*");
+    redisReply *r = test_redis_cmd(ent_rc, "KEYS ent:unique:*");
     assert_int_equal(r->elements, 1);
-    long long pttl = ent_rint(rc, "PTTL %s", r->element[0]->str);
+    long long pttl = ent_rint(ent_rc, "PTTL %s", r->element[0]->str);
     freeReplyObject(r);
     assert_true(pttl > 300 * 1000 && pttl <= 310 * 1000);
     /* a duplicate writes nothing anywhere */
-    long long keys = ent_rint(rc, "DBSIZE");
+    long long keys = ent_rint(ent_rc, "DBSIZE");
     assert_int_equal(push("Record", "[1]", NULL, 0, 0, NULL), DRAY_EDROPPED);
     assert_int_equal(push("Record", "[1]", NULL, 600, 0, NULL), DRAY_EDROPPED);
-    assert_int_equal(ent_rint(rc, "DBSIZE"), keys);
-    assert_int_equal(ent_rint(rc, "ZCARD schedule"), 1);
-    assert_int_equal(ent_rint(rc, "EXISTS queue:default"), 0);
+    assert_int_equal(ent_rint(ent_rc, "DBSIZE"), keys);
+    assert_int_equal(ent_rint(ent_rc, "ZCARD schedule"), 1);
+    assert_int_equal(ent_rint(ent_rc, "EXISTS queue:default"), 0);
 }
 
 /* With a namespace every key is prefixed, the lock included. */
@@ -406,7 +348,7 @@ test_namespace(void **state)
     load_here("enterprise.unique=Record for=60", NULL);
     dray_options o;
     dray_options_init(&o);
-    o.redis_url = srv.url;
+    o.redis_url = ent_srv.url;
     o.ns = "app";
     dray_client *nc;
     assert_int_equal(dray_client_new(&o, &nc, NULL, 0), 0);
@@ -417,24 +359,24 @@ test_namespace(void **state)
     assert_int_equal(dray_client_push(cli, "Record", a, NULL, NULL), 0);
     json_decref(a);
     dray_client_free(nc);
-    redisReply *r = test_redis_cmd(rc, "KEYS app:ent:unique:*");
+    redisReply *r = test_redis_cmd(ent_rc, "KEYS app:ent:unique:*");
     assert_int_equal(r->elements, 1);
     freeReplyObject(r);
     assert_int_equal(count_locks(), 1);
-    assert_int_equal(ent_rint(rc, "LLEN app:queue:default"), 1);
+    assert_int_equal(ent_rint(ent_rc, "LLEN app:queue:default"), 1);
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_eight_pushers, each_setup, each_teardown),
-        cmocka_unit_test_setup_teardown(test_until_success, each_setup, each_teardown),
-        cmocka_unit_test_setup_teardown(test_until_start, each_setup, each_teardown),
-        cmocka_unit_test_setup_teardown(test_stale_owner, each_setup, each_teardown),
-        cmocka_unit_test_setup_teardown(test_death_releases, each_setup, each_teardown),
-        cmocka_unit_test_setup_teardown(test_scheduled_ttl, each_setup, each_teardown),
-        cmocka_unit_test_setup_teardown(test_namespace, each_setup, each_teardown),
+        cmocka_unit_test_setup_teardown(test_eight_pushers, ent_flush, each_teardown),
+        cmocka_unit_test_setup_teardown(test_until_success, ent_flush, each_teardown),
+        cmocka_unit_test_setup_teardown(test_until_start, ent_flush, each_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_owner, ent_flush, each_teardown),
+        cmocka_unit_test_setup_teardown(test_death_releases, ent_flush, each_teardown),
+        cmocka_unit_test_setup_teardown(test_scheduled_ttl, ent_flush, each_teardown),
+        cmocka_unit_test_setup_teardown(test_namespace, ent_flush, each_teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, ent_setup, ent_teardown);
 }

@@ -26,10 +26,6 @@
 #include "pro_test.h"
 #include "test_skip.h"
 
-static test_redis srv;
-static redisContext *rc;
-static dray_server *producer;
-static dray_client *cli;
 static dray_pro *P;
 
 enum { NW = 2 };
@@ -42,7 +38,7 @@ workers_start(const char *queues)
     snprintf(q, sizeof q, "queues=%s", queues ? queues : "default cb");
     const char *args[] = {"concurrency=3", q, NULL};
     for (int i = 0; i < NW; i++)
-        assert_int_equal(pro_worker_start(&W[i], srv.url, pro_license_default(), args), 0);
+        assert_int_equal(pro_worker_start(&W[i], pro_srv.url, pro_license_default(), args), 0);
 }
 
 static void
@@ -63,31 +59,16 @@ workers_dump(void)
 static int
 setup(void **state)
 {
-    (void)state;
-    if (test_redis_start(&srv))
+    if (pro_setup(state))
         return -1;
-    rc = test_redis_connect(&srv);
-    pro_producer_open(srv.url, pro_license_default(), &producer, &cli);
-    return dray_pro_new(rc, NULL, &P);
+    return dray_pro_new(pro_rc, NULL, &P);
 }
 
 static int
 teardown(void **state)
 {
-    (void)state;
     dray_pro_free(P);
-    dray_client_free(cli);
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-fresh(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    return 0;
+    return pro_teardown(state);
 }
 
 static int
@@ -111,7 +92,7 @@ mkbatch(dray_pro_batch_opts *o, char bid[DRAY_PRO_BID_BYTES])
 static void
 bpush(const char *bid, const char *klass, json_t *args, const dray_push_opts *po, char *jid)
 {
-    if (dray_pro_batch_push(P, cli, bid, klass, args, po, jid))
+    if (dray_pro_batch_push(P, pro_cli, bid, klass, args, po, jid))
         fail_msg("batch_push: %s", dray_pro_errstr(P));
     json_decref(args);
 }
@@ -132,7 +113,7 @@ typedef struct cb_want {
 static long long
 cb_count(const char *bid, const char *event)
 {
-    return pro_int(rc, "HGET t:cb %s:%s", bid, event);
+    return pro_int(pro_rc, "HGET t:cb %s:%s", bid, event);
 }
 
 static int
@@ -165,8 +146,8 @@ static int
 queues_idle(void *p)
 {
     (void)p;
-    return pro_int(rc, "LLEN queue:default") == 0 && pro_int(rc, "LLEN queue:cb") == 0 &&
-           pro_int(rc, "ZCARD retry") == 0 && pro_int(rc, "ZCARD schedule") == 0;
+    return pro_int(pro_rc, "LLEN queue:default") == 0 && pro_int(pro_rc, "LLEN queue:cb") == 0 &&
+           pro_int(pro_rc, "ZCARD retry") == 0 && pro_int(pro_rc, "ZCARD schedule") == 0;
 }
 
 /* ---- tests --------------------------------------------------------------------- */
@@ -203,7 +184,7 @@ test_complete_success_death(void **state)
     bpush(b, "Fail", json_pack("[s]", "x"), &zero, djid);
     commit(b);
     /* Nothing may fire before there are workers. */
-    assert_int_equal(pro_int(rc, "HLEN t:cb"), 0);
+    assert_int_equal(pro_int(pro_rc, "HLEN t:cb"), 0);
     workers_start(NULL);
     wait_cb(a, "success", 30);
     wait_cb(b, "complete", 30);
@@ -222,8 +203,8 @@ test_complete_success_death(void **state)
     assert_string_equal(sa->description, "mixed");
     assert_int_equal(sa->open, 0);
     dray_pro_batch_status_free(sa);
-    assert_int_equal(pro_int(rc, "HGET t:tries %s", fjid), 2);
-    char *o = pro_str(rc, "HGET t:cbopts %s:success", a);
+    assert_int_equal(pro_int(pro_rc, "HGET t:tries %s", fjid), 2);
+    char *o = pro_str(pro_rc, "HGET t:cbopts %s:success", a);
     assert_non_null(o);
     json_t *oj = json_loads(o, 0, NULL);
     assert_int_equal(json_integer_value(json_object_get(oj, "n")), 2);
@@ -231,7 +212,7 @@ test_complete_success_death(void **state)
     json_decref(oj);
     free(o);
     /* callbacks ran in order: complete before success */
-    redisReply *log = test_redis_cmd(rc, "LRANGE t:cblog 0 -1");
+    redisReply *log = test_redis_cmd(pro_rc, "LRANGE t:cblog 0 -1");
     int ic = -1, is = -1;
     for (size_t i = 0; i < log->elements; i++) {
         char c[64], s[64];
@@ -297,7 +278,7 @@ test_nested(void **state)
 
     workers_start(NULL);
     wait_cb(p, "success", 30);
-    char *c = pro_str(rc, "HGET t:child %s", njid);
+    char *c = pro_str(pro_rc, "HGET t:child %s", njid);
     assert_non_null(c);
     assert_int_equal(cb_count(c, "complete"), 1);
     assert_int_equal(cb_count(c, "success"), 1);
@@ -344,19 +325,20 @@ test_nested_crash(void **state)
     commit(p);
     const char *args[] = {"concurrency=2", "pro.orphan_after=3", "pro.orphan_check=0.5", NULL};
     for (int i = 0; i < NW; i++)
-        assert_int_equal(pro_worker_start(&W[i], srv.url, pro_license_default(), args), 0);
+        assert_int_equal(pro_worker_start(&W[i], pro_srv.url, pro_license_default(), args), 0);
     double end = pro_now() + 40;
     while (cb_count(p, "success") == 0 && pro_now() < end) {
         for (int i = 0; i < NW; i++)
             if (pro_worker_reap(&W[i]))
-                assert_int_equal(pro_worker_start(&W[i], srv.url, pro_license_default(), args), 0);
-        pro_wait_int(rc, 1, 0.05, "HGET t:cb %s:success", p);
+                assert_int_equal(pro_worker_start(&W[i], pro_srv.url, pro_license_default(), args),
+                                 0);
+        pro_wait_int(pro_rc, 1, 0.05, "HGET t:cb %s:success", p);
     }
     assert_int_equal(cb_count(p, "success"), 1);
-    assert_int_equal(pro_int(rc, "LLEN t:children"), 2);
+    assert_int_equal(pro_int(pro_rc, "LLEN t:children"), 2);
     for (int i = 0; i < 2; i++) {
-        char *c = pro_str(rc, "LINDEX t:children %d", i);
-        assert_true(pro_wait_int(rc, 1, 10, "HGET t:cb %s:success", c));
+        char *c = pro_str(pro_rc, "LINDEX t:children %d", i);
+        assert_true(pro_wait_int(pro_rc, 1, 10, "HGET t:cb %s:success", c));
         free(c);
     }
     dray_pro_batch_status *st = status(p);
@@ -382,10 +364,10 @@ test_reopen(void **state)
     dray_pro_batch_status *st = status(r);
     assert_int_equal(st->total, 6);
     assert_int_equal(st->pending, 0);
-    assert_int_equal(pro_int(rc, "HLEN t:runs"), 6);
+    assert_int_equal(pro_int(pro_rc, "HLEN t:runs"), 6);
     /* the five added jobs finished long before the reopening job: the
      * callbacks still waited for it */
-    char *done = pro_str(rc, "HGET t:reopen_done %s", rjid);
+    char *done = pro_str(pro_rc, "HGET t:reopen_done %s", rjid);
     assert_non_null(done);
     assert_true(st->success_at >= strtod(done, NULL));
     assert_true(st->complete_at >= strtod(done, NULL));
@@ -406,36 +388,36 @@ test_duplicates(void **state)
     char bid[DRAY_PRO_BID_BYTES], jid[DRAY_JID_BYTES];
     mkbatch(&o, bid);
     bpush(bid, "Work", json_pack("[i, i]", 0, 0), NULL, jid);
-    char *payload = pro_str(rc, "LINDEX queue:default 0");
+    char *payload = pro_str(pro_rc, "LINDEX queue:default 0");
     assert_non_null(payload);
     commit(bid);
     workers_start("default");
     /* the callback job waits in cb2, which nobody works yet */
-    if (!pro_wait_int(rc, 1, 30, "LLEN queue:cb2")) {
-        redisReply *h = test_redis_cmd(rc, "HGETALL pro:batch:%s", bid);
+    if (!pro_wait_int(pro_rc, 1, 30, "LLEN queue:cb2")) {
+        redisReply *h = test_redis_cmd(pro_rc, "HGETALL pro:batch:%s", bid);
         for (size_t i = 0; i + 1 < h->elements; i += 2)
             fprintf(stderr, "  %s = %s\n", h->element[i]->str, h->element[i + 1]->str);
         freeReplyObject(h);
-        fprintf(stderr, "runs %lld pending %lld open %lld\n", pro_int(rc, "HLEN t:runs"),
-                pro_int(rc, "SCARD pro:batch:%s:pending", bid),
-                pro_int(rc, "SCARD pro:batch:%s:open", bid));
+        fprintf(stderr, "runs %lld pending %lld open %lld\n", pro_int(pro_rc, "HLEN t:runs"),
+                pro_int(pro_rc, "SCARD pro:batch:%s:pending", bid),
+                pro_int(pro_rc, "SCARD pro:batch:%s:open", bid));
         workers_dump();
         fail();
     }
     assert_int_equal(cb_count(bid, "success"), 0);
-    char *cbjob = pro_str(rc, "LINDEX queue:cb2 0");
+    char *cbjob = pro_str(pro_rc, "LINDEX queue:cb2 0");
     assert_non_null(cbjob);
     /* the member job again: it runs, nothing fires twice */
-    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", payload));
-    assert_true(pro_wait_int(rc, 2, 20, "HGET t:runs %s", jid));
+    freeReplyObject(test_redis_cmd(pro_rc, "LPUSH queue:default %s", payload));
+    assert_true(pro_wait_int(pro_rc, 2, 20, "HGET t:runs %s", jid));
     assert_true(pro_wait(queues_idle, NULL, 20));
-    assert_int_equal(pro_int(rc, "LLEN queue:cb2"), 1);
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:cb2"), 1);
     workers_stop();
     /* now the callback, twice: the second copy is skipped */
-    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:cb2 %s", cbjob));
+    freeReplyObject(test_redis_cmd(pro_rc, "LPUSH queue:cb2 %s", cbjob));
     workers_start("cb2");
     wait_cb(bid, "success", 20);
-    assert_true(pro_wait_int(rc, 0, 20, "LLEN queue:cb2"));
+    assert_true(pro_wait_int(pro_rc, 0, 20, "LLEN queue:cb2"));
     workers_stop(); /* both copies were handled before a clean stop returns */
     assert_int_equal(cb_count(bid, "success"), 1);
     free(payload);
@@ -446,7 +428,7 @@ test_duplicates(void **state)
 static long long
 script_calls(void)
 {
-    redisReply *r = test_redis_cmd(rc, "INFO commandstats");
+    redisReply *r = test_redis_cmd(pro_rc, "INFO commandstats");
     long long n = 0;
     for (const char *k = r->str; (k = strstr(k, "cmdstat_eval")); k++) {
         const char *c = strstr(k, "calls=");
@@ -473,9 +455,9 @@ test_bulk_push_round_trips(void **state)
         json_array_append_new(list, json_pack("[i]", i));
     static char jids[N][DRAY_JID_BYTES];
     size_t pushed = 0;
-    long long q0 = pro_int(rc, "LLEN queue:default");
-    freeReplyObject(test_redis_cmd(rc, "CONFIG RESETSTAT"));
-    if (dray_pro_batch_push_bulk(P, cli, bid, "Work", list, NULL, &jids[0][0], &pushed))
+    long long q0 = pro_int(pro_rc, "LLEN queue:default");
+    freeReplyObject(test_redis_cmd(pro_rc, "CONFIG RESETSTAT"));
+    if (dray_pro_batch_push_bulk(P, pro_cli, bid, "Work", list, NULL, &jids[0][0], &pushed))
         fail_msg("push_bulk: %s", dray_pro_errstr(P));
     long long scripts = script_calls();
     json_decref(list);
@@ -483,13 +465,13 @@ test_bulk_push_round_trips(void **state)
     if (scripts > 20)
         fail_msg("%lld scripts for a bulk push of %d batch jobs (want one per 1000 jobs)", scripts,
                  N);
-    assert_int_equal(pro_int(rc, "LLEN queue:default") - q0, N);
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default") - q0, N);
     dray_pro_batch_status *st = status(bid);
     assert_int_equal(st->total, N);
     assert_int_equal(st->pending, N);
     dray_pro_batch_status_free(st);
     for (int i = 0; i < N; i += 97) /* the written jids are the registered ones */
-        assert_int_equal(pro_int(rc, "SISMEMBER pro:batch:%s:pending %s", bid, jids[i]), 1);
+        assert_int_equal(pro_int(pro_rc, "SISMEMBER pro:batch:%s:pending %s", bid, jids[i]), 1);
     commit(bid);
 }
 
@@ -517,17 +499,17 @@ test_errors(void **state)
     assert_non_null(strstr(dray_pro_errstr(P), "parent batch nosuchbatch00000 does not exist"));
     /* a bid that does not exist */
     json_t *args = json_pack("[i]", 1);
-    assert_int_equal(dray_pro_batch_push(P, cli, "nosuchbatch00000", "Work", args, NULL, NULL),
+    assert_int_equal(dray_pro_batch_push(P, pro_cli, "nosuchbatch00000", "Work", args, NULL, NULL),
                      DRAY_ENOTFOUND);
     assert_non_null(strstr(dray_pro_errstr(P), "batch nosuchbatch00000 does not exist"));
     /* a bid that is not a string, through the plain client */
     json_t *extra = json_pack("{s:i}", "bid", 42);
     dray_push_opts po = {.extra = extra};
-    assert_int_equal(dray_client_push(cli, "Work", args, &po, NULL), DRAY_EINVAL);
-    assert_non_null(strstr(dray_client_errstr(cli), "\"bid\" must be a batch id string"));
+    assert_int_equal(dray_client_push(pro_cli, "Work", args, &po, NULL), DRAY_EINVAL);
+    assert_non_null(strstr(dray_client_errstr(pro_cli), "\"bid\" must be a batch id string"));
     json_decref(extra);
     /* nothing was left behind by the refused pushes */
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 0);
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 0);
     /* empty batch: refused, unless meant; then it succeeds at once */
     dray_pro_batch_opts o = {.on_success = {"Cb", NULL}, .on_complete = {"Cb", NULL}};
     mkbatch(&o, bid);
@@ -537,16 +519,16 @@ test_errors(void **state)
     dray_pro_batch_status *st = status(bid);
     assert_true(st->complete_at > 0 && st->success_at > 0);
     dray_pro_batch_status_free(st);
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 2); /* the two callback jobs */
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 2); /* the two callback jobs */
     /* committed twice; pushed to after commit; pushed to after success */
     assert_int_equal(dray_pro_batch_commit(P, bid, DRAY_PRO_COMMIT_EMPTY), DRAY_ESTATE);
-    assert_int_equal(dray_pro_batch_push(P, cli, bid, "Work", args, NULL, NULL), DRAY_ESTATE);
+    assert_int_equal(dray_pro_batch_push(P, pro_cli, bid, "Work", args, NULL, NULL), DRAY_ESTATE);
     assert_non_null(strstr(dray_pro_errstr(P), "already succeeded"));
     char b2[DRAY_PRO_BID_BYTES];
     mkbatch(&o, b2);
     bpush(b2, "Work", json_pack("[i]", 1), NULL, NULL);
     commit(b2);
-    assert_int_equal(dray_pro_batch_push(P, cli, b2, "Work", args, NULL, NULL), DRAY_ESTATE);
+    assert_int_equal(dray_pro_batch_push(P, pro_cli, b2, "Work", args, NULL, NULL), DRAY_ESTATE);
     assert_non_null(strstr(dray_pro_errstr(P), "is not open"));
     /* a push that fails after the hook counted it (the payload is too big
      * for the client's limit, checked after the hooks) is taken out again */
@@ -556,12 +538,13 @@ test_errors(void **state)
     memset(huge, 'x', 2 * 1024 * 1024 - 1);
     huge[2 * 1024 * 1024 - 1] = '\0';
     json_t *big = json_pack("[s]", huge);
-    assert_int_equal(dray_pro_batch_push(P, cli, b3, "Work", big, NULL, NULL), DRAY_ETOOBIG);
+    assert_int_equal(dray_pro_batch_push(P, pro_cli, b3, "Work", big, NULL, NULL), DRAY_ETOOBIG);
     json_t *list = json_pack("[[i], O, [i]]", 1, big, 3);
     size_t pushed = 99;
     char jids[3][DRAY_JID_BYTES];
-    assert_int_equal(dray_pro_batch_push_bulk(P, cli, b3, "Work", list, NULL, &jids[0][0], &pushed),
-                     DRAY_ETOOBIG);
+    assert_int_equal(
+        dray_pro_batch_push_bulk(P, pro_cli, b3, "Work", list, NULL, &jids[0][0], &pushed),
+        DRAY_ETOOBIG);
     assert_int_equal(pushed, 0);
     json_decref(list);
     json_decref(big);
@@ -571,10 +554,10 @@ test_errors(void **state)
     assert_int_equal(s3->pending, 0);
     dray_pro_batch_status_free(s3);
     /* nothing of b3 was written: the two callbacks and b2's job */
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 3);
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 3);
     char regpat[64];
     snprintf(regpat, sizeof regpat, "pro:batch:%s:reg:*", b3);
-    redisReply *regs = test_redis_cmd(rc, "KEYS %s", regpat);
+    redisReply *regs = test_redis_cmd(pro_rc, "KEYS %s", regpat);
     assert_int_equal(regs->elements, 0); /* the helper's bulk token is gone */
     freeReplyObject(regs);
     /* unknown status */
@@ -594,11 +577,11 @@ test_errors(void **state)
 static int
 key_ttls_ok(const char *pattern, long long max, long long *nkeys)
 {
-    redisReply *k = test_redis_cmd(rc, "KEYS %s", pattern);
+    redisReply *k = test_redis_cmd(pro_rc, "KEYS %s", pattern);
     int ok = 1;
     *nkeys = (long long)k->elements;
     for (size_t i = 0; i < k->elements; i++) {
-        long long t = pro_int(rc, "TTL %s", k->element[i]->str);
+        long long t = pro_int(pro_rc, "TTL %s", k->element[i]->str);
         if (t <= 0 || t > max) {
             fprintf(stderr, "key %s has TTL %lld (want 1..%lld)\n", k->element[i]->str, t, max);
             ok = 0;
@@ -665,7 +648,7 @@ test_tool(void **state)
     commit(bid);
     char cmd[1024], out[4096];
     snprintf(cmd, sizeof cmd, "'%s' status %s --redis-url '%s' --json", DRAY_BATCH_TOOL, bid,
-             srv.url);
+             pro_srv.url);
     FILE *f = popen(cmd, "r");
     size_t n = fread(out, 1, sizeof out - 1, f);
     out[n] = '\0';
@@ -676,7 +659,7 @@ test_tool(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "total")), 2);
     assert_int_equal(json_integer_value(json_object_get(j, "pending")), 2);
     json_decref(j);
-    snprintf(cmd, sizeof cmd, "'%s' status %s --redis-url '%s'", DRAY_BATCH_TOOL, bid, srv.url);
+    snprintf(cmd, sizeof cmd, "'%s' status %s --redis-url '%s'", DRAY_BATCH_TOOL, bid, pro_srv.url);
     f = popen(cmd, "r");
     n = fread(out, 1, sizeof out - 1, f);
     out[n] = '\0';
@@ -684,7 +667,7 @@ test_tool(void **state)
     assert_non_null(strstr(out, "jobs      total 2, pending 2, failures 0, dead 0"));
     assert_non_null(strstr(out, "(tool)"));
     snprintf(cmd, sizeof cmd, "'%s' status nosuchbatch00000 --redis-url '%s' 2>/dev/null",
-             DRAY_BATCH_TOOL, srv.url);
+             DRAY_BATCH_TOOL, pro_srv.url);
     int st = system(cmd);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 3); /* not found, as docs/cli.md's other tools */
@@ -696,7 +679,7 @@ test_tool(void **state)
     assert_int_equal(WEXITSTATUS(st), 1); /* Redis unreachable: an error, not "not found" */
 #ifdef DRAY_CLI
     /* `dray batch status`: the CLI runs dray-batch from its own directory */
-    snprintf(cmd, sizeof cmd, "'%s' batch status %s --redis-url '%s'", DRAY_CLI, bid, srv.url);
+    snprintf(cmd, sizeof cmd, "'%s' batch status %s --redis-url '%s'", DRAY_CLI, bid, pro_srv.url);
     f = popen(cmd, "r");
     n = fread(out, 1, sizeof out - 1, f);
     out[n] = '\0';
@@ -712,15 +695,15 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_complete_success_death, fresh, after_each),
-        cmocka_unit_test_setup_teardown(test_nested, fresh, after_each),
-        cmocka_unit_test_setup_teardown(test_nested_crash, fresh, after_each),
-        cmocka_unit_test_setup_teardown(test_reopen, fresh, after_each),
-        cmocka_unit_test_setup_teardown(test_duplicates, fresh, after_each),
-        cmocka_unit_test_setup_teardown(test_errors, fresh, after_each),
-        cmocka_unit_test_setup_teardown(test_bulk_push_round_trips, fresh, after_each),
-        cmocka_unit_test_setup_teardown(test_ttls, fresh, after_each),
-        cmocka_unit_test_setup_teardown(test_tool, fresh, after_each),
+        cmocka_unit_test_setup_teardown(test_complete_success_death, pro_flush, after_each),
+        cmocka_unit_test_setup_teardown(test_nested, pro_flush, after_each),
+        cmocka_unit_test_setup_teardown(test_nested_crash, pro_flush, after_each),
+        cmocka_unit_test_setup_teardown(test_reopen, pro_flush, after_each),
+        cmocka_unit_test_setup_teardown(test_duplicates, pro_flush, after_each),
+        cmocka_unit_test_setup_teardown(test_errors, pro_flush, after_each),
+        cmocka_unit_test_setup_teardown(test_bulk_push_round_trips, pro_flush, after_each),
+        cmocka_unit_test_setup_teardown(test_ttls, pro_flush, after_each),
+        cmocka_unit_test_setup_teardown(test_tool, pro_flush, after_each),
     };
     return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
 }

@@ -21,48 +21,27 @@
 
 #define NWORKERS 4
 
-static test_redis srv;
-static redisContext *rc;
-
-static long
-env_long(const char *name, long dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? strtol(v, NULL, 10) : dflt;
-}
-
-static long long
-wip_total(void)
-{
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*");
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 static int
 all_idle(void *p)
 {
     (void)p;
-    return pro_int(rc, "LLEN queue:default") == 0 && pro_int(rc, "LLEN queue:cb") == 0 &&
-           pro_int(rc, "ZCARD retry") == 0 && pro_int(rc, "ZCARD schedule") == 0 &&
-           wip_total() == 0;
+    return pro_int(pro_rc, "LLEN queue:default") == 0 && pro_int(pro_rc, "LLEN queue:cb") == 0 &&
+           pro_int(pro_rc, "ZCARD retry") == 0 && pro_int(pro_rc, "ZCARD schedule") == 0 &&
+           pro_wip_len("*") == 0;
 }
 
 static void
 test_batch_chaos(void **state)
 {
     (void)state;
-    long njobs = env_long("PRO_BATCH_CHAOS_JOBS", 10000);
-    long nkills = env_long("PRO_BATCH_CHAOS_KILLS", 10);
+    long njobs = pro_env_long("PRO_BATCH_CHAOS_JOBS", 10000);
+    long nkills = pro_env_long("PRO_BATCH_CHAOS_KILLS", 10);
     long nflaky = njobs / 1000;
     dray_server *producer;
     dray_client *cli;
-    pro_producer_open(srv.url, pro_license_default(), &producer, &cli);
+    pro_producer_open(pro_srv.url, pro_license_default(), &producer, &cli);
     dray_pro *p;
-    assert_int_equal(dray_pro_new(rc, NULL, &p), 0);
+    assert_int_equal(dray_pro_new(pro_rc, NULL, &p), 0);
     dray_pro_batch_opts o = {.description = "chaos",
                              .callback_queue = "cb",
                              .on_complete = {"Cb", NULL},
@@ -85,7 +64,7 @@ test_batch_chaos(void **state)
     json_decref(list);
     assert_int_equal((long)(pushed + pf), njobs);
     assert_int_equal(dray_pro_batch_commit(p, bid, 0), 0);
-    char *one = pro_str(rc, "LINDEX queue:default 0");
+    char *one = pro_str(pro_rc, "LINDEX queue:default 0");
     assert_non_null(one);
     assert_non_null(strstr(one, bid));
     assert_null(strstr(one, "pro_reg")); /* the helper's mark is not stored */
@@ -97,7 +76,7 @@ test_batch_chaos(void **state)
                           "retry_backoff=0.5", NULL};
     pro_worker w[NWORKERS];
     for (int i = 0; i < NWORKERS; i++)
-        assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), args), 0);
+        assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), args), 0);
     unsigned seed = (unsigned)time(NULL);
     srand(seed);
     fprintf(stderr, "chaos seed %u\n", seed);
@@ -106,19 +85,19 @@ test_batch_chaos(void **state)
     char cbkey[64];
     snprintf(cbkey, sizeof cbkey, "%s:success", bid);
     while (pro_now() < deadline) {
-        long long done = pro_int(rc, "HLEN t:runs");
+        long long done = pro_int(pro_rc, "HLEN t:runs");
         if (kills < nkills && done >= (long long)(kills + 1) * njobs / (nkills + 1)) {
             int i = rand() % NWORKERS;
             assert_int_equal(pro_worker_stop(&w[i], SIGKILL, 5), 0);
             kills++;
-            assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), args), 0);
+            assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), args), 0);
         }
         for (int i = 0; i < NWORKERS; i++)
             if (pro_worker_reap(&w[i])) {
                 pro_worker_dump(&w[i], 20);
                 fail_msg("worker %d exited unexpectedly", i);
             }
-        if (kills >= nkills && pro_int(rc, "HGET t:cb %s", cbkey) >= 1)
+        if (kills >= nkills && pro_int(pro_rc, "HGET t:cb %s", cbkey) >= 1)
             break;
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL); /* pacing the observer loop, not synchronisation */
@@ -126,19 +105,15 @@ test_batch_chaos(void **state)
     double took = pro_now() - start;
     /* Let every recovery, retry and duplicate delivery play out. */
     int idle = pro_wait(all_idle, NULL, 60);
-    long long runs = pro_int(rc, "HLEN t:runs"), dups = 0;
-    redisReply *v = test_redis_cmd(rc, "HVALS t:runs");
-    for (size_t i = 0; i < v->elements; i++)
-        dups += strtoll(v->element[i]->str, NULL, 10) > 1;
-    freeReplyObject(v);
-    long long ncomplete = pro_int(rc, "HGET t:cb %s:complete", bid);
-    long long nsuccess = pro_int(rc, "HGET t:cb %s:success", bid);
-    long long ndeath = pro_int(rc, "HGET t:cb %s:death", bid);
+    long long runs = pro_int(pro_rc, "HLEN t:runs"), dups = pro_run_dups(NULL);
+    long long ncomplete = pro_int(pro_rc, "HGET t:cb %s:complete", bid);
+    long long nsuccess = pro_int(pro_rc, "HGET t:cb %s:success", bid);
+    long long ndeath = pro_int(pro_rc, "HGET t:cb %s:death", bid);
     fprintf(stderr,
             "batch chaos: %ld jobs (%ld fail once), %d SIGKILLs + restarts, %.1f s to success; "
             "%lld jobs ran, %lld more than once; recovered %lld; callbacks: complete %lld, "
             "success %lld, death %lld\n",
-            njobs, nflaky, kills, took, runs, dups, pro_int(rc, "GET pro:stat:recovered"),
+            njobs, nflaky, kills, took, runs, dups, pro_int(pro_rc, "GET pro:stat:recovered"),
             ncomplete, nsuccess, ndeath);
     assert_true(idle);
     assert_int_equal(kills, nkills);
@@ -161,28 +136,9 @@ test_batch_chaos(void **state)
     dray_client_free(cli);
 }
 
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_batch_chaos)};
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, pro_setup_redis, pro_teardown);
 }

@@ -18,11 +18,6 @@
 #include "dray/pro_batch.h"
 #include "pro_test.h"
 
-static test_redis srv;
-static redisContext *rc;
-static dray_server *producer;
-static dray_client *cli;
-
 static void
 push_with(const char *bid, json_t *extra_fields, double in, char *jid)
 {
@@ -31,8 +26,8 @@ push_with(const char *bid, json_t *extra_fields, double in, char *jid)
         json_object_set_new(extra, "bid", json_string(bid));
     dray_push_opts po = {.extra = extra, .in = in};
     json_t *args = json_pack("[s, i]", "x", 0);
-    if (dray_client_push(cli, "Work", args, &po, jid))
-        fail_msg("push: %s", dray_client_errstr(cli));
+    if (dray_client_push(pro_cli, "Work", args, &po, jid))
+        fail_msg("push: %s", dray_client_errstr(pro_cli));
     json_decref(args);
     json_decref(extra);
 }
@@ -42,7 +37,7 @@ test_dropped_counted_batch_success(void **state)
 {
     (void)state;
     dray_pro *p;
-    assert_int_equal(dray_pro_new(rc, NULL, &p), 0);
+    assert_int_equal(dray_pro_new(pro_rc, NULL, &p), 0);
     dray_pro_batch_opts o = {.description = "expiring",
                              .callback_queue = "cb",
                              .on_complete = {"Cb", NULL},
@@ -61,7 +56,7 @@ test_dropped_counted_batch_success(void **state)
     push_with(bid, NULL, 0, kept[1]);
     assert_int_equal(dray_pro_batch_commit(p, bid, 0), 0);
     /* the producer stamped the deadline */
-    char *first = pro_str(rc, "LINDEX queue:default -1");
+    char *first = pro_str(pro_rc, "LINDEX queue:default -1");
     json_t *fj = json_loads(first, 0, NULL);
     assert_true(json_is_number(json_object_get(fj, "expires_at")));
     json_decref(fj);
@@ -69,26 +64,26 @@ test_dropped_counted_batch_success(void **state)
 
     pro_worker w;
     const char *args[] = {"concurrency=2", NULL};
-    assert_int_equal(pro_worker_start(&w, srv.url, pro_license_default(), args), 0);
-    if (!pro_wait_int(rc, 1, 30, "HGET t:cb %s:success", bid)) {
+    assert_int_equal(pro_worker_start(&w, pro_srv.url, pro_license_default(), args), 0);
+    if (!pro_wait_int(pro_rc, 1, 30, "HGET t:cb %s:success", bid)) {
         pro_worker_dump(&w, 30);
         fail_msg("no batch success");
     }
-    assert_int_equal(pro_int(rc, "GET pro:stat:expired"), 6);
-    assert_int_equal(pro_int(rc, "HLEN t:runs"), 2); /* only the two that were in time ran */
+    assert_int_equal(pro_int(pro_rc, "GET pro:stat:expired"), 6);
+    assert_int_equal(pro_int(pro_rc, "HLEN t:runs"), 2); /* only the two that were in time ran */
     for (int i = 0; i < 2; i++)
-        assert_int_equal(pro_int(rc, "HGET t:runs %s", kept[i]), 1);
+        assert_int_equal(pro_int(pro_rc, "HGET t:runs %s", kept[i]), 1);
     for (int i = 0; i < 6; i++)
-        assert_int_equal(pro_int(rc, "HEXISTS t:runs %s", gone[i]), 0);
+        assert_int_equal(pro_int(pro_rc, "HEXISTS t:runs %s", gone[i]), 0);
     dray_pro_batch_status *st;
     assert_int_equal(dray_pro_batch_status_get(p, bid, &st), 0);
     assert_int_equal(st->total, 8);
     assert_int_equal(st->pending, 0);
     assert_int_equal(st->failures, 0);
     dray_pro_batch_status_free(st);
-    assert_int_equal(pro_int(rc, "HGET t:cb %s:complete", bid), 1);
-    assert_int_equal(pro_int(rc, "ZCARD dead"), 0);
-    assert_int_equal(pro_int(rc, "ZCARD retry"), 0);
+    assert_int_equal(pro_int(pro_rc, "HGET t:cb %s:complete", bid), 1);
+    assert_int_equal(pro_int(pro_rc, "ZCARD dead"), 0);
+    assert_int_equal(pro_int(pro_rc, "ZCARD retry"), 0);
     assert_int_equal(pro_worker_stop(&w, SIGTERM, 20), 0);
     /* one log line per dropped job */
     char cmd[700];
@@ -113,7 +108,7 @@ test_scheduled(void **state)
     char jid[DRAY_JID_BYTES];
     push_with(NULL, in5, 1.0, jid);
     json_decref(in5);
-    redisReply *z = test_redis_cmd(rc, "ZRANGE schedule 0 -1 WITHSCORES");
+    redisReply *z = test_redis_cmd(pro_rc, "ZRANGE schedule 0 -1 WITHSCORES");
     assert_int_equal(z->elements, 2);
     json_t *j = json_loads(z->element[0]->str, 0, NULL);
     double at = strtod(z->element[1]->str, NULL);
@@ -123,9 +118,9 @@ test_scheduled(void **state)
     freeReplyObject(z);
     pro_worker w;
     const char *args[] = {"concurrency=1", NULL};
-    assert_int_equal(pro_worker_start(&w, srv.url, pro_license_default(), args), 0);
-    assert_true(pro_wait_int(rc, 1, 20, "HGET t:runs %s", jid));
-    assert_int_equal(pro_int(rc, "GET pro:stat:expired"), 0);
+    assert_int_equal(pro_worker_start(&w, pro_srv.url, pro_license_default(), args), 0);
+    assert_true(pro_wait_int(pro_rc, 1, 20, "HGET t:runs %s", jid));
+    assert_int_equal(pro_int(pro_rc, "GET pro:stat:expired"), 0);
     assert_int_equal(pro_worker_stop(&w, SIGTERM, 20), 0);
 }
 
@@ -140,12 +135,12 @@ test_bad_values(void **state)
         json_t *extra = json_loads(bad[i], 0, NULL);
         dray_push_opts po = {.extra = extra};
         json_t *args = json_array();
-        assert_int_equal(dray_client_push(cli, "Work", args, &po, NULL), DRAY_EFIELD);
-        assert_non_null(strstr(dray_client_errstr(cli), "expires_"));
+        assert_int_equal(dray_client_push(pro_cli, "Work", args, &po, NULL), DRAY_EFIELD);
+        assert_non_null(strstr(dray_client_errstr(pro_cli), "expires_"));
         json_decref(args);
         json_decref(extra);
     }
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 0);
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 0);
 }
 
 /* Pushed by a producer without the module (a Ruby app, say): only
@@ -160,61 +155,25 @@ test_foreign_producer(void **state)
              "\"queue\":\"default\",\"retry\":true,\"created_at\":%.6f,\"enqueued_at\":%.6f,"
              "\"expires_in\":10}",
              dray_now() - 100, dray_now() - 100);
-    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", job));
+    freeReplyObject(test_redis_cmd(pro_rc, "LPUSH queue:default %s", job));
     pro_worker w;
     const char *args[] = {"concurrency=1", NULL};
-    assert_int_equal(pro_worker_start(&w, srv.url, pro_license_default(), args), 0);
-    assert_true(pro_wait_int(rc, 1, 20, "GET pro:stat:expired"));
-    assert_int_equal(pro_int(rc, "HLEN t:runs"), 0);
+    assert_int_equal(pro_worker_start(&w, pro_srv.url, pro_license_default(), args), 0);
+    assert_true(pro_wait_int(pro_rc, 1, 20, "GET pro:stat:expired"));
+    assert_int_equal(pro_int(pro_rc, "HLEN t:runs"), 0);
     assert_int_equal(pro_worker_stop(&w, SIGTERM, 20), 0);
 }
 
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    pro_producer_open(srv.url, pro_license_default(), &producer, &cli);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    dray_client_free(cli);
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-fresh(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    return 0;
-}
-
 /* A failed assertion leaves its workers running: none may outlive its test. */
-static int
-leftovers(void **state)
-{
-    (void)state;
-    pro_worker_kill_all();
-    return 0;
-}
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_dropped_counted_batch_success, fresh, leftovers),
-        cmocka_unit_test_setup_teardown(test_scheduled, fresh, leftovers),
-        cmocka_unit_test_setup_teardown(test_bad_values, fresh, leftovers),
-        cmocka_unit_test_setup_teardown(test_foreign_producer, fresh, leftovers),
+        cmocka_unit_test_setup_teardown(test_dropped_counted_batch_success, pro_flush,
+                                        pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_scheduled, pro_flush, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_bad_values, pro_flush, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_foreign_producer, pro_flush, pro_leftovers),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, pro_setup, pro_teardown);
 }

@@ -20,50 +20,16 @@
 #include "dray/pro_batch.h"
 #include "pro_test.h"
 
-static test_redis srv;
-static redisContext *rc;
-static dray_server *producer;
-static dray_client *cli;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    pro_producer_open(srv.url, pro_license_default(), &producer, &cli);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    dray_client_free(cli);
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-flush(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    return 0;
-}
-
 static void
 push(const char *klass, const char *queue, int n, long sleep_ms, char (*jids)[DRAY_JID_BYTES])
 {
     dray_push_opts po = {.queue = queue};
     for (int i = 0; i < n; i++) {
         json_t *args = json_pack("[i, I]", i, (json_int_t)sleep_ms);
-        int r = dray_client_push(cli, klass, args, &po, jids ? jids[i] : NULL);
+        int r = dray_client_push(pro_cli, klass, args, &po, jids ? jids[i] : NULL);
         json_decref(args);
         if (r)
-            fail_msg("push: %s", dray_client_errstr(cli));
+            fail_msg("push: %s", dray_client_errstr(pro_cli));
     }
 }
 
@@ -79,33 +45,21 @@ static int
 runs_at_least(void *p)
 {
     want *w = p;
-    return pro_int(rc, "HLEN t:runs") >= w->n;
-}
-
-/* Total length of every work-in-progress list matching pattern arg. */
-static long long
-wip_len(const char *pattern)
-{
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:%s", pattern);
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
+    return pro_int(pro_rc, "HLEN t:runs") >= w->n;
 }
 
 static int
 wip_is(void *p)
 {
     want *w = p;
-    return wip_len(w->arg) == w->n;
+    return pro_wip_len(w->arg) == w->n;
 }
 
 static int
 int_is(void *p)
 {
     want *w = p;
-    return pro_int(rc, w->what, w->arg) == w->n;
+    return pro_int(pro_rc, w->what, w->arg) == w->n;
 }
 
 static const char *
@@ -123,28 +77,28 @@ test_process_and_ack(void **state)
     (void)state;
     pro_worker a, b;
     const char *args[] = {"concurrency=4", NULL};
-    assert_int_equal(pro_worker_start(&a, srv.url, pro_license_default(), args), 0);
-    assert_int_equal(pro_worker_start(&b, srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(&a, pro_srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(&b, pro_srv.url, pro_license_default(), args), 0);
     push("Work", "default", 500, 0, NULL);
     want all = {.n = 500};
     if (!pro_wait(runs_at_least, &all, 30)) {
         pro_worker_dump(&a, 30);
-        fail_msg("only %lld of 500 jobs ran", pro_int(rc, "HLEN t:runs"));
+        fail_msg("only %lld of 500 jobs ran", pro_int(pro_rc, "HLEN t:runs"));
     }
     /* Every ack lands (parked acks go out with the next fetch). */
     want empty = {.n = 0, .arg = "*"};
     assert_true(pro_wait(wip_is, &empty, 10));
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 0);
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 0);
     /* one list per worker thread (2 processes x 4), each registered */
-    assert_int_equal(pro_int(rc, "ZCARD pro:fetch:procs"), 8);
+    assert_int_equal(pro_int(pro_rc, "ZCARD pro:fetch:procs"), 8);
     /* No job ran twice. */
-    redisReply *v = test_redis_cmd(rc, "HVALS t:runs");
+    redisReply *v = test_redis_cmd(pro_rc, "HVALS t:runs");
     for (size_t i = 0; i < v->elements; i++)
         assert_string_equal(v->element[i]->str, "1");
     freeReplyObject(v);
     assert_int_equal(pro_worker_stop(&a, SIGTERM, 15), 0);
     assert_int_equal(pro_worker_stop(&b, SIGTERM, 15), 0);
-    assert_int_equal(wip_len("*"), 0);
+    assert_int_equal(pro_wip_len("*"), 0);
 }
 
 /* Several queues: the non-blocking script takes from any; the blocking
@@ -155,7 +109,7 @@ test_several_queues(void **state)
     (void)state;
     pro_worker a;
     const char *args[] = {"concurrency=2", "queues=a,1 b,1 c,1", "pro.fetch_poll=0.2", NULL};
-    assert_int_equal(pro_worker_start(&a, srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(&a, pro_srv.url, pro_license_default(), args), 0);
     want one = {.n = 1};
     push("Work", "c", 1, 0, NULL);
     assert_true(pro_wait(runs_at_least, &one, 10));
@@ -172,7 +126,7 @@ test_stop_requeues(void **state)
     (void)state;
     pro_worker a;
     const char *args[] = {"concurrency=2", "timeout=1", NULL};
-    assert_int_equal(pro_worker_start(&a, srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(&a, pro_srv.url, pro_license_default(), args), 0);
     char jids[2][DRAY_JID_BYTES];
     push("Work", "default", 2, 30000, jids);
     char pat[64];
@@ -180,8 +134,8 @@ test_stop_requeues(void **state)
     assert_true(pro_wait(wip_is, &two, 10));
     assert_int_equal(pro_worker_stop(&a, SIGTERM, 20), 0);
     /* Both back at the head of the queue, the list empty. */
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 2);
-    assert_int_equal(wip_len("*"), 0);
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 2);
+    assert_int_equal(pro_wip_len("*"), 0);
 }
 
 /* pro.fetch_batch: one fetch takes several jobs while a backlog waits;
@@ -193,33 +147,33 @@ test_batched_fetch(void **state)
     (void)state;
     pro_worker a;
     const char *args[] = {"concurrency=2", "pro.fetch_batch=8", "timeout=1", NULL};
-    assert_int_equal(pro_worker_start(&a, srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(&a, pro_srv.url, pro_license_default(), args), 0);
     push("Work", "default", 600, 0, NULL);
     want all = {.n = 600};
     assert_true(pro_wait(runs_at_least, &all, 30));
     want empty = {.n = 0, .arg = "*"};
     assert_true(pro_wait(wip_is, &empty, 10));
-    redisReply *v = test_redis_cmd(rc, "HVALS t:runs");
+    redisReply *v = test_redis_cmd(pro_rc, "HVALS t:runs");
     for (size_t i = 0; i < v->elements; i++)
         assert_string_equal(v->element[i]->str, "1");
     freeReplyObject(v);
     assert_int_equal(pro_worker_stop(&a, SIGTERM, 20), 0);
     /* long jobs waiting before the worker starts: two run, up to 14 are
      * taken ahead (a worker blocked on an empty queue takes one) */
-    freeReplyObject(test_redis_cmd(rc, "DEL t:runs"));
+    freeReplyObject(test_redis_cmd(pro_rc, "DEL t:runs"));
     char jids[200][DRAY_JID_BYTES];
     push("Work", "default", 200, 20000, jids);
-    assert_int_equal(pro_worker_start(&a, srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(&a, pro_srv.url, pro_license_default(), args), 0);
     char pat[64];
     want two = {.n = 2};
     assert_true(pro_wait(runs_at_least, &two, 10));
-    long long held = wip_len(pidpat(a.pid, pat, sizeof pat));
+    long long held = pro_wip_len(pidpat(a.pid, pat, sizeof pat));
     fprintf(stderr, "batched fetch: %lld jobs in the list with 2 running\n", held);
     assert_true(held > 2);
     assert_int_equal(pro_worker_stop(&a, SIGTERM, 20), 0);
-    assert_int_equal(wip_len("*"), 0);
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 200);
-    redisReply *q = test_redis_cmd(rc, "LRANGE queue:default 0 -1");
+    assert_int_equal(pro_wip_len("*"), 0);
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 200);
+    redisReply *q = test_redis_cmd(pro_rc, "LRANGE queue:default 0 -1");
     int seen = 0;
     for (int i = 0; i < 200; i++)
         for (size_t j = 0; j < q->elements; j++)
@@ -238,15 +192,15 @@ test_orphans_recovered_by_live_process(void **state)
     (void)state;
     pro_worker a, b, c;
     const char *fast[] = {"concurrency=3", "pro.orphan_after=3", "pro.orphan_check=0.5", NULL};
-    assert_int_equal(pro_worker_start(&a, srv.url, pro_license_default(), fast), 0);
+    assert_int_equal(pro_worker_start(&a, pro_srv.url, pro_license_default(), fast), 0);
     char jids[3][DRAY_JID_BYTES];
     push("Work", "default", 3, 2000, jids);
     char pat[64];
     want three = {.n = 3, .arg = pidpat(a.pid, pat, sizeof pat)};
     assert_true(pro_wait(wip_is, &three, 10));
     /* Two live candidates for the recovery. */
-    assert_int_equal(pro_worker_start(&b, srv.url, pro_license_default(), fast), 0);
-    assert_int_equal(pro_worker_start(&c, srv.url, pro_license_default(), fast), 0);
+    assert_int_equal(pro_worker_start(&b, pro_srv.url, pro_license_default(), fast), 0);
+    assert_int_equal(pro_worker_start(&c, pro_srv.url, pro_license_default(), fast), 0);
     want procs = {.what = "SCARD processes", .n = 3, .arg = ""};
     assert_true(pro_wait(int_is, &procs, 10));
     pid_t apid = a.pid;
@@ -262,14 +216,14 @@ test_orphans_recovered_by_live_process(void **state)
         want twice = {.what = "HGET t:runs %s", .n = 2, .arg = jids[i]};
         assert_true(pro_wait(int_is, &twice, 15));
     }
-    assert_int_equal(pro_int(rc, "GET pro:stat:recovered"), 3);
-    redisReply *leases = test_redis_cmd(rc, "KEYS pro:fetch:lease:*");
+    assert_int_equal(pro_int(pro_rc, "GET pro:stat:recovered"), 3);
+    redisReply *leases = test_redis_cmd(pro_rc, "KEYS pro:fetch:lease:*");
     assert_int_equal(leases->elements, 0); /* released when the list was drained */
     freeReplyObject(leases);
     assert_int_equal(pro_worker_stop(&b, SIGTERM, 15), 0);
     assert_int_equal(pro_worker_stop(&c, SIGTERM, 15), 0);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(pro_int(rc, "HGET t:runs %s", jids[i]), 2);
+        assert_int_equal(pro_int(pro_rc, "HGET t:runs %s", jids[i]), 2);
 }
 
 /* A job that kills its process: run 3 times, then the dead set, with the
@@ -279,16 +233,16 @@ test_poison_pill(void **state)
 {
     (void)state;
     dray_pro *p;
-    assert_int_equal(dray_pro_new(rc, NULL, &p), 0);
+    assert_int_equal(dray_pro_new(pro_rc, NULL, &p), 0);
     dray_pro_batch_opts o = {
         .description = "poison", .on_death = {"Cb", NULL}, .on_complete = {"Cb", NULL}};
     char bid[DRAY_PRO_BID_BYTES], pjid[DRAY_JID_BYTES];
     assert_int_equal(dray_pro_batch_new(p, &o, bid), 0);
     json_t *args = json_pack("[s]", "boom");
-    assert_int_equal(dray_pro_batch_push(p, cli, bid, "Poison", args, NULL, pjid), 0);
+    assert_int_equal(dray_pro_batch_push(p, pro_cli, bid, "Poison", args, NULL, pjid), 0);
     json_decref(args);
     args = json_pack("[s, i]", "fine", 0);
-    assert_int_equal(dray_pro_batch_push(p, cli, bid, "Work", args, NULL, NULL), 0);
+    assert_int_equal(dray_pro_batch_push(p, pro_cli, bid, "Work", args, NULL, NULL), 0);
     json_decref(args);
     assert_int_equal(dray_pro_batch_commit(p, bid, 0), 0);
 
@@ -300,29 +254,30 @@ test_poison_pill(void **state)
     const char *fast[] = {"concurrency=2", "pro.orphan_after=3", "pro.orphan_check=0.5",
                           "pro.suspect_delay=2", NULL};
     for (int i = 0; i < NW; i++)
-        assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), fast), 0);
+        assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), fast), 0);
     /* Restart whoever the pill kills until it is in the dead set. */
     int restarts = 0;
     double end = pro_now() + 90;
-    while (pro_int(rc, "ZCARD dead") == 0 && pro_now() < end) {
+    while (pro_int(pro_rc, "ZCARD dead") == 0 && pro_now() < end) {
         for (int i = 0; i < NW; i++)
             if (pro_worker_reap(&w[i])) {
                 restarts++;
-                assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), fast), 0);
+                assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), fast),
+                                 0);
             }
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL); /* polling the children, not synchronising */
     }
-    if (pro_int(rc, "ZCARD dead") != 1) {
-        redisReply *all = test_redis_cmd(rc, "ZRANGE dead 0 -1");
+    if (pro_int(pro_rc, "ZCARD dead") != 1) {
+        redisReply *all = test_redis_cmd(pro_rc, "ZRANGE dead 0 -1");
         for (size_t i = 0; i < all->elements; i++)
             fprintf(stderr, "dead: %s\n", all->element[i]->str);
         freeReplyObject(all);
     }
-    assert_int_equal(pro_int(rc, "ZCARD dead"), 1);
-    assert_int_equal(pro_int(rc, "HGET t:poison %s", pjid), 3);
+    assert_int_equal(pro_int(pro_rc, "ZCARD dead"), 1);
+    assert_int_equal(pro_int(pro_rc, "HGET t:poison %s", pjid), 3);
     assert_int_equal(restarts, 3);
-    redisReply *d = test_redis_cmd(rc, "ZRANGE dead 0 -1");
+    redisReply *d = test_redis_cmd(pro_rc, "ZRANGE dead 0 -1");
     json_t *job = json_loads(d->element[0]->str, 0, NULL);
     freeReplyObject(d);
     assert_string_equal(json_string_value(json_object_get(job, "jid")), pjid);
@@ -350,24 +305,17 @@ test_poison_pill(void **state)
 }
 
 /* A failed assertion leaves its workers running: none may outlive its test. */
-static int
-leftovers(void **state)
-{
-    (void)state;
-    pro_worker_kill_all();
-    return 0;
-}
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_process_and_ack, flush, leftovers),
-        cmocka_unit_test_setup_teardown(test_several_queues, flush, leftovers),
-        cmocka_unit_test_setup_teardown(test_stop_requeues, flush, leftovers),
-        cmocka_unit_test_setup_teardown(test_batched_fetch, flush, leftovers),
-        cmocka_unit_test_setup_teardown(test_orphans_recovered_by_live_process, flush, leftovers),
-        cmocka_unit_test_setup_teardown(test_poison_pill, flush, leftovers),
+        cmocka_unit_test_setup_teardown(test_process_and_ack, pro_flush, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_several_queues, pro_flush, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_stop_requeues, pro_flush, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_batched_fetch, pro_flush, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_orphans_recovered_by_live_process, pro_flush,
+                                        pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_poison_pill, pro_flush, pro_leftovers),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, pro_setup, pro_teardown);
 }

@@ -26,27 +26,6 @@
 #define MAX_KILLS 200
 #define NWORKERS 4
 
-static test_redis srv;
-static redisContext *rc;
-
-static long
-env_long(const char *name, long dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? strtol(v, NULL, 10) : dflt;
-}
-
-static long long
-wip_len_of(pid_t pid)
-{
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*:%d:*", (int)pid);
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 typedef struct kill_rec {
     pid_t pid;
     double at;        /* when it was killed */
@@ -58,17 +37,13 @@ static void
 test_chaos(void **state)
 {
     (void)state;
-    long njobs = env_long("PRO_CHAOS_JOBS", 100000);
-    long nkills = env_long("PRO_CHAOS_KILLS", 20);
+    long njobs = pro_env_long("PRO_CHAOS_JOBS", 100000);
+    long nkills = pro_env_long("PRO_CHAOS_KILLS", 20);
     if (nkills > MAX_KILLS)
         nkills = MAX_KILLS;
     /* Plain producer: this process does not load the module. */
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
     dray_client *cli;
-    char err[256];
-    assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
+    assert_int_equal(pro_plain_client(&cli), 0);
     json_t *list = json_array();
     for (long i = 0; i < njobs; i++)
         json_array_append_new(list, json_pack("[I, i]", (json_int_t)i, (int)(i % 3)));
@@ -90,7 +65,7 @@ test_chaos(void **state)
     args[na] = NULL;
     pro_worker w[NWORKERS];
     for (int i = 0; i < NWORKERS; i++)
-        assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), args), 0);
+        assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), args), 0);
     kill_rec kills[MAX_KILLS];
     int nk = 0;
     unsigned seed = (unsigned)time(NULL);
@@ -99,22 +74,22 @@ test_chaos(void **state)
     double start = pro_now(), deadline = start + 240;
     long long done = 0;
     while (pro_now() < deadline) {
-        done = pro_int(rc, "HLEN t:runs");
+        done = pro_int(pro_rc, "HLEN t:runs");
         if (nk < nkills && done >= (long long)(nk + 1) * njobs / (nkills + 1)) {
             int i = rand() % NWORKERS;
             pid_t pid = w[i].pid;
             assert_int_equal(pro_worker_stop(&w[i], SIGKILL, 5), 0);
             kills[nk].pid = pid;
             kills[nk].at = pro_now();
-            kills[nk].held = wip_len_of(pid);
+            kills[nk].held = pro_wip_of(pid);
             kills[nk].recovered = -1;
             nk++;
-            assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), args), 0);
+            assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), args), 0);
         }
         int pending = 0;
         for (int k = 0; k < nk; k++)
             if (kills[k].recovered < 0) {
-                if (wip_len_of(kills[k].pid) == 0)
+                if (pro_wip_of(kills[k].pid) == 0)
                     kills[k].recovered = pro_now() - kills[k].at;
                 else
                     pending++;
@@ -130,16 +105,8 @@ test_chaos(void **state)
         nanosleep(&ts, NULL); /* pacing the observer loop, not synchronisation */
     }
     double elapsed = pro_now() - start;
-    long long recovered = pro_int(rc, "GET pro:stat:recovered");
-    long long dups = 0, maxruns = 0;
-    redisReply *v = test_redis_cmd(rc, "HVALS t:runs");
-    for (size_t i = 0; i < v->elements; i++) {
-        long long n = strtoll(v->element[i]->str, NULL, 10);
-        dups += n > 1;
-        if (n > maxruns)
-            maxruns = n;
-    }
-    freeReplyObject(v);
+    long long recovered = pro_int(pro_rc, "GET pro:stat:recovered");
+    long long maxruns, dups = pro_run_dups(&maxruns);
     double maxrec = 0, sumrec = 0;
     long long held = 0;
     for (int k = 0; k < nk; k++) {
@@ -158,8 +125,8 @@ test_chaos(void **state)
             "kill: avg %.1f s, max %.1f s (orphan_after 3 s)\n"
             "chaos: dead set %lld, queue left %lld\n",
             njobs, nk, NWORKERS, elapsed, (double)njobs / elapsed, done, dups, maxruns,
-            njobs - done, held, recovered, nk ? sumrec / nk : 0, maxrec, pro_int(rc, "ZCARD dead"),
-            pro_int(rc, "LLEN queue:default"));
+            njobs - done, held, recovered, nk ? sumrec / nk : 0, maxrec,
+            pro_int(pro_rc, "ZCARD dead"), pro_int(pro_rc, "LLEN queue:default"));
     if (done != njobs)
         for (int i = 0; i < NWORKERS; i++)
             pro_worker_dump(&w[i], 20);
@@ -167,35 +134,16 @@ test_chaos(void **state)
     assert_int_equal(nk, nkills);
     for (int k = 0; k < nk; k++)
         assert_true(kills[k].recovered >= 0 && kills[k].recovered < 90);
-    assert_int_equal(pro_int(rc, "ZCARD dead"), 0); /* no false poison pill */
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 0);
+    assert_int_equal(pro_int(pro_rc, "ZCARD dead"), 0); /* no false poison pill */
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 0);
     for (int i = 0; i < NWORKERS; i++)
         assert_int_equal(pro_worker_stop(&w[i], SIGTERM, 20), 0);
     dray_client_free(cli);
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_chaos)};
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, pro_setup_redis, pro_teardown);
 }

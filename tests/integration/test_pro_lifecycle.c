@@ -17,74 +17,35 @@
 
 #include "pro_test.h"
 
-static test_redis srv;
-static redisContext *rc;
-static dray_server *producer;
-static dray_client *cli;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    pro_producer_open(srv.url, pro_license_default(), &producer, &cli);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    pro_worker_kill_all();
-    dray_client_free(cli);
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-/* Total length of every work-in-progress list. */
-static long long
-wip_len(void)
-{
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*");
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 static void
 test_requeued_then_finished_runs_once(void **state)
 {
     (void)state;
     pro_worker a;
     const char *args[] = {"concurrency=1", "timeout=1", NULL};
-    assert_int_equal(pro_worker_start(&a, srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(&a, pro_srv.url, pro_license_default(), args), 0);
     char jid[DRAY_JID_BYTES];
     json_t *jargs = json_pack("[s]", "gate");
     dray_push_opts po = {.queue = "default"};
-    assert_int_equal(dray_client_push(cli, "Gate", jargs, &po, jid), 0);
+    assert_int_equal(dray_client_push(pro_cli, "Gate", jargs, &po, jid), 0);
     json_decref(jargs);
-    assert_true(pro_wait_int(rc, 1, 10, "HEXISTS t:runs %s", jid));
-    assert_int_equal(wip_len(), 1);
+    assert_true(pro_wait_int(pro_rc, 1, 10, "HEXISTS t:runs %s", jid));
+    assert_int_equal(pro_wip_len("*"), 1);
 
     pro_worker_stop(&a, SIGTERM, 0); /* signal only: the gate holds the handler */
     /* the timeout passes and the provider puts the job back */
-    assert_true(pro_wait_int(rc, 1, 10, "LLEN queue:default"));
-    assert_int_equal(wip_len(), 0);
-    freeReplyObject(test_redis_cmd(rc, "SET t:gate 1"));
+    assert_true(pro_wait_int(pro_rc, 1, 10, "LLEN queue:default"));
+    assert_int_equal(pro_wip_len("*"), 0);
+    freeReplyObject(test_redis_cmd(pro_rc, "SET t:gate 1"));
     assert_int_equal(pro_worker_stop(&a, 0, 20), 0);
     assert_true(WIFEXITED(a.status) && WEXITSTATUS(a.status) == 0);
 
-    long long copies = pro_int(rc, "LLEN queue:default"), wip = wip_len();
+    long long copies = pro_int(pro_rc, "LLEN queue:default"), wip = pro_wip_len("*");
     print_message("after the stop: %lld copies in the queue, %lld in private lists\n", copies, wip);
     assert_int_equal(copies, 0);
     assert_int_equal(wip, 0);
-    assert_int_equal(pro_int(rc, "HGET t:runs %s", jid), 1);
-    assert_int_equal(pro_int(rc, "GET stat:processed"), 1);
+    assert_int_equal(pro_int(pro_rc, "HGET t:runs %s", jid), 1);
+    assert_int_equal(pro_int(pro_rc, "GET stat:processed"), 1);
 }
 
 int
@@ -93,5 +54,5 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requeued_then_finished_runs_once),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, pro_setup, pro_teardown);
 }

@@ -30,10 +30,6 @@
 #define JOB_MS 5000 /* longer than orphan_after */
 #define NJOBS 8     /* two rounds over 2 processes x 2 threads */
 
-static test_redis srv;
-static redisContext *rc;
-static int g_stopped; /* redis-server is SIGSTOPped: teardown must SIGCONT it */
-
 typedef struct exited {
     pro_worker *w;
 } exited;
@@ -64,7 +60,7 @@ assert_refused(const char *heartbeat, const char *after)
 {
     const char *args[] = {heartbeat, after, NULL};
     pro_worker w;
-    assert_int_equal(pro_worker_start(&w, srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(&w, pro_srv.url, pro_license_default(), args), 0);
     exited e = {&w};
     int gone = pro_wait(has_exited, &e, 20);
     if (!gone || !WIFEXITED(w.status) || WEXITSTATUS(w.status) != 3)
@@ -94,25 +90,14 @@ static int
 count_at_least(void *p)
 {
     atleast *a = p;
-    return pro_int(rc, a->what) >= a->n;
+    return pro_int(pro_rc, a->what) >= a->n;
 }
 
 static int
 count_is(void *p)
 {
     atleast *a = p;
-    return pro_int(rc, a->what) == a->n;
-}
-
-static long long
-wip_held(void)
-{
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*");
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
+    return pro_int(pro_rc, a->what) == a->n;
 }
 
 typedef struct held_by {
@@ -122,10 +107,10 @@ typedef struct held_by {
 static int
 holds_jobs(void *p)
 {
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*:%d:*", (int)((held_by *)p)->pid);
+    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:*:%d:*", (int)((held_by *)p)->pid);
     long long n = 0;
     for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
+        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
     freeReplyObject(k);
     return n > 0;
 }
@@ -134,7 +119,7 @@ static int
 lists_empty(void *p)
 {
     (void)p;
-    return pro_int(rc, "LLEN queue:default") == 0 && wip_held() == 0;
+    return pro_int(pro_rc, "LLEN queue:default") == 0 && pro_wip_len("*") == 0;
 }
 
 static void
@@ -145,16 +130,12 @@ test_live_processes_never_recovered(void **state)
                           "pro.orphan_check=0.5", NULL};
     pro_worker w[2];
     for (int i = 0; i < 2; i++)
-        assert_int_equal(pro_worker_start(&w[i], srv.url, pro_license_default(), args), 0);
+        assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), args), 0);
     atleast procs = {"SCARD processes", 2};
     assert_true(pro_wait(count_at_least, &procs, 20));
 
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
     dray_client *cli;
-    char err[256];
-    assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
+    assert_int_equal(pro_plain_client(&cli), 0);
     for (int i = 0; i < NJOBS; i++) {
         json_t *a = json_pack("[i, i]", i, JOB_MS);
         assert_int_equal(dray_client_push(cli, "Work", a, NULL, NULL), 0);
@@ -176,12 +157,12 @@ test_live_processes_never_recovered(void **state)
      * Redis longer than orphan_after, with every thread inside a job. */
     atleast second = {"HLEN t:runs", NJOBS / 2 + 1};
     assert_true(pro_wait(count_at_least, &second, 30));
-    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
-    g_stopped = 1;
+    assert_int_equal(kill(pro_srv.pid, SIGSTOP), 0);
+    pro_srv_stopped = 1;
     struct timespec ts = {8, 0}; /* the stall is the fault being injected */
     nanosleep(&ts, NULL);
-    assert_int_equal(kill(srv.pid, SIGCONT), 0);
-    g_stopped = 0;
+    assert_int_equal(kill(pro_srv.pid, SIGCONT), 0);
+    pro_srv_stopped = 0;
 
     double resumed = pro_now();
 
@@ -201,14 +182,10 @@ test_live_processes_never_recovered(void **state)
     atleast settled = {"HLEN t:runs", NJOBS};
     assert_true(pro_wait(count_at_least, &settled, 30));
     assert_true(pro_wait(lists_empty, NULL, 30));
-    long long held = wip_held();
-    long long dups = 0;
-    redisReply *v = test_redis_cmd(rc, "HVALS t:runs");
-    for (size_t i = 0; i < v->elements; i++)
-        dups += strtoll(v->element[i]->str, NULL, 10) > 1;
-    freeReplyObject(v);
-    long long recovered = pro_int(rc, "GET pro:stat:recovered");
-    long long dead = pro_int(rc, "ZCARD dead");
+    long long held = pro_wip_len("*");
+    long long dups = pro_run_dups(NULL);
+    long long recovered = pro_int(pro_rc, "GET pro:stat:recovered");
+    long long dead = pro_int(pro_rc, "ZCARD dead");
     fprintf(stderr,
             "liveness: 2 live processes, heartbeat 1 s, orphan_after 3 s, jobs of %d ms, a 5 s "
             "pause of one, an 8 s Redis stall: %lld recoveries, %lld jobs run more than once, %lld "
@@ -221,42 +198,20 @@ test_live_processes_never_recovered(void **state)
     assert_int_equal(recovered, 0);
     assert_int_equal(dups, 0);
     assert_int_equal(dead, 0);
-    assert_int_equal(pro_int(rc, "HLEN t:runs"), NJOBS);
+    assert_int_equal(pro_int(pro_rc, "HLEN t:runs"), NJOBS);
     assert_int_equal(held, 0);
     for (int i = 0; i < 2; i++)
         assert_int_equal(pro_worker_stop(&w[i], SIGTERM, 20), 0);
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    if (g_stopped && srv.pid > 0) {
-        kill(srv.pid, SIGCONT);
-        g_stopped = 0;
-    }
-    pro_worker_kill_all();
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_refused_below_three_heartbeats, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_live_processes_never_recovered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_below_three_heartbeats, pro_setup_redis,
+                                        pro_teardown),
+        cmocka_unit_test_setup_teardown(test_live_processes_never_recovered, pro_setup_redis,
+                                        pro_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,9 +17,6 @@
 
 #include "pro_test.h"
 
-static test_redis srv;
-static redisContext *rc;
-
 typedef struct cond {
     const char *fmt;
     const char *arg;
@@ -30,18 +27,7 @@ static int
 is(void *p)
 {
     cond *c = p;
-    return pro_int(rc, c->fmt, c->arg) == c->n;
-}
-
-static long long
-wip_of(pid_t pid)
-{
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*:%d:*", (int)pid);
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
+    return pro_int(pro_rc, c->fmt, c->arg) == c->n;
 }
 
 typedef struct held {
@@ -53,22 +39,18 @@ static int
 wip_is(void *p)
 {
     held *h = p;
-    return wip_of(h->pid) == h->n;
+    return pro_wip_of(h->pid) == h->n;
 }
 
 static void
 test_default_liveness(void **state)
 {
     (void)state;
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
     dray_client *cli;
-    char err[256];
-    assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
+    assert_int_equal(pro_plain_client(&cli), 0);
     const char *defaults[] = {"concurrency=4", "heartbeat=5", NULL};
     pro_worker a, b;
-    assert_int_equal(pro_worker_start(&a, srv.url, pro_license_default(), defaults), 0);
+    assert_int_equal(pro_worker_start(&a, pro_srv.url, pro_license_default(), defaults), 0);
     char jids[4][DRAY_JID_BYTES];
     for (int i = 0; i < 4; i++) {
         json_t *args = json_pack("[i, i]", i, 5000);
@@ -77,7 +59,7 @@ test_default_liveness(void **state)
     }
     held four = {a.pid, 4};
     assert_true(pro_wait(wip_is, &four, 15));
-    assert_int_equal(pro_worker_start(&b, srv.url, pro_license_default(), defaults), 0);
+    assert_int_equal(pro_worker_start(&b, pro_srv.url, pro_license_default(), defaults), 0);
     cond two = {"SCARD processes", "", 2};
     assert_true(pro_wait(is, &two, 15));
     pid_t apid = a.pid;
@@ -98,33 +80,14 @@ test_default_liveness(void **state)
         cond twice = {"HGET t:runs %s", jids[i], 2};
         assert_true(pro_wait(is, &twice, 30));
     }
-    assert_int_equal(pro_int(rc, "GET pro:stat:recovered"), 4);
+    assert_int_equal(pro_int(pro_rc, "GET pro:stat:recovered"), 4);
     assert_int_equal(pro_worker_stop(&b, SIGTERM, 20), 0);
     dray_client_free(cli);
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_default_liveness)};
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, pro_setup_redis, pro_teardown);
 }

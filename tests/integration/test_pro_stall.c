@@ -29,28 +29,6 @@
 
 #define MAX_STALLS 16
 
-static test_redis srv;
-static redisContext *rc;
-static int g_stopped; /* redis-server is SIGSTOPped: teardown must SIGCONT it */
-
-static long
-env_long(const char *name, long dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? strtol(v, NULL, 10) : dflt;
-}
-
-static long long
-wip_total(void)
-{
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*");
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 typedef struct progress {
     long long want; /* distinct jids run */
 } progress;
@@ -59,14 +37,14 @@ static int
 ran_at_least(void *p)
 {
     progress *g = p;
-    return pro_int(rc, "HLEN t:runs") >= g->want;
+    return pro_int(pro_rc, "HLEN t:runs") >= g->want;
 }
 
 static int
 drained(void *p)
 {
     (void)p;
-    return pro_int(rc, "LLEN queue:default") == 0 && wip_total() == 0;
+    return pro_int(pro_rc, "LLEN queue:default") == 0 && pro_wip_len("*") == 0;
 }
 
 /* Freeze redis-server for `secs`: SIGSTOP, or DEBUG SLEEP sent on a
@@ -77,7 +55,7 @@ stall(double secs, int debug_sleep)
 {
     struct timespec ts = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};
     if (debug_sleep) {
-        redisContext *d = test_redis_connect(&srv);
+        redisContext *d = test_redis_connect(&pro_srv);
         char arg[32];
         snprintf(arg, sizeof arg, "%.3f", secs);
         assert_int_equal(redisAppendCommand(d, "DEBUG SLEEP %s", arg), REDIS_OK);
@@ -93,17 +71,17 @@ stall(double secs, int debug_sleep)
         redisFree(d);
         return;
     }
-    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
-    g_stopped = 1;
+    assert_int_equal(kill(pro_srv.pid, SIGSTOP), 0);
+    pro_srv_stopped = 1;
     nanosleep(&ts, NULL);
-    assert_int_equal(kill(srv.pid, SIGCONT), 0);
-    g_stopped = 0;
+    assert_int_equal(kill(pro_srv.pid, SIGCONT), 0);
+    pro_srv_stopped = 0;
 }
 
 static void
 run_stalls(const char *batch)
 {
-    long njobs = env_long("PRO_STALL_JOBS", 4000);
+    long njobs = pro_env_long("PRO_STALL_JOBS", 4000);
     char plan[256];
     snprintf(plan, sizeof plan, "%s",
              getenv("PRO_STALL_SECONDS") ? getenv("PRO_STALL_SECONDS") : "1 d4 2 8");
@@ -117,12 +95,8 @@ run_stalls(const char *batch)
         ns++;
     }
 
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
     dray_client *cli;
-    char err[256];
-    assert_int_equal(dray_client_new(&o, &cli, err, sizeof err), 0);
+    assert_int_equal(pro_plain_client(&cli), 0);
     json_t *list = json_array();
     for (long i = 0; i < njobs; i++)
         json_array_append_new(list, json_pack("[I, i]", (json_int_t)i, (int)(i % 2)));
@@ -136,7 +110,7 @@ run_stalls(const char *batch)
     snprintf(fb, sizeof fb, "pro.fetch_batch=%s", batch);
     const char *args[] = {"concurrency=4", "command_timeout=1000", fb, NULL};
     pro_worker w;
-    assert_int_equal(pro_worker_start(&w, srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(&w, pro_srv.url, pro_license_default(), args), 0);
 
     double start = pro_now();
     for (int i = 0; i < ns; i++) {
@@ -154,17 +128,9 @@ run_stalls(const char *batch)
     int ok = pro_wait(ran_at_least, &all, 40);
     int empty = pro_wait(drained, NULL, 20);
     double elapsed = pro_now() - start;
-    long long done = pro_int(rc, "HLEN t:runs");
-    long long dups = 0, maxruns = 0;
-    redisReply *v = test_redis_cmd(rc, "HVALS t:runs");
-    for (size_t i = 0; i < v->elements; i++) {
-        long long n = strtoll(v->element[i]->str, NULL, 10);
-        dups += n > 1;
-        if (n > maxruns)
-            maxruns = n;
-    }
-    freeReplyObject(v);
-    char *strays = pro_str(rc, "GET pro:stat:strays");
+    long long done = pro_int(pro_rc, "HLEN t:runs");
+    long long maxruns, dups = pro_run_dups(&maxruns);
+    char *strays = pro_str(pro_rc, "GET pro:stat:strays");
     char stalls[256] = "";
     for (int i = 0; i < ns; i++) {
         size_t n = strlen(stalls);
@@ -177,14 +143,14 @@ run_stalls(const char *batch)
             "once (max %lld runs); strays recovered %s; dead set %lld; left in lists %lld, "
             "in the queue %lld\n",
             batch, njobs, stalls, elapsed, batch, done, njobs - done, dups, maxruns,
-            strays ? strays : "0", pro_int(rc, "ZCARD dead"), wip_total(),
-            pro_int(rc, "LLEN queue:default"));
+            strays ? strays : "0", pro_int(pro_rc, "ZCARD dead"), pro_wip_len("*"),
+            pro_int(pro_rc, "LLEN queue:default"));
     free(strays);
     if (!ok || !empty)
         pro_worker_dump(&w, 40);
     assert_int_equal(done, njobs); /* every jid ran at least once: none lost */
     assert_true(empty);
-    assert_int_equal(pro_int(rc, "ZCARD dead"), 0);
+    assert_int_equal(pro_int(pro_rc, "ZCARD dead"), 0);
     assert_int_equal(pro_worker_stop(&w, SIGTERM, 30), 0);
 }
 
@@ -205,34 +171,16 @@ test_stall_batch8(void **state)
 static int
 setup(void **state)
 {
-    (void)state;
-    snprintf(srv.extra, sizeof srv.extra, "--enable-debug-command local");
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    if (g_stopped && srv.pid > 0) {
-        kill(srv.pid, SIGCONT);
-        g_stopped = 0;
-    }
-    pro_worker_kill_all();
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
+    snprintf(pro_srv.extra, sizeof pro_srv.extra, "--enable-debug-command local");
+    return pro_setup_redis(state);
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_stall_single, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stall_batch8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stall_single, setup, pro_teardown),
+        cmocka_unit_test_setup_teardown(test_stall_batch8, setup, pro_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

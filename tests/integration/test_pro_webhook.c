@@ -36,10 +36,6 @@
 #define SECRET "s3cret-for-tests"
 #define MAX_REQS 64
 
-static test_redis srv;
-static redisContext *rc;
-static dray_server *producer;
-static dray_client *cli;
 static dray_pro *P;
 
 /* ---- the receiver ---------------------------------------------------------- */
@@ -254,7 +250,7 @@ worker(pro_worker *w, const char *extra)
                           "pro.webhook_timeout=2",
                           extra ? extra : "retry_backoff=0.2",
                           NULL};
-    assert_int_equal(pro_worker_start(w, srv.url, pro_license_default(), args), 0);
+    assert_int_equal(pro_worker_start(w, pro_srv.url, pro_license_default(), args), 0);
 }
 
 static void
@@ -262,7 +258,7 @@ dying_job(char *jid)
 {
     json_t *args = json_pack("[s]", "x");
     dray_push_opts zero = {.retry = DRAY_RETRY_ZERO};
-    assert_int_equal(dray_client_push(cli, "Fail", args, &zero, jid), 0);
+    assert_int_equal(dray_client_push(pro_cli, "Fail", args, &zero, jid), 0);
     json_decref(args);
 }
 
@@ -276,7 +272,7 @@ test_signed_events(void **state)
     char bid[DRAY_PRO_BID_BYTES], jid[DRAY_JID_BYTES];
     assert_int_equal(dray_pro_batch_new(P, &o, bid), 0);
     json_t *args = json_pack("[i]", 1);
-    assert_int_equal(dray_pro_batch_push(P, cli, bid, "Work", args, NULL, NULL), 0);
+    assert_int_equal(dray_pro_batch_push(P, pro_cli, bid, "Work", args, NULL, NULL), 0);
     json_decref(args);
     assert_int_equal(dray_pro_batch_commit(P, bid, 0), 0);
     dying_job(jid);
@@ -292,8 +288,8 @@ test_signed_events(void **state)
     /* Every delivery (3 events to 2 URLs) is acknowledged before the bodies
      * are counted: an event seen at one URL may still be on its way to the
      * other (the receiver records a request before it answers 200). */
-    assert_true(pro_wait_int(rc, 0, 20, "ZCARD pro:notify:due"));
-    assert_true(pro_wait_int(rc, 0, 20, "HLEN pro:notify:deliveries"));
+    assert_true(pro_wait_int(pro_rc, 0, 20, "ZCARD pro:notify:due"));
+    assert_true(pro_wait_int(pro_rc, 0, 20, "HLEN pro:notify:deliveries"));
     pthread_mutex_lock(&R.mu);
     int json_bodies = 0, slack_bodies = 0;
     for (int i = 0; i < R.nreqs; i++) {
@@ -328,9 +324,9 @@ test_signed_events(void **state)
     assert_true(slack_bodies >= 1); /* the Slack URL gets the same events */
     assert_int_equal(pro_worker_stop(&w, SIGTERM, 20), 0);
     /* Nothing is left to deliver. */
-    assert_int_equal(pro_int(rc, "ZCARD pro:notify:due"), 0);
-    assert_int_equal(pro_int(rc, "HLEN pro:notify:deliveries"), 0);
-    assert_int_equal(pro_int(rc, "LLEN pro:notify:events"), 0);
+    assert_int_equal(pro_int(pro_rc, "ZCARD pro:notify:due"), 0);
+    assert_int_equal(pro_int(pro_rc, "HLEN pro:notify:deliveries"), 0);
+    assert_int_equal(pro_int(pro_rc, "LLEN pro:notify:events"), 0);
 }
 
 static void
@@ -354,7 +350,7 @@ test_retry_after_500(void **state)
     assert_true(count_reqs(&failed) >= 1);
     /* everything delivered in the end: each 500 was followed by a 200 for
      * the same delivery id */
-    assert_true(pro_wait_int(rc, 0, 20, "HLEN pro:notify:deliveries"));
+    assert_true(pro_wait_int(pro_rc, 0, 20, "HLEN pro:notify:deliveries"));
     pthread_mutex_lock(&R.mu);
     for (int i = 0; i < R.nreqs; i++) {
         if (R.reqs[i].status != 500)
@@ -376,7 +372,7 @@ static int
 delivery_tried(void *p)
 {
     (void)p;
-    redisReply *v = test_redis_cmd(rc, "HVALS pro:notify:deliveries");
+    redisReply *v = test_redis_cmd(pro_rc, "HVALS pro:notify:deliveries");
     int tried = 0;
     for (size_t i = 0; i < v->elements; i++)
         tried |= strstr(v->element[i]->str, "\"attempts\":1") != NULL;
@@ -416,7 +412,7 @@ test_delivery_after_restart(void **state)
         pro_worker_dump(&w2, 30);
         fail_msg("the event kept in Redis was not delivered after the restart");
     }
-    assert_true(pro_wait_int(rc, 0, 20, "HLEN pro:notify:deliveries"));
+    assert_true(pro_wait_int(pro_rc, 0, 20, "HLEN pro:notify:deliveries"));
     assert_int_equal(pro_worker_stop(&w2, SIGTERM, 20), 0);
 }
 
@@ -431,14 +427,14 @@ test_parked_after_attempts(void **state)
     pro_worker w;
     worker(&w, "pro.webhook_attempts=2");
     dying_job(jid);
-    assert_true(pro_wait_int(rc, 2, 20, "LLEN pro:notify:failed")); /* JSON and Slack */
-    assert_int_equal(pro_int(rc, "HLEN pro:notify:deliveries"), 0);
-    char *parked = pro_str(rc, "LINDEX pro:notify:failed 0");
+    assert_true(pro_wait_int(pro_rc, 2, 20, "LLEN pro:notify:failed")); /* JSON and Slack */
+    assert_int_equal(pro_int(pro_rc, "HLEN pro:notify:deliveries"), 0);
+    char *parked = pro_str(pro_rc, "LINDEX pro:notify:failed 0");
     json_t *d = json_loads(parked, 0, NULL);
     assert_int_equal(json_integer_value(json_object_get(d, "attempts")), 2);
     assert_non_null(strstr(json_string_value(json_object_get(d, "last_error")), "HTTP 500"));
     assert_non_null(strstr(json_string_value(json_object_get(d, "event")), jid));
-    assert_true(pro_int(rc, "TTL pro:notify:failed") > 0);
+    assert_true(pro_int(pro_rc, "TTL pro:notify:failed") > 0);
     json_decref(d);
     free(parked);
     assert_int_equal(pro_worker_stop(&w, SIGTERM, 20), 0);
@@ -449,13 +445,10 @@ test_parked_after_attempts(void **state)
 static int
 setup(void **state)
 {
-    (void)state;
-    if (sodium_init() < 0 || test_redis_start(&srv))
+    if (sodium_init() < 0 || pro_setup(state))
         return -1;
-    rc = test_redis_connect(&srv);
-    pro_producer_open(srv.url, pro_license_default(), &producer, &cli);
     receiver_up();
-    return dray_pro_new(rc, NULL, &P);
+    return dray_pro_new(pro_rc, NULL, &P);
 }
 
 static int
@@ -465,29 +458,16 @@ teardown(void **state)
     receiver_down();
     receiver_reset();
     dray_pro_free(P);
-    dray_client_free(cli);
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
+    return pro_teardown(state);
 }
 
 static int
 fresh(void **state)
 {
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    pro_flush(state);
     receiver_reset();
     if (!R.running)
         receiver_up();
-    return 0;
-}
-
-/* A failed assertion leaves its workers running: none may outlive its test. */
-static int
-leftovers(void **state)
-{
-    (void)state;
-    pro_worker_kill_all();
     return 0;
 }
 
@@ -495,10 +475,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_signed_events, fresh, leftovers),
-        cmocka_unit_test_setup_teardown(test_retry_after_500, fresh, leftovers),
-        cmocka_unit_test_setup_teardown(test_delivery_after_restart, fresh, leftovers),
-        cmocka_unit_test_setup_teardown(test_parked_after_attempts, fresh, leftovers),
+        cmocka_unit_test_setup_teardown(test_signed_events, fresh, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_retry_after_500, fresh, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_delivery_after_restart, fresh, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_parked_after_attempts, fresh, pro_leftovers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

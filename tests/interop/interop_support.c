@@ -342,6 +342,16 @@ jfind(const json_t *arr, const char *key, const char *val)
     return NULL;
 }
 
+json_t *
+it_loads(const char *s)
+{
+    json_error_t e;
+    json_t *v = json_loads(s, 0, &e);
+    if (!v)
+        fail_msg("bad json literal in test (%s): %s", e.text, s);
+    return v;
+}
+
 /* ---- embedded server ----------------------------------------------------- */
 
 void
@@ -443,6 +453,170 @@ it_cleanup(void)
         t->s = NULL; /* a server that would not stop is leaked, not freed under it */
     }
     it_gate_reset();
+}
+
+/* ---- the shared fixture -------------------------------------------------- */
+
+test_redis it_srv;
+redisContext *it_rc;
+
+int
+it_client_new(const char *ns, dray_client **c)
+{
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = it_srv.url;
+    o.ns = ns;
+    char err[256] = "";
+    int e = dray_client_new(&o, c, err, sizeof err);
+    if (e)
+        print_error("dray_client_new: %s\n", err);
+    return e;
+}
+
+int
+it_push_n(dray_client *c, const char *klass, const char *queue, int retry, json_t *extra, int n,
+          char *jids, size_t *pushed)
+{
+    dray_push_opts po = {.queue = queue, .retry = retry, .extra = extra};
+    json_t *list = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(list, json_pack("[i]", i));
+    *pushed = 0;
+    int e = dray_client_push_bulk(c, klass, list, &po, jids, pushed);
+    json_decref(list);
+    return e;
+}
+
+int
+it_setup(void **state)
+{
+    (void)state;
+    sk_require_sidekiq();
+    if (test_redis_start(&it_srv))
+        return -1;
+    it_rc = test_redis_connect(&it_srv);
+    return 0;
+}
+
+int
+it_teardown(void **state)
+{
+    (void)state;
+    it_cleanup();
+    if (it_rc)
+        redisFree(it_rc);
+    it_rc = NULL;
+    test_redis_stop(&it_srv);
+    return 0;
+}
+
+int
+it_each_setup(void **state)
+{
+    (void)state;
+    freeReplyObject(test_redis_cmd(it_rc, "FLUSHALL"));
+    sk_set_namespace(NULL);
+    it_rec_reset();
+    it_gate_reset();
+    return 0;
+}
+
+int
+it_each_teardown(void **state)
+{
+    (void)state;
+    it_cleanup();
+    return 0;
+}
+
+/* ---- shared handlers and waits ------------------------------------------- */
+
+int
+it_h_record(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    it_rec_add(job);
+    return 0;
+}
+
+int
+it_h_block(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    it_rec_add(job);
+    it_gate_enter_and_wait();
+    return 0;
+}
+
+int
+it_h_fail(dray_job *job, dray_result *res, void *ud)
+{
+    it_rec_add(job);
+    return dray_result_fail(res, "ArgumentError", "%s", (const char *)ud);
+}
+
+double
+it_quick_then_slow(const dray_job *job, int count, void *ud)
+{
+    (void)job;
+    (void)ud;
+    return count == 0 ? 0.3 : 3600.0;
+}
+
+struct it_want {
+    const char *jid; /* NULL: all runs */
+    int n;
+};
+
+static int
+runs_reached(void *arg)
+{
+    const struct it_want *w = arg;
+    return (w->jid ? it_rec_runs(w->jid) : it_rec_total()) >= w->n;
+}
+
+int
+it_wait_runs(int want, double timeout_s)
+{
+    struct it_want w = {NULL, want};
+    return test_wait_until(runs_reached, &w, timeout_s);
+}
+
+int
+it_wait_jid_runs(const char *jid, int want, double timeout_s)
+{
+    struct it_want w = {jid, want};
+    return test_wait_until(runs_reached, &w, timeout_s);
+}
+
+static int
+quiet_true(void *arg)
+{
+    redisReply *r = test_redis_cmd(it_rc, "HGET %s quiet", (const char *)arg);
+    int ok = r->type == REDIS_REPLY_STRING && !strcmp(r->str, "true");
+    freeReplyObject(r);
+    return ok;
+}
+
+int
+it_wait_quiet(const char *key, double timeout_s)
+{
+    return test_wait_until(quiet_true, (void *)key, timeout_s);
+}
+
+static int
+gate_reached(void *arg)
+{
+    return it_gate_inside() == *(const int *)arg;
+}
+
+int
+it_wait_gate(int want, double timeout_s)
+{
+    return test_wait_until(gate_reached, &want, timeout_s);
 }
 
 /* ---- recorder ------------------------------------------------------------ */

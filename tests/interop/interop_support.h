@@ -40,6 +40,9 @@ int sk_major(void);
 void assert_json_eq(const char *what, const json_t *want, const json_t *got);
 /* The same, then json_decref(want): for a want built inline. */
 void assert_json_eqn(const char *what, json_t *want, const json_t *got);
+/* Parse a JSON literal written in the test (new reference); fails the test
+ * when it is not JSON. */
+json_t *it_loads(const char *s);
 /* Fail unless |a - b| <= tol, printing both with 6 decimals. */
 void assert_close(const char *what, double want, double got, double tol);
 /* Borrowed member lookups that fail the test when the member is missing. */
@@ -105,6 +108,53 @@ void it_gate_reset(void);
 void it_gate_enter_and_wait(void);
 int it_gate_inside(void);
 void it_gate_release(void);
+
+/* ---- the fixture every interop test shares -------------------------------- */
+
+extern test_redis it_srv;   /* this program's redis-server (it_setup starts it) */
+extern redisContext *it_rc; /* a connection to it_srv (it_setup opens it) */
+
+/* dray_client_new on it_srv with namespace ns (NULL for none); returns its
+ * code and prints its message on failure. The caller frees *c. */
+int it_client_new(const char *ns, dray_client **c);
+/* Push n jobs of klass with args [0] .. [n-1] in one dray_client_push_bulk
+ * to queue (NULL: default) with retry and extra (borrowed, or NULL); returns
+ * its code, the count in *pushed and, when jids is not NULL, n jids of
+ * DRAY_JID_BYTES each. */
+int it_push_n(dray_client *c, const char *klass, const char *queue, int retry, json_t *extra, int n,
+              char *jids, size_t *pushed);
+/* cmocka group setup: require Sidekiq, start it_srv, connect it_rc; -1 when
+ * redis-server will not start. */
+int it_setup(void **state);
+/* cmocka group teardown: stop every embedded server left, close it_rc, stop
+ * it_srv. Always 0. */
+int it_teardown(void **state);
+/* cmocka per-test setup: FLUSHALL, no namespace, recorder and gate reset. */
+int it_each_setup(void **state);
+/* cmocka per-test teardown: it_cleanup. Always 0. */
+int it_each_teardown(void **state);
+
+/* ---- handlers and waits most tests use ------------------------------------ */
+
+/* Records the run and succeeds. */
+int it_h_record(dray_job *job, dray_result *res, void *ud);
+/* Records the run, then waits in the gate until it is released. */
+int it_h_block(dray_job *job, dray_result *res, void *ud);
+/* Records the run and fails it with class ArgumentError and message ud
+ * (a string the caller keeps alive). */
+int it_h_fail(dray_job *job, dray_result *res, void *ud);
+/* Backoff: the first retry after 0.3 s (dray's scheduler moves it during
+ * the test), later ones after an hour. */
+double it_quick_then_slow(const dray_job *job, int count, void *ud);
+/* Poll until the recorder holds at least `want` runs, at most timeout_s;
+ * returns the truth. */
+int it_wait_runs(int want, double timeout_s);
+/* Poll until jid has run at least `want` times, at most timeout_s. */
+int it_wait_jid_runs(const char *jid, int want, double timeout_s);
+/* Poll until the heartbeat hash `key` has quiet "true", at most timeout_s. */
+int it_wait_quiet(const char *key, double timeout_s);
+/* Poll until exactly `want` handlers wait in the gate, at most timeout_s. */
+int it_wait_gate(int want, double timeout_s);
 
 /* ---- redis helpers -------------------------------------------------------- */
 

@@ -14,9 +14,6 @@
 
 #include "interop_support.h"
 
-static test_redis srv;
-static redisContext *rc;
-
 static const char *const digits[3] = {"18446744073709551616", "-1180591620717411303424",
                                       "123456789012345678901234567890"};
 
@@ -43,47 +40,10 @@ h_big(dray_job *job, dray_result *res, void *ud)
     return dray_result_fail(res, "RangeError", "bignum job fails on purpose");
 }
 
-/* First retry after 0.3 s (dray's scheduler moves it during the test), later
- * ones after an hour. */
-static double
-quick_then_slow(const dray_job *job, int count, void *ud)
-{
-    (void)job;
-    (void)ud;
-    return count == 0 ? 0.3 : 3600.0;
-}
-
-static int
-ran_twice(void *jid)
-{
-    return it_rec_runs(jid) >= 2;
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    sk_require_sidekiq();
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    it_cleanup();
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
 static json_t *
 push_big(int retry)
 {
-    return sk_runf(srv.url, "push_bigints", "{s:s, s:s, s:i, s:[s,s,s]}", "class", "BigJob",
+    return sk_runf(it_srv.url, "push_bigints", "{s:s, s:s, s:i, s:[s,s,s]}", "class", "BigJob",
                    "queue", "default", "retry", retry, "digits", digits[0], digits[1], digits[2]);
 }
 
@@ -91,7 +51,7 @@ push_big(int retry)
 static void
 assert_ruby_sees_digits(const char *set, const char *jid, long long retry_count)
 {
-    json_t *r = sk_runf(srv.url, "set_args", "{s:s}", "set", set);
+    json_t *r = sk_runf(it_srv.url, "set_args", "{s:s}", "set", set);
     json_t *entries = jget(r, "entries");
     assert_int_equal(json_array_size(entries), 1);
     json_t *e = json_array_get(entries, 0);
@@ -111,22 +71,22 @@ static void
 test_ruby_bignums(void **state)
 {
     (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(it_rc, "FLUSHALL"));
     it_rec_reset();
     json_t *pa = push_big(5); /* retried: fails twice, second retry an hour out */
     json_t *pb = push_big(0); /* "retry": 0: straight to the dead set */
     const char *ja = jstr(pa, "jid"), *jb = jstr(pb, "jid");
 
     dray_options o;
-    it_opts(&o, &srv, "default", 2);
+    it_opts(&o, &it_srv, "default", 2);
     it_server *t = it_new(&o);
     dray_class_opts co;
     memset(&co, 0, sizeof co);
-    co.backoff = quick_then_slow;
+    co.backoff = it_quick_then_slow;
     assert_int_equal(dray_server_register(t->s, "BigJob", h_big, NULL, &co), 0);
     it_go(t);
-    int ok = it_wait_rint(rc, 1, 20, "ZCARD dead");
-    test_wait_until(ran_twice, (void *)ja, 20);
+    int ok = it_wait_rint(it_rc, 1, 20, "ZCARD dead");
+    it_wait_jid_runs(ja, 2, 20);
     it_finish(t); /* a graceful stop writes the outcome of the run in flight */
     print_message("runs: A %d, B %d; dead %d; handler saw other digits %d times\n", it_rec_runs(ja),
                   it_rec_runs(jb), ok, bad_digits);
@@ -146,5 +106,5 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ruby_bignums),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, it_setup, it_teardown);
 }

@@ -15,9 +15,6 @@
 
 #include "interop_support.h"
 
-static test_redis srv;
-static redisContext *rc;
-
 /* Fails on its first run, succeeds after. */
 static int
 h_flaky(dray_job *job, dray_result *res, void *ud)
@@ -39,15 +36,6 @@ h_doomed(dray_job *job, dray_result *res, void *ud)
 }
 
 static int
-h_record(dray_job *job, dray_result *res, void *ud)
-{
-    (void)res;
-    (void)ud;
-    it_rec_add(job);
-    return 0;
-}
-
-static int
 h_keyerror(dray_job *job, dray_result *res, void *ud)
 {
     (void)ud;
@@ -63,54 +51,6 @@ hour(const dray_job *job, int count, void *ud)
     (void)count;
     (void)ud;
     return 3600.0;
-}
-
-/* First retry after 0.3 s (so dray's scheduler moves it during the test),
- * later ones after an hour. */
-static double
-quick_then_slow(const dray_job *job, int count, void *ud)
-{
-    (void)job;
-    (void)ud;
-    return count == 0 ? 0.3 : 3600.0;
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    sk_require_sidekiq();
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-each_teardown(void **state)
-{
-    (void)state;
-    it_cleanup();
-    return 0;
-}
-
-static int
-each_setup(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    sk_set_namespace(NULL);
-    it_rec_reset();
-    return 0;
 }
 
 static const char *
@@ -146,27 +86,12 @@ assert_first_failure(const json_t *e, const char *klass, const char *eclass, con
     assert_true(json_is_null(jget(e, "error_backtrace")));
 }
 
-static int want_runs;
-static int
-runs_reached(void *arg)
-{
-    (void)arg;
-    return it_rec_total() >= want_runs;
-}
-
-static int
-jid_runs_reached(void *arg)
-{
-    const char *jid = arg;
-    return it_rec_runs(jid) >= want_runs;
-}
-
 static void
 test_retry_dead_sets_and_ruby_actions(void **state)
 {
     (void)state;
     json_t *pr = sk_runf(
-        srv.url, "push",
+        it_srv.url, "push",
         "{s:[{s:s, s:[s]}, {s:s, s:[s, {s:i}]}, {s:s, s:[s]}, {s:s, s:[s], s:i}, {s:s, s:[s], s:b},"
         " {s:s, s:[i], s:s}]}",
         "jobs", "class", "Doomed", "args", "a",     /* A: retried, then killed by Ruby */
@@ -180,26 +105,25 @@ test_retry_dead_sets_and_ruby_actions(void **state)
 
     it_server *t;
     dray_options o;
-    it_opts(&o, &srv, "default orphans", 3);
+    it_opts(&o, &it_srv, "default orphans", 3);
     t = it_new(&o);
     /* F has no handler, so Sidekiq's default backoff (>= 15 s) applies to it */
     dray_class_opts slow = {.backoff = hour};
     assert_int_equal(dray_server_register(t->s, "Doomed", h_doomed, NULL, &slow), 0);
     assert_int_equal(dray_server_register(t->s, "Flaky", h_flaky, NULL, &slow), 0);
     it_go(t);
-    want_runs = 5;
-    if (!test_wait_until(runs_reached, NULL, 30))
+    if (!it_wait_runs(5, 30))
         fail_msg("dray ran %d of 5 handler jobs", it_rec_total());
-    if (!it_wait_rint(rc, 4, 10, "ZCARD retry") || !it_wait_rint(rc, 1, 10, "ZCARD dead"))
-        fail_msg("retry/dead hold %lld/%lld (want 4/1)", it_rint(rc, "ZCARD retry"),
-                 it_rint(rc, "ZCARD dead"));
+    if (!it_wait_rint(it_rc, 4, 10, "ZCARD retry") || !it_wait_rint(it_rc, 1, 10, "ZCARD dead"))
+        fail_msg("retry/dead hold %lld/%lld (want 4/1)", it_rint(it_rc, "ZCARD retry"),
+                 it_rint(it_rc, "ZCARD dead"));
     /* six attempts, six failures (F counts too, as Sidekiq's NameError) */
-    if (!it_wait_rint(rc, 6, 10, "GET stat:failed") ||
-        !it_wait_rint(rc, 6, 10, "GET stat:processed"))
-        fail_msg("stats never flushed to 6/6 (now %lld/%lld)", it_rint(rc, "GET stat:processed"),
-                 it_rint(rc, "GET stat:failed"));
+    if (!it_wait_rint(it_rc, 6, 10, "GET stat:failed") ||
+        !it_wait_rint(it_rc, 6, 10, "GET stat:processed"))
+        fail_msg("stats never flushed to 6/6 (now %lld/%lld)", it_rint(it_rc, "GET stat:processed"),
+                 it_rint(it_rc, "GET stat:failed"));
 
-    json_t *r = sk_run(srv.url, "inspect", NULL);
+    json_t *r = sk_run(it_srv.url, "inspect", NULL);
     json_t *st = jget(r, "stats");
     assert_int_equal(jint(st, "processed"), 6);
     assert_int_equal(jint(st, "failed"), 6);
@@ -232,18 +156,16 @@ test_retry_dead_sets_and_ruby_actions(void **state)
     json_decref(r);
 
     /* Ruby acts while dray runs: kill two, retry the rest */
-    json_decref(sk_runf(srv.url, "kill_jid", "{s:s}", "jid", A));
-    json_decref(sk_runf(srv.url, "kill_jid", "{s:s}", "jid", F));
-    json_t *ra = sk_run(srv.url, "retry_all", NULL);
+    json_decref(sk_runf(it_srv.url, "kill_jid", "{s:s}", "jid", A));
+    json_decref(sk_runf(it_srv.url, "kill_jid", "{s:s}", "jid", F));
+    json_t *ra = sk_run(it_srv.url, "retry_all", NULL);
     assert_int_equal(jint(ra, "retried"), 2);
     json_decref(ra);
-    want_runs = 2;
-    if (!test_wait_until(jid_runs_reached, (void *)B, 10) ||
-        !test_wait_until(jid_runs_reached, (void *)C, 10))
+    if (!it_wait_jid_runs(B, 2, 10) || !it_wait_jid_runs(C, 2, 10))
         fail_msg("dray did not run the retried jobs again (runs: B %d, C %d)", it_rec_runs(B),
                  it_rec_runs(C));
-    if (!it_wait_rint(rc, 8, 10, "GET stat:processed"))
-        fail_msg("stat:processed never reached 8 (now %lld)", it_rint(rc, "GET stat:processed"));
+    if (!it_wait_rint(it_rc, 8, 10, "GET stat:processed"))
+        fail_msg("stat:processed never reached 8 (now %lld)", it_rint(it_rc, "GET stat:processed"));
     /* what dray got back from Ruby's retry: Sidekiq decremented retry_count
      * and kept the error fields; args intact */
     json_t *seen = it_rec_last(B);
@@ -255,7 +177,7 @@ test_retry_dead_sets_and_ruby_actions(void **state)
     json_decref(seen);
     assert_int_equal(it_rec_runs(A), 1);
 
-    r = sk_run(srv.url, "inspect", NULL);
+    r = sk_run(it_srv.url, "inspect", NULL);
     st = jget(r, "stats");
     assert_int_equal(jint(st, "processed"), 8);
     assert_int_equal(jint(st, "failed"), 6);
@@ -281,27 +203,26 @@ test_perform_in_run_by_dray_scheduler(void **state)
 {
     (void)state;
     json_t *a =
-        sk_runf(srv.url, "perform_in", "{s:s, s:f, s:s, s:[s, {s:[f, s]}]}", "class", "HardJob",
+        sk_runf(it_srv.url, "perform_in", "{s:s, s:f, s:s, s:[s, {s:[f, s]}]}", "class", "HardJob",
                 "interval", 2.0, "queue", "sched", "args", "soon", "x", 1.5, "\xc3\xbc");
-    json_t *b = sk_runf(srv.url, "perform_at", "{s:s, s:f, s:[i]}", "class", "HardJob", "at",
+    json_t *b = sk_runf(it_srv.url, "perform_at", "{s:s, s:f, s:[i]}", "class", "HardJob", "at",
                         dray_now() + 6.0, "args",
                         2); /* Ruby may take seconds to start on a loaded CI machine */
-    json_t *c = sk_runf(srv.url, "perform_in", "{s:s, s:f, s:[s]}", "class", "HardJob", "interval",
-                        3600.0, "args", "later");
+    json_t *c = sk_runf(it_srv.url, "perform_in", "{s:s, s:f, s:[s]}", "class", "HardJob",
+                        "interval", 3600.0, "args", "later");
     const char *ja = jstr(a, "jid"), *jb = jstr(b, "jid"), *jc = jstr(c, "jid");
     /* Ruby's view before dray starts: the payloads and run times */
-    json_t *before = sk_run(srv.url, "inspect", NULL);
+    json_t *before = sk_run(it_srv.url, "inspect", NULL);
     json_t *sched = jget(before, "scheduled");
     assert_int_equal(json_array_size(sched), 3);
 
     it_server *t;
     dray_options o;
-    it_opts(&o, &srv, "sched default", 2);
+    it_opts(&o, &it_srv, "sched default", 2);
     t = it_new(&o);
-    assert_int_equal(dray_server_register(t->s, "HardJob", h_record, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "HardJob", it_h_record, NULL, NULL), 0);
     it_go(t);
-    want_runs = 2;
-    if (!test_wait_until(runs_reached, NULL, 30))
+    if (!it_wait_runs(2, 30))
         fail_msg("dray's scheduler ran %d of the 2 due jobs", it_rec_total());
     const char *jids[2] = {ja, jb};
     for (int i = 0; i < 2; i++) {
@@ -319,7 +240,7 @@ test_perform_in_run_by_dray_scheduler(void **state)
         json_decref(seen);
     }
     assert_int_equal(it_rec_runs(jc), 0);
-    json_t *after = sk_run(srv.url, "inspect", NULL);
+    json_t *after = sk_run(it_srv.url, "inspect", NULL);
     assert_int_equal(json_array_size(jget(after, "scheduled")), 1);
     assert_string_equal(jstr(json_array_get(jget(after, "scheduled"), 0), "jid"), jc);
     assert_int_equal(jint(jget(after, "stats"), "enqueued"), 0);
@@ -335,7 +256,7 @@ static int
 retry_count_is_one(void *arg)
 {
     (void)arg;
-    redisReply *r = test_redis_cmd(rc, "ZRANGE retry 0 0");
+    redisReply *r = test_redis_cmd(it_rc, "ZRANGE retry 0 0");
     int ok = 0;
     if (r->elements == 1) {
         json_t *o = json_loads(r->element[0]->str, 0, NULL);
@@ -352,12 +273,12 @@ test_dray_moved_retry_seen_by_ruby(void **state)
     (void)state;
     it_server *t;
     dray_options o;
-    it_opts(&o, &srv, "default", 2);
+    it_opts(&o, &it_srv, "default", 2);
     t = it_new(&o);
-    dray_class_opts co = {.backoff = quick_then_slow};
+    dray_class_opts co = {.backoff = it_quick_then_slow};
     assert_int_equal(dray_server_register(t->s, "Twice", h_keyerror, NULL, &co), 0);
     it_go(t);
-    json_t *pr = sk_runf(srv.url, "push", "{s:[{s:s, s:[s, f], s:{s:s}}]}", "jobs", "class",
+    json_t *pr = sk_runf(it_srv.url, "push", "{s:[{s:s, s:[s, f], s:{s:s}}]}", "jobs", "class",
                          "Twice", "args", "k", 0.25, "trace", "id", "t-1");
     const char *jid = jid_at(pr, 0);
     /* fail, retry after 0.3 s (moved by dray's scheduler), fail again */
@@ -369,7 +290,7 @@ test_dray_moved_retry_seen_by_ruby(void **state)
     assert_int_equal(jint(second, "retry_count"), 0);
     assert_string_equal(jstr(second, "error_class"), "KeyError");
 
-    json_t *r = sk_run(srv.url, "inspect", NULL);
+    json_t *r = sk_run(it_srv.url, "inspect", NULL);
     json_t *retries = jget(r, "retries");
     assert_int_equal(json_array_size(retries), 1);
     json_t *e = entry(retries, jid, "RetrySet");
@@ -394,16 +315,15 @@ test_dray_moved_retry_seen_by_ruby(void **state)
     /* SortedEntry#retry on it: back to the queue with retry_count 0, dray
      * runs it, it fails again and returns with retry_count 1 and a newer
      * retried_at */
-    json_decref(sk_runf(srv.url, "retry_jid", "{s:s}", "jid", jid));
-    want_runs = 3;
-    if (!test_wait_until(jid_runs_reached, (void *)jid, 10))
+    json_decref(sk_runf(it_srv.url, "retry_jid", "{s:s}", "jid", jid));
+    if (!it_wait_jid_runs(jid, 3, 10))
         fail_msg("dray did not run the job Ruby retried");
     json_t *third = it_rec_last(jid);
     assert_int_equal(jint(third, "retry_count"), 0);
     json_decref(third);
     if (!test_wait_until(retry_count_is_one, NULL, 10))
         fail_msg("the job did not come back to the retry set");
-    r = sk_run(srv.url, "inspect", NULL);
+    r = sk_run(it_srv.url, "inspect", NULL);
     e = entry(jget(r, "retries"), jid, "RetrySet");
     assert_int_equal(jint(e, "retry_count"), 1);
     assert_true(jnum(e, "retried_at") > ra);
@@ -419,12 +339,12 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_retry_dead_sets_and_ruby_actions, each_setup,
-                                        each_teardown),
-        cmocka_unit_test_setup_teardown(test_perform_in_run_by_dray_scheduler, each_setup,
-                                        each_teardown),
-        cmocka_unit_test_setup_teardown(test_dray_moved_retry_seen_by_ruby, each_setup,
-                                        each_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_dead_sets_and_ruby_actions, it_each_setup,
+                                        it_each_teardown),
+        cmocka_unit_test_setup_teardown(test_perform_in_run_by_dray_scheduler, it_each_setup,
+                                        it_each_teardown),
+        cmocka_unit_test_setup_teardown(test_dray_moved_retry_seen_by_ruby, it_each_setup,
+                                        it_each_teardown),
     };
-    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+    return test_exit_code(cmocka_run_group_tests(tests, it_setup, it_teardown));
 }

@@ -29,19 +29,8 @@
 
 extern char **environ;
 
-static test_redis srv;
-static redisContext *rc;
 static pid_t ruby_pid = -1;
 static char logpath[64];
-
-static int
-h_ok(dray_job *job, dray_result *res, void *ud)
-{
-    (void)res;
-    (void)ud;
-    it_rec_add(job);
-    return 0;
-}
 
 static atomic_int fleet_in_dray; /* FleetJob runs in dray */
 
@@ -49,15 +38,7 @@ static int
 h_fleet(dray_job *job, dray_result *res, void *ud)
 {
     atomic_fetch_add(&fleet_in_dray, 1);
-    return h_ok(job, res, ud);
-}
-
-static int
-h_fail(dray_job *job, dray_result *res, void *ud)
-{
-    (void)ud;
-    it_rec_add(job);
-    return dray_result_fail(res, "ArgumentError", "failed in dray on purpose");
+    return it_h_record(job, res, ud);
 }
 
 /* The Ruby worker: Sidekiq's own executable with fleet_jobs.rb. */
@@ -65,7 +46,7 @@ static void
 ruby_start(void)
 {
     char urlvar[400];
-    snprintf(urlvar, sizeof urlvar, "DRAY_FLEET_URL=%s", srv.url);
+    snprintf(urlvar, sizeof urlvar, "DRAY_FLEET_URL=%s", it_srv.url);
     size_t n = 0;
     while (environ[n])
         n++;
@@ -120,40 +101,25 @@ ruby_stop(void)
     unlink(logpath);
 }
 
+/* The Ruby worker first, then the shared teardown. */
 static int
-setup(void **state)
+fleet_teardown(void **state)
 {
-    (void)state;
-    sk_require_sidekiq();
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
+    ruby_stop();
+    return it_teardown(state);
 }
 
 static int
-teardown(void **state)
+fleet_each_teardown(void **state)
 {
-    (void)state;
     ruby_stop();
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-each_teardown(void **state)
-{
-    (void)state;
-    ruby_stop();
-    it_cleanup();
-    return 0;
+    return it_each_teardown(state);
 }
 
 static long long
 scard(const char *key)
 {
-    return it_rint(rc, "SCARD %s", key);
+    return it_rint(it_rc, "SCARD %s", key);
 }
 
 static int
@@ -187,54 +153,43 @@ static void
 push_bulk(dray_client *c, const char *klass, const char *queue, int retry, const char *rq, int n,
           char *jids)
 {
-    json_t *list = json_array();
-    for (int i = 0; i < n; i++)
-        json_array_append_new(list, json_pack("[i]", i));
-    dray_push_opts po = {0};
-    po.queue = queue;
-    po.retry = retry;
     json_t *extra = rq ? json_pack("{s:s}", "retry_queue", rq) : NULL;
-    po.extra = extra;
     size_t pushed = 0;
-    assert_int_equal(dray_client_push_bulk(c, klass, list, &po, jids, &pushed), 0);
+    assert_int_equal(it_push_n(c, klass, queue, retry, extra, n, jids, &pushed), 0);
     assert_int_equal(pushed, (size_t)n);
     json_decref(extra);
-    json_decref(list);
 }
 
 static void
 test_mixed_fleet(void **state)
 {
     (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    freeReplyObject(test_redis_cmd(it_rc, "FLUSHALL"));
     it_rec_reset();
     atomic_store(&fleet_in_dray, 0);
     dray_options o;
-    it_opts(&o, &srv, "fleet to_dray", 5);
+    it_opts(&o, &it_srv, "fleet to_dray", 5);
     it_server *t = it_new(&o);
     assert_int_equal(dray_server_register(t->s, "FleetJob", h_fleet, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(t->s, "DrayFails", h_fail, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(t->s, "RubyFails", h_ok, NULL, NULL), 0);
+    assert_int_equal(
+        dray_server_register(t->s, "DrayFails", it_h_fail, "failed in dray on purpose", NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "RubyFails", it_h_record, NULL, NULL), 0);
     ruby_start();
     it_go(t);
     /* both workers up (Sidekiq's heartbeat registered it) before any push */
-    if (!it_wait_rint(rc, 2, 60, "SCARD processes"))
+    if (!it_wait_rint(it_rc, 2, 60, "SCARD processes"))
         fail_msg("the Sidekiq worker never registered (processes: %lld)",
-                 it_rint(rc, "SCARD processes"));
+                 it_rint(it_rc, "SCARD processes"));
 
-    dray_options co;
-    dray_options_init(&co);
-    co.redis_url = srv.url;
     dray_client *c;
-    char err[256];
-    assert_int_equal(dray_client_new(&co, &c, err, sizeof err), 0);
+    assert_int_equal(it_client_new(NULL, &c), 0);
     static char djids[FLEET_JOBS / 2 * DRAY_JID_BYTES];
     push_bulk(c, "FleetJob", "fleet", 0, NULL, FLEET_JOBS / 2, djids);
     json_t *args = json_array();
     for (int i = 0; i < FLEET_JOBS / 2; i++)
         json_array_append_new(args, json_pack("[i]", i));
-    json_t *rb = sk_runf(srv.url, "push_bulk", "{s:{s:s, s:s, s:o}}", "item", "class", "FleetJob",
-                         "queue", "fleet", "args", args);
+    json_t *rb = sk_runf(it_srv.url, "push_bulk", "{s:{s:s, s:s, s:o}}", "item", "class",
+                         "FleetJob", "queue", "fleet", "args", args);
     json_t *rjids = jget(rb, "jids");
     assert_int_equal(json_array_size(rjids), FLEET_JOBS / 2);
     char fail_d[N_FAIL * DRAY_JID_BYTES], fail_r[N_FAIL * DRAY_JID_BYTES];
@@ -256,7 +211,7 @@ test_mixed_fleet(void **state)
                 ? djids + (size_t)i * DRAY_JID_BYTES
                 : json_string_value(json_array_get(rjids, (size_t)(i - FLEET_JOBS / 2)));
         int d = it_rec_runs(jid);
-        int r = (int)it_rint(rc, "SISMEMBER fleet:ran:ruby:FleetJob %s", jid);
+        int r = (int)it_rint(it_rc, "SISMEMBER fleet:ran:ruby:FleetJob %s", jid);
         on_dray += d;
         on_ruby += r;
         twice += d + r > 1;
@@ -277,7 +232,7 @@ test_mixed_fleet(void **state)
         fail_msg("Sidekiq ran %lld of the %d jobs dray pushed to to_ruby",
                  scard("fleet:ran:ruby:DrayFails"), N_FAIL);
     for (int i = 0; i < N_FAIL; i++)
-        assert_int_equal(it_rint(rc, "SISMEMBER fleet:ran:ruby:DrayFails %s",
+        assert_int_equal(it_rint(it_rc, "SISMEMBER fleet:ran:ruby:DrayFails %s",
                                  to_ruby + (size_t)i * DRAY_JID_BYTES),
                          1);
 
@@ -290,18 +245,18 @@ test_mixed_fleet(void **state)
     if (!test_wait_until(all_ran_in_dray, NULL, 60))
         fail_msg("Sidekiq's retries of RubyFails did not all run in dray");
     for (int i = 0; i < N_FAIL; i++)
-        assert_int_equal(it_rint(rc, "SISMEMBER fleet:ran:ruby:RubyFails %s", rf[i]), 1);
+        assert_int_equal(it_rint(it_rc, "SISMEMBER fleet:ran:ruby:RubyFails %s", rf[i]), 1);
 
     /* dray's retries of DrayFails, retried through Sidekiq's RetrySet, run in Ruby */
     for (int i = 0; i < N_FAIL; i++)
         assert_int_equal(it_rec_runs(fail_d + (size_t)i * DRAY_JID_BYTES), 1);
-    json_decref(sk_run(srv.url, "retry_all", NULL));
+    json_decref(sk_run(it_srv.url, "retry_all", NULL));
     want_ruby_dray_fails = 2 * N_FAIL;
     if (!test_wait_until(ruby_ran_dray_fails, NULL, 60))
         fail_msg("Ruby ran %lld of dray's %d retried DrayFails", scard("fleet:ran:ruby:DrayFails"),
                  N_FAIL);
     for (int i = 0; i < N_FAIL; i++)
-        assert_int_equal(it_rint(rc, "SISMEMBER fleet:ran:ruby:DrayFails %s",
+        assert_int_equal(it_rint(it_rc, "SISMEMBER fleet:ran:ruby:DrayFails %s",
                                  fail_d + (size_t)i * DRAY_JID_BYTES),
                          1);
     json_decref(rb);
@@ -314,7 +269,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_mixed_fleet, each_teardown),
+        cmocka_unit_test_teardown(test_mixed_fleet, fleet_each_teardown),
     };
-    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+    return test_exit_code(cmocka_run_group_tests(tests, it_setup, fleet_teardown));
 }

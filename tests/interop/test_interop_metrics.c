@@ -17,9 +17,6 @@
 
 #include "interop_support.h"
 
-static test_redis srv;
-static redisContext *rc;
-
 #define N_FAST 200
 #define N_SLOW 6
 #define N_FLAKY 7
@@ -32,15 +29,6 @@ static const char *ODD_CLASS = "Metrics::\xc3\x9cnic\xc3\xb8"
                                "de Job";
 
 static int
-h_ok(dray_job *job, dray_result *res, void *ud)
-{
-    (void)res;
-    (void)ud;
-    it_rec_add(job);
-    return 0;
-}
-
-static int
 h_slow(dray_job *job, dray_result *res, void *ud)
 {
     (void)res;
@@ -51,75 +39,23 @@ h_slow(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+/* Builds long_class, then the shared setup. */
 static int
-h_fail(dray_job *job, dray_result *res, void *ud)
+metrics_setup(void **state)
 {
-    (void)ud;
-    it_rec_add(job);
-    return dray_result_fail(res, "ArgumentError", "flaky on purpose");
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    sk_require_sidekiq();
     memcpy(long_class, "Metrics::Long", 13);
     memset(long_class + 13, 'L', sizeof long_class - 14);
     long_class[sizeof long_class - 1] = '\0';
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
+    return it_setup(state);
 }
 
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-each_setup(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    it_rec_reset();
-    return 0;
-}
-
-static int
-each_teardown(void **state)
-{
-    (void)state;
-    it_cleanup();
-    return 0;
-}
-
-static int want_runs;
-static int
-runs_reached(void *arg)
-{
-    (void)arg;
-    return it_rec_total() >= want_runs;
-}
-
+static int want_runs; /* jobs the workload runs */
 static void
 push_n(dray_client *c, const char *klass, int n, int retry, json_t *extra)
 {
-    json_t *list = json_array();
-    for (int i = 0; i < n; i++)
-        json_array_append_new(list, json_pack("[i]", i));
-    dray_push_opts po = {0};
-    po.retry = retry;
-    po.extra = extra;
     size_t pushed = 0;
-    assert_int_equal(dray_client_push_bulk(c, klass, list, &po, NULL, &pushed), 0);
+    assert_int_equal(it_push_n(c, klass, NULL, retry, extra, n, NULL, &pushed), 0);
     assert_int_equal(pushed, (size_t)n);
-    json_decref(list);
 }
 
 /* Run the workload on a dray server (metrics on or off), stop it. */
@@ -127,23 +63,20 @@ static void
 run_workload(int no_metrics)
 {
     dray_options o;
-    it_opts(&o, &srv, "default", 4);
+    it_opts(&o, &it_srv, "default", 4);
     o.no_metrics = no_metrics;
     it_server *t = it_new(&o);
-    assert_int_equal(dray_server_register(t->s, "Metrics::Fast", h_ok, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "Metrics::Fast", it_h_record, NULL, NULL), 0);
     assert_int_equal(dray_server_register(t->s, "Metrics::Slow", h_slow, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(t->s, "Metrics::Flaky", h_fail, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(t->s, "Metrics::Wrapper", h_ok, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(t->s, long_class, h_ok, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(t->s, ODD_CLASS, h_ok, NULL, NULL), 0);
+    assert_int_equal(
+        dray_server_register(t->s, "Metrics::Flaky", it_h_fail, "flaky on purpose", NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "Metrics::Wrapper", it_h_record, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, long_class, it_h_record, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, ODD_CLASS, it_h_record, NULL, NULL), 0);
     it_go(t);
 
-    dray_options co;
-    dray_options_init(&co);
-    co.redis_url = srv.url;
     dray_client *c;
-    char err[256];
-    assert_int_equal(dray_client_new(&co, &c, err, sizeof err), 0);
+    assert_int_equal(it_client_new(NULL, &c), 0);
     push_n(c, "Metrics::Fast", N_FAST, 0, NULL);
     push_n(c, "Metrics::Slow", N_SLOW, 0, NULL);
     push_n(c, "Metrics::Flaky", N_FLAKY, DRAY_RETRY_NONE, NULL);
@@ -155,7 +88,7 @@ run_workload(int no_metrics)
     dray_client_free(c);
 
     want_runs = N_FAST + N_SLOW + N_FLAKY + N_WRAPPED + 2 * N_ODD;
-    if (!test_wait_until(runs_reached, NULL, 30))
+    if (!it_wait_runs(want_runs, 30))
         fail_msg("dray ran %d of %d jobs", it_rec_total(), want_runs);
     it_finish(t); /* the stop flushes what the last minute counted */
 }
@@ -204,7 +137,7 @@ has_minute_key(const char *prefix_fmt_klass, int hist)
         else
             snprintf(key, sizeof key, "j|%04d%02d%02d|%d:%d", tm.tm_year + 1900, tm.tm_mon + 1,
                      tm.tm_mday, tm.tm_hour, tm.tm_min);
-        long long ttl = it_rint(rc, "TTL %b", key, strlen(key));
+        long long ttl = it_rint(it_rc, "TTL %b", key, strlen(key));
         if (ttl > 0) {
             /* 8 hours, as SHORT_TERM and HISTOGRAM_TTL */
             assert_in_range(ttl, 28800 - 120, 28800);
@@ -222,7 +155,7 @@ test_dray_jobs_in_sidekiq_metrics(void **state)
     json_t *classes = json_pack("[sssss]", "Metrics::Fast", "Metrics::Slow", "Metrics::Flaky",
                                 "Metrics::Wrapped", ODD_CLASS);
     json_array_append_new(classes, json_string(long_class));
-    json_t *r = sk_runf(srv.url, "metrics", "{s:o}", "classes", classes);
+    json_t *r = sk_runf(it_srv.url, "metrics", "{s:o}", "classes", classes);
     json_t *top = jget(r, "top_jobs");
     json_t *per = jget(r, "for_job");
 
@@ -269,16 +202,16 @@ test_metrics_off(void **state)
 {
     (void)state;
     run_workload(1);
-    json_t *r = sk_runf(srv.url, "metrics", "{s:[s]}", "classes", "Metrics::Fast");
+    json_t *r = sk_runf(it_srv.url, "metrics", "{s:[s]}", "classes", "Metrics::Fast");
     assert_int_equal(json_object_size(jget(r, "top_jobs")), 0);
     assert_int_equal(hist_sum(jget(r, "for_job"), "Metrics::Fast", NULL), 0);
-    redisReply *k = test_redis_cmd(rc, "KEYS *");
+    redisReply *k = test_redis_cmd(it_rc, "KEYS *");
     for (size_t i = 0; i < k->elements; i++)
         if (!strncmp(k->element[i]->str, "j|", 2) || strstr(k->element[i]->str, "Metrics::"))
             fail_msg("metrics off, but %s was written", k->element[i]->str);
     freeReplyObject(k);
     /* the jobs ran all the same */
-    json_t *st = sk_run(srv.url, "stats", NULL);
+    json_t *st = sk_run(it_srv.url, "stats", NULL);
     assert_int_equal(jint(st, "processed"), want_runs);
     json_decref(st);
     json_decref(r);
@@ -288,9 +221,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_dray_jobs_in_sidekiq_metrics, each_setup,
-                                        each_teardown),
-        cmocka_unit_test_setup_teardown(test_metrics_off, each_setup, each_teardown),
+        cmocka_unit_test_setup_teardown(test_dray_jobs_in_sidekiq_metrics, it_each_setup,
+                                        it_each_teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_off, it_each_setup, it_each_teardown),
     };
-    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+    return test_exit_code(cmocka_run_group_tests(tests, metrics_setup, it_teardown));
 }

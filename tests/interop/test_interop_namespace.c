@@ -16,55 +16,12 @@
 
 #define NS "myapp"
 
-static test_redis srv;
-static redisContext *rc;
-
+/* it_each_setup, then Sidekiq in namespace NS. */
 static int
-h_block(dray_job *job, dray_result *res, void *ud)
+ns_each_setup(void **state)
 {
-    (void)res;
-    (void)ud;
-    it_rec_add(job);
-    it_gate_enter_and_wait();
-    return 0;
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    sk_require_sidekiq();
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-each_teardown(void **state)
-{
-    (void)state;
-    it_cleanup();
-    return 0;
-}
-
-static int
-each_setup(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    it_each_setup(state);
     sk_set_namespace(NS);
-    it_rec_reset();
-    it_gate_reset();
     return 0;
 }
 
@@ -72,12 +29,8 @@ static void
 test_namespace_producer(void **state)
 {
     (void)state;
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
-    o.ns = NS;
     dray_client *c;
-    assert_int_equal(dray_client_new(&o, &c, NULL, 0), 0);
+    assert_int_equal(it_client_new(NS, &c), 0);
     dray_job *now, *later;
     assert_int_equal(dray_job_new("NsJob", json_pack("[s, f]", "\xc3\xbc", 1.5), &now), 0);
     assert_int_equal(dray_job_new("NsLater", json_pack("[i]", 2), &later), 0);
@@ -86,12 +39,12 @@ test_namespace_producer(void **state)
     assert_int_equal(dray_client_push_job(c, later, &pin), 0);
     dray_client_free(c);
     /* the keys carry the prefix, and only the prefixed keys exist */
-    assert_int_equal(it_rint(rc, "LLEN " NS ":queue:nsq"), 1);
-    assert_int_equal(it_rint(rc, "SISMEMBER " NS ":queues nsq"), 1);
-    assert_int_equal(it_rint(rc, "ZCARD " NS ":schedule"), 1);
-    assert_int_equal(it_rint(rc, "EXISTS queue:nsq queues schedule"), 0);
+    assert_int_equal(it_rint(it_rc, "LLEN " NS ":queue:nsq"), 1);
+    assert_int_equal(it_rint(it_rc, "SISMEMBER " NS ":queues nsq"), 1);
+    assert_int_equal(it_rint(it_rc, "ZCARD " NS ":schedule"), 1);
+    assert_int_equal(it_rint(it_rc, "EXISTS queue:nsq queues schedule"), 0);
 
-    json_t *r = sk_runf(srv.url, "inspect", "{s:[s]}", "queues", "nsq");
+    json_t *r = sk_runf(it_srv.url, "inspect", "{s:[s]}", "queues", "nsq");
     json_t *st = jget(r, "stats");
     assert_int_equal(jint(st, "enqueued"), 1);
     assert_int_equal(jint(st, "scheduled_size"), 1);
@@ -106,9 +59,9 @@ test_namespace_producer(void **state)
     json_decref(r);
 
     /* Ruby's namespaced push lands where a namespaced dray reads */
-    json_t *pr = sk_runf(srv.url, "push", "{s:[{s:s, s:[s], s:s}]}", "jobs", "class", "FromRuby",
+    json_t *pr = sk_runf(it_srv.url, "push", "{s:[{s:s, s:[s], s:s}]}", "jobs", "class", "FromRuby",
                          "args", "ns", "queue", "rq");
-    redisReply *l = test_redis_cmd(rc, "LINDEX " NS ":queue:rq 0");
+    redisReply *l = test_redis_cmd(it_rc, "LINDEX " NS ":queue:rq 0");
     assert_int_equal(l->type, REDIS_REPLY_STRING);
     dray_job *job;
     assert_int_equal(dray_job_parse(l->str, l->len, 0, &job, NULL, 0), 0);
@@ -121,46 +74,30 @@ test_namespace_producer(void **state)
     dray_job_free(later);
 }
 
-static int
-gate_has_one(void *arg)
-{
-    (void)arg;
-    return it_gate_inside() == 1;
-}
-
-static int
-ns_quiet_true(void *arg)
-{
-    redisReply *r = test_redis_cmd(rc, "HGET " NS ":%s quiet", (const char *)arg);
-    int ok = r->type == REDIS_REPLY_STRING && !strcmp(r->str, "true");
-    freeReplyObject(r);
-    return ok;
-}
-
 static void
 test_namespace_server_registry(void **state)
 {
     (void)state;
     it_server *t;
     dray_options o;
-    it_opts(&o, &srv, "nsq", 2);
+    it_opts(&o, &it_srv, "nsq", 2);
     o.ns = NS;
     t = it_new(&o);
-    assert_int_equal(dray_server_register(t->s, "Blocker", h_block, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "Blocker", it_h_block, NULL, NULL), 0);
     it_go(t);
-    json_t *pr = sk_runf(srv.url, "push", "{s:[{s:s, s:[s], s:s}]}", "jobs", "class", "Blocker",
+    json_t *pr = sk_runf(it_srv.url, "push", "{s:[{s:s, s:[s], s:s}]}", "jobs", "class", "Blocker",
                          "args", "ns", "queue", "nsq");
     const char *jid = json_string_value(json_array_get(jget(pr, "jids"), 0));
-    if (!test_wait_until(gate_has_one, NULL, 10))
+    if (!it_wait_gate(1, 10))
         fail_msg("dray never ran the job Ruby pushed into the namespace");
-    assert_int_equal(it_rint(rc, "SISMEMBER " NS ":processes %s", t->identity), 1);
+    assert_int_equal(it_rint(it_rc, "SISMEMBER " NS ":processes %s", t->identity), 1);
     /* Sidekiq (through redis-namespace) reads the process hash at
      * "<ns>:<identity>"; ProcessSet prunes members whose hash is missing */
-    if (!it_wait_rint(rc, 1, 5, "HGET " NS ":%s busy", t->identity))
+    if (!it_wait_rint(it_rc, 1, 5, "HGET " NS ":%s busy", t->identity))
         fail_msg("no heartbeat hash at " NS ":%s (the un-namespaced key %s exists: %lld); "
                  "Sidekiq::ProcessSet cannot see a namespaced dray",
-                 t->identity, t->identity, it_rint(rc, "EXISTS %s", t->identity));
-    json_t *r = sk_run(srv.url, "processes", NULL);
+                 t->identity, t->identity, it_rint(it_rc, "EXISTS %s", t->identity));
+    json_t *r = sk_run(it_srv.url, "processes", NULL);
     json_t *p = jfind(jget(r, "processes"), "identity", t->identity);
     if (!p)
         fail_msg("namespaced Sidekiq::ProcessSet does not list dray");
@@ -172,13 +109,17 @@ test_namespace_server_registry(void **state)
     json_decref(r);
 
     /* remote quiet and stop through the namespaced signals list */
-    json_decref(sk_runf(srv.url, "signal", "{s:s, s:s}", "identity", t->identity, "sig", "quiet"));
-    if (!test_wait_until(ns_quiet_true, t->identity, 10))
+    json_decref(
+        sk_runf(it_srv.url, "signal", "{s:s, s:s}", "identity", t->identity, "sig", "quiet"));
+    char quiet_key[300];
+    snprintf(quiet_key, sizeof quiet_key, NS ":%s", t->identity);
+    if (!it_wait_quiet(quiet_key, 10))
         fail_msg("dray did not go quiet on Process#quiet! in the namespace");
     it_gate_release();
-    json_decref(sk_runf(srv.url, "signal", "{s:s, s:s}", "identity", t->identity, "sig", "stop"));
+    json_decref(
+        sk_runf(it_srv.url, "signal", "{s:s, s:s}", "identity", t->identity, "sig", "stop"));
     it_wait_done(t, 15);
-    json_t *st = sk_run(srv.url, "stats", NULL);
+    json_t *st = sk_run(it_srv.url, "stats", NULL);
     assert_int_equal(jint(st, "processed"), 1);
     assert_int_equal(jint(st, "processes_size"), 0);
     json_decref(st);
@@ -190,8 +131,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_namespace_producer, each_setup, each_teardown),
-        cmocka_unit_test_setup_teardown(test_namespace_server_registry, each_setup, each_teardown),
+        cmocka_unit_test_setup_teardown(test_namespace_producer, ns_each_setup, it_each_teardown),
+        cmocka_unit_test_setup_teardown(test_namespace_server_registry, ns_each_setup,
+                                        it_each_teardown),
     };
-    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+    return test_exit_code(cmocka_run_group_tests(tests, it_setup, it_teardown));
 }

@@ -14,56 +14,6 @@
 
 #include "interop_support.h"
 
-static test_redis srv;
-static redisContext *rc;
-
-static int
-h_record(dray_job *job, dray_result *res, void *ud)
-{
-    (void)res;
-    (void)ud;
-    it_rec_add(job);
-    return 0;
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    sk_require_sidekiq();
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-each_setup(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    sk_set_namespace(NULL);
-    it_rec_reset();
-    return 0;
-}
-
-static int
-each_teardown(void **state)
-{
-    (void)state;
-    it_cleanup();
-    return 0;
-}
-
 /* The first arg of the job dray ran for jid is exactly "a\0b". */
 static void
 assert_ran_with_nul(const char *jid)
@@ -80,10 +30,10 @@ static void
 test_sidekiq_nul_in_string_parses(void **state)
 {
     (void)state;
-    json_t *pr = sk_runf(srv.url, "push", "{s:[{s:s, s:[s%, s]}]}", "jobs", "class", "HardJob",
+    json_t *pr = sk_runf(it_srv.url, "push", "{s:[{s:s, s:[s%, s]}]}", "jobs", "class", "HardJob",
                          "args", "a\0b", (size_t)3, "plain");
     const char *jid = json_string_value(json_array_get(jget(pr, "jids"), 0));
-    redisReply *l = test_redis_cmd(rc, "LINDEX queue:default 0");
+    redisReply *l = test_redis_cmd(it_rc, "LINDEX queue:default 0");
     assert_int_equal(l->type, REDIS_REPLY_STRING);
     assert_non_null(strstr(l->str, "\\u0000"));
     dray_job *job = NULL;
@@ -99,7 +49,7 @@ test_sidekiq_nul_in_string_parses(void **state)
     char *dump;
     size_t dlen;
     assert_int_equal(dray_job_dump(job, &dump, &dlen), 0);
-    json_t *cmp = sk_runf(srv.url, "compare", "{s:[[s,s]]}", "pairs", l->str, dump);
+    json_t *cmp = sk_runf(it_srv.url, "compare", "{s:[[s,s]]}", "pairs", l->str, dump);
     json_t *res0 = json_array_get(jget(cmp, "results"), 0);
     if (!json_is_true(jget(res0, "equal")))
         fail_msg("dump differs from Sidekiq's payload: %s", jstr(res0, "diff"));
@@ -110,24 +60,18 @@ test_sidekiq_nul_in_string_parses(void **state)
     json_decref(pr);
 }
 
-static int
-ran_once(void *arg)
-{
-    return it_rec_runs(arg) >= 1;
-}
-
 /* Run jid on a fresh server (queue "default"); fail with where it went. */
 static void
 run_and_check(const char *jid)
 {
     dray_options o;
-    it_opts(&o, &srv, "default", 1);
+    it_opts(&o, &it_srv, "default", 1);
     it_server *t = it_new(&o);
-    assert_int_equal(dray_server_register(t->s, "HardJob", h_record, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "HardJob", it_h_record, NULL, NULL), 0);
     it_go(t);
-    int ran = test_wait_until(ran_once, (void *)jid, 5);
-    long long sched = it_rint(rc, "ZCARD schedule"), dead = it_rint(rc, "ZCARD dead");
-    long long queued = it_rint(rc, "LLEN queue:default");
+    int ran = it_wait_jid_runs(jid, 1, 5);
+    long long sched = it_rint(it_rc, "ZCARD schedule"), dead = it_rint(it_rc, "ZCARD dead");
+    long long queued = it_rint(it_rc, "LLEN queue:default");
     it_finish(t);
     if (!ran)
         fail_msg("dray never ran Sidekiq's job with \\u0000 in an arg (schedule %lld, queue %lld, "
@@ -141,8 +85,8 @@ static void
 test_sidekiq_nul_in_string_runs(void **state)
 {
     (void)state;
-    json_t *pr = sk_runf(srv.url, "push", "{s:[{s:s, s:[s%]}]}", "jobs", "class", "HardJob", "args",
-                         "a\0b", (size_t)3);
+    json_t *pr = sk_runf(it_srv.url, "push", "{s:[{s:s, s:[s%]}]}", "jobs", "class", "HardJob",
+                         "args", "a\0b", (size_t)3);
     run_and_check(json_string_value(json_array_get(jget(pr, "jids"), 0)));
     json_decref(pr);
 }
@@ -151,8 +95,8 @@ static void
 test_scheduled_nul_in_string_runs(void **state)
 {
     (void)state;
-    json_t *a = sk_runf(srv.url, "perform_in", "{s:s, s:f, s:[s%]}", "class", "HardJob", "interval",
-                        0.2, "args", "a\0b", (size_t)3);
+    json_t *a = sk_runf(it_srv.url, "perform_in", "{s:s, s:f, s:[s%]}", "class", "HardJob",
+                        "interval", 0.2, "args", "a\0b", (size_t)3);
     run_and_check(jstr(a, "jid"));
     json_decref(a);
 }
@@ -161,11 +105,12 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sidekiq_nul_in_string_parses, each_setup,
-                                        each_teardown),
-        cmocka_unit_test_setup_teardown(test_sidekiq_nul_in_string_runs, each_setup, each_teardown),
-        cmocka_unit_test_setup_teardown(test_scheduled_nul_in_string_runs, each_setup,
-                                        each_teardown),
+        cmocka_unit_test_setup_teardown(test_sidekiq_nul_in_string_parses, it_each_setup,
+                                        it_each_teardown),
+        cmocka_unit_test_setup_teardown(test_sidekiq_nul_in_string_runs, it_each_setup,
+                                        it_each_teardown),
+        cmocka_unit_test_setup_teardown(test_scheduled_nul_in_string_runs, it_each_setup,
+                                        it_each_teardown),
     };
-    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+    return test_exit_code(cmocka_run_group_tests(tests, it_setup, it_teardown));
 }

@@ -13,9 +13,6 @@
 
 #include "interop_support.h"
 
-static test_redis srv;
-static redisContext *rc;
-
 /* Arguments that are easy to damage: unicode, floats at the edges of
  * %.17g, negative zero, big integers, nesting, empty containers, null. */
 static const char *HARD_ARGS =
@@ -25,66 +22,13 @@ static const char *HARD_ARGS =
     " -42, 1.0e-7, 12345678901234, 4611686018427387904, -0.0, 0.30000000000000004, 1e300,"
     " 1700000000.123456, [[[]]], {}, \"quote\\\" backslash\\\\ tab\\t nl\\n\"]";
 
-static json_t *
-loads(const char *s)
-{
-    json_error_t e;
-    json_t *v = json_loads(s, 0, &e);
-    if (!v)
-        fail_msg("bad json literal in test (%s): %s", e.text, s);
-    return v;
-}
-
 /* assert_json_eq against a JSON literal. */
 static void
 assert_json_lit(const char *what, const char *literal, const json_t *got)
 {
-    json_t *want = loads(literal);
+    json_t *want = it_loads(literal);
     assert_json_eq(what, want, got);
     json_decref(want);
-}
-
-static dray_client *
-new_client(const char *ns)
-{
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
-    o.ns = ns;
-    dray_client *c;
-    char err[256];
-    if (dray_client_new(&o, &c, err, sizeof err))
-        fail_msg("dray_client_new: %s", err);
-    return c;
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    sk_require_sidekiq();
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-each_setup(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    sk_set_namespace(NULL);
-    return 0;
 }
 
 /* Ruby's record of jid in list `arr`; fails when it is not there. */
@@ -112,14 +56,16 @@ static void
 test_dray_pushes_seen_by_sidekiq(void **state)
 {
     (void)state;
-    dray_client *c = new_client(NULL);
+    dray_client *c;
+    assert_int_equal(it_client_new(NULL, &c), 0);
     double t0 = dray_now();
 
     /* one job with everything: hard args, queue, retry, custom fields */
     dray_job *full;
-    assert_int_equal(dray_job_new("HardJob", loads(HARD_ARGS), &full), 0);
-    json_t *extra = loads("{\"tags\": [\"alpha\", \"beta\"], \"custom_ctx\": {\"tenant\": 7, "
-                          "\"trace\": \"abc\"}, \"bid\": \"HxBtApqAroMAzw\", \"nothing\": null}");
+    assert_int_equal(dray_job_new("HardJob", it_loads(HARD_ARGS), &full), 0);
+    json_t *extra =
+        it_loads("{\"tags\": [\"alpha\", \"beta\"], \"custom_ctx\": {\"tenant\": 7, "
+                 "\"trace\": \"abc\"}, \"bid\": \"HxBtApqAroMAzw\", \"nothing\": null}");
     dray_push_opts po = {.queue = "critical", .retry = 3, .extra = extra};
     if (dray_client_push_job(c, full, &po))
         fail_msg("push_job: %s", dray_client_errstr(c));
@@ -127,7 +73,7 @@ test_dray_pushes_seen_by_sidekiq(void **state)
 
     /* the plain call with defaults */
     char plain_jid[DRAY_JID_BYTES];
-    json_t *pargs = loads("[\"x\", 2]");
+    json_t *pargs = it_loads("[\"x\", 2]");
     assert_int_equal(dray_client_push(c, "Plain", pargs, NULL, plain_jid), 0);
 
     /* bulk: five jobs, one round trip */
@@ -142,8 +88,8 @@ test_dray_pushes_seen_by_sidekiq(void **state)
 
     /* scheduled: `in` (the job keeps the "at" dray chose) and `at` */
     dray_job *later;
-    assert_int_equal(dray_job_new("LaterJob", loads("[{\"deep\": [1.5, \"\xc3\xbc\"]}]"), &later),
-                     0);
+    assert_int_equal(
+        dray_job_new("LaterJob", it_loads("[{\"deep\": [1.5, \"\xc3\xbc\"]}]"), &later), 0);
     dray_push_opts pin = {.in = 600};
     assert_int_equal(dray_client_push_job(c, later, &pin), 0);
     double later_at = json_number_value(dray_job_get(later, "at"));
@@ -151,12 +97,12 @@ test_dray_pushes_seen_by_sidekiq(void **state)
 
     double fixed_at = floor(t0) + 3600.123456;
     dray_job *atjob;
-    assert_int_equal(dray_job_new("AtJob", loads("[\"at\"]"), &atjob), 0);
+    assert_int_equal(dray_job_new("AtJob", it_loads("[\"at\"]"), &atjob), 0);
     dray_push_opts pat = {.at = fixed_at, .queue = "timed"};
     assert_int_equal(dray_client_push_job(c, atjob, &pat), 0);
 
     /* scheduled bulk: three jobs, one run time */
-    json_t *sbulk = loads("[[1], [2], [3]]");
+    json_t *sbulk = it_loads("[[1], [2], [3]]");
     char sbulk_jids[3][DRAY_JID_BYTES];
     dray_push_opts psb = {.in = 900};
     assert_int_equal(dray_client_push_bulk(c, "SBulkJob", sbulk, &psb, &sbulk_jids[0][0], &pushed),
@@ -164,7 +110,8 @@ test_dray_pushes_seen_by_sidekiq(void **state)
     assert_int_equal(pushed, 3);
     double t1 = dray_now();
 
-    json_t *r = sk_runf(srv.url, "inspect", "{s:[sss]}", "queues", "critical", "default", "bulk");
+    json_t *r =
+        sk_runf(it_srv.url, "inspect", "{s:[sss]}", "queues", "critical", "default", "bulk");
 
     /* queues, sizes and Stats */
     assert_json_lit("Sidekiq::Queue.all", "[\"bulk\", \"critical\", \"default\"]",
@@ -307,7 +254,7 @@ parse_check_dump(json_t *raws, json_t *ruby_items)
         free(dump);
         dray_job_free(job);
     }
-    json_t *cmp = sk_runf(srv.url, "compare", "{s:o}", "pairs", pairs);
+    json_t *cmp = sk_runf(it_srv.url, "compare", "{s:o}", "pairs", pairs);
     json_t *res = jget(cmp, "results");
     assert_int_equal(json_array_size(res), json_array_size(raws));
     json_array_foreach(res, i, rawv)
@@ -323,7 +270,7 @@ parse_check_dump(json_t *raws, json_t *ruby_items)
 static json_t *
 lrange_all(const char *key)
 {
-    redisReply *r = test_redis_cmd(rc, "LRANGE %s 0 -1", key);
+    redisReply *r = test_redis_cmd(it_rc, "LRANGE %s 0 -1", key);
     json_t *a = json_array();
     for (size_t i = 0; i < r->elements; i++)
         json_array_append_new(a, json_stringn(r->element[i]->str, r->element[i]->len));
@@ -338,23 +285,23 @@ test_sidekiq_pushes_parsed_by_dray(void **state)
     json_t *jobs =
         json_pack("[{s:s, s:o}, {s:s, s:b, s:o, s:[ss], s:{s:i, s:s}, s:s, s:n, s:{s:[f, f]}}, "
                   "{s:s, s:[], s:b, s:b, s:s, s:i}]",
-                  "class", "HardJob", "args", loads(HARD_ARGS),
+                  "class", "HardJob", "args", it_loads(HARD_ARGS),
                   /* a worker class: its sidekiq_options (queue, retry, backtrace) merge in */
-                  "class", "Billing::InvoiceJob", "use_class", 1, "args", loads(HARD_ARGS), "tags",
-                  "alpha", "beta", "custom_ctx", "tenant", 7, "trace", "abc", "bid",
+                  "class", "Billing::InvoiceJob", "use_class", 1, "args", it_loads(HARD_ARGS),
+                  "tags", "alpha", "beta", "custom_ctx", "tenant", 7, "trace", "abc", "bid",
                   "HxBtApqAroMAzw", "nothing", "middleware_state", "weights", 0.1, 2.0, "class",
                   "HardJob", "args", "retry", 0, "dead", 0, "queue", "low", "backtrace", 10);
-    json_t *pr = sk_runf(srv.url, "push", "{s:o}", "jobs", jobs);
+    json_t *pr = sk_runf(it_srv.url, "push", "{s:o}", "jobs", jobs);
     assert_int_equal(json_array_size(jget(pr, "jids")), 3);
-    json_t *br = sk_runf(srv.url, "push_bulk", "{s:{s:s, s:s, s:[[i], [f], [s], [{s:n}]]}}", "item",
-                         "class", "HardJob", "queue", "bulk", "args", 1, 2.5, "x", "k");
+    json_t *br = sk_runf(it_srv.url, "push_bulk", "{s:{s:s, s:s, s:[[i], [f], [s], [{s:n}]]}}",
+                         "item", "class", "HardJob", "queue", "bulk", "args", 1, 2.5, "x", "k");
     assert_int_equal(json_array_size(jget(br, "jids")), 4);
-    json_t *ir = sk_runf(srv.url, "perform_in", "{s:s, s:f, s:[{s:{s:[[[]]]}}]}", "class",
+    json_t *ir = sk_runf(it_srv.url, "perform_in", "{s:s, s:f, s:[{s:{s:[[[]]]}}]}", "class",
                          "HardJob", "interval", 600.0, "args", "a", "b");
     const char *sched_jid = jstr(ir, "jid");
 
-    json_t *r =
-        sk_runf(srv.url, "inspect", "{s:[ssss]}", "queues", "default", "critical", "low", "bulk");
+    json_t *r = sk_runf(it_srv.url, "inspect", "{s:[ssss]}", "queues", "default", "critical", "low",
+                        "bulk");
     json_t *all = json_array();
     json_t *queues = jget(r, "queues");
     const char *qn;
@@ -374,7 +321,7 @@ test_sidekiq_pushes_parsed_by_dray(void **state)
         json_array_extend(raws, l);
         json_decref(l);
     }
-    redisReply *z = test_redis_cmd(rc, "ZRANGE schedule 0 -1 WITHSCORES");
+    redisReply *z = test_redis_cmd(it_rc, "ZRANGE schedule 0 -1 WITHSCORES");
     assert_int_equal(z->elements, 2);
     json_array_append_new(raws, json_stringn(z->element[0]->str, z->element[0]->len));
     double score = atof(z->element[1]->str);
@@ -413,8 +360,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_dray_pushes_seen_by_sidekiq, each_setup),
-        cmocka_unit_test_setup(test_sidekiq_pushes_parsed_by_dray, each_setup),
+        cmocka_unit_test_setup(test_dray_pushes_seen_by_sidekiq, it_each_setup),
+        cmocka_unit_test_setup(test_sidekiq_pushes_parsed_by_dray, it_each_setup),
     };
-    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+    return test_exit_code(cmocka_run_group_tests(tests, it_setup, it_teardown));
 }

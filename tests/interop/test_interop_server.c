@@ -14,121 +14,34 @@
 
 #include "interop_support.h"
 
-static test_redis srv;
-static redisContext *rc;
-
 static const char *HARD_ARGS =
     "[1, \"two\", 3.5, null, true, {\"k\": [1, {\"z\": \"\xc3\xbc\"}]},"
     " \"na\xc3\xafve caf\xc3\xa9 \xe2\x9c\x93 \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e "
     "\xf0\x9f\x9a\x80\","
     " -42, 1.0e-7, 12345678901234, -0.0, 0.30000000000000004, 1e300, [[[]]], {}]";
 
-static json_t *
-loads(const char *s)
-{
-    json_error_t e;
-    json_t *v = json_loads(s, 0, &e);
-    if (!v)
-        fail_msg("bad json literal in test (%s): %s", e.text, s);
-    return v;
-}
-
-static int
-h_record(dray_job *job, dray_result *res, void *ud)
-{
-    (void)res;
-    (void)ud;
-    it_rec_add(job);
-    return 0;
-}
-
-static int
-h_block(dray_job *job, dray_result *res, void *ud)
-{
-    (void)res;
-    (void)ud;
-    it_rec_add(job);
-    it_gate_enter_and_wait();
-    return 0;
-}
-
-static int
-setup(void **state)
-{
-    (void)state;
-    sk_require_sidekiq();
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
-}
-
-static int
-each_teardown(void **state)
-{
-    (void)state;
-    it_cleanup();
-    return 0;
-}
-
-static int
-each_setup(void **state)
-{
-    (void)state;
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
-    sk_set_namespace(NULL);
-    it_rec_reset();
-    it_gate_reset();
-    return 0;
-}
-
-static int want_runs;
-static int
-runs_reached(void *arg)
-{
-    (void)arg;
-    return it_rec_total() >= want_runs;
-}
-
-static int
-gate_has_one(void *arg)
-{
-    (void)arg;
-    return it_gate_inside() == 1;
-}
-
 static void
 test_sidekiq_jobs_run_in_dray(void **state)
 {
     (void)state;
     /* Ruby pushes first (dray finds them waiting), then more while it runs */
-    json_t *p1 = sk_runf(srv.url, "push", "{s:[{s:s, s:o, s:s, s:{s:i}}, {s:s, s:b, s:o}]}", "jobs",
-                         "class", "HardJob", "args", loads(HARD_ARGS), "queue", "critical", "ctx",
-                         "tenant", 7, "class", "Billing::InvoiceJob", "use_class", 1, "args",
-                         loads("[\"inv\", 42, 2.5]"));
-    json_t *b1 = sk_runf(srv.url, "push_bulk", "{s:{s:s, s:[[i], [f], [s], [{s:[n]}]]}}", "item",
+    json_t *p1 = sk_runf(it_srv.url, "push", "{s:[{s:s, s:o, s:s, s:{s:i}}, {s:s, s:b, s:o}]}",
+                         "jobs", "class", "HardJob", "args", it_loads(HARD_ARGS), "queue",
+                         "critical", "ctx", "tenant", 7, "class", "Billing::InvoiceJob",
+                         "use_class", 1, "args", it_loads("[\"inv\", 42, 2.5]"));
+    json_t *b1 = sk_runf(it_srv.url, "push_bulk", "{s:{s:s, s:[[i], [f], [s], [{s:[n]}]]}}", "item",
                          "class", "HardJob", "args", 1, 0.5, "x", "k");
 
     it_server *t;
     dray_options o;
-    it_opts(&o, &srv, "critical,2 default", 4);
+    it_opts(&o, &it_srv, "critical,2 default", 4);
     t = it_new(&o);
-    assert_int_equal(dray_server_register(t->s, "HardJob", h_record, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(t->s, "Billing::InvoiceJob", h_record, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "HardJob", it_h_record, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "Billing::InvoiceJob", it_h_record, NULL, NULL), 0);
     it_go(t);
-    json_t *p2 = sk_runf(srv.url, "push", "{s:[{s:s, s:o}]}", "jobs", "class", "HardJob", "args",
-                         loads("[\"while running\", {\"n\": [1, 2, 3]}]"));
-    want_runs = 7;
-    if (!test_wait_until(runs_reached, NULL, 15))
+    json_t *p2 = sk_runf(it_srv.url, "push", "{s:[{s:s, s:o}]}", "jobs", "class", "HardJob", "args",
+                         it_loads("[\"while running\", {\"n\": [1, 2, 3]}]"));
+    if (!it_wait_runs(7, 15))
         fail_msg("dray ran %d of the 7 jobs Sidekiq pushed", it_rec_total());
 
     /* args (and every other field) intact: compare with Ruby's own reading
@@ -147,7 +60,7 @@ test_sidekiq_jobs_run_in_dray(void **state)
             fail_msg("job %s ran %d times in dray (want 1)", jid, it_rec_runs(jid));
     }
     json_t *seen = it_rec_first(json_string_value(json_array_get(jget(p1, "jids"), 0)));
-    json_t *want_args = loads(HARD_ARGS);
+    json_t *want_args = it_loads(HARD_ARGS);
     assert_json_eq("args of a Ruby job as the dray handler saw them", want_args,
                    jget(seen, "args"));
     assert_string_equal(jstr(seen, "queue"), "critical");
@@ -164,7 +77,7 @@ test_sidekiq_jobs_run_in_dray(void **state)
     static const char *bulk_args[] = {"[1]", "[0.5]", "[\"x\"]", "[{\"k\": [null]}]"};
     for (int k = 0; k < 4; k++) {
         seen = it_rec_first(json_string_value(json_array_get(jget(b1, "jids"), (size_t)k)));
-        json_t *w = loads(bulk_args[k]);
+        json_t *w = it_loads(bulk_args[k]);
         assert_json_eq("push_bulk args", w, jget(seen, "args"));
         assert_string_equal(jstr(seen, "queue"), "default");
         json_decref(w);
@@ -172,9 +85,9 @@ test_sidekiq_jobs_run_in_dray(void **state)
     }
 
     /* Sidekiq::Stats after dray's heartbeat flushed the counters */
-    if (!it_wait_rint(rc, 7, 10, "GET stat:processed"))
-        fail_msg("stat:processed never reached 7 (now %lld)", it_rint(rc, "GET stat:processed"));
-    json_t *st = sk_run(srv.url, "stats", NULL);
+    if (!it_wait_rint(it_rc, 7, 10, "GET stat:processed"))
+        fail_msg("stat:processed never reached 7 (now %lld)", it_rint(it_rc, "GET stat:processed"));
+    json_t *st = sk_run(it_srv.url, "stats", NULL);
     assert_int_equal(jint(st, "processed"), 7);
     assert_int_equal(jint(st, "failed"), 0);
     assert_int_equal(jint(st, "enqueued"), 0);
@@ -193,38 +106,29 @@ test_sidekiq_jobs_run_in_dray(void **state)
     json_decref(b1);
 }
 
-static int
-quiet_true(void *arg)
-{
-    redisReply *r = test_redis_cmd(rc, "HGET %s quiet", (const char *)arg);
-    int ok = r->type == REDIS_REPLY_STRING && !strcmp(r->str, "true");
-    freeReplyObject(r);
-    return ok;
-}
-
 static void
 test_process_set_workers_quiet_stop(void **state)
 {
     (void)state;
     it_server *t;
     dray_options o;
-    it_opts(&o, &srv, "critical,2 default,1 low", 3);
+    it_opts(&o, &it_srv, "critical,2 default,1 low", 3);
     o.tag = "interop-app";
     o.labels = "blue,canary";
     t = it_new(&o);
-    assert_int_equal(dray_server_register(t->s, "Blocker", h_block, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "Blocker", it_h_block, NULL, NULL), 0);
     double t0 = dray_now();
     it_go(t);
-    json_t *pr = sk_runf(srv.url, "push", "{s:[{s:s, s:[s, i], s:s}]}", "jobs", "class", "Blocker",
-                         "args", "hold", 1, "queue", "default");
+    json_t *pr = sk_runf(it_srv.url, "push", "{s:[{s:s, s:[s, i], s:s}]}", "jobs", "class",
+                         "Blocker", "args", "hold", 1, "queue", "default");
     const char *jid = json_string_value(json_array_get(jget(pr, "jids"), 0));
-    if (!test_wait_until(gate_has_one, NULL, 10))
+    if (!it_wait_gate(1, 10))
         fail_msg("dray never started the Blocker job");
     /* the heartbeat after the job started publishes busy 1 */
-    if (!it_wait_rint(rc, 1, 10, "HGET %s busy", t->identity))
+    if (!it_wait_rint(it_rc, 1, 10, "HGET %s busy", t->identity))
         fail_msg("heartbeat never published busy 1");
 
-    json_t *r = sk_run(srv.url, "processes", NULL);
+    json_t *r = sk_run(it_srv.url, "processes", NULL);
     json_t *procs = jget(r, "processes");
     assert_int_equal(json_array_size(procs), 1);
     json_t *p = jfind(procs, "identity", t->identity);
@@ -272,11 +176,12 @@ test_process_set_workers_quiet_stop(void **state)
     json_decref(r);
 
     /* Process#quiet!: TSTP through <identity>-signals */
-    json_t *q = sk_runf(srv.url, "signal", "{s:s, s:s}", "identity", t->identity, "sig", "quiet");
+    json_t *q =
+        sk_runf(it_srv.url, "signal", "{s:s, s:s}", "identity", t->identity, "sig", "quiet");
     json_decref(q);
-    if (!test_wait_until(quiet_true, t->identity, 10))
+    if (!it_wait_quiet(t->identity, 10))
         fail_msg("dray did not go quiet after Process#quiet!");
-    r = sk_run(srv.url, "processes", NULL);
+    r = sk_run(it_srv.url, "processes", NULL);
     p = jfind(jget(r, "processes"), "identity", t->identity);
     assert_non_null(p);
     assert_string_equal(jstr(p, "quiet"), "true");
@@ -284,22 +189,24 @@ test_process_set_workers_quiet_stop(void **state)
     assert_int_equal(jint(p, "busy"), 1); /* the running job keeps running */
     json_decref(r);
     /* quiet: a new job is not taken */
-    json_t *pr2 = sk_runf(srv.url, "push", "{s:[{s:s, s:[]}]}", "jobs", "class", "Blocker", "args");
+    json_t *pr2 =
+        sk_runf(it_srv.url, "push", "{s:[{s:s, s:[]}]}", "jobs", "class", "Blocker", "args");
     json_decref(pr2);
 
     /* Process#stop!: TERM; let the held job finish so the stop is clean */
     it_gate_release();
-    json_t *s2 = sk_runf(srv.url, "signal", "{s:s, s:s}", "identity", t->identity, "sig", "stop");
+    json_t *s2 =
+        sk_runf(it_srv.url, "signal", "{s:s, s:s}", "identity", t->identity, "sig", "stop");
     json_decref(s2);
     it_wait_done(t, 15);
     assert_int_equal(it_rec_total(), 1);
-    assert_int_equal(it_rint(rc, "LLEN queue:default"), 1);
-    r = sk_run(srv.url, "processes", NULL);
+    assert_int_equal(it_rint(it_rc, "LLEN queue:default"), 1);
+    r = sk_run(it_srv.url, "processes", NULL);
     assert_int_equal(json_array_size(jget(r, "processes")), 0);
     assert_int_equal(jint(r, "processes_size"), 0);
     assert_int_equal(json_array_size(jget(r, "workers")), 0);
     json_decref(r);
-    json_t *st = sk_run(srv.url, "stats", NULL);
+    json_t *st = sk_run(it_srv.url, "stats", NULL);
     assert_int_equal(jint(st, "processed"), 1);
     assert_int_equal(jint(st, "enqueued"), 1);
     json_decref(st);
@@ -311,9 +218,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sidekiq_jobs_run_in_dray, each_setup, each_teardown),
-        cmocka_unit_test_setup_teardown(test_process_set_workers_quiet_stop, each_setup,
-                                        each_teardown),
+        cmocka_unit_test_setup_teardown(test_sidekiq_jobs_run_in_dray, it_each_setup,
+                                        it_each_teardown),
+        cmocka_unit_test_setup_teardown(test_process_set_workers_quiet_stop, it_each_setup,
+                                        it_each_teardown),
     };
-    return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
+    return test_exit_code(cmocka_run_group_tests(tests, it_setup, it_teardown));
 }

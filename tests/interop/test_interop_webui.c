@@ -37,20 +37,9 @@
 
 extern char **environ;
 
-static test_redis srv;
-static redisContext *rc;
 static pid_t web_pid = -1;
 static char base[128]; /* http://127.0.0.1:PORT */
 static char tmpdir[64];
-
-static int
-h_ok(dray_job *job, dray_result *res, void *ud)
-{
-    (void)res;
-    (void)ud;
-    it_rec_add(job);
-    return 0;
-}
 
 static int
 h_fail(dray_job *job, dray_result *res, void *ud)
@@ -58,16 +47,6 @@ h_fail(dray_job *job, dray_result *res, void *ud)
     (void)ud;
     it_rec_add(job);
     return dray_result_fail(res, "WebUi::Boom", "failed on purpose for the Web UI");
-}
-
-static int
-h_block(dray_job *job, dray_result *res, void *ud)
-{
-    (void)res;
-    (void)ud;
-    it_rec_add(job);
-    it_gate_enter_and_wait();
-    return 0;
 }
 
 /* Run argv with stdout to out_path (stderr to err_path), bounded; returns the
@@ -179,15 +158,15 @@ setup(void **state)
     mkdir(DRAY_SHOTS_DIR, 0755);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/dray-webui-XXXXXX");
     assert_non_null(mkdtemp(tmpdir));
-    if (test_redis_start(&srv))
+    if (test_redis_start(&it_srv))
         return -1;
-    rc = test_redis_connect(&srv);
+    it_rc = test_redis_connect(&it_srv);
 
     /* the Web UI, with sidekiq7.env's RUBYLIB */
     char port_file[128], url_arg[400], log[128];
     snprintf(port_file, sizeof port_file, "%s/port", tmpdir);
     snprintf(log, sizeof log, "%s/web.log", tmpdir);
-    snprintf(url_arg, sizeof url_arg, "%s", srv.url);
+    snprintf(url_arg, sizeof url_arg, "%s", it_srv.url);
     char *argv[] = {"/bin/bash", "-c",       ". \"$DRAY_SIDEKIQ7_ENV\" && exec ruby \"$@\"",
                     "web",       WEB_SERVER, url_arg,
                     port_file,   NULL};
@@ -229,45 +208,13 @@ teardown(void **state)
         kill(web_pid, SIGTERM);
         waitpid(web_pid, NULL, 0);
     }
-    redisFree(rc);
-    test_redis_stop(&srv);
+    redisFree(it_rc);
+    test_redis_stop(&it_srv);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd)) {
     }
     return 0;
-}
-
-static int want_runs;
-static int
-runs_reached(void *arg)
-{
-    (void)arg;
-    return it_rec_total() >= want_runs;
-}
-
-static int
-gate_has_one(void *arg)
-{
-    (void)arg;
-    return it_gate_inside() == 1;
-}
-
-static int
-ran_twice(void *jid)
-{
-    return it_rec_runs(jid) >= 2;
-}
-
-static const char *quiet_identity;
-static int
-is_quiet(void *arg)
-{
-    (void)arg;
-    redisReply *q = test_redis_cmd(rc, "HGET %s quiet", quiet_identity);
-    int quiet = q && q->type == REDIS_REPLY_STRING && !strcmp(q->str, "true");
-    freeReplyObject(q);
-    return quiet;
 }
 
 static json_t *
@@ -281,19 +228,11 @@ visit(const char *path, const char *shot)
 static void
 push(dray_client *c, const char *klass, const char *queue, int retry, int n, char *jids)
 {
-    json_t *list = json_array();
-    for (int i = 0; i < n; i++)
-        json_array_append_new(list, json_pack("[i]", i));
-    dray_push_opts po = {0};
-    po.queue = queue;
-    po.retry = retry;
     json_t *extra = json_pack("{s:b}", "backtrace", 1);
-    po.extra = extra;
     size_t pushed = 0;
-    assert_int_equal(dray_client_push_bulk(c, klass, list, &po, jids, &pushed), 0);
+    assert_int_equal(it_push_n(c, klass, queue, retry, extra, n, jids, &pushed), 0);
     assert_int_equal(pushed, (size_t)n);
     json_decref(extra);
-    json_decref(list);
 }
 
 static void
@@ -304,47 +243,42 @@ test_web_ui_in_chromium(void **state)
     it_gate_reset();
     /* 1. a first dray run leaves processed jobs, failures and metrics */
     dray_options o;
-    it_opts(&o, &srv, "default", 3);
+    it_opts(&o, &it_srv, "default", 3);
     o.tag = "webui-dray";
     it_server *t = it_new(&o);
-    assert_int_equal(dray_server_register(t->s, "WebUi::Ok", h_ok, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "WebUi::Ok", it_h_record, NULL, NULL), 0);
     assert_int_equal(dray_server_register(t->s, "WebUi::Fails", h_fail, NULL, NULL), 0);
     it_go(t);
-    dray_options co;
-    dray_options_init(&co);
-    co.redis_url = srv.url;
     dray_client *c;
-    char err[256];
-    assert_int_equal(dray_client_new(&co, &c, err, sizeof err), 0);
+    assert_int_equal(it_client_new(NULL, &c), 0);
     char rjids[2 * DRAY_JID_BYTES], djids[2 * DRAY_JID_BYTES];
     push(c, "WebUi::Ok", NULL, 0, 20, NULL);
     push(c, "WebUi::Fails", NULL, 5, 2, rjids);               /* to the retry set */
     push(c, "WebUi::Fails", NULL, DRAY_RETRY_ZERO, 2, djids); /* to the dead set */
     push(c, "WebUi::Waiting", "webui_waiting", 0, 3, NULL);   /* a queue no one works */
-    want_runs = 24;
-    if (!test_wait_until(runs_reached, NULL, 30))
+    if (!it_wait_runs(24, 30))
         fail_msg("dray ran %d of 24 jobs", it_rec_total());
-    assert_true(it_wait_rint(rc, 2, 10, "ZCARD retry"));
-    assert_true(it_wait_rint(rc, 2, 10, "ZCARD dead"));
+    assert_true(it_wait_rint(it_rc, 2, 10, "ZCARD retry"));
+    assert_true(it_wait_rint(it_rc, 2, 10, "ZCARD dead"));
     it_finish(t); /* flushes the metrics */
     const char *r1 = rjids, *r2 = rjids + DRAY_JID_BYTES;
     const char *d1 = djids, *d2 = djids + DRAY_JID_BYTES;
 
     /* 2. the dray the buttons act on, one job running */
-    it_opts(&o, &srv, "default", 3);
+    it_opts(&o, &it_srv, "default", 3);
     o.tag = "webui-dray";
     o.shutdown_timeout_s = 10;
     t = it_new(&o);
-    assert_int_equal(dray_server_register(t->s, "WebUi::Ok", h_ok, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "WebUi::Ok", it_h_record, NULL, NULL), 0);
     assert_int_equal(dray_server_register(t->s, "WebUi::Fails", h_fail, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(t->s, "WebUi::Block", h_block, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(t->s, "WebUi::Block", it_h_block, NULL, NULL), 0);
     it_go(t);
     push(c, "WebUi::Block", NULL, 0, 1, NULL);
-    if (!test_wait_until(gate_has_one, NULL, 15))
+    if (!it_wait_gate(1, 15))
         fail_msg("the blocking job never started");
     char busy_key[300];
     snprintf(busy_key, sizeof busy_key, "%s", t->identity);
-    if (!it_wait_rint(rc, 1, 10, "HGET %s busy", busy_key))
+    if (!it_wait_rint(it_rc, 1, 10, "HGET %s busy", busy_key))
         fail_msg("heartbeat never published busy 1");
 
     /* 3. every page renders dray's data */
@@ -397,7 +331,7 @@ test_web_ui_in_chromium(void **state)
     assert_has("Retry page", detail, "WebUi::Boom");
     assert_has("Retry page", detail, r1);
     /* error_backtrace (sk7a's part of issue 11) is asserted only when dray wrote one */
-    redisReply *rr = test_redis_cmd(rc, "ZRANGE retry 0 -1");
+    redisReply *rr = test_redis_cmd(it_rc, "ZRANGE retry 0 -1");
     int has_bt = 0;
     for (size_t i = 0; i < rr->elements; i++)
         has_bt |= strstr(rr->element[i]->str, "error_backtrace") != NULL;
@@ -407,9 +341,9 @@ test_web_ui_in_chromium(void **state)
     else
         print_message("note: no error_backtrace in dray's retries yet; not asserted\n");
     json_decref(r);
-    test_wait_until(ran_twice, (void *)r1, 15);
+    it_wait_jid_runs(r1, 2, 15);
     assert_int_equal(it_rec_runs(r1), 2);
-    assert_true(it_wait_rint(rc, 2, 10, "ZCARD retry")); /* back, retry_count 1 */
+    assert_true(it_wait_rint(it_rc, 2, 10, "ZCARD retry")); /* back, retry_count 1 */
 
     /* 5. Kill from the Retries list: r2 moves to the dead set */
     steps = json_array();
@@ -421,8 +355,8 @@ test_web_ui_in_chromium(void **state)
     json_object_set_new(s, "click", json_string("input[name=kill]"));
     json_array_append_new(steps, s);
     json_decref(browse(steps));
-    assert_true(it_wait_rint(rc, 1, 10, "ZCARD retry"));
-    assert_true(it_wait_rint(rc, 3, 10, "ZCARD dead"));
+    assert_true(it_wait_rint(it_rc, 1, 10, "ZCARD retry"));
+    assert_true(it_wait_rint(it_rc, 3, 10, "ZCARD dead"));
 
     /* 6. Dead: Delete d1, Retry Now d2 (dray runs it; it dies again) */
     steps = json_array();
@@ -437,12 +371,12 @@ test_web_ui_in_chromium(void **state)
     json_array_append_new(steps, s);
     json_array_append_new(steps, json_pack("{s:s}", "click", "input[name=retry]"));
     json_decref(browse(steps));
-    test_wait_until(ran_twice, (void *)d2, 15);
+    it_wait_jid_runs(d2, 2, 15);
     assert_int_equal(it_rec_runs(d2), 2);
     assert_int_equal(it_rec_runs(d1), 1); /* deleted: never ran again */
     char zs[64];
     snprintf(zs, sizeof zs, "*%s*", d1);
-    redisReply *sc = test_redis_cmd(rc, "ZSCAN dead 0 MATCH %s COUNT 1000", zs);
+    redisReply *sc = test_redis_cmd(it_rc, "ZSCAN dead 0 MATCH %s COUNT 1000", zs);
     assert_int_equal(sc->element[1]->elements, 0);
     freeReplyObject(sc);
 
@@ -458,9 +392,8 @@ test_web_ui_in_chromium(void **state)
     json_object_set_new(s, "click", json_string("#dray-target"));
     json_array_append_new(steps, s);
     json_decref(browse(steps));
-    quiet_identity = t->identity;
-    test_wait_until(is_quiet, NULL, 10);
-    redisReply *q = test_redis_cmd(rc, "HGET %s quiet", t->identity);
+    it_wait_quiet(t->identity, 10);
+    redisReply *q = test_redis_cmd(it_rc, "HGET %s quiet", t->identity);
     assert_string_equal(q->str, "true");
     freeReplyObject(q);
     json_t *sh = browse(json_pack("[o]", visit("/busy", "busy_quiet.png")));
@@ -478,25 +411,16 @@ test_web_ui_in_chromium(void **state)
     json_array_append_new(steps, s);
     json_decref(browse(steps));
     it_wait_done(t, 20); /* the Stop button ended dray_server_run */
-    assert_int_equal(it_rint(rc, "SISMEMBER processes %s", t->identity), 0);
+    assert_int_equal(it_rint(it_rc, "SISMEMBER processes %s", t->identity), 0);
     it_finish(t);
     dray_client_free(c);
-}
-
-static int
-each_teardown(void **state)
-{
-    (void)state;
-    it_gate_release();
-    it_cleanup();
-    return 0;
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_web_ui_in_chromium, each_teardown),
+        cmocka_unit_test_teardown(test_web_ui_in_chromium, it_each_teardown),
     };
     return test_exit_code(cmocka_run_group_tests(tests, setup, teardown));
 }

@@ -24,33 +24,7 @@
 void
 pro_license(const char *tier, long exp_days, const char *features, char out[PRO_KEY_BUF])
 {
-    static unsigned char sk[DRAY__LICENSE_SK_BYTES], pk[DRAY_LICENSE_PK_BYTES];
-    static char kid[DRAY_LICENSE_KID_BYTES];
-    if (!kid[0]) {
-        char err[DRAY__LICENSE_ERR_BYTES];
-        if (sodium_init() < 0 ||
-            dray__license_read_secret(DRAY_TEST_LICENSE_KEY, DRAY_TEST_LICENSE_PASSPHRASE,
-                                      strlen(DRAY_TEST_LICENSE_PASSPHRASE), sk, pk, err,
-                                      sizeof err)) {
-            fprintf(stderr, "cannot read the throwaway license key: %s\n", err);
-            abort();
-        }
-        dray__license_kid(pk, kid);
-    }
-    int64_t now = (int64_t)time(NULL);
-    json_t *p =
-        json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "kid", kid, "lid",
-                  "0123456789abcdef0123456789abcdef", "sub", "Pro Tests Inc", "tier", tier, "iat",
-                  (json_int_t)(now - 86400), "exp", (json_int_t)(now + exp_days * 86400));
-    if (features)
-        json_object_set_new(p, "features", json_loads(features, 0, NULL));
-    char *s = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!s || dray__license_sign(sk, s, strlen(s), out, PRO_KEY_BUF)) {
-        fprintf(stderr, "cannot sign a test license\n");
-        abort();
-    }
-    free(s);
-    json_decref(p);
+    tj_license("Pro Tests Inc", tier, exp_days, features, out, PRO_KEY_BUF);
 }
 
 const char *
@@ -189,41 +163,113 @@ pro_producer_open(const char *url, const char *license, dray_server **srv, dray_
     }
 }
 
+/* ---- the shared fixture ---------------------------------------------------- */
+
+test_redis pro_srv;
+redisContext *pro_rc;
+dray_server *pro_producer;
+dray_client *pro_cli;
+int pro_srv_stopped;
+
+int
+pro_setup_redis(void **state)
+{
+    (void)state;
+    return tj_redis_open(&pro_srv, &pro_rc);
+}
+
+int
+pro_setup(void **state)
+{
+    if (pro_setup_redis(state))
+        return -1;
+    pro_producer_open(pro_srv.url, pro_license_default(), &pro_producer, &pro_cli);
+    return 0;
+}
+
+int
+pro_teardown(void **state)
+{
+    (void)state;
+    if (pro_srv_stopped && pro_srv.pid > 0) {
+        kill(pro_srv.pid, SIGCONT);
+        pro_srv_stopped = 0;
+    }
+    pro_worker_kill_all();
+    dray_client_free(pro_cli);
+    pro_cli = NULL;
+    tj_redis_close(&pro_srv, &pro_rc);
+    return 0;
+}
+
+int
+pro_flush(void **state)
+{
+    (void)state;
+    tj_flushall(pro_rc);
+    return 0;
+}
+
+int
+pro_leftovers(void **state)
+{
+    (void)state;
+    pro_worker_kill_all();
+    return 0;
+}
+
 /* ---- redis -------------------------------------------------------------------- */
 
 long long
-pro_int(redisContext *c, const char *fmt, ...)
+pro_wip_len(const char *pattern)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    if (!r) {
-        fprintf(stderr, "redis: %s\n", c->errstr);
-        abort();
-    }
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10)
-                                                  : 0;
-    freeReplyObject(r);
-    return v;
+    redisReply *k = test_redis_cmd(pro_rc, "KEYS pro:fetch:wip:%s", pattern);
+    long long n = 0;
+    for (size_t i = 0; i < k->elements; i++)
+        n += pro_int(pro_rc, "LLEN %s", k->element[i]->str);
+    freeReplyObject(k);
+    return n;
 }
 
-char *
-pro_str(redisContext *c, const char *fmt, ...)
+long long
+pro_wip_of(pid_t pid)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    if (!r) {
-        fprintf(stderr, "redis: %s\n", c->errstr);
-        abort();
+    char pat[32];
+    snprintf(pat, sizeof pat, "*:%d:*", (int)pid);
+    return pro_wip_len(pat);
+}
+
+long long
+pro_run_dups(long long *maxruns)
+{
+    long long dups = 0, most = 0;
+    redisReply *v = test_redis_cmd(pro_rc, "HVALS t:runs");
+    for (size_t i = 0; i < v->elements; i++) {
+        long long n = strtoll(v->element[i]->str, NULL, 10);
+        dups += n > 1;
+        if (n > most)
+            most = n;
     }
-    char *s =
-        r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ? strdup(r->str) : NULL;
-    freeReplyObject(r);
-    return s;
+    freeReplyObject(v);
+    if (maxruns)
+        *maxruns = most;
+    return dups;
+}
+
+int
+pro_plain_client(dray_client **c)
+{
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = pro_srv.url;
+    return dray_client_new(&o, c, NULL, 0);
+}
+
+long
+pro_env_long(const char *name, long dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? strtol(v, NULL, 10) : dflt;
 }
 
 double

@@ -15,6 +15,7 @@
 
 #include "dray/dray.h"
 #include "redis_fixture.h"
+#include "shared_jobs.h"
 
 #define PRO_KEY_BUF 4096 /* holds any license key */
 
@@ -49,12 +50,45 @@ void pro_worker_dump(const pro_worker *w, int lines);
  * loaded with the license, plus a client. */
 void pro_producer_open(const char *url, const char *license, dray_server **srv, dray_client **cli);
 
+/* ---- the fixture most Pro tests share ---- */
+extern test_redis pro_srv;        /* this program's redis-server */
+extern redisContext *pro_rc;      /* a connection to it */
+extern dray_server *pro_producer; /* pro_setup's producer (never run) */
+extern dray_client *pro_cli;      /* ... and its client */
+extern int pro_srv_stopped;       /* a test SIGSTOPped pro_srv: pro_teardown SIGCONTs it */
+/* cmocka group setup: start pro_srv and connect pro_rc; -1 on failure. */
+int pro_setup_redis(void **state);
+/* The same, then the producer with the default license. */
+int pro_setup(void **state);
+/* cmocka group teardown: wake pro_srv if stopped, kill leftover workers, free pro_cli, close
+ * pro_rc, stop pro_srv. Always 0. */
+int pro_teardown(void **state);
+/* cmocka per-test setup: FLUSHALL. */
+int pro_flush(void **state);
+/* cmocka per-test teardown: no worker outlives its test (a failed assertion
+ * leaves them running). */
+int pro_leftovers(void **state);
 /* Redis helpers on a test connection. */
-long long pro_int(redisContext *c, const char *fmt, ...); /* integer (or number string) reply */
-char *pro_str(redisContext *c, const char *fmt, ...);     /* string reply, malloc'ed, or NULL */
+/* pro_int(c, fmt, ...): integer (or number string) reply, 0 for others. */
+#define pro_int(...) tj_rint(0, __VA_ARGS__)
+/* pro_str(c, fmt, ...): string or status reply, malloc'ed, or NULL. */
+#define pro_str(...) tj_rstr(1, __VA_ARGS__)
 /* Poll (every 5 ms, via test_wait_until) until the integer reply of the
  * command equals want, or timeout_s passes. Returns 1 when it did. */
 int pro_wait_int(redisContext *c, long long want, double timeout_s, const char *fmt, ...);
+/* Total length of the work-in-progress lists pro:fetch:wip:<pattern> (a
+ * KEYS pattern; "*" for all) on pro_rc. */
+long long pro_wip_len(const char *pattern);
+/* The same for the lists of process pid. */
+long long pro_wip_of(pid_t pid);
+/* Jobs (HVALS t:runs) that ran more than once; the most runs of one job in
+ * *maxruns when it is not NULL. */
+long long pro_run_dups(long long *maxruns);
+/* A client on pro_srv without the module (a plain producer); returns
+ * dray_client_new's code. The caller frees *c. */
+int pro_plain_client(dray_client **c);
+/* $name as a number, or dflt when it is unset or empty. */
+long pro_env_long(const char *name, long dflt);
 /* Seconds since an arbitrary point (monotonic). */
 double pro_now(void);
 /* Wait until fn(arg) != 0 or timeout_s: test_wait_until. */

@@ -97,18 +97,26 @@ redis(void)
     return tl_redis;
 }
 
+/* The reply to fmt/ap on this thread's connection (freeReplyObject it);
+ * exits 2 when there is none. */
+static redisReply *
+vcmd(const char *fmt, va_list ap)
+{
+    redisReply *r = redisvCommand(redis(), fmt, ap);
+    if (!r) {
+        fprintf(stderr, "pro_worker: redis: %s\n", redis()->errstr);
+        _exit(2);
+    }
+    return r;
+}
+
 static void
 cmd(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(redis(), fmt, ap);
+    freeReplyObject(vcmd(fmt, ap));
     va_end(ap);
-    if (!r) {
-        fprintf(stderr, "pro_worker: redis: %s\n", redis()->errstr);
-        _exit(2);
-    }
-    freeReplyObject(r);
 }
 
 static long long
@@ -116,12 +124,8 @@ cmd_int(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(redis(), fmt, ap);
+    redisReply *r = vcmd(fmt, ap);
     va_end(ap);
-    if (!r) {
-        fprintf(stderr, "pro_worker: redis: %s\n", redis()->errstr);
-        _exit(2);
-    }
     long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
     freeReplyObject(r);
     return v;
