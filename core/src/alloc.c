@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
-/* The allocation seam, the growable string, error text and time helpers. */
+/* The allocation seam, the growable string, time helpers and the version. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,18 +152,6 @@ dray__buf_addf(dray__buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-int
-dray__err(char *errbuf, size_t errlen, int code, const char *fmt, ...)
-{
-    if (errbuf && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 double
 dray__mono(void)
 {
@@ -207,36 +195,6 @@ double
 dray__rand01(void)
 {
     return (double)dray__rand32() / 4294967296.0;
-}
-
-#define DRAY__ERRNO_TEXT(name, val, text)                                                          \
-    case (val):                                                                                    \
-        return text;
-const char *
-dray_strerror(int code)
-{
-    switch (code) {
-    case 0:
-        return "success";
-        DRAY_ERRNO_MAP(DRAY__ERRNO_TEXT)
-    default:
-        return "unknown error";
-    }
-}
-
-#define DRAY__ERRNO_NAME(name, val, text)                                                          \
-    case (val):                                                                                    \
-        return #name;
-const char *
-dray_err_name(int code)
-{
-    switch (code) {
-    case 0:
-        return "OK";
-        DRAY_ERRNO_MAP(DRAY__ERRNO_NAME)
-    default:
-        return "EUNKNOWN";
-    }
 }
 
 const char *
