@@ -86,18 +86,6 @@ dray_client_errstr(const dray_client *c)
     return c->errstr;
 }
 
-static int cerr(dray_client *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
-
-static int
-cerr(dray_client *c, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 /* Copy the connection's error text to the client. */
 static int
 conn_fail(dray_client *c, int rc)
@@ -124,15 +112,15 @@ apply_opts(dray_client *c, json_t *o, const dray_push_opts *po, bool keep_queue,
 {
     if (po && po->extra) {
         if (!json_is_object(po->extra))
-            return cerr(c, DRAY_EFIELD, "push option 'extra' must be a json object");
+            return DRAY__SET_ERR(c, DRAY_EFIELD, "push option 'extra' must be a json object");
         if (json_object_update(o, po->extra))
-            return cerr(c, DRAY_ENOMEM, "out of memory");
+            return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
     }
     const char *q = po && po->queue ? po->queue : NULL;
     if (!q && !(keep_queue && json_object_get(o, "queue")) && !json_object_get(o, "queue"))
         q = "default";
     if (q && json_object_set_new(o, "queue", json_string(q)))
-        return cerr(c, DRAY_EQUEUE, "queue name is not valid utf-8");
+        return DRAY__SET_ERR(c, DRAY_EQUEUE, "queue name is not valid utf-8");
     int retry = po ? po->retry : DRAY_RETRY_DEFAULT;
     if (retry == DRAY_RETRY_NONE)
         json_object_set_new(o, "retry", json_false());
@@ -141,7 +129,8 @@ apply_opts(dray_client *c, json_t *o, const dray_push_opts *po, bool keep_queue,
     else if (retry > 0)
         json_object_set_new(o, "retry", json_integer(retry));
     else if (retry != DRAY_RETRY_DEFAULT)
-        return cerr(c, DRAY_ERETRY, "push option retry must be > 0 or a DRAY_RETRY_* constant");
+        return DRAY__SET_ERR(c, DRAY_ERETRY,
+                             "push option retry must be > 0 or a DRAY_RETRY_* constant");
     else if (!json_object_get(o, "retry"))
         json_object_set_new(o, "retry", json_true());
     json_t *ca = json_object_get(o, "created_at");
@@ -174,7 +163,7 @@ prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_
     if (json_object_get(job->obj, "at")) {
         json_object_del(job->obj, "enqueued_at");
     } else if (json_object_set_new(job->obj, "enqueued_at", dray__time_json(c->ts_ms, now))) {
-        return cerr(c, DRAY_ENOMEM, "out of memory");
+        return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
     }
     rc = dray__job_check_fields(job, c->errstr, sizeof c->errstr);
     if (rc)
@@ -193,12 +182,12 @@ prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_
     }
     DRAY__UNUSED(score);
     if (!*json)
-        return cerr(c, DRAY_ENOMEM, "out of memory");
+        return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
     if (*len > c->max_payload) {
         free(*json);
         *json = NULL;
-        return cerr(c, DRAY_ETOOBIG, "job payload is %zu bytes; the limit is %zu", *len,
-                    c->max_payload);
+        return DRAY__SET_ERR(c, DRAY_ETOOBIG, "job payload is %zu bytes; the limit is %zu", *len,
+                             c->max_payload);
     }
     return 0;
 }
@@ -213,7 +202,7 @@ write_now(dray_client *c, const char *queue, const char *json, size_t len)
     dray__buf_adds(&key, queue);
     if (key.oom) {
         dray__buf_close(&key);
-        return cerr(c, DRAY_ENOMEM, "out of memory");
+        return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
     }
     const char *sadd[3] = {"SADD", c->queues_key, queue};
     const char *lpush[3] = {"LPUSH", key.p, json};
@@ -267,7 +256,8 @@ write_job(dray_client *c, dray_job *job, const char *json, size_t len)
     if (rc == DRAY_EUNSURE) {
         char why[DRAY_ERRSTR_BYTES];
         snprintf(why, sizeof why, "%s", c->conn.errstr);
-        cerr(c, rc, "jid %s may have been written (once, never twice): %s", dray_job_jid(job), why);
+        DRAY__SET_ERR(c, rc, "jid %s may have been written (once, never twice): %s",
+                      dray_job_jid(job), why);
     }
     return rc;
 }
@@ -304,7 +294,8 @@ dray_client_push_job(dray_client *c, dray_job *job, const dray_push_opts *opts)
     if (rc)
         return rc;
     if (!json)
-        return cerr(c, DRAY_EDROPPED, "push of %s dropped by a client hook", dray_job_class(job));
+        return DRAY__SET_ERR(c, DRAY_EDROPPED, "push of %s dropped by a client hook",
+                             dray_job_class(job));
     rc = write_job(c, job, json, len);
     free(json);
     return rc;
@@ -316,13 +307,13 @@ dray_client_push(dray_client *c, const char *klass, json_t *args, const dray_pus
 {
     c->errstr[0] = '\0';
     if (!klass || !*klass)
-        return cerr(c, DRAY_ECLASS, "job class is missing or empty");
+        return DRAY__SET_ERR(c, DRAY_ECLASS, "job class is missing or empty");
     if (!json_is_array(args))
-        return cerr(c, DRAY_EARGS, "job args must be a json array");
+        return DRAY__SET_ERR(c, DRAY_EARGS, "job args must be a json array");
     dray_job *job;
     int rc = dray_job_new(klass, json_incref(args), &job);
     if (rc)
-        return cerr(c, rc, "cannot build job of class '%s': %s", klass, dray_strerror(rc));
+        return DRAY__SET_ERR(c, rc, "cannot build job of class '%s': %s", klass, dray_strerror(rc));
     rc = dray_client_push_job(c, job, opts);
     if (!rc && jid_out)
         jid_copy(jid_out, dray_job_jid(job));
@@ -358,14 +349,14 @@ render_fast(dray_client *c, const dray__buf *head, dray__buf *one, const char *j
     dray__buf_add(one, jid, DRAY_JID_LEN);
     dray__buf_add(one, "\",\"args\":", 9);
     if (json_dump_callback(args, buf_dump_cb, one, JSON_COMPACT) || one->oom)
-        return cerr(c, DRAY_ENOMEM, "bulk args[%zu] cannot be serialized", index);
+        return DRAY__SET_ERR(c, DRAY_ENOMEM, "bulk args[%zu] cannot be serialized", index);
     dray__buf_add(one, "}", 1);
     if (one->len > c->max_payload)
-        return cerr(c, DRAY_ETOOBIG, "bulk job %zu is %zu bytes; the limit is %zu", index, one->len,
-                    c->max_payload);
+        return DRAY__SET_ERR(c, DRAY_ETOOBIG, "bulk job %zu is %zu bytes; the limit is %zu", index,
+                             one->len, c->max_payload);
     char *json = dray__strndup(one->p, one->len);
     if (!json || one->oom)
-        return cerr(c, DRAY_ENOMEM, "out of memory");
+        return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
     ch->argv[2 + 2 * ch->n] = score;
     ch->lens[2 + 2 * ch->n] = strlen(score);
     ch->argv[2 + 2 * ch->n + 1] = json;
@@ -382,13 +373,13 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
         *pushed = 0;
     c->errstr[0] = '\0';
     if (!klass || !*klass)
-        return cerr(c, DRAY_ECLASS, "job class is missing or empty");
+        return DRAY__SET_ERR(c, DRAY_ECLASS, "job class is missing or empty");
     if (!json_is_array(args_list))
-        return cerr(c, DRAY_EARGS, "bulk args must be a json array of args arrays");
+        return DRAY__SET_ERR(c, DRAY_EARGS, "bulk args must be a json array of args arrays");
     size_t n = json_array_size(args_list);
     for (size_t i = 0; i < n; i++)
         if (!json_is_array(json_array_get(args_list, i)))
-            return cerr(c, DRAY_EARGS, "bulk args[%zu] must be a json array", i);
+            return DRAY__SET_ERR(c, DRAY_EARGS, "bulk args[%zu] must be a json array", i);
     double now = dray_now();
     double at = run_at(opts, now);
     json_t *tmpl = json_object();
@@ -396,7 +387,8 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
     if (!tmpl || !kv) {
         json_decref(tmpl);
         json_decref(kv);
-        return cerr(c, kv ? DRAY_ENOMEM : DRAY_EUTF8, "cannot build job of class '%s'", klass);
+        return DRAY__SET_ERR(c, kv ? DRAY_ENOMEM : DRAY_EUTF8, "cannot build job of class '%s'",
+                             klass);
     }
     json_object_set_new(tmpl, "class", kv);
     json_object_set_new(tmpl, "args", json_array());
@@ -423,7 +415,7 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
     ch.owned = dray__calloc(BULK_CHUNK, sizeof *ch.owned);
     ch.scores = dray__malloc(sizeof *ch.scores * BULK_CHUNK);
     if (!ch.argv || !ch.lens || !ch.owned || !ch.scores || ch.key.oom) {
-        rc = cerr(c, DRAY_ENOMEM, "out of memory");
+        rc = DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
         goto out;
     }
 
@@ -439,7 +431,7 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
         json_object_set_new(head, "jid", json_string("000000000000000000000000"));
         dray_job *hj = head ? dray__job_wrap(head) : NULL;
         rc = hj ? dray_job_validate(hj, c->max_payload, c->errstr, sizeof c->errstr)
-                : cerr(c, DRAY_ENOMEM, "out of memory");
+                : DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
         if (!rc) {
             json_object_del(head, "jid");
             json_object_del(head, "args");
@@ -449,7 +441,7 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
                 dray__buf_add(&fast, hs, hl - 1);
             free(hs);
             if (!fast.p || fast.oom)
-                rc = cerr(c, DRAY_ENOMEM, "out of memory");
+                rc = DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
         }
         dray_job_free(hj);
         if (rc)
@@ -541,7 +533,7 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
         json_t *o = json_copy(tmpl);
         dray_job *job = o ? dray__job_wrap(o) : NULL;
         if (!job) {
-            jobrc = cerr(c, DRAY_ENOMEM, "out of memory");
+            jobrc = DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
             continue;
         }
         json_object_set(o, "args", json_array_get(args_list, i));
@@ -597,7 +589,7 @@ dray__client_push_conn(dray__conn *conn, size_t max_payload, dray_job *job,
     c.queues_key = dray__key(conn->cfg, "queues");
     c.schedule_key = dray__key(conn->cfg, "schedule");
     int rc = c.queues_key && c.schedule_key ? dray_client_push_job(&c, job, opts)
-                                            : cerr(&c, DRAY_ENOMEM, "out of memory");
+                                            : DRAY__SET_ERR(&c, DRAY_ENOMEM, "out of memory");
     *conn = c.conn;
     dray__free(c.queues_key);
     dray__free(c.schedule_key);

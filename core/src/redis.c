@@ -461,14 +461,14 @@ ms_tv(int ms)
 
 static int set_err(dray__conn *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
+/* Record code and its text on c (the link's err and errstr); returns code. */
 static int
 set_err(dray__conn *c, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
+    c->err = dray__verr(c->errstr, sizeof c->errstr, code, fmt, ap);
     va_end(ap);
-    c->err = code;
     return code;
 }
 

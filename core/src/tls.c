@@ -89,6 +89,8 @@ dray__tls_ctx_free(dray__redis_cfg *cfg)
 
 static int conn_fail(dray__conn *c, const char *fmt, ...) DRAY_PRINTF(2, 3);
 
+/* A failed handshake: DRAY_ECONN on c with "redis at <where>: " and the
+ * formatted reason as its text; the OpenSSL error queue is cleared. */
 static int
 conn_fail(dray__conn *c, const char *fmt, ...)
 {
@@ -96,7 +98,7 @@ conn_fail(dray__conn *c, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     if (n >= 0 && (size_t)n < sizeof c->errstr)
-        vsnprintf(c->errstr + n, sizeof c->errstr - (size_t)n, fmt, ap);
+        dray__verr(c->errstr + n, sizeof c->errstr - (size_t)n, DRAY_ECONN, fmt, ap);
     va_end(ap);
     c->err = DRAY_ECONN;
     ERR_clear_error();
@@ -164,8 +166,9 @@ dray__tls_handshake(dray__conn *c, int timeout_ms)
                                 "(a plaintext Redis on a rediss:// URL?)");
         return conn_fail(c, "TLS handshake failed: %s", ssl_reason("protocol error"));
     }
+    char why[DRAY__STRERROR_BYTES];
     if (e == SSL_ERROR_SYSCALL && saved)
-        return conn_fail(c, "TLS handshake failed: %s", strerror(saved));
+        return conn_fail(c, "TLS handshake failed: %s", dray__strerror(saved, why, sizeof why));
     return conn_fail(c, "TLS handshake failed: the server closed the connection "
                         "(a plaintext Redis on a rediss:// URL?)");
 }
@@ -182,7 +185,7 @@ static void
 ctx_error(dray__conn *c, int type, const char *what, const char *detail)
 {
     c->ctx->err = type;
-    snprintf(c->ctx->errstr, sizeof c->ctx->errstr, "%s%s", what, detail ? detail : "");
+    dray__err(c->ctx->errstr, sizeof c->ctx->errstr, 0, "%s%s", what, detail ? detail : "");
 }
 
 /* After SSL_read/SSL_write returned r <= 0: describe it on the context. */
@@ -190,14 +193,15 @@ static void
 io_error(dray__conn *c, int r, int saved)
 {
     int e = SSL_get_error(c->ssl, r);
+    char why[DRAY__STRERROR_BYTES];
     if (e == SSL_ERROR_ZERO_RETURN)
         ctx_error(c, REDIS_ERR_EOF, "Server closed the connection", NULL);
     else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-        ctx_error(c, REDIS_ERR_IO, strerror(EAGAIN), NULL);
+        ctx_error(c, REDIS_ERR_IO, dray__strerror(EAGAIN, why, sizeof why), NULL);
     else if (e == SSL_ERROR_SSL)
         ctx_error(c, REDIS_ERR_IO, "TLS: ", ssl_reason("protocol error"));
     else if (saved)
-        ctx_error(c, REDIS_ERR_IO, strerror(saved), NULL);
+        ctx_error(c, REDIS_ERR_IO, dray__strerror(saved, why, sizeof why), NULL);
     else
         ctx_error(c, REDIS_ERR_EOF, "Server closed the connection", NULL);
     ERR_clear_error();
