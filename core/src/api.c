@@ -12,6 +12,8 @@
 
 /* ---- the handle ------------------------------------------------------------ */
 
+/* A new handle on opts (NULL: defaults); no connection yet. *out is the
+ * caller's (dray_api_free); DRAY_ENOMEM, or the URL's error in errbuf. */
 int
 dray_api_new(const dray_options *opts, dray_api **out, char *errbuf, size_t errlen)
 {
@@ -37,6 +39,7 @@ dray_api_new(const dray_options *opts, dray_api **out, char *errbuf, size_t errl
     return 0;
 }
 
+/* Close the link and free api and what it owns. Accepts NULL. */
 void
 dray_api_free(dray_api *api)
 {
@@ -47,6 +50,7 @@ dray_api_free(dray_api *api)
     dray__free(api);
 }
 
+/* The handle's last error text (borrowed; "" after a success). */
 const char *
 dray_api_errstr(const dray_api *api)
 {
@@ -55,12 +59,14 @@ dray_api_errstr(const dray_api *api)
 
 /* ---- helpers shared by api_*.c (contracts in api_internal.h) --------------- */
 
+/* The link's error text (or rc's name) onto a; returns rc. */
 int
 dray__api_conn_fail(dray_api *a, int rc)
 {
     return DRAY__SET_ERR(a, rc, "%s", a->conn.errstr[0] ? a->conn.errstr : dray_strerror(rc));
 }
 
+/* Free a failed command's reply r (may be NULL), then dray__api_conn_fail. */
 int
 dray__api_cmd_fail(dray_api *a, redisReply *r, int rc)
 {
@@ -69,6 +75,7 @@ dray__api_cmd_fail(dray_api *a, redisReply *r, int rc)
     return dray__api_conn_fail(a, rc);
 }
 
+/* Run p and hand its n replies to r (api_internal.h); p is closed. */
 int
 dray__api_run_into(dray_api *a, dray__pipe *p, redisReply **r, size_t n)
 {
@@ -86,6 +93,7 @@ dray__api_run_into(dray_api *a, dray__pipe *p, redisReply **r, size_t n)
     return rc ? dray__api_conn_fail(a, rc) : 0;
 }
 
+/* Free the non-NULL replies of r[0..n). Cannot fail. */
 void
 dray__api_free_replies(redisReply **r, size_t n)
 {
@@ -106,6 +114,7 @@ latency_of(const char *json, size_t len, double now)
     return lat;
 }
 
+/* Latency of the job in an LRANGE -1 -1 reply; 0 when there is none. */
 double
 dray__api_latency_reply(const redisReply *r, double now)
 {
@@ -122,6 +131,8 @@ str_cmp(const void *x, const void *y)
     return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
+/* SMEMBERS <ns><suffix> sorted; *names points into *reply (both the
+ * caller's on success, NULL on error). */
 int
 dray__api_members_sorted(dray_api *a, const char *suffix, redisReply **reply, const char ***names,
                          size_t *n)
@@ -153,6 +164,8 @@ dray__api_members_sorted(dray_api *a, const char *suffix, redisReply **reply, co
     return 0;
 }
 
+/* The members of a set and per replies each, in two round trips; f is
+ * the caller's (dray__api_fan_close) on success, empty on error. */
 int
 dray__api_fan_run(dray_api *a, const char *suffix, size_t per, dray__api_fan_fn add,
                   dray__api_fan *f)
@@ -180,6 +193,7 @@ dray__api_fan_run(dray_api *a, const char *suffix, size_t per, dray__api_fan_fn 
     return rc;
 }
 
+/* Free what f holds; f is empty again. Cannot fail. */
 void
 dray__api_fan_close(dray__api_fan *f)
 {
@@ -220,6 +234,8 @@ reply_json(const redisReply *r)
     }
 }
 
+/* One raw command; *out is a new reference (json_decref). The reply's
+ * error text, or the link's, goes to a->errstr. */
 int
 dray_api_command(dray_api *a, int argc, const char **argv, json_t **out)
 {
@@ -241,6 +257,7 @@ dray_api_command(dray_api *a, int argc, const char **argv, json_t **out)
     return *out ? 0 : DRAY__SET_ERR(a, DRAY_ENOMEM, "out of memory");
 }
 
+/* The handle's key prefix (borrowed, lives as long as a). */
 const char *
 dray_api_namespace(const dray_api *a)
 {

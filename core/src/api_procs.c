@@ -15,6 +15,7 @@ static dray__script signal_script = {
            "return 1\n",
 };
 
+/* Free n process records and the array. Accepts NULL. */
 void
 dray_api_processes_free(dray_process_info *p, size_t n)
 {
@@ -57,6 +58,7 @@ join_array(const json_t *arr)
     return b.p;
 }
 
+/* A copy of s, or of "" when s is NULL (dray__free); NULL on OOM. */
 static char *
 strdup_or_empty(const char *s)
 {
@@ -107,6 +109,8 @@ process_cmds(dray__pipe *p, const char *ns, const char *identity)
     dray__pipe_addf(p, "HMGET %s%s info busy beat quiet rss rtt_us", ns, identity);
 }
 
+/* Live processes sorted by identity; *out (dray_api_processes_free)
+ * skips members whose hash is gone. Two round trips. */
 int
 dray_api_processes_list(dray_api *a, dray_process_info **out, size_t *n)
 {
@@ -142,6 +146,8 @@ dray_api_processes_list(dray_api *a, dray_process_info **out, size_t *n)
     return rc;
 }
 
+/* Queue a remote signal for a live process (one script: no signal for a
+ * process that is gone). DRAY_EINVAL, DRAY_ENOTFOUND, or the link's error. */
 int
 dray_api_signal(dray_api *a, const char *identity, const char *signal)
 {

@@ -5,6 +5,7 @@
 
 #include "api_internal.h"
 
+/* Free n queue records and the array. Accepts NULL. */
 void
 dray_api_queues_free(dray_queue_info *q, size_t n)
 {
@@ -23,6 +24,8 @@ queue_cmds(dray__pipe *p, const char *ns, const char *name)
     dray__pipe_addf(p, "LRANGE %squeue:%s -1 -1", ns, name);
 }
 
+/* Every queue of the "queues" set with size and latency, sorted by
+ * name; *out is the caller's (dray_api_queues_free). Two round trips. */
 int
 dray_api_queues_list(dray_api *a, dray_queue_info **out, size_t *n)
 {

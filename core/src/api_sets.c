@@ -33,12 +33,14 @@ static dray__script kill_script = {
            "return 1\n",
 };
 
+/* Key name of set without namespace (static), or NULL when set is invalid. */
 const char *
 dray_set_name(dray_set set)
 {
     return (unsigned)set < 3 ? set_names[set] : NULL;
 }
 
+/* Name (Sidekiq's spellings too) to set; DRAY_EINVAL for anything else. */
 int
 dray_set_parse(const char *name, dray_set *out)
 {
@@ -98,6 +100,7 @@ entry_clear(dray_set_entry *e)
     memset(e, 0, sizeof *e);
 }
 
+/* Free n entries and the array. Accepts NULL. */
 void
 dray_api_entries_free(dray_set_entry *e, size_t n)
 {
@@ -156,6 +159,7 @@ entry_fill(dray_set_entry *e, const char *m, size_t len, double score)
     return oom ? DRAY_ENOMEM : 0;
 }
 
+/* ZCARD of set into *out (0 on error). */
 int
 dray_api_set_size(dray_api *a, dray_set set, long long *out)
 {
@@ -173,6 +177,8 @@ dray_api_set_size(dray_api *a, dray_set set, long long *out)
     return 0;
 }
 
+/* One page of set, dead newest first, others by score; *out is the
+ * caller's (dray_api_entries_free), NULL with *n 0 when the page is empty. */
 int
 dray_api_set_list(dray_api *a, dray_set set, size_t offset, size_t limit, dray_set_entry **out,
                   size_t *n)
@@ -297,6 +303,8 @@ find_member(dray_api *a, const char *key, const char *jid, dray_set_entry *e)
     return rc;
 }
 
+/* The member of set whose parsed jid is jid; *out is the caller's
+ * (dray_api_entries_free(*out, 1)). DRAY_ENOTFOUND when none. */
 int
 dray_api_set_find(dray_api *a, dray_set set, const char *jid, dray_set_entry **out)
 {
@@ -497,18 +505,21 @@ move_by_jid(dray_api *a, dray_set set, const char *jid, enum move how)
     return rc;
 }
 
+/* "Retry now": the member with jid back on its queue (move_by_jid). */
 int
 dray_api_set_retry(dray_api *a, dray_set set, const char *jid)
 {
     return move_by_jid(a, set, jid, MOVE_RETRY);
 }
 
+/* Remove the member with jid (move_by_jid). */
 int
 dray_api_set_delete(dray_api *a, dray_set set, const char *jid)
 {
     return move_by_jid(a, set, jid, MOVE_DELETE);
 }
 
+/* Move the member with jid to the dead set (move_by_jid). */
 int
 dray_api_set_kill(dray_api *a, dray_set set, const char *jid)
 {

@@ -6,6 +6,8 @@
 
 #include "api_internal.h"
 
+/* Sidekiq::Stats into *out (zeroed first) in two round trips; the
+ * text of a failure on a. */
 int
 dray_api_stats_get(dray_api *a, dray_stats *out)
 {

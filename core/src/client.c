@@ -22,6 +22,7 @@ struct dray_client {
     char *schedule_key;
 };
 
+/* Defaults for every option (Sidekiq's where it has one). Cannot fail. */
 void
 dray_options_init(dray_options *o)
 {
@@ -38,6 +39,8 @@ dray_options_init(dray_options *o)
     o->log_level = DRAY_LOG_INFO;
 }
 
+/* A client on opts (NULL: defaults), connecting lazily. *out is the
+ * caller's (dray_client_free); DRAY_EURL/DRAY_ETLS/DRAY_ENOMEM in errbuf. */
 int
 dray_client_new(const dray_options *opts, dray_client **out, char *errbuf, size_t errlen)
 {
@@ -68,6 +71,7 @@ dray_client_new(const dray_options *opts, dray_client **out, char *errbuf, size_
     return 0;
 }
 
+/* Close the link and free c. Accepts NULL. */
 void
 dray_client_free(dray_client *c)
 {
@@ -80,6 +84,7 @@ dray_client_free(dray_client *c)
     dray__free(c);
 }
 
+/* The client's last error text (borrowed; never NULL). */
 const char *
 dray_client_errstr(const dray_client *c)
 {
@@ -221,6 +226,8 @@ write_now(dray_client *c, const char *queue, const char *json, size_t len)
     return rc;
 }
 
+/* ZADD the payload json (len bytes) to the schedule set at epoch at, in
+ * one round trip; the link's error with its text on c. */
 static int
 write_sched(dray_client *c, double at, const char *json, size_t len)
 {
@@ -270,6 +277,8 @@ jid_copy(char *out, const char *jid)
     snprintf(out, DRAY_JID_BYTES, "%s", jid);
 }
 
+/* Push a caller-owned job: jid, opts and "at" applied to it, then
+ * hooks, validation and one write. DRAY_EDROPPED when a hook dropped it. */
 int
 dray_client_push_job(dray_client *c, dray_job *job, const dray_push_opts *opts)
 {
@@ -301,6 +310,8 @@ dray_client_push_job(dray_client *c, dray_job *job, const dray_push_opts *opts)
     return rc;
 }
 
+/* Build a job of klass with args (borrowed) and push it; the jid goes to
+ * jid_out (may be NULL) on success. */
 int
 dray_client_push(dray_client *c, const char *klass, json_t *args, const dray_push_opts *opts,
                  char *jid_out)
@@ -331,6 +342,7 @@ typedef struct chunk {
     int n; /* jobs in the chunk */
 } chunk;
 
+/* json_dump_callback sink into a dray__buf; -1 once it ran out of memory. */
 static int
 buf_dump_cb(const char *buffer, size_t size, void *data)
 {
@@ -654,6 +666,8 @@ bulk_close(bulk *b)
     json_decref(b->tmpl);
 }
 
+/* n jobs of klass in chunks (see dray.h for what *pushed counts on
+ * each failure); the steps are the bulk_* functions above. */
 int
 dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
                       const dray_push_opts *opts, char *jids_out, size_t *pushed)

@@ -108,6 +108,7 @@ err_prefix(dray_config *c, const char *prefix)
     c->errstr[pl + el] = '\0';
 }
 
+/* An empty configuration; *out is the caller's (dray_config_free). */
 int
 dray_config_new(dray_config **out)
 {
@@ -115,6 +116,7 @@ dray_config_new(dray_config **out)
     return *out ? 0 : DRAY_ENOMEM;
 }
 
+/* Free cfg and every string it owns. Accepts NULL. */
 void
 dray_config_free(dray_config *cfg)
 {
@@ -130,12 +132,14 @@ dray_config_free(dray_config *cfg)
     dray__free(cfg);
 }
 
+/* The last error text (borrowed; never NULL). */
 const char *
 dray_config_errstr(const dray_config *cfg)
 {
     return cfg->errstr;
 }
 
+/* The definition of a known (lower-case) key, or NULL. */
 static const key_def *
 key_find(const char *name)
 {
@@ -176,6 +180,7 @@ key_norm(dray_config *c, const char *key, char buf[KEY_MAX + 1], const key_def *
     return 0;
 }
 
+/* A whole finite number (no leading space, nothing after) into *out; -1 if not. */
 static int
 parse_double(const char *s, double *out)
 {
@@ -190,6 +195,7 @@ parse_double(const char *s, double *out)
     return 0;
 }
 
+/* A whole base-10 integer that fits long long into *out; -1 if not. */
 static int
 parse_integer(const char *s, long long *out)
 {
@@ -204,6 +210,7 @@ parse_integer(const char *s, long long *out)
     return 0;
 }
 
+/* yes/true/1/on or no/false/0/off, any case, into *out; -1 for anything else. */
 static int
 parse_bool(const char *s, int *out)
 {
@@ -222,6 +229,7 @@ parse_bool(const char *s, int *out)
     return -1;
 }
 
+/* A log level name (debug, info, warn[ing], error, off) into *out; -1 if not. */
 static int
 parse_level(const char *s, dray_log_level *out)
 {
@@ -350,6 +358,7 @@ remove_older(dray_config *c, const char *key)
     c->n = k;
 }
 
+/* Add a copy of key and value at the end; DRAY_ENOMEM with c unchanged. */
 static int
 append(dray_config *c, const char *key, const char *value)
 {
@@ -398,6 +407,7 @@ put(dray_config *c, const char *key, const char *value, bool replace)
     return 0;
 }
 
+/* Replace every value of key with value (validated); text on cfg. */
 int
 dray_config_set(dray_config *cfg, const char *key, const char *value)
 {
@@ -405,6 +415,8 @@ dray_config_set(dray_config *cfg, const char *key, const char *value)
     return put(cfg, key, value, true);
 }
 
+/* Add a value: appended for repeatable and section keys, else replacing
+ * (as dray_config_set); text on cfg. */
 int
 dray_config_add(dray_config *cfg, const char *key, const char *value)
 {
@@ -412,6 +424,7 @@ dray_config_add(dray_config *cfg, const char *key, const char *value)
     return put(cfg, key, value, false);
 }
 
+/* The last value of key (borrowed until cfg changes), or NULL. */
 const char *
 dray_config_get(const dray_config *cfg, const char *key)
 {
@@ -421,6 +434,7 @@ dray_config_get(const dray_config *cfg, const char *key)
     return NULL;
 }
 
+/* How many values key has (case-insensitive). */
 size_t
 dray_config_count(const dray_config *cfg, const char *key)
 {
@@ -431,6 +445,8 @@ dray_config_count(const dray_config *cfg, const char *key)
     return n;
 }
 
+/* fn on every entry of key (NULL: all; "sec.": the section), in
+ * order; stops at and returns the first non-zero from fn. */
 int
 dray_config_get_all(const dray_config *cfg, const char *key, dray_config_fn fn, void *userdata)
 {
@@ -505,6 +521,8 @@ parse_value(const char *p, dray__buf *out)
     return NULL;
 }
 
+/* Read `key value` lines of path into cfg; the first bad line stops the
+ * load with "path:line: ..." on cfg (entries before it stay). */
 int
 dray_config_load_file(dray_config *cfg, const char *path)
 {
@@ -606,6 +624,8 @@ env_list(dray_config *c, const char *var, const char *key, const char *seps, boo
     return rc;
 }
 
+/* Apply the DRAY_<KEY> variables of the single-valued keys; the first
+ * bad value stops with its text on cfg. */
 int
 dray_config_load_env(dray_config *cfg)
 {
@@ -664,6 +684,8 @@ join_values(dray_config *c, const char *key, const char *sep, char **out)
     return 0;
 }
 
+/* dray_options_init, then every key set in cfg; strings borrowed from
+ * cfg. DRAY_ECONFIG with the reason in errbuf and on cfg. */
 int
 dray_config_to_options(dray_config *cfg, dray_options *out, char *errbuf, size_t errlen)
 {

@@ -7,6 +7,7 @@
 
 #include "internal.h"
 
+/* dray__err with a va_list (contract in internal.h). */
 int
 dray__verr(char *errbuf, size_t errlen, int code, const char *fmt, va_list ap)
 {
@@ -15,6 +16,7 @@ dray__verr(char *errbuf, size_t errlen, int code, const char *fmt, va_list ap)
     return code;
 }
 
+/* Format into errbuf (may be NULL), truncated; returns code. */
 int
 dray__err(char *errbuf, size_t errlen, int code, const char *fmt, ...)
 {
@@ -51,6 +53,7 @@ from_xsi(int rc, int errnum, char *buf, size_t n)
     _Generic(strerror_r((errnum), (buf), (n)), char *: from_gnu, default: from_xsi)(               \
         strerror_r((errnum), (buf), (n)), (errnum), (buf), (n))
 
+/* errnum's text in buf (never NULL; thread-safe); "" when buf is empty. */
 const char *
 dray__strerror(int errnum, char *buf, size_t n)
 {
@@ -63,6 +66,8 @@ dray__strerror(int errnum, char *buf, size_t n)
 #define DRAY__ERRNO_TEXT(name, val, text)                                                          \
     case (val):                                                                                    \
         return text;
+
+/* Text of a DRAY_E* code (static); "unknown error" for others. */
 const char *
 dray_strerror(int code)
 {
@@ -78,6 +83,8 @@ dray_strerror(int code)
 #define DRAY__ERRNO_NAME(name, val, text)                                                          \
     case (val):                                                                                    \
         return #name;
+
+/* Name of a DRAY_E* code ("ENOMEM"; static); "EUNKNOWN" for others. */
 const char *
 dray_err_name(int code)
 {

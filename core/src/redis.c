@@ -43,6 +43,7 @@ pct_decode(const char *s, size_t n)
     return out;
 }
 
+/* Decimal digits s[0..n) (at most 10) in [lo, hi] into *out; -1 if not. */
 static int
 parse_int(const char *s, size_t n, long lo, long hi, long *out)
 {
@@ -165,6 +166,8 @@ parse_sentinel_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t e
     return 0;
 }
 
+/* Parse url into cfg (zeroed first; dray__redis_cfg_close frees it).
+ * DRAY_EURL or DRAY_ETLS with the reason in errbuf. */
 int
 dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen)
 {
@@ -318,6 +321,8 @@ tls_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, size_t e
     return dray__tls_ctx_init(cfg, errbuf, errlen);
 }
 
+/* cfg from options (URL, env fallbacks, namespace, timeouts, TLS
+ * context). DRAY_EURL/DRAY_ETLS/DRAY_ECONFIG/DRAY_ENOMEM in errbuf. */
 int
 dray__redis_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, size_t errlen)
 {
@@ -362,6 +367,7 @@ dray__redis_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, 
     return rc;
 }
 
+/* Free what cfg owns (the password wiped first). Accepts NULL. */
 void
 dray__redis_cfg_close(dray__redis_cfg *cfg)
 {
@@ -391,6 +397,7 @@ dray__redis_cfg_close(dray__redis_cfg *cfg)
     memset(cfg, 0, sizeof *cfg);
 }
 
+/* <ns><suffix>, a new string (dray__free); NULL on OOM. */
 char *
 dray__key(const dray__redis_cfg *cfg, const char *suffix)
 {
@@ -403,6 +410,7 @@ dray__key(const dray__redis_cfg *cfg, const char *suffix)
     return k;
 }
 
+/* Append <ns><suffix> to b (b->oom on failure). */
 void
 dray__key_buf(dray__buf *b, const dray__redis_cfg *cfg, const char *suffix)
 {
@@ -424,6 +432,7 @@ ignore_sigpipe_once(void)
     }
 }
 
+/* An unconnected link on cfg (borrowed, must outlive c). Cannot fail. */
 void
 dray__conn_init(dray__conn *c, const dray__redis_cfg *cfg)
 {
@@ -434,6 +443,7 @@ dray__conn_init(dray__conn *c, const dray__redis_cfg *cfg)
     c->backoff_ms = BACKOFF_MIN_MS;
 }
 
+/* Close the socket (TLS state too); the next ensure reconnects. Cannot fail. */
 void
 dray__conn_drop(dray__conn *c)
 {
@@ -446,12 +456,14 @@ dray__conn_drop(dray__conn *c)
     }
 }
 
+/* Drop the link for good. Cannot fail. */
 void
 dray__conn_close(dray__conn *c)
 {
     dray__conn_drop(c);
 }
 
+/* ms milliseconds as a struct timeval. */
 static struct timeval
 ms_tv(int ms)
 {
@@ -486,6 +498,8 @@ roundtrip_argv(dray__conn *c, int argc, const char **argv, const size_t *lens)
     return r;
 }
 
+/* Send one formatted command and read its reply, over TLS or not; NULL
+ * with the cause on c->ctx. */
 static redisReply *
 roundtrip_v(dray__conn *c, const char *fmt, va_list ap)
 {
@@ -672,6 +686,8 @@ connect_via_sentinel(dray__conn *c)
     return rc;
 }
 
+/* Connected (directly or through the sentinels), or DRAY_ECONN/DRAY_EAUTH
+ * with the text on c. */
 int
 dray__conn_ensure(dray__conn *c)
 {
@@ -715,6 +731,8 @@ check_reply(dray__conn *c, redisReply **rp)
     return 0;
 }
 
+/* One command by argv (lens may be NULL); see internal.h for which
+ * errors keep the link. */
 int
 dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv, const size_t *lens)
 {
@@ -732,6 +750,7 @@ dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv, con
     return rc;
 }
 
+/* One command in hiredis's format; as dray__conn_cmd. */
 int
 dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...)
 {
@@ -752,12 +771,15 @@ dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...)
     return rc;
 }
 
+/* The next backoff starts at the minimum again. */
 void
 dray__conn_backoff_reset(dray__conn *c)
 {
     c->backoff_ms = BACKOFF_MIN_MS;
 }
 
+/* Sleep the jittered backoff (DRAY_ESTATE as soon as *stop), double it,
+ * try to connect; 0 once connected. */
 int
 dray__conn_backoff(dray__conn *c, atomic_int *stop)
 {
@@ -800,6 +822,8 @@ script_load(dray__conn *c, dray__script *s)
     return rc;
 }
 
+/* EVALSHA of s (loaded on first use and after NOSCRIPT); *out (may be
+ * NULL) the reply, as dray__conn_cmd. */
 int
 dray__conn_eval(dray__conn *c, dray__script *s, redisReply **out, int nkeys, int argc,
                 const char **argv, const size_t *lens)
@@ -875,6 +899,7 @@ link_idle_ok(dray__conn *c)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+/* An empty pipeline on c; a link with unread bytes is dropped first. */
 void
 dray__pipe_init(dray__pipe *p, dray__conn *c)
 {
@@ -908,6 +933,8 @@ pipe_slot(dray__pipe *p)
     return 0;
 }
 
+/* Record the command just appended (ok: it was); on failure the link is
+ * dropped and the pipe's sticky error set. */
 static int
 pipe_added(dray__pipe *p, int ok, int kind)
 {
@@ -924,6 +951,7 @@ pipe_added(dray__pipe *p, int ok, int kind)
     return 0;
 }
 
+/* Append one command by argv; the pipe's sticky error, if any. */
 int
 dray__pipe_add(dray__pipe *p, int argc, const char **argv, const size_t *lens)
 {
@@ -934,6 +962,7 @@ dray__pipe_add(dray__pipe *p, int argc, const char **argv, const size_t *lens)
                       DRAY__PIPE_PLAIN);
 }
 
+/* Append one command in hiredis's format; as dray__pipe_add. */
 int
 dray__pipe_addf(dray__pipe *p, const char *fmt, ...)
 {
@@ -947,6 +976,7 @@ dray__pipe_addf(dray__pipe *p, const char *fmt, ...)
     return pipe_added(p, r == REDIS_OK, DRAY__PIPE_PLAIN);
 }
 
+/* Append MULTI: the commands until commit run as one block. */
 int
 dray__pipe_begin(dray__pipe *p)
 {
@@ -959,6 +989,7 @@ dray__pipe_begin(dray__pipe *p)
     return rc;
 }
 
+/* Append EXEC, closing the block. */
 int
 dray__pipe_commit(dray__pipe *p)
 {
@@ -1009,6 +1040,7 @@ pipe_check(dray__pipe *p, const dray__pipe_cmd *m)
     }
 }
 
+/* Send everything, read every reply, check each (contract in internal.h). */
 int
 dray__pipe_run(dray__pipe *p)
 {
@@ -1090,12 +1122,14 @@ dray__pipe_run(dray__pipe *p)
     return first;
 }
 
+/* The reply of command i (borrowed from p), or NULL. */
 redisReply *
 dray__pipe_reply(const dray__pipe *p, size_t i)
 {
     return i < p->n ? p->cmd[i].r : NULL;
 }
 
+/* Free the replies and commands; p is empty again. Cannot fail. */
 void
 dray__pipe_close(dray__pipe *p)
 {
@@ -1106,6 +1140,8 @@ dray__pipe_close(dray__pipe *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Never send what p buffered (the link is dropped if anything was),
+ * then close. Cannot fail. */
 void
 dray__pipe_discard(dray__pipe *p)
 {

@@ -24,6 +24,8 @@ ssl_reason(const char *dflt)
     return r ? r : dflt;
 }
 
+/* cfg->tls_ctx from the tls_* settings (CA, client cert and key);
+ * DRAY_ETLS/DRAY_ENOMEM naming the file and cause in errbuf. */
 int
 dray__tls_ctx_init(dray__redis_cfg *cfg, char *errbuf, size_t errlen)
 {
@@ -80,6 +82,7 @@ dray__tls_ctx_init(dray__redis_cfg *cfg, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Free cfg's TLS context (none is fine) and forget it. */
 void
 dray__tls_ctx_free(dray__redis_cfg *cfg)
 {
@@ -105,6 +108,7 @@ conn_fail(dray__conn *c, const char *fmt, ...)
     return DRAY_ECONN;
 }
 
+/* Nonzero when s is an IPv4 or IPv6 address (then no SNI is sent). */
 static int
 is_ip_literal(const char *s)
 {
@@ -112,6 +116,8 @@ is_ip_literal(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
+/* TLS on c->ctx's socket within timeout_ms, verifying the name; sets
+ * c->ssl. DRAY_ECONN with the cause on c (the caller drops c). */
 int
 dray__tls_handshake(dray__conn *c, int timeout_ms)
 {
@@ -173,6 +179,7 @@ dray__tls_handshake(dray__conn *c, int timeout_ms)
                         "(a plaintext Redis on a rediss:// URL?)");
 }
 
+/* Free c's SSL without close_notify (the link is being dropped). */
 void
 dray__tls_free(dray__conn *c)
 {
@@ -207,6 +214,8 @@ io_error(dray__conn *c, int r, int saved)
     ERR_clear_error();
 }
 
+/* redisBufferWrite over TLS: write what the output buffer holds; *done
+ * once it is empty. REDIS_ERR with the cause on c->ctx. */
 int
 dray__tls_flush(dray__conn *c, int *done)
 {
@@ -252,6 +261,8 @@ tls_fill(dray__conn *c)
     return REDIS_OK;
 }
 
+/* The next parsed reply from the reader (NULL if incomplete);
+ * REDIS_ERR with the protocol error on c->ctx. */
 static int
 reader_next(dray__conn *c, void **reply)
 {
@@ -261,6 +272,7 @@ reader_next(dray__conn *c, void **reply)
     return REDIS_ERR;
 }
 
+/* redisGetReply over TLS: flush, then read until one reply is whole. */
 int
 dray__tls_get_reply(dray__conn *c, void **reply)
 {
@@ -283,6 +295,8 @@ dray__tls_get_reply(dray__conn *c, void **reply)
     return REDIS_OK;
 }
 
+/* True when the idle link holds no application bytes (TLS 1.3 tickets
+ * are taken); false when it must be dropped. */
 bool
 dray__tls_idle_ok(dray__conn *c)
 {
