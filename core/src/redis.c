@@ -100,6 +100,47 @@ parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, 
     return 0;
 }
 
+/* [[user]:password@] at the start of [p, end): user and password
+ * %-decoded into cfg; *rest is just past the '@' (p when there is none).
+ * DRAY_EURL for a bad %-escape. */
+static int
+parse_userinfo(dray__redis_cfg *cfg, const char *p, const char *end, const char **rest,
+               char *errbuf, size_t errlen)
+{
+    *rest = p;
+    const char *at = NULL;
+    for (const char *s = p; s < end; s++)
+        if (*s == '@')
+            at = s;
+    if (!at)
+        return 0;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon && colon > p && !(cfg->user = pct_decode(p, (size_t)(colon - p))))
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in user");
+    const char *pw = colon ? colon + 1 : p;
+    if (!(cfg->pass = pct_decode(pw, (size_t)(at - pw))))
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
+    *rest = at + 1;
+    return 0;
+}
+
+/* unix:///path[?query]: an absolute socket path. DRAY_EURL/DRAY_ENOMEM. */
+static int
+parse_unix_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen)
+{
+    const char *p = url + 7;
+    const char *q = strchr(p, '?');
+    size_t pl = q ? (size_t)(q - p) : strlen(p);
+    if (pl == 0 || p[0] != '/')
+        return dray__err(errbuf, errlen, DRAY_EURL,
+                         "redis url '%s': unix socket path must be absolute (unix:///path.sock)",
+                         url);
+    if (!(cfg->path = dray__strndup(p, pl)))
+        return DRAY_ENOMEM;
+    snprintf(cfg->where, sizeof cfg->where, "unix:%s", cfg->path);
+    return q ? parse_query(cfg, q + 1, url, errbuf, errlen) : 0;
+}
+
 /* redis[s]-sentinel://[[user]:password@]host[:port][,host[:port]]...
  * /mastername[/db]: the password is the master's; sentinels use
  * redis_sentinel_password. */
@@ -110,19 +151,9 @@ parse_sentinel_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t e
     cfg->tls = url[5] == 's';
     const char *p = url + (cfg->tls ? 18 : 17);
     const char *end = p + strcspn(p, "/");
-    const char *at = NULL;
-    for (const char *s = p; s < end; s++)
-        if (*s == '@')
-            at = s;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon && colon > p && !(cfg->user = pct_decode(p, (size_t)(colon - p))))
-            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in user");
-        const char *pw = colon ? colon + 1 : p;
-        if (!(cfg->pass = pct_decode(pw, (size_t)(at - pw))))
-            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
-        p = at + 1;
-    }
+    int rc = parse_userinfo(cfg, p, end, &p, errbuf, errlen);
+    if (rc)
+        return rc;
     while (p < end) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         const char *he = comma ? comma : end;
@@ -179,19 +210,8 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
         return DRAY_ENOMEM;
     if (!url || !*url)
         return dray__err(errbuf, errlen, DRAY_EURL, "redis url is empty");
-    if (!strncmp(url, "unix://", 7)) {
-        const char *p = url + 7;
-        const char *q = strchr(p, '?');
-        size_t pl = q ? (size_t)(q - p) : strlen(p);
-        if (pl == 0 || p[0] != '/')
-            return dray__err(
-                errbuf, errlen, DRAY_EURL,
-                "redis url '%s': unix socket path must be absolute (unix:///path.sock)", url);
-        if (!(cfg->path = dray__strndup(p, pl)))
-            return DRAY_ENOMEM;
-        snprintf(cfg->where, sizeof cfg->where, "unix:%s", cfg->path);
-        return q ? parse_query(cfg, q + 1, url, errbuf, errlen) : 0;
-    }
+    if (!strncmp(url, "unix://", 7))
+        return parse_unix_url(cfg, url, errbuf, errlen);
     if (!strncmp(url, "redis-sentinel://", 17) || !strncmp(url, "rediss-sentinel://", 18))
         return parse_sentinel_url(cfg, url, errbuf, errlen);
     if (!strncmp(url, "rediss://", 9))
@@ -201,22 +221,9 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
                          "redis url '%s': scheme must be redis://, rediss:// or unix://", url);
     const char *p = url + (cfg->tls ? 9 : 8);
     const char *end = p + strcspn(p, "/?");
-    const char *at = NULL;
-    for (const char *s = p; s < end; s++)
-        if (*s == '@')
-            at = s;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            if (colon > p && !(cfg->user = pct_decode(p, (size_t)(colon - p))))
-                return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in user");
-            if (!(cfg->pass = pct_decode(colon + 1, (size_t)(at - colon - 1))))
-                return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
-        } else if (!(cfg->pass = pct_decode(p, (size_t)(at - p)))) {
-            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
-        }
-        p = at + 1;
-    }
+    int rc = parse_userinfo(cfg, p, end, &p, errbuf, errlen);
+    if (rc)
+        return rc;
     const char *hs = p, *he;
     const char *portp = NULL;
     if (*p == '[') {
@@ -731,6 +738,19 @@ check_reply(dray__conn *c, redisReply **rp)
     return 0;
 }
 
+/* Classify r (check_reply), then hand it to *out, or free it when out is
+ * NULL. Returns check_reply's code. */
+static int
+reply_out(dray__conn *c, redisReply *r, redisReply **out)
+{
+    int rc = check_reply(c, &r);
+    if (out)
+        *out = r;
+    else if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
 /* One command by argv (lens may be NULL); see internal.h for which
  * errors keep the link. */
 int
@@ -741,13 +761,7 @@ dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv, con
     int rc = dray__conn_ensure(c);
     if (rc)
         return rc;
-    redisReply *r = roundtrip_argv(c, argc, argv, lens);
-    rc = check_reply(c, &r);
-    if (out)
-        *out = r;
-    else if (r)
-        freeReplyObject(r);
-    return rc;
+    return reply_out(c, roundtrip_argv(c, argc, argv, lens), out);
 }
 
 /* One command in hiredis's format; as dray__conn_cmd. */
@@ -763,12 +777,7 @@ dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...)
     va_start(ap, fmt);
     redisReply *r = roundtrip_v(c, fmt, ap);
     va_end(ap);
-    rc = check_reply(c, &r);
-    if (out)
-        *out = r;
-    else if (r)
-        freeReplyObject(r);
-    return rc;
+    return reply_out(c, r, out);
 }
 
 /* The next backoff starts at the minimum again. */
