@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
-/* The allocation seam, the growable string, error text and time helpers. */
+/* The allocation seam, the growable string, time helpers and the version. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,7 @@
 
 static atomic_long fail_after = -1;
 
+/* Tests: fail the allocation after n more succeed; -1 disables. Any thread. */
 void
 dray__alloc_fail_after(long n)
 {
@@ -30,24 +31,28 @@ should_fail(void)
     return false;
 }
 
+/* malloc through the test seam. */
 void *
 dray__malloc(size_t n)
 {
     return should_fail() ? NULL : malloc(n ? n : 1);
 }
 
+/* calloc through the test seam. */
 void *
 dray__calloc(size_t n, size_t size)
 {
     return should_fail() ? NULL : calloc(n ? n : 1, size ? size : 1);
 }
 
+/* realloc through the test seam (p unchanged on failure). */
 void *
 dray__realloc(void *p, size_t n)
 {
     return should_fail() ? NULL : realloc(p, n ? n : 1);
 }
 
+/* A NUL-terminated copy of at most n bytes of s (dray__free); NULL on OOM. */
 char *
 dray__strndup(const char *s, size_t n)
 {
@@ -59,24 +64,28 @@ dray__strndup(const char *s, size_t n)
     return d;
 }
 
+/* A copy of s (dray__free); NULL on OOM. */
 char *
 dray__strdup(const char *s)
 {
     return s ? dray__strndup(s, strlen(s)) : NULL;
 }
 
+/* free; accepts NULL. */
 void
 dray__free(void *p)
 {
     free(p);
 }
 
+/* An empty buffer (nothing allocated). Cannot fail. */
 void
 dray__buf_init(dray__buf *b)
 {
     memset(b, 0, sizeof *b);
 }
 
+/* Free the contents; b is empty again. Cannot fail. */
 void
 dray__buf_close(dray__buf *b)
 {
@@ -84,6 +93,7 @@ dray__buf_close(dray__buf *b)
     memset(b, 0, sizeof *b);
 }
 
+/* Keep the allocation, drop the contents and the oom flag. */
 void
 dray__buf_reset(dray__buf *b)
 {
@@ -114,6 +124,7 @@ buf_reserve(dray__buf *b, size_t n)
     return true;
 }
 
+/* Append n bytes of s; on OOM b->oom is set and b keeps its contents. */
 void
 dray__buf_add(dray__buf *b, const void *s, size_t n)
 {
@@ -124,12 +135,14 @@ dray__buf_add(dray__buf *b, const void *s, size_t n)
     b->p[b->len] = '\0';
 }
 
+/* Append the string s. */
 void
 dray__buf_adds(dray__buf *b, const char *s)
 {
     dray__buf_add(b, s, strlen(s));
 }
 
+/* Append printf-formatted text; as dray__buf_add. */
 void
 dray__buf_addf(dray__buf *b, const char *fmt, ...)
 {
@@ -152,18 +165,7 @@ dray__buf_addf(dray__buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-int
-dray__err(char *errbuf, size_t errlen, int code, const char *fmt, ...)
-{
-    if (errbuf && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
+/* Monotonic seconds. */
 double
 dray__mono(void)
 {
@@ -172,6 +174,7 @@ dray__mono(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Wall-clock epoch seconds, at microsecond precision. */
 double
 dray_now(void)
 {
@@ -180,6 +183,7 @@ dray_now(void)
     return (double)ts.tv_sec + (double)(ts.tv_nsec / 1000) / 1e6;
 }
 
+/* Sleep ms milliseconds, resumed across signals. */
 void
 dray__sleep_ms(unsigned ms)
 {
@@ -203,42 +207,14 @@ dray__rand32(void)
     return (uint32_t)((state * 0x2545F4914F6CDD1DULL) >> 32);
 }
 
+/* A uniform double in [0, 1) from dray__rand32. */
 double
 dray__rand01(void)
 {
     return (double)dray__rand32() / 4294967296.0;
 }
 
-#define DRAY__ERRNO_TEXT(name, val, text)                                                          \
-    case (val):                                                                                    \
-        return text;
-const char *
-dray_strerror(int code)
-{
-    switch (code) {
-    case 0:
-        return "success";
-        DRAY_ERRNO_MAP(DRAY__ERRNO_TEXT)
-    default:
-        return "unknown error";
-    }
-}
-
-#define DRAY__ERRNO_NAME(name, val, text)                                                          \
-    case (val):                                                                                    \
-        return #name;
-const char *
-dray_err_name(int code)
-{
-    switch (code) {
-    case 0:
-        return "OK";
-        DRAY_ERRNO_MAP(DRAY__ERRNO_NAME)
-    default:
-        return "EUNKNOWN";
-    }
-}
-
+/* The library's version string (static). */
 const char *
 dray_version(void)
 {

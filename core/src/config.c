@@ -94,18 +94,6 @@ struct dray_config {
     char errstr[CONFIG_ERR_BYTES];
 };
 
-static int cerr(dray_config *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
-
-static int
-cerr(dray_config *c, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 /* Put `prefix` in front of the current error text. */
 static void
 err_prefix(dray_config *c, const char *prefix)
@@ -120,6 +108,7 @@ err_prefix(dray_config *c, const char *prefix)
     c->errstr[pl + el] = '\0';
 }
 
+/* An empty configuration; *out is the caller's (dray_config_free). */
 int
 dray_config_new(dray_config **out)
 {
@@ -127,6 +116,7 @@ dray_config_new(dray_config **out)
     return *out ? 0 : DRAY_ENOMEM;
 }
 
+/* Free cfg and every string it owns. Accepts NULL. */
 void
 dray_config_free(dray_config *cfg)
 {
@@ -142,12 +132,14 @@ dray_config_free(dray_config *cfg)
     dray__free(cfg);
 }
 
+/* The last error text (borrowed; never NULL). */
 const char *
 dray_config_errstr(const dray_config *cfg)
 {
     return cfg->errstr;
 }
 
+/* The definition of a known (lower-case) key, or NULL. */
 static const key_def *
 key_find(const char *name)
 {
@@ -164,9 +156,10 @@ key_norm(dray_config *c, const char *key, char buf[KEY_MAX + 1], const key_def *
 {
     size_t n = key ? strlen(key) : 0;
     if (n == 0)
-        return cerr(c, DRAY_ECONFIG, "empty key");
+        return DRAY__SET_ERR(c, DRAY_ECONFIG, "empty key");
     if (n > KEY_MAX)
-        return cerr(c, DRAY_ECONFIG, "key '%.40s...' is longer than %d bytes", key, KEY_MAX);
+        return DRAY__SET_ERR(c, DRAY_ECONFIG, "key '%.40s...' is longer than %d bytes", key,
+                             KEY_MAX);
     int dots = 0;
     for (size_t i = 0; i <= n; i++) {
         char ch = (char)tolower((unsigned char)key[i]);
@@ -175,18 +168,19 @@ key_norm(dray_config *c, const char *key, char buf[KEY_MAX + 1], const key_def *
             break;
         if (ch == '.') {
             if (i == 0 || i == n - 1 || key[i - 1] == '.')
-                return cerr(c, DRAY_ECONFIG, "invalid key '%s'", key);
+                return DRAY__SET_ERR(c, DRAY_ECONFIG, "invalid key '%s'", key);
             dots++;
         } else if (!(isalnum((unsigned char)ch) || ch == '_' || ch == '-')) {
-            return cerr(c, DRAY_ECONFIG, "invalid key '%s'", key);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG, "invalid key '%s'", key);
         }
     }
     *def = key_find(buf);
     if (!*def && !dots)
-        return cerr(c, DRAY_ECONFIG, "unknown key '%s'", key);
+        return DRAY__SET_ERR(c, DRAY_ECONFIG, "unknown key '%s'", key);
     return 0;
 }
 
+/* A whole finite number (no leading space, nothing after) into *out; -1 if not. */
 static int
 parse_double(const char *s, double *out)
 {
@@ -201,6 +195,7 @@ parse_double(const char *s, double *out)
     return 0;
 }
 
+/* A whole base-10 integer that fits long long into *out; -1 if not. */
 static int
 parse_integer(const char *s, long long *out)
 {
@@ -215,6 +210,7 @@ parse_integer(const char *s, long long *out)
     return 0;
 }
 
+/* yes/true/1/on or no/false/0/off, any case, into *out; -1 for anything else. */
 static int
 parse_bool(const char *s, int *out)
 {
@@ -233,6 +229,7 @@ parse_bool(const char *s, int *out)
     return -1;
 }
 
+/* A log level name (debug, info, warn[ing], error, off) into *out; -1 if not. */
 static int
 parse_level(const char *s, dray_log_level *out)
 {
@@ -272,69 +269,73 @@ validate(dray_config *c, const key_def *d, const char *v)
     case K_STR:
         return 0;
     case K_PATH:
-        return *v ? 0 : cerr(c, DRAY_ECONFIG, "key '%s': value is empty", d->name);
+        return *v ? 0 : DRAY__SET_ERR(c, DRAY_ECONFIG, "key '%s': value is empty", d->name);
     case K_URL: {
         dray__redis_cfg rc;
         int e = dray__redis_url_parse(&rc, v, why, sizeof why);
         dray__redis_cfg_close(&rc);
         if (e == DRAY_ENOMEM)
-            return cerr(c, DRAY_ENOMEM, "out of memory");
-        return e ? cerr(c, DRAY_ECONFIG, "key '%s': %s", d->name, why) : 0;
+            return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
+        return e ? DRAY__SET_ERR(c, DRAY_ECONFIG, "key '%s': %s", d->name, why) : 0;
     }
     case K_LABEL:
         if (!*v)
-            return cerr(c, DRAY_ECONFIG, "key '%s': value is empty", d->name);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG, "key '%s': value is empty", d->name);
         if (strchr(v, ','))
-            return cerr(c, DRAY_ECONFIG, "key '%s': '%s' contains a comma", d->name, v);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG, "key '%s': '%s' contains a comma", d->name, v);
         if (has_blank(v))
-            return cerr(c, DRAY_ECONFIG, "key '%s': '%s' contains whitespace or control bytes",
-                        d->name, v);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG,
+                                 "key '%s': '%s' contains whitespace or control bytes", d->name, v);
         return 0;
     case K_NS:
         if (has_blank(v))
-            return cerr(c, DRAY_ECONFIG, "key '%s': '%s' contains whitespace or control bytes",
-                        d->name, v);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG,
+                                 "key '%s': '%s' contains whitespace or control bytes", d->name, v);
         return 0;
     case K_INT:
         if (parse_integer(v, &i) || (double)i < d->lo || (double)i > d->hi)
-            return cerr(c, DRAY_ECONFIG, "key '%s': must be an integer %.0f-%.0f, not '%s'",
-                        d->name, d->lo, d->hi, v);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG,
+                                 "key '%s': must be an integer %.0f-%.0f, not '%s'", d->name, d->lo,
+                                 d->hi, v);
         return 0;
     case K_DOUBLE:
         if (parse_double(v, &x) || x < d->lo || x > d->hi)
-            return cerr(c, DRAY_ECONFIG, "key '%s': must be a number %g-%g, not '%s'", d->name,
-                        d->lo, d->hi, v);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG, "key '%s': must be a number %g-%g, not '%s'",
+                                 d->name, d->lo, d->hi, v);
         return 0;
     case K_BOOL:
         if (parse_bool(v, &b))
-            return cerr(c, DRAY_ECONFIG, "key '%s': must be yes, no, true, false, 1 or 0, not '%s'",
-                        d->name, v);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG,
+                                 "key '%s': must be yes, no, true, false, 1 or 0, not '%s'",
+                                 d->name, v);
         return 0;
     case K_TIMES:
         if (strcmp(v, "seconds") && strcmp(v, "ms"))
-            return cerr(c, DRAY_ECONFIG,
-                        "key '%s': must be seconds (Sidekiq 6/7 floats) or ms (Sidekiq 8 "
-                        "integers), not '%s'",
-                        d->name, v);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG,
+                                 "key '%s': must be seconds (Sidekiq 6/7 floats) or ms (Sidekiq 8 "
+                                 "integers), not '%s'",
+                                 d->name, v);
         return 0;
     case K_LEVEL:
         if (parse_level(v, &l))
-            return cerr(c, DRAY_ECONFIG,
-                        "key '%s': must be debug, info, warn, error or off, not '%s'", d->name, v);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG,
+                                 "key '%s': must be debug, info, warn, error or off, not '%s'",
+                                 d->name, v);
         return 0;
     case K_QUEUE: {
         const char *comma = strchr(v, ',');
         size_t nl = comma ? (size_t)(comma - v) : strlen(v);
         char *name = dray__strndup(v, nl);
         if (!name)
-            return cerr(c, DRAY_ENOMEM, "out of memory");
+            return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
         int e = dray__queue_check(name, why, sizeof why);
         dray__free(name);
         if (e)
-            return cerr(c, DRAY_ECONFIG, "key '%s': %s", d->name, why);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG, "key '%s': %s", d->name, why);
         if (comma && (parse_integer(comma + 1, &i) || i < 0 || i > 1000))
-            return cerr(c, DRAY_ECONFIG, "key '%s': weight must be an integer 0-1000, not '%s'",
-                        d->name, comma + 1);
+            return DRAY__SET_ERR(c, DRAY_ECONFIG,
+                                 "key '%s': weight must be an integer 0-1000, not '%s'", d->name,
+                                 comma + 1);
         return 0;
     }
     }
@@ -357,6 +358,7 @@ remove_older(dray_config *c, const char *key)
     c->n = k;
 }
 
+/* Add a copy of key and value at the end; DRAY_ENOMEM with c unchanged. */
 static int
 append(dray_config *c, const char *key, const char *value)
 {
@@ -364,7 +366,7 @@ append(dray_config *c, const char *key, const char *value)
         size_t cap = c->cap ? c->cap * 2 : 16;
         entry *p = dray__realloc(c->e, cap * sizeof *p);
         if (!p)
-            return cerr(c, DRAY_ENOMEM, "out of memory");
+            return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
         c->e = p;
         c->cap = cap;
     }
@@ -372,7 +374,7 @@ append(dray_config *c, const char *key, const char *value)
     if (!k || !v) {
         dray__free(k);
         dray__free(v);
-        return cerr(c, DRAY_ENOMEM, "out of memory");
+        return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
     }
     c->e[c->n].key = k;
     c->e[c->n].value = v;
@@ -388,7 +390,7 @@ put(dray_config *c, const char *key, const char *value, bool replace)
     char norm[KEY_MAX + 1];
     const key_def *d = NULL;
     if (!value)
-        return cerr(c, DRAY_EINVAL, "key '%s': value is NULL", key ? key : "");
+        return DRAY__SET_ERR(c, DRAY_EINVAL, "key '%s': value is NULL", key ? key : "");
     int rc = key_norm(c, key, norm, &d);
     if (rc)
         return rc;
@@ -405,6 +407,7 @@ put(dray_config *c, const char *key, const char *value, bool replace)
     return 0;
 }
 
+/* Replace every value of key with value (validated); text on cfg. */
 int
 dray_config_set(dray_config *cfg, const char *key, const char *value)
 {
@@ -412,6 +415,8 @@ dray_config_set(dray_config *cfg, const char *key, const char *value)
     return put(cfg, key, value, true);
 }
 
+/* Add a value: appended for repeatable and section keys, else replacing
+ * (as dray_config_set); text on cfg. */
 int
 dray_config_add(dray_config *cfg, const char *key, const char *value)
 {
@@ -419,6 +424,7 @@ dray_config_add(dray_config *cfg, const char *key, const char *value)
     return put(cfg, key, value, false);
 }
 
+/* The last value of key (borrowed until cfg changes), or NULL. */
 const char *
 dray_config_get(const dray_config *cfg, const char *key)
 {
@@ -428,6 +434,7 @@ dray_config_get(const dray_config *cfg, const char *key)
     return NULL;
 }
 
+/* How many values key has (case-insensitive). */
 size_t
 dray_config_count(const dray_config *cfg, const char *key)
 {
@@ -438,6 +445,8 @@ dray_config_count(const dray_config *cfg, const char *key)
     return n;
 }
 
+/* fn on every entry of key (NULL: all; "sec.": the section), in
+ * order; stops at and returns the first non-zero from fn. */
 int
 dray_config_get_all(const dray_config *cfg, const char *key, dray_config_fn fn, void *userdata)
 {
@@ -512,13 +521,17 @@ parse_value(const char *p, dray__buf *out)
     return NULL;
 }
 
+/* Read `key value` lines of path into cfg; the first bad line stops the
+ * load with "path:line: ..." on cfg (entries before it stay). */
 int
 dray_config_load_file(dray_config *cfg, const char *path)
 {
     cfg->errstr[0] = '\0';
     FILE *f = fopen(path, "r");
+    char sys[DRAY__STRERROR_BYTES];
     if (!f)
-        return cerr(cfg, DRAY_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return DRAY__SET_ERR(cfg, DRAY_EIO, "%s: cannot open: %s", path,
+                             dray__strerror(errno, sys, sizeof sys));
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -530,7 +543,7 @@ dray_config_load_file(dray_config *cfg, const char *path)
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
         if ((size_t)len != strlen(line)) {
-            rc = cerr(cfg, DRAY_ECONFIG, "%s:%d: line contains a NUL byte", path, lineno);
+            rc = DRAY__SET_ERR(cfg, DRAY_ECONFIG, "%s:%d: line contains a NUL byte", path, lineno);
             break;
         }
         char *p = line;
@@ -545,8 +558,8 @@ dray_config_load_file(dray_config *cfg, const char *path)
             p++;
         size_t klen = (size_t)(p - k);
         if (klen > KEY_MAX) {
-            rc = cerr(cfg, DRAY_ECONFIG, "%s:%d: key '%.40s...' is longer than %d bytes", path,
-                      lineno, k, KEY_MAX);
+            rc = DRAY__SET_ERR(cfg, DRAY_ECONFIG, "%s:%d: key '%.40s...' is longer than %d bytes",
+                               path, lineno, k, KEY_MAX);
             break;
         }
         char key[KEY_MAX + 1];
@@ -555,17 +568,18 @@ dray_config_load_file(dray_config *cfg, const char *path)
         while (*p == ' ' || *p == '\t')
             p++;
         if (!*p || *p == '#') {
-            rc = cerr(cfg, DRAY_ECONFIG, "%s:%d: key '%s' has no value", path, lineno, key);
+            rc =
+                DRAY__SET_ERR(cfg, DRAY_ECONFIG, "%s:%d: key '%s' has no value", path, lineno, key);
             break;
         }
         dray__buf_reset(&val);
         const char *why = parse_value(p, &val);
         if (why) {
-            rc = cerr(cfg, DRAY_ECONFIG, "%s:%d: key '%s': %s", path, lineno, key, why);
+            rc = DRAY__SET_ERR(cfg, DRAY_ECONFIG, "%s:%d: key '%s': %s", path, lineno, key, why);
             break;
         }
         if (val.oom) {
-            rc = cerr(cfg, DRAY_ENOMEM, "out of memory");
+            rc = DRAY__SET_ERR(cfg, DRAY_ENOMEM, "out of memory");
             break;
         }
         if ((rc = dray_config_add(cfg, key, val.p ? val.p : ""))) {
@@ -575,7 +589,7 @@ dray_config_load_file(dray_config *cfg, const char *path)
         }
     }
     if (!rc && ferror(f))
-        rc = cerr(cfg, DRAY_EIO, "%s: read error after line %d", path, lineno);
+        rc = DRAY__SET_ERR(cfg, DRAY_EIO, "%s: read error after line %d", path, lineno);
     dray__buf_close(&val);
     free(line);
     fclose(f);
@@ -593,7 +607,7 @@ env_list(dray_config *c, const char *var, const char *key, const char *seps, boo
         return 0;
     char *copy = dray__strdup(v);
     if (!copy)
-        return cerr(c, DRAY_ENOMEM, "out of memory");
+        return DRAY__SET_ERR(c, DRAY_ENOMEM, "out of memory");
     int rc = 0;
     bool first = true;
     char *save = NULL;
@@ -610,6 +624,8 @@ env_list(dray_config *c, const char *var, const char *key, const char *seps, boo
     return rc;
 }
 
+/* Apply the DRAY_<KEY> variables of the single-valued keys; the first
+ * bad value stops with its text on cfg. */
 int
 dray_config_load_env(dray_config *cfg)
 {
@@ -668,6 +684,8 @@ join_values(dray_config *c, const char *key, const char *sep, char **out)
     return 0;
 }
 
+/* dray_options_init, then every key set in cfg; strings borrowed from
+ * cfg. DRAY_ECONFIG with the reason in errbuf and on cfg. */
 int
 dray_config_to_options(dray_config *cfg, dray_options *out, char *errbuf, size_t errlen)
 {
@@ -720,7 +738,8 @@ dray_config_to_options(dray_config *cfg, dray_options *out, char *errbuf, size_t
         out->timestamps_ms = !strcmp(v, "ms");
     if (join_values(cfg, "queue", " ", &cfg->queues_joined) ||
         join_values(cfg, "label", ",", &cfg->labels_joined))
-        return dray__err(errbuf, errlen, cerr(cfg, DRAY_ENOMEM, "out of memory"), "out of memory");
+        return dray__err(errbuf, errlen, DRAY__SET_ERR(cfg, DRAY_ENOMEM, "out of memory"),
+                         "out of memory");
     out->queues = cfg->queues_joined;
     out->labels = cfg->labels_joined;
     return 0;

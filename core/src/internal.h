@@ -40,9 +40,24 @@ void dray__buf_add(dray__buf *b, const void *s, size_t n);
 void dray__buf_adds(dray__buf *b, const char *s);
 void dray__buf_addf(dray__buf *b, const char *fmt, ...) DRAY_PRINTF(2, 3);
 
-/* ---- error text ----------------------------------------------------------- */
-/* Format into errbuf (may be NULL), truncating safely; returns code. */
+/* ---- error text (err.c) ------------------------------------------------------ */
+/* The one way core/src reports error detail: format into a caller's buffer
+ * (errbuf may be NULL or errlen 0: nothing is written), truncating safely,
+ * and return code, so `return dray__err(...)` sets and reports in one step.
+ * Thread-safe: no shared state. */
 int dray__err(char *errbuf, size_t errlen, int code, const char *fmt, ...) DRAY_PRINTF(4, 5);
+int dray__verr(char *errbuf, size_t errlen, int code, const char *fmt, va_list ap)
+    DRAY_PRINTF(4, 0);
+/* dray__err into obj->errstr, the fixed array every long-lived object
+ * (connection, client, server, config, api handle, module) carries. */
+#define DRAY__SET_ERR(obj, code, ...)                                                              \
+    dray__err((obj)->errstr, sizeof(obj)->errstr, (code), __VA_ARGS__)
+/* Text of errno value errnum in buf (strerror_r, GNU or XSI), never NULL:
+ * returns buf, or "error N" in buf when the system has no text. Use it
+ * wherever strerror would do: strerror is not thread-safe. */
+const char *dray__strerror(int errnum, char *buf, size_t n);
+/* Size of a buffer for dray__strerror: the longest glibc text is ~50 bytes. */
+#define DRAY__STRERROR_BYTES 128
 
 /* The one rule for a library a user names (--module, --require, config,
  * $DRAY_MODULES): a name without '/' is a file in the current directory,

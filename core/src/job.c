@@ -20,18 +20,22 @@ static const char hexdigits[] = "0123456789abcdef";
 static atomic_uint fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/* pthread_atfork child hook: every thread's jid pool is stale now. */
 static void
 on_fork_child(void)
 {
     atomic_fetch_add(&fork_generation, 1);
 }
 
+/* pthread_once body: install on_fork_child once per process. */
 static void
 register_atfork(void)
 {
     pthread_atfork(NULL, NULL, on_fork_child);
 }
 
+/* 24 lowercase hex chars and a NUL into out, from this thread's random
+ * pool (refilled after 64 jids or a fork). Cannot fail; any thread. */
 void
 dray_jid_new(char out[DRAY_JID_BYTES])
 {
@@ -68,6 +72,7 @@ static size_t bigint_mark_len;
 static pthread_once_t bigint_once = PTHREAD_ONCE_INIT;
 static atomic_int bigint_seen; /* a marker was ever made: dumps must look for them */
 
+/* pthread_once body: the process's random bigint marker. */
 static void
 bigint_init(void)
 {
@@ -142,6 +147,8 @@ mark_bigints(const char *buf, size_t len, dray__buf *b)
     return count;
 }
 
+/* json_loadb with integers beyond 64 bits kept as marker strings; a new
+ * reference or NULL with *e (may be NULL) set. */
 json_t *
 dray__json_load(const char *buf, size_t len, json_error_t *e)
 {
@@ -166,6 +173,8 @@ dray__json_load(const char *buf, size_t len, json_error_t *e)
     return o;
 }
 
+/* The exact digits behind a bigint marker string (borrowed from v), or
+ * NULL when v is not one. */
 const char *
 dray_json_bigint(const json_t *v)
 {
@@ -210,6 +219,8 @@ unmark_bigints(char *s, size_t len)
     return w;
 }
 
+/* Compact JSON of v with bigint markers turned back into digits;
+ * malloc'ed (free()), NULL on OOM; *len (may be NULL) its length. */
 char *
 dray__json_dump(const json_t *v, size_t *len)
 {
@@ -226,6 +237,8 @@ dray__json_dump(const json_t *v, size_t *len)
     return s;
 }
 
+/* Epoch seconds of a Sidekiq timestamp (float s or integer ms); 0 for
+ * anything that is not a number. */
 double
 dray_time_from_json(const json_t *v)
 {
@@ -238,6 +251,8 @@ dray_time_from_json(const json_t *v)
     return x > 1e11 || x < -1e11 ? x / 1000.0 : x;
 }
 
+/* A job timestamp for t: integer ms when ms, else a real of seconds. New
+ * reference; NULL on OOM. */
 json_t *
 dray__time_json(int ms, double t)
 {
@@ -246,6 +261,7 @@ dray__time_json(int ms, double t)
     return json_real(t);
 }
 
+/* A job around obj (reference stolen, also on failure); NULL on OOM. */
 dray_job *
 dray__job_wrap(json_t *obj)
 {
@@ -258,6 +274,7 @@ dray__job_wrap(json_t *obj)
     return job;
 }
 
+/* 0 for a usable queue name; DRAY_EQUEUE with the reason in errbuf. */
 int
 dray__queue_check(const char *q, char *errbuf, size_t errlen)
 {
@@ -344,6 +361,8 @@ check_fields(json_t *o, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Parse and check a payload; *out keeps a copy of the raw text. The
+ * cause (size, utf-8, json, field) in errbuf (may be NULL). */
 int
 dray_job_parse(const char *buf, size_t len, size_t max_payload, dray_job **out, char *errbuf,
                size_t errlen)
@@ -381,12 +400,15 @@ dray_job_parse(const char *buf, size_t len, size_t max_payload, dray_job **out, 
     return 0;
 }
 
+/* The field checks of a parsed job, without the size limit. */
 int
 dray__job_check_fields(const dray_job *job, char *errbuf, size_t errlen)
 {
     return check_fields(job->obj, errbuf, errlen);
 }
 
+/* The field checks, then the serialized size against max_payload (0:
+ * the default). The cause in errbuf. */
 int
 dray_job_validate(const dray_job *job, size_t max_payload, char *errbuf, size_t errlen)
 {
@@ -404,6 +426,8 @@ dray_job_validate(const dray_job *job, size_t max_payload, char *errbuf, size_t 
     return 0;
 }
 
+/* A job of klass with args (stolen, also on failure; NULL is []), a new
+ * jid and created_at. *out is the caller's (dray_job_free). */
 int
 dray_job_new(const char *klass, json_t *args, dray_job **out)
 {
@@ -439,6 +463,7 @@ dray_job_new(const char *klass, json_t *args, dray_job **out)
     return 0;
 }
 
+/* Compact JSON of job; *out is malloc'ed (free()). DRAY_ENOMEM. */
 int
 dray_job_dump(const dray_job *job, char **out, size_t *outlen)
 {
@@ -446,6 +471,7 @@ dray_job_dump(const dray_job *job, char **out, size_t *outlen)
     return *out ? 0 : DRAY_ENOMEM;
 }
 
+/* Free job, its object and raw text. Accepts NULL. */
 void
 dray_job_free(dray_job *job)
 {
@@ -456,6 +482,7 @@ dray_job_free(dray_job *job)
     dray__free(job);
 }
 
+/* A string field of the job (borrowed), or dflt when absent or not a string. */
 static const char *
 str_field(const dray_job *job, const char *name, const char *dflt)
 {
@@ -463,30 +490,35 @@ str_field(const dray_job *job, const char *name, const char *dflt)
     return s ? s : dflt;
 }
 
+/* The class (borrowed), "" when missing. */
 const char *
 dray_job_class(const dray_job *job)
 {
     return str_field(job, "class", "");
 }
 
+/* The jid (borrowed), "" when missing. */
 const char *
 dray_job_jid(const dray_job *job)
 {
     return str_field(job, "jid", "");
 }
 
+/* The queue (borrowed), "default" when unset. */
 const char *
 dray_job_queue(const dray_job *job)
 {
     return str_field(job, "queue", "default");
 }
 
+/* The args array (borrowed), or NULL. */
 json_t *
 dray_job_args(const dray_job *job)
 {
     return json_object_get(job->obj, "args");
 }
 
+/* retry_count, or -1 when the job never failed. */
 int
 dray_job_retry_count(const dray_job *job)
 {
@@ -494,18 +526,22 @@ dray_job_retry_count(const dray_job *job)
     return json_is_integer(v) ? (int)json_integer_value(v) : -1;
 }
 
+/* The raw text the job was parsed from (borrowed), or NULL. */
 const char *
 dray_job_payload(const dray_job *job)
 {
     return job->payload;
 }
 
+/* Any top-level field (borrowed), or NULL. */
 json_t *
 dray_job_get(const dray_job *job, const char *field)
 {
     return json_object_get(job->obj, field);
 }
 
+/* Set field to value (stolen) or delete it (value NULL: DRAY_ENOTFOUND
+ * when absent). DRAY_ENOMEM. */
 int
 dray_job_set(dray_job *job, const char *field, json_t *value)
 {
@@ -514,6 +550,7 @@ dray_job_set(dray_job *job, const char *field, json_t *value)
     return json_object_set_new(job->obj, field, value) ? DRAY_ENOMEM : 0;
 }
 
+/* The payload object (borrowed; changes show in dumps). */
 json_t *
 dray_job_json(const dray_job *job)
 {

@@ -17,6 +17,7 @@ static atomic_int log_format = DRAY_LOG_FORMAT_TEXT;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR", "OFF"};
 
+/* Send every line to fn (NULL: stderr). Process-wide; before threads start. */
 void
 dray_log_set_sink(dray_log_fn fn, void *userdata)
 {
@@ -24,6 +25,7 @@ dray_log_set_sink(dray_log_fn fn, void *userdata)
     sink_ud = userdata;
 }
 
+/* Text or JSON lines (DRAY_LOG_FORMAT_*). Process-wide. */
 void
 dray_log_set_format(int format)
 {
@@ -31,6 +33,7 @@ dray_log_set_format(int format)
                  format == DRAY_LOG_FORMAT_JSON ? DRAY_LOG_FORMAT_JSON : DRAY_LOG_FORMAT_TEXT);
 }
 
+/* True when lines are JSON. */
 static int
 json_format(void)
 {
@@ -141,18 +144,21 @@ output_json(dray_log_level level, const char *jid, const char *klass, double ela
     return 0;
 }
 
+/* Drop lines below level. Process-wide, any thread. */
 void
 dray_log_set_level(dray_log_level level)
 {
     atomic_store(&min_level, (int)level);
 }
 
+/* True when a line at level would be written. */
 bool
 dray__log_enabled(dray_log_level level)
 {
     return (int)level >= atomic_load_explicit(&min_level, memory_order_relaxed);
 }
 
+/* Name this thread in its log lines (copied, truncated). */
 void
 dray__log_thread_name(const char *name)
 {
@@ -184,6 +190,7 @@ header(char *line, size_t cap, dray_log_level level, const char *jid, const char
     return (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
+/* Hand one finished line to the sink, or to stderr under its lock. */
 static void
 output(dray_log_level level, const char *line)
 {
@@ -197,6 +204,7 @@ output(dray_log_level level, const char *line)
     pthread_mutex_unlock(&stderr_lock);
 }
 
+/* Format one line (text or JSON, cut to 2 KiB) and output it. */
 static void
 emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms, const char *fmt,
      va_list ap)
@@ -218,6 +226,7 @@ emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms
     output(level, line);
 }
 
+/* Escape n bytes of in as one printable line (contract in internal.h). */
 size_t
 dray__escape(const char *in, size_t n, char *out)
 {
@@ -248,6 +257,8 @@ dray__escape(const char *in, size_t n, char *out)
 
 #define PART_BYTES 1024 /* payload bytes per line when the whole line cannot be allocated */
 
+/* Log a job that could not be written back, its payload whole (contract
+ * in internal.h). */
 void
 dray__log_payload(dray_log_level level, const char *jid, const char *klass, const char *payload,
                   size_t len, const char *fmt, ...)
@@ -305,6 +316,7 @@ dray__log_payload(dray_log_level level, const char *jid, const char *klass, cons
     }
 }
 
+/* Log one line at level. */
 void
 dray__log(dray_log_level level, const char *fmt, ...)
 {
@@ -316,6 +328,7 @@ dray__log(dray_log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Log one line about a job (jid, class, elapsed ms when >= 0). */
 void
 dray__logj(dray_log_level level, const char *jid, const char *klass, double elapsed_ms,
            const char *fmt, ...)

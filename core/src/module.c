@@ -230,7 +230,7 @@ refuse(char *buf, size_t len, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, len, fmt, ap);
+    dray__verr(buf, len, DRAY_EMODULE, fmt, ap);
     va_end(ap);
     return DRAY_EMODULE;
 }
@@ -453,9 +453,10 @@ load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char
     if (!path || !*path)
         return refuse(buf, len, "module path is empty");
     struct stat st;
+    char why[DRAY__STRERROR_BYTES];
     if (stat(path, &st))
         return refuse(
-            buf, len, "module %s: cannot open: %s%s", path, strerror(errno),
+            buf, len, "module %s: cannot open: %s%s", path, dray__strerror(errno, why, sizeof why),
             strchr(path, '/') ? "" : " (a name without '/' is a file in the current directory)");
     for (size_t i = 0; i < g_nmods; i++)
         if (g_mods[i]->dev == st.st_dev && g_mods[i]->ino == st.st_ino)
@@ -734,7 +735,7 @@ reg_fail(struct dray_module *mod, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(mod->errstr, sizeof mod->errstr, fmt, ap);
+    dray__verr(mod->errstr, sizeof mod->errstr, code, fmt, ap);
     va_end(ap);
     mod->reg_error = 1;
     return code;

@@ -129,7 +129,7 @@ host_set_error(dray_module *mod, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(mod->errstr, sizeof mod->errstr, fmt, ap);
+    dray__verr(mod->errstr, sizeof mod->errstr, DRAY_EMODULE, fmt, ap);
     va_end(ap);
     return DRAY_EMODULE;
 }
@@ -376,8 +376,10 @@ read_license_file(struct dray_module *mod, const char *path, const char *what)
     if (fd >= 0)
         close(fd);
     if (err || why) {
-        snprintf(mod->license_err, sizeof mod->license_err, "cannot read license file %s (%s): %s",
-                 path, what, why ? why : strerror(err));
+        char text[DRAY__STRERROR_BYTES];
+        dray__err(mod->license_err, sizeof mod->license_err, DRAY_EIO,
+                  "cannot read license file %s (%s): %s", path, what,
+                  why ? why : dray__strerror(err, text, sizeof text));
         dray__free(buf);
         return DRAY_EIO;
     }

@@ -43,6 +43,7 @@ pct_decode(const char *s, size_t n)
     return out;
 }
 
+/* Decimal digits s[0..n) (at most 10) in [lo, hi] into *out; -1 if not. */
 static int
 parse_int(const char *s, size_t n, long lo, long hi, long *out)
 {
@@ -99,6 +100,47 @@ parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, 
     return 0;
 }
 
+/* [[user]:password@] at the start of [p, end): user and password
+ * %-decoded into cfg; *rest is just past the '@' (p when there is none).
+ * DRAY_EURL for a bad %-escape. */
+static int
+parse_userinfo(dray__redis_cfg *cfg, const char *p, const char *end, const char **rest,
+               char *errbuf, size_t errlen)
+{
+    *rest = p;
+    const char *at = NULL;
+    for (const char *s = p; s < end; s++)
+        if (*s == '@')
+            at = s;
+    if (!at)
+        return 0;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon && colon > p && !(cfg->user = pct_decode(p, (size_t)(colon - p))))
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in user");
+    const char *pw = colon ? colon + 1 : p;
+    if (!(cfg->pass = pct_decode(pw, (size_t)(at - pw))))
+        return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
+    *rest = at + 1;
+    return 0;
+}
+
+/* unix:///path[?query]: an absolute socket path. DRAY_EURL/DRAY_ENOMEM. */
+static int
+parse_unix_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen)
+{
+    const char *p = url + 7;
+    const char *q = strchr(p, '?');
+    size_t pl = q ? (size_t)(q - p) : strlen(p);
+    if (pl == 0 || p[0] != '/')
+        return dray__err(errbuf, errlen, DRAY_EURL,
+                         "redis url '%s': unix socket path must be absolute (unix:///path.sock)",
+                         url);
+    if (!(cfg->path = dray__strndup(p, pl)))
+        return DRAY_ENOMEM;
+    snprintf(cfg->where, sizeof cfg->where, "unix:%s", cfg->path);
+    return q ? parse_query(cfg, q + 1, url, errbuf, errlen) : 0;
+}
+
 /* redis[s]-sentinel://[[user]:password@]host[:port][,host[:port]]...
  * /mastername[/db]: the password is the master's; sentinels use
  * redis_sentinel_password. */
@@ -109,19 +151,9 @@ parse_sentinel_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t e
     cfg->tls = url[5] == 's';
     const char *p = url + (cfg->tls ? 18 : 17);
     const char *end = p + strcspn(p, "/");
-    const char *at = NULL;
-    for (const char *s = p; s < end; s++)
-        if (*s == '@')
-            at = s;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon && colon > p && !(cfg->user = pct_decode(p, (size_t)(colon - p))))
-            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in user");
-        const char *pw = colon ? colon + 1 : p;
-        if (!(cfg->pass = pct_decode(pw, (size_t)(at - pw))))
-            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
-        p = at + 1;
-    }
+    int rc = parse_userinfo(cfg, p, end, &p, errbuf, errlen);
+    if (rc)
+        return rc;
     while (p < end) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         const char *he = comma ? comma : end;
@@ -165,6 +197,8 @@ parse_sentinel_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t e
     return 0;
 }
 
+/* Parse url into cfg (zeroed first; dray__redis_cfg_close frees it).
+ * DRAY_EURL or DRAY_ETLS with the reason in errbuf. */
 int
 dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t errlen)
 {
@@ -176,19 +210,8 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
         return DRAY_ENOMEM;
     if (!url || !*url)
         return dray__err(errbuf, errlen, DRAY_EURL, "redis url is empty");
-    if (!strncmp(url, "unix://", 7)) {
-        const char *p = url + 7;
-        const char *q = strchr(p, '?');
-        size_t pl = q ? (size_t)(q - p) : strlen(p);
-        if (pl == 0 || p[0] != '/')
-            return dray__err(
-                errbuf, errlen, DRAY_EURL,
-                "redis url '%s': unix socket path must be absolute (unix:///path.sock)", url);
-        if (!(cfg->path = dray__strndup(p, pl)))
-            return DRAY_ENOMEM;
-        snprintf(cfg->where, sizeof cfg->where, "unix:%s", cfg->path);
-        return q ? parse_query(cfg, q + 1, url, errbuf, errlen) : 0;
-    }
+    if (!strncmp(url, "unix://", 7))
+        return parse_unix_url(cfg, url, errbuf, errlen);
     if (!strncmp(url, "redis-sentinel://", 17) || !strncmp(url, "rediss-sentinel://", 18))
         return parse_sentinel_url(cfg, url, errbuf, errlen);
     if (!strncmp(url, "rediss://", 9))
@@ -198,22 +221,9 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
                          "redis url '%s': scheme must be redis://, rediss:// or unix://", url);
     const char *p = url + (cfg->tls ? 9 : 8);
     const char *end = p + strcspn(p, "/?");
-    const char *at = NULL;
-    for (const char *s = p; s < end; s++)
-        if (*s == '@')
-            at = s;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            if (colon > p && !(cfg->user = pct_decode(p, (size_t)(colon - p))))
-                return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in user");
-            if (!(cfg->pass = pct_decode(colon + 1, (size_t)(at - colon - 1))))
-                return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
-        } else if (!(cfg->pass = pct_decode(p, (size_t)(at - p)))) {
-            return dray__err(errbuf, errlen, DRAY_EURL, "redis url: bad %%-escape in password");
-        }
-        p = at + 1;
-    }
+    int rc = parse_userinfo(cfg, p, end, &p, errbuf, errlen);
+    if (rc)
+        return rc;
     const char *hs = p, *he;
     const char *portp = NULL;
     if (*p == '[') {
@@ -318,6 +328,8 @@ tls_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, size_t e
     return dray__tls_ctx_init(cfg, errbuf, errlen);
 }
 
+/* cfg from options (URL, env fallbacks, namespace, timeouts, TLS
+ * context). DRAY_EURL/DRAY_ETLS/DRAY_ECONFIG/DRAY_ENOMEM in errbuf. */
 int
 dray__redis_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, size_t errlen)
 {
@@ -362,6 +374,7 @@ dray__redis_cfg_init(dray__redis_cfg *cfg, const dray_options *o, char *errbuf, 
     return rc;
 }
 
+/* Free what cfg owns (the password wiped first). Accepts NULL. */
 void
 dray__redis_cfg_close(dray__redis_cfg *cfg)
 {
@@ -391,6 +404,7 @@ dray__redis_cfg_close(dray__redis_cfg *cfg)
     memset(cfg, 0, sizeof *cfg);
 }
 
+/* <ns><suffix>, a new string (dray__free); NULL on OOM. */
 char *
 dray__key(const dray__redis_cfg *cfg, const char *suffix)
 {
@@ -403,6 +417,7 @@ dray__key(const dray__redis_cfg *cfg, const char *suffix)
     return k;
 }
 
+/* Append <ns><suffix> to b (b->oom on failure). */
 void
 dray__key_buf(dray__buf *b, const dray__redis_cfg *cfg, const char *suffix)
 {
@@ -424,6 +439,7 @@ ignore_sigpipe_once(void)
     }
 }
 
+/* An unconnected link on cfg (borrowed, must outlive c). Cannot fail. */
 void
 dray__conn_init(dray__conn *c, const dray__redis_cfg *cfg)
 {
@@ -434,6 +450,7 @@ dray__conn_init(dray__conn *c, const dray__redis_cfg *cfg)
     c->backoff_ms = BACKOFF_MIN_MS;
 }
 
+/* Close the socket (TLS state too); the next ensure reconnects. Cannot fail. */
 void
 dray__conn_drop(dray__conn *c)
 {
@@ -446,12 +463,14 @@ dray__conn_drop(dray__conn *c)
     }
 }
 
+/* Drop the link for good. Cannot fail. */
 void
 dray__conn_close(dray__conn *c)
 {
     dray__conn_drop(c);
 }
 
+/* ms milliseconds as a struct timeval. */
 static struct timeval
 ms_tv(int ms)
 {
@@ -461,14 +480,14 @@ ms_tv(int ms)
 
 static int set_err(dray__conn *c, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
+/* Record code and its text on c (the link's err and errstr); returns code. */
 static int
 set_err(dray__conn *c, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
+    c->err = dray__verr(c->errstr, sizeof c->errstr, code, fmt, ap);
     va_end(ap);
-    c->err = code;
     return code;
 }
 
@@ -486,6 +505,8 @@ roundtrip_argv(dray__conn *c, int argc, const char **argv, const size_t *lens)
     return r;
 }
 
+/* Send one formatted command and read its reply, over TLS or not; NULL
+ * with the cause on c->ctx. */
 static redisReply *
 roundtrip_v(dray__conn *c, const char *fmt, va_list ap)
 {
@@ -672,6 +693,8 @@ connect_via_sentinel(dray__conn *c)
     return rc;
 }
 
+/* Connected (directly or through the sentinels), or DRAY_ECONN/DRAY_EAUTH
+ * with the text on c. */
 int
 dray__conn_ensure(dray__conn *c)
 {
@@ -715,6 +738,21 @@ check_reply(dray__conn *c, redisReply **rp)
     return 0;
 }
 
+/* Classify r (check_reply), then hand it to *out, or free it when out is
+ * NULL. Returns check_reply's code. */
+static int
+reply_out(dray__conn *c, redisReply *r, redisReply **out)
+{
+    int rc = check_reply(c, &r);
+    if (out)
+        *out = r;
+    else if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* One command by argv (lens may be NULL); see internal.h for which
+ * errors keep the link. */
 int
 dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv, const size_t *lens)
 {
@@ -723,15 +761,10 @@ dray__conn_cmd(dray__conn *c, redisReply **out, int argc, const char **argv, con
     int rc = dray__conn_ensure(c);
     if (rc)
         return rc;
-    redisReply *r = roundtrip_argv(c, argc, argv, lens);
-    rc = check_reply(c, &r);
-    if (out)
-        *out = r;
-    else if (r)
-        freeReplyObject(r);
-    return rc;
+    return reply_out(c, roundtrip_argv(c, argc, argv, lens), out);
 }
 
+/* One command in hiredis's format; as dray__conn_cmd. */
 int
 dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...)
 {
@@ -744,20 +777,18 @@ dray__conn_cmdf(dray__conn *c, redisReply **out, const char *fmt, ...)
     va_start(ap, fmt);
     redisReply *r = roundtrip_v(c, fmt, ap);
     va_end(ap);
-    rc = check_reply(c, &r);
-    if (out)
-        *out = r;
-    else if (r)
-        freeReplyObject(r);
-    return rc;
+    return reply_out(c, r, out);
 }
 
+/* The next backoff starts at the minimum again. */
 void
 dray__conn_backoff_reset(dray__conn *c)
 {
     c->backoff_ms = BACKOFF_MIN_MS;
 }
 
+/* Sleep the jittered backoff (DRAY_ESTATE as soon as *stop), double it,
+ * try to connect; 0 once connected. */
 int
 dray__conn_backoff(dray__conn *c, atomic_int *stop)
 {
@@ -800,6 +831,8 @@ script_load(dray__conn *c, dray__script *s)
     return rc;
 }
 
+/* EVALSHA of s (loaded on first use and after NOSCRIPT); *out (may be
+ * NULL) the reply, as dray__conn_cmd. */
 int
 dray__conn_eval(dray__conn *c, dray__script *s, redisReply **out, int nkeys, int argc,
                 const char **argv, const size_t *lens)
@@ -875,6 +908,7 @@ link_idle_ok(dray__conn *c)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+/* An empty pipeline on c; a link with unread bytes is dropped first. */
 void
 dray__pipe_init(dray__pipe *p, dray__conn *c)
 {
@@ -908,6 +942,8 @@ pipe_slot(dray__pipe *p)
     return 0;
 }
 
+/* Record the command just appended (ok: it was); on failure the link is
+ * dropped and the pipe's sticky error set. */
 static int
 pipe_added(dray__pipe *p, int ok, int kind)
 {
@@ -924,6 +960,7 @@ pipe_added(dray__pipe *p, int ok, int kind)
     return 0;
 }
 
+/* Append one command by argv; the pipe's sticky error, if any. */
 int
 dray__pipe_add(dray__pipe *p, int argc, const char **argv, const size_t *lens)
 {
@@ -934,6 +971,7 @@ dray__pipe_add(dray__pipe *p, int argc, const char **argv, const size_t *lens)
                       DRAY__PIPE_PLAIN);
 }
 
+/* Append one command in hiredis's format; as dray__pipe_add. */
 int
 dray__pipe_addf(dray__pipe *p, const char *fmt, ...)
 {
@@ -947,6 +985,7 @@ dray__pipe_addf(dray__pipe *p, const char *fmt, ...)
     return pipe_added(p, r == REDIS_OK, DRAY__PIPE_PLAIN);
 }
 
+/* Append MULTI: the commands until commit run as one block. */
 int
 dray__pipe_begin(dray__pipe *p)
 {
@@ -959,6 +998,7 @@ dray__pipe_begin(dray__pipe *p)
     return rc;
 }
 
+/* Append EXEC, closing the block. */
 int
 dray__pipe_commit(dray__pipe *p)
 {
@@ -1009,6 +1049,7 @@ pipe_check(dray__pipe *p, const dray__pipe_cmd *m)
     }
 }
 
+/* Send everything, read every reply, check each (contract in internal.h). */
 int
 dray__pipe_run(dray__pipe *p)
 {
@@ -1090,12 +1131,14 @@ dray__pipe_run(dray__pipe *p)
     return first;
 }
 
+/* The reply of command i (borrowed from p), or NULL. */
 redisReply *
 dray__pipe_reply(const dray__pipe *p, size_t i)
 {
     return i < p->n ? p->cmd[i].r : NULL;
 }
 
+/* Free the replies and commands; p is empty again. Cannot fail. */
 void
 dray__pipe_close(dray__pipe *p)
 {
@@ -1106,6 +1149,8 @@ dray__pipe_close(dray__pipe *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Never send what p buffered (the link is dropped if anything was),
+ * then close. Cannot fail. */
 void
 dray__pipe_discard(dray__pipe *p)
 {

@@ -28,7 +28,7 @@ serr(dray_server *s, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s->errstr, sizeof s->errstr, fmt, ap);
+    dray__verr(s->errstr, sizeof s->errstr, code, fmt, ap);
     va_end(ap);
     return code;
 }
@@ -788,7 +788,8 @@ dray_server_run(dray_server *s)
     if (!rc && !(rc = pthread_create(&s->poller, NULL, dray__poller_main, s)))
         s->poller_started = 1;
     if (rc) {
-        serr(s, DRAY_ENOMEM, "cannot start threads: %s", strerror(rc));
+        char why[DRAY__STRERROR_BYTES];
+        serr(s, DRAY_ENOMEM, "cannot start threads: %s", dray__strerror(rc, why, sizeof why));
         atomic_store(&s->stop_flag, 1);
         atomic_store(&s->stop_now_flag, 1);
     }

@@ -77,8 +77,9 @@ dray_server_statsd(dray_server *s, const char *addr, int dogstatsd, const char *
         }
     }
     freeaddrinfo(ai);
+    char why[DRAY__STRERROR_BYTES];
     if (fd < 0)
-        return fail(s, "no socket for", addr, strerror(errno));
+        return fail(s, "no socket for", addr, dray__strerror(errno, why, sizeof why));
     dray__statsd *st = dray__calloc(1, sizeof *st);
     if (!st) {
         close(fd);

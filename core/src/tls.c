@@ -24,6 +24,8 @@ ssl_reason(const char *dflt)
     return r ? r : dflt;
 }
 
+/* cfg->tls_ctx from the tls_* settings (CA, client cert and key);
+ * DRAY_ETLS/DRAY_ENOMEM naming the file and cause in errbuf. */
 int
 dray__tls_ctx_init(dray__redis_cfg *cfg, char *errbuf, size_t errlen)
 {
@@ -80,6 +82,7 @@ dray__tls_ctx_init(dray__redis_cfg *cfg, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Free cfg's TLS context (none is fine) and forget it. */
 void
 dray__tls_ctx_free(dray__redis_cfg *cfg)
 {
@@ -89,6 +92,8 @@ dray__tls_ctx_free(dray__redis_cfg *cfg)
 
 static int conn_fail(dray__conn *c, const char *fmt, ...) DRAY_PRINTF(2, 3);
 
+/* A failed handshake: DRAY_ECONN on c with "redis at <where>: " and the
+ * formatted reason as its text; the OpenSSL error queue is cleared. */
 static int
 conn_fail(dray__conn *c, const char *fmt, ...)
 {
@@ -96,13 +101,14 @@ conn_fail(dray__conn *c, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     if (n >= 0 && (size_t)n < sizeof c->errstr)
-        vsnprintf(c->errstr + n, sizeof c->errstr - (size_t)n, fmt, ap);
+        dray__verr(c->errstr + n, sizeof c->errstr - (size_t)n, DRAY_ECONN, fmt, ap);
     va_end(ap);
     c->err = DRAY_ECONN;
     ERR_clear_error();
     return DRAY_ECONN;
 }
 
+/* Nonzero when s is an IPv4 or IPv6 address (then no SNI is sent). */
 static int
 is_ip_literal(const char *s)
 {
@@ -110,6 +116,8 @@ is_ip_literal(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
+/* TLS on c->ctx's socket within timeout_ms, verifying the name; sets
+ * c->ssl. DRAY_ECONN with the cause on c (the caller drops c). */
 int
 dray__tls_handshake(dray__conn *c, int timeout_ms)
 {
@@ -164,12 +172,14 @@ dray__tls_handshake(dray__conn *c, int timeout_ms)
                                 "(a plaintext Redis on a rediss:// URL?)");
         return conn_fail(c, "TLS handshake failed: %s", ssl_reason("protocol error"));
     }
+    char why[DRAY__STRERROR_BYTES];
     if (e == SSL_ERROR_SYSCALL && saved)
-        return conn_fail(c, "TLS handshake failed: %s", strerror(saved));
+        return conn_fail(c, "TLS handshake failed: %s", dray__strerror(saved, why, sizeof why));
     return conn_fail(c, "TLS handshake failed: the server closed the connection "
                         "(a plaintext Redis on a rediss:// URL?)");
 }
 
+/* Free c's SSL without close_notify (the link is being dropped). */
 void
 dray__tls_free(dray__conn *c)
 {
@@ -182,7 +192,7 @@ static void
 ctx_error(dray__conn *c, int type, const char *what, const char *detail)
 {
     c->ctx->err = type;
-    snprintf(c->ctx->errstr, sizeof c->ctx->errstr, "%s%s", what, detail ? detail : "");
+    dray__err(c->ctx->errstr, sizeof c->ctx->errstr, 0, "%s%s", what, detail ? detail : "");
 }
 
 /* After SSL_read/SSL_write returned r <= 0: describe it on the context. */
@@ -190,19 +200,22 @@ static void
 io_error(dray__conn *c, int r, int saved)
 {
     int e = SSL_get_error(c->ssl, r);
+    char why[DRAY__STRERROR_BYTES];
     if (e == SSL_ERROR_ZERO_RETURN)
         ctx_error(c, REDIS_ERR_EOF, "Server closed the connection", NULL);
     else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-        ctx_error(c, REDIS_ERR_IO, strerror(EAGAIN), NULL);
+        ctx_error(c, REDIS_ERR_IO, dray__strerror(EAGAIN, why, sizeof why), NULL);
     else if (e == SSL_ERROR_SSL)
         ctx_error(c, REDIS_ERR_IO, "TLS: ", ssl_reason("protocol error"));
     else if (saved)
-        ctx_error(c, REDIS_ERR_IO, strerror(saved), NULL);
+        ctx_error(c, REDIS_ERR_IO, dray__strerror(saved, why, sizeof why), NULL);
     else
         ctx_error(c, REDIS_ERR_EOF, "Server closed the connection", NULL);
     ERR_clear_error();
 }
 
+/* redisBufferWrite over TLS: write what the output buffer holds; *done
+ * once it is empty. REDIS_ERR with the cause on c->ctx. */
 int
 dray__tls_flush(dray__conn *c, int *done)
 {
@@ -248,6 +261,8 @@ tls_fill(dray__conn *c)
     return REDIS_OK;
 }
 
+/* The next parsed reply from the reader (NULL if incomplete);
+ * REDIS_ERR with the protocol error on c->ctx. */
 static int
 reader_next(dray__conn *c, void **reply)
 {
@@ -257,6 +272,7 @@ reader_next(dray__conn *c, void **reply)
     return REDIS_ERR;
 }
 
+/* redisGetReply over TLS: flush, then read until one reply is whole. */
 int
 dray__tls_get_reply(dray__conn *c, void **reply)
 {
@@ -279,6 +295,8 @@ dray__tls_get_reply(dray__conn *c, void **reply)
     return REDIS_OK;
 }
 
+/* True when the idle link holds no application bytes (TLS 1.3 tickets
+ * are taken); false when it must be dropped. */
 bool
 dray__tls_idle_ok(dray__conn *c)
 {

@@ -661,6 +661,109 @@ test_alloc_failures(void **state)
     free(m1);
 }
 
+/* The listings read a set, then one pipeline per member (api.c's fan-out):
+ * an allocation failure at any step gives DRAY_ENOMEM with nothing handed
+ * out (ASan: nothing leaked), and the first k that succeeds gives the whole
+ * listing. */
+static void
+test_listing_alloc_failures(void **state)
+{
+    (void)state;
+    test_run("SADD queues b a");
+    test_run("LPUSH queue:a {} {}");
+    test_run("SADD processes p1 p2");
+    test_run("HSET p1 busy 2 info {\"hostname\":\"h1\",\"queues\":[\"a\",\"b\"]}");
+    test_run("HSET p2 busy 1 info {\"hostname\":\"h2\"}");
+    dray_api *a = api_new(NULL, 0);
+    int listed = 0, procs = 0, stats = 0;
+    for (long k = 0; k < 400 && !(listed && procs && stats); k++) {
+        dray_queue_info *q = (dray_queue_info *)1;
+        size_t n = 99;
+        dray__alloc_fail_after(k);
+        int r = dray_api_queues_list(a, &q, &n);
+        dray__alloc_fail_after(-1);
+        if (r) {
+            assert_int_equal(r, DRAY_ENOMEM);
+            assert_null(q);
+            assert_int_equal(n, 0);
+            assert_non_null(strstr(dray_api_errstr(a), "out of memory"));
+        } else if (!listed) {
+            listed = 1;
+            assert_int_equal(n, 2);
+            assert_string_equal(q[0].name, "a");
+            assert_int_equal(q[0].size, 2);
+            assert_string_equal(q[1].name, "b");
+            assert_int_equal(q[1].size, 0);
+        }
+        dray_api_queues_free(q, n);
+
+        dray_process_info *p = (dray_process_info *)1;
+        n = 99;
+        dray__alloc_fail_after(k);
+        r = dray_api_processes_list(a, &p, &n);
+        dray__alloc_fail_after(-1);
+        if (r) {
+            assert_int_equal(r, DRAY_ENOMEM);
+            assert_null(p);
+            assert_int_equal(n, 0);
+        } else if (!procs) {
+            procs = 1;
+            assert_int_equal(n, 2);
+            assert_string_equal(p[0].identity, "p1");
+            assert_string_equal(p[0].queues, "a,b");
+            assert_int_equal(p[0].busy, 2);
+            assert_string_equal(p[1].hostname, "h2");
+        }
+        dray_api_processes_free(p, n);
+
+        dray_stats st;
+        dray__alloc_fail_after(k);
+        r = dray_api_stats_get(a, &st);
+        dray__alloc_fail_after(-1);
+        if (r) {
+            assert_int_equal(r, DRAY_ENOMEM);
+        } else if (!stats) {
+            stats = 1;
+            assert_int_equal(st.enqueued, 2);
+            assert_int_equal(st.workers_size, 3);
+        }
+    }
+    assert_true(listed && procs && stats);
+    dray_api_free(a);
+}
+
+/* A link the server killed while the handle was idle: the listing (set
+ * read, then the per-member pipeline) either fails with a connection error
+ * and hands out nothing, or notices the dead link and redials; the next call
+ * lists everything. */
+static void
+test_listing_link_killed(void **state)
+{
+    (void)state;
+    test_run("SADD queues q1 q2 q3");
+    test_run("LPUSH queue:q2 {}");
+    dray_api *a = api_new(NULL, 0);
+    dray_stats st;
+    assert_int_equal(dray_api_stats_get(a, &st), 0); /* connected */
+    test_run("CLIENT KILL TYPE normal SKIPME yes");
+    dray_queue_info *q = (dray_queue_info *)1;
+    size_t n = 99;
+    int r = dray_api_queues_list(a, &q, &n);
+    if (r) {
+        assert_int_equal(r, DRAY_ECONN);
+        assert_null(q);
+        assert_int_equal(n, 0);
+        assert_true(dray_api_errstr(a)[0] != '\0');
+        r = dray_api_queues_list(a, &q, &n);
+    }
+    assert_int_equal(r, 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(q[1].name, "q2");
+    assert_int_equal(q[1].size, 1);
+    dray_api_queues_free(q, n);
+    dray_api_free(a);
+}
+
 int
 main(void)
 {
@@ -680,6 +783,8 @@ main(void)
         cmocka_unit_test_setup(test_namespace, test_flush),
         cmocka_unit_test(test_connection_errors),
         cmocka_unit_test_setup(test_alloc_failures, test_flush),
+        cmocka_unit_test_setup(test_listing_alloc_failures, test_flush),
+        cmocka_unit_test_setup(test_listing_link_killed, test_flush),
     };
     return cmocka_run_group_tests(tests, test_setup, test_teardown);
 }

@@ -215,6 +215,56 @@ test_bad_input_writes_nothing(void **state)
     redisFree(rc);
 }
 
+/* Fill stack below the caller with a pattern, so that a local read before
+ * it is set holds garbage, not a lucky zero. */
+static void __attribute__((noinline)) poison_stack(void)
+{
+    volatile unsigned char junk[16384];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = 0xa5;
+}
+
+/* An allocation failure at every step of a bulk push: DRAY_ENOMEM with
+ * *pushed exactly what Redis holds (nothing: three jobs are one chunk) and
+ * nothing freed that was never allocated; the first k that succeeds writes
+ * all three. */
+static void
+test_bulk_alloc_failures(void **state)
+{
+    (void)state;
+    redisContext *rc = test_redis_connect(&test_srv);
+    dray_client *c = test_client(NULL);
+    json_t *list = json_pack("[[i],[i],[i]]", 1, 2, 3);
+    assert_non_null(list);
+    char jids[3 * DRAY_JID_BYTES];
+    int ok = 0;
+    for (long k = 0; k < 300 && !ok; k++) {
+        freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+        size_t pushed = 99;
+        poison_stack();
+        dray__alloc_fail_after(k);
+        int r = dray_client_push_bulk(c, "Bulk", list, NULL, jids, &pushed);
+        dray__alloc_fail_after(-1);
+        redisReply *len = test_redis_cmd(rc, "LLEN queue:default");
+        assert_int_equal(len->integer, (long long)pushed);
+        freeReplyObject(len);
+        if (r == 0) {
+            ok = 1;
+            assert_int_equal(pushed, 3);
+        } else {
+            if (r != DRAY_ENOMEM)
+                print_error("k=%ld: %s\n", k, dray_client_errstr(c));
+            assert_int_equal(r, DRAY_ENOMEM);
+            assert_int_equal(pushed, 0);
+            assert_true(dray_client_errstr(c)[0] != '\0');
+        }
+    }
+    assert_true(ok);
+    json_decref(list);
+    dray_client_free(c);
+    redisFree(rc);
+}
+
 static void
 test_namespace(void **state)
 {
@@ -312,7 +362,7 @@ main(void)
         cmocka_unit_test(test_push_one),   cmocka_unit_test(test_schedule),
         cmocka_unit_test(test_bulk_10000), cmocka_unit_test(test_bad_input_writes_nothing),
         cmocka_unit_test(test_namespace),  cmocka_unit_test(test_dropped_connection),
-        cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_auth),       cmocka_unit_test(test_bulk_alloc_failures),
     };
     return cmocka_run_group_tests(tests, test_start, test_teardown);
 }

@@ -126,9 +126,10 @@ h_fail_lines(dray_job *job, dray_result *res, void *ud)
 {
     (void)job;
     (void)ud;
-    dray_result_backtrace_add(res, "parse.c:12:in `parse_row'");
-    dray_result_backtrace_add(res, "import.c:40:in `import'");
-    dray_result_backtrace_add(res, "main.c:7:in `main'");
+    if (dray_result_backtrace_add(res, "parse.c:12:in `parse_row'") ||
+        dray_result_backtrace_add(res, "import.c:40:in `import'") ||
+        dray_result_backtrace_add(res, "main.c:7:in `main'"))
+        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
     atomic_fetch_add(&ran, 1);
     return dray_result_fail(res, "ParseError", "bad row");
 }
@@ -453,8 +454,9 @@ h_fail_badline(dray_job *job, dray_result *res, void *ud)
     (void)job;
     (void)ud;
     atomic_store(&null_line_rc, dray_result_backtrace_add(res, NULL));
-    dray_result_backtrace_add(res, "bad \xff\xfe byte");
-    dray_result_backtrace_add(res, "good.c:1");
+    if (dray_result_backtrace_add(res, "bad \xff\xfe byte") ||
+        dray_result_backtrace_add(res, "good.c:1"))
+        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
     atomic_fetch_add(&ran, 1);
     return dray_result_fail(res, "RuntimeError", "boom");
 }

@@ -567,7 +567,7 @@ test_errors(void **state)
     dray_job *j;
     assert_int_equal(dray_job_new("Work", json_array(), &j), 0);
     assert_int_equal(dray_pro_batch_reopen(P, j), DRAY_EINVAL);
-    dray_job_set(j, "bid", json_string(b2));
+    assert_int_equal(dray_job_set(j, "bid", json_string(b2)), 0);
     assert_int_equal(dray_pro_batch_reopen(P, j), DRAY_ESTATE); /* not a member */
     assert_non_null(strstr(dray_pro_errstr(P), "is not a pending member"));
     dray_job_free(j);

@@ -30,9 +30,10 @@ h_lines(dray_job *job, dray_result *res, void *ud)
 {
     (void)job;
     (void)ud;
-    dray_result_backtrace_add(res, "parse.c:12:in `parse_row'");
-    dray_result_backtrace_add(res, "import.c:40:in `import'");
-    dray_result_backtrace_add(res, "main.c:7:in `main'");
+    if (dray_result_backtrace_add(res, "parse.c:12:in `parse_row'") ||
+        dray_result_backtrace_add(res, "import.c:40:in `import'") ||
+        dray_result_backtrace_add(res, "main.c:7:in `main'"))
+        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
     return dray_result_fail(res, "ParseError", "bad row");
 }
 

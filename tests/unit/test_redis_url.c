@@ -116,6 +116,11 @@ test_bad_urls(void **state)
         {"redis://host:12x", DRAY_EURL, "port"},
         {"redis://host/abc", DRAY_EURL, "database"},
         {"redis://u:%zz@host", DRAY_EURL, "password"},
+        {"redis://%zz:pw@host", DRAY_EURL, "in user"},
+        {"redis://%zz@host", DRAY_EURL, "password"},
+        {"redis-sentinel://%zz:pw@s1/m", DRAY_EURL, "in user"},
+        {"redis-sentinel://u:%zz@s1/m", DRAY_EURL, "password"},
+        {"rediss-sentinel://%g1@s1/m", DRAY_EURL, "password"},
         {"unix://relative.sock", DRAY_EURL, "absolute"},
         {"unix:///x.sock?db=-1", DRAY_EURL, "db"},
         {"unix:///x.sock?color=red", DRAY_EURL, "unknown parameter"},
@@ -129,6 +134,41 @@ test_bad_urls(void **state)
         if (rc != cases[i].code || !strstr(err, cases[i].needle))
             fail_msg("%s: got %s '%s', want %s with '%s'", cases[i].url, dray_err_name(rc), err,
                      dray_err_name(cases[i].code), cases[i].needle);
+        dray__redis_cfg_close(&c);
+    }
+}
+
+/* The userinfo forms, the same in redis:// and sentinel URLs (one parser):
+ * "user:pw@", ":pw@", "pw@" (a password alone) and "user:@". */
+static void
+test_userinfo_forms(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url;
+        const char *user; /* NULL: none */
+        const char *pass;
+    } cases[] = {
+        {"redis://u%3a1:p%40w@h", "u:1", "p@w"},
+        {"redis://:pw@h", NULL, "pw"},
+        {"redis://pw@h", NULL, "pw"},
+        {"redis://u:@h", "u", ""},
+        {"redis-sentinel://u%3a1:p%40w@s1/m", "u:1", "p@w"},
+        {"redis-sentinel://:pw@s1/m", NULL, "pw"},
+        {"redis-sentinel://pw@s1/m", NULL, "pw"},
+        {"rediss-sentinel://u:@s1/m", "u", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        dray__redis_cfg c;
+        char err[256] = "";
+        int rc = dray__redis_url_parse(&c, cases[i].url, err, sizeof err);
+        if (rc)
+            fail_msg("%s: %s", cases[i].url, err);
+        if (cases[i].user)
+            assert_string_equal(c.user, cases[i].user);
+        else
+            assert_null(c.user);
+        assert_string_equal(c.pass, cases[i].pass);
         dray__redis_cfg_close(&c);
     }
 }
@@ -174,6 +214,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_urls),
         cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_userinfo_forms),
         cmocka_unit_test(test_env_fallbacks_and_ns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -31,8 +31,9 @@ static int
 web_fail(dray_job *job, dray_result *res, void *ud)
 {
     (void)ud;
-    dray_result_backtrace_add(res, "web_jobs.c:30:in `web_fail'");
-    dray_result_backtrace_add(res, "<script>window.__bt=1</script>");
+    if (dray_result_backtrace_add(res, "web_jobs.c:30:in `web_fail'") ||
+        dray_result_backtrace_add(res, "<script>window.__bt=1</script>"))
+        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
     return dray_result_fail(res, "WebError", "<i>failed</i> %s", dray_job_jid(job));
 }
 

@@ -34,11 +34,17 @@ extern "C" {
 #define DRAY_HANDLERS_EXPORT __attribute__((visibility("default"))) /* handler libraries */
 #define DRAY_WUR __attribute__((warn_unused_result))
 #define DRAY_PRINTF(f, a) __attribute__((format(printf, f, a)))
+/* Pointer arguments (1-based positions) that must never be NULL: a NULL
+ * there is a compile-time warning where the compiler can see it. Only on
+ * arguments the function uses without a check (the compiler may drop a
+ * NULL check on them). */
+#define DRAY_NONNULL(...) __attribute__((nonnull(__VA_ARGS__)))
 #else
 #define DRAY_API
 #define DRAY_HANDLERS_EXPORT
 #define DRAY_WUR
 #define DRAY_PRINTF(f, a)
+#define DRAY_NONNULL(...)
 #endif
 
 /* Sizes of caller-owned buffers. */
@@ -155,7 +161,7 @@ typedef struct dray_options {
 } dray_options;
 
 /* Fill *o with defaults. Cannot fail. */
-DRAY_API void dray_options_init(dray_options *o);
+DRAY_API void dray_options_init(dray_options *o) DRAY_NONNULL(1);
 
 /* ---- jobs --------------------------------------------------------------- */
 
@@ -164,41 +170,43 @@ typedef struct dray_job dray_job;
 /* Build a new job of class klass with args (a JSON array, reference stolen;
  * NULL means []). A fresh jid and created_at are set. Free with dray_job_free.
  * Returns DRAY_ECLASS, DRAY_EARGS, DRAY_ENOMEM. */
-DRAY_API DRAY_WUR int dray_job_new(const char *klass, json_t *args, dray_job **out);
+DRAY_API DRAY_WUR int dray_job_new(const char *klass, json_t *args, dray_job **out) DRAY_NONNULL(3);
 /* Parse and validate a Sidekiq job payload (len bytes; NUL not needed). Every
  * field, known or not, is kept. On failure *out is NULL and errbuf (may be
  * NULL) names the field or cause. */
 DRAY_API DRAY_WUR int dray_job_parse(const char *buf, size_t len, size_t max_payload,
-                                     dray_job **out, char *errbuf, size_t errlen);
+                                     dray_job **out, char *errbuf, size_t errlen) DRAY_NONNULL(4);
 /* Serialize to compact JSON; *out is malloc'ed, free with free(). */
-DRAY_API DRAY_WUR int dray_job_dump(const dray_job *job, char **out, size_t *outlen);
+DRAY_API DRAY_WUR int dray_job_dump(const dray_job *job, char **out, size_t *outlen)
+    DRAY_NONNULL(1, 2);
 /* Validate a job in memory (the same checks as parse). */
 DRAY_API DRAY_WUR int dray_job_validate(const dray_job *job, size_t max_payload, char *errbuf,
-                                        size_t errlen);
+                                        size_t errlen) DRAY_NONNULL(1);
 DRAY_API void dray_job_free(dray_job *job);
 
-DRAY_API const char *dray_job_class(const dray_job *job); /* borrowed */
-DRAY_API const char *dray_job_jid(const dray_job *job);   /* borrowed */
-DRAY_API const char *dray_job_queue(const dray_job *job); /* borrowed; "default" if unset */
-DRAY_API json_t *dray_job_args(const dray_job *job);      /* borrowed array */
+DRAY_API const char *dray_job_class(const dray_job *job) DRAY_NONNULL(1); /* borrowed */
+DRAY_API const char *dray_job_jid(const dray_job *job) DRAY_NONNULL(1);   /* borrowed */
+DRAY_API const char *dray_job_queue(const dray_job *job)
+    DRAY_NONNULL(1); /* borrowed; "default" if unset */
+DRAY_API json_t *dray_job_args(const dray_job *job) DRAY_NONNULL(1); /* borrowed array */
 /* retry_count field, or -1 when the job has never failed. */
-DRAY_API int dray_job_retry_count(const dray_job *job);
+DRAY_API int dray_job_retry_count(const dray_job *job) DRAY_NONNULL(1);
 /* An integer beyond 64 bits in a payload (any Ruby bignum, e.g. 2**64)
  * arrives as a json string marker; this returns its exact decimal digits
  * ("-" first when negative; borrowed, lives as long as v), or NULL when v is
  * not such a marker. Retry, dead and scheduler writes keep the digits. */
 DRAY_API const char *dray_json_bigint(const json_t *v);
 /* The raw payload the worker fetched, or NULL for a job built in memory. */
-DRAY_API const char *dray_job_payload(const dray_job *job);
+DRAY_API const char *dray_job_payload(const dray_job *job) DRAY_NONNULL(1);
 /* Any top-level field (custom ones included); borrowed, NULL when absent. */
-DRAY_API json_t *dray_job_get(const dray_job *job, const char *field);
+DRAY_API json_t *dray_job_get(const dray_job *job, const char *field) DRAY_NONNULL(1);
 /* Set a top-level field; the reference to value is stolen. NULL deletes. */
-DRAY_API int dray_job_set(dray_job *job, const char *field, json_t *value);
+DRAY_API DRAY_WUR int dray_job_set(dray_job *job, const char *field, json_t *value) DRAY_NONNULL(1);
 /* The whole payload object (borrowed); changes are visible to dray_job_dump. */
-DRAY_API json_t *dray_job_json(const dray_job *job);
+DRAY_API json_t *dray_job_json(const dray_job *job) DRAY_NONNULL(1);
 
 /* Write a new random jid (24 lowercase hex + NUL) into out. Cannot fail. */
-DRAY_API void dray_jid_new(char out[DRAY_JID_BYTES]);
+DRAY_API void dray_jid_new(char out[DRAY_JID_BYTES]) DRAY_NONNULL(1);
 /* Current time as float epoch seconds (Sidekiq's timestamp format). */
 DRAY_API double dray_now(void);
 /* A job timestamp as epoch seconds, in either form Sidekiq writes: float
@@ -223,10 +231,10 @@ typedef struct dray_push_opts {
 /* Connect (lazily: the first command connects). The options are copied.
  * Returns DRAY_EURL/DRAY_ETLS for a bad URL, with the reason in errbuf. */
 DRAY_API DRAY_WUR int dray_client_new(const dray_options *opts, dray_client **out, char *errbuf,
-                                      size_t errlen);
+                                      size_t errlen) DRAY_NONNULL(2);
 DRAY_API void dray_client_free(dray_client *c);
 /* Text of the last error on c (never NULL). */
-DRAY_API const char *dray_client_errstr(const dray_client *c);
+DRAY_API const char *dray_client_errstr(const dray_client *c) DRAY_NONNULL(1);
 
 /* Push one job of class klass with args (borrowed JSON array). With at/in in
  * the future it goes to the schedule set instead. jid_out (may be NULL)
@@ -236,11 +244,11 @@ DRAY_API const char *dray_client_errstr(const dray_client *c);
  * closed the link); the job is in Redis once or not at all (look for its jid
  * before pushing it again). A push is retried only when it cannot have run. */
 DRAY_API DRAY_WUR int dray_client_push(dray_client *c, const char *klass, json_t *args,
-                                       const dray_push_opts *opts, char *jid_out);
+                                       const dray_push_opts *opts, char *jid_out) DRAY_NONNULL(1);
 /* Push a job built with dray_job_new/parse. The job gains jid, queue,
  * enqueued_at as needed; the caller still owns it. */
 DRAY_API DRAY_WUR int dray_client_push_job(dray_client *c, dray_job *job,
-                                           const dray_push_opts *opts);
+                                           const dray_push_opts *opts) DRAY_NONNULL(1, 2);
 /* Push n jobs of one class: args_list is a JSON array of args arrays
  * (borrowed). jids_out (may be NULL) receives n jids, DRAY_JID_BYTES apart
  * (all zero for a job a hook dropped). Jobs are sent in chunks of up to 1000,
@@ -253,7 +261,7 @@ DRAY_API DRAY_WUR int dray_client_push_job(dray_client *c, dray_job *job,
  * chunks were sent; those not counted may each be in Redis once, not twice. */
 DRAY_API DRAY_WUR int dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
                                             const dray_push_opts *opts, char *jids_out,
-                                            size_t *pushed);
+                                            size_t *pushed) DRAY_NONNULL(1);
 
 /* ---- server (worker process) -------------------------------------------- */
 
@@ -276,7 +284,7 @@ DRAY_API int dray_result_defer(dray_result *res, double seconds, const char *rea
  * with a failure of a job whose payload asks for one ("backtrace": true or
  * N). Lines added replace the stack that dray_result_fail captures; at most
  * DRAY_BACKTRACE_MAX are kept. DRAY_EINVAL for NULL; DRAY_ENOMEM. */
-DRAY_API int dray_result_backtrace_add(dray_result *res, const char *line);
+DRAY_API DRAY_WUR int dray_result_backtrace_add(dray_result *res, const char *line);
 
 /* Backoff: seconds until the next retry for a job that has failed count+1
  * times. Return DRAY_BACKOFF_DISCARD to drop the job (no retry, no dead set;
@@ -307,7 +315,7 @@ typedef void (*dray_error_fn)(const dray_job *job, const char *error_class, cons
                               void *userdata);
 
 DRAY_API DRAY_WUR int dray_server_new(const dray_options *opts, dray_server **out, char *errbuf,
-                                      size_t errlen);
+                                      size_t errlen) DRAY_NONNULL(2);
 /* Free the server. Never while dray_server_run runs (call it after run
  * returns). A handler still running then (it outlived the shutdown timeout or
  * stop_now; its job was requeued) uses the server: free waits for it to
@@ -316,13 +324,16 @@ DRAY_API void dray_server_free(dray_server *s);
 /* After dray_server_run returned: wait up to timeout_s (0: just look) for
  * handlers still running. 0 when none runs (dray_server_free will not block);
  * DRAY_ESTATE when some still do. Same thread as dray_server_run. */
-DRAY_API int dray_server_wait(dray_server *s, double timeout_s);
-DRAY_API const char *dray_server_errstr(const dray_server *s);
+DRAY_API DRAY_WUR int dray_server_wait(dray_server *s, double timeout_s) DRAY_NONNULL(1);
+DRAY_API const char *dray_server_errstr(const dray_server *s) DRAY_NONNULL(1);
 /* Register a handler before dray_server_run. copts may be NULL. */
 DRAY_API DRAY_WUR int dray_server_register(dray_server *s, const char *klass, dray_handler_fn fn,
-                                           void *userdata, const dray_class_opts *copts);
-DRAY_API int dray_server_on_error(dray_server *s, dray_error_fn fn, void *userdata);
-DRAY_API int dray_server_on_death(dray_server *s, dray_error_fn fn, void *userdata);
+                                           void *userdata, const dray_class_opts *copts)
+    DRAY_NONNULL(1);
+DRAY_API DRAY_WUR int dray_server_on_error(dray_server *s, dray_error_fn fn, void *userdata)
+    DRAY_NONNULL(1);
+DRAY_API DRAY_WUR int dray_server_on_death(dray_server *s, dray_error_fn fn, void *userdata)
+    DRAY_NONNULL(1);
 /* Send every finished job to statsd at addr ("host:port", UDP) as Sidekiq
  * Pro's metrics: jobs.count, jobs.success / jobs.failure, jobs.perform (ms);
  * dogstatsd 1 tags them "#worker:<class>,queue:<q>", 0 adds per-class names
@@ -330,11 +341,11 @@ DRAY_API int dray_server_on_death(dray_server *s, dray_error_fn fn, void *userda
  * NULL. Never delays a job: datagrams a full or absent listener refuses are
  * dropped. Before dray_server_run. DRAY_ECONFIG (reason in
  * dray_server_errstr) when addr cannot be resolved. */
-DRAY_API int dray_server_statsd(dray_server *s, const char *addr, int dogstatsd,
-                                const char *prefix);
+DRAY_API DRAY_WUR int dray_server_statsd(dray_server *s, const char *addr, int dogstatsd,
+                                         const char *prefix);
 /* Load handlers from a shared library exporting
  * `int dray_register_handlers(dray_server *s)`. */
-DRAY_API DRAY_WUR int dray_server_require(dray_server *s, const char *path);
+DRAY_API DRAY_WUR int dray_server_require(dray_server *s, const char *path) DRAY_NONNULL(1);
 /* Implemented by a handler library, not by libdray: the one function
  * dray_server_require (and `dray run --require`) calls, after dlopen. It
  * registers the library's classes and returns 0, or a DRAY_E* code that
@@ -344,7 +355,7 @@ DRAY_API DRAY_WUR int dray_server_require(dray_server *s, const char *path);
 DRAY_HANDLERS_EXPORT int dray_register_handlers(dray_server *s);
 /* Run until stopped: starts the workers, scheduler and heartbeat, blocks.
  * Returns 0 after a clean stop. */
-DRAY_API DRAY_WUR int dray_server_run(dray_server *s);
+DRAY_API DRAY_WUR int dray_server_run(dray_server *s) DRAY_NONNULL(1);
 /* Process isolation (dray run --processes N, --isolate; docs/cli.md). */
 typedef struct dray_process_opts {
     int processes;   /* worker children kept running, 1-1024 */
@@ -361,10 +372,12 @@ typedef struct dray_process_opts {
  * Dray::JobTimeout. Stop/quiet/dump are forwarded to every child. Call from
  * a process with no other threads. 0 after a clean stop; DRAY_EINVAL,
  * DRAY_ENOMEM. */
-DRAY_API DRAY_WUR int dray_server_run_processes(dray_server *s, const dray_process_opts *po);
+DRAY_API DRAY_WUR int dray_server_run_processes(dray_server *s, const dray_process_opts *po)
+    DRAY_NONNULL(1);
 /* A timeout in seconds (0: none) for jobs of a registered class; a job's own
  * "timeout" field wins. Before run. DRAY_ENOTFOUND for an unknown class. */
-DRAY_API DRAY_WUR int dray_server_set_timeout(dray_server *s, const char *klass, double seconds);
+DRAY_API DRAY_WUR int dray_server_set_timeout(dray_server *s, const char *klass, double seconds)
+    DRAY_NONNULL(1);
 /* In a handler: the epoch seconds at which the running job's timeout ends
  * (its "timeout" field, else its class's), or 0 when it has none. */
 DRAY_API double dray_job_deadline(const dray_job *job);
@@ -373,19 +386,19 @@ DRAY_API double dray_job_deadline(const dray_job *job);
  * polls it can give up cleanly; nothing stops one that does not. */
 DRAY_API int dray_job_cancelled(const dray_job *job);
 /* Quiet: stop fetching new jobs; running jobs finish. Any thread. */
-DRAY_API void dray_server_quiet(dray_server *s);
+DRAY_API void dray_server_quiet(dray_server *s) DRAY_NONNULL(1);
 /* Stop: quiet, wait up to the shutdown timeout, requeue what is left, exit
  * dray_server_run. A requeued job whose handler still finishes has its
  * outcome recorded and its requeued copy removed, so it does not run again.
  * Through a Redis outage the requeues and outcomes retry for up to 15 s
  * before each payload is logged whole as lost. Any thread; async-signal-safe. */
-DRAY_API void dray_server_stop(dray_server *s);
+DRAY_API void dray_server_stop(dray_server *s) DRAY_NONNULL(1);
 /* Stop at once (requeueing running jobs without waiting). Async-signal-safe. */
-DRAY_API void dray_server_stop_now(dray_server *s);
+DRAY_API void dray_server_stop_now(dray_server *s) DRAY_NONNULL(1);
 /* Log each worker's current job (SIGTTIN). Async-signal-safe. */
-DRAY_API void dray_server_dump(dray_server *s);
+DRAY_API void dray_server_dump(dray_server *s) DRAY_NONNULL(1);
 /* This process's identity ("host:pid:nonce"). */
-DRAY_API const char *dray_server_identity(const dray_server *s);
+DRAY_API const char *dray_server_identity(const dray_server *s) DRAY_NONNULL(1);
 
 /* Counters since start (for demos and tests). */
 typedef struct dray_server_counts {
@@ -395,7 +408,8 @@ typedef struct dray_server_counts {
     uint64_t fetch_lost; /* blocking fetches whose reply was lost: each may have popped a job
                             (logged at ERROR; also summed in Redis key stat:fetch_lost) */
 } dray_server_counts;
-DRAY_API void dray_server_counts_get(const dray_server *s, dray_server_counts *out);
+DRAY_API void dray_server_counts_get(const dray_server *s, dray_server_counts *out)
+    DRAY_NONNULL(1, 2);
 
 /* ---- modules (the ABI they are built against is dray/module.h) ---------- */
 
@@ -405,7 +419,8 @@ struct dray_config; /* inspect.h: configuration files */
  * module's own `<name>.<key>` (repeatable; values are appended). Set them
  * before loading the module that reads them. DRAY_ECONFIG for any other
  * key; DRAY_ENOMEM. */
-DRAY_API DRAY_WUR int dray_server_set_config(dray_server *s, const char *key, const char *value);
+DRAY_API DRAY_WUR int dray_server_set_config(dray_server *s, const char *key, const char *value)
+    DRAY_NONNULL(1);
 /* Load a module into this process: its hooks apply to every client and
  * server of the process, and it is never unloaded. Call before
  * dray_server_run (DRAY_ESTATE after); dray_server_run itself also loads the
@@ -414,12 +429,12 @@ DRAY_API DRAY_WUR int dray_server_set_config(dray_server *s, const char *key, co
  * DRAY_ECONFIG, ...) with a message naming the file and the reason in
  * errbuf (may be NULL) and dray_server_errstr. */
 DRAY_API DRAY_WUR int dray_server_load_module(dray_server *s, const char *path, char *errbuf,
-                                              size_t errlen);
+                                              size_t errlen) DRAY_NONNULL(1);
 /* For `dray run`: pass every `license`, `license_file` and `<section>.<key>`
  * entry of cfg to dray_server_set_config, then load each `module` of cfg in
  * order, stopping at the first refusal. */
 DRAY_API DRAY_WUR int dray_server_load_modules(dray_server *s, const struct dray_config *cfg,
-                                               char *errbuf, size_t errlen);
+                                               char *errbuf, size_t errlen) DRAY_NONNULL(1, 2);
 
 /* What a module says about itself when checked (`dray license check`). */
 typedef struct dray_module_verdict {
@@ -436,13 +451,15 @@ typedef void (*dray_module_verdict_fn)(const char *path, const dray_module_verdi
 /* Load the module at path in check mode, with the settings given so far: it
  * verifies its license and registers nothing that runs, and is unloaded
  * again. Fills *out; returns out->rc. */
-DRAY_API int dray_server_check_module(dray_server *s, const char *path, dray_module_verdict *out);
+DRAY_API DRAY_WUR int dray_server_check_module(dray_server *s, const char *path,
+                                               dray_module_verdict *out) DRAY_NONNULL(1, 3);
 /* For `dray license check`: the settings of cfg as dray_server_load_modules,
  * then dray_server_check_module on each `module` of cfg, calling fn (may be
  * NULL) with each verdict. Returns how many would be refused, or a
  * negative DRAY_E* code when the settings are bad. */
-DRAY_API int dray_server_check_modules(dray_server *s, const struct dray_config *cfg,
-                                       dray_module_verdict_fn fn, void *userdata);
+DRAY_API DRAY_WUR int dray_server_check_modules(dray_server *s, const struct dray_config *cfg,
+                                                dray_module_verdict_fn fn, void *userdata)
+    DRAY_NONNULL(1, 2);
 
 /* ---- logging ------------------------------------------------------------ */
 

@@ -91,24 +91,26 @@ typedef struct dray_set_entry {
  * Sidekiq's defaults: 10000 jobs, 180 days). DRAY_EURL/DRAY_ETLS/
  * DRAY_ECONFIG with the reason in errbuf. Free with dray_api_free. */
 DRAY_API DRAY_WUR int dray_api_new(const dray_options *opts, dray_api **out, char *errbuf,
-                                   size_t errlen);
+                                   size_t errlen) DRAY_NONNULL(2);
 /* Close the connection and free api. Accepts NULL. */
 DRAY_API void dray_api_free(dray_api *api);
 /* Text of the last error on api (never NULL; "" after success). */
-DRAY_API const char *dray_api_errstr(const dray_api *api);
+DRAY_API const char *dray_api_errstr(const dray_api *api) DRAY_NONNULL(1);
 
 /* Sidekiq::Stats in two round trips. DRAY_ECONN/DRAY_EREDIS on failure. */
-DRAY_API DRAY_WUR int dray_api_stats_get(dray_api *api, dray_stats *out);
+DRAY_API DRAY_WUR int dray_api_stats_get(dray_api *api, dray_stats *out) DRAY_NONNULL(1, 2);
 
 /* Every queue of the "queues" set, sorted by name, with size and latency.
  * *out is an array of *n entries (NULL when 0); free with dray_api_queues_free. */
-DRAY_API DRAY_WUR int dray_api_queues_list(dray_api *api, dray_queue_info **out, size_t *n);
+DRAY_API DRAY_WUR int dray_api_queues_list(dray_api *api, dray_queue_info **out, size_t *n)
+    DRAY_NONNULL(1, 2, 3);
 DRAY_API void dray_api_queues_free(dray_queue_info *q, size_t n);
 
 /* Live processes, sorted by identity: members of "processes" whose
  * <identity> hash still has "info" (others are skipped, not pruned).
  * Free with dray_api_processes_free. */
-DRAY_API DRAY_WUR int dray_api_processes_list(dray_api *api, dray_process_info **out, size_t *n);
+DRAY_API DRAY_WUR int dray_api_processes_list(dray_api *api, dray_process_info **out, size_t *n)
+    DRAY_NONNULL(1, 2, 3);
 DRAY_API void dray_api_processes_free(dray_process_info *p, size_t n);
 
 /* Name of a set's key without namespace ("retry", "schedule", "dead"), or
@@ -116,18 +118,19 @@ DRAY_API void dray_api_processes_free(dray_process_info *p, size_t n);
 DRAY_API const char *dray_set_name(dray_set set);
 /* Parse "retry"/"retries", "schedule"/"scheduled", "dead"/"morgue";
  * DRAY_EINVAL for anything else. */
-DRAY_API DRAY_WUR int dray_set_parse(const char *name, dray_set *out);
+DRAY_API DRAY_WUR int dray_set_parse(const char *name, dray_set *out) DRAY_NONNULL(2);
 /* Members of a set (ZCARD). */
-DRAY_API DRAY_WUR int dray_api_set_size(dray_api *api, dray_set set, long long *out);
+DRAY_API DRAY_WUR int dray_api_set_size(dray_api *api, dray_set set, long long *out)
+    DRAY_NONNULL(1, 3);
 /* One page of a set: `limit` entries (0: all) from `offset`, in the Web
  * UI's order: retry and schedule soonest first, dead newest first.
  * Free with dray_api_entries_free. */
 DRAY_API DRAY_WUR int dray_api_set_list(dray_api *api, dray_set set, size_t offset, size_t limit,
-                                        dray_set_entry **out, size_t *n);
+                                        dray_set_entry **out, size_t *n) DRAY_NONNULL(1, 5, 6);
 /* The entry whose parsed "jid" equals jid (ZSCAN, O(set size)).
  * DRAY_ENOTFOUND when there is none. Free with dray_api_entries_free(*out, 1). */
 DRAY_API DRAY_WUR int dray_api_set_find(dray_api *api, dray_set set, const char *jid,
-                                        dray_set_entry **out);
+                                        dray_set_entry **out) DRAY_NONNULL(1, 4);
 /* Free n entries and the array. Accepts NULL. */
 DRAY_API void dray_api_entries_free(dray_set_entry *e, size_t n);
 
@@ -139,30 +142,35 @@ DRAY_API void dray_api_entries_free(dray_set_entry *e, size_t n);
  * once even against the scheduler or another operator. DRAY_ENOTFOUND when
  * no member has this jid; DRAY_EQUEUE when its queue name is invalid (the
  * job stays). */
-DRAY_API DRAY_WUR int dray_api_set_retry(dray_api *api, dray_set set, const char *jid);
+DRAY_API DRAY_WUR int dray_api_set_retry(dray_api *api, dray_set set, const char *jid)
+    DRAY_NONNULL(1);
 /* Remove the member with this jid (ZREM). DRAY_ENOTFOUND when none. */
-DRAY_API DRAY_WUR int dray_api_set_delete(dray_api *api, dray_set set, const char *jid);
+DRAY_API DRAY_WUR int dray_api_set_delete(dray_api *api, dray_set set, const char *jid)
+    DRAY_NONNULL(1);
 /* Move the member with this jid to the dead set unchanged, scored now, and
  * trim the dead set as Sidekiq does (older than dead_timeout_s, beyond
  * dead_max_jobs), in one Lua script. Death handlers are not called (they
  * live in worker processes). DRAY_EINVAL for the dead set itself;
  * DRAY_ENOTFOUND when no member has this jid. */
-DRAY_API DRAY_WUR int dray_api_set_kill(dray_api *api, dray_set set, const char *jid);
+DRAY_API DRAY_WUR int dray_api_set_kill(dray_api *api, dray_set set, const char *jid)
+    DRAY_NONNULL(1);
 
 /* Send a remote signal to a process, as Sidekiq's Process#quiet! ("TSTP"),
  * #stop! ("TERM") and #dump_threads ("TTIN"): LPUSH <identity>-signals and
  * EXPIRE it 60 s; the process reads it at its next heartbeat. DRAY_EINVAL
  * for another signal; DRAY_ENOTFOUND when identity is not in the processes
  * set (the check and the push are one script). */
-DRAY_API DRAY_WUR int dray_api_signal(dray_api *api, const char *identity, const char *signal);
+DRAY_API DRAY_WUR int dray_api_signal(dray_api *api, const char *identity, const char *signal)
+    DRAY_NONNULL(1);
 
 /* Run one Redis command on the API's connection (keys are given whole: add
  * dray_api_namespace yourself). *out is the reply as JSON, a new reference:
  * strings, integers, arrays, null. An error reply is DRAY_EREDIS with its
  * text in dray_api_errstr. For tools that read module keys (docs/redis-keys.md). */
-DRAY_API DRAY_WUR int dray_api_command(dray_api *api, int argc, const char **argv, json_t **out);
+DRAY_API DRAY_WUR int dray_api_command(dray_api *api, int argc, const char **argv, json_t **out)
+    DRAY_NONNULL(1, 4);
 /* The key prefix of api: "" or "ns:". */
-DRAY_API const char *dray_api_namespace(const dray_api *api);
+DRAY_API const char *dray_api_namespace(const dray_api *api) DRAY_NONNULL(1);
 
 /* ---- configuration files ------------------------------------------------ */
 
@@ -178,11 +186,11 @@ typedef struct dray_config dray_config;
 typedef int (*dray_config_fn)(const char *key, const char *value, void *userdata);
 
 /* A new empty configuration. DRAY_ENOMEM. Free with dray_config_free. */
-DRAY_API DRAY_WUR int dray_config_new(dray_config **out);
+DRAY_API DRAY_WUR int dray_config_new(dray_config **out) DRAY_NONNULL(1);
 /* Free cfg and every string it owns. Accepts NULL. */
 DRAY_API void dray_config_free(dray_config *cfg);
 /* Text of the last error (never NULL): "file:line: key 'x': reason". */
-DRAY_API const char *dray_config_errstr(const dray_config *cfg);
+DRAY_API const char *dray_config_errstr(const dray_config *cfg) DRAY_NONNULL(1);
 
 /* Read a file of `key value` lines. `#` starts a comment (at the start of a
  * line or after whitespace); values may be "double-quoted" (with \" \\ \n
@@ -190,35 +198,37 @@ DRAY_API const char *dray_config_errstr(const dray_config *cfg);
  * dray_config_add. On the first bad line, stops with DRAY_ECONFIG (DRAY_EIO
  * when the file cannot be read) and an error naming file:line and the key;
  * lines before it stay added. */
-DRAY_API DRAY_WUR int dray_config_load_file(dray_config *cfg, const char *path);
+DRAY_API DRAY_WUR int dray_config_load_file(dray_config *cfg, const char *path) DRAY_NONNULL(1, 2);
 /* Apply DRAY_<KEY> variables (DRAY_REDIS_URL, DRAY_CONCURRENCY, ...) with
  * dray_config_set; the repeatable keys read DRAY_QUEUES and DRAY_LABELS
  * (space-separated; they replace earlier values), DRAY_REQUIRES and
  * DRAY_MODULES (colon-separated; they are added). DRAY_ECONFIG naming the
  * variable. */
-DRAY_API DRAY_WUR int dray_config_load_env(dray_config *cfg);
+DRAY_API DRAY_WUR int dray_config_load_env(dray_config *cfg) DRAY_NONNULL(1);
 /* Replace every value of key with value (a later layer overrides an earlier
  * one: file < environment < flags). DRAY_ECONFIG for an unknown key or a
  * bad value, with the reason in dray_config_errstr. */
-DRAY_API DRAY_WUR int dray_config_set(dray_config *cfg, const char *key, const char *value);
+DRAY_API DRAY_WUR int dray_config_set(dray_config *cfg, const char *key, const char *value)
+    DRAY_NONNULL(1);
 /* Add a value. For the repeatable keys (queue, label, require, module) and
  * section keys it is appended (module and require skip exact duplicates);
  * any other known key is replaced, as by dray_config_set. */
-DRAY_API DRAY_WUR int dray_config_add(dray_config *cfg, const char *key, const char *value);
+DRAY_API DRAY_WUR int dray_config_add(dray_config *cfg, const char *key, const char *value)
+    DRAY_NONNULL(1);
 /* The last value of key (borrowed, valid until cfg changes), or NULL. */
-DRAY_API const char *dray_config_get(const dray_config *cfg, const char *key);
+DRAY_API const char *dray_config_get(const dray_config *cfg, const char *key) DRAY_NONNULL(1, 2);
 /* How many values key has. */
-DRAY_API size_t dray_config_count(const dray_config *cfg, const char *key);
+DRAY_API size_t dray_config_count(const dray_config *cfg, const char *key) DRAY_NONNULL(1, 2);
 /* Call fn for every value of key, in order. key NULL walks every entry; a
  * key ending in '.' ("pro.") walks every key of that section. Returns 0 or
  * the first non-zero return of fn. */
 DRAY_API int dray_config_get_all(const dray_config *cfg, const char *key, dray_config_fn fn,
-                                 void *userdata);
+                                 void *userdata) DRAY_NONNULL(1);
 /* Fill *out: dray_options_init, then every known key that is set. String
  * fields are borrowed from cfg and valid until cfg changes or is freed.
  * DRAY_ECONFIG with the reason in errbuf (and dray_config_errstr). */
 DRAY_API DRAY_WUR int dray_config_to_options(dray_config *cfg, dray_options *out, char *errbuf,
-                                             size_t errlen);
+                                             size_t errlen) DRAY_NONNULL(1, 2);
 
 #ifdef __cplusplus
 }
