@@ -33,7 +33,7 @@
 /* One record on the report socket: the header, then jid, class, queue and
  * payload bytes. A start replaces the worker's slot, an end clears it. */
 typedef struct rec_hdr {
-    char type;        /* 'S' start, 'E' end, 'I' identity (in jid) */
+    char type;        /* 'S' start, 'E' end, 'I' identity (in jid), 'C' cancelled (jid) */
     int worker;       /* worker index in the child */
     double timeout_s; /* 'S': effective timeout, 0 none */
     uint32_t ljid, lclass, lqueue, lpayload;
@@ -183,6 +183,15 @@ dray__sup_job_end(dray__worker *w)
     report('E', w->index, 0, NULL, NULL, NULL, NULL, 0);
 }
 
+bool
+dray__sup_cancel(const dray__worker *w, const char *jid)
+{
+    if (g_report_fd < 0)
+        return false;
+    report('C', w->index, 0, jid, NULL, NULL, NULL, 0);
+    return true;
+}
+
 double
 dray_job_deadline(const dray_job *job)
 {
@@ -228,6 +237,7 @@ typedef struct child {
     double restart_at;  /* monotonic: start again from then (backoff) */
     int quick_deaths;   /* consecutive deaths soon after start */
     int killed_worker;  /* worker whose job we killed the child for, -1 none */
+    int cancelled;      /* 1: killed_worker's job was cancelled (dray cancel), not timed out */
     double kill_at;     /* monotonic: SIGKILL a stopping child from then, 0 none */
 } child;
 
@@ -261,6 +271,22 @@ dupn(const char *p, size_t n)
     return c;
 }
 
+/* The child's heartbeat found the job of worker w cancelled: kill the child
+ * (its other jobs are requeued as after a timeout kill). */
+static void
+cancel_kill(child *c, int w, const char *jid, size_t len)
+{
+    run_job *j = &c->jobs[w];
+    if (c->pid <= 0 || c->killed_worker >= 0 || !j->jid || strlen(j->jid) != len ||
+        memcmp(j->jid, jid, len))
+        return; /* already ended, or the child is being killed anyway */
+    dray__log(DRAY_LOG_WARN, "supervisor: jid %s was cancelled (dray cancel); killing its child",
+              j->jid);
+    c->killed_worker = w;
+    c->cancelled = 1;
+    kill(c->pid, SIGKILL);
+}
+
 /* Take whole records off c->in. */
 static void
 parse_records(sup *S, child *c)
@@ -281,6 +307,10 @@ parse_records(sup *S, child *c)
         if (h.worker < 0 || h.worker >= S->s->opts.concurrency)
             continue;
         run_job *j = &c->jobs[h.worker];
+        if (h.type == 'C') {
+            cancel_kill(c, h.worker, p, h.ljid);
+            continue;
+        }
         job_clear(j);
         if (h.type != 'S')
             continue;
@@ -386,6 +416,7 @@ child_start(sup *S, int idx)
     c->in.len = 0;
     c->started = dray__mono();
     c->killed_worker = -1;
+    c->cancelled = 0;
     c->kill_at = 0;
     if (S->quiet)
         kill(pid, SIGTSTP);
@@ -608,10 +639,15 @@ child_died(sup *S, int idx, int status)
                 dray__log(DRAY_LOG_WARN, "supervisor: %s: %s", k, S->sw.conn.errstr);
             dray__free(k);
         }
-        if (w == c->killed_worker || (c->killed_worker >= 0 && late))
+        if (w == c->killed_worker && c->cancelled) {
+            dray__logj(DRAY_LOG_WARN, j->jid, j->klass, -1,
+                       "cancelled (dray cancel): its child was killed; not retried");
+            dray__cancel_note(&S->sw.conn, S->s, j->jid, "killed", c->identity);
+        } else if (w == c->killed_worker || (c->killed_worker >= 0 && late)) {
             account_timeout(S, j);
-        else if (crashed && !dray__fetcher_active())
+        } else if (crashed && !dray__fetcher_active()) {
             account_crash(S, j, how, culprit < 0 ? c->killed_worker < 0 : culprit == w);
+        }
         job_clear(j);
     }
     if (c->identity[0] && !dray__fetcher_active())
