@@ -26,6 +26,7 @@
 static test_redis srv;
 static redisContext *rc;
 static char runlog[400], logpath[400], outpath[400];
+static pid_t g_run; /* the dray run of the current test, killed if the test fails */
 
 static long long
 integer(const char *fmt, ...)
@@ -71,7 +72,9 @@ spawn_run(const char *const *extra)
     argv[n] = NULL;
     pid_t pid = fork();
     assert_true(pid >= 0);
+    g_run = pid;
     if (pid == 0) {
+        setpgid(0, 0); /* its own group: a failed test kills the whole tree */
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 1);
         dup2(fd, 2);
@@ -268,10 +271,23 @@ setup(void **state)
     return rc ? 0 : -1;
 }
 
+/* A test that failed left its dray run: kill it and its children. */
+static void
+reap_run(void)
+{
+    if (g_run > 0 && waitpid(g_run, NULL, WNOHANG) == 0) {
+        kill(-g_run, SIGKILL);
+        kill(g_run, SIGKILL);
+        waitpid(g_run, NULL, 0);
+    }
+    g_run = 0;
+}
+
 static int
 teardown(void **state)
 {
     (void)state;
+    reap_run();
     redisFree(rc);
     test_redis_stop(&srv);
     return 0;
@@ -281,6 +297,7 @@ static int
 flush(void **state)
 {
     (void)state;
+    reap_run();
     freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
     unlink(runlog);
     unlink(logpath);
