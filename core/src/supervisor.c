@@ -27,6 +27,8 @@
 #define CRASH_FIELD "dray_crashes"       /* payload field: children this job has killed */
 #define BACKOFF_MAX_S 30.0               /* longest wait before restarting a child */
 #define QUICK_DEATH_S 30.0               /* a child dying sooner than this backs off */
+#define ORPHAN_SCAN_S 5.0   /* how often in-flight lists of dead processes are looked for */
+#define ORPHAN_GRACE_S 10.0 /* a list whose owner has no record yet: wait this long (starting) */
 
 /* ---- the child's side ------------------------------------------------------ */
 
@@ -248,6 +250,10 @@ typedef struct sup {
     dray__worker sw;     /* the supervisor's own link and retry context */
     atomic_int *culprit; /* shared with the children: one per child, -1 none */
     int stopping, quiet;
+    double next_scan; /* monotonic: next look for orphaned in-flight lists */
+    char **cand;      /* in-flight lists whose owner had no record at the last look */
+    double *cand_at;  /* when each was first seen so (monotonic) */
+    size_t ncand;
 } sup;
 
 static void
@@ -690,6 +696,144 @@ check_timeouts(sup *S)
     }
 }
 
+/* Move every job of an in-flight list back to its queue's head, then the
+ * list is gone. One script: two supervisors recovering the same list cannot
+ * both requeue a job. KEYS: list; ARGV: "<ns>queue:", "<ns>queues". */
+static dray__script orphan_script = {
+    .src =
+        "local n = 0\n"
+        "while true do\n"
+        "  local v = redis.call('RPOP', KEYS[1])\n"
+        "  if not v then break end\n"
+        "  local ok, o = pcall(cjson.decode, v)\n"
+        "  local q = 'default'\n"
+        "  if ok and type(o) == 'table' and type(o['queue']) == 'string' then q = o['queue'] end\n"
+        "  redis.call('RPUSH', ARGV[1] .. q, v)\n"
+        "  redis.call('SADD', ARGV[2], q)\n"
+        "  n = n + 1\n"
+        "end\n"
+        "return n\n",
+};
+
+/* Whether the process named by identity ("host:pid:nonce") is gone: 1 dead
+ * (a pid of this host that no longer exists), 0 alive (its heartbeat record
+ * exists), -1 unknown (no record: dead, or starting and not yet beating). */
+static int
+owner_state(sup *S, const char *identity)
+{
+    dray_server *s = S->s;
+    const char *c2 = strrchr(identity, ':');
+    const char *c1 = c2 ? c2 - 1 : NULL;
+    while (c1 && c1 > identity && *c1 != ':')
+        c1--;
+    if (c1 && *c1 == ':' && (size_t)(c1 - identity) == strlen(s->hostname) &&
+        !strncmp(identity, s->hostname, (size_t)(c1 - identity))) {
+        long pid = strtol(c1 + 1, NULL, 10);
+        if (pid > 0 && kill((pid_t)pid, 0) && errno == ESRCH)
+            return 1;
+    }
+    dray__buf b;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &s->cfg, identity);
+    redisReply *r = NULL;
+    int alive = 0;
+    if (!b.oom && !dray__conn_cmdf(&S->sw.conn, &r, "EXISTS %s", b.p))
+        alive = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    else
+        alive = 1; /* cannot tell: leave it */
+    if (r)
+        freeReplyObject(r);
+    dray__buf_close(&b);
+    return alive ? 0 : -1;
+}
+
+/* Requeue one orphaned in-flight list (its owner is dead). */
+static void
+orphan_requeue(sup *S, const char *key, const char *identity)
+{
+    char *qp = dray__key(&S->s->cfg, "queue:");
+    const char *av[3] = {key, qp, S->s->k_queues};
+    redisReply *r = NULL;
+    int rc = qp ? dray__conn_eval(&S->sw.conn, &orphan_script, &r, 1, 3, av, NULL) : DRAY_ENOMEM;
+    if (rc)
+        dray__log(DRAY_LOG_ERROR, "supervisor: cannot requeue in-flight list %s: %s", key,
+                  S->sw.conn.errstr);
+    else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        dray__log(DRAY_LOG_WARN,
+                  "supervisor: requeued %lld job%s left in flight by %s, a process that is gone",
+                  r->integer, r->integer == 1 ? "" : "s", identity);
+    if (r)
+        freeReplyObject(r);
+    dray__free(qp);
+}
+
+/* Look for in-flight lists of processes that died with nobody to account
+ * for them (a supervisor killed with SIGKILL with its children, a host
+ * crash) and requeue them: at once when the owner was a pid of this host
+ * that is gone; after ORPHAN_GRACE_S without a heartbeat record otherwise
+ * (another host's child may fetch before its first beat lands). */
+static void
+orphans_scan(sup *S)
+{
+    dray_server *s = S->s;
+    char *pat = dray__key(&s->cfg, "dray:inflight:*");
+    size_t pre = s->cfg.nslen + strlen("dray:inflight:");
+    char **cand = NULL;
+    double *cand_at = NULL;
+    size_t ncand = 0;
+    char cursor[32] = "0";
+    double now = dray__mono();
+    do {
+        redisReply *r = NULL;
+        if (!pat || dray__conn_cmdf(&S->sw.conn, &r, "SCAN %s MATCH %s COUNT 1000", cursor, pat) ||
+            r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            if (r)
+                freeReplyObject(r);
+            break; /* next time */
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        const redisReply *keys = r->element[1];
+        for (size_t i = 0; i < keys->elements; i++) {
+            const char *key = keys->element[i]->str;
+            if (keys->element[i]->type != REDIS_REPLY_STRING || strlen(key) <= pre)
+                continue;
+            char identity[300];
+            snprintf(identity, sizeof identity, "%s", key + pre);
+            char *w = strrchr(identity, ':'); /* ":<worker>" */
+            if (!w)
+                continue;
+            *w = '\0';
+            int st = owner_state(S, identity);
+            size_t old = S->ncand;
+            for (size_t k = 0; k < S->ncand; k++)
+                if (!strcmp(S->cand[k], key))
+                    old = k;
+            if (st == 1 || (st < 0 && old < S->ncand && now - S->cand_at[old] >= ORPHAN_GRACE_S)) {
+                orphan_requeue(S, key, identity);
+            } else if (st < 0) {
+                char **c2 = dray__realloc(cand, (ncand + 1) * sizeof *cand);
+                if (c2)
+                    cand = c2;
+                double *a2 = c2 ? dray__realloc(cand_at, (ncand + 1) * sizeof *cand_at) : NULL;
+                if (a2)
+                    cand_at = a2;
+                if (c2 && a2 && (cand[ncand] = dray__strdup(key)))
+                    cand_at[ncand++] = old < S->ncand ? S->cand_at[old] : now;
+            }
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0"));
+    for (size_t k = 0; k < S->ncand; k++)
+        dray__free(S->cand[k]);
+    dray__free(S->cand);
+    dray__free(S->cand_at);
+    S->cand = cand;
+    S->cand_at = cand_at;
+    S->ncand = ncand;
+    dray__free(pat);
+}
+
 static void
 dump(sup *S)
 {
@@ -744,6 +888,10 @@ dray_server_run_processes(dray_server *s, const dray_process_opts *po)
     int alive = 0;
     while (!rc) {
         double now = dray__mono();
+        if (!S.stopping && !dray__fetcher_active() && now >= S.next_scan) {
+            orphans_scan(&S);
+            S.next_scan = now + ORPHAN_SCAN_S;
+        }
         if (!S.stopping && atomic_load(&s->stop_flag)) {
             S.stopping = 1;
             dray__log(DRAY_LOG_INFO, "supervisor: stopping %d children", alive);
@@ -828,6 +976,10 @@ dray_server_run_processes(dray_server *s, const dray_process_opts *po)
         dray__buf_close(&S.kids[i].in);
     }
     dray__free(S.kids);
+    for (size_t k = 0; k < S.ncand; k++)
+        dray__free(S.cand[k]);
+    dray__free(S.cand);
+    dray__free(S.cand_at);
     munmap(S.culprit, shm_len);
     dray__conn_close(&S.sw.conn);
     dray__metrics_close(&S.sw.metrics);

@@ -5,7 +5,9 @@
  * under --processes (not retried, the other jobs complete); and jobs
  * cancelled while workers drain a full queue never run once the
  * cancellation was recorded, while every other job runs exactly once. Runs
- * are counted from the handlers' own log (test_cancel_jobs.c). */
+ * are counted from the handlers' own log (test_cancel_jobs.c).
+ * Also the supervisor's recovery of in-flight lists left by a supervisor
+ * killed with its children (issue 14, same harness). */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -602,6 +604,99 @@ test_race(void **state)
     assert_true(removed > 0);
 }
 
+static int
+inflight_keys(void)
+{
+    redisReply *r = redisCommand(rc, "KEYS dray:inflight:*");
+    int n = r && r->type == REDIS_REPLY_ARRAY ? (int)r->elements : -1;
+    freeReplyObject(r);
+    return n;
+}
+
+static int
+all_slow_ran(void *n)
+{
+    for (int i = 0; i < *(int *)n; i++) {
+        char jid[32];
+        snprintf(jid, sizeof jid, "slow%d", i);
+        if (runs_of(jid) < 1)
+            return 0;
+    }
+    return integer("LLEN queue:default") == 0 && inflight_keys() == 0;
+}
+
+/* pids of the registered processes (children of a supervisor). */
+static int
+child_pids(pid_t *out, int max)
+{
+    redisReply *r = redisCommand(rc, "SMEMBERS processes");
+    int n = 0;
+    for (size_t i = 0; r && i < r->elements && n < max; i++) {
+        const char *id = r->element[i]->str, *c2 = strrchr(id, ':'), *c1 = c2;
+        while (c1 > id && *--c1 != ':')
+            ;
+        out[n++] = (pid_t)atol(c1 + 1);
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+/* A host crash: a supervisor and its busy children all killed with SIGKILL
+ * (the supervisor stopped first, so it cannot account for them). Their jobs
+ * sit in in-flight lists; a new supervisor requeues them at once (their pids
+ * are gone) and every job runs, at least once. */
+static void
+test_orphans(void **state)
+{
+    (void)state;
+    int njobs = 60;
+    for (int i = 0; i < njobs; i++) {
+        char jid[32];
+        snprintf(jid, sizeof jid, "slow%d", i);
+        push("CxSlow", jid);
+    }
+    const char *const args[] = {"--processes", "2", "-c", "4", NULL};
+    pid_t pid = start_and_wait(args, 2);
+    int eight = 8;
+    if (!test_wait_until(lines_at_least, &eight, 15)) {
+        print_log();
+        fail_msg("children not busy");
+    }
+    pid_t kids[8];
+    int nk = child_pids(kids, 8);
+    assert_int_equal(nk, 2);
+    kill(pid, SIGSTOP);
+    for (int i = 0; i < nk; i++)
+        kill(kids[i], SIGKILL);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    g_run = 0;
+    int before = log_lines(), left = inflight_keys();
+    fprintf(stderr, "  killed the tree after %d runs; %d in-flight lists left\n", before, left);
+    assert_true(left > 0);
+    double t0 = test_now();
+    pid = spawn_run(args);
+    if (!test_wait_until(all_slow_ran, &njobs, 60)) {
+        print_log();
+        fail_msg("jobs left: queue %lld, in-flight lists %d", integer("LLEN queue:default"),
+                 inflight_keys());
+    }
+    fprintf(stderr, "  new supervisor: every job ran %.2fs after its start\n", test_now() - t0);
+    stop_clean(pid);
+    int again = 0;
+    for (int i = 0; i < njobs; i++) {
+        char jid[32];
+        snprintf(jid, sizeof jid, "slow%d", i);
+        int n = runs_of(jid);
+        assert_true(n >= 1);
+        again += n - 1;
+    }
+    fprintf(stderr, "  %d jobs, %d runs: %d ran again (they were running when killed)\n", njobs,
+            log_lines(), again);
+    assert_true(again <= left);
+    assert_true(log_has("a process that is gone"));
+}
+
 int
 main(void)
 {
@@ -610,6 +705,7 @@ main(void)
         cmocka_unit_test_setup(test_running_thread, flush),
         cmocka_unit_test_setup(test_running_processes, flush),
         cmocka_unit_test_setup(test_race, flush),
+        cmocka_unit_test_setup(test_orphans, flush),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -49,6 +49,17 @@ patient(dray_job *job, dray_result *res, void *ud)
     return dray_result_fail(res, "CxStopped", "cancelled %d", dray_job_cancelled(job));
 }
 
+/* Busy for 300 ms. */
+static int
+slow(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    usleep(300000);
+    return 0;
+}
+
 /* Never returns: only a kill stops it. */
 static int
 spin(dray_job *job, dray_result *res, void *ud)
@@ -71,5 +82,7 @@ dray_register_handlers(dray_server *s)
         rc = dray_server_register(s, "CxPatient", patient, NULL, NULL);
     if (!rc)
         rc = dray_server_register(s, "CxSpin", spin, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxSlow", slow, NULL, NULL);
     return rc;
 }
