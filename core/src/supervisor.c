@@ -27,6 +27,7 @@
 #define CRASH_FIELD "dray_crashes"       /* payload field: children this job has killed */
 #define BACKOFF_MAX_S 30.0               /* longest wait before restarting a child */
 #define QUICK_DEATH_S 30.0               /* a child dying sooner than this backs off */
+#define GONE_TTL "600"                   /* s: <ns>dray:gone:<identity> marks a child seen dead */
 #define ORPHAN_SCAN_S 5.0   /* how often in-flight lists of dead processes are looked for */
 #define ORPHAN_GRACE_S 10.0 /* a list whose owner has no record yet: wait this long (starting) */
 
@@ -537,10 +538,12 @@ sig_name(int sig)
     }
 }
 
-/* Remove a dead child's process record, so Busy stops showing it and a
- * reliable-fetch module sees it silent at once (no wait for orphan_after). */
+/* Remove a dead child's process record, so Busy stops showing it, and mark
+ * it gone (<ns>dray:gone:<identity>, 10 min, holding the jid of the job
+ * that killed it or "" when unknown), so a reliable-fetch module recovers
+ * its lists at once (no wait for orphan_after) and counts only the culprit. */
 static void
-forget_identity(sup *S, const child *c)
+forget_identity(sup *S, const child *c, const char *culprit_jid)
 {
     if (!c->identity[0])
         return;
@@ -553,6 +556,14 @@ forget_identity(sup *S, const child *c)
     int rc = dray__conn_cmdf(&S->sw.conn, NULL, "SREM %s %s", S->s->k_processes, c->identity);
     if (!rc)
         rc = dray__conn_cmdf(&S->sw.conn, NULL, "DEL %s %s:work %s:workers", k, k, k);
+    /* Known dead (reaped): a reliable-fetch module may recover its lists at
+     * once instead of treating a young process as still starting. */
+    char gone[320];
+    snprintf(gone, sizeof gone, "dray:gone:%s", c->identity);
+    char *gk = dray__key(&S->s->cfg, gone);
+    if (!rc && gk)
+        rc = dray__conn_cmdf(&S->sw.conn, NULL, "SET %s %s EX " GONE_TTL, gk, culprit_jid);
+    dray__free(gk);
     if (rc)
         dray__log(DRAY_LOG_WARN, "supervisor: cannot remove the record of %s: %s", c->identity,
                   S->sw.conn.errstr);
@@ -620,6 +631,10 @@ child_died(sup *S, int idx, int status)
     else
         snprintf(how, sizeof how, "pid %d exited with status %d", (int)c->pid, WEXITSTATUS(status));
     int culprit = atomic_load(&S->culprit[idx]);
+    int cw = culprit >= 0 ? culprit : c->killed_worker;
+    char culprit_jid[200] = "";
+    if (cw >= 0 && cw < S->s->opts.concurrency && c->jobs[cw].jid)
+        snprintf(culprit_jid, sizeof culprit_jid, "%s", c->jobs[cw].jid);
     int running = 0;
     for (int w = 0; w < S->s->opts.concurrency; w++)
         running += c->jobs[w].jid != NULL;
@@ -659,7 +674,7 @@ child_died(sup *S, int idx, int status)
     if (c->identity[0] && !dray__fetcher_active())
         inflight_recover(S, c, crashed);
     if (crashed)
-        forget_identity(S, c);
+        forget_identity(S, c, culprit_jid);
     double lived = dray__mono() - c->started;
     c->pid = 0;
     c->quick_deaths = crashed && lived < QUICK_DEATH_S ? c->quick_deaths + 1 : 0;

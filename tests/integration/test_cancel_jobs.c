@@ -4,6 +4,7 @@
  * one write per line, atomic across processes) before doing what its class
  * says. */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,17 @@ slow(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+/* Kills its process. */
+static int
+segv(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    raise(SIGSEGV);
+    return 0;
+}
+
 /* Never returns: only a kill stops it. */
 static int
 spin(dray_job *job, dray_result *res, void *ud)
@@ -84,5 +96,7 @@ dray_register_handlers(dray_server *s)
         rc = dray_server_register(s, "CxSpin", spin, NULL, NULL);
     if (!rc)
         rc = dray_server_register(s, "CxSlow", slow, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxSegv", segv, NULL, NULL);
     return rc;
 }
