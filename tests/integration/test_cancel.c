@@ -6,8 +6,9 @@
  * cancelled while workers drain a full queue never run once the
  * cancellation was recorded, while every other job runs exactly once. Runs
  * are counted from the handlers' own log (test_cancel_jobs.c).
- * Also the supervisor's recovery of in-flight lists left by a supervisor
- * killed with its children (issue 14, same harness). */
+ * Also, with the same harness (issue 14): the supervisor's recovery of
+ * in-flight lists left by a supervisor killed with its children, and
+ * weighted queues in supervised children. */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -697,6 +698,54 @@ test_orphans(void **state)
     assert_true(log_has("a process that is gone"));
 }
 
+/* Weighted queues in supervised children: -q a,3 -q b,1 with 4,000 jobs in
+ * each. Over the first 4,000 runs (both queues full all along) a:b is about
+ * 3:1 and b is never starved. */
+static void
+test_weighted(void **state)
+{
+    (void)state;
+    for (int q = 0; q < 2; q++)
+        for (int i = 0; i < 4000; i += 500) {
+            const char *argv[502];
+            char(*jobs)[256] = malloc(500 * sizeof *jobs);
+            argv[0] = "LPUSH";
+            argv[1] = q ? "queue:b" : "queue:a";
+            for (int k = 0; k < 500; k++) {
+                snprintf(jobs[k], sizeof jobs[k],
+                         "{\"class\":\"CxOk\",\"args\":[],\"jid\":\"%c%d\",\"queue\":\"%c\","
+                         "\"created_at\":1,\"enqueued_at\":1}",
+                         q ? 'b' : 'a', i + k, q ? 'b' : 'a');
+                argv[2 + k] = jobs[k];
+            }
+            freeReplyObject(redisCommandArgv(rc, 502, argv, NULL));
+            free(jobs);
+        }
+    freeReplyObject(redisCommand(rc, "SADD queues a b"));
+    pid_t pid = spawn_run(
+        (const char *const[]){"--processes", "2", "-c", "2", "-q", "a,3", "-q", "b,1", NULL});
+    int want = 4000;
+    if (!test_wait_until(lines_at_least, &want, 60)) {
+        print_log();
+        fail_msg("only %d runs", log_lines());
+    }
+    stop_clean(pid);
+    FILE *f = fopen(runlog, "r");
+    char line[256], k[64], j[64];
+    int na = 0, nb = 0;
+    while (f && na + nb < 4000 && fgets(line, sizeof line, f))
+        if (sscanf(line, "%63s %63s", k, j) == 2) {
+            na += j[0] == 'a';
+            nb += j[0] == 'b';
+        }
+    if (f)
+        fclose(f);
+    fprintf(stderr, "  first 4000 runs: %d from a (weight 3), %d from b (weight 1): %.2f:1\n", na,
+            nb, nb ? (double)na / nb : 0.0);
+    assert_true(nb > 0);
+    assert_true(na > 2 * nb && na < 5 * nb);
+}
+
 int
 main(void)
 {
@@ -706,6 +755,7 @@ main(void)
         cmocka_unit_test_setup(test_running_processes, flush),
         cmocka_unit_test_setup(test_race, flush),
         cmocka_unit_test_setup(test_orphans, flush),
+        cmocka_unit_test_setup(test_weighted, flush),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
