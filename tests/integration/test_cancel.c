@@ -347,9 +347,9 @@ test_waiting(void **state)
     char json[512];
     job_json(json, sizeof json, "CxOk", "sched1");
     /* due in 1 s: the poller would move it soon if the cancel did not */
-    freeReplyObject(redisCommand(rc, "ZADD schedule %f %s", test_now() + 1, json));
+    freeReplyObject(redisCommand(rc, "ZADD schedule %f %s", dray_now() + 1, json));
     job_json(json, sizeof json, "CxOk", "retry1");
-    freeReplyObject(redisCommand(rc, "ZADD retry %f %s", test_now() + 1, json));
+    freeReplyObject(redisCommand(rc, "ZADD retry %f %s", dray_now() + 1, json));
 
     char out[1024], v[64];
     assert_int_equal(cli_cancel("q17", 0), 0); /* index 282: third page from the head */
@@ -605,6 +605,91 @@ test_race(void **state)
     assert_true(removed > 0);
 }
 
+#define SCHED_JOBS 2000
+#define SCHED_CANCELS 30
+
+/* The poller race: 2,000 scheduled jobs fall due over one second while the
+ * poller (every 0.2 s) moves them to the queue and 4 workers run them; 30 of
+ * them are cancelled meanwhile. A cancelled job never runs unless it started
+ * before its cancellation was recorded; every other job runs exactly once. */
+static void
+test_sched_race(void **state)
+{
+    (void)state;
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = srv.url;
+    dray_api *a;
+    assert_int_equal(dray_api_new(&o, &a, NULL, 0), 0);
+    pid_t pid = start_and_wait((const char *const[]){"-c", "4", NULL}, 1);
+    double due = dray_now() + 0.5;
+    for (int i = 0; i < SCHED_JOBS; i += 500) {
+        const char *argv[1002];
+        char(*jobs)[256] = malloc(500 * sizeof *jobs);
+        char(*scores)[32] = malloc(500 * sizeof *scores);
+        argv[0] = "ZADD";
+        argv[1] = "schedule";
+        for (int k = 0; k < 500; k++) {
+            char jid[32];
+            snprintf(jid, sizeof jid, "s%d", i + k);
+            job_json(jobs[k], sizeof jobs[k], "CxOk", jid);
+            snprintf(scores[k], sizeof scores[k], "%.6f", due + (i + k) * 0.0005);
+            argv[2 + 2 * k] = scores[k];
+            argv[3 + 2 * k] = jobs[k];
+        }
+        freeReplyObject(redisCommandArgv(rc, 1002, argv, NULL));
+        free(jobs);
+        free(scores);
+    }
+    char cancelled[SCHED_CANCELS][32];
+    dray_cancel_result res[SCHED_CANCELS];
+    int removed_set = 0, removed_queue = 0;
+    srand(15);
+    for (int c = 0; c < SCHED_CANCELS; c++) {
+        /* spread over the second the jobs fall due in */
+        while (dray_now() < due + c * (1.0 / SCHED_CANCELS))
+            usleep(1000);
+        int pick = (int)((dray_now() - due) / 0.0005) + rand() % 300 - 100;
+        int seen;
+        do { /* distinct jids */
+            snprintf(cancelled[c], sizeof cancelled[c], "s%d", (pick++ + SCHED_JOBS) % SCHED_JOBS);
+            seen = 0;
+            for (int d = 0; d < c; d++)
+                seen |= !strcmp(cancelled[d], cancelled[c]);
+        } while (seen);
+        int e = dray_api_cancel(a, cancelled[c], &res[c]);
+        assert_true(e == 0 || e == DRAY_ENOTFOUND);
+        removed_set += res[c].outcome == DRAY_CANCEL_REMOVED && !strcmp(res[c].where, "schedule");
+        removed_queue +=
+            res[c].outcome == DRAY_CANCEL_REMOVED && !strcmp(res[c].where, "queue:default");
+    }
+    dray_api_free(a);
+    int want = SCHED_JOBS - SCHED_CANCELS;
+    if (!test_wait_until(lines_at_least, &want, 60)) {
+        print_log();
+        fail_msg("only %d runs", log_lines());
+    }
+    stop_clean(pid);
+    assert_int_equal(integer("ZCARD schedule"), 0);
+    int ran_before = 0, total = log_lines();
+    for (int c = 0; c < SCHED_CANCELS; c++) {
+        double first = 0;
+        int n = runs_at(cancelled[c], &first);
+        char req[64];
+        record_field(cancelled[c], "requested", req, sizeof req);
+        if (n > 0 && (res[c].outcome == DRAY_CANCEL_REMOVED || first > atof(req) + 0.005))
+            fail_msg("cancelled %s ran (outcome %d, where '%s', started %.6f, requested %s)",
+                     cancelled[c], res[c].outcome, res[c].where, first, req);
+        ran_before += n;
+        assert_true(n <= 1);
+    }
+    fprintf(stderr,
+            "  %d cancels while the poller moved %d jobs: %d removed from the schedule, %d from "
+            "the queue, %d started before the cancel; %d runs\n",
+            SCHED_CANCELS, SCHED_JOBS, removed_set, removed_queue, ran_before, total);
+    assert_int_equal(total, SCHED_JOBS - SCHED_CANCELS + ran_before);
+}
+
 static int
 inflight_keys(void)
 {
@@ -754,6 +839,7 @@ main(void)
         cmocka_unit_test_setup(test_running_thread, flush),
         cmocka_unit_test_setup(test_running_processes, flush),
         cmocka_unit_test_setup(test_race, flush),
+        cmocka_unit_test_setup(test_sched_race, flush),
         cmocka_unit_test_setup(test_orphans, flush),
         cmocka_unit_test_setup(test_weighted, flush),
     };
