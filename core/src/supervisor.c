@@ -730,6 +730,21 @@ static dray__script orphan_script = {
         "return n\n",
 };
 
+/* True when pid is a zombie (dead, not yet reaped by its new parent). */
+static bool
+zombie(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
+}
+
 /* Whether the process named by identity ("host:pid:nonce") is gone: 1 dead
  * (a pid of this host that no longer exists), 0 alive (its heartbeat record
  * exists), -1 unknown (no record: dead, or starting and not yet beating). */
@@ -744,7 +759,7 @@ owner_state(sup *S, const char *identity)
     if (c1 && *c1 == ':' && (size_t)(c1 - identity) == strlen(s->hostname) &&
         !strncmp(identity, s->hostname, (size_t)(c1 - identity))) {
         long pid = strtol(c1 + 1, NULL, 10);
-        if (pid > 0 && kill((pid_t)pid, 0) && errno == ESRCH)
+        if (pid > 0 && ((kill((pid_t)pid, 0) && errno == ESRCH) || zombie((pid_t)pid)))
             return 1;
     }
     dray__buf b;
@@ -819,6 +834,11 @@ orphans_scan(sup *S)
             if (!w)
                 continue;
             *w = '\0';
+            int mine = 0; /* our children are accounted when reaped, never here */
+            for (int k = 0; k < S->po.processes; k++)
+                mine |= S->kids[k].pid > 0 && !strcmp(S->kids[k].identity, identity);
+            if (mine)
+                continue;
             int st = owner_state(S, identity);
             size_t old = S->ncand;
             for (size_t k = 0; k < S->ncand; k++)
