@@ -783,6 +783,43 @@ test_orphans(void **state)
     assert_true(log_has("a process that is gone"));
 }
 
+/* In-flight lists of processes on another host: one whose heartbeat record
+ * is there is left alone; one with no record is requeued only after the
+ * 10 s grace (its owner may be starting), and the first one once its record
+ * is gone (and the grace has passed). */
+static void
+test_orphans_foreign(void **state)
+{
+    (void)state;
+    char json[512];
+    job_json(json, sizeof json, "CxOk", "live1");
+    freeReplyObject(redisCommand(rc, "LPUSH dray:inflight:otherhost:1:aa:0 %s", json));
+    freeReplyObject(redisCommand(rc, "HSET otherhost:1:aa beat %f", dray_now()));
+    freeReplyObject(redisCommand(rc, "EXPIRE otherhost:1:aa 60"));
+    job_json(json, sizeof json, "CxOk", "gone1");
+    freeReplyObject(redisCommand(rc, "LPUSH dray:inflight:otherhost:2:bb:0 %s", json));
+    double t0 = test_now();
+    pid_t pid = start_and_wait((const char *const[]){"--processes", "1", NULL}, 1);
+    if (!test_wait_until(ran, "gone1", 30)) {
+        print_log();
+        fail_msg("gone1 was never requeued");
+    }
+    double took = test_now() - t0;
+    fprintf(stderr, "  no-record list requeued %.1fs after the supervisor started\n", took);
+    assert_true(took >= 9.5); /* not before the grace */
+    assert_int_equal(runs_of("live1"), 0);
+    assert_int_equal(integer("LLEN dray:inflight:otherhost:1:aa:0"), 1);
+    freeReplyObject(redisCommand(rc, "DEL otherhost:1:aa")); /* that host died */
+    if (!test_wait_until(ran, "live1", 30)) {
+        print_log();
+        fail_msg("live1 was never requeued after its owner's record went");
+    }
+    stop_clean(pid);
+    assert_int_equal(runs_of("gone1"), 1);
+    assert_int_equal(runs_of("live1"), 1);
+    assert_int_equal(inflight_keys(), 0);
+}
+
 /* Weighted queues in supervised children: -q a,3 -q b,1 with 4,000 jobs in
  * each. Over the first 4,000 runs (both queues full all along) a:b is about
  * 3:1 and b is never starved. */
@@ -841,6 +878,7 @@ main(void)
         cmocka_unit_test_setup(test_race, flush),
         cmocka_unit_test_setup(test_sched_race, flush),
         cmocka_unit_test_setup(test_orphans, flush),
+        cmocka_unit_test_setup(test_orphans_foreign, flush),
         cmocka_unit_test_setup(test_weighted, flush),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
