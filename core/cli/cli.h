@@ -81,6 +81,7 @@ int cli_cmd_queues(int argc, char **argv);
 int cli_cmd_processes(int argc, char **argv);
 int cli_cmd_set(int argc, char **argv); /* retries, scheduled, dead */
 int cli_cmd_signal(int argc, char **argv);
+int cli_cmd_cancel(int argc, char **argv);
 int cli_cmd_license(int argc, char **argv); /* license check */
 int cli_cmd_limits(int argc, char **argv);  /* Enterprise keys, read-only */
 int cli_cmd_periodic(int argc, char **argv);

@@ -450,3 +450,62 @@ out:
     cli_ctx_close(&ctx);
     return r;
 }
+
+/* ---- cancel ---------------------------------------------------------------- */
+
+static const char *
+outcome_word(dray_cancel_outcome o)
+{
+    return o == DRAY_CANCEL_REMOVED   ? "removed"
+           : o == DRAY_CANCEL_RUNNING ? "running"
+                                      : "not_found";
+}
+
+/* dray cancel JID: dray_api_cancel, its outcome printed. */
+int
+cli_cmd_cancel(int argc, char **argv)
+{
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "cancel");
+    int r = parse_opts(&ctx, argc, argv, NULL, NULL);
+    if (r >= 0)
+        return r;
+    int npos = argc - optind;
+    if (npos != 1)
+        return npos < 1 ? cli_usage(&ctx, "needs a JID")
+                        : cli_usage(&ctx, "unexpected argument '%s'", argv[optind + 1]);
+    const char *jid = argv[optind];
+    if (!*jid)
+        return cli_usage(&ctx, "JID is empty");
+    dray_api *api;
+    if ((r = cli_open_api(&ctx, &api)))
+        goto out;
+    dray_cancel_result res;
+    int rc = dray_api_cancel(api, jid, &res);
+    if (rc && rc != DRAY_ENOTFOUND) {
+        r = api_fail(&ctx, api, rc);
+    } else if (ctx.json) {
+        json_t *o = json_pack("{s:s, s:s, s:s}", "jid", jid, "outcome", outcome_word(res.outcome),
+                              "where", res.where);
+        char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (text)
+            printf("%s\n", text);
+        free(text);
+        json_decref(o);
+        r = rc ? CLI_ENOTFOUND : CLI_OK;
+    } else if (res.outcome == DRAY_CANCEL_REMOVED) {
+        printf("removed %s from %s: it will not run\n", jid, res.where);
+    } else if (res.outcome == DRAY_CANCEL_RUNNING) {
+        printf("running on %s: cancellation recorded; its worker stops it at its next heartbeat\n",
+               res.where);
+    } else {
+        printf("not found: %s is not queued, scheduled, in the retry set or running "
+               "(recorded anyway: it will not run if it shows up within 24 h)\n",
+               jid);
+        r = CLI_ENOTFOUND;
+    }
+    dray_api_free(api);
+out:
+    cli_ctx_close(&ctx);
+    return r;
+}

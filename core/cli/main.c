@@ -21,6 +21,7 @@ static const char overview[] =
     "  scheduled ACTION         the schedule set: list, show, retry, delete, kill\n"
     "  dead ACTION              the dead set: list, show, retry, delete\n"
     "  signal IDENTITY SIGNAL   send TSTP (quiet), TERM (stop) or TTIN (dump) to a process\n"
+    "  cancel JID               cancel a job: removed if waiting, stopped if running\n"
     "  license check            verify the license key against the configured modules\n"
     "  limits                   Enterprise rate limiters and their use\n"
     "  periodic                 Enterprise periodic loops: leader, last and next run\n"
@@ -152,6 +153,21 @@ static const char help_signal[] =
     "\n"
     "Exit status 3 when no such process is registered.\n";
 
+static const char help_cancel[] =
+    "usage: dray cancel JID [OPTIONS]\n"
+    "\n"
+    "Cancel a job. The cancellation is recorded first (<ns>dray:cancel:JID, kept\n"
+    "24 h): a worker that fetches the job from then on does not run it. A job\n"
+    "waiting in a queue, the schedule or the retry set is removed; a running job\n"
+    "is flagged at its worker's next heartbeat (dray_job_cancelled returns 1), or\n"
+    "under --processes/--isolate its child is killed; it is not retried.\n"
+    "Prints 'removed from WHERE', 'running on IDENTITY: ...' or 'not found'.\n"
+    "  --json                   print {\"jid\", \"outcome\", \"where\"}\n"
+    "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
+    "\n"
+    "Exit status 0 when removed or running (stopped at its next heartbeat), 3 when\n"
+    "no queue, set or process has the job (done, or never pushed), 1 on a Redis error.\n";
+
 static const char help_version[] = "usage: dray version\n\nPrint dray's version.\n";
 
 static const char help_limits[] =
@@ -222,6 +238,8 @@ cli_help(FILE *f, const char *cmd)
         text = help_set;
     else if (!strcmp(cmd, "signal"))
         text = help_signal;
+    else if (!strcmp(cmd, "cancel"))
+        text = help_cancel;
     else if (!strcmp(cmd, "version"))
         text = help_version;
     else if (!strcmp(cmd, "license"))
@@ -291,7 +309,7 @@ main(int argc, char **argv)
             strcmp(argv[2], "retries") && strcmp(argv[2], "scheduled") && strcmp(argv[2], "dead") &&
             strcmp(argv[2], "signal") && strcmp(argv[2], "version") && strcmp(argv[2], "license") &&
             strcmp(argv[2], "limits") && strcmp(argv[2], "periodic") && strcmp(argv[2], "unique") &&
-            strcmp(argv[2], "web")) {
+            strcmp(argv[2], "web") && strcmp(argv[2], "cancel")) {
             fprintf(stderr, "dray help: unknown command '%s'\n", argv[2]);
             return CLI_EUSAGE;
         }
@@ -323,6 +341,8 @@ main(int argc, char **argv)
         return cli_cmd_set(sub_argc, sub_argv);
     if (!strcmp(cmd, "signal"))
         return cli_cmd_signal(sub_argc, sub_argv);
+    if (!strcmp(cmd, "cancel"))
+        return cli_cmd_cancel(sub_argc, sub_argv);
     if (!strcmp(cmd, "license"))
         return cli_cmd_license(sub_argc, sub_argv);
     if (!strcmp(cmd, "limits"))

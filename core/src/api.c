@@ -263,3 +263,13 @@ dray_api_namespace(const dray_api *a)
 {
     return a->cfg.ns;
 }
+
+void
+dray__api_parts(dray_api *a, dray__conn **conn, const dray__redis_cfg **cfg, char **errbuf,
+                size_t *errlen)
+{
+    *conn = &a->conn;
+    *cfg = &a->cfg;
+    *errbuf = a->errstr;
+    *errlen = sizeof a->errstr;
+}

@@ -192,6 +192,8 @@ dray__heartbeat_main(void *arg)
             ; /* noted by dray__conn_recover; try again next beat */
         else if (rc)
             dray__log(DRAY_LOG_ERROR, "heartbeat: %s", c.errstr);
+        if (!rc)
+            dray__cancel_beat(s, &c);
         dray__hooks_tick(s, &c);
         /* wait one period, or until the state moves to DONE */
         struct timespec ts;

@@ -223,6 +223,12 @@ int dray__conn_eval(dray__conn *c, dray__script *s, redisReply **out, int nkeys,
 
 /* Key with namespace: returns a new string (dray__free). NULL on OOM. */
 char *dray__key(const dray__redis_cfg *cfg, const char *suffix);
+/* api.c: the handle's connection, key settings and error buffer, for the
+ * other files of the inspection API (cancel.c). Cannot fail. */
+void dray__api_parts(dray_api *a, dray__conn **conn, const dray__redis_cfg **cfg, char **errbuf,
+                     size_t *errlen);
+/* cancel.c: "<ns>dray:cancel:<jid>" (dray__free it), or NULL. */
+char *dray__cancel_key(const dray__redis_cfg *cfg, const char *jid);
 /* Append a namespaced key to b. */
 void dray__key_buf(dray__buf *b, const dray__redis_cfg *cfg, const char *suffix);
 

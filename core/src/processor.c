@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
 /* Worker threads: fetch, parse, run the server hooks and the handler, record
- * the outcome. The success path costs no Redis round trip: counters are
- * per-worker and flushed by the heartbeat. */
+ * the outcome. Besides the fetch, the success path costs one Redis round
+ * trip (the cancel check, cancel.c): counters are per-worker and flushed by
+ * the heartbeat. */
 #include <execinfo.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,7 +171,11 @@ process(dray__worker *w, dray__unit *u)
     pthread_mutex_lock(&w->mu);
     w->cur_class = klass;
     w->cur_jid = jid;
+    w->cur_cancel = 0;
+    atomic_store(&w->cur_over, 0); /* before the heartbeat can see this jid */
     pthread_mutex_unlock(&w->mu);
+    if (dray__cancel_before_run(w, jid, klass))
+        goto done; /* dray cancel recorded before it started: not run */
     dray__crash_job_start(w->crash_slot, jid, klass, w->cur.queue, w->cur.payload, w->cur.len);
     if (s->opts.log_jobs)
         dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");
@@ -178,7 +183,6 @@ process(dray__worker *w, dray__unit *u)
     const dray__handler *h = dray__handler_find(s, klass);
     double timeout_s = dray__job_timeout(job, h);
     dray__sup_job_start(w, jid, klass, w->cur.queue, w->cur.payload, w->cur.len, timeout_s);
-    atomic_store(&w->cur_over, 0);
     pthread_mutex_lock(&w->mu);
     w->cur_deadline = timeout_s > 0 ? w->cur_started + timeout_s : 0;
     pthread_mutex_unlock(&w->mu);
@@ -278,7 +282,10 @@ process(dray__worker *w, dray__unit *u)
         if (dray__backtrace_store(job, res.bt_want, (const char *const *)res.lines, res.nlines,
                                   res.frames, res.nframes))
             dray__logj(DRAY_LOG_WARN, jid, klass, -1, "out of memory storing error_backtrace");
-        dray__retry_or_die(w, job, h, res.error_class, res.message);
+        if (dray__cancel_acted(w)) /* cancelled: its failure is not retried */
+            dray__logj(DRAY_LOG_WARN, jid, klass, -1, "cancelled (dray cancel): not retried");
+        else
+            dray__retry_or_die(w, job, h, res.error_class, res.message);
         break;
     }
     result_close(&res);

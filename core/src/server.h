@@ -104,6 +104,7 @@ typedef struct dray__worker {
     dray__metrics metrics;             /* this worker's execution metrics since the last flush */
     double cur_deadline; /* epoch seconds the running job's timeout ends, 0 none; mu */
     atomic_int cur_over; /* 1 once the heartbeat saw the running job past it */
+    int cur_cancel;      /* 1 once the heartbeat acted on a recorded cancel of it; mu */
 } dray__worker;
 
 struct dray_server {
@@ -263,6 +264,9 @@ void dray__sup_job_end(dray__worker *w);
 bool dray__sup_active(void);
 /* dray__fetch for a supervised child: keys in order; 1 with *u, 0 none. */
 int dray__sup_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u);
+/* The heartbeat of a supervised child found the running job of w cancelled:
+ * ask the supervisor to kill this child for it. False outside a child. */
+bool dray__sup_cancel(const dray__worker *w, const char *jid);
 /* True in an --isolate child: one job, then the child stops. */
 bool dray__sup_isolate(void);
 /* The job's effective timeout: its own "timeout" (seconds, > 0), else its
@@ -287,6 +291,22 @@ void dray__requeued_copy_remove(dray__worker *w, const char *jid, const char *kl
 /* Note an outage (first caller logs) or its end. */
 void dray__outage_begin(struct dray_server *s, const dray__conn *c);
 void dray__outage_end(struct dray_server *s);
+
+/* cancel.c: dray cancel on the worker's side */
+/* Before running a job: 1 when its cancellation is recorded (logged and
+ * noted "skipped"; the caller does not run it), else 0, also when Redis
+ * cannot say (the job runs rather than being lost). Worker thread. */
+int dray__cancel_before_run(dray__worker *w, const char *jid, const char *klass);
+/* True when the heartbeat acted on a cancel of w's running job. */
+bool dray__cancel_acted(dray__worker *w);
+/* Heartbeat: one pipelined EXISTS for every running job; a cancelled one is
+ * flagged (cur_over, noted "flagged") or, in a supervised child, reported to
+ * the supervisor to be killed. Heartbeat thread, its own connection. */
+void dray__cancel_beat(struct dray_server *s, dray__conn *c);
+/* Note in the job's cancel record what a worker or supervisor did ("killed")
+ * and by which process identity. Logged when Redis cannot take it. */
+void dray__cancel_note(dray__conn *c, const struct dray_server *s, const char *jid,
+                       const char *what, const char *by);
 
 /* module.c, module_fetch.c: modules and the fetch provider */
 /* At run start: load $DRAY_MODULES (skipping loaded ones), log the hook

@@ -27,13 +27,16 @@
 #define CRASH_FIELD "dray_crashes"       /* payload field: children this job has killed */
 #define BACKOFF_MAX_S 30.0               /* longest wait before restarting a child */
 #define QUICK_DEATH_S 30.0               /* a child dying sooner than this backs off */
+#define GONE_TTL "600"                   /* s: <ns>dray:gone:<identity> marks a child seen dead */
+#define ORPHAN_SCAN_S 5.0   /* how often in-flight lists of dead processes are looked for */
+#define ORPHAN_GRACE_S 10.0 /* a list whose owner has no record yet: wait this long (starting) */
 
 /* ---- the child's side ------------------------------------------------------ */
 
 /* One record on the report socket: the header, then jid, class, queue and
  * payload bytes. A start replaces the worker's slot, an end clears it. */
 typedef struct rec_hdr {
-    char type;        /* 'S' start, 'E' end, 'I' identity (in jid) */
+    char type;        /* 'S' start, 'E' end, 'I' identity (in jid), 'C' cancelled (jid) */
     int worker;       /* worker index in the child */
     double timeout_s; /* 'S': effective timeout, 0 none */
     uint32_t ljid, lclass, lqueue, lpayload;
@@ -183,6 +186,15 @@ dray__sup_job_end(dray__worker *w)
     report('E', w->index, 0, NULL, NULL, NULL, NULL, 0);
 }
 
+bool
+dray__sup_cancel(const dray__worker *w, const char *jid)
+{
+    if (g_report_fd < 0)
+        return false;
+    report('C', w->index, 0, jid, NULL, NULL, NULL, 0);
+    return true;
+}
+
 double
 dray_job_deadline(const dray_job *job)
 {
@@ -228,6 +240,7 @@ typedef struct child {
     double restart_at;  /* monotonic: start again from then (backoff) */
     int quick_deaths;   /* consecutive deaths soon after start */
     int killed_worker;  /* worker whose job we killed the child for, -1 none */
+    int cancelled;      /* 1: killed_worker's job was cancelled (dray cancel), not timed out */
     double kill_at;     /* monotonic: SIGKILL a stopping child from then, 0 none */
 } child;
 
@@ -238,6 +251,10 @@ typedef struct sup {
     dray__worker sw;     /* the supervisor's own link and retry context */
     atomic_int *culprit; /* shared with the children: one per child, -1 none */
     int stopping, quiet;
+    double next_scan; /* monotonic: next look for orphaned in-flight lists */
+    char **cand;      /* in-flight lists whose owner had no record at the last look */
+    double *cand_at;  /* when each was first seen so (monotonic) */
+    size_t ncand;
 } sup;
 
 static void
@@ -261,6 +278,22 @@ dupn(const char *p, size_t n)
     return c;
 }
 
+/* The child's heartbeat found the job of worker w cancelled: kill the child
+ * (its other jobs are requeued as after a timeout kill). */
+static void
+cancel_kill(child *c, int w, const char *jid, size_t len)
+{
+    run_job *j = &c->jobs[w];
+    if (c->pid <= 0 || c->killed_worker >= 0 || !j->jid || strlen(j->jid) != len ||
+        memcmp(j->jid, jid, len))
+        return; /* already ended, or the child is being killed anyway */
+    dray__log(DRAY_LOG_WARN, "supervisor: jid %s was cancelled (dray cancel); killing its child",
+              j->jid);
+    c->killed_worker = w;
+    c->cancelled = 1;
+    kill(c->pid, SIGKILL);
+}
+
 /* Take whole records off c->in. */
 static void
 parse_records(sup *S, child *c)
@@ -281,6 +314,10 @@ parse_records(sup *S, child *c)
         if (h.worker < 0 || h.worker >= S->s->opts.concurrency)
             continue;
         run_job *j = &c->jobs[h.worker];
+        if (h.type == 'C') {
+            cancel_kill(c, h.worker, p, h.ljid);
+            continue;
+        }
         job_clear(j);
         if (h.type != 'S')
             continue;
@@ -386,6 +423,7 @@ child_start(sup *S, int idx)
     c->in.len = 0;
     c->started = dray__mono();
     c->killed_worker = -1;
+    c->cancelled = 0;
     c->kill_at = 0;
     if (S->quiet)
         kill(pid, SIGTSTP);
@@ -500,10 +538,12 @@ sig_name(int sig)
     }
 }
 
-/* Remove a dead child's process record, so Busy stops showing it and a
- * reliable-fetch module sees it silent at once (no wait for orphan_after). */
+/* Remove a dead child's process record, so Busy stops showing it, and mark
+ * it gone (<ns>dray:gone:<identity>, 10 min, holding the jid of the job
+ * that killed it or "" when unknown), so a reliable-fetch module recovers
+ * its lists at once (no wait for orphan_after) and counts only the culprit. */
 static void
-forget_identity(sup *S, const child *c)
+forget_identity(sup *S, const child *c, const char *culprit_jid)
 {
     if (!c->identity[0])
         return;
@@ -516,6 +556,14 @@ forget_identity(sup *S, const child *c)
     int rc = dray__conn_cmdf(&S->sw.conn, NULL, "SREM %s %s", S->s->k_processes, c->identity);
     if (!rc)
         rc = dray__conn_cmdf(&S->sw.conn, NULL, "DEL %s %s:work %s:workers", k, k, k);
+    /* Known dead (reaped): a reliable-fetch module may recover its lists at
+     * once instead of treating a young process as still starting. */
+    char gone[320];
+    snprintf(gone, sizeof gone, "dray:gone:%s", c->identity);
+    char *gk = dray__key(&S->s->cfg, gone);
+    if (!rc && gk)
+        rc = dray__conn_cmdf(&S->sw.conn, NULL, "SET %s %s EX " GONE_TTL, gk, culprit_jid);
+    dray__free(gk);
     if (rc)
         dray__log(DRAY_LOG_WARN, "supervisor: cannot remove the record of %s: %s", c->identity,
                   S->sw.conn.errstr);
@@ -583,6 +631,10 @@ child_died(sup *S, int idx, int status)
     else
         snprintf(how, sizeof how, "pid %d exited with status %d", (int)c->pid, WEXITSTATUS(status));
     int culprit = atomic_load(&S->culprit[idx]);
+    int cw = culprit >= 0 ? culprit : c->killed_worker;
+    char culprit_jid[200] = "";
+    if (cw >= 0 && cw < S->s->opts.concurrency && c->jobs[cw].jid)
+        snprintf(culprit_jid, sizeof culprit_jid, "%s", c->jobs[cw].jid);
     int running = 0;
     for (int w = 0; w < S->s->opts.concurrency; w++)
         running += c->jobs[w].jid != NULL;
@@ -608,16 +660,21 @@ child_died(sup *S, int idx, int status)
                 dray__log(DRAY_LOG_WARN, "supervisor: %s: %s", k, S->sw.conn.errstr);
             dray__free(k);
         }
-        if (w == c->killed_worker || (c->killed_worker >= 0 && late))
+        if (w == c->killed_worker && c->cancelled) {
+            dray__logj(DRAY_LOG_WARN, j->jid, j->klass, -1,
+                       "cancelled (dray cancel): its child was killed; not retried");
+            dray__cancel_note(&S->sw.conn, S->s, j->jid, "killed", c->identity);
+        } else if (w == c->killed_worker || (c->killed_worker >= 0 && late)) {
             account_timeout(S, j);
-        else if (crashed && !dray__fetcher_active())
+        } else if (crashed && !dray__fetcher_active()) {
             account_crash(S, j, how, culprit < 0 ? c->killed_worker < 0 : culprit == w);
+        }
         job_clear(j);
     }
     if (c->identity[0] && !dray__fetcher_active())
         inflight_recover(S, c, crashed);
     if (crashed)
-        forget_identity(S, c);
+        forget_identity(S, c, culprit_jid);
     double lived = dray__mono() - c->started;
     c->pid = 0;
     c->quick_deaths = crashed && lived < QUICK_DEATH_S ? c->quick_deaths + 1 : 0;
@@ -652,6 +709,164 @@ check_timeouts(sup *S)
             }
         }
     }
+}
+
+/* Move every job of an in-flight list back to its queue's head, then the
+ * list is gone. One script: two supervisors recovering the same list cannot
+ * both requeue a job. KEYS: list; ARGV: "<ns>queue:", "<ns>queues". */
+static dray__script orphan_script = {
+    .src =
+        "local n = 0\n"
+        "while true do\n"
+        "  local v = redis.call('RPOP', KEYS[1])\n"
+        "  if not v then break end\n"
+        "  local ok, o = pcall(cjson.decode, v)\n"
+        "  local q = 'default'\n"
+        "  if ok and type(o) == 'table' and type(o['queue']) == 'string' then q = o['queue'] end\n"
+        "  redis.call('RPUSH', ARGV[1] .. q, v)\n"
+        "  redis.call('SADD', ARGV[2], q)\n"
+        "  n = n + 1\n"
+        "end\n"
+        "return n\n",
+};
+
+/* True when pid is a zombie (dead, not yet reaped by its new parent). */
+static bool
+zombie(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
+}
+
+/* Whether the process named by identity ("host:pid:nonce") is gone: 1 dead
+ * (a pid of this host that no longer exists), 0 alive (its heartbeat record
+ * exists), -1 unknown (no record: dead, or starting and not yet beating). */
+static int
+owner_state(sup *S, const char *identity)
+{
+    dray_server *s = S->s;
+    const char *c2 = strrchr(identity, ':');
+    const char *c1 = c2 ? c2 - 1 : NULL;
+    while (c1 && c1 > identity && *c1 != ':')
+        c1--;
+    if (c1 && *c1 == ':' && (size_t)(c1 - identity) == strlen(s->hostname) &&
+        !strncmp(identity, s->hostname, (size_t)(c1 - identity))) {
+        long pid = strtol(c1 + 1, NULL, 10);
+        if (pid > 0 && ((kill((pid_t)pid, 0) && errno == ESRCH) || zombie((pid_t)pid)))
+            return 1;
+    }
+    dray__buf b;
+    dray__buf_init(&b);
+    dray__key_buf(&b, &s->cfg, identity);
+    redisReply *r = NULL;
+    int alive = 0;
+    if (!b.oom && !dray__conn_cmdf(&S->sw.conn, &r, "EXISTS %s", b.p))
+        alive = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    else
+        alive = 1; /* cannot tell: leave it */
+    if (r)
+        freeReplyObject(r);
+    dray__buf_close(&b);
+    return alive ? 0 : -1;
+}
+
+/* Requeue one orphaned in-flight list (its owner is dead). */
+static void
+orphan_requeue(sup *S, const char *key, const char *identity)
+{
+    char *qp = dray__key(&S->s->cfg, "queue:");
+    const char *av[3] = {key, qp, S->s->k_queues};
+    redisReply *r = NULL;
+    int rc = qp ? dray__conn_eval(&S->sw.conn, &orphan_script, &r, 1, 3, av, NULL) : DRAY_ENOMEM;
+    if (rc)
+        dray__log(DRAY_LOG_ERROR, "supervisor: cannot requeue in-flight list %s: %s", key,
+                  S->sw.conn.errstr);
+    else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        dray__log(DRAY_LOG_WARN,
+                  "supervisor: requeued %lld job%s left in flight by %s, a process that is gone",
+                  r->integer, r->integer == 1 ? "" : "s", identity);
+    if (r)
+        freeReplyObject(r);
+    dray__free(qp);
+}
+
+/* Look for in-flight lists of processes that died with nobody to account
+ * for them (a supervisor killed with SIGKILL with its children, a host
+ * crash) and requeue them: at once when the owner was a pid of this host
+ * that is gone; after ORPHAN_GRACE_S without a heartbeat record otherwise
+ * (another host's child may fetch before its first beat lands). */
+static void
+orphans_scan(sup *S)
+{
+    dray_server *s = S->s;
+    char *pat = dray__key(&s->cfg, "dray:inflight:*");
+    size_t pre = s->cfg.nslen + strlen("dray:inflight:");
+    char **cand = NULL;
+    double *cand_at = NULL;
+    size_t ncand = 0;
+    char cursor[32] = "0";
+    double now = dray__mono();
+    do {
+        redisReply *r = NULL;
+        if (!pat || dray__conn_cmdf(&S->sw.conn, &r, "SCAN %s MATCH %s COUNT 1000", cursor, pat) ||
+            r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            if (r)
+                freeReplyObject(r);
+            break; /* next time */
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        const redisReply *keys = r->element[1];
+        for (size_t i = 0; i < keys->elements; i++) {
+            const char *key = keys->element[i]->str;
+            if (keys->element[i]->type != REDIS_REPLY_STRING || strlen(key) <= pre)
+                continue;
+            char identity[300];
+            snprintf(identity, sizeof identity, "%s", key + pre);
+            char *w = strrchr(identity, ':'); /* ":<worker>" */
+            if (!w)
+                continue;
+            *w = '\0';
+            int mine = 0; /* our children are accounted when reaped, never here */
+            for (int k = 0; k < S->po.processes; k++)
+                mine |= S->kids[k].pid > 0 && !strcmp(S->kids[k].identity, identity);
+            if (mine)
+                continue;
+            int st = owner_state(S, identity);
+            size_t old = S->ncand;
+            for (size_t k = 0; k < S->ncand; k++)
+                if (!strcmp(S->cand[k], key))
+                    old = k;
+            if (st == 1 || (st < 0 && old < S->ncand && now - S->cand_at[old] >= ORPHAN_GRACE_S)) {
+                orphan_requeue(S, key, identity);
+            } else if (st < 0) {
+                char **c2 = dray__realloc(cand, (ncand + 1) * sizeof *cand);
+                if (c2)
+                    cand = c2;
+                double *a2 = c2 ? dray__realloc(cand_at, (ncand + 1) * sizeof *cand_at) : NULL;
+                if (a2)
+                    cand_at = a2;
+                if (c2 && a2 && (cand[ncand] = dray__strdup(key)))
+                    cand_at[ncand++] = old < S->ncand ? S->cand_at[old] : now;
+            }
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0"));
+    for (size_t k = 0; k < S->ncand; k++)
+        dray__free(S->cand[k]);
+    dray__free(S->cand);
+    dray__free(S->cand_at);
+    S->cand = cand;
+    S->cand_at = cand_at;
+    S->ncand = ncand;
+    dray__free(pat);
 }
 
 static void
@@ -708,6 +923,10 @@ dray_server_run_processes(dray_server *s, const dray_process_opts *po)
     int alive = 0;
     while (!rc) {
         double now = dray__mono();
+        if (!S.stopping && !dray__fetcher_active() && now >= S.next_scan) {
+            orphans_scan(&S);
+            S.next_scan = now + ORPHAN_SCAN_S;
+        }
         if (!S.stopping && atomic_load(&s->stop_flag)) {
             S.stopping = 1;
             dray__log(DRAY_LOG_INFO, "supervisor: stopping %d children", alive);
@@ -792,6 +1011,10 @@ dray_server_run_processes(dray_server *s, const dray_process_opts *po)
         dray__buf_close(&S.kids[i].in);
     }
     dray__free(S.kids);
+    for (size_t k = 0; k < S.ncand; k++)
+        dray__free(S.cand[k]);
+    dray__free(S.cand);
+    dray__free(S.cand_at);
     munmap(S.culprit, shm_len);
     dray__conn_close(&S.sw.conn);
     dray__metrics_close(&S.sw.metrics);

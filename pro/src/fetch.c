@@ -143,7 +143,9 @@ static const char requeue_lua[] = "local n = 0\n"
  * counts only while somebody watched: when no check ran for ARGV[7] s (Redis
  * stalled, or every checker was stopped), every silent process's window
  * starts again, so it gets a whole window of a working Redis to beat in
- * (KEYS[3] holds the time of the last check). Empty lists
+ * (KEYS[3] holds the time of the last check). A process whose supervisor
+ * saw it die (<ns>dray:gone:<identity>, written by dray run --processes)
+ * is dead at once, however young. Empty lists
  * of dead processes leave the registry; for the others we take the lease.
  * Returns {member, beat-or-"", ...} we now hold. */
 static const char orphans_lua[] =
@@ -158,7 +160,8 @@ static const char orphans_lua[] =
     "for i = 1, #ms, 2 do\n"
     "  local m, seen = ms[i], tonumber(ms[i + 1])\n"
     "  local id = string.match(m, '^(.-)|') or m\n"
-    "  if id ~= ARGV[2] and now - seen > after then\n"
+    "  local gone = redis.call('EXISTS', ARGV[1] .. 'dray:gone:' .. id) == 1\n"
+    "  if id ~= ARGV[2] and (gone or now - seen > after) then\n"
     "    local beat = redis.call('HGET', ARGV[1] .. id, 'beat')\n"
     "    local b = beat and tonumber(beat)\n"
     "    local age = b and now - b\n"
@@ -166,16 +169,16 @@ static const char orphans_lua[] =
     "      local pttl = redis.call('PTTL', ARGV[1] .. id)\n"
     "      if pttl > 0 and ttl0 - pttl / 1000 < age then age = ttl0 - pttl / 1000 end\n"
     "    end\n"
-    "    if b and age <= after then\n"
+    "    if b and age <= after and not gone then\n"
     "      redis.call('HDEL', KEYS[2], m)\n"
     "    else\n"
     "      local s = redis.call('HGET', KEYS[2], m)\n"
     "      local sb, since = nil, nil\n"
     "      if s then sb, since = string.match(s, '^(.*)|([^|]*)$') end\n"
-    "      if not since or (beat and sb ~= beat) or blind then\n"
+    "      if not gone and (not since or (beat and sb ~= beat) or blind) then\n"
     "        redis.call('HSET', KEYS[2], m, (beat or '') .. '|' .. string.format('%.6f', now))\n"
     "        redis.call('EXPIRE', KEYS[2], 86400)\n"
-    "      elseif now - tonumber(since) >= confirm then\n"
+    "      elseif gone or now - tonumber(since) >= confirm then\n"
     "        local wip = ARGV[1] .. 'pro:fetch:wip:' .. m\n"
     "        if redis.call('LLEN', wip) == 0 then\n"
     "          if not beat then\n"
@@ -203,13 +206,17 @@ static const char orphans_lua[] =
  * recovered before is a suspect: it goes to the schedule set for a random
  * 0.5 s .. suspect delay, so an innocent job that keeps sharing a process
  * with a poison pill gets to run apart from it. A job at poison_after is
- * returned instead, left in the list for the poison script. Returns
+ * returned instead, left in the list for the poison script. When the
+ * process's supervisor named the job that killed it (<ns>dray:gone:<id>
+ * holds its jid) only that job's recovery counts. Returns
  * {"more"|"done"|"lost", moved} or {"poison", moved, payload, n}. */
 static const char recover_lua[] =
     "if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'lost', 0} end\n"
     "redis.call('PEXPIRE', KEYS[2], ARGV[6])\n"
     "local ns = ARGV[1]\n"
     "local moved = 0\n"
+    "local culprit = redis.call('GET', ns .. 'dray:gone:' .. (string.match(ARGV[3], '^(.-)|') or "
+    "ARGV[3]))\n"
     "for n = 1, tonumber(ARGV[7]) do\n"
     "  local p = redis.call('LINDEX', KEYS[1], -1)\n"
     "  if not p then\n"
@@ -228,7 +235,7 @@ static const char recover_lua[] =
     "    if type(job.jid) == 'string' then jid = job.jid end\n"
     "  end\n"
     "  local c = 0\n"
-    "  if jid then\n"
+    "  if jid and not (culprit and culprit ~= '' and culprit ~= jid) then\n"
     "    local ck = ns .. 'pro:fetch:recovered:' .. jid\n"
     "    c = redis.call('INCR', ck)\n"
     "    redis.call('EXPIRE', ck, ARGV[5])\n"

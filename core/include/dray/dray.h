@@ -382,8 +382,9 @@ DRAY_API DRAY_WUR int dray_server_set_timeout(dray_server *s, const char *klass,
  * (its "timeout" field, else its class's), or 0 when it has none. */
 DRAY_API double dray_job_deadline(const dray_job *job);
 /* In a handler: 1 once the job is flagged to stop (in thread mode, the
- * heartbeat saw it past its deadline and logged it), else 0. A handler that
- * polls it can give up cleanly; nothing stops one that does not. */
+ * heartbeat saw it past its deadline, or cancelled by dray_api_cancel, and
+ * logged it), else 0. A handler that polls it can give up cleanly (a failure
+ * of a cancelled job is not retried); nothing stops one that does not. */
 DRAY_API int dray_job_cancelled(const dray_job *job);
 /* Quiet: stop fetching new jobs; running jobs finish. Any thread. */
 DRAY_API void dray_server_quiet(dray_server *s) DRAY_NONNULL(1);

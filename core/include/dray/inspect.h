@@ -163,6 +163,32 @@ DRAY_API DRAY_WUR int dray_api_set_kill(dray_api *api, dray_set set, const char 
 DRAY_API DRAY_WUR int dray_api_signal(dray_api *api, const char *identity, const char *signal)
     DRAY_NONNULL(1);
 
+/* What dray_api_cancel found. */
+typedef enum dray_cancel_outcome {
+    DRAY_CANCEL_NOT_FOUND = 0, /* in no queue, set or running record: done, or never pushed */
+    DRAY_CANCEL_REMOVED = 1,   /* taken out of a queue or the schedule/retry set: never runs */
+    DRAY_CANCEL_RUNNING = 2    /* a worker has it: flagged (thread mode) or its child killed */
+} dray_cancel_outcome;
+
+/* The result of dray_api_cancel. */
+typedef struct dray_cancel_result {
+    dray_cancel_outcome outcome; /* see above */
+    char where[300]; /* "queue:<q>", "schedule", "retry", the running process's identity, or "" */
+} dray_cancel_result;
+
+/* Cancel the job with this jid. First records the cancellation in
+ * <ns>dray:cancel:<jid> (a hash kept 24 h), so a worker that fetches the job
+ * from then on does not run it; then removes it from the schedule and retry
+ * sets (ZSCAN, ZREM of the exact member) or a queue (LRANGE a page at a
+ * time, LREM of the exact payload): a removal that succeeds means no worker
+ * or poller has it. Otherwise a running job is flagged at its worker's next
+ * heartbeat (dray_job_cancelled returns 1) or, under --processes, its child
+ * is killed and the job is not retried. The outcome is written to the
+ * record ("outcome", "where", "at"; workers add "worker", "worker_at", "by").
+ * 0 with *out filled; DRAY_ENOTFOUND (out->outcome NOT_FOUND) when no queue,
+ * set or process has it; DRAY_EINVAL for an empty jid; DRAY_ECONN/EREDIS. */
+DRAY_API DRAY_WUR int dray_api_cancel(dray_api *api, const char *jid, dray_cancel_result *out);
+
 /* Run one Redis command on the API's connection (keys are given whole: add
  * dray_api_namespace yourself). *out is the reply as JSON, a new reference:
  * strings, integers, arrays, null. An error reply is DRAY_EREDIS with its

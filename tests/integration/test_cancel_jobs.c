@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: LGPL-3.0-or-later */
+/* Handler library for test_cancel, loaded by `dray run --require`. Every run
+ * appends "<class> <jid> <pid> <epoch-seconds>\n" to $CANCEL_RUNLOG (O_APPEND:
+ * one write per line, atomic across processes) before doing what its class
+ * says. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <dray/dray.h>
+
+static void
+note(dray_job *job)
+{
+    const char *path = getenv("CANCEL_RUNLOG");
+    if (!path)
+        return;
+    char line[256];
+    int n = snprintf(line, sizeof line, "%s %s %d %.6f\n", dray_job_class(job), dray_job_jid(job),
+                     (int)getpid(), dray_now());
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd >= 0) {
+        if (write(fd, line, (size_t)n) < 0)
+            perror("runlog");
+        close(fd);
+    }
+}
+
+static int
+ok(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    return 0;
+}
+
+/* Thread mode: works until cancelled (at most 60 s), then fails saying so
+ * (a cancelled job's failure must not be retried). */
+static int
+patient(dray_job *job, dray_result *res, void *ud)
+{
+    (void)ud;
+    note(job);
+    for (int i = 0; i < 6000 && !dray_job_cancelled(job); i++)
+        usleep(10000);
+    return dray_result_fail(res, "CxStopped", "cancelled %d", dray_job_cancelled(job));
+}
+
+/* Busy for 300 ms. */
+static int
+slow(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    usleep(300000);
+    return 0;
+}
+
+/* Kills its process. */
+static int
+segv(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    raise(SIGSEGV);
+    return 0;
+}
+
+/* Never returns: only a kill stops it. */
+static int
+spin(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    for (volatile unsigned long i = 0;; i++)
+        ;
+    return 0;
+}
+
+__attribute__((visibility("default"))) int dray_register_handlers(dray_server *s);
+
+int
+dray_register_handlers(dray_server *s)
+{
+    int rc = dray_server_register(s, "CxOk", ok, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxPatient", patient, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxSpin", spin, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxSlow", slow, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxSegv", segv, NULL, NULL);
+    return rc;
+}
