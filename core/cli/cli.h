@@ -40,6 +40,8 @@ enum {
     OPT_STATSD,
     OPT_STATSD_FORMAT,
     OPT_STATSD_PREFIX,
+    OPT_PAUSE,
+    OPT_RESUME,
 };
 
 /* The options every command accepts (see cli_common_opt). */

@@ -37,6 +37,7 @@ typedef struct dray__queue {
     char *name;
     char *key; /* "<ns>queue:<name>" */
     int weight;
+    atomic_int paused; /* 1: in <ns>paused at the last read (pause.c) */
 } dray__queue;
 
 typedef struct dray__callback {
@@ -158,6 +159,9 @@ struct dray_server {
     dray__metrics metrics_pending; /* merged, not yet in Redis; heartbeat thread only */
     double metrics_flushed_at;     /* monotonic seconds of the last metrics flush */
     struct dray__statsd *statsd;   /* dray_server_statsd's socket, or NULL */
+    atomic_llong pause_read_ms;    /* monotonic ms of the last read of <ns>paused (pause.c) */
+    atomic_int pause_known;        /* 1 once <ns>paused was read successfully */
+    atomic_int pause_any;          /* 1: some configured queue is paused */
 };
 
 /* statsd.c: job outcomes as statsd/DogStatsD datagrams (dray_server_statsd) */
@@ -205,6 +209,19 @@ int dray__requeue(dray__conn *c, const struct dray_server *s, const dray__unit *
  * head. Caller holds w->mu. Returns how many went back. */
 int dray__prefetch_requeue(dray__worker *w, dray__conn *c);
 void dray__unit_clear(dray__unit *u);
+
+/* pause.c: paused queues (<ns>paused, as Sidekiq Pro) */
+#define DRAY__PAUSE_REFRESH_MS 1000 /* a process re-reads the paused set this often */
+/* Re-read the paused set when the copy is stale (one worker at a time;
+ * every worker until the first read succeeds). 0 or a DRAY_E* code with
+ * the reason in w->conn.errstr. Worker thread. */
+int dray__pause_refresh(dray__worker *w);
+/* Drop paused queues' keys from keys/lens[0..n), keeping the order;
+ * returns how many remain. Cannot fail. Any thread. */
+size_t dray__pause_filter(const struct dray_server *s, const char **keys, size_t *lens, size_t n);
+/* Every queue is paused: wait one refresh period, or less when the server
+ * state changes. Worker thread. */
+void dray__pause_wait(struct dray_server *s);
 
 /* retry.c */
 /* A handler failure: to the retry set or the dead set, with hooks and
