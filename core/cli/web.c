@@ -626,22 +626,36 @@ static int
 page_queues(web *w, out *o)
 {
     dray_queue_info *q = NULL;
-    size_t nq = 0;
+    size_t nq = 0, np = 0;
+    char **paused = NULL;
     if (dray_api_queues_list(w->api, &q, &nq))
         return api_fail(w, o);
+    if (dray_api_paused_list(w->api, &paused, &np)) {
+        dray_api_queues_free(q, nq);
+        return api_fail(w, o);
+    }
     page_begin(o, "Queues");
     web_buf_puts(&o->b, "<table id=\"queues\"><tr><th>Queue</th><th>Size</th><th>Latency (s)</th>"
-                        "<th></th></tr>");
+                        "<th>State</th><th></th></tr>");
     for (size_t i = 0; i < nq; i++) {
-        web_buf_puts(&o->b, "<tr><td><a href=\"/queues/");
+        int is_paused = 0;
+        for (size_t k = 0; k < np && !is_paused; k++)
+            is_paused = !strcmp(paused[k], q[i].name);
+        web_buf_printf(&o->b, "<tr%s><td><a href=\"/queues/", is_paused ? " class=\"paused\"" : "");
         web_buf_url(&o->b, q[i].name);
         web_buf_puts(&o->b, "\">");
         html(&o->b, q[i].name);
-        web_buf_printf(&o->b, "</a></td><td>%lld</td><td>%.3f</td><td>", q[i].size, q[i].latency);
+        web_buf_printf(&o->b, "</a></td><td>%lld</td><td>%.3f</td><td class=\"state\">%s</td><td>",
+                       q[i].size, q[i].latency, is_paused ? "paused" : "running");
         if (!w->read_only) {
             web_buf buf = {0};
             web_buf_puts(&buf, "/queues/");
             web_buf_url(&buf, q[i].name);
+            form_open(o, buf.s ? buf.s : "/queues", 1);
+            web_buf_puts(&o->b, is_paused
+                                    ? "<button name=\"action\" value=\"resume\">Resume</button>"
+                                    : "<button name=\"action\" value=\"pause\">Pause</button>");
+            web_buf_puts(&o->b, "</form>");
             form_open(o, buf.s ? buf.s : "/queues", 1);
             free(buf.s);
             web_buf_puts(&o->b, "<button name=\"action\" value=\"clear\" data-confirm=\"Delete "
@@ -651,6 +665,7 @@ page_queues(web *w, out *o)
     }
     web_buf_puts(&o->b, "</table>");
     dray_api_queues_free(q, nq);
+    dray_api_paused_free(paused, np);
     page_end(o);
     return 0;
 }
@@ -768,6 +783,19 @@ post_queue(web *w, req *r, out *o, const char *name)
         o->location = "/queues";
         return 0;
     }
+    if (action && (!strcmp(action, "pause") || !strcmp(action, "resume"))) {
+        /* Workers leave a paused queue out of their fetches (core/src/pause.c). */
+        int rc = !strcmp(action, "pause") ? dray_api_queue_pause(w->api, name)
+                                          : dray_api_queue_resume(w->api, name);
+        if (rc == DRAY_EQUEUE) {
+            fail_page(o, 400, "Bad request", "invalid queue name");
+            return 0;
+        }
+        if (rc)
+            return api_fail(w, o);
+        o->location = "/queues";
+        return 0;
+    }
     const char *job = form_get(r, "job");
     if (action && !strcmp(action, "delete_job") && job) {
         const char *lrem[] = {"LREM", key, "1", job};
@@ -777,7 +805,7 @@ post_queue(web *w, req *r, out *o, const char *name)
         o->location = "back";
         return 0;
     }
-    fail_page(o, 400, "Bad request", "action must be clear, or delete_job with job");
+    fail_page(o, 400, "Bad request", "action must be clear, pause, resume, or delete_job with job");
     return 0;
 }
 

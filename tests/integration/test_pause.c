@@ -4,7 +4,7 @@
  * drains, through several heartbeats; a pause while running holds new jobs
  * back; resume runs every job exactly once; a `paused` key of the wrong
  * type stops fetching with a clear error (never runs what may be paused)
- * and loses nothing; pausing under --processes (supervised children). */
+ * and loses nothing. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>

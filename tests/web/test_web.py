@@ -323,6 +323,41 @@ def browser_test():
         click("#delete")
         check("delete emptied retries", r.cmd("ZCARD", "retry") == 0)
 
+        # Queues: Pause, then the worker leaves a new job in the queue
+        # (through 4 s, past the 3 s bound); Resume, and it runs.
+        visit("/queues")
+        b.js("document.querySelectorAll('#queues tr').forEach(t => {"
+             "if (t.cells[0].textContent === 'busy') t.id = 'q-busy'; }); true")
+        click("#q-busy button[value=pause]")
+        check("pause reached Redis", r.cmd("SMEMBERS", "paused") == ["busy"],
+              r.cmd("SMEMBERS", "paused"))
+        b.js("document.querySelectorAll('#queues tr').forEach(t => {"
+             "if (t.cells[0].textContent === 'busy') t.id = 'q-busy'; }); true")
+        check("queue shown paused", b.js("document.querySelector('#q-busy td.state')"
+                                         ".textContent") == "paused")
+        check("resume button shown", b.js("document.querySelector('#q-busy button[value=resume]')"
+                                          " !== null"))
+        shot("queues-paused.png")
+        # the worker logs when its copy turns; its next fetch leaves busy out
+        check("the worker saw the pause", wait_for(
+            lambda: alive(worker, wlog) and "queue busy paused" in open(wlog).read(), 10,
+            "the worker to log the pause"))
+        r.cmd("LPUSH", "queue:busy", job("WebOk", "jidpause0001", [], queue="busy"))
+        held = True
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            alive(worker, wlog)
+            held = held and r.cmd("LLEN", "queue:busy") == 1
+            time.sleep(0.05)
+        check("paused queue's job stays queued for 4 s", held)
+        click("#q-busy button[value=resume]")
+        check("resume reached Redis", r.cmd("SMEMBERS", "paused") == [])
+        check("queue shown running", b.js(
+            "[...document.querySelectorAll('#queues tr')].filter(t => t.cells[0].textContent"
+            " === 'busy').map(t => t.querySelector('td.state').textContent).join()") == "running")
+        check("resumed queue's job ran", wait_for(
+            lambda: r.cmd("LLEN", "queue:busy") == 0, 15, "the job after resume"))
+
         # Scheduled: Kill moves the job to the dead set.
         visit("/scheduled/jidsched0001")
         click("#kill")
@@ -418,6 +453,13 @@ def browser_test():
                         b"a" * 64, {"Cookie": "dray_csrf=" + "a" * 64})
         check("read-only POST: 403", st == 403, st)
         check("read-only kept the job", r.cmd("ZCARD", "retry") == 1)
+        visit("/queues")
+        check("read-only queues page has no Pause/Delete",
+              b.js("document.querySelectorAll('#queues button').length") == 0 and
+              b.js("document.querySelectorAll('#queues td.state').length") > 0)
+        st, _, _ = http("POST", web.base + "/queues/low", b"action=pause&csrf=" + b"a" * 64,
+                        {"Cookie": "dray_csrf=" + "a" * 64})
+        check("read-only pause POST: 403", st == 403 and r.cmd("SCARD", "paused") == 0, st)
         web.stop()
         web = None
 
