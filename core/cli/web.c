@@ -72,6 +72,7 @@ typedef struct out {
     char csrf[WEB_CSRF_HEX + 1];
     int new_cookie; /* 1: send Set-Cookie with csrf */
     char flash[256];
+    unsigned mods; /* WEB_MOD_* bits: the module pages in the menu */
 } out;
 
 /* ---- buffers and escaping ------------------------------------------------ */
@@ -366,8 +367,16 @@ page_begin(out *o, const char *title)
     web_buf_puts(b, " - dray</title></head><body><nav><a class=\"brand\" href=\"/\">dray</a>"
                     "<a href=\"/\">Dashboard</a><a href=\"/busy\">Busy</a>"
                     "<a href=\"/queues\">Queues</a><a href=\"/retries\">Retries</a>"
-                    "<a href=\"/scheduled\">Scheduled</a><a href=\"/dead\">Dead</a>"
-                    "<a href=\"/metrics\">Metrics</a></nav><main><h1>");
+                    "<a href=\"/scheduled\">Scheduled</a><a href=\"/dead\">Dead</a>");
+    if (o->mods & WEB_MOD_BATCHES)
+        web_buf_puts(b, "<a href=\"/batches\">Batches</a>");
+    if (o->mods & WEB_MOD_LIMITS)
+        web_buf_puts(b, "<a href=\"/limits\">Limits</a>");
+    if (o->mods & WEB_MOD_PERIODIC)
+        web_buf_puts(b, "<a href=\"/periodic\">Periodic</a>");
+    if (o->mods & WEB_MOD_UNIQUE)
+        web_buf_puts(b, "<a href=\"/unique\">Unique locks</a>");
+    web_buf_puts(b, "<a href=\"/metrics\">Metrics</a></nav><main><h1>");
     html(b, title);
     web_buf_puts(b, "</h1>");
 }
@@ -809,6 +818,60 @@ post_queue(web *w, req *r, out *o, const char *name)
     return 0;
 }
 
+/* ---- paid modules' pages (web_modules.c) --------------------------------- */
+
+/* /batches, /limits, /periodic, /unique: a page of what the module wrote,
+ * read-only. 404 for another path. */
+static int
+page_module(web *w, struct MHD_Connection *c, out *o, const char *url)
+{
+    static const struct {
+        const char *path, *title;
+        int (*table)(dray_api *, size_t, size_t, web_buf *, int *);
+    } pages[] = {
+        {"/batches", "Batches", web_batches_table},
+        {"/limits", "Limits", web_limits_table},
+        {"/periodic", "Periodic", web_periodic_table},
+    };
+    web_buf body = {0};
+    int rc, more = 0;
+    if (!strcmp(url, "/unique")) {
+        const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
+        char next[32];
+        if ((rc = web_unique_table(w->api, cur, w->page_size, &body, next))) {
+            free(body.s);
+            return api_fail(w, o);
+        }
+        page_begin(o, "Unique locks");
+        web_buf_cat(&o->b, body.s ? body.s : "", body.len);
+        if (next[0])
+            web_buf_printf(&o->b,
+                           "<p class=\"pager\"><a class=\"next\" href=\"/unique?cursor=%s\">"
+                           "more locks &raquo;</a></p>",
+                           next);
+        free(body.s);
+        page_end(o);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof pages / sizeof *pages; i++) {
+        if (strcmp(url, pages[i].path))
+            continue;
+        size_t page = query_size(c, "page", 0, 1000000000);
+        if ((rc = pages[i].table(w->api, page, w->page_size, &body, &more))) {
+            free(body.s);
+            return api_fail(w, o);
+        }
+        page_begin(o, pages[i].title);
+        web_buf_cat(&o->b, body.s ? body.s : "", body.len);
+        pager(o, pages[i].path, page, more, "");
+        free(body.s);
+        page_end(o);
+        return 0;
+    }
+    fail_page(o, 404, "Not found", "no such page");
+    return 0;
+}
+
 /* ---- retry / schedule / dead sets --------------------------------------- */
 
 static void
@@ -1202,6 +1265,9 @@ page_metrics(web *w, out *o)
     web_buf_printf(b, "dray_redis_rtt_seconds %.6f\n",
                    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
     class_metrics(w, b);
+    unsigned mods = 0;
+    if (!web_modules_present(w->api, &mods) && mods)
+        web_module_metrics(w->api, mods, b); /* a Redis error leaves the module figures out */
     dray_api_queues_free(q, nq);
     dray_api_processes_free(p, np);
     return 0;
@@ -1376,8 +1442,15 @@ route(web *w, struct MHD_Connection *c, const char *method, const char *url, req
         page_stats_json(w, o);
         return;
     }
+    if (!post)
+        web_modules_present(w->api, &o->mods); /* the menu's module pages; 0 on error */
     if (!post && !strcmp(url, "/")) {
         page_dashboard(w, o);
+        return;
+    }
+    if (!post && (!strcmp(url, "/batches") || !strcmp(url, "/limits") ||
+                  !strcmp(url, "/periodic") || !strcmp(url, "/unique"))) {
+        page_module(w, c, o, url);
         return;
     }
     if (!strcmp(url, "/busy")) {

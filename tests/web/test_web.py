@@ -2,6 +2,7 @@
 """test_web: `dray web` against its own redis-server and a real `dray run`.
 
     python3 test_web.py browser|metrics|logs|statsd DRAY WEB_JOBS_SO SHOTS_DIR
+    python3 test_web.py modules DRAY WEB_JOBS_SO SHOTS_DIR DRAY_LICENSE TESTKEY PRO_SO ENT_SO
 
 browser: headless Chromium (tests/interop/webui_driver.py's Browser) walks the
 pages, asserts on the DOM (a job arg holding <script> renders as text and
@@ -12,6 +13,8 @@ with Redis.
 logs: `dray run --log-format json` lines parse and carry the text fields.
 statsd: `dray run --statsd` datagrams read by a UDP listener here; a
 listener that never reads, or none, neither slows nor loses jobs.
+modules: the Batches, Limits, Periodic and Unique locks pages and their
+/metrics figures, from data the real Pro and Enterprise modules wrote.
 Exit 0, 1 on a failed check, 77 (Skipped) when chromium, python3-websocket
 or python3-prometheus-client is missing. Prints "N passed, N failed".
 """
@@ -754,12 +757,243 @@ def statsd_test():
     return 0
 
 
+def modules_test():
+    """Module pages and figures from data the real Pro and Enterprise modules
+    write (a limiter of each use, a periodic loop and its leader, unique locks
+    from `dray push`), batches as Pro writes their keys (docs/redis-keys.md;
+    the batch API is C only); then a wrong-type key answers a clear error."""
+    try:
+        import webui_driver
+        from prometheus_client.parser import text_string_to_metric_families
+    except (SystemExit, ImportError):
+        print("python3-websocket or python3-prometheus-client is missing: Skipped")
+        return SKIP
+    exe = webui_driver.chromium_path()
+    if not exe:
+        print("chromium is missing: Skipped")
+        return SKIP
+    tool, key, pro_so, ent_so = sys.argv[5:9]
+    os.makedirs(SHOTS, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="dray-webmod-")
+    r = Redis()
+    web = worker = b = None
+    try:
+        lic = subprocess.run([tool, "issue", "--key", key, "--sub", "Web Test", "--tier",
+                              "enterprise", "--expires", "2099-12-31", "--ledger",
+                              os.path.join(tmp, "ledger")], capture_output=True, text=True,
+                             env=dict(os.environ, DRAY_LICENSE_PASSPHRASE=os.environ.get(
+                                 "DRAY_LICENSE_PASSPHRASE", "dray-throwaway-test-passphrase")))
+        check("license issued", lic.returncode == 0, lic.stderr)
+        with open(os.path.join(tmp, "license"), "w") as f:
+            f.write(lic.stdout)
+        conf = os.path.join(tmp, "dray.conf")
+        with open(conf, "w") as f:
+            f.write("module %s\nmodule %s\nlicense_file %s\n" % (pro_so, ent_so,
+                                                                 os.path.join(tmp, "license")))
+            f.write("heartbeat 1\n")
+            f.write("enterprise.limiter sleepers concurrent 1 class=WebSleep lock_timeout=600\n")
+            f.write("enterprise.limiter oks window 100/60s class=WebOk\n")
+            f.write("enterprise.periodic 0 0 1 1 * WebOk name=new-year queue=busy\n")
+            f.write("enterprise.unique WebSleep for=1h\n")
+        web = Web(r)
+        b = webui_driver.Browser(exe)
+
+        def visit(path):
+            b.js("window.__dray_old = true")
+            b.call("Page.navigate", url=web.base + path)
+            b.loaded("visit " + path)
+
+        def shot(name):
+            import base64
+            png = b.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+            with open(os.path.join(SHOTS, name), "wb") as f:
+                f.write(base64.b64decode(png["data"]))
+
+        def nav():
+            return b.js("[...document.querySelectorAll('nav a')].map(a => a.textContent).join()")
+        visit("/")
+        check("no module pages without module data", "Batches" not in nav() and
+              "Limits" not in nav() and "Periodic" not in nav() and "Unique" not in nav(), nav())
+        st, _, body = http("GET", web.base + "/metrics")
+        check("no module figures without module data", st == 200 and "dray_batch" not in body and
+              "dray_limiter" not in body and "dray_unique" not in body)
+
+        log = os.path.join(tmp, "run.log")
+        worker = subprocess.Popen([DRAY, "run", "-C", conf, "--redis-url", r.url, "--require",
+                                   JOBS_SO, "-q", "busy", "-c", "3", "-t", "1"],
+                                  stdin=subprocess.DEVNULL, stdout=open(log, "w"),
+                                  stderr=subprocess.STDOUT)
+
+        def push(klass, args):
+            out = subprocess.run([DRAY, "push", klass, args, "-q", "busy", "-C", conf,
+                                  "--redis-url", r.url], capture_output=True, text=True)
+            check("push " + klass + " " + args, out.returncode == 0, out.stderr)
+            return out.stdout.strip()
+        for _ in range(3):
+            push("WebOk", "[]")
+        sleep1 = push("WebSleep", "[600000]")
+        sleep2 = push("WebSleep", "[600001]")  # concurrent limit 1: over the limit
+        wait_for(lambda: alive(worker, log) and r.cmd("HGET", "ent:lmtr:oks", "taken") == "3",
+                 20, "3 WebOk through the window limiter")
+        wait_for(lambda: alive(worker, log) and int(r.cmd("HGET", "ent:lmtr:sleepers",
+                                                          "overages") or 0) >= 1,
+                 20, "the second WebSleep refused by the concurrent limiter")
+        wait_for(lambda: alive(worker, log) and r.cmd("GET", "dear-leader") and
+                 r.cmd("HGET", "ent:periodic:new-year", "next"), 30, "a periodic leader")
+        leader = r.cmd("GET", "dear-leader")
+        nxt = float(r.cmd("HGET", "ent:periodic:new-year", "next"))
+        locks = sorted(k[len("ent:unique:"):] for k in r.cmd("KEYS", "ent:unique:*"))
+        owners = sorted(r.cmd("HGET", "ent:unique:" + d, "jid") for d in locks)
+        check("two unique locks, owned by the pushed jobs", owners == sorted([sleep1, sleep2]),
+              owners)
+
+        # Batches as pro/src/batch_lua.h writes them: one running with a hostile
+        # description (2 of 5 pending, 1 failure), one succeeded.
+        now = time.time()
+        r.cmd("ZADD", "pro:batches", now - 10, "bidrunning01", now - 5, "bidsuccess01")
+        r.cmd("HSET", "pro:batch:bidrunning01", "bid", "bidrunning01", "description", XSS,
+              "created_at", str(now - 10), "committed_at", str(now - 9), "total", "5",
+              "parent", "", "version", "1")
+        r.cmd("SADD", "pro:batch:bidrunning01:pending", "j1", "j2")
+        r.cmd("SADD", "pro:batch:bidrunning01:incomplete", "j1")
+        r.cmd("SADD", "pro:batch:bidrunning01:failed", "j2")
+        r.cmd("HSET", "pro:batch:bidsuccess01", "bid", "bidsuccess01", "description", "done",
+              "created_at", str(now - 5), "committed_at", str(now - 5), "total", "2",
+              "complete_at", str(now - 1), "success_at", str(now - 1), "parent", "bidrunning01",
+              "version", "1")
+        r.cmd("SET", "pro:stat:batch:success", "1")
+        r.cmd("SET", "pro:stat:batch:complete", "1")
+
+        visit("/")
+        check("module pages in the menu", all(x in nav() for x in ("Batches", "Limits",
+                                                                   "Periodic", "Unique locks")),
+              nav())
+        visit("/batches")
+        rows = b.js("[...document.querySelectorAll('#batches tr.batch')].map(t => [...t.cells]"
+                    ".map(c => c.textContent))")
+        check("batches newest first", [x[0] for x in rows] == ["bidsuccess01", "bidrunning01"],
+              rows)
+        run = rows[1] if len(rows) == 2 else [""] * 10
+        check("running batch: status, progress, pending, failures",
+              run[2] == "running" and run[3].strip() == "60%" and run[4] == "5" and
+              run[5] == "2" and run[6] == "1", run)
+        check("batch description rendered as text", run[1] == XSS, run[1])
+        check("batch description never ran", b.js("typeof window.__xss") == "undefined")
+        check("succeeded batch", rows and rows[0][2] == "success" and rows[0][3].strip() ==
+              "100%" and rows[0][9] == "bidrunning01", rows and rows[0])
+        shot("batches.png")
+
+        visit("/limits")
+        lim = {x[0]: x for x in b.js("[...document.querySelectorAll('#limits tr.limiter')].map("
+                                     "t => [...t.cells].map(c => c.textContent))")}
+        sl = lim.get("sleepers", [""] * 8)
+        check("concurrent limiter: in use 1 of 1, over the limit as Redis says",
+              sl[1] == "concurrent" and float(sl[2] or -1) == 1 and sl[3] == "1" and
+              sl[6] == r.cmd("HGET", "ent:lmtr:sleepers", "overages"), sl)
+        ok = lim.get("oks", [""] * 8)
+        check("window limiter: 3 in the window, 3 taken", ok[1] == "window" and
+              float(ok[2] or -1) == 3 and ok[3] == "100" and ok[5] == "3", ok)
+        shot("limits.png")
+
+        visit("/periodic")
+        check("periodic leader", b.js("document.getElementById('leader').textContent") == leader)
+        loop = b.js("[...document.querySelector('#periodic tr.loop').cells].map(c => c.textContent)")
+        want_next = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(nxt))
+        check("periodic loop, cron and next run", loop and loop[0] == "new-year" and
+              loop[1] == "0 0 1 1 *" and loop[2] == "WebOk" and loop[6] == want_next,
+              (loop, want_next))
+        shot("periodic.png")
+
+        visit("/unique")
+        rows = b.js("[...document.querySelectorAll('#unique tr.lock')].map(t => [...t.cells]"
+                    ".map(c => c.textContent))")
+        check("unique locks: digests and owners", sorted(x[0] for x in rows) == locks and
+              sorted(x[1] for x in rows) == owners, rows)
+        check("unique lock TTL about 1 h", rows and all(3000 < float(x[3]) <= 3600 for x in rows),
+              rows)
+        shot("unique.png")
+
+        st, _, body = http("GET", web.base + "/metrics")
+        fams = {f.name: f for f in text_string_to_metric_families(body)}
+
+        def value(name, **labels):
+            for fam in fams.values():
+                for smp in fam.samples:
+                    if smp.name in (name, name + "_total") and smp.labels == labels:
+                        return smp.value
+            return None
+        check("dray_batches", value("dray_batches") == 2)
+        check("batch pending/failed", value("dray_batch_jobs_pending") == 2 and
+              value("dray_batch_jobs_failed") == 1 and value("dray_batch_jobs_dead") == 0)
+        check("batch callbacks counter", fams.get("dray_batch_callbacks") and
+              fams["dray_batch_callbacks"].type == "counter" and
+              value("dray_batch_callbacks_total", event="success") == 1)
+        check("limiter in use", value("dray_limiter_in_use", limiter="sleepers") == 1)
+        check("limiter taken", value("dray_limiter_taken_total", limiter="oks") == 3)
+        check("limiter over limit = Redis", value("dray_limiter_over_limit_total",
+                                                  limiter="sleepers") ==
+              int(r.cmd("HGET", "ent:lmtr:sleepers", "overages")))
+        check("periodic next run", value("dray_periodic_next_run_timestamp_seconds",
+                                         loop="new-year") == nxt)
+        check("periodic leader", value("dray_periodic_leader", identity=leader) == 1)
+        check("unique locks", value("dray_unique_locks") == 2)
+
+        # Paging through Redis, one row a page.
+        web.stop()
+        web = Web(r, "--page-size", "1")
+        visit("/batches")
+        first = b.js("[...document.querySelectorAll('#batches tr.batch')].map(t => t.cells[0]"
+                     ".textContent)")
+        check("batches page 1 of 2", first == ["bidsuccess01"] and
+              b.js("document.querySelector('a.next') !== null"), first)
+        visit("/batches?page=1")
+        second = b.js("[...document.querySelectorAll('#batches tr.batch')].map(t => t.cells[0]"
+                      ".textContent)")
+        check("batches page 2 of 2", second == ["bidrunning01"] and
+              b.js("document.querySelector('a.next') === null"), second)
+        visit("/unique")
+        got = b.js("[...document.querySelectorAll('#unique tr.lock')].map(t => t.cells[0]"
+                   ".textContent)")
+        more = b.js("document.querySelector('a.next') && document.querySelector('a.next').href")
+        while more and len(got) < 5:
+            visit(more[len(web.base):])
+            got += b.js("[...document.querySelectorAll('#unique tr.lock')].map(t => t.cells[0]"
+                        ".textContent)")
+            more = b.js("document.querySelector('a.next') && "
+                        "document.querySelector('a.next').href")
+        check("unique locks paged by SCAN cursor, each once", sorted(got) == locks, got)
+
+        # A bad byte: pro:batches of the wrong type. The page says so (502
+        # with Redis's words); the rest of the dashboard and /metrics go on.
+        r.cmd("DEL", "pro:batches")
+        r.cmd("SET", "pro:batches", "not a zset")
+        st, _, body = http("GET", web.base + "/batches")
+        check("wrong-type batches index: 502 naming WRONGTYPE", st == 502 and "WRONGTYPE" in body,
+              (st, body[:200]))
+        st, _, body = http("GET", web.base + "/metrics")
+        check("metrics still served without the module figures", st == 200 and
+              "dray_processed_total" in body and "dray_batches" not in body, st)
+        st, _, _ = http("GET", web.base + "/limits")
+        check("other module pages unaffected", st == 200, st)
+    finally:
+        if b:
+            b.close()
+        if web:
+            web.stop()
+        if worker:
+            worker.kill()
+            worker.wait()
+        r.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main():
     if shutil.which("redis-server") is None:
         print("redis-server is missing: Skipped")
         return SKIP
     rc = {"browser": browser_test, "metrics": metrics_test, "logs": logs_test,
-          "statsd": statsd_test}[MODE]()
+          "statsd": statsd_test, "modules": modules_test}[MODE]()
     if rc == SKIP:
         return SKIP
     print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
