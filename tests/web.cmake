@@ -11,7 +11,7 @@ if(TARGET dray_cli)
   endif()
   add_library(test_web_jobs MODULE ${CMAKE_CURRENT_LIST_DIR}/web/web_jobs.c)
   target_link_libraries(test_web_jobs PRIVATE dray)
-  foreach(part browser metrics logs statsd)
+  foreach(part browser metrics logs statsd procmetrics)
     add_test(NAME test_web_${part}
              COMMAND ${DRAY_WEB_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/web/test_web.py ${part}
                      $<TARGET_FILE:dray_cli> $<TARGET_FILE:test_web_jobs>

@@ -73,6 +73,8 @@ static const char help_run[] =
     "      --statsd HOST:PORT   job metrics over UDP, as Sidekiq Pro's (or $DRAY_STATSD)\n"
     "      --statsd-format F    dogstatsd (default: tags worker, queue) or statsd\n"
     "      --statsd-prefix P    prefix of every metric name (e.g. myapp.)\n"
+    "      --metrics-listen A   serve this process's Prometheus /metrics on A (PORT is\n"
+    "                           127.0.0.1:PORT; HOST:PORT; no auth: keep it on loopback)\n"
     "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
     "\n"
     "Signals: TERM or INT stop (wait --timeout, then requeue unfinished jobs; a\n"

@@ -1624,9 +1624,8 @@ completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestT
 
 /* ---- command ------------------------------------------------------------- */
 
-/* "host:port" (IPv4 or [IPv6]) into sa. 0 or -1. */
-static int
-parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int *loopback)
+int
+web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int *loopback)
 {
     char host[256];
     const char *colon = strrchr(s, ':');
@@ -1723,7 +1722,7 @@ cli_cmd_web(int argc, char **argv)
     struct sockaddr_storage sa;
     socklen_t salen;
     int loopback = 0;
-    if (parse_listen(listen, &sa, &salen, &loopback))
+    if (web_parse_listen(listen, &sa, &salen, &loopback))
         return cli_usage(&ctx, "--listen takes HOST:PORT (127.0.0.1:7433, [::1]:7433), not '%s'",
                          listen);
     if (!loopback && !w.token && !w.basic)

@@ -5,6 +5,7 @@
 #define DRAY_CLI_WEB_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 #include <dray/inspect.h>
 
 extern const char web_css[]; /* /assets/dray.css */
@@ -29,6 +30,10 @@ void web_buf_html(web_buf *b, const char *s, size_t n);
 void web_buf_url(web_buf *b, const char *s);
 /* Append s as a Prometheus label value (\\ \" \n escaped). */
 void web_buf_label(web_buf *b, const char *s);
+
+/* "host:port" (IPv4, localhost, or [IPv6]) into sa; *loopback 1 for a
+ * loopback address. 0, or -1 when it is not such an address. */
+int web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int *loopback);
 
 /* ---- paid modules' pages and figures (web_modules.c) ---- */
 

@@ -103,6 +103,7 @@ typedef struct dray__worker {
     atomic_uint_least64_t fetch_lost;  /* blocking fetches whose reply was lost (may have popped) */
     uint_least64_t fetch_lost_flushed; /* of those, added to stat:fetch_lost; worker thread only */
     dray__metrics metrics;             /* this worker's execution metrics since the last flush */
+    dray__metrics cum;   /* the same since start, never flushed (dray_server_metrics_text) */
     double cur_deadline; /* epoch seconds the running job's timeout ends, 0 none; mu */
     atomic_int cur_over; /* 1 once the heartbeat saw the running job past it */
 } dray__worker;
@@ -162,6 +163,7 @@ struct dray_server {
     atomic_llong pause_read_ms;    /* monotonic ms of the last read of <ns>paused (pause.c) */
     atomic_int pause_known;        /* 1 once <ns>paused was read successfully */
     atomic_int pause_any;          /* 1: some configured queue is paused */
+    atomic_long rtt_us;            /* PING at the last heartbeat, -1 before the first */
 };
 
 /* statsd.c: job outcomes as statsd/DogStatsD datagrams (dray_server_statsd) */

@@ -13,6 +13,8 @@ with Redis.
 logs: `dray run --log-format json` lines parse and carry the text fields.
 statsd: `dray run --statsd` datagrams read by a UDP listener here; a
 listener that never reads, or none, neither slows nor loses jobs.
+procmetrics: `dray run --metrics-listen`'s own /metrics, parsed, with known
+answers, served while Redis is down; its refusals; config-file keys.
 modules: the Batches, Limits, Periodic and Unique locks pages and their
 /metrics figures, from data the real Pro and Enterprise modules wrote.
 Exit 0, 1 on a failed check, 77 (Skipped) when chromium, python3-websocket
@@ -988,12 +990,154 @@ def modules_test():
     return 0
 
 
+def procmetrics_test():
+    """`dray run --metrics-listen`: the worker's own /metrics, parsed by the
+    Prometheus parser, against jobs it ran here (known answers); it answers
+    from memory while Redis is down; bad addresses, a taken port and
+    --processes are refused with a clear error; the config file keys
+    metrics_listen, log_format and statsd* work like their flags."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        print("python3-prometheus-client is missing: Skipped")
+        return SKIP
+    r = Redis()
+    tmp = tempfile.mkdtemp(prefix="dray-procmetrics-")
+    worker = None
+    try:
+        conf = os.path.join(tmp, "dray.conf")
+        with open(conf, "w") as f:
+            f.write("metrics_listen 127.0.0.1:0\nheartbeat 1\nlog_format json\n")
+        log = os.path.join(tmp, "run.log")
+        worker = subprocess.Popen([DRAY, "run", "-C", conf, "--redis-url", r.url, "--require",
+                                   JOBS_SO, "-q", "busy", "-c", "2", "-t", "1"],
+                                  stdin=subprocess.DEVNULL, stdout=open(log, "w"),
+                                  stderr=subprocess.STDOUT)
+
+        def port():
+            alive(worker, log)
+            m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", open(log).read())
+            return m and int(m.group(1))
+        base = "http://127.0.0.1:%d" % wait_for(port, 15, "the metrics endpoint")
+        fams = {}
+
+        def scrape():
+            st, h, body = http("GET", base + "/metrics")
+            check("metrics 200 text/plain 0.0.4", st == 200 and h.get("Content-Type", "")
+                  .startswith("text/plain; version=0.0.4"), st)
+            fams.clear()
+            fams.update({f.name: f for f in text_string_to_metric_families(body)})
+            return fams
+
+        def value(name, **labels):
+            for fam in fams.values():
+                for smp in fam.samples:
+                    if smp.name == name and smp.labels == labels:
+                        return smp.value
+            return None
+        scrape()
+        check("nothing processed yet", value("dray_process_processed_total") == 0)
+        check("concurrency", value("dray_process_concurrency") == 2)
+        for klass, args, n in (("WebOk", "[]", 5), ("WebSleep", "[50]", 2),
+                               ("WebFail", "[]", 1)):
+            subprocess.run([DRAY, "push", klass, args, "-q", "busy", "--count", str(n),
+                            "--retry", "false", "--redis-url", r.url], check=True,
+                           capture_output=True)
+        wait_for(lambda: alive(worker, log) and scrape() and
+                 value("dray_process_processed_total") == 8, 30, "8 jobs counted")
+        check("processed 8 (failures included), failed 1", value("dray_process_failed_total")
+              == 1)
+        check("per class processed", value("dray_process_jobs_processed_total", **{
+            "class": "WebOk"}) == 5 and value("dray_process_jobs_processed_total", **{
+                "class": "WebSleep"}) == 2 and value("dray_process_jobs_failed_total", **{
+                    "class": "WebFail"}) == 1)
+        h = fams.get("dray_process_job_duration_seconds")
+        check("duration is a histogram", h is not None and h.type == "histogram")
+        # (a loaded machine may run them slower: only lower bounds are exact)
+        check("WebSleep 50 ms: none under 45 ms, both by +Inf", value(
+            "dray_process_job_duration_seconds_bucket", **{"class": "WebSleep", "le": "0.045"})
+              == 0 and value("dray_process_job_duration_seconds_bucket",
+                             **{"class": "WebSleep", "le": "+Inf"}) == 2)
+        check("WebOk count 5, all under 335 ms", value(
+            "dray_process_job_duration_seconds_bucket", **{"class": "WebOk", "le": "0.335"}) == 5
+              and value("dray_process_job_duration_seconds_count", **{"class": "WebOk"}) == 5)
+        ssum = value("dray_process_job_duration_seconds_sum", **{"class": "WebSleep"})
+        check("WebSleep sum at least 0.1 s", ssum is not None and 0.099 <= ssum < 5, ssum)
+        check("a failure has no duration", value("dray_process_job_duration_seconds_count",
+                                                  **{"class": "WebFail"}) == 0)
+        wait_for(lambda: scrape() and (value("dray_process_redis_rtt_seconds") or -1) >= 0, 15,
+                 "a heartbeat's RTT")
+        rtt = value("dray_process_redis_rtt_seconds")
+        check("redis rtt from the heartbeat", 0 <= rtt < 1, rtt)
+        identity = r.cmd("SMEMBERS", "processes")[0]
+        check("identity label", [smp.labels.get("identity") for smp in
+                                 fams["dray_process_info"].samples] == [identity])
+        subprocess.run([DRAY, "push", "WebSleep", "[600000]", "-q", "busy", "--redis-url",
+                        r.url], check=True, capture_output=True)
+        wait_for(lambda: scrape() and value("dray_process_busy_threads") == 1, 15, "busy 1")
+        check("busy threads 1", value("dray_process_busy_threads") == 1)
+        check("json log lines from the config's log_format", all(
+            json.loads(x) for x in open(log).read().splitlines() if x.startswith("{")) and
+              any(x.startswith("{") for x in open(log).read().splitlines()))
+
+        # Redis killed: the endpoint answers from memory, same counts, at once.
+        r.kill()
+        t0 = time.monotonic()
+        scrape()
+        took = time.monotonic() - t0
+        check("answers without Redis, same counts", value("dray_process_processed_total") == 8
+              and value("dray_process_busy_threads") == 1, took)
+        check("... in under 1 s", took < 1.0, took)
+        st, _, _ = http("POST", base + "/metrics", b"x=1")
+        check("POST refused 405", st == 405, st)
+        st, _, _ = http("GET", base + "/other")
+        check("other path 404", st == 404, st)
+        r.start()
+        worker.terminate()
+        check("worker stops cleanly with the endpoint up", worker.wait(30) == 0)
+        worker = None
+        st = None
+        try:
+            http("GET", base + "/metrics")
+        except OSError:
+            st = "closed"
+        check("endpoint closed after stop", st == "closed")
+
+        def run_fail(args, want_rc, want_text, extra_conf=None):
+            cf = os.path.join(tmp, "x.conf")
+            with open(cf, "w") as f:
+                f.write(extra_conf or "")
+            p = subprocess.run([DRAY, "run", "-C", cf, "--redis-url", r.url, "--require",
+                                JOBS_SO] + args, capture_output=True, text=True, timeout=30)
+            check("exit %d: %s" % (want_rc, want_text), p.returncode == want_rc and
+                  want_text in p.stderr, (p.returncode, p.stderr[-300:]))
+        run_fail(["--metrics-listen", "nonsense:port"], 4, "want PORT, HOST:PORT or [IPv6]:PORT")
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        run_fail(["--metrics-listen", "127.0.0.1:%d" % taken.getsockname()[1]], 1,
+                 "cannot listen on 127.0.0.1:%d" % taken.getsockname()[1])
+        taken.close()
+        run_fail(["--metrics-listen", "0", "--processes", "2"], 4, "not with processes")
+        run_fail([], 4, "log_format must be text or json, not 'xml'", "log_format xml\n")
+        run_fail([], 4, "statsd_format must be dogstatsd or statsd", "statsd_format nope\n")
+        run_fail([], 4, "statsd: cannot resolve", "statsd no-such-host.invalid:8125\n")
+    finally:
+        if worker:
+            worker.kill()
+            worker.wait()
+        r.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main():
     if shutil.which("redis-server") is None:
         print("redis-server is missing: Skipped")
         return SKIP
     rc = {"browser": browser_test, "metrics": metrics_test, "logs": logs_test,
-          "statsd": statsd_test, "modules": modules_test}[MODE]()
+          "statsd": statsd_test, "modules": modules_test,
+          "procmetrics": procmetrics_test}[MODE]()
     if rc == SKIP:
         return SKIP
     print("%d passed, %d failed" % (len(PASSED), len(FAILED)))
