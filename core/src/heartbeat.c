@@ -164,6 +164,8 @@ dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
             handle_signal(s, sig->str);
     }
     dray__pipe_close(&p);
+    if (!rc && s->statsd)
+        dray__statsd_gauges(s, c, busy); /* queue sizes and busy, once a beat */
     return rc == DRAY_EUNSURE ? DRAY_ECONN : rc;
 }
 

@@ -173,6 +173,10 @@ typedef struct dray__statsd dray__statsd;
 void dray__statsd_job(dray__statsd *st, const char *klass, const char *queue, int failed,
                       double ms);
 void dray__statsd_free(dray__statsd *st); /* accepts NULL */
+/* Heartbeat thread, after each beat that reached Redis: gauges of this
+ * process's busy threads and the sizes of its queues (one LLEN script on
+ * c; if that fails, busy alone). Never fails. */
+void dray__statsd_gauges(struct dray_server *s, dray__conn *c, int busy);
 
 /* crash.c: a report of running jobs on fatal signals */
 /* Install the fatal-signal handlers (once per process; the previous

@@ -717,6 +717,26 @@ def statsd_test():
             for l in perf), perf)
         u.close()
 
+        # Gauges each heartbeat: busy threads and the worker's queue sizes.
+        u = listener()
+        r.cmd("FLUSHALL")
+        subprocess.run([DRAY, "push", "WebSleep", "[600000]", "-q", "busy", "--count", "3",
+                        "--redis-url", r.url], check=True, capture_output=True)
+        p, log = run_dray(r, "--statsd", "127.0.0.1:%d" % u.getsockname()[1], "--set",
+                          "heartbeat=1", "-q", "other")
+        want = ("jobs.busy:2|g", "queue.size:1|g|#queue:busy", "queue.size:0|g|#queue:other")
+        lines = drain(u, lambda ls: all(w in ls for w in want), 20)
+        check("dogstatsd gauges: busy 2, queue sizes 1 and 0", all(w in lines for w in want),
+              [l for l in lines if "|g" in l][-6:])
+        r.cmd("LPUSH", "queue:other", "x", "y")  # not jobs: the gauge only counts
+        lines = drain(u, lambda ls: "queue.size:2|g|#queue:other" in ls, 20)
+        check("queue size gauge follows Redis", "queue.size:2|g|#queue:other" in lines)
+        r.cmd("DEL", "queue:other")
+        p.terminate()
+        check("gauge worker stopped cleanly", p.wait(20) == 0, open(log).read()[-300:])
+        os.unlink(log)
+        u.close()
+
         # Plain statsd with a prefix: per-class names, a 30 ms job timed.
         u = listener()
         run_jobs(["--statsd", "127.0.0.1:%d" % u.getsockname()[1], "--statsd-format", "statsd",
