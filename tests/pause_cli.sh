@@ -43,4 +43,35 @@ set +e
 "$dray" queues --pause critical --redis-url "unix://$tmp/nope.sock" 2>/dev/null; code=$?
 set -e
 [ $code = 1 ] || fail "no redis: exit $code"
+
+# Supervised children (dray run --processes 2) leave a paused queue alone
+# while another drains, and run all of it once resumed.
+jobs=$build/tests/libtest_web_jobs.so
+if [ -f "$jobs" ]; then
+    rc flushall >/dev/null
+    "$dray" queues --pause held >/dev/null
+    "$dray" push WebOk '[]' -q held --count 10 >/dev/null
+    "$dray" push WebOk '[]' -q free --count 10 >/dev/null
+    "$dray" run --processes 2 -c 2 -q held -q free --require "$jobs" --set heartbeat=1 -t 5 \
+        >"$tmp/run.log" 2>&1 &
+    RUN_PID=$!
+    trap 'kill -KILL $RUN_PID 2>/dev/null || true; stop_redis; rm -rf "$tmp"' EXIT
+    wait_for 30 "the free queue drained" redis_is llen queue:free 0 || { cat "$tmp/run.log"; exit 1; }
+    # 3 s (past the 3 s bound) more: held keeps all 10, none in flight
+    end=$(($(date +%s%N) / 1000000 + 3000))
+    while [ $(($(date +%s%N) / 1000000)) -lt $end ]; do
+        [ "$(rc llen queue:held)" = 10 ] || fail "a supervised child fetched from a paused queue"
+        sleep 0.1
+    done
+    for k in $(rc --scan --pattern 'dray:inflight:*'); do
+        rc lrange "$k" 0 -1 | grep -q '"queue":"held"' && fail "held job in flight in $k"
+    done
+    "$dray" queues --resume held >/dev/null
+    wait_for 30 "the held queue drained" redis_is llen queue:held 0 || { cat "$tmp/run.log"; exit 1; }
+    wait_for 30 "20 jobs counted" redis_is get stat:processed 20 || fail "processed $(rc get stat:processed), not 20"
+    kill -TERM $RUN_PID
+    wait $RUN_PID || fail "dray run --processes exit $?"
+else
+    echo "pause_cli: no $jobs: supervised part not run"
+fi
 echo "pause_cli: ok"
