@@ -251,7 +251,7 @@ process(dray__worker *w, dray__unit *u)
     if (outcome != DRAY__OUT_DEFERRED) {
         const char *wrapped = json_string_value(json_object_get(job->obj, "wrapped"));
         const char *as = wrapped ? wrapped : klass;
-        dray__metrics_record(&w->cum, as, outcome == DRAY__OUT_FAILURE, ms); /* in memory only */
+        dray__procmetrics_record(w, as, outcome == DRAY__OUT_FAILURE, ms); /* in memory only */
         if (!s->opts.no_metrics)
             dray__metrics_record(&w->metrics, as, outcome == DRAY__OUT_FAILURE, ms);
     }

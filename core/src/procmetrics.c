@@ -16,6 +16,23 @@ static const char *const bucket_le[DRAY__METRICS_BUCKETS - 1] = {
     "0.75", "1.1",  "1.7",   "2.5",   "3.8", "5.75", "8.5",   "13",    "20",
     "30",   "45",   "65",    "100",   "150", "225",  "335"};
 
+#define OTHER_CLASS "(other)" /* classes beyond DRAY__PROC_CLASSES_MAX */
+
+void
+dray__procmetrics_record(dray__worker *w, const char *klass, int failed, double ms)
+{
+    dray__metrics *m = &w->cum;
+    int known = 1;
+    pthread_mutex_lock(&m->mu);
+    if (klass && m->n >= DRAY__PROC_CLASSES_MAX) {
+        known = 0;
+        for (size_t i = 0; i < m->cap && !known; i++)
+            known = m->slot[i].klass && !strcmp(m->slot[i].klass, klass);
+    }
+    pthread_mutex_unlock(&m->mu);
+    dray__metrics_record(m, known ? klass : OTHER_CLASS, failed, ms);
+}
+
 /* Append s as a Prometheus label value. */
 static void
 label(dray__buf *b, const char *s)

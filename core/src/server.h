@@ -166,6 +166,14 @@ struct dray_server {
     atomic_long rtt_us;            /* PING at the last heartbeat, -1 before the first */
 };
 
+/* procmetrics.c: this process's figures (dray_server_metrics_text) */
+#define DRAY__PROC_CLASSES_MAX 1000 /* classes a worker tells apart; the rest count as "(other)"   \
+                                     */
+/* Count a finished job in w->cum. Class names come from payloads, so past
+ * DRAY__PROC_CLASSES_MAX a new class is counted as "(other)": memory stays
+ * bounded. Worker thread; no Redis; cannot fail (OOM drops the sample). */
+void dray__procmetrics_record(dray__worker *w, const char *klass, int failed, double ms);
+
 /* statsd.c: job outcomes as statsd/DogStatsD datagrams (dray_server_statsd) */
 typedef struct dray__statsd dray__statsd;
 /* One datagram for a finished job; never blocks, never fails (a refused
