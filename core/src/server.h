@@ -167,8 +167,7 @@ struct dray_server {
 };
 
 /* procmetrics.c: this process's figures (dray_server_metrics_text) */
-#define DRAY__PROC_CLASSES_MAX 1000 /* classes a worker tells apart; the rest count as "(other)"   \
-                                     */
+#define DRAY__PROC_CLASSES_MAX 1000 /* per worker; more classes count as "(other)" */
 /* Count a finished job in w->cum. Class names come from payloads, so past
  * DRAY__PROC_CLASSES_MAX a new class is counted as "(other)": memory stays
  * bounded. Worker thread; no Redis; cannot fail (OOM drops the sample). */
