@@ -156,7 +156,7 @@ DRAY_API DRAY_WUR int dray_api_set_kill(dray_api *api, dray_set set, const char 
  * set (the check and the push are one script). */
 DRAY_API DRAY_WUR int dray_api_signal(dray_api *api, const char *identity, const char *signal);
 
-/* Pause a queue (Sidekiq Pro's Queue#pause!): SADD it to the set "paused".
+/* Pause a queue (as Sidekiq Pro's Queue#pause!): SADD it to the set "paused".
  * No dray worker fetches from a paused queue; its jobs stay in it, and
  * pushes to it go on. Workers notice within 3 s. Pausing a paused queue or
  * a queue with no jobs is fine. DRAY_EQUEUE for an invalid name. */
