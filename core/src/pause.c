@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
-/* Paused queues. The state is the Redis set <ns>paused of queue names (Sidekiq
- * Pro keeps a set too; its name "paused" is inferred, docs/web.md). No fetch of any dray worker
- * (basic, batched, supervised or a module's reliable fetch) names a paused queue.
+/* Paused queues. The state is the Redis set <ns>paused of queue names
+ * (Sidekiq Pro keeps a set too; its name "paused" is inferred, docs/web.md).
+ * No fetch of any dray worker (basic, batched, supervised or a module's
+ * reliable fetch) names a paused queue.
  *
  * Workers do not ask Redis per job: one worker of a process re-reads the set
  * (SMEMBERS) when the copy is older than DRAY__PAUSE_REFRESH_MS, and no
