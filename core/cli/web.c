@@ -1239,6 +1239,20 @@ page_metrics(web *w, out *o)
         web_buf_label(b, q[i].name);
         web_buf_printf(b, "\"} %.6f\n", q[i].latency);
     }
+    char **paused = NULL;
+    size_t npaused = 0;
+    if (!dray_api_paused_list(w->api, &paused, &npaused)) { /* a Redis error leaves it out */
+        metric_head(b, "dray_queue_paused", "gauge", "1 while a queue is paused (the paused set).");
+        for (size_t i = 0; i < nq; i++) {
+            int is = 0;
+            for (size_t k = 0; k < npaused && !is; k++)
+                is = !strcmp(paused[k], q[i].name);
+            web_buf_puts(b, "dray_queue_paused{queue=\"");
+            web_buf_label(b, q[i].name);
+            web_buf_printf(b, "\"} %d\n", is);
+        }
+        dray_api_paused_free(paused, npaused);
+    }
     static const char *pm[][3] = {
         {"dray_process_concurrency", "gauge", "Worker threads of a process."},
         {"dray_process_busy_threads", "gauge", "Jobs a process ran at its last heartbeat."},

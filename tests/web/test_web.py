@@ -523,6 +523,14 @@ def metrics_test():
         check("failed counter", fams["dray_failed"].samples[0].value == 56)
         check("queue sizes", value("dray_queue_size", queue="default") == 1 and
               value("dray_queue_size", queue="low") == 1)
+        check("no queue paused", value("dray_queue_paused", queue="low") == 0 and
+              value("dray_queue_paused", queue="default") == 0)
+        r.cmd("SADD", "paused", "low")
+        st, _, body = http("GET", web.base + "/metrics")
+        fams = {f.name: f for f in text_string_to_metric_families(body)}
+        check("paused queue is 1", value("dray_queue_paused", queue="low") == 1 and
+              value("dray_queue_paused", queue="default") == 0)
+        r.cmd("SREM", "paused", "low")
         lat = value("dray_queue_latency_seconds", queue="default")
         check("queue latency ~100 s", lat is not None and 99 < lat < 200, lat)
         check("retry size", value("dray_retry_set_size") == 3)
