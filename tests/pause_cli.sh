@@ -39,6 +39,9 @@ set -e
 out=$("$dray" queues --resume critical) || fail "--resume exit $?"
 [ "$out" = "queue critical resumed" ] || fail "--resume said '$out'"
 [ "$(rc exists paused)" = 0 ] || fail "paused set left: $(rc smembers paused)"
+"$dray" queues --pause critical --namespace ns1 >/dev/null || fail "--pause with a namespace"
+[ "$(rc smembers ns1:paused)" = "critical" ] || fail "namespaced paused set: $(rc keys '*paused*')"
+[ "$(rc exists paused)" = 0 ] || fail "a namespaced pause wrote the bare key"
 set +e
 "$dray" queues --pause critical --redis-url "unix://$tmp/nope.sock" 2>/dev/null; code=$?
 set -e
