@@ -52,6 +52,7 @@ endfunction()
 
 _dray_pro_test(test_pro_module 120 module)
 _dray_pro_test(test_pro_fetch 300 module)
+_dray_pro_test(test_pro_pause 120 module)
 _dray_pro_test(test_pro_fetch_chaos 300 "module;chaos")
 _dray_pro_test(test_pro_orphans 300 "module;chaos")
 _dray_pro_test(test_pro_stall 300 "module;chaos")

@@ -40,6 +40,9 @@ enum {
     OPT_STATSD,
     OPT_STATSD_FORMAT,
     OPT_STATSD_PREFIX,
+    OPT_PAUSE,
+    OPT_RESUME,
+    OPT_METRICS_LISTEN,
 };
 
 /* The options every command accepts (see cli_common_opt). */
@@ -143,6 +146,15 @@ void cli_table_close(cli_table *t);
 
 /* Print a JSON value (steals the reference) to stdout with a newline. */
 int cli_json_print(json_t *v);
+
+/* dray run --metrics-listen (run_metrics.c): this process's /metrics. */
+typedef struct cli_metrics cli_metrics;
+/* Serve GET /metrics for srv on addr ("PORT" is 127.0.0.1:PORT). 0, or
+ * CLI_ECONFIG (bad address) / CLI_ERUNTIME (cannot bind) with err set.
+ * Stop it with cli_metrics_stop before freeing srv. */
+int cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *err,
+                      size_t errlen);
+void cli_metrics_stop(cli_metrics *m); /* accepts NULL */
 
 /* A progress line on stderr, only when stderr is a terminal. */
 void cli_progress(const char *what, size_t done, size_t total);

@@ -108,47 +108,120 @@ out:
 
 /* ---- queues ---------------------------------------------------------------- */
 
+/* `dray queues --pause Q` / `--resume Q`: one change, said on stdout. */
+static int
+queue_pause_set(cli_ctx *ctx, const char *queue, int pause)
+{
+    dray_api *api;
+    int r = cli_open_api(ctx, &api);
+    if (r)
+        return r;
+    int rc = pause ? dray_api_queue_pause(api, queue) : dray_api_queue_resume(api, queue);
+    if (rc == DRAY_EQUEUE)
+        r = cli_usage(ctx,
+                      "invalid queue name '%s' (empty, too long, or a space, comma or "
+                      "control byte)",
+                      queue);
+    else if (rc)
+        r = api_fail(ctx, api, rc);
+    else
+        printf("queue %s %s\n", queue, pause ? "paused" : "resumed");
+    dray_api_free(api);
+    return r;
+}
+
+/* Whether name is in the sorted list of paused queues. */
+static int
+is_paused(char **paused, size_t np, const char *name)
+{
+    for (size_t i = 0; i < np; i++)
+        if (!strcmp(paused[i], name))
+            return 1;
+    return 0;
+}
+
 int
 cli_cmd_queues(int argc, char **argv)
 {
     cli_ctx ctx;
     cli_ctx_init(&ctx, "queues");
-    int r = parse_opts(&ctx, argc, argv, NULL, NULL);
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"pause", required_argument, NULL, OPT_PAUSE},
+        {"resume", required_argument, NULL, OPT_RESUME},
+        CLI_COMMON_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    const char *change = NULL;
+    int pause = 0, c, r = -1;
+    while (r < 0 && (c = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        int h = cli_common_opt(&ctx, c, optarg);
+        if (h < 0)
+            r = CLI_EUSAGE;
+        else if (h > 0)
+            continue;
+        else if (c == OPT_JSON)
+            ctx.json = 1;
+        else if ((c == OPT_PAUSE || c == OPT_RESUME) && change)
+            r = cli_usage(&ctx, "give one --pause or --resume at a time");
+        else if (c == OPT_PAUSE || c == OPT_RESUME) {
+            change = optarg;
+            pause = c == OPT_PAUSE;
+        } else {
+            fprintf(stderr, "See 'dray queues --help'.\n");
+            r = CLI_EUSAGE;
+        }
+    }
+    if (r < 0 && ctx.help) {
+        cli_help(stdout, ctx.cmd);
+        r = CLI_OK;
+    }
+    if (r < 0 && optind < argc)
+        r = cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
     if (r >= 0)
-        return r;
-    if (optind < argc)
-        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
+        goto out;
+    if (change) {
+        r = queue_pause_set(&ctx, change, pause);
+        goto out;
+    }
     dray_api *api;
     if ((r = cli_open_api(&ctx, &api)))
         goto out;
     dray_queue_info *q;
-    size_t n;
+    size_t n, np = 0;
+    char **paused = NULL;
     int rc = dray_api_queues_list(api, &q, &n);
+    if (!rc && (rc = dray_api_paused_list(api, &paused, &np)))
+        dray_api_queues_free(q, n);
     if (rc) {
         r = api_fail(&ctx, api, rc);
     } else if (ctx.json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, json_pack("{s:s, s:I, s:f}", "name", q[i].name, "size",
-                                                 (json_int_t)q[i].size, "latency", q[i].latency));
+            json_array_append_new(arr, json_pack("{s:s, s:I, s:f, s:b}", "name", q[i].name, "size",
+                                                 (json_int_t)q[i].size, "latency", q[i].latency,
+                                                 "paused", is_paused(paused, np, q[i].name)));
         r = cli_json_print(arr);
     } else {
         cli_table t;
-        cli_table_init(&t, 3);
-        const char *head[3] = {"QUEUE", "SIZE", "LATENCY"};
+        cli_table_init(&t, 4);
+        const char *head[4] = {"QUEUE", "SIZE", "LATENCY", "STATE"};
         cli_table_row(&t, head);
         for (size_t i = 0; i < n; i++) {
             char size[24], lat[32];
             snprintf(size, sizeof size, "%lld", q[i].size);
             snprintf(lat, sizeof lat, "%.2fs", q[i].latency);
-            const char *row[3] = {q[i].name, size, lat};
+            const char *row[4] = {q[i].name, size, lat,
+                                  is_paused(paused, np, q[i].name) ? "paused" : "running"};
             cli_table_row(&t, row);
         }
         cli_table_print(&t, stdout);
         cli_table_close(&t);
     }
-    if (!rc)
+    if (!rc) {
         dray_api_queues_free(q, n);
+        dray_api_paused_free(paused, np);
+    }
     dray_api_free(api);
 out:
     cli_ctx_close(&ctx);

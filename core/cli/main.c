@@ -15,7 +15,7 @@ static const char overview[] =
     "  run                      run a worker process (handlers from --require)\n"
     "  push CLASS [ARGS-JSON]   enqueue or schedule jobs; prints their jids\n"
     "  stats                    processed/failed counters and set sizes\n"
-    "  queues                   queues with size and latency\n"
+    "  queues                   queues with size, latency and state; --pause/--resume Q\n"
     "  processes                live worker processes\n"
     "  retries ACTION           the retry set: list, show, retry, delete, kill\n"
     "  scheduled ACTION         the schedule set: list, show, retry, delete, kill\n"
@@ -74,6 +74,8 @@ static const char help_run[] =
     "      --statsd HOST:PORT   job metrics over UDP, as Sidekiq Pro's (or $DRAY_STATSD)\n"
     "      --statsd-format F    dogstatsd (default: tags worker, queue) or statsd\n"
     "      --statsd-prefix P    prefix of every metric name (e.g. myapp.)\n"
+    "      --metrics-listen A   serve this process's Prometheus /metrics on A (PORT is\n"
+    "                           127.0.0.1:PORT; HOST:PORT; no auth: keep it on loopback)\n"
     "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n"
     "\n"
     "Signals: TERM or INT stop (wait --timeout, then requeue unfinished jobs; a\n"
@@ -111,11 +113,15 @@ static const char help_stats[] =
 
 static const char help_queues[] =
     "usage: dray queues [--json] [OPTIONS]\n"
+    "       dray queues --pause QUEUE | --resume QUEUE\n"
     "\n"
-    "Every known queue with its size and latency (seconds since its oldest job\n"
-    "was enqueued).\n"
+    "Every known queue with its size, latency (seconds since its oldest job\n"
+    "was enqueued) and state (running or paused).\n"
     "\n"
     "      --json               machine-readable output\n"
+    "      --pause QUEUE        stop every worker fetching from QUEUE (within 3 s);\n"
+    "                           its jobs stay queued, pushes go on\n"
+    "      --resume QUEUE       let workers fetch from QUEUE again\n"
     "  -C, --config FILE, --redis-url URL, --namespace NS, -h, --help\n";
 
 static const char help_processes[] =

@@ -142,6 +142,7 @@ cli_cmd_run(int argc, char **argv)
         {"statsd", required_argument, NULL, OPT_STATSD},
         {"statsd-format", required_argument, NULL, OPT_STATSD_FORMAT},
         {"statsd-prefix", required_argument, NULL, OPT_STATSD_PREFIX},
+        {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
         {"set", required_argument, NULL, OPT_SET},
         {"processes", required_argument, NULL, OPT_PROCESSES},
         {"isolate", no_argument, NULL, OPT_ISOLATE},
@@ -151,8 +152,7 @@ cli_cmd_run(int argc, char **argv)
     };
     cli_ctx ctx;
     cli_ctx_init(&ctx, "run");
-    int queues_seen = 0, labels_seen = 0, c, r = 0, dogstatsd = 1;
-    const char *statsd = getenv("DRAY_STATSD"), *statsd_prefix = NULL;
+    int queues_seen = 0, labels_seen = 0, c, r = 0;
     /* --set KEY=VALUE keys are copied here so the flags can borrow them */
     char *set_keys[CLI_MAX_FLAGS];
     size_t nset = 0;
@@ -199,26 +199,28 @@ cli_cmd_run(int argc, char **argv)
         case OPT_CRASH_LIMIT:
             r = cli_flag_push(&ctx, "--crash-limit", "crash_limit", optarg, 0);
             break;
-        case OPT_LOG_FORMAT: /* before anything logs; process-wide */
+        case OPT_LOG_FORMAT:
             if (strcmp(optarg, "text") && strcmp(optarg, "json")) {
                 r = cli_usage(&ctx, "--log-format takes text or json, not '%s'", optarg);
                 goto fail;
             }
-            dray_log_set_format(strcmp(optarg, "json") ? DRAY_LOG_FORMAT_TEXT
-                                                       : DRAY_LOG_FORMAT_JSON);
+            r = cli_flag_push(&ctx, "--log-format", "log_format", optarg, 0);
             break;
         case OPT_STATSD:
-            statsd = optarg;
+            r = cli_flag_push(&ctx, "--statsd", "statsd", optarg, 0);
             break;
         case OPT_STATSD_FORMAT:
             if (strcmp(optarg, "dogstatsd") && strcmp(optarg, "statsd")) {
                 r = cli_usage(&ctx, "--statsd-format takes dogstatsd or statsd, not '%s'", optarg);
                 goto fail;
             }
-            dogstatsd = !strcmp(optarg, "dogstatsd");
+            r = cli_flag_push(&ctx, "--statsd-format", "statsd_format", optarg, 0);
             break;
         case OPT_STATSD_PREFIX:
-            statsd_prefix = optarg;
+            r = cli_flag_push(&ctx, "--statsd-prefix", "statsd_prefix", optarg, 0);
+            break;
+        case OPT_METRICS_LISTEN:
+            r = cli_flag_push(&ctx, "--metrics-listen", "metrics_listen", optarg, 0);
             break;
         case OPT_SET: {
             const char *eq = strchr(optarg, '=');
@@ -254,10 +256,36 @@ cli_cmd_run(int argc, char **argv)
     }
     if ((r = cli_config_build(&ctx)))
         goto fail;
+    /* config file < DRAY_* < flags, like every key; checked before anything logs */
+    const char *log_format = dray_config_get(ctx.cfg, "log_format");
+    const char *statsd = dray_config_get(ctx.cfg, "statsd");
+    const char *statsd_format = dray_config_get(ctx.cfg, "statsd_format");
+    const char *statsd_prefix = dray_config_get(ctx.cfg, "statsd_prefix");
+    const char *metrics_listen = dray_config_get(ctx.cfg, "metrics_listen");
+    if (log_format && strcmp(log_format, "text") && strcmp(log_format, "json")) {
+        cli_err(&ctx, "log_format must be text or json, not '%s'", log_format);
+        r = CLI_ECONFIG;
+        goto fail;
+    }
+    if (statsd_format && strcmp(statsd_format, "dogstatsd") && strcmp(statsd_format, "statsd")) {
+        cli_err(&ctx, "statsd_format must be dogstatsd or statsd, not '%s'", statsd_format);
+        r = CLI_ECONFIG;
+        goto fail;
+    }
+    if (log_format)
+        dray_log_set_format(strcmp(log_format, "json") ? DRAY_LOG_FORMAT_TEXT
+                                                       : DRAY_LOG_FORMAT_JSON);
+    int dogstatsd = !statsd_format || !strcmp(statsd_format, "dogstatsd");
 
     dray_process_opts po = {0, 0, 0};
     if ((r = process_opts(&ctx, &po)))
         goto fail;
+    if (metrics_listen && *metrics_listen && po.processes > 0) {
+        cli_err(&ctx, "metrics_listen serves one process's figures: not with processes/isolate "
+                      "(scrape dray web's /metrics)");
+        r = CLI_ECONFIG;
+        goto fail;
+    }
     char err[512];
     dray_server *srv;
     int rc = dray_server_new(&ctx.opts, &srv, err, sizeof err);
@@ -291,6 +319,13 @@ cli_cmd_run(int argc, char **argv)
         r = CLI_ECONFIG;
         goto fail;
     }
+    cli_metrics *metrics = NULL;
+    if (metrics_listen && *metrics_listen &&
+        (r = cli_metrics_start(srv, metrics_listen, &metrics, err, sizeof err))) {
+        cli_err(&ctx, "%s", err);
+        dray_server_free(srv);
+        goto fail;
+    }
     struct sigaction saved[NSIGNALS];
     signals_install(srv, saved);
     /* Type=notify: configuration, modules and handlers are loaded; what
@@ -298,6 +333,7 @@ cli_cmd_run(int argc, char **argv)
     cli_notify("READY=1\nSTATUS=running");
     rc = po.processes > 0 ? dray_server_run_processes(srv, &po) : dray_server_run(srv);
     signals_restore(saved);
+    cli_metrics_stop(metrics); /* before srv can be freed */
     cli_notify_close();
     if (rc)
         cli_err(&ctx, "%s", dray_server_errstr(srv));

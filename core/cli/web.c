@@ -72,6 +72,7 @@ typedef struct out {
     char csrf[WEB_CSRF_HEX + 1];
     int new_cookie; /* 1: send Set-Cookie with csrf */
     char flash[256];
+    unsigned mods; /* WEB_MOD_* bits: the module pages in the menu */
 } out;
 
 /* ---- buffers and escaping ------------------------------------------------ */
@@ -366,8 +367,16 @@ page_begin(out *o, const char *title)
     web_buf_puts(b, " - dray</title></head><body><nav><a class=\"brand\" href=\"/\">dray</a>"
                     "<a href=\"/\">Dashboard</a><a href=\"/busy\">Busy</a>"
                     "<a href=\"/queues\">Queues</a><a href=\"/retries\">Retries</a>"
-                    "<a href=\"/scheduled\">Scheduled</a><a href=\"/dead\">Dead</a>"
-                    "<a href=\"/metrics\">Metrics</a></nav><main><h1>");
+                    "<a href=\"/scheduled\">Scheduled</a><a href=\"/dead\">Dead</a>");
+    if (o->mods & WEB_MOD_BATCHES)
+        web_buf_puts(b, "<a href=\"/batches\">Batches</a>");
+    if (o->mods & WEB_MOD_LIMITS)
+        web_buf_puts(b, "<a href=\"/limits\">Limits</a>");
+    if (o->mods & WEB_MOD_PERIODIC)
+        web_buf_puts(b, "<a href=\"/periodic\">Periodic</a>");
+    if (o->mods & WEB_MOD_UNIQUE)
+        web_buf_puts(b, "<a href=\"/unique\">Unique locks</a>");
+    web_buf_puts(b, "<a href=\"/metrics\">Metrics</a></nav><main><h1>");
     html(b, title);
     web_buf_puts(b, "</h1>");
 }
@@ -626,22 +635,36 @@ static int
 page_queues(web *w, out *o)
 {
     dray_queue_info *q = NULL;
-    size_t nq = 0;
+    size_t nq = 0, np = 0;
+    char **paused = NULL;
     if (dray_api_queues_list(w->api, &q, &nq))
         return api_fail(w, o);
+    if (dray_api_paused_list(w->api, &paused, &np)) {
+        dray_api_queues_free(q, nq);
+        return api_fail(w, o);
+    }
     page_begin(o, "Queues");
     web_buf_puts(&o->b, "<table id=\"queues\"><tr><th>Queue</th><th>Size</th><th>Latency (s)</th>"
-                        "<th></th></tr>");
+                        "<th>State</th><th></th></tr>");
     for (size_t i = 0; i < nq; i++) {
-        web_buf_puts(&o->b, "<tr><td><a href=\"/queues/");
+        int is_paused = 0;
+        for (size_t k = 0; k < np && !is_paused; k++)
+            is_paused = !strcmp(paused[k], q[i].name);
+        web_buf_printf(&o->b, "<tr%s><td><a href=\"/queues/", is_paused ? " class=\"paused\"" : "");
         web_buf_url(&o->b, q[i].name);
         web_buf_puts(&o->b, "\">");
         html(&o->b, q[i].name);
-        web_buf_printf(&o->b, "</a></td><td>%lld</td><td>%.3f</td><td>", q[i].size, q[i].latency);
+        web_buf_printf(&o->b, "</a></td><td>%lld</td><td>%.3f</td><td class=\"state\">%s</td><td>",
+                       q[i].size, q[i].latency, is_paused ? "paused" : "running");
         if (!w->read_only) {
             web_buf buf = {0};
             web_buf_puts(&buf, "/queues/");
             web_buf_url(&buf, q[i].name);
+            form_open(o, buf.s ? buf.s : "/queues", 1);
+            web_buf_puts(&o->b, is_paused
+                                    ? "<button name=\"action\" value=\"resume\">Resume</button>"
+                                    : "<button name=\"action\" value=\"pause\">Pause</button>");
+            web_buf_puts(&o->b, "</form>");
             form_open(o, buf.s ? buf.s : "/queues", 1);
             free(buf.s);
             web_buf_puts(&o->b, "<button name=\"action\" value=\"clear\" data-confirm=\"Delete "
@@ -651,6 +674,7 @@ page_queues(web *w, out *o)
     }
     web_buf_puts(&o->b, "</table>");
     dray_api_queues_free(q, nq);
+    dray_api_paused_free(paused, np);
     page_end(o);
     return 0;
 }
@@ -768,6 +792,19 @@ post_queue(web *w, req *r, out *o, const char *name)
         o->location = "/queues";
         return 0;
     }
+    if (action && (!strcmp(action, "pause") || !strcmp(action, "resume"))) {
+        /* Workers leave a paused queue out of their fetches (core/src/pause.c). */
+        int rc = !strcmp(action, "pause") ? dray_api_queue_pause(w->api, name)
+                                          : dray_api_queue_resume(w->api, name);
+        if (rc == DRAY_EQUEUE) {
+            fail_page(o, 400, "Bad request", "invalid queue name");
+            return 0;
+        }
+        if (rc)
+            return api_fail(w, o);
+        o->location = "/queues";
+        return 0;
+    }
     const char *job = form_get(r, "job");
     if (action && !strcmp(action, "delete_job") && job) {
         const char *lrem[] = {"LREM", key, "1", job};
@@ -777,7 +814,61 @@ post_queue(web *w, req *r, out *o, const char *name)
         o->location = "back";
         return 0;
     }
-    fail_page(o, 400, "Bad request", "action must be clear, or delete_job with job");
+    fail_page(o, 400, "Bad request", "action must be clear, pause, resume, or delete_job with job");
+    return 0;
+}
+
+/* ---- paid modules' pages (web_modules.c) --------------------------------- */
+
+/* /batches, /limits, /periodic, /unique: a page of what the module wrote,
+ * read-only. 404 for another path. */
+static int
+page_module(web *w, struct MHD_Connection *c, out *o, const char *url)
+{
+    static const struct {
+        const char *path, *title;
+        int (*table)(dray_api *, size_t, size_t, web_buf *, int *);
+    } pages[] = {
+        {"/batches", "Batches", web_batches_table},
+        {"/limits", "Limits", web_limits_table},
+        {"/periodic", "Periodic", web_periodic_table},
+    };
+    web_buf body = {0};
+    int rc, more = 0;
+    if (!strcmp(url, "/unique")) {
+        const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
+        char next[32];
+        if ((rc = web_unique_table(w->api, cur, w->page_size, &body, next))) {
+            free(body.s);
+            return api_fail(w, o);
+        }
+        page_begin(o, "Unique locks");
+        web_buf_cat(&o->b, body.s ? body.s : "", body.len);
+        if (next[0])
+            web_buf_printf(&o->b,
+                           "<p class=\"pager\"><a class=\"next\" href=\"/unique?cursor=%s\">"
+                           "more locks &raquo;</a></p>",
+                           next);
+        free(body.s);
+        page_end(o);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof pages / sizeof *pages; i++) {
+        if (strcmp(url, pages[i].path))
+            continue;
+        size_t page = query_size(c, "page", 0, 1000000000);
+        if ((rc = pages[i].table(w->api, page, w->page_size, &body, &more))) {
+            free(body.s);
+            return api_fail(w, o);
+        }
+        page_begin(o, pages[i].title);
+        web_buf_cat(&o->b, body.s ? body.s : "", body.len);
+        pager(o, pages[i].path, page, more, "");
+        free(body.s);
+        page_end(o);
+        return 0;
+    }
+    fail_page(o, 404, "Not found", "no such page");
     return 0;
 }
 
@@ -1148,6 +1239,20 @@ page_metrics(web *w, out *o)
         web_buf_label(b, q[i].name);
         web_buf_printf(b, "\"} %.6f\n", q[i].latency);
     }
+    char **paused = NULL;
+    size_t npaused = 0;
+    if (!dray_api_paused_list(w->api, &paused, &npaused)) { /* a Redis error leaves it out */
+        metric_head(b, "dray_queue_paused", "gauge", "1 while a queue is paused (the paused set).");
+        for (size_t i = 0; i < nq; i++) {
+            int is = 0;
+            for (size_t k = 0; k < npaused && !is; k++)
+                is = !strcmp(paused[k], q[i].name);
+            web_buf_puts(b, "dray_queue_paused{queue=\"");
+            web_buf_label(b, q[i].name);
+            web_buf_printf(b, "\"} %d\n", is);
+        }
+        dray_api_paused_free(paused, npaused);
+    }
     static const char *pm[][3] = {
         {"dray_process_concurrency", "gauge", "Worker threads of a process."},
         {"dray_process_busy_threads", "gauge", "Jobs a process ran at its last heartbeat."},
@@ -1174,6 +1279,9 @@ page_metrics(web *w, out *o)
     web_buf_printf(b, "dray_redis_rtt_seconds %.6f\n",
                    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
     class_metrics(w, b);
+    unsigned mods = 0;
+    if (!web_modules_present(w->api, &mods) && mods)
+        web_module_metrics(w->api, mods, b); /* a Redis error leaves the module figures out */
     dray_api_queues_free(q, nq);
     dray_api_processes_free(p, np);
     return 0;
@@ -1348,8 +1456,15 @@ route(web *w, struct MHD_Connection *c, const char *method, const char *url, req
         page_stats_json(w, o);
         return;
     }
+    if (!post)
+        web_modules_present(w->api, &o->mods); /* the menu's module pages; 0 on error */
     if (!post && !strcmp(url, "/")) {
         page_dashboard(w, o);
+        return;
+    }
+    if (!post && (!strcmp(url, "/batches") || !strcmp(url, "/limits") ||
+                  !strcmp(url, "/periodic") || !strcmp(url, "/unique"))) {
+        page_module(w, c, o, url);
         return;
     }
     if (!strcmp(url, "/busy")) {
@@ -1523,9 +1638,8 @@ completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestT
 
 /* ---- command ------------------------------------------------------------- */
 
-/* "host:port" (IPv4 or [IPv6]) into sa. 0 or -1. */
-static int
-parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int *loopback)
+int
+web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int *loopback)
 {
     char host[256];
     const char *colon = strrchr(s, ':');
@@ -1622,7 +1736,7 @@ cli_cmd_web(int argc, char **argv)
     struct sockaddr_storage sa;
     socklen_t salen;
     int loopback = 0;
-    if (parse_listen(listen, &sa, &salen, &loopback))
+    if (web_parse_listen(listen, &sa, &salen, &loopback))
         return cli_usage(&ctx, "--listen takes HOST:PORT (127.0.0.1:7433, [::1]:7433), not '%s'",
                          listen);
     if (!loopback && !w.token && !w.basic)

@@ -19,7 +19,8 @@ const char web_css[] =
     ".stat b{display:block;font-size:1.5em}button{cursor:pointer}form.inline{display:inline}\n"
     ".ro{color:#666;font-style:italic}.pager a{margin-right:1em}.flash{background:#ffd;"
     "border:1px solid #cc8;padding:.5em;margin-bottom:1em}\n"
-    "canvas{background:#fff;border:1px solid #ddd}\n";
+    "canvas{background:#fff;border:1px solid #ddd}\n"
+    "tr.paused td.state{color:#a60;font-weight:600}\n";
 
 /* The live chart: polls /stats.json every 2 s and draws processed and failed
  * per interval. Confirmation for destructive buttons (data-confirm). */

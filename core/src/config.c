@@ -78,6 +78,11 @@ static const key_def key_defs[] = {
     {"processes", K_INT, R_ONE, 0, 1024}, /* dray run: 0 runs in-process */
     {"isolate", K_BOOL, R_ONE, 0, 0},
     {"crash_limit", K_INT, R_ONE, 1, 1000},
+    {"metrics_listen", K_STR, R_ONE, 0, 0}, /* dray run: checked there */
+    {"log_format", K_STR, R_ONE, 0, 0},     /* text or json, checked by dray run */
+    {"statsd", K_STR, R_ONE, 0, 0},
+    {"statsd_format", K_STR, R_ONE, 0, 0}, /* dogstatsd or statsd, checked by dray run */
+    {"statsd_prefix", K_STR, R_ONE, 0, 0},
 };
 #define NKEYS (sizeof key_defs / sizeof *key_defs)
 

@@ -287,7 +287,7 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
             dray__free(al);
             return DRAY_ENOMEM;
         }
-        char nk[16];
+        char nk[24];
         snprintf(nk, sizeof nk, "%zu", nkeys);
         size_t k = 0;
         av[k] = "BLMPOP", al[k++] = 6;
@@ -430,8 +430,6 @@ dray__fetch(dray__worker *w, dray__unit *u)
         w->brpop_lens = al;
         w->brpop_argv[0] = "BRPOP";
         w->brpop_lens[0] = 5;
-        if (s->strict)
-            order_keys(w); /* fixed: compute once */
     }
     if (s->opts.fetch_batch > 1 && !dray__fetcher_active()) {
         /* Jobs already fetched go first, before any (weighted) reordering. */
@@ -447,7 +445,15 @@ dray__fetch(dray__worker *w, dray__unit *u)
             return 1;
     }
     flush_lost(w);
-    size_t n = s->strict ? s->nqueues : order_keys(w);
+    int prc = dray__pause_refresh(w);
+    if (prc)
+        return prc;
+    /* Rebuilt every time (strict order too): the paused queues come out. */
+    size_t n = dray__pause_filter(s, w->brpop_argv + 1, w->brpop_lens + 1, order_keys(w));
+    if (n == 0) {
+        dray__pause_wait(s); /* every queue paused */
+        return 0;
+    }
     if (dray__fetcher_active()) /* a module replaces BRPOP, same queue order */
         return dray__fetcher_fetch(w, w->brpop_argv + 1, n, u);
     if (dray__sup_active()) /* a supervised child: into its in-flight list */

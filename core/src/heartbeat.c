@@ -137,6 +137,7 @@ dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
     if ((rc = dray__conn_cmdf(c, NULL, "PING")))
         return rc;
     long rtt_us = (long)((dray__mono() - t0) * 1e6);
+    atomic_store(&s->rtt_us, rtt_us); /* dray_server_metrics_text */
     char beat[32], busys[16], rtts[24], rss[24];
     snprintf(beat, sizeof beat, "%.6f", dray_now());
     snprintf(busys, sizeof busys, "%d", busy);
@@ -163,6 +164,8 @@ dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
             handle_signal(s, sig->str);
     }
     dray__pipe_close(&p);
+    if (!rc && s->statsd)
+        dray__statsd_gauges(s, c, busy); /* queue sizes and busy, once a beat */
     return rc == DRAY_EUNSURE ? DRAY_ECONN : rc;
 }
 

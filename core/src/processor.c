@@ -252,10 +252,12 @@ process(dray__worker *w, dray__unit *u)
         w->requeued = -1; /* finishing: the stopper must leave it alone */
     pthread_mutex_unlock(&w->mu);
     double ms = (dray__mono() - t0) * 1000.0;
-    if (outcome != DRAY__OUT_DEFERRED && !s->opts.no_metrics) {
+    if (outcome != DRAY__OUT_DEFERRED) {
         const char *wrapped = json_string_value(json_object_get(job->obj, "wrapped"));
-        dray__metrics_record(&w->metrics, wrapped ? wrapped : klass, outcome == DRAY__OUT_FAILURE,
-                             ms);
+        const char *as = wrapped ? wrapped : klass;
+        dray__procmetrics_record(w, as, outcome == DRAY__OUT_FAILURE, ms); /* in memory only */
+        if (!s->opts.no_metrics)
+            dray__metrics_record(&w->metrics, as, outcome == DRAY__OUT_FAILURE, ms);
     }
     if (outcome != DRAY__OUT_DEFERRED && s->statsd)
         dray__statsd_job(s->statsd, klass, w->cur.queue, outcome == DRAY__OUT_FAILURE, ms);

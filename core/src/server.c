@@ -149,6 +149,7 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     if (!s)
         return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
     dray__metrics_init(&s->metrics_pending);
+    atomic_store(&s->rtt_us, -1);
     if (opts)
         s->opts = *opts;
     else
@@ -230,6 +231,7 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
         w->index = i;
         pthread_mutex_init(&w->mu, NULL);
         dray__metrics_init(&w->metrics);
+        dray__metrics_init(&w->cum);
         dray__conn_init(&w->conn, &s->cfg);
         w->conn.extra_timeout_ms = dray__fetch_extra_timeout_ms(&s->cfg); /* BRPOP blocks 2 s */
         w->conn.want_client_id = 1; /* so a stop can end that wait at once */
@@ -277,6 +279,7 @@ dray_server_free(dray_server *s)
             dray__free(s->workers[i].brpop_lens);
             pthread_mutex_destroy(&s->workers[i].mu);
             dray__metrics_close(&s->workers[i].metrics);
+            dray__metrics_close(&s->workers[i].cum);
         }
         dray__free(s->workers);
     }

@@ -37,6 +37,7 @@ typedef struct dray__queue {
     char *name;
     char *key; /* "<ns>queue:<name>" */
     int weight;
+    atomic_int paused; /* 1: in <ns>paused at the last read (pause.c) */
 } dray__queue;
 
 typedef struct dray__callback {
@@ -102,6 +103,7 @@ typedef struct dray__worker {
     atomic_uint_least64_t fetch_lost;  /* blocking fetches whose reply was lost (may have popped) */
     uint_least64_t fetch_lost_flushed; /* of those, added to stat:fetch_lost; worker thread only */
     dray__metrics metrics;             /* this worker's execution metrics since the last flush */
+    dray__metrics cum;   /* the same since start, never flushed (dray_server_metrics_text) */
     double cur_deadline; /* epoch seconds the running job's timeout ends, 0 none; mu */
     atomic_int cur_over; /* 1 once the heartbeat saw the running job past it */
     int cur_cancel;      /* 1 once the heartbeat acted on a recorded cancel of it; mu */
@@ -159,7 +161,18 @@ struct dray_server {
     dray__metrics metrics_pending; /* merged, not yet in Redis; heartbeat thread only */
     double metrics_flushed_at;     /* monotonic seconds of the last metrics flush */
     struct dray__statsd *statsd;   /* dray_server_statsd's socket, or NULL */
+    atomic_llong pause_read_ms;    /* monotonic ms of the last read of <ns>paused (pause.c) */
+    atomic_int pause_known;        /* 1 once <ns>paused was read successfully */
+    atomic_int pause_any;          /* 1: some configured queue is paused */
+    atomic_long rtt_us;            /* PING at the last heartbeat, -1 before the first */
 };
+
+/* procmetrics.c: this process's figures (dray_server_metrics_text) */
+#define DRAY__PROC_CLASSES_MAX 1000 /* per worker; more classes count as "(other)" */
+/* Count a finished job in w->cum. Class names come from payloads, so past
+ * DRAY__PROC_CLASSES_MAX a new class is counted as "(other)": memory stays
+ * bounded. Worker thread; no Redis; cannot fail (OOM drops the sample). */
+void dray__procmetrics_record(dray__worker *w, const char *klass, int failed, double ms);
 
 /* statsd.c: job outcomes as statsd/DogStatsD datagrams (dray_server_statsd) */
 typedef struct dray__statsd dray__statsd;
@@ -168,6 +181,10 @@ typedef struct dray__statsd dray__statsd;
 void dray__statsd_job(dray__statsd *st, const char *klass, const char *queue, int failed,
                       double ms);
 void dray__statsd_free(dray__statsd *st); /* accepts NULL */
+/* Heartbeat thread, after each beat that reached Redis: gauges of this
+ * process's busy threads and the sizes of its queues (one LLEN script on
+ * c; if that fails, busy alone). Never fails. */
+void dray__statsd_gauges(struct dray_server *s, dray__conn *c, int busy);
 
 /* crash.c: a report of running jobs on fatal signals */
 /* Install the fatal-signal handlers (once per process; the previous
@@ -206,6 +223,19 @@ int dray__requeue(dray__conn *c, const struct dray_server *s, const dray__unit *
  * head. Caller holds w->mu. Returns how many went back. */
 int dray__prefetch_requeue(dray__worker *w, dray__conn *c);
 void dray__unit_clear(dray__unit *u);
+
+/* pause.c: paused queues (<ns>paused, as Sidekiq Pro) */
+#define DRAY__PAUSE_REFRESH_MS 1000 /* a process re-reads the paused set this often */
+/* Re-read the paused set when the copy is stale (one worker at a time;
+ * every worker until the first read succeeds). 0 or a DRAY_E* code with
+ * the reason in w->conn.errstr. Worker thread. */
+int dray__pause_refresh(dray__worker *w);
+/* Drop paused queues' keys from keys/lens[0..n), keeping the order;
+ * returns how many remain. Cannot fail. Any thread. */
+size_t dray__pause_filter(const struct dray_server *s, const char **keys, size_t *lens, size_t n);
+/* Every queue is paused: wait one refresh period, or less when the server
+ * state changes. Worker thread. */
+void dray__pause_wait(struct dray_server *s);
 
 /* retry.c */
 /* A handler failure: to the retry set or the dead set, with hooks and

@@ -3,6 +3,8 @@
  * per job one datagram with jobs.count, jobs.success or jobs.failure and the
  * jobs.perform timing (ms). DogStatsD tags them worker:<class>,queue:<q>;
  * plain statsd also counts per class (jobs.<Class>.success, ...perform).
+ * Each heartbeat adds gauges: jobs.busy (this process) and the size of each
+ * of its queues (queue.size tagged queue:<q>, or queue.<q>.size).
  * The socket is UDP, connected and non-blocking: a slow, full or absent
  * listener drops datagrams and never delays a job. */
 #include <errno.h>
@@ -126,5 +128,73 @@ dray__statsd_job(dray__statsd *st, const char *klass, const char *queue, int fai
     if (n <= 0 || (size_t)n >= sizeof d)
         return; /* cannot happen with the bounded names above */
     if (send(st->fd, d, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        atomic_fetch_add_explicit(&st->dropped, 1, memory_order_relaxed);
+}
+
+/* The length of each key. */
+static dray__script llen_script = {
+    .src = "local r = {}\n"
+           "for i, k in ipairs(KEYS) do r[i] = redis.call('LLEN', k) end\n"
+           "return r\n",
+};
+
+/* Send d[0..*n) and start again when line would not fit. */
+static void
+gauge_line(dray__statsd *st, char *d, size_t *n, const char *line)
+{
+    size_t len = strlen(line);
+    if (*n && *n + 1 + len > STATSD_DATAGRAM) {
+        if (send(st->fd, d, *n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+            atomic_fetch_add_explicit(&st->dropped, 1, memory_order_relaxed);
+        *n = 0;
+    }
+    if (len > STATSD_DATAGRAM)
+        return;
+    if (*n)
+        d[(*n)++] = '\n';
+    memcpy(d + *n, line, len);
+    *n += len;
+}
+
+void
+dray__statsd_gauges(struct dray_server *s, dray__conn *c, int busy)
+{
+    dray__statsd *st = s->statsd;
+    char d[STATSD_DATAGRAM], line[400], q[200];
+    size_t n = 0;
+    snprintf(line, sizeof line, "%sjobs.busy:%d|g", st->prefix, busy);
+    gauge_line(st, d, &n, line);
+    const char **argv = dray__calloc(s->nqueues ? s->nqueues : 1, sizeof *argv);
+    size_t *lens = dray__calloc(s->nqueues ? s->nqueues : 1, sizeof *lens);
+    redisReply *r = NULL;
+    if (argv && lens) {
+        for (size_t i = 0; i < s->nqueues; i++) {
+            argv[i] = s->queues[i].key;
+            lens[i] = strlen(s->queues[i].key);
+        }
+        if (dray__conn_eval(c, &llen_script, &r, (int)s->nqueues, (int)s->nqueues, argv, lens)) {
+            if (r)
+                freeReplyObject(r);
+            r = NULL; /* no sizes this beat; busy still goes */
+        }
+    }
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements && i < s->nqueues;
+         i++) {
+        if (r->element[i]->type != REDIS_REPLY_INTEGER)
+            continue;
+        clean(s->queues[i].name, q, sizeof q, st->dogstatsd);
+        if (st->dogstatsd)
+            snprintf(line, sizeof line, "%squeue.size:%lld|g|#queue:%s", st->prefix,
+                     r->element[i]->integer, q);
+        else
+            snprintf(line, sizeof line, "%squeue.%s.size:%lld|g", st->prefix, q,
+                     r->element[i]->integer);
+        gauge_line(st, d, &n, line);
+    }
+    if (r)
+        freeReplyObject(r);
+    dray__free(argv);
+    dray__free(lens);
+    if (n && send(st->fd, d, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
         atomic_fetch_add_explicit(&st->dropped, 1, memory_order_relaxed);
 }

@@ -275,9 +275,9 @@ test_push_bulk_stats_queues(void **state)
 
     r = DRAY("queues");
     test_expect_code(&r, 0, "queues");
-    assert_non_null(strstr(r.out, "QUEUE    SIZE   LATENCY\n"));
+    assert_non_null(strstr(r.out, "QUEUE    SIZE   LATENCY  STATE\n"));
     assert_non_null(strstr(r.out, "\nbulk     25001  "));
-    assert_non_null(strstr(r.out, "\ndefault  1      0.00s\n"));
+    assert_non_null(strstr(r.out, "\ndefault  1      0.00s    running\n"));
     test_output_free(&r);
     r = DRAY("queues", "--json");
     test_expect_code(&r, 0, "queues --json");

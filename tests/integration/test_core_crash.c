@@ -666,6 +666,8 @@ fake_main(void *arg)
             n = (size_t)snprintf(out, sizeof out, ":1\r\n");
         } else if (lens[0] == 6 && !strncasecmp(argv[0], "CLIENT", 6)) {
             n = (size_t)snprintf(out, sizeof out, ":7\r\n");
+        } else if (lens[0] == 8 && !strncasecmp(argv[0], "SMEMBERS", 8)) {
+            n = (size_t)snprintf(out, sizeof out, "*0\r\n"); /* no paused queues */
         } else {
             n = (size_t)snprintf(out, sizeof out, "+OK\r\n");
         }

@@ -2,6 +2,7 @@
 """test_web: `dray web` against its own redis-server and a real `dray run`.
 
     python3 test_web.py browser|metrics|logs|statsd DRAY WEB_JOBS_SO SHOTS_DIR
+    python3 test_web.py modules DRAY WEB_JOBS_SO SHOTS_DIR DRAY_LICENSE TESTKEY PRO_SO ENT_SO
 
 browser: headless Chromium (tests/interop/webui_driver.py's Browser) walks the
 pages, asserts on the DOM (a job arg holding <script> renders as text and
@@ -12,6 +13,10 @@ with Redis.
 logs: `dray run --log-format json` lines parse and carry the text fields.
 statsd: `dray run --statsd` datagrams read by a UDP listener here; a
 listener that never reads, or none, neither slows nor loses jobs.
+procmetrics: `dray run --metrics-listen`'s own /metrics, parsed, with known
+answers, served while Redis is down; its refusals; config-file keys.
+modules: the Batches, Limits, Periodic and Unique locks pages and their
+/metrics figures, from data the real Pro and Enterprise modules wrote.
 Exit 0, 1 on a failed check, 77 (Skipped) when chromium, python3-websocket
 or python3-prometheus-client is missing. Prints "N passed, N failed".
 """
@@ -323,6 +328,41 @@ def browser_test():
         click("#delete")
         check("delete emptied retries", r.cmd("ZCARD", "retry") == 0)
 
+        # Queues: Pause, then the worker leaves a new job in the queue
+        # (through 4 s, past the 3 s bound); Resume, and it runs.
+        visit("/queues")
+        b.js("document.querySelectorAll('#queues tr').forEach(t => {"
+             "if (t.cells[0].textContent === 'busy') t.id = 'q-busy'; }); true")
+        click("#q-busy button[value=pause]")
+        check("pause reached Redis", r.cmd("SMEMBERS", "paused") == ["busy"],
+              r.cmd("SMEMBERS", "paused"))
+        b.js("document.querySelectorAll('#queues tr').forEach(t => {"
+             "if (t.cells[0].textContent === 'busy') t.id = 'q-busy'; }); true")
+        check("queue shown paused", b.js("document.querySelector('#q-busy td.state')"
+                                         ".textContent") == "paused")
+        check("resume button shown", b.js("document.querySelector('#q-busy button[value=resume]')"
+                                          " !== null"))
+        shot("queues-paused.png")
+        # the worker logs when its copy turns; its next fetch leaves busy out
+        check("the worker saw the pause", wait_for(
+            lambda: alive(worker, wlog) and "queue busy paused" in open(wlog).read(), 10,
+            "the worker to log the pause"))
+        r.cmd("LPUSH", "queue:busy", job("WebOk", "jidpause0001", [], queue="busy"))
+        held = True
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            alive(worker, wlog)
+            held = held and r.cmd("LLEN", "queue:busy") == 1
+            time.sleep(0.05)
+        check("paused queue's job stays queued for 4 s", held)
+        click("#q-busy button[value=resume]")
+        check("resume reached Redis", r.cmd("SMEMBERS", "paused") == [])
+        check("queue shown running", b.js(
+            "[...document.querySelectorAll('#queues tr')].filter(t => t.cells[0].textContent"
+            " === 'busy').map(t => t.querySelector('td.state').textContent).join()") == "running")
+        check("resumed queue's job ran", wait_for(
+            lambda: r.cmd("LLEN", "queue:busy") == 0, 15, "the job after resume"))
+
         # Scheduled: Kill moves the job to the dead set.
         visit("/scheduled/jidsched0001")
         click("#kill")
@@ -418,6 +458,13 @@ def browser_test():
                         b"a" * 64, {"Cookie": "dray_csrf=" + "a" * 64})
         check("read-only POST: 403", st == 403, st)
         check("read-only kept the job", r.cmd("ZCARD", "retry") == 1)
+        visit("/queues")
+        check("read-only queues page has no Pause/Delete",
+              b.js("document.querySelectorAll('#queues button').length") == 0 and
+              b.js("document.querySelectorAll('#queues td.state').length") > 0)
+        st, _, _ = http("POST", web.base + "/queues/low", b"action=pause&csrf=" + b"a" * 64,
+                        {"Cookie": "dray_csrf=" + "a" * 64})
+        check("read-only pause POST: 403", st == 403 and r.cmd("SCARD", "paused") == 0, st)
         web.stop()
         web = None
 
@@ -476,6 +523,14 @@ def metrics_test():
         check("failed counter", fams["dray_failed"].samples[0].value == 56)
         check("queue sizes", value("dray_queue_size", queue="default") == 1 and
               value("dray_queue_size", queue="low") == 1)
+        check("no queue paused", value("dray_queue_paused", queue="low") == 0 and
+              value("dray_queue_paused", queue="default") == 0)
+        r.cmd("SADD", "paused", "low")
+        st, _, body = http("GET", web.base + "/metrics")
+        fams = {f.name: f for f in text_string_to_metric_families(body)}
+        check("paused queue is 1", value("dray_queue_paused", queue="low") == 1 and
+              value("dray_queue_paused", queue="default") == 0)
+        r.cmd("SREM", "paused", "low")
         lat = value("dray_queue_latency_seconds", queue="default")
         check("queue latency ~100 s", lat is not None and 99 < lat < 200, lat)
         check("retry size", value("dray_retry_set_size") == 3)
@@ -670,6 +725,26 @@ def statsd_test():
             for l in perf), perf)
         u.close()
 
+        # Gauges each heartbeat: busy threads and the worker's queue sizes.
+        u = listener()
+        r.cmd("FLUSHALL")
+        subprocess.run([DRAY, "push", "WebSleep", "[600000]", "-q", "busy", "--count", "3",
+                        "--redis-url", r.url], check=True, capture_output=True)
+        p, log = run_dray(r, "--statsd", "127.0.0.1:%d" % u.getsockname()[1], "--set",
+                          "heartbeat=1", "-q", "other")
+        want = ("jobs.busy:2|g", "queue.size:1|g|#queue:busy", "queue.size:0|g|#queue:other")
+        lines = drain(u, lambda ls: all(w in ls for w in want), 20)
+        check("dogstatsd gauges: busy 2, queue sizes 1 and 0", all(w in lines for w in want),
+              [l for l in lines if "|g" in l][-6:])
+        r.cmd("LPUSH", "queue:other", "x", "y")  # not jobs: the gauge only counts
+        lines = drain(u, lambda ls: "queue.size:2|g|#queue:other" in ls, 20)
+        check("queue size gauge follows Redis", "queue.size:2|g|#queue:other" in lines)
+        r.cmd("DEL", "queue:other")
+        p.terminate()
+        check("gauge worker stopped cleanly", p.wait(20) == 0, open(log).read()[-300:])
+        os.unlink(log)
+        u.close()
+
         # Plain statsd with a prefix: per-class names, a 30 ms job timed.
         u = listener()
         run_jobs(["--statsd", "127.0.0.1:%d" % u.getsockname()[1], "--statsd-format", "statsd",
@@ -712,12 +787,385 @@ def statsd_test():
     return 0
 
 
+def modules_test():
+    """Module pages and figures from data the real Pro and Enterprise modules
+    write (a limiter of each use, a periodic loop and its leader, unique locks
+    from `dray push`), batches as Pro writes their keys (docs/redis-keys.md;
+    the batch API is C only); then a wrong-type key answers a clear error."""
+    try:
+        import webui_driver
+        from prometheus_client.parser import text_string_to_metric_families
+    except (SystemExit, ImportError):
+        print("python3-websocket or python3-prometheus-client is missing: Skipped")
+        return SKIP
+    exe = webui_driver.chromium_path()
+    if not exe:
+        print("chromium is missing: Skipped")
+        return SKIP
+    tool, key, pro_so, ent_so = sys.argv[5:9]
+    os.makedirs(SHOTS, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="dray-webmod-")
+    r = Redis()
+    web = worker = b = None
+    try:
+        lic = subprocess.run([tool, "issue", "--key", key, "--sub", "Web Test", "--tier",
+                              "enterprise", "--expires", "2099-12-31", "--ledger",
+                              os.path.join(tmp, "ledger")], capture_output=True, text=True,
+                             env=dict(os.environ, DRAY_LICENSE_PASSPHRASE=os.environ.get(
+                                 "DRAY_LICENSE_PASSPHRASE", "dray-throwaway-test-passphrase")))
+        check("license issued", lic.returncode == 0, lic.stderr)
+        with open(os.path.join(tmp, "license"), "w") as f:
+            f.write(lic.stdout)
+        conf = os.path.join(tmp, "dray.conf")
+        with open(conf, "w") as f:
+            f.write("module %s\nmodule %s\nlicense_file %s\n" % (pro_so, ent_so,
+                                                                 os.path.join(tmp, "license")))
+            f.write("heartbeat 1\n")
+            f.write("enterprise.limiter sleepers concurrent 1 class=WebSleep lock_timeout=600\n")
+            f.write("enterprise.limiter oks window 100/60s class=WebOk\n")
+            f.write("enterprise.periodic 0 0 1 1 * WebOk name=new-year queue=busy\n")
+            f.write("enterprise.unique WebSleep for=1h\n")
+        web = Web(r)
+        b = webui_driver.Browser(exe)
+
+        def visit(path):
+            b.js("window.__dray_old = true")
+            b.call("Page.navigate", url=web.base + path)
+            b.loaded("visit " + path)
+
+        def shot(name):
+            import base64
+            png = b.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+            with open(os.path.join(SHOTS, name), "wb") as f:
+                f.write(base64.b64decode(png["data"]))
+
+        def nav():
+            return b.js("[...document.querySelectorAll('nav a')].map(a => a.textContent).join()")
+        visit("/")
+        check("no module pages without module data", "Batches" not in nav() and
+              "Limits" not in nav() and "Periodic" not in nav() and "Unique" not in nav(), nav())
+        st, _, body = http("GET", web.base + "/metrics")
+        check("no module figures without module data", st == 200 and "dray_batch" not in body and
+              "dray_limiter" not in body and "dray_unique" not in body)
+
+        log = os.path.join(tmp, "run.log")
+        worker = subprocess.Popen([DRAY, "run", "-C", conf, "--redis-url", r.url, "--require",
+                                   JOBS_SO, "-q", "busy", "-c", "3", "-t", "1"],
+                                  stdin=subprocess.DEVNULL, stdout=open(log, "w"),
+                                  stderr=subprocess.STDOUT)
+
+        def push(klass, args):
+            out = subprocess.run([DRAY, "push", klass, args, "-q", "busy", "-C", conf,
+                                  "--redis-url", r.url], capture_output=True, text=True)
+            check("push " + klass + " " + args, out.returncode == 0, out.stderr)
+            return out.stdout.strip()
+        for _ in range(3):
+            push("WebOk", "[]")
+        sleep1 = push("WebSleep", "[600000]")
+        sleep2 = push("WebSleep", "[600001]")  # concurrent limit 1: over the limit
+        wait_for(lambda: alive(worker, log) and r.cmd("HGET", "ent:lmtr:oks", "taken") == "3",
+                 20, "3 WebOk through the window limiter")
+        wait_for(lambda: alive(worker, log) and int(r.cmd("HGET", "ent:lmtr:sleepers",
+                                                          "overages") or 0) >= 1,
+                 20, "the second WebSleep refused by the concurrent limiter")
+        wait_for(lambda: alive(worker, log) and r.cmd("GET", "dear-leader") and
+                 r.cmd("HGET", "ent:periodic:new-year", "next"), 30, "a periodic leader")
+        leader = r.cmd("GET", "dear-leader")
+        nxt = float(r.cmd("HGET", "ent:periodic:new-year", "next"))
+        locks = sorted(k[len("ent:unique:"):] for k in r.cmd("KEYS", "ent:unique:*"))
+        owners = sorted(r.cmd("HGET", "ent:unique:" + d, "jid") for d in locks)
+        check("two unique locks, owned by the pushed jobs", owners == sorted([sleep1, sleep2]),
+              owners)
+
+        # Batches as pro/src/batch_lua.h writes them: one running with a hostile
+        # description (2 of 5 pending, 1 failure), one succeeded.
+        now = time.time()
+        r.cmd("ZADD", "pro:batches", now - 10, "bidrunning01", now - 5, "bidsuccess01")
+        r.cmd("HSET", "pro:batch:bidrunning01", "bid", "bidrunning01", "description", XSS,
+              "created_at", str(now - 10), "committed_at", str(now - 9), "total", "5",
+              "parent", "", "version", "1")
+        r.cmd("SADD", "pro:batch:bidrunning01:pending", "j1", "j2")
+        r.cmd("SADD", "pro:batch:bidrunning01:incomplete", "j1")
+        r.cmd("SADD", "pro:batch:bidrunning01:failed", "j2")
+        r.cmd("HSET", "pro:batch:bidsuccess01", "bid", "bidsuccess01", "description", "done",
+              "created_at", str(now - 5), "committed_at", str(now - 5), "total", "2",
+              "complete_at", str(now - 1), "success_at", str(now - 1), "parent", "bidrunning01",
+              "version", "1")
+        r.cmd("SET", "pro:stat:batch:success", "1")
+        r.cmd("SET", "pro:stat:batch:complete", "1")
+
+        visit("/")
+        check("module pages in the menu", all(x in nav() for x in ("Batches", "Limits",
+                                                                   "Periodic", "Unique locks")),
+              nav())
+        visit("/batches")
+        rows = b.js("[...document.querySelectorAll('#batches tr.batch')].map(t => [...t.cells]"
+                    ".map(c => c.textContent))")
+        check("batches newest first", [x[0] for x in rows] == ["bidsuccess01", "bidrunning01"],
+              rows)
+        run = rows[1] if len(rows) == 2 else [""] * 10
+        check("running batch: status, progress, pending, failures",
+              run[2] == "running" and run[3].strip() == "60%" and run[4] == "5" and
+              run[5] == "2" and run[6] == "1", run)
+        check("batch description rendered as text", run[1] == XSS, run[1])
+        check("batch description never ran", b.js("typeof window.__xss") == "undefined")
+        check("succeeded batch", rows and rows[0][2] == "success" and rows[0][3].strip() ==
+              "100%" and rows[0][9] == "bidrunning01", rows and rows[0])
+        shot("batches.png")
+
+        visit("/limits")
+        lim = {x[0]: x for x in b.js("[...document.querySelectorAll('#limits tr.limiter')].map("
+                                     "t => [...t.cells].map(c => c.textContent))")}
+        sl = lim.get("sleepers", [""] * 8)
+        check("concurrent limiter: in use 1 of 1, over the limit as Redis says",
+              sl[1] == "concurrent" and float(sl[2] or -1) == 1 and sl[3] == "1" and
+              sl[6] == r.cmd("HGET", "ent:lmtr:sleepers", "overages"), sl)
+        ok = lim.get("oks", [""] * 8)
+        check("window limiter: 3 in the window, 3 taken", ok[1] == "window" and
+              float(ok[2] or -1) == 3 and ok[3] == "100" and ok[5] == "3", ok)
+        shot("limits.png")
+
+        visit("/periodic")
+        check("periodic leader", b.js("document.getElementById('leader').textContent") == leader)
+        loop = b.js("[...document.querySelector('#periodic tr.loop').cells].map(c => c.textContent)")
+        want_next = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(nxt))
+        check("periodic loop, cron and next run", loop and loop[0] == "new-year" and
+              loop[1] == "0 0 1 1 *" and loop[2] == "WebOk" and loop[6] == want_next,
+              (loop, want_next))
+        shot("periodic.png")
+
+        visit("/unique")
+        rows = b.js("[...document.querySelectorAll('#unique tr.lock')].map(t => [...t.cells]"
+                    ".map(c => c.textContent))")
+        check("unique locks: digests and owners", sorted(x[0] for x in rows) == locks and
+              sorted(x[1] for x in rows) == owners, rows)
+        check("unique lock TTL about 1 h", rows and all(3000 < float(x[3]) <= 3600 for x in rows),
+              rows)
+        shot("unique.png")
+
+        st, _, body = http("GET", web.base + "/metrics")
+        fams = {f.name: f for f in text_string_to_metric_families(body)}
+
+        def value(name, **labels):
+            for fam in fams.values():
+                for smp in fam.samples:
+                    if smp.name in (name, name + "_total") and smp.labels == labels:
+                        return smp.value
+            return None
+        check("dray_batches", value("dray_batches") == 2)
+        check("batch pending/failed", value("dray_batch_jobs_pending") == 2 and
+              value("dray_batch_jobs_failed") == 1 and value("dray_batch_jobs_dead") == 0)
+        check("batch callbacks counter", fams.get("dray_batch_callbacks") and
+              fams["dray_batch_callbacks"].type == "counter" and
+              value("dray_batch_callbacks_total", event="success") == 1)
+        check("limiter in use", value("dray_limiter_in_use", limiter="sleepers") == 1)
+        check("limiter taken", value("dray_limiter_taken_total", limiter="oks") == 3)
+        check("limiter over limit = Redis", value("dray_limiter_over_limit_total",
+                                                  limiter="sleepers") ==
+              int(r.cmd("HGET", "ent:lmtr:sleepers", "overages")))
+        check("periodic next run", value("dray_periodic_next_run_timestamp_seconds",
+                                         loop="new-year") == nxt)
+        check("periodic leader", value("dray_periodic_leader", identity=leader) == 1)
+        check("unique locks", value("dray_unique_locks") == 2)
+
+        # Paging through Redis, one row a page.
+        web.stop()
+        web = Web(r, "--page-size", "1")
+        visit("/batches")
+        first = b.js("[...document.querySelectorAll('#batches tr.batch')].map(t => t.cells[0]"
+                     ".textContent)")
+        check("batches page 1 of 2", first == ["bidsuccess01"] and
+              b.js("document.querySelector('a.next') !== null"), first)
+        visit("/batches?page=1")
+        second = b.js("[...document.querySelectorAll('#batches tr.batch')].map(t => t.cells[0]"
+                      ".textContent)")
+        check("batches page 2 of 2", second == ["bidrunning01"] and
+              b.js("document.querySelector('a.next') === null"), second)
+        visit("/unique")
+        got = b.js("[...document.querySelectorAll('#unique tr.lock')].map(t => t.cells[0]"
+                   ".textContent)")
+        more = b.js("document.querySelector('a.next') && document.querySelector('a.next').href")
+        while more and len(got) < 5:
+            visit(more[len(web.base):])
+            got += b.js("[...document.querySelectorAll('#unique tr.lock')].map(t => t.cells[0]"
+                        ".textContent)")
+            more = b.js("document.querySelector('a.next') && "
+                        "document.querySelector('a.next').href")
+        check("unique locks paged by SCAN cursor, each once", sorted(got) == locks, got)
+
+        # A bad byte: pro:batches of the wrong type. The page says so (502
+        # with Redis's words); the rest of the dashboard and /metrics go on.
+        r.cmd("DEL", "pro:batches")
+        r.cmd("SET", "pro:batches", "not a zset")
+        st, _, body = http("GET", web.base + "/batches")
+        check("wrong-type batches index: 502 naming WRONGTYPE", st == 502 and "WRONGTYPE" in body,
+              (st, body[:200]))
+        st, _, body = http("GET", web.base + "/metrics")
+        check("metrics still served without the module figures", st == 200 and
+              "dray_processed_total" in body and "dray_batches" not in body, st)
+        st, _, _ = http("GET", web.base + "/limits")
+        check("other module pages unaffected", st == 200, st)
+    finally:
+        if b:
+            b.close()
+        if web:
+            web.stop()
+        if worker:
+            worker.kill()
+            worker.wait()
+        r.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def procmetrics_test():
+    """`dray run --metrics-listen`: the worker's own /metrics, parsed by the
+    Prometheus parser, against jobs it ran here (known answers); it answers
+    from memory while Redis is down; bad addresses, a taken port and
+    --processes are refused with a clear error; the config file keys
+    metrics_listen, log_format and statsd* work like their flags."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        print("python3-prometheus-client is missing: Skipped")
+        return SKIP
+    r = Redis()
+    tmp = tempfile.mkdtemp(prefix="dray-procmetrics-")
+    worker = None
+    try:
+        conf = os.path.join(tmp, "dray.conf")
+        with open(conf, "w") as f:
+            f.write("metrics_listen 127.0.0.1:0\nheartbeat 1\nlog_format json\n")
+        log = os.path.join(tmp, "run.log")
+        worker = subprocess.Popen([DRAY, "run", "-C", conf, "--redis-url", r.url, "--require",
+                                   JOBS_SO, "-q", "busy", "-c", "2", "-t", "1"],
+                                  stdin=subprocess.DEVNULL, stdout=open(log, "w"),
+                                  stderr=subprocess.STDOUT)
+
+        def port():
+            alive(worker, log)
+            m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", open(log).read())
+            return m and int(m.group(1))
+        base = "http://127.0.0.1:%d" % wait_for(port, 15, "the metrics endpoint")
+        fams = {}
+
+        def scrape():
+            st, h, body = http("GET", base + "/metrics")
+            check("metrics 200 text/plain 0.0.4", st == 200 and h.get("Content-Type", "")
+                  .startswith("text/plain; version=0.0.4"), st)
+            fams.clear()
+            fams.update({f.name: f for f in text_string_to_metric_families(body)})
+            return fams
+
+        def value(name, **labels):
+            for fam in fams.values():
+                for smp in fam.samples:
+                    if smp.name == name and smp.labels == labels:
+                        return smp.value
+            return None
+        scrape()
+        check("nothing processed yet", value("dray_process_processed_total") == 0)
+        check("concurrency", value("dray_process_concurrency") == 2)
+        for klass, args, n in (("WebOk", "[]", 5), ("WebSleep", "[50]", 2),
+                               ("WebFail", "[]", 1)):
+            subprocess.run([DRAY, "push", klass, args, "-q", "busy", "--count", str(n),
+                            "--retry", "false", "--redis-url", r.url], check=True,
+                           capture_output=True)
+        wait_for(lambda: alive(worker, log) and scrape() and
+                 value("dray_process_processed_total") == 8, 30, "8 jobs counted")
+        check("processed 8 (failures included), failed 1", value("dray_process_failed_total")
+              == 1)
+        check("per class processed", value("dray_process_jobs_processed_total", **{
+            "class": "WebOk"}) == 5 and value("dray_process_jobs_processed_total", **{
+                "class": "WebSleep"}) == 2 and value("dray_process_jobs_failed_total", **{
+                    "class": "WebFail"}) == 1)
+        h = fams.get("dray_process_job_duration_seconds")
+        check("duration is a histogram", h is not None and h.type == "histogram")
+        # (a loaded machine may run them slower: only lower bounds are exact)
+        check("WebSleep 50 ms: none under 45 ms, both by +Inf", value(
+            "dray_process_job_duration_seconds_bucket", **{"class": "WebSleep", "le": "0.045"})
+              == 0 and value("dray_process_job_duration_seconds_bucket",
+                             **{"class": "WebSleep", "le": "+Inf"}) == 2)
+        check("WebOk count 5, all under 335 ms", value(
+            "dray_process_job_duration_seconds_bucket", **{"class": "WebOk", "le": "0.335"}) == 5
+              and value("dray_process_job_duration_seconds_count", **{"class": "WebOk"}) == 5)
+        ssum = value("dray_process_job_duration_seconds_sum", **{"class": "WebSleep"})
+        check("WebSleep sum at least 0.1 s", ssum is not None and 0.099 <= ssum < 5, ssum)
+        check("a failure has no duration", value("dray_process_job_duration_seconds_count",
+                                                  **{"class": "WebFail"}) == 0)
+        wait_for(lambda: scrape() and (value("dray_process_redis_rtt_seconds") or -1) >= 0, 15,
+                 "a heartbeat's RTT")
+        rtt = value("dray_process_redis_rtt_seconds")
+        check("redis rtt from the heartbeat", 0 <= rtt < 1, rtt)
+        identity = r.cmd("SMEMBERS", "processes")[0]
+        check("identity label", [smp.labels.get("identity") for smp in
+                                 fams["dray_process_info"].samples] == [identity])
+        subprocess.run([DRAY, "push", "WebSleep", "[600000]", "-q", "busy", "--redis-url",
+                        r.url], check=True, capture_output=True)
+        wait_for(lambda: scrape() and value("dray_process_busy_threads") == 1, 15, "busy 1")
+        check("busy threads 1", value("dray_process_busy_threads") == 1)
+        check("json log lines from the config's log_format", all(
+            json.loads(x) for x in open(log).read().splitlines() if x.startswith("{")) and
+              any(x.startswith("{") for x in open(log).read().splitlines()))
+
+        # Redis killed: the endpoint answers from memory, same counts, at once.
+        r.kill()
+        t0 = time.monotonic()
+        scrape()
+        took = time.monotonic() - t0
+        check("answers without Redis, same counts", value("dray_process_processed_total") == 8
+              and value("dray_process_busy_threads") == 1, took)
+        check("... in under 1 s", took < 1.0, took)
+        st, _, _ = http("POST", base + "/metrics", b"x=1")
+        check("POST refused 405", st == 405, st)
+        st, _, _ = http("GET", base + "/other")
+        check("other path 404", st == 404, st)
+        r.start()
+        worker.terminate()
+        check("worker stops cleanly with the endpoint up", worker.wait(30) == 0)
+        worker = None
+        st = None
+        try:
+            http("GET", base + "/metrics")
+        except OSError:
+            st = "closed"
+        check("endpoint closed after stop", st == "closed")
+
+        def run_fail(args, want_rc, want_text, extra_conf=None):
+            cf = os.path.join(tmp, "x.conf")
+            with open(cf, "w") as f:
+                f.write(extra_conf or "")
+            p = subprocess.run([DRAY, "run", "-C", cf, "--redis-url", r.url, "--require",
+                                JOBS_SO] + args, capture_output=True, text=True, timeout=30)
+            check("exit %d: %s" % (want_rc, want_text), p.returncode == want_rc and
+                  want_text in p.stderr, (p.returncode, p.stderr[-300:]))
+        run_fail(["--metrics-listen", "nonsense:port"], 4, "want PORT, HOST:PORT or [IPv6]:PORT")
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        run_fail(["--metrics-listen", "127.0.0.1:%d" % taken.getsockname()[1]], 1,
+                 "cannot listen on 127.0.0.1:%d" % taken.getsockname()[1])
+        taken.close()
+        run_fail(["--metrics-listen", "0", "--processes", "2"], 4, "not with processes")
+        run_fail([], 4, "log_format must be text or json, not 'xml'", "log_format xml\n")
+        run_fail([], 4, "statsd_format must be dogstatsd or statsd", "statsd_format nope\n")
+        run_fail([], 4, "statsd: cannot resolve", "statsd no-such-host.invalid:8125\n")
+    finally:
+        if worker:
+            worker.kill()
+            worker.wait()
+        r.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main():
     if shutil.which("redis-server") is None:
         print("redis-server is missing: Skipped")
         return SKIP
     rc = {"browser": browser_test, "metrics": metrics_test, "logs": logs_test,
-          "statsd": statsd_test}[MODE]()
+          "statsd": statsd_test, "modules": modules_test,
+          "procmetrics": procmetrics_test}[MODE]()
     if rc == SKIP:
         return SKIP
     print("%d passed, %d failed" % (len(PASSED), len(FAILED)))

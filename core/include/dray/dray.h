@@ -343,6 +343,13 @@ DRAY_API DRAY_WUR int dray_server_on_death(dray_server *s, dray_error_fn fn, voi
  * dray_server_errstr) when addr cannot be resolved. */
 DRAY_API DRAY_WUR int dray_server_statsd(dray_server *s, const char *addr, int dogstatsd,
                                          const char *prefix);
+/* This process's figures as Prometheus text (version 0.0.4), from counters
+ * kept in memory since start: processed/failed, busy threads, the Redis
+ * round trip of the last heartbeat, per-class counts and a histogram of
+ * successful run times. What `dray run --metrics-listen` serves. *out is
+ * malloc'ed (free with free()), *len its length (len may be NULL). While
+ * the server runs, from any thread. DRAY_ENOMEM. */
+DRAY_API DRAY_WUR int dray_server_metrics_text(dray_server *s, char **out, size_t *len);
 /* Load handlers from a shared library exporting
  * `int dray_register_handlers(dray_server *s)`. */
 DRAY_API DRAY_WUR int dray_server_require(dray_server *s, const char *path) DRAY_NONNULL(1);

@@ -189,6 +189,21 @@ typedef struct dray_cancel_result {
  * set or process has it; DRAY_EINVAL for an empty jid; DRAY_ECONN/EREDIS. */
 DRAY_API DRAY_WUR int dray_api_cancel(dray_api *api, const char *jid, dray_cancel_result *out);
 
+/* Pause a queue (as Sidekiq Pro's Queue#pause!): SADD it to the set "paused".
+ * No dray worker fetches from a paused queue; its jobs stay in it, and
+ * pushes to it go on. Workers notice within 3 s. Pausing a paused queue or
+ * a queue with no jobs is fine. DRAY_EQUEUE for an invalid name. */
+DRAY_API DRAY_WUR int dray_api_queue_pause(dray_api *api, const char *queue);
+/* Resume a queue (Queue#unpause!): SREM it from "paused". */
+DRAY_API DRAY_WUR int dray_api_queue_resume(dray_api *api, const char *queue);
+/* *out 1 when the queue is paused, else 0 (SISMEMBER). */
+DRAY_API DRAY_WUR int dray_api_queue_paused(dray_api *api, const char *queue, int *out);
+/* Every paused queue name, sorted: *out an array of *n strings (NULL when
+ * 0); free with dray_api_paused_free. */
+DRAY_API DRAY_WUR int dray_api_paused_list(dray_api *api, char ***out, size_t *n);
+/* Free a dray_api_paused_list result. Accepts NULL. */
+DRAY_API void dray_api_paused_free(char **names, size_t n);
+
 /* Run one Redis command on the API's connection (keys are given whole: add
  * dray_api_namespace yourself). *out is the reply as JSON, a new reference:
  * strings, integers, arrays, null. An error reply is DRAY_EREDIS with its
