@@ -24,11 +24,12 @@
 #include "harness.h"
 #include "module_internal.h"
 
-#define N_JOBS 400 /* enough that one command per job stands far above the background */
+#define N_JOBS_DEFAULT 400 /* enough that one command per job stands far above the background */
 
 static char ent_key[ENT_KEYBUF];
 static char keyfile[300];
 static atomic_int worked;
+static int n_jobs = N_JOBS_DEFAULT; /* TEST_ENT_PLAIN_JOBS: other sizes, for callgrind figures */
 
 static int
 count(dray_job *job, dray_result *res, void *ud)
@@ -72,7 +73,7 @@ typedef struct figures {
     long long work_cmds, work_scripts; /* while a server works them */
 } figures;
 
-/* Push N_JOBS Plain jobs, then work them with a 4-thread server, counting
+/* Push n_jobs Plain jobs, then work them with a 4-thread server, counting
  * Redis commands in each phase. The commands the measuring itself sends
  * (INFO) are not counted: INFO is left out of the sums. */
 static void
@@ -81,23 +82,23 @@ measure(figures *f)
     test_run("FLUSHALL");
     dray_client *c = test_client(NULL);
     test_run("CONFIG RESETSTAT");
-    for (int i = 0; i < N_JOBS; i++)
+    for (int i = 0; i < n_jobs; i++)
         assert_int_equal(test_push_arg(c, "Plain", i), 0);
     f->push_cmds = calls(NULL) - calls("info") - calls("config|resetstat");
     f->push_scripts = scripts();
     dray_client_free(c);
-    assert_int_equal(test_int("LLEN queue:default"), N_JOBS);
+    assert_int_equal(test_int("LLEN queue:default"), n_jobs);
 
     dray_options o;
     test_options(&o, "default", 4);
-    o.heartbeat_s = 30; /* background traffic stays small next to N_JOBS */
+    o.heartbeat_s = 30; /* background traffic stays small next to n_jobs */
     test_running r;
     test_server_new(&r, &o);
     assert_int_equal(dray_server_register(r.s, "Plain", count, NULL, NULL), 0);
     atomic_store(&worked, 0);
     test_run("CONFIG RESETSTAT");
     test_server_go(&r);
-    test_at_least all = {&worked, N_JOBS};
+    test_at_least all = {&worked, n_jobs};
     assert_true(test_wait_until(test_reached, &all, 30));
     f->work_cmds = calls(NULL) - calls("info") - calls("config|resetstat");
     f->work_scripts = scripts();
@@ -112,7 +113,7 @@ print(const char *what, const figures *f)
 {
     printf("# %-34s push: %.2f commands/job, %lld scripts; work: %.2f commands/job, %lld "
            "scripts\n",
-           what, (double)f->push_cmds / N_JOBS, f->push_scripts, (double)f->work_cmds / N_JOBS,
+           what, (double)f->push_cmds / n_jobs, f->push_scripts, (double)f->work_cmds / n_jobs,
            f->work_scripts);
 }
 
@@ -158,16 +159,16 @@ test_plain_class_costs_no_redis(void **state)
 
     assert_int_equal(ent.push_scripts, core.push_scripts);
     /* the core's own scripts (poller, heartbeat) stay far below one per job */
-    assert_true(core.work_scripts < N_JOBS / 10);
-    if (ent.work_scripts >= core.work_scripts + N_JOBS / 10)
+    assert_true(core.work_scripts < n_jobs / 10);
+    if (ent.work_scripts >= core.work_scripts + n_jobs / 10)
         fail_msg("%lld scripts while working %d plain jobs (core alone: %lld)", ent.work_scripts,
-                 N_JOBS, core.work_scripts);
+                 n_jobs, core.work_scripts);
     if (ent.push_cmds > core.push_cmds)
-        fail_msg("%lld commands for %d plain pushes (core alone: %lld)", ent.push_cmds, N_JOBS,
+        fail_msg("%lld commands for %d plain pushes (core alone: %lld)", ent.push_cmds, n_jobs,
                  core.push_cmds);
-    if (ent.work_cmds >= core.work_cmds + N_JOBS / 10)
+    if (ent.work_cmds >= core.work_cmds + n_jobs / 10)
         fail_msg("%lld commands while working %d plain jobs (core alone: %lld)", ent.work_cmds,
-                 N_JOBS, core.work_cmds);
+                 n_jobs, core.work_cmds);
 }
 
 /* A plain class still has its payload checked by the module: a job with
@@ -207,10 +208,61 @@ test_plain_class_bad_unique_field_refused(void **state)
 }
 
 static int
+blocked_at_least(void *n)
+{
+    char *info = test_str("INFO clients");
+    const char *p = info ? strstr(info, "blocked_clients:") : NULL;
+    int v = p ? atoi(p + 16) : -1;
+    free(info);
+    return v >= *(int *)n;
+}
+
+/* Workers of an unlimited queue, blocked in the module's fetch, when Redis
+ * dies: they reconnect and work every job pushed after the restart, still
+ * without a script per job. */
+static void
+test_plain_queue_fetch_survives_redis_kill(void **state)
+{
+    load_module();
+    dray_options o;
+    test_options(&o, "default", 2);
+    test_running r;
+    test_server_new(&r, &o);
+    assert_int_equal(dray_server_register(r.s, "Plain", count, NULL, NULL), 0);
+    atomic_store(&worked, 0);
+    test_server_go(&r);
+    int two = 2;
+    assert_true(test_wait_until(blocked_at_least, &two, 10));
+
+    test_redis_kill(&test_srv);
+    assert_null(redisCommand(test_rc, "PING")); /* test_rc sees the break: test_flush reconnects */
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
+    assert_int_equal(test_flush(state), 0);
+    test_run("CONFIG RESETSTAT");
+    dray_client *c = test_client(NULL);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(test_push_arg(c, "Plain", i), 0);
+    dray_client_free(c);
+    test_at_least all = {&worked, 50};
+    if (!test_wait_until(test_reached, &all, 30))
+        fail_msg("%d of 50 jobs worked after the restart", atomic_load(&worked));
+    test_server_finish(&r);
+    assert_int_equal(test_int("LLEN queue:default"), 0);
+    assert_int_equal(test_int("ZCARD retry") + test_int("ZCARD dead"), 0);
+    long long ran = scripts();
+    if (ran >= 10) /* the module's periodic work only, not one per job */
+        fail_msg("%lld scripts while working 50 plain jobs after the restart", ran);
+    dray__modules_reset();
+}
+
+static int
 group_setup(void **state)
 {
     if (ent_test_init() || test_setup(state))
         return -1;
+    const char *nj = getenv("TEST_ENT_PLAIN_JOBS");
+    if (nj && atoi(nj) >= 100)
+        n_jobs = atoi(nj);
     ent_test_license("enterprise", NULL, ent_key);
     dray_log_set_level(DRAY_LOG_ERROR);
     snprintf(keyfile, sizeof keyfile, "%s/ent.keys", test_srv.dir);
@@ -229,6 +281,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_plain_class_costs_no_redis, test_flush),
         cmocka_unit_test_setup(test_plain_class_bad_unique_field_refused, test_flush),
+        cmocka_unit_test_setup(test_plain_queue_fetch_survives_redis_kill, test_flush),
     };
     return cmocka_run_group_tests(tests, group_setup, test_teardown);
 }
