@@ -173,7 +173,9 @@ fetch_unlimited(dray_ctx *ctx, const char *const *keys, size_t n, double timeout
     argv[argc++] = "BRPOP";
     for (size_t i = 0; i < n; i++)
         argv[argc++] = keys[i];
-    snprintf(tbuf, sizeof tbuf, "%.3f", block > 0.01 ? block : 0.01);
+    /* whole milliseconds: a float conversion per job costs more than the rest */
+    long ms = block > 0.01 ? (long)(block * 1000.0 + 0.5) : 10;
+    snprintf(tbuf, sizeof tbuf, "%ld.%03ld", ms / 1000, ms % 1000);
     argv[argc++] = tbuf;
     redisReply *r;
     int rc = H->redis(ctx, &r, (int)argc, argv, NULL);
