@@ -6,7 +6,9 @@
  *            (distinct args) | unique duplicates (dropped)
  *   process: no-op jobs through an embedded server: plain class vs a class
  *            behind a window limiter with a limit it never reaches (so the
- *            figure is the cost of the check: one Lua script per job)
+ *            figure is the cost of the check: one Lua script per job); a
+ *            fetch-time limit on another queue puts the module's fetcher in
+ *            the path of every job; each figure with its Redis commands per job
  * Usage: bench_ent [N]   (default 20000 jobs per figure)
  */
 #include <pthread.h>
@@ -193,6 +195,8 @@ main(int argc, char **argv)
         {"license", key},
         {"enterprise.unique", "Unique for=600"},
         {"enterprise.limiter", "bench window 1000000/1s class=Limited"},
+        /* a fetch-time limit elsewhere: the module's fetcher fetches every queue */
+        {"enterprise.limiter", "other concurrent 5 queue=other"},
         {"enterprise.leader", "no"},
     };
     for (size_t i = 0; i < sizeof sets / sizeof *sets; i++)
