@@ -13,6 +13,7 @@
 #   test_ent_limit    rate limits, 4 worker processes               (module)
 #   test_ent_periodic periodic jobs + leader election, 3 processes  (module)
 #   test_ent_crypto   encrypted arguments                           (module)
+#   test_ent_plain    a plain class costs no Redis with the module   (module)
 #   bench_ent         throughput figures (a program, not a test: bench/modules.sh)
 if(NOT TARGET dray_enterprise_test)
   return()
@@ -62,6 +63,7 @@ dray_ent_test(test_ent_unique)
 dray_ent_test(test_ent_limit)
 dray_ent_test(test_ent_periodic)
 dray_ent_test(test_ent_crypto)
+dray_ent_test(test_ent_plain TIMEOUT 120)
 
 # Throughput figures: not a test (it judges nothing); bench/modules.sh runs it.
 add_executable(bench_ent ${_et}/bench_ent.c)

@@ -150,6 +150,49 @@ typedef struct scratch {
 static int fetch_with(ent_state *E, dray_ctx *ctx, const char *const *keys, size_t n,
                       double timeout_s, dray_unit *out, scratch *sc);
 
+/* Does any of the n queue keys have a limiter? */
+static int
+any_limited(const ent_state *E, dray_ctx *ctx, const char *const *keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (queue_limiter(E, queue_name(ctx, keys[i])))
+            return 1;
+    return 0;
+}
+
+/* Basic fetch of n unlimited queues: one BRPOP, as the core does it (no
+ * script, no limiter state). 1 with *out filled, 0 when nothing came, or a
+ * negative DRAY_E* code. */
+static int
+fetch_unlimited(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_unit *out)
+{
+    const char *argv[MAX_FETCH_KEYS + 2];
+    char tbuf[32];
+    double block = timeout_s < BLOCK_MAX_S ? timeout_s : BLOCK_MAX_S;
+    size_t argc = 0;
+    argv[argc++] = "BRPOP";
+    for (size_t i = 0; i < n; i++)
+        argv[argc++] = keys[i];
+    /* whole milliseconds: a float conversion per job costs more than the rest */
+    long ms = block > 0.01 ? (long)(block * 1000.0 + 0.5) : 10;
+    snprintf(tbuf, sizeof tbuf, "%ld.%03ld", ms / 1000, ms % 1000);
+    argv[argc++] = tbuf;
+    redisReply *r;
+    int rc = H->redis(ctx, &r, (int)argc, argv, NULL);
+    if (rc) {
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        freeReplyObject(r);
+        return 0; /* timed out */
+    }
+    rc = take(ctx, r->element[0]->str, r->element[1], NULL, NULL, out);
+    freeReplyObject(r);
+    return rc;
+}
+
 static int
 fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_unit *out, void *ud)
 {
@@ -160,6 +203,10 @@ fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_u
     }
     if (n > MAX_FETCH_KEYS)
         n = MAX_FETCH_KEYS;
+    /* Queues without a limit cost what the core's fetch costs: no script
+     * per job (docs/enterprise.md, fetch-time limits). */
+    if (!any_limited(E, ctx, keys, n))
+        return fetch_unlimited(ctx, keys, n, timeout_s, out);
     scratch *sc = malloc(sizeof *sc);
     if (!sc)
         return DRAY_ENOMEM;

@@ -6,7 +6,9 @@
  *            (distinct args) | unique duplicates (dropped)
  *   process: no-op jobs through an embedded server: plain class vs a class
  *            behind a window limiter with a limit it never reaches (so the
- *            figure is the cost of the check: one Lua script per job)
+ *            figure is the cost of the check: one Lua script per job); a
+ *            fetch-time limit on another queue puts the module's fetcher in
+ *            the path of every job; each figure with its Redis commands per job
  * Usage: bench_ent [N]   (default 20000 jobs per figure)
  */
 #include <pthread.h>
@@ -21,6 +23,28 @@
 
 static test_redis srv;
 static atomic_long done;
+static double last_cmds; /* Redis commands per job of the last process_rate run */
+
+/* Commands redis-server ran since the last CONFIG RESETSTAT, without the
+ * INFO and CONFIG RESETSTAT of the measuring itself. */
+static double
+redis_cmds(void)
+{
+    redisContext *rc = test_redis_connect(&srv);
+    redisReply *r = test_redis_cmd(rc, "INFO commandstats");
+    double total = 0;
+    for (const char *p = r->str ? strstr(r->str, "cmdstat_") : NULL; p;
+         p = strstr(p + 1, "cmdstat_")) {
+        char name[64];
+        long long n;
+        if (sscanf(p, "cmdstat_%63[^:]:calls=%lld", name, &n) == 2 && strcmp(name, "info") &&
+            strcmp(name, "config|resetstat"))
+            total += (double)n;
+    }
+    freeReplyObject(r);
+    redisFree(rc);
+    return total;
+}
 
 static int
 noop(dray_job *job, dray_result *res, void *ud)
@@ -98,6 +122,9 @@ process_rate(dray_client *c, dray_server *s, const char *klass, const char *queu
     }
     json_decref(list);
     atomic_store(&done, 0);
+    rc = test_redis_connect(&srv);
+    freeReplyObject(test_redis_cmd(rc, "CONFIG RESETSTAT"));
+    redisFree(rc);
     double t0 = test_now();
     pthread_t th;
     pthread_create(&th, NULL, run, s);
@@ -106,6 +133,7 @@ process_rate(dray_client *c, dray_server *s, const char *klass, const char *queu
         nanosleep(&ts, NULL);
     }
     double dt = test_now() - t0;
+    last_cmds = redis_cmds() / (double)n;
     dray_server_stop(s);
     pthread_join(th, NULL);
     return (double)n / dt;
@@ -151,11 +179,12 @@ main(int argc, char **argv)
     printf("dray Enterprise benchmark: %ld jobs per figure, best of %d runs, redis-server on a "
            "unix socket\n",
            n, REPS);
-    double plain0 = push_rate(c, "Plain", n, 1), proc_plain0 = 0;
+    double plain0 = push_rate(c, "Plain", n, 1), proc_plain0 = 0, cmds0 = 0;
     for (int r = 0; r < REPS; r++) {
         dray_server *pre = server("default");
         double v = process_rate(c, pre, "Plain", NULL, n);
         dray_server_free(pre);
+        cmds0 = last_cmds;
         if (v > proc_plain0)
             proc_plain0 = v;
     }
@@ -166,6 +195,8 @@ main(int argc, char **argv)
         {"license", key},
         {"enterprise.unique", "Unique for=600"},
         {"enterprise.limiter", "bench window 1000000/1s class=Limited"},
+        /* a fetch-time limit elsewhere: the module's fetcher fetches every queue */
+        {"enterprise.limiter", "other concurrent 5 queue=other"},
         {"enterprise.leader", "no"},
     };
     for (size_t i = 0; i < sizeof sets / sizeof *sets; i++)
@@ -186,6 +217,7 @@ main(int argc, char **argv)
     printf("  unique duplicates (dropped)      %10.0f    %.2f\n", dup, dup / plain0);
 
     double proc_plain1 = process_rate(c, s, "Plain", NULL, n), proc_lim = 0;
+    double cmds1 = last_cmds;
     dray_server_free(s);
     for (int r = 1; r < REPS; r++) {
         s = server("default");
@@ -194,18 +226,22 @@ main(int argc, char **argv)
         if (v > proc_plain1)
             proc_plain1 = v;
     }
+    double cmds_lim = 0;
     for (int r = 0; r < REPS; r++) {
         s = server("default");
         double v = process_rate(c, s, "Limited", NULL, n);
         dray_server_free(s);
+        cmds_lim = last_cmds;
         if (v > proc_lim)
             proc_lim = v;
     }
-    printf("\nprocess (embedded server, 10 workers, no-op handler)  jobs/s    vs plain\n");
-    printf("  plain, no module                 %10.0f    1.00\n", proc_plain0);
-    printf("  plain class, module loaded       %10.0f    %.2f\n", proc_plain1,
-           proc_plain1 / proc_plain0);
-    printf("  window limiter per class         %10.0f    %.2f\n", proc_lim, proc_lim / proc_plain0);
+    printf("\nprocess (embedded server, 10 workers, no-op handler)  jobs/s    vs plain   Redis "
+           "commands/job\n");
+    printf("  plain, no module                 %10.0f    1.00       %.2f\n", proc_plain0, cmds0);
+    printf("  plain class, module loaded       %10.0f    %.2f       %.2f\n", proc_plain1,
+           proc_plain1 / proc_plain0, cmds1);
+    printf("  window limiter per class         %10.0f    %.2f       %.2f\n", proc_lim,
+           proc_lim / proc_plain0, cmds_lim);
     dray_client_free(c);
     test_redis_stop(&srv);
     return 0;

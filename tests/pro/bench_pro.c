@@ -40,10 +40,11 @@ static int g_conc;
 static const char *g_module = PRO_MODULE; /* the module a measurement loads */
 
 typedef struct result {
-    double push_s;    /* pushing the jobs */
-    double run_s;     /* first fetch possible .. last job done */
-    double cb_s;      /* run start .. success callback ran (batch) */
-    double redis_cpu; /* CPU seconds redis-server used while the jobs ran */
+    double push_s;     /* pushing the jobs */
+    double run_s;      /* first fetch possible .. last job done */
+    double cb_s;       /* run start .. success callback ran (batch) */
+    double redis_cpu;  /* CPU seconds redis-server used while the jobs ran */
+    double redis_cmds; /* commands redis-server ran while the jobs ran (INFO commandstats) */
 } result;
 
 /* used_cpu_sys + used_cpu_user of the redis-server, seconds. */
@@ -62,6 +63,38 @@ redis_cpu(void)
     freeReplyObject(r);
     redisFree(c);
     return sys + user;
+}
+
+/* Commands redis-server ran since the last CONFIG RESETSTAT (the INFO
+ * asking is left out); with PRO_BENCH_VERBOSE, each command's count. */
+static double
+redis_cmds(void)
+{
+    redisContext *c = test_redis_connect(&srv);
+    redisReply *r = test_redis_cmd(c, "INFO commandstats");
+    double total = 0;
+    for (const char *p = r->str ? strstr(r->str, "cmdstat_") : NULL; p;
+         p = strstr(p + 1, "cmdstat_")) {
+        char name[64];
+        long long n;
+        if (sscanf(p, "cmdstat_%63[^:]:calls=%lld", name, &n) != 2 || !strcmp(name, "info") ||
+            !strcmp(name, "config|resetstat"))
+            continue;
+        total += (double)n;
+        if (getenv("PRO_BENCH_VERBOSE"))
+            fprintf(stderr, "  %s %lld\n", name, n);
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return total;
+}
+
+static void
+redis_resetstat(void)
+{
+    redisContext *c = test_redis_connect(&srv);
+    freeReplyObject(test_redis_cmd(c, "CONFIG RESETSTAT"));
+    redisFree(c);
 }
 
 static atomic_long g_done;
@@ -179,7 +212,7 @@ push_plain(dray_client *c, long n)
 static result
 measure(int mode, long n)
 {
-    result r = {0, 0, 0, 0};
+    result r = {0, 0, 0, 0, 0};
     if (getenv("PRO_BENCH_MODULE"))
         g_module = getenv("PRO_BENCH_MODULE"); /* e.g. the baseline itself: an A/A run */
     if (mode >= 7) {
@@ -226,9 +259,11 @@ measure(int mode, long n)
     }
     r.push_s = pro_now() - t0;
     double cpu0 = redis_cpu();
+    redis_resetstat();
     double t1 = pro_now();
     if (dray_server_run(g_srv))
         exit(2);
+    r.redis_cmds = redis_cmds();
     r.redis_cpu = redis_cpu() - cpu0;
     r.run_s = g_t_last - t1;
     r.cb_s = g_t_cb > 0 ? g_t_cb - t1 : 0;
@@ -252,7 +287,7 @@ in_child(int mode, long n)
         _exit(0);
     }
     close(fd[1]);
-    result r = {0, 0, 0, 0};
+    result r = {0, 0, 0, 0, 0};
     if (read(fd[0], &r, sizeof r) != sizeof r)
         fprintf(stderr, "bench child (mode %d) failed\n", mode);
     close(fd[0]);
@@ -293,16 +328,17 @@ main(void)
     /* PRO_BENCH_RELIABLE_ONLY (with a baseline): the four reliable-fetch
      * modes only, for a tighter before/after comparison. */
     int only = nmodes == 7 && getenv("PRO_BENCH_RELIABLE_ONLY");
-    double rate[7][MAX_ROUNDS], cpu[7][MAX_ROUNDS];
+    double rate[7][MAX_ROUNDS], cpu[7][MAX_ROUNDS], cmds[7][MAX_ROUNDS];
     for (int round = 0; round < g_rounds; round++)
         for (int m = 0; m < nmodes; m++) {
             if (only && (modes[m] == 0 || modes[m] == 2 || modes[m] == 5)) {
-                rate[m][round] = cpu[m][round] = 1;
+                rate[m][round] = cpu[m][round] = cmds[m][round] = 1;
                 continue;
             }
             result r = in_child(modes[m], g_jobs);
             rate[m][round] = r.run_s > 0 ? (double)g_jobs / r.run_s : 0;
             cpu[m][round] = r.redis_cpu * 1e6 / (double)g_jobs;
+            cmds[m][round] = r.redis_cmds / (double)g_jobs;
             if (getenv("PRO_BENCH_VERBOSE"))
                 fprintf(stderr, "round %d mode %d: %.0f jobs/s, redis %.1f us/job\n", round,
                         modes[m], rate[m][round], cpu[m][round]);
@@ -326,6 +362,11 @@ main(void)
            "basic batch 8 %.1f, reliable batch 8 %.1f (includes the heartbeats of the run)\n",
            median(cpu[0], g_rounds), median(cpu[1], g_rounds), median(cpu[2], g_rounds),
            median(cpu[3], g_rounds), median(cpu[4], g_rounds));
+    printf("  Redis commands per job (median; Lua's inner calls counted, heartbeats included): "
+           "basic %.2f, reliable %.2f, lazy_ack no %.2f, basic batch 8 %.2f, reliable batch 8 "
+           "%.2f\n",
+           median(cmds[0], g_rounds), median(cmds[1], g_rounds), median(cmds[2], g_rounds),
+           median(cmds[3], g_rounds), median(cmds[4], g_rounds));
     if (nmodes == 7) {
         double old1 = median(rate[5], g_rounds), old8 = median(rate[6], g_rounds);
         printf("  baseline module %s:\n", getenv("PRO_BENCH_BASELINE"));
