@@ -114,6 +114,10 @@ int cli_exit_for(int rc);
 void cli_err(const cli_ctx *ctx, const char *fmt, ...) DRAY_PRINTF(2, 3);
 /* A usage error: message, then a pointer to --help. Returns CLI_EUSAGE. */
 int cli_usage(const cli_ctx *ctx, const char *fmt, ...) DRAY_PRINTF(2, 3);
+#define CLI_ERRNO_BYTES 128 /* strerror_r text: glibc's longest is under 60 */
+/* Text for errno value e in buf (strerror_r, GNU or XSI flavour), for
+ * messages; returns buf. Thread-safe (the CLI's one errno helper); cannot fail. */
+const char *cli_syserr(int e, char buf[CLI_ERRNO_BYTES]);
 
 /* Strict number parsing: the whole string, within [lo, hi]. 0 or -1. */
 int cli_parse_long(const char *s, long lo, long hi, long *out);

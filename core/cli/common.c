@@ -40,6 +40,21 @@ cli_err(const cli_ctx *ctx, const char *fmt, ...)
     va_end(ap);
 }
 
+const char *
+cli_syserr(int e, char buf[CLI_ERRNO_BYTES])
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    /* GNU strerror_r may return a static string instead of filling buf */
+    const char *s = strerror_r(e, buf, CLI_ERRNO_BYTES);
+    if (s != buf)
+        snprintf(buf, CLI_ERRNO_BYTES, "%s", s);
+#else
+    if (strerror_r(e, buf, CLI_ERRNO_BYTES))
+        snprintf(buf, CLI_ERRNO_BYTES, "error %d", e);
+#endif
+    return buf;
+}
+
 int
 cli_usage(const cli_ctx *ctx, const char *fmt, ...)
 {

@@ -94,9 +94,10 @@ load_keys(ent_state *E, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(err, errlen, "setting %s.encrypt_keys: cannot open key file %s: %s", ENT_NAME,
-                 path, strerror(errno));
-        return DRAY_ECONFIG;
+        char eb[ENT_ERRNO_BYTES];
+        return ent__err(err, errlen, DRAY_ECONFIG,
+                        "setting %s.encrypt_keys: cannot open key file %s: %s", ENT_NAME, path,
+                        ent__syserr(errno, eb));
     }
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))

@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,16 +16,6 @@
 
 #define DAY INT64_C(86400)
 #define HOUR INT64_C(3600)
-
-/* snprintf whose truncation is expected (messages are bounded). */
-__attribute__((format(printf, 3, 4))) static void
-fmt(char *buf, size_t size, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    vsnprintf(buf, size, f, ap);
-    va_end(ap);
-}
 
 static double
 mono(void)
@@ -53,13 +42,13 @@ redis_clock(dray_license_gate *g, dray_ctx *ctx, long long wait_s, double *out, 
     const dray_host *H = g->host;
     double deadline = mono() + (double)wait_s;
     int logged = 0;
-    fmt(why, size, "no Redis context");
+    dray__license_fail(why, size, "no Redis context");
     for (;;) {
         int rc = ctx ? H->redis_time(ctx, out) : -1;
         if (rc == 0)
             return 0;
         if (ctx)
-            fmt(why, size, "%s: %s", H->strerror(rc), H->redis_errstr(ctx));
+            dray__license_fail(why, size, "%s: %s", H->strerror(rc), H->redis_errstr(ctx));
         if (!ctx || mono() >= deadline)
             return rc ? rc : -1;
         if (!logged) {
@@ -78,7 +67,7 @@ redis_clock(dray_license_gate *g, dray_ctx *ctx, long long wait_s, double *out, 
 static void
 fleet_key(const dray_license_gate *g, dray_ctx *ctx, char *out, size_t size)
 {
-    fmt(out, size, "%sdray:license:%s", g->host->ns(ctx), g->info.lid);
+    dray__license_fail(out, size, "%sdray:license:%s", g->host->ns(ctx), g->info.lid);
 }
 
 /* The newest process record of this license, 0 when none (or unreadable). */
@@ -214,13 +203,14 @@ dray_license_gate_open(dray_license_gate *g, const dray_host *host, dray_module 
         dray__license_format_date(end, until);
         if ((int64_t)now <= end && seen > 0 && ago <= DRAY_LICENSE_FLEET_SEEN_HOURS * HOUR) {
             g->continuity = 1;
-            fmt(seen_txt, sizeof seen_txt, "%" PRId64 " min ago", ago > 0 ? ago / 60 : 0);
+            dray__license_fail(seen_txt, sizeof seen_txt, "%" PRId64 " min ago",
+                               ago > 0 ? ago / 60 : 0);
         } else if ((int64_t)now > end) {
-            fmt(seen_txt, sizeof seen_txt, "fleet continuity ended %s", until);
+            dray__license_fail(seen_txt, sizeof seen_txt, "fleet continuity ended %s", until);
         } else {
-            fmt(seen_txt, sizeof seen_txt,
-                "no process ran with it against this Redis in the last %d h",
-                DRAY_LICENSE_FLEET_SEEN_HOURS);
+            dray__license_fail(seen_txt, sizeof seen_txt,
+                               "no process ran with it against this Redis in the last %d h",
+                               DRAY_LICENSE_FLEET_SEEN_HOURS);
         }
     }
     char msg[DRAY_LICENSE_MSG_BYTES], clock_note[128] = "";
@@ -229,11 +219,12 @@ dray_license_gate_open(dray_license_gate *g, const dray_host *host, dray_module 
         dray_license_info at_local;
         int local_rc = judge(g, (int64_t)local, &at_local);
         if (local_rc != lrc || at_local.state != g->info.state || g->continuity)
-            fmt(clock_note, sizeof clock_note,
-                " (judged by Redis's clock, %.0f s ahead of this machine's)", rt - local);
+            dray__license_fail(clock_note, sizeof clock_note,
+                               " (judged by Redis's clock, %.0f s ahead of this machine's)",
+                               rt - local);
     } else if (!have_rt) {
-        fmt(clock_note, sizeof clock_note,
-            " (Redis unreachable: judged by this machine's clock only)");
+        dray__license_fail(clock_note, sizeof clock_note,
+                           " (Redis unreachable: judged by this machine's clock only)");
     }
     if (lrc && !g->continuity) {
         if (lrc == DRAY_ELIC_LAPSED)
@@ -244,13 +235,14 @@ dray_license_gate_open(dray_license_gate *g, const dray_host *host, dray_module 
         return DRAY_ELICENSE;
     }
     if (g->continuity)
-        fmt(g->msg, sizeof g->msg,
+        dray__license_fail(
+            g->msg, sizeof g->msg,
             "%s%s; LOADED ANYWAY under fleet continuity until %s (a process ran with this "
             "license against this Redis %s); new deployments are refused: renew the "
             "license key now",
             msg, clock_note, until, seen_txt);
     else
-        fmt(g->msg, sizeof g->msg, "%s%s", msg, clock_note);
+        dray__license_fail(g->msg, sizeof g->msg, "%s%s", msg, clock_note);
     H->set_status(mod, "%s", g->msg);
     if (g->continuity || g->info.state == DRAY_LICENSE_GRACE)
         H->log(mod, DRAY_LOG_ERROR, "%s", g->msg);

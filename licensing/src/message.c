@@ -3,6 +3,7 @@
  * Names, error texts and the one-line messages users see. Every message says
  * what happened and, for refusals, what to do. None ever contains the key.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +11,33 @@
 #include "license_internal.h"
 
 #define DAY 86400
+
+int
+dray__license_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+const char *
+dray__license_syserr(int e, char buf[DRAY__LICENSE_ERRNO_BYTES])
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    /* GNU strerror_r may return a static string instead of filling buf */
+    const char *s = strerror_r(e, buf, DRAY__LICENSE_ERRNO_BYTES);
+    if (s != buf)
+        snprintf(buf, DRAY__LICENSE_ERRNO_BYTES, "%s", s);
+#else
+    if (strerror_r(e, buf, DRAY__LICENSE_ERRNO_BYTES))
+        snprintf(buf, DRAY__LICENSE_ERRNO_BYTES, "error %d", e);
+#endif
+    return buf;
+}
 
 const char *
 dray_license_strerror(int code)

@@ -606,8 +606,9 @@ cmd_issue(int argc, char **argv)
     json_object_set_new(line, "issued", json_integer(now));
     json_object_set_new(line, "key_sha256", json_string(sha));
     if (line == NULL || append_ledger(ledger, line) != 0) {
+        char eb[DRAY__LICENSE_ERRNO_BYTES];
         fprintf(stderr, "%s issue: cannot append to ledger %s: %s; no key issued\n", prog, ledger,
-                strerror(errno));
+                dray__license_syserr(errno, eb));
         goto out;
     }
 

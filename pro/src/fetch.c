@@ -1212,8 +1212,9 @@ int
 pro__fetch_init(void)
 {
     int rc;
+    char eb[PRO_ERRNO_BYTES];
     if ((rc = pthread_key_create(&g_key, slot_release)))
-        return H->set_error(M, "cannot create a thread key: %s", strerror(rc));
+        return H->set_error(M, "cannot create a thread key: %s", pro__syserr(rc, eb));
     if ((rc = pro__script(fetch_lua, &s_fetch)) || (rc = pro__script(requeue_lua, &s_requeue)) ||
         (rc = pro__script(orphans_lua, &s_orphans)) ||
         (rc = pro__script(recover_lua, &s_recover)) || (rc = pro__script(poison_lua, &s_poison)))
