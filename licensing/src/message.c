@@ -274,50 +274,45 @@ describe_ok(const dray_license_info *in, char *buf, size_t size)
     }
 }
 
-void
-dray_license_describe(int rc, const dray_license_info *info, char *buf, size_t size)
+/* The message for a key that is not usable as text (rc 0 included): 1 with
+ * buf written, 0 when rc is a refusal of a parsed key (describe_refusal). */
+static int
+describe_malformed(int rc, const dray_license_info *in, char *buf, size_t size)
 {
-    char d1[DRAY__LICENSE_DATE_BYTES], d2[DRAY__LICENSE_DATE_BYTES], feats[128];
-    const dray_license_info *in = info;
-    int have = in != NULL && in->verified;
-
-    if (size == 0)
-        return;
-    buf[0] = '\0';
     switch (rc) {
     case 0:
-        if (have)
+        if (in != NULL && in->verified)
             describe_ok(in, buf, size);
         else
             snprintf(buf, size, "%s", dray_license_strerror(rc));
-        return;
+        return 1;
     case DRAY_ELIC_EMPTY:
         snprintf(buf, size,
                  "license key is empty: where it was read from (see \"key from\") holds no "
                  "key; put the key in the license or license_file setting, DRAY_LICENSE or "
                  "DRAY_LICENSE_FILE");
-        return;
+        return 1;
     case DRAY_ELIC_TOOLONG:
         snprintf(buf, size,
                  "license key is too long (over %d characters without whitespace): paste only "
                  "the key",
                  DRAY_LICENSE_MAX_BYTES);
-        return;
+        return 1;
     case DRAY_ELIC_PREFIX:
     case DRAY_ELIC_FIELDS:
     case DRAY_ELIC_PAYLOAD_B64:
     case DRAY_ELIC_SIG_B64:
     case DRAY_ELIC_SIG_LEN:
         snprintf(buf, size, "%s; paste the whole key exactly as issued", dray_license_strerror(rc));
-        return;
+        return 1;
     case DRAY_ELIC_MISSING:
         snprintf(buf, size, "malformed license key: required field \"%s\" is missing",
                  in ? in->field : "?");
-        return;
+        return 1;
     case DRAY_ELIC_FIELD:
         snprintf(buf, size, "malformed license key: field \"%s\" has the wrong type or value",
                  in ? in->field : "?");
-        return;
+        return 1;
     case DRAY_ELIC_UNKNOWN_KID:
         if (in == NULL)
             break;
@@ -327,23 +322,27 @@ dray_license_describe(int rc, const dray_license_info *info, char *buf, size_t s
         else
             snprintf(buf, size, "license key signed by unknown key %s; this build trusts %s",
                      in->kid[0] ? in->kid : "(unreadable)", in->trusted);
-        return;
+        return 1;
     case DRAY_ELIC_BADSIG:
         snprintf(buf, size,
                  "license key signature is invalid%s%s%s: the key was altered or damaged; paste "
                  "it again exactly as issued",
                  in && in->kid[0] ? " (it names key " : "", in && in->kid[0] ? in->kid : "",
                  in && in->kid[0] ? ")" : "");
-        return;
+        return 1;
     default:
         break;
     }
-    if (!have) {
-        snprintf(buf, size, "%s", dray_license_strerror(rc));
-        return;
-    }
+    return 0;
+}
 
-    /* Refusals of a genuine key: name the licensee and the dates. */
+/* The message for refusing a genuine key (in verified): names the licensee
+ * and the dates, into buf. Cannot fail. */
+static void
+describe_refusal(int rc, const dray_license_info *in, char *buf, size_t size)
+{
+    char d1[DRAY__LICENSE_DATE_BYTES], d2[DRAY__LICENSE_DATE_BYTES], feats[128];
+
     switch (rc) {
     case DRAY_ELIC_LAPSED:
         dray__license_format_date(in->exp, d1);
@@ -387,4 +386,21 @@ dray_license_describe(int rc, const dray_license_info *info, char *buf, size_t s
         snprintf(buf, size, "%s", dray_license_strerror(rc));
         return;
     }
+}
+
+void
+dray_license_describe(int rc, const dray_license_info *info, char *buf, size_t size)
+{
+    const dray_license_info *in = info;
+
+    if (size == 0)
+        return;
+    buf[0] = '\0';
+    if (describe_malformed(rc, in, buf, size))
+        return;
+    if (in == NULL || !in->verified) {
+        snprintf(buf, size, "%s", dray_license_strerror(rc));
+        return;
+    }
+    describe_refusal(rc, in, buf, size);
 }
