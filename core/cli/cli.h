@@ -108,6 +108,10 @@ int cli_flag_push(cli_ctx *ctx, const char *opt, const char *key, const char *va
  * bad flag value) with the message printed. */
 int cli_config_build(cli_ctx *ctx);
 
+/* The options of a read-only command: the common ones, --json and, with
+ * list, --limit and --offset (into *limit and *offset; refused when limit is NULL).
+ * -1 to go on, else an exit code (help printed, or a usage error). */
+int cli_read_opts(cli_ctx *ctx, int argc, char **argv, int list, long *limit, long *offset);
 /* Exit code for a libdray error code. */
 int cli_exit_for(int rc);
 /* Print "dray CMD: message" to stderr. */

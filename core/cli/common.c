@@ -415,6 +415,53 @@ cli_progress_end(void)
 }
 
 int
+cli_read_opts(cli_ctx *ctx, int argc, char **argv, int list, long *limit, long *offset)
+{
+    static const struct option list_longopts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"offset", required_argument, NULL, OPT_OFFSET},
+        CLI_COMMON_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    static const struct option json_longopts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        CLI_COMMON_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, list ? list_longopts : json_longopts,
+                            NULL)) != -1) {
+        int h = cli_common_opt(ctx, c, optarg);
+        if (h < 0)
+            return CLI_EUSAGE;
+        if (h > 0)
+            continue;
+        switch (c) {
+        case OPT_JSON:
+            ctx->json = 1;
+            break;
+        case OPT_LIMIT:
+        case OPT_OFFSET:
+            if (!limit)
+                return cli_usage(ctx, "--%s is only for list", c == OPT_LIMIT ? "limit" : "offset");
+            if (cli_parse_long(optarg, 0, 1000000000L, c == OPT_LIMIT ? limit : offset))
+                return cli_usage(ctx, "--%s must be a number >= 0, not '%s'",
+                                 c == OPT_LIMIT ? "limit" : "offset", optarg);
+            break;
+        default:
+            fprintf(stderr, "See 'dray %s --help'.\n", ctx->cmd);
+            return CLI_EUSAGE;
+        }
+    }
+    if (ctx->help) {
+        cli_help(stdout, ctx->cmd);
+        return CLI_OK;
+    }
+    return -1;
+}
+
+int
 cli_open_api(cli_ctx *ctx, dray_api **api)
 {
     *api = NULL;
