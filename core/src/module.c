@@ -993,6 +993,14 @@ dray__hooks_before(void *wctx, dray_job *job, double *defer_s, char *errbuf, siz
     return DRAY__BEFORE_CONTINUE;
 }
 
+/* How many of t's perform hooks were entered (returned CONTINUE): entered,
+ * capped by the chain's length. */
+static size_t
+perform_entered(const dray__hook_table *t, int entered)
+{
+    return t->n[DRAY_HOOK_PERFORM] < (size_t)entered ? t->n[DRAY_HOOK_PERFORM] : (size_t)entered;
+}
+
 /* Runs the after hooks of the entered perform hooks, in reverse, with outcome. */
 void
 dray__hooks_after(void *wctx, dray_job *job, int outcome, int entered)
@@ -1003,8 +1011,7 @@ dray__hooks_after(void *wctx, dray_job *job, int outcome, int entered)
     dray__worker *w = wctx;
     struct dray_ctx ctx;
     dray__ctx_init(&ctx, DRAY_THREAD_WORKER, w->srv, &w->conn, &w->srv->cfg);
-    size_t n =
-        t->n[DRAY_HOOK_PERFORM] < (size_t)entered ? t->n[DRAY_HOOK_PERFORM] : (size_t)entered;
+    size_t n = perform_entered(t, entered);
     for (size_t i = n; i-- > 0;) {
         dray__hook_entry *e = t->chain[DRAY_HOOK_PERFORM][i];
         if (!e->h.after)
@@ -1025,8 +1032,7 @@ dray__hooks_record(void *wctx, dray_job *job, int outcome, char *message, size_t
     dray__worker *w = wctx;
     struct dray_ctx ctx;
     dray__ctx_init(&ctx, DRAY_THREAD_WORKER, w->srv, &w->conn, &w->srv->cfg);
-    size_t n =
-        t->n[DRAY_HOOK_PERFORM] < (size_t)entered ? t->n[DRAY_HOOK_PERFORM] : (size_t)entered;
+    size_t n = perform_entered(t, entered);
     for (size_t i = n; i-- > 0;) {
         dray__hook_entry *e = t->chain[DRAY_HOOK_PERFORM][i];
         if (!e->h.record)

@@ -268,12 +268,7 @@ job_clear(run_job *j)
 static char *
 dupn(const char *p, size_t n)
 {
-    char *c = dray__malloc(n + 1);
-    if (c) {
-        memcpy(c, p, n);
-        c[n] = '\0';
-    }
-    return c;
+    return dray__strndup(p, n);
 }
 
 /* Take whole records off c->in. */
