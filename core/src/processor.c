@@ -198,7 +198,7 @@ job_begin(dray__worker *w, dray_job *job)
  * *entered, returns a DRAY__OUT_* outcome. The stack depth for
  * error_backtrace is measured here, in the frame that calls the handler. */
 static int
-run_job(dray__worker *w, dray_job *job, const dray__handler *h, dray_result *res, int *entered)
+perform_job(dray__worker *w, dray_job *job, const dray__handler *h, dray_result *res, int *entered)
 {
     const char *klass = dray_job_class(job);
     res->failed = res->deferred = 0;
@@ -363,7 +363,7 @@ process(dray__worker *w, dray__unit *u)
     const dray__handler *h = job_begin(w, job);
     dray_result res;
     int entered;
-    int outcome = run_job(w, job, h, &res, &entered);
+    int outcome = perform_job(w, job, h, &res, &entered);
 
     if (outcome == DRAY__OUT_FAILURE || outcome == DRAY__OUT_DEFERRED)
         dray__hooks_record(w, job, outcome, res.message, sizeof res.message, entered);
