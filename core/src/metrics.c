@@ -206,8 +206,10 @@ add_class(dray__pipe *p, const char *ns, const char *jkey, const struct tm *tm,
 }
 
 /* Heartbeat: takes every worker's table, merges them and writes them in one
- * MULTI (at most every DRAY__METRICS_FLUSH_S unless force). 0, DRAY_ECONN (kept
- * for the next flush) or another DRAY_E* code; Redis refusing is logged, not returned. */
+ * MULTI (at most every DRAY__METRICS_FLUSH_S unless force). What Redis surely
+ * did not take (lost link, out of memory) is kept for the next flush; an
+ * unsure MULTI is not, as counting twice is worse. 0, DRAY_ECONN or another
+ * DRAY_E* code; Redis refusing the write is logged, not returned. */
 int
 dray__metrics_flush(struct dray_server *s, dray__conn *c, int force)
 {
