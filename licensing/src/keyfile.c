@@ -364,17 +364,7 @@ dray__license_sign(const unsigned char sk[DRAY__LICENSE_SK_BYTES], const char *p
 static int
 valid_lid(const char *s, size_t n)
 {
-    size_t i;
-
-    if (n == 0 || n > DRAY_LICENSE_LID_MAX)
-        return 0;
-    for (i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '-' || c == '_'))
-            return 0;
-    }
-    return 1;
+    return n <= DRAY_LICENSE_LID_MAX && dray__license_lid_ok(s, n);
 }
 
 int

@@ -95,6 +95,9 @@ int dray__license_fail(char *err, size_t errlen, const char *fmt, ...)
 /* Text for errno value e in buf (strerror_r, GNU or XSI flavour), for use
  * in dray__license_fail messages; returns buf. Thread-safe, cannot fail. */
 const char *dray__license_syserr(int e, char buf[DRAY__LICENSE_ERRNO_BYTES]);
+/* A license id's characters: 1 or more of [A-Za-z0-9_-] over n bytes (the
+ * length limit is the caller's). 1 or 0. */
+int dray__license_lid_ok(const char *s, size_t n);
 /* "YYYY-MM-DD" (UTC) of t into buf. Cannot fail. */
 void dray__license_format_date(int64_t t, char buf[DRAY__LICENSE_DATE_BYTES]);
 /* Parse "YYYY-MM-DD" (midnight UTC) or a decimal Unix time. 0 or -1. */

@@ -39,6 +39,20 @@ dray__license_syserr(int e, char buf[DRAY__LICENSE_ERRNO_BYTES])
     return buf;
 }
 
+int
+dray__license_lid_ok(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
 const char *
 dray_license_strerror(int code)
 {
