@@ -184,11 +184,7 @@ load_keys(ent_state *E, const char *path, char *err, size_t errlen)
     return rc;
 }
 
-typedef struct parse_ctx {
-    ent_state *E;
-    char *err;
-    size_t errlen;
-} parse_ctx;
+typedef ent_parse_ctx parse_ctx;
 
 static int
 add_class(const char *key, const char *value, void *ud)

@@ -147,11 +147,7 @@ type_name(int t)
     }
 }
 
-typedef struct parse_ctx {
-    ent_state *E;
-    char *err;
-    size_t errlen;
-} parse_ctx;
+typedef ent_parse_ctx parse_ctx;
 
 #define LERR(...)                                                                                  \
     do {                                                                                           \

@@ -111,11 +111,7 @@ static const char update_lua[] =
 
 /* ---- settings ------------------------------------------------------------------ */
 
-typedef struct parse_ctx {
-    ent_state *E;
-    char *err;
-    size_t errlen;
-} parse_ctx;
+typedef ent_parse_ctx parse_ctx;
 
 static int
 parse_rule(const char *key, const char *line, void *ud)
