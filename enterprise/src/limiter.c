@@ -347,9 +347,9 @@ ent__limits_configure(ent_state *E, char *err, size_t errlen)
             for (size_t j = 0; j < E->nlim; j++)
                 count += ent__strv_has(E->lim[j].classes, E->lim[j].nclasses, k);
             if (count > ENT_MAX_LIMITS_PER_JOB) {
-                snprintf(err, errlen, "setting %s.limiter: class %s has %zu limiters (at most %d)",
-                         ENT_NAME, k, count, ENT_MAX_LIMITS_PER_JOB);
-                return DRAY_ECONFIG;
+                return ent__err(err, errlen, DRAY_ECONFIG,
+                                "setting %s.limiter: class %s has %zu limiters (at most %d)",
+                                ENT_NAME, k, count, ENT_MAX_LIMITS_PER_JOB);
             }
         }
     return 0;
@@ -436,21 +436,19 @@ resolve(const ent_limiter *L, const dray_job *job, char *out, size_t outlen, cha
             else if (json_is_integer(a))
                 snprintf(v, sizeof v, "%" JSON_INTEGER_FORMAT, json_integer_value(a));
             else {
-                snprintf(why, whylen, "limiter %s: argument %d is %s (want a string or an integer)",
-                         L->name, idx, a ? "not a string or integer" : "missing");
-                return -1;
+                return ent__err(why, whylen, -1,
+                                "limiter %s: argument %d is %s (want a string or an integer)",
+                                L->name, idx, a ? "not a string or integer" : "missing");
             }
             size_t vl = strlen(v);
             if (o + vl >= outlen) {
-                snprintf(why, whylen, "limiter %s: name too long", L->name);
-                return -1;
+                return ent__err(why, whylen, -1, "limiter %s: name too long", L->name);
             }
             memcpy(out + o, v, vl);
             o += vl;
         } else {
             if (o + 1 >= outlen) {
-                snprintf(why, whylen, "limiter %s: name too long", L->name);
-                return -1;
+                return ent__err(why, whylen, -1, "limiter %s: name too long", L->name);
             }
             out[o++] = *p++;
         }

@@ -302,15 +302,14 @@ ent__periodic_configure(ent_state *E, char *err, size_t errlen)
         return rc;
     E->backfill = DEFAULT_BACKFILL;
     if (bf && (ent__duration(bf, &E->backfill) || E->backfill > 30.0 * 86400)) {
-        snprintf(err, errlen, "setting %s.backfill '%s': not a duration up to 30 days (0: off)",
-                 ENT_NAME, bf);
-        return DRAY_ECONFIG;
+        return ent__err(err, errlen, DRAY_ECONFIG,
+                        "setting %s.backfill '%s': not a duration up to 30 days (0: off)", ENT_NAME,
+                        bf);
     }
     ent_tz *probe;
     char tzerr[256];
     if (ent__tz_load(tz, &probe, tzerr, sizeof tzerr)) {
-        snprintf(err, errlen, "setting %s.tz: %s", ENT_NAME, tzerr);
-        return DRAY_ECONFIG;
+        return ent__err(err, errlen, DRAY_ECONFIG, "setting %s.tz: %s", ENT_NAME, tzerr);
     }
     ent__tz_free(probe);
     parse_ctx pc = {E, tz, err, errlen};

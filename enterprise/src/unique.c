@@ -171,8 +171,8 @@ parse_rule(const char *key, const char *line, void *ud)
     }
     free(w);
     if (why[0]) {
-        snprintf(pc->err, pc->errlen, "setting %s.unique '%s': %s", ENT_NAME, line, why);
-        return DRAY_ECONFIG;
+        return ent__err(pc->err, pc->errlen, DRAY_ECONFIG, "setting %s.unique '%s': %s", ENT_NAME,
+                        line, why);
     }
     return 0;
 }
