@@ -22,7 +22,7 @@ endif()
 set(_et ${CMAKE_CURRENT_LIST_DIR}/enterprise)
 
 dray_add_test(test_ent_cron SOURCES ${_et}/test_ent_cron.c ${DRAY_ENT_SRC_DIR}/cron.c
-              ${DRAY_ENT_SRC_DIR}/tz.c LABELS unit TIMEOUT 120)
+              ${DRAY_ENT_SRC_DIR}/tz.c ${DRAY_ENT_SRC_DIR}/err.c LABELS unit TIMEOUT 120)
 target_include_directories(test_ent_cron PRIVATE ${DRAY_ENT_SRC_DIR})
 
 # The worker/pusher process the integration tests run (an application:

@@ -112,12 +112,20 @@ int cli_flag_push(cli_ctx *ctx, const char *opt, const char *key, const char *va
  * bad flag value) with the message printed. */
 int cli_config_build(cli_ctx *ctx);
 
+/* The options of a read-only command: the common ones, --json and, with
+ * list, --limit and --offset (into *limit and *offset; refused when limit is NULL).
+ * -1 to go on, else an exit code (help printed, or a usage error). */
+int cli_read_opts(cli_ctx *ctx, int argc, char **argv, int list, long *limit, long *offset);
 /* Exit code for a libdray error code. */
 int cli_exit_for(int rc);
 /* Print "dray CMD: message" to stderr. */
 void cli_err(const cli_ctx *ctx, const char *fmt, ...) DRAY_PRINTF(2, 3);
 /* A usage error: message, then a pointer to --help. Returns CLI_EUSAGE. */
 int cli_usage(const cli_ctx *ctx, const char *fmt, ...) DRAY_PRINTF(2, 3);
+#define CLI_ERRNO_BYTES 128 /* strerror_r text: glibc's longest is under 60 */
+/* Text for errno value e in buf (strerror_r, GNU or XSI flavour), for
+ * messages; returns buf. Thread-safe (the CLI's one errno helper); cannot fail. */
+const char *cli_syserr(int e, char buf[CLI_ERRNO_BYTES]);
 
 /* Strict number parsing: the whole string, within [lo, hi]. 0 or -1. */
 int cli_parse_long(const char *s, long lo, long hi, long *out);

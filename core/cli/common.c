@@ -40,6 +40,21 @@ cli_err(const cli_ctx *ctx, const char *fmt, ...)
     va_end(ap);
 }
 
+const char *
+cli_syserr(int e, char buf[CLI_ERRNO_BYTES])
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    /* GNU strerror_r may return a static string instead of filling buf */
+    const char *s = strerror_r(e, buf, CLI_ERRNO_BYTES);
+    if (s != buf)
+        snprintf(buf, CLI_ERRNO_BYTES, "%s", s);
+#else
+    if (strerror_r(e, buf, CLI_ERRNO_BYTES))
+        snprintf(buf, CLI_ERRNO_BYTES, "error %d", e);
+#endif
+    return buf;
+}
+
 int
 cli_usage(const cli_ctx *ctx, const char *fmt, ...)
 {
@@ -397,6 +412,53 @@ cli_progress_end(void)
         fflush(stderr);
         progress_shown = 0;
     }
+}
+
+int
+cli_read_opts(cli_ctx *ctx, int argc, char **argv, int list, long *limit, long *offset)
+{
+    static const struct option list_longopts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"offset", required_argument, NULL, OPT_OFFSET},
+        CLI_COMMON_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    static const struct option json_longopts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        CLI_COMMON_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, list ? list_longopts : json_longopts,
+                            NULL)) != -1) {
+        int h = cli_common_opt(ctx, c, optarg);
+        if (h < 0)
+            return CLI_EUSAGE;
+        if (h > 0)
+            continue;
+        switch (c) {
+        case OPT_JSON:
+            ctx->json = 1;
+            break;
+        case OPT_LIMIT:
+        case OPT_OFFSET:
+            if (!limit)
+                return cli_usage(ctx, "--%s is only for list", c == OPT_LIMIT ? "limit" : "offset");
+            if (cli_parse_long(optarg, 0, 1000000000L, c == OPT_LIMIT ? limit : offset))
+                return cli_usage(ctx, "--%s must be a number >= 0, not '%s'",
+                                 c == OPT_LIMIT ? "limit" : "offset", optarg);
+            break;
+        default:
+            fprintf(stderr, "See 'dray %s --help'.\n", ctx->cmd);
+            return CLI_EUSAGE;
+        }
+    }
+    if (ctx->help) {
+        cli_help(stdout, ctx->cmd);
+        return CLI_OK;
+    }
+    return -1;
 }
 
 int

@@ -13,30 +13,7 @@
 static int
 parse(cli_ctx *ctx, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"json", no_argument, NULL, OPT_JSON},
-        CLI_COMMON_LONGOPTS,
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        int h = cli_common_opt(ctx, c, optarg);
-        if (h < 0)
-            return CLI_EUSAGE;
-        if (h > 0)
-            continue;
-        if (c == OPT_JSON) {
-            ctx->json = 1;
-            continue;
-        }
-        fprintf(stderr, "See 'dray %s --help'.\n", ctx->cmd);
-        return CLI_EUSAGE;
-    }
-    if (ctx->help) {
-        cli_help(stdout, ctx->cmd);
-        return CLI_OK;
-    }
-    return -1;
+    return cli_read_opts(ctx, argc, argv, 0, NULL, NULL);
 }
 
 /* HGETALL's flat array as an object (new reference). */
@@ -47,6 +24,35 @@ pairs(json_t *flat)
     for (size_t i = 0; i + 1 < json_array_size(flat); i += 2)
         json_object_set(o, json_string_value(json_array_get(flat, i)), json_array_get(flat, i + 1));
     return o;
+}
+
+/* HGETALL key as an object in *out (new reference); 0 or the API's error. */
+static int
+hash_get(dray_api *api, const char *key, json_t **out)
+{
+    json_t *flat = NULL;
+    const char *hg[2] = {"HGETALL", key};
+    int rc = dray_api_command(api, 2, hg, &flat);
+    if (rc)
+        return rc;
+    *out = pairs(flat);
+    json_decref(flat);
+    return 0;
+}
+
+/* The start of limits and periodic: ctx for cmd, its options, then the API
+ * in *api. -1 to go on (the caller frees *api and closes ctx), else the
+ * exit code. */
+static int
+begin(cli_ctx *ctx, const char *cmd, int argc, char **argv, dray_api **api)
+{
+    cli_ctx_init(ctx, cmd);
+    int r = parse(ctx, argc, argv);
+    if (r >= 0)
+        return r;
+    if ((r = cli_open_api(ctx, api)))
+        return r;
+    return -1;
 }
 
 static const char *
@@ -60,12 +66,9 @@ int
 cli_cmd_limits(int argc, char **argv)
 {
     cli_ctx ctx;
-    cli_ctx_init(&ctx, "limits");
-    int r = parse(&ctx, argc, argv);
-    if (r >= 0)
-        return r;
     dray_api *api;
-    if ((r = cli_open_api(&ctx, &api)))
+    int r = begin(&ctx, "limits", argc, argv, &api);
+    if (r >= 0)
         return r;
     const char *ns = dray_api_namespace(api);
     char key[512];
@@ -77,12 +80,9 @@ cli_cmd_limits(int argc, char **argv)
     for (size_t i = 0; !rc && i + 1 < json_array_size(names); i += 2) {
         const char *name = json_string_value(json_array_get(names, i));
         snprintf(key, sizeof key, "%sent:lmtr:%s", ns, name);
-        json_t *flat = NULL;
-        const char *hg[2] = {"HGETALL", key};
-        if ((rc = dray_api_command(api, 2, hg, &flat)))
+        json_t *o;
+        if ((rc = hash_get(api, key, &o)))
             break;
-        json_t *o = pairs(flat);
-        json_decref(flat);
         json_object_set_new(o, "name", json_string(name));
         json_object_set_new(o, "last_used",
                             json_real(atof(json_string_value(json_array_get(names, i + 1)))));
@@ -140,12 +140,9 @@ int
 cli_cmd_periodic(int argc, char **argv)
 {
     cli_ctx ctx;
-    cli_ctx_init(&ctx, "periodic");
-    int r = parse(&ctx, argc, argv);
-    if (r >= 0)
-        return r;
     dray_api *api;
-    if ((r = cli_open_api(&ctx, &api)))
+    int r = begin(&ctx, "periodic", argc, argv, &api);
+    if (r >= 0)
         return r;
     const char *ns = dray_api_namespace(api);
     char key[512];
@@ -166,12 +163,9 @@ cli_cmd_periodic(int argc, char **argv)
         if (rc)
             break;
         snprintf(key, sizeof key, "%sent:periodic:%s", ns, json_string_value(v));
-        json_t *flat = NULL;
-        const char *hg[2] = {"HGETALL", key};
-        if ((rc = dray_api_command(api, 2, hg, &flat)))
+        json_t *o;
+        if ((rc = hash_get(api, key, &o)))
             break;
-        json_t *o = pairs(flat);
-        json_decref(flat);
         json_object_set(o, "loop", v);
         json_array_append_new(all, o);
     }

@@ -13,45 +13,28 @@
 #define LIST_DEFAULT_LIMIT 50 /* one screen of a busy retry set */
 #define ERROR_COLUMN_MAX 60   /* error messages are cut to this in tables */
 
-/* Parse the options of a read-only command: the common ones, --json and,
- * for lists, --limit/--offset. Returns -1 to go on, else an exit code. */
+/* A read-only command's options (cli_read_opts), --limit/--offset refused
+ * with a message unless limit is given. -1 to go on, else an exit code. */
 static int
 parse_opts(cli_ctx *ctx, int argc, char **argv, long *limit, long *offset)
 {
-    static const struct option longopts[] = {
-        {"json", no_argument, NULL, OPT_JSON},
-        {"limit", required_argument, NULL, OPT_LIMIT},
-        {"offset", required_argument, NULL, OPT_OFFSET},
-        CLI_COMMON_LONGOPTS,
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        int h = cli_common_opt(ctx, c, optarg);
-        if (h < 0)
-            return CLI_EUSAGE;
-        if (h > 0)
-            continue;
-        switch (c) {
-        case OPT_JSON:
-            ctx->json = 1;
-            break;
-        case OPT_LIMIT:
-        case OPT_OFFSET:
-            if (!limit)
-                return cli_usage(ctx, "--%s is only for list", c == OPT_LIMIT ? "limit" : "offset");
-            if (cli_parse_long(optarg, 0, 1000000000L, c == OPT_LIMIT ? limit : offset))
-                return cli_usage(ctx, "--%s must be a number >= 0, not '%s'",
-                                 c == OPT_LIMIT ? "limit" : "offset", optarg);
-            break;
-        default:
-            fprintf(stderr, "See 'dray %s --help'.\n", ctx->cmd);
-            return CLI_EUSAGE;
-        }
-    }
-    if (ctx->help) {
-        cli_help(stdout, ctx->cmd);
-        return CLI_OK;
+    return cli_read_opts(ctx, argc, argv, 1, limit, offset);
+}
+
+/* The start of a command without arguments: its options, then the API in
+ * *api. -1 to go on (the caller frees *api and closes ctx), else the exit
+ * code with ctx closed where it was opened. */
+static int
+begin_plain(cli_ctx *ctx, int argc, char **argv, dray_api **api)
+{
+    int r = parse_opts(ctx, argc, argv, NULL, NULL);
+    if (r >= 0)
+        return r;
+    if (optind < argc)
+        return cli_usage(ctx, "unexpected argument '%s'", argv[optind]);
+    if ((r = cli_open_api(ctx, api))) {
+        cli_ctx_close(ctx);
+        return r;
     }
     return -1;
 }
@@ -70,14 +53,11 @@ cli_cmd_stats(int argc, char **argv)
 {
     cli_ctx ctx;
     cli_ctx_init(&ctx, "stats");
-    int r = parse_opts(&ctx, argc, argv, NULL, NULL);
+    dray_api *api;
+    int r = begin_plain(&ctx, argc, argv, &api);
     if (r >= 0)
         return r;
-    if (optind < argc)
-        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
-    dray_api *api;
-    if ((r = cli_open_api(&ctx, &api)))
-        goto out;
+    r = CLI_OK;
     dray_stats st;
     int rc = dray_api_stats_get(api, &st);
     if (rc) {
@@ -101,7 +81,6 @@ cli_cmd_stats(int argc, char **argv)
         printf("default queue latency  %.2fs\n", st.default_queue_latency);
     }
     dray_api_free(api);
-out:
     cli_ctx_close(&ctx);
     return r;
 }
@@ -249,14 +228,11 @@ cli_cmd_processes(int argc, char **argv)
 {
     cli_ctx ctx;
     cli_ctx_init(&ctx, "processes");
-    int r = parse_opts(&ctx, argc, argv, NULL, NULL);
+    dray_api *api;
+    int r = begin_plain(&ctx, argc, argv, &api);
     if (r >= 0)
         return r;
-    if (optind < argc)
-        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
-    dray_api *api;
-    if ((r = cli_open_api(&ctx, &api)))
-        goto out;
+    r = CLI_OK;
     dray_process_info *p;
     size_t n;
     int rc = dray_api_processes_list(api, &p, &n);
@@ -301,7 +277,6 @@ cli_cmd_processes(int argc, char **argv)
     if (!rc)
         dray_api_processes_free(p, n);
     dray_api_free(api);
-out:
     cli_ctx_close(&ctx);
     return r;
 }

@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "notify.h"
 
 static int g_fd = -1;
@@ -36,7 +37,8 @@ cli_notify_open(char *errbuf, size_t errlen)
     g_addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '/'));
     g_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (g_fd < 0) {
-        snprintf(errbuf, errlen, "NOTIFY_SOCKET: socket: %s", strerror(errno));
+        char eb[CLI_ERRNO_BYTES];
+        snprintf(errbuf, errlen, "NOTIFY_SOCKET: socket: %s", cli_syserr(errno, eb));
         return -1;
     }
     unsetenv("NOTIFY_SOCKET");

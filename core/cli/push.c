@@ -113,8 +113,10 @@ push_bulk(cli_ctx *ctx, dray_client *cl, const char *klass, json_t *args, const 
     return CLI_OK;
 }
 
-int
-cli_cmd_push(int argc, char **argv)
+/* Reads push's options into ctx, *po and *count. -1 to go on, else the
+ * exit code (help printed, or a usage error). */
+static int
+parse_push_opts(cli_ctx *ctx, int argc, char **argv, dray_push_opts *po, long *count)
 {
     static const struct option longopts[] = {
         {"queue", required_argument, NULL, 'q'},
@@ -126,48 +128,42 @@ cli_cmd_push(int argc, char **argv)
         CLI_COMMON_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
-    cli_ctx ctx;
-    cli_ctx_init(&ctx, "push");
-    dray_push_opts po;
-    memset(&po, 0, sizeof po);
-    po.retry = DRAY_RETRY_DEFAULT;
-    long count = 1;
-    int c, r = CLI_OK;
+    int c;
     const char *in_s = NULL, *at_s = NULL;
     while ((c = getopt_long(argc, argv, "q:" CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        int h = cli_common_opt(&ctx, c, optarg);
+        int h = cli_common_opt(ctx, c, optarg);
         if (h < 0)
             return CLI_EUSAGE;
         if (h > 0)
             continue;
         switch (c) {
         case 'q':
-            po.queue = optarg;
+            po->queue = optarg;
             break;
         case OPT_IN:
             in_s = optarg;
-            if (cli_parse_double(optarg, 0, 1e10, &po.in))
-                return cli_usage(&ctx, "--in must be a number of seconds >= 0, not '%s'", optarg);
+            if (cli_parse_double(optarg, 0, 1e10, &po->in))
+                return cli_usage(ctx, "--in must be a number of seconds >= 0, not '%s'", optarg);
             break;
         case OPT_AT:
             at_s = optarg;
-            if (cli_parse_time(optarg, &po.at) || po.at < 1e9)
-                return cli_usage(&ctx,
+            if (cli_parse_time(optarg, &po->at) || po->at < 1e9)
+                return cli_usage(ctx,
                                  "--at must be epoch seconds or ISO 8601 "
                                  "(2024-05-01T12:00:00Z), not '%s'",
                                  optarg);
             break;
         case OPT_RETRY:
-            if (parse_retry(optarg, &po.retry))
-                return cli_usage(&ctx, "--retry must be a number >= 0, true or false, not '%s'",
+            if (parse_retry(optarg, &po->retry))
+                return cli_usage(ctx, "--retry must be a number >= 0, true or false, not '%s'",
                                  optarg);
             break;
         case OPT_COUNT:
-            if (cli_parse_long(optarg, 1, COUNT_MAX, &count))
-                return cli_usage(&ctx, "--count must be 1-%d, not '%s'", COUNT_MAX, optarg);
+            if (cli_parse_long(optarg, 1, COUNT_MAX, count))
+                return cli_usage(ctx, "--count must be 1-%d, not '%s'", COUNT_MAX, optarg);
             break;
         case OPT_MODULE:
-            if (cli_flag_push(&ctx, "--module", "module", optarg, 1))
+            if (cli_flag_push(ctx, "--module", "module", optarg, 1))
                 return CLI_EUSAGE;
             break;
         default:
@@ -175,60 +171,95 @@ cli_cmd_push(int argc, char **argv)
             return CLI_EUSAGE;
         }
     }
-    if (ctx.help) {
+    if (ctx->help) {
         cli_help(stdout, "push");
         return CLI_OK;
     }
     if (in_s && at_s)
-        return cli_usage(&ctx, "give --in or --at, not both");
+        return cli_usage(ctx, "give --in or --at, not both");
+    return -1;
+}
+
+/* CLASS and ARGS-JSON from the operands: *klass borrowed from argv, *args a
+ * new reference (an empty array when ARGS-JSON is absent). -1 to go on,
+ * else the exit code of a usage error. */
+static int
+parse_operands(cli_ctx *ctx, int argc, char **argv, const char **klass, json_t **args)
+{
     int npos = argc - optind;
     if (npos < 1)
-        return cli_usage(&ctx, "missing CLASS");
+        return cli_usage(ctx, "missing CLASS");
     if (npos > 2)
-        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind + 2]);
-    const char *klass = argv[optind];
-    if (!*klass)
-        return cli_usage(&ctx, "CLASS is empty");
-    json_t *args;
-    if (npos == 2) {
-        json_error_t je;
-        args = json_loads(argv[optind + 1], JSON_DECODE_ANY, &je);
-        if (!args)
-            return cli_usage(&ctx, "ARGS-JSON is not JSON: %s (column %d)", je.text, je.column);
-        if (!json_is_array(args)) {
-            json_decref(args);
-            return cli_usage(&ctx, "ARGS-JSON must be a JSON array, e.g. '[1, \"two\"]'");
-        }
-    } else {
-        args = json_array();
+        return cli_usage(ctx, "unexpected argument '%s'", argv[optind + 2]);
+    *klass = argv[optind];
+    if (!**klass)
+        return cli_usage(ctx, "CLASS is empty");
+    if (npos < 2) {
+        *args = json_array();
+        return -1;
     }
-    dray_server *mods = NULL;
-    if ((r = cli_config_build(&ctx)) || (r = load_modules(&ctx, &mods)))
-        goto out;
+    json_error_t je;
+    *args = json_loads(argv[optind + 1], JSON_DECODE_ANY, &je);
+    if (!*args)
+        return cli_usage(ctx, "ARGS-JSON is not JSON: %s (column %d)", je.text, je.column);
+    if (!json_is_array(*args)) {
+        json_decref(*args);
+        *args = NULL;
+        return cli_usage(ctx, "ARGS-JSON must be a JSON array, e.g. '[1, \"two\"]'");
+    }
+    return -1;
+}
+
+/* Pushes count jobs of klass with args through a new client (the loaded
+ * modules' hooks run); prints the jids. Returns the exit code. */
+static int
+push_jobs(cli_ctx *ctx, const char *klass, json_t *args, const dray_push_opts *po, long count)
+{
     dray_client *cl;
     char err[512];
-    int rc = dray_client_new(&ctx.opts, &cl, err, sizeof err);
+    int r = CLI_OK;
+    int rc = dray_client_new(&ctx->opts, &cl, err, sizeof err);
     if (rc) {
-        cli_err(&ctx, "%s", err);
-        r = cli_exit_for(rc);
-        dray_server_free(mods);
-        goto out;
+        cli_err(ctx, "%s", err);
+        return cli_exit_for(rc);
     }
     if (count == 1) {
         char jid[DRAY_JID_BYTES];
-        rc = dray_client_push(cl, klass, args, &po, jid);
+        rc = dray_client_push(cl, klass, args, po, jid);
         if (rc) {
-            cli_err(&ctx, "%s", dray_client_errstr(cl));
+            cli_err(ctx, "%s", dray_client_errstr(cl));
             r = cli_exit_for(rc);
         } else {
             puts(jid);
         }
     } else {
-        r = push_bulk(&ctx, cl, klass, args, &po, count);
+        r = push_bulk(ctx, cl, klass, args, po, count);
     }
     dray_client_free(cl);
-    dray_server_free(mods); /* the modules stay loaded for the process; hooks ran above */
-out:
+    return r;
+}
+
+int
+cli_cmd_push(int argc, char **argv)
+{
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "push");
+    dray_push_opts po;
+    memset(&po, 0, sizeof po);
+    po.retry = DRAY_RETRY_DEFAULT;
+    long count = 1;
+    int r = parse_push_opts(&ctx, argc, argv, &po, &count);
+    if (r >= 0)
+        return r;
+    const char *klass = NULL;
+    json_t *args = NULL;
+    if ((r = parse_operands(&ctx, argc, argv, &klass, &args)) >= 0)
+        return r;
+    dray_server *mods = NULL;
+    if (!(r = cli_config_build(&ctx)) && !(r = load_modules(&ctx, &mods))) {
+        r = push_jobs(&ctx, klass, args, &po, count);
+        dray_server_free(mods); /* the modules stay loaded for the process; hooks ran above */
+    }
     json_decref(args);
     cli_ctx_close(&ctx);
     return r;

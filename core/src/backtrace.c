@@ -12,6 +12,8 @@
 
 #include "server.h"
 
+/* How many backtrace lines job asks for (its "backtrace" field: true, or a
+ * count capped at DRAY_BACKTRACE_MAX); 0 for none. */
 int
 dray__backtrace_want(const dray_job *job)
 {
@@ -47,6 +49,8 @@ compress_lines(const json_t *arr)
     return out;
 }
 
+/* Stores job's error_backtrace (Sidekiq's compressed, base64 form) from the
+ * handler's lines, else the captured frames, at most want; 0 or DRAY_ENOMEM. */
 int
 dray__backtrace_store(dray_job *job, int want, const char *const *lines, size_t nlines,
                       void *const *frames, int nframes)

@@ -40,6 +40,7 @@ static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
 static struct sigaction old_actions[NFATAL];
 static atomic_int crashing; /* tid of the thread writing the report, 0 before */
 
+/* The calling thread's kernel id (async-signal-safe). */
 static int
 my_tid(void)
 {
@@ -48,6 +49,7 @@ my_tid(void)
 
 /* ---- async-signal-safe output ---------------------------------------- */
 
+/* Writes s to stderr, retrying short writes (async-signal-safe). */
 static void
 put(const char *s)
 {
@@ -61,6 +63,7 @@ put(const char *s)
     }
 }
 
+/* Writes v in base (async-signal-safe). */
 static void
 put_ulong(unsigned long v, int base)
 {
@@ -103,6 +106,7 @@ put_escaped(const char *p, size_t n)
     put(buf);
 }
 
+/* A static name for a fatal signal (async-signal-safe). */
 static const char *
 signal_name(int sig)
 {
@@ -122,6 +126,8 @@ signal_name(int sig)
     }
 }
 
+/* The fatal-signal handler: writes one crash report (signal, the running job of
+ * the crashing thread, its payload, a backtrace) then re-raises with the old action. */
 static void
 on_fatal(int sig, siginfo_t *si, void *uctx)
 {
@@ -191,6 +197,8 @@ on_fatal(int sig, siginfo_t *si, void *uctx)
     raise(sig);
 }
 
+/* Installs on_fatal for every fatal signal, keeping the old actions; warms up
+ * backtrace() first so the handler does not load libgcc_s. */
 static void
 install_once(void)
 {
@@ -207,6 +215,7 @@ install_once(void)
         sigaction(fatal_signals[i], &sa, &old_actions[i]);
 }
 
+/* Installs the crash reporter once per process. Thread-safe. */
 void
 dray__crash_install(void)
 {
@@ -214,6 +223,8 @@ dray__crash_install(void)
     pthread_once(&once, install_once);
 }
 
+/* Claims a crash slot for worker (-1 when none is free) and gives the thread
+ * an alternate signal stack in *altstack (free with dray__crash_thread_end). */
 int
 dray__crash_thread_start(int worker, void **altstack)
 {
@@ -239,6 +250,7 @@ dray__crash_thread_start(int worker, void **altstack)
     return slot;
 }
 
+/* Releases the thread's slot and alternate stack from dray__crash_thread_start. */
 void
 dray__crash_thread_end(int slot, void *altstack)
 {
@@ -262,6 +274,8 @@ add_clean(char *dst, size_t *n, size_t cap, const char *s)
     dst[*n] = '\0';
 }
 
+/* Records the job the thread now runs in its slot (payload borrowed until
+ * dray__crash_job_end), for the crash report. No-op for slot -1. */
 void
 dray__crash_job_start(int slot, const char *jid, const char *klass, const char *queue,
                       const char *payload, size_t len)
@@ -283,6 +297,7 @@ dray__crash_job_start(int slot, const char *jid, const char *klass, const char *
     atomic_store(&c->state, SLOT_RUNNING);
 }
 
+/* Marks the thread's slot idle: a crash now reports no job. */
 void
 dray__crash_job_end(int slot)
 {

@@ -19,6 +19,8 @@
 #define FETCH_BLOCK_MS 2000      /* FETCH_TIMEOUT in ms */
 #define FETCH_MARGIN_MIN_MS 5000 /* a Redis stalled this long after a pop can lose the reply */
 
+/* Read-timeout extra (ms) a worker connection needs beyond the command
+ * timeout, so a blocking fetch's reply is awaited for block time + margin. */
 int
 dray__fetch_extra_timeout_ms(const dray__redis_cfg *cfg)
 {
@@ -72,6 +74,8 @@ flush_lost(dray__worker *w)
     dray__buf_close(&k);
 }
 
+/* Fills s->queues, s->strict and s->weighted (owned by s) from a spec like
+ * "critical,3 default"; DRAY_ECONFIG with the reason in errbuf, DRAY_ENOMEM. */
 int
 dray__queues_parse(struct dray_server *s, const char *spec, char *errbuf, size_t errlen)
 {
@@ -151,6 +155,7 @@ dray__queues_parse(struct dray_server *s, const char *spec, char *errbuf, size_t
     return 0;
 }
 
+/* Frees u's queue and payload and zeroes it; u itself stays the caller's. */
 void
 dray__unit_clear(dray__unit *u)
 {
@@ -249,13 +254,11 @@ not_a_job(const redisReply *e, size_t i)
 #define FETCH_TIMED_OUT 2         /* fetch_batched blocked its 2 s and got nothing */
 static atomic_int blmpop_support; /* 0 unknown, 1 yes, -1 no (Redis < 7) */
 
-/* Batched basic fetch: serve from the worker's buffer, else refill it in
- * one round trip. 1 with *u filled, 0 when every queue is empty (no wait),
- * FETCH_TIMED_OUT after a blocking wait that found nothing. */
+/* Serves *u from the worker's prefetch buffer: 1 with *u filled (ownership
+ * moves to the caller), 0 when the buffer is empty. */
 static int
-fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
+prefetch_take(dray__worker *w, dray__unit *u)
 {
-    struct dray_server *s = w->srv;
     pthread_mutex_lock(&w->mu);
     if (w->ipre < w->npre) {
         *u = w->pre[w->ipre];
@@ -265,85 +268,83 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
         return 1;
     }
     pthread_mutex_unlock(&w->mu);
-    if (!w->pre) {
-        w->pre = dray__calloc((size_t)s->opts.fetch_batch, sizeof *w->pre);
-        if (!w->pre)
-            return DRAY_ENOMEM;
-    }
-    char count[16];
-    snprintf(count, sizeof count, "%d", s->opts.fetch_batch);
-    redisReply *r = NULL;
-    int rc, blocked = 0;
-    if (atomic_load(&blmpop_support) >= 0) {
-        /* Redis >= 7: BLMPOP 2 numkeys keys... RIGHT COUNT n blocks and
-         * batches in one round trip. Connect first: a failure after this
-         * point means the command may have been sent. */
-        if ((rc = dray__conn_ensure(&w->conn)))
-            return rc;
-        const char **av = dray__malloc(sizeof *av * (nkeys + 6));
-        size_t *al = dray__malloc(sizeof *al * (nkeys + 6));
-        if (!av || !al) {
-            dray__free(av);
-            dray__free(al);
-            return DRAY_ENOMEM;
-        }
-        char nk[24];
-        snprintf(nk, sizeof nk, "%zu", nkeys);
-        size_t k = 0;
-        av[k] = "BLMPOP", al[k++] = 6;
-        av[k] = FETCH_TIMEOUT, al[k++] = 1;
-        av[k] = nk, al[k++] = strlen(nk);
-        for (size_t i = 0; i < nkeys; i++, k++)
-            av[k] = w->brpop_argv[1 + i], al[k] = w->brpop_lens[1 + i];
-        av[k] = "RIGHT", al[k++] = 5;
-        av[k] = "COUNT", al[k++] = 5;
-        av[k] = count, al[k++] = strlen(count);
-        rc = dray__conn_cmd(&w->conn, &r, (int)k, av, al);
+    return 0;
+}
+
+#define BLMPOP_MISSING 3 /* blmpop_send: this Redis has no BLMPOP, nothing popped */
+
+/* Redis >= 7: BLMPOP 2 numkeys keys... RIGHT COUNT n blocks and batches in
+ * one round trip. *sent is 1 once the command went out; then returns its
+ * status with *r set (caller frees, may be set on error too). BLMPOP_MISSING
+ * (remembered in blmpop_support) tells the caller to use the script; any
+ * other error with *sent 0 means nothing was sent. */
+static int
+blmpop_send(dray__worker *w, size_t nkeys, const char *count, redisReply **r, int *sent)
+{
+    int rc;
+    *sent = 0;
+    /* Connect first: a failure after this point means the command may
+     * have been sent. */
+    if ((rc = dray__conn_ensure(&w->conn)))
+        return rc;
+    const char **av = dray__malloc(sizeof *av * (nkeys + 6));
+    size_t *al = dray__malloc(sizeof *al * (nkeys + 6));
+    if (!av || !al) {
         dray__free(av);
         dray__free(al);
-        if (rc == DRAY_EREDIS && r && strstr(r->str, "unknown command")) {
-            atomic_store(&blmpop_support, -1);
-            dray__log(DRAY_LOG_INFO, "redis has no BLMPOP (< 7.0): batched fetch uses a script");
-            freeReplyObject(r);
-            r = NULL;
-        } else {
-            blocked = 1;
-        }
+        return DRAY_ENOMEM;
     }
-    if (!blocked) {
-        w->brpop_argv[1 + nkeys] = count;
-        w->brpop_lens[1 + nkeys] = strlen(count);
-        rc = dray__conn_eval(&w->conn, &batch_script, &r, (int)nkeys, (int)nkeys + 1,
-                             w->brpop_argv + 1, w->brpop_lens + 1);
+    char nk[24];
+    snprintf(nk, sizeof nk, "%zu", nkeys);
+    size_t k = 0;
+    av[k] = "BLMPOP", al[k++] = 6;
+    av[k] = FETCH_TIMEOUT, al[k++] = 1;
+    av[k] = nk, al[k++] = strlen(nk);
+    for (size_t i = 0; i < nkeys; i++, k++)
+        av[k] = w->brpop_argv[1 + i], al[k] = w->brpop_lens[1 + i];
+    av[k] = "RIGHT", al[k++] = 5;
+    av[k] = "COUNT", al[k++] = 5;
+    av[k] = count, al[k++] = strlen(count);
+    rc = dray__conn_cmd(&w->conn, r, (int)k, av, al);
+    dray__free(av);
+    dray__free(al);
+    if (rc == DRAY_EREDIS && *r && strstr((*r)->str, "unknown command")) {
+        atomic_store(&blmpop_support, -1);
+        dray__log(DRAY_LOG_INFO, "redis has no BLMPOP (< 7.0): batched fetch uses a script");
+        freeReplyObject(*r);
+        *r = NULL;
+        return BLMPOP_MISSING;
     }
-    if (rc) {
-        if (blocked && rc == DRAY_ECONN)
-            note_lost_reply(w, "BLMPOP", nkeys);
-        if (r)
-            freeReplyObject(r);
-        return rc;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[1]->type != REDIS_REPLY_ARRAY || r->element[1]->elements == 0) {
-        freeReplyObject(r);
-        return blocked ? FETCH_TIMED_OUT : 0;
-    }
-    const redisReply *k = r->element[0], *jobs = r->element[1];
-    if (k->type != REDIS_REPLY_STRING) {
-        /* Jobs were popped but Redis did not say from where: keep them in
-         * the log, the only place left. */
-        for (size_t i = 0; i < jobs->elements; i++)
-            if (jobs->element[i]->type == REDIS_REPLY_STRING)
-                dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, jobs->element[i]->str,
-                                  jobs->element[i]->len,
-                                  "fetch reply names no queue (reply type %d); job lost unless "
-                                  "replayed from this line",
-                                  k->type);
-        freeReplyObject(r);
-        return 0;
-    }
+    *sent = 1;
+    return rc;
+}
+
+/* Jobs were popped but Redis did not say from where (k is not a string):
+ * keep them in the log, the only place left. */
+static void
+log_unnamed_jobs(const redisReply *k, const redisReply *jobs)
+{
+    for (size_t i = 0; i < jobs->elements; i++)
+        if (jobs->element[i]->type == REDIS_REPLY_STRING)
+            dray__log_payload(DRAY_LOG_ERROR, NULL, NULL, jobs->element[i]->str,
+                              jobs->element[i]->len,
+                              "fetch reply names no queue (reply type %d); job lost unless "
+                              "replayed from this line",
+                              k->type);
+}
+
+/* Copies up to fetch_batch jobs of queue key k into *u (the first) and
+ * w->pre (the rest, owned by w); returns how many, and in *first_over the
+ * index of the first job beyond fetch_batch (jobs->elements: none). A job
+ * that cannot be held goes back to its queue. */
+static size_t
+prefetch_fill(dray__worker *w, const redisReply *k, const redisReply *jobs, dray__unit *u,
+              size_t *first_over)
+{
+    struct dray_server *s = w->srv;
     size_t pre = s->cfg.nslen + 6; /* "<ns>queue:" */
-    size_t got = 0, cap = (size_t)s->opts.fetch_batch, first_over = jobs->elements;
+    size_t got = 0, cap = (size_t)s->opts.fetch_batch;
+    *first_over = jobs->elements;
     pthread_mutex_lock(&w->mu);
     w->ipre = w->npre = 0;
     for (size_t i = 0; i < jobs->elements; i++) {
@@ -355,7 +356,7 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
         if (got == cap) {
             /* More jobs than asked for (a buggy or hostile Redis): *u and
              * w->pre keep fetch_batch; the rest go back below, never dropped. */
-            first_over = i;
+            *first_over = i;
             break;
         }
         dray__unit v;
@@ -377,22 +378,85 @@ fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
             w->pre[w->npre++] = v;
     }
     pthread_mutex_unlock(&w->mu);
-    if (first_over < jobs->elements) {
-        dray__log(DRAY_LOG_ERROR,
-                  "fetch reply has %zu jobs, more than fetch_batch %d asked for; "
-                  "pushing the %zu extra back",
-                  jobs->elements, s->opts.fetch_batch, jobs->elements - first_over);
-        /* RPUSH the last first, so the first extra ends at the head. */
-        for (size_t i = jobs->elements; i-- > first_over;)
-            if (jobs->element[i]->type == REDIS_REPLY_STRING)
-                give_back(w, k, jobs->element[i], "job beyond fetch_batch");
-            else
-                not_a_job(jobs->element[i], i);
+    return got;
+}
+
+/* Pushes jobs from index first_over on back to queue k, last first so the
+ * first extra ends at the head; logs any it cannot. */
+static void
+give_back_extra(dray__worker *w, const redisReply *k, const redisReply *jobs, size_t first_over)
+{
+    dray__log(DRAY_LOG_ERROR,
+              "fetch reply has %zu jobs, more than fetch_batch %d asked for; "
+              "pushing the %zu extra back",
+              jobs->elements, w->srv->opts.fetch_batch, jobs->elements - first_over);
+    /* RPUSH the last first, so the first extra ends at the head. */
+    for (size_t i = jobs->elements; i-- > first_over;)
+        if (jobs->element[i]->type == REDIS_REPLY_STRING)
+            give_back(w, k, jobs->element[i], "job beyond fetch_batch");
+        else
+            not_a_job(jobs->element[i], i);
+}
+
+/* Batched basic fetch: serve from the worker's buffer, else refill it in
+ * one round trip. 1 with *u filled, 0 when every queue is empty (no wait),
+ * FETCH_TIMED_OUT after a blocking wait that found nothing. */
+static int
+fetch_batched(dray__worker *w, size_t nkeys, dray__unit *u)
+{
+    struct dray_server *s = w->srv;
+    if (prefetch_take(w, u))
+        return 1;
+    if (!w->pre) {
+        w->pre = dray__calloc((size_t)s->opts.fetch_batch, sizeof *w->pre);
+        if (!w->pre)
+            return DRAY_ENOMEM;
     }
+    char count[16];
+    snprintf(count, sizeof count, "%d", s->opts.fetch_batch);
+    redisReply *r = NULL;
+    int rc = 0, blocked = 0;
+    if (atomic_load(&blmpop_support) >= 0) {
+        rc = blmpop_send(w, nkeys, count, &r, &blocked);
+        if (rc == BLMPOP_MISSING)
+            rc = 0;
+        else if (!blocked)
+            return rc; /* not connected, or out of memory: nothing sent */
+    }
+    if (!blocked) {
+        w->brpop_argv[1 + nkeys] = count;
+        w->brpop_lens[1 + nkeys] = strlen(count);
+        rc = dray__conn_eval(&w->conn, &batch_script, &r, (int)nkeys, (int)nkeys + 1,
+                             w->brpop_argv + 1, w->brpop_lens + 1);
+    }
+    if (rc) {
+        if (blocked && rc == DRAY_ECONN)
+            note_lost_reply(w, "BLMPOP", nkeys);
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_ARRAY || r->element[1]->elements == 0) {
+        freeReplyObject(r);
+        return blocked ? FETCH_TIMED_OUT : 0;
+    }
+    const redisReply *k = r->element[0], *jobs = r->element[1];
+    if (k->type != REDIS_REPLY_STRING) {
+        log_unnamed_jobs(k, jobs);
+        freeReplyObject(r);
+        return 0;
+    }
+    size_t first_over;
+    size_t got = prefetch_fill(w, k, jobs, u, &first_over);
+    if (first_over < jobs->elements)
+        give_back_extra(w, k, jobs, first_over);
     freeReplyObject(r);
     return got ? 1 : 0;
 }
 
+/* Pushes w's fetched, unstarted jobs back to the heads of their queues over c
+ * (caller holds w->mu); returns how many went back, logging whole any that could not. */
 int
 dray__prefetch_requeue(dray__worker *w, dray__conn *c)
 {
@@ -413,6 +477,8 @@ dray__prefetch_requeue(dray__worker *w, dray__conn *c)
     return n;
 }
 
+/* Fetches one job for w: 1 with *u filled (caller owns it, dray__unit_clear),
+ * 0 when nothing came within the block time, or a negative DRAY_E* code. */
 int
 dray__fetch(dray__worker *w, dray__unit *u)
 {
@@ -510,6 +576,8 @@ dray__fetch(dray__worker *w, dray__unit *u)
     return 1;
 }
 
+/* Pushes u's payload back to the head of its queue (or hands it to the fetch
+ * module); 0 or the connection's error. u stays the caller's. */
 int
 dray__requeue(dray__conn *c, const struct dray_server *s, const dray__unit *u)
 {

@@ -10,6 +10,7 @@
 
 #define STATS_TTL "157680000" /* 5 years, as Sidekiq */
 
+/* This process's resident set size in KiB from /proc, or 0 when unknown. */
 static long
 rss_kb(void)
 {
@@ -103,6 +104,8 @@ add_work(struct dray_server *s, dray__pipe *p, int *busy)
     dray__pipe_commit(p);
 }
 
+/* Acts on a remote signal popped from the process's signals list (TSTP/USR1
+ * quiet, TERM/INT stop, TTIN dump); logs an unknown one. */
 static void
 handle_signal(struct dray_server *s, const char *sig)
 {
@@ -117,6 +120,8 @@ handle_signal(struct dray_server *s, const char *sig)
         dray__log(DRAY_LOG_WARN, "ignoring unknown remote signal %s", sig);
 }
 
+/* One heartbeat over c: flush counters and metrics, then (unless final) the
+ * work hash, the process record and one remote signal. 0, DRAY_ECONN, or another DRAY_E* code. */
 int
 dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
 {
@@ -169,6 +174,8 @@ dray__heartbeat_beat(struct dray_server *s, dray__conn *c, int final)
     return rc == DRAY_EUNSURE ? DRAY_ECONN : rc;
 }
 
+/* At stop: flushes the last counters and metrics and removes this process's
+ * record and work hashes; 0 or the first error. */
 int
 dray__heartbeat_clear(struct dray_server *s, dray__conn *c)
 {
@@ -180,6 +187,8 @@ dray__heartbeat_clear(struct dray_server *s, dray__conn *c)
     return rc ? rc : rc2 ? rc2 : rc3;
 }
 
+/* Heartbeat thread body (arg: the server): beat and run module ticks every
+ * heartbeat_s until the server is DONE. */
 void *
 dray__heartbeat_main(void *arg)
 {

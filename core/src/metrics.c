@@ -21,6 +21,7 @@ static const double bucket_ms[DRAY__METRICS_BUCKETS] = {
     20,   30,   45,   65,    100,   150,   225,   335,   500,    750,    1100,   1700,   2500,
     3800, 5750, 8500, 13000, 20000, 30000, 45000, 65000, 100000, 150000, 225000, 335000, 1e20};
 
+/* The histogram bucket (0..DRAY__METRICS_BUCKETS-1) of a run of ms milliseconds. */
 int
 dray__metrics_bucket(double ms)
 {
@@ -30,6 +31,7 @@ dray__metrics_bucket(double ms)
     return DRAY__METRICS_BUCKETS - 1;
 }
 
+/* An empty per-worker metrics table in *m (close with dray__metrics_close). */
 void
 dray__metrics_init(dray__metrics *m)
 {
@@ -37,6 +39,7 @@ dray__metrics_init(dray__metrics *m)
     pthread_mutex_init(&m->mu, NULL);
 }
 
+/* Frees a slot array of cap entries and the class names in it. Accepts NULL. */
 static void
 slots_free(dray__metric *slot, size_t cap)
 {
@@ -45,6 +48,7 @@ slots_free(dray__metric *slot, size_t cap)
     dray__free(slot);
 }
 
+/* Frees m's slots and its mutex; m may be initialised again. */
 void
 dray__metrics_close(dray__metrics *m)
 {
@@ -54,6 +58,7 @@ dray__metrics_close(dray__metrics *m)
     pthread_mutex_destroy(&m->mu);
 }
 
+/* FNV-1a hash of the string k, for the open-addressing slot table. */
 static size_t
 hash(const char *k)
 {
@@ -97,6 +102,8 @@ slot_get(dray__metrics *m, const char *klass)
     return &m->slot[j];
 }
 
+/* Counts one run of klass in m (processed, failed, or ms and histogram for a
+ * success); drops it on out of memory. Thread-safe (m->mu). */
 void
 dray__metrics_record(dray__metrics *m, const char *klass, int failed, double ms)
 {
@@ -198,6 +205,11 @@ add_class(dray__pipe *p, const char *ns, const char *jkey, const struct tm *tm,
     dray__free(hkey);
 }
 
+/* Heartbeat: takes every worker's table, merges them and writes them in one
+ * MULTI (at most every DRAY__METRICS_FLUSH_S unless force). What Redis surely
+ * did not take (lost link, out of memory) is kept for the next flush; an
+ * unsure MULTI is not, as counting twice is worse. 0, DRAY_ECONN or another
+ * DRAY_E* code; Redis refusing the write is logged, not returned. */
 int
 dray__metrics_flush(struct dray_server *s, dray__conn *c, int force)
 {

@@ -37,6 +37,7 @@ static const char *const point_names[DRAY__NPOINTS] = {
     "?", "push", "perform", "retry", "death", "startup", "quiet", "shutdown", "tick",
 };
 
+/* The published hook table (NULL before the first commit); lock-free readers. */
 static inline dray__hook_table *
 table(void)
 {
@@ -51,6 +52,7 @@ struct dray__modcfg {
     size_t n;
 };
 
+/* Frees the module settings s collected (dray_server_set_config); no-op when none. */
 void
 dray__modcfg_free(struct dray_server *s)
 {
@@ -92,6 +94,9 @@ section_key_ok(const char *key)
     return true;
 }
 
+/* Stores a copy of one module setting in s for modules loaded later;
+ * license and license_file replace, others accumulate. 0, DRAY_EINVAL, DRAY_ECONFIG, DRAY_ENOMEM.
+ */
 int
 dray_server_set_config(dray_server *s, const char *key, const char *value)
 {
@@ -158,6 +163,7 @@ copy_settings(struct dray_module *mod, const struct dray_server *s)
 
 /* ---- module objects ------------------------------------------------------- */
 
+/* mod's name for messages: its record's name, else its file name (borrowed). */
 const char *
 dray__mod_name(const struct dray_module *mod)
 {
@@ -170,6 +176,7 @@ dray__mod_name(const struct dray_module *mod)
     return slash ? slash + 1 : mod->path;
 }
 
+/* Frees hook entry e; call_free runs its userdata_free first. Accepts NULL. */
 static void
 free_entry(dray__hook_entry *e, bool call_free)
 {
@@ -267,6 +274,7 @@ check_sig(const dray_build_sig *m, const char *path, const char *name, char *buf
     return 0;
 }
 
+/* The committed module called name (borrowed), or NULL; caller holds g_lock. */
 static struct dray_module *
 find_live(const char *name)
 {
@@ -350,6 +358,7 @@ check_module(struct dray_module *mod, const dray_module_record *rec, int irc, ch
 
 /* ---- commit --------------------------------------------------------------- */
 
+/* Hook order for qsort: priority, then module load order, then registration order. */
 static int
 entry_cmp(const void *a, const void *b)
 {
@@ -426,12 +435,15 @@ oom:
 
 /* ---- load ----------------------------------------------------------------- */
 
+/* src (NULL: "") into dst of n bytes, truncated. */
 static void
 copy_field(char *dst, size_t n, const char *src)
 {
     snprintf(dst, n, "%s", src ? src : "");
 }
 
+/* The path to dlopen for path: itself when it has a '/', else "./path" in buf
+ * (n bytes); NULL when that does not fit. */
 const char *
 dray__dl_path(const char *path, char *buf, size_t n)
 {
@@ -441,38 +453,12 @@ dray__dl_path(const char *path, char *buf, size_t n)
     return w >= 0 && (size_t)w < n ? buf : NULL;
 }
 
-/*
- * Load (or, with verdict, check) the module at path for server s. Holds
- * g_lock throughout: loads are serialised and the module list is stable.
- * On refusal the staged registrations are dropped (userdata_free called),
- * the library is closed and the message is in buf.
- */
+/* dlopens mod's library at path and finds its entry point (*init). 0, or
+ * DRAY_EMODULE with the reason in buf; on failure mod is freed. */
 static int
-load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char *buf, size_t len)
+open_module(struct dray_module *mod, const char *path, dray_module_init_fn *init, char *buf,
+            size_t len)
 {
-    if (!path || !*path)
-        return refuse(buf, len, "module path is empty");
-    struct stat st;
-    char why[DRAY__STRERROR_BYTES];
-    if (stat(path, &st))
-        return refuse(
-            buf, len, "module %s: cannot open: %s%s", path, dray__strerror(errno, why, sizeof why),
-            strchr(path, '/') ? "" : " (a name without '/' is a file in the current directory)");
-    for (size_t i = 0; i < g_nmods; i++)
-        if (g_mods[i]->dev == st.st_dev && g_mods[i]->ino == st.st_ino)
-            return refuse(buf, len, "module %s: already loaded (module %s from %s)", path,
-                          g_mods[i]->name, g_mods[i]->path);
-    struct dray_module *mod = dray__calloc(1, sizeof *mod);
-    if (!mod || !(mod->path = dray__strdup(path)) || copy_settings(mod, s)) {
-        free_module(mod, false, false);
-        return dray__err(buf, len, DRAY_ENOMEM, "module %s: out of memory", path);
-    }
-    mod->dev = st.st_dev;
-    mod->ino = st.st_ino;
-    mod->check = verdict != NULL;
-    mod->srv = s;
-    dray__mod_resolve_license(mod);
-
     char pbuf[PATH_MAX];
     const char *open_path = dray__dl_path(path, pbuf, sizeof pbuf);
     dlerror();
@@ -484,15 +470,24 @@ load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char
         free_module(mod, false, false);
         return DRAY_EMODULE;
     }
-    dray_module_init_fn init;
-    *(void **)&init = dlsym(mod->dl, DRAY_MODULE_ENTRY_NAME);
-    if (!init) {
+    *(void **)init = dlsym(mod->dl, DRAY_MODULE_ENTRY_NAME);
+    if (!*init) {
         refuse(buf, len, "module %s: not a dray module: it does not export %s", path,
                DRAY_MODULE_ENTRY_NAME);
         free_module(mod, false, true);
         return DRAY_EMODULE;
     }
+    return 0;
+}
 
+/* Calls the module's init with a load context (its own Redis link, used on
+ * demand) and checks the record it fills; on success mod owns copies of the
+ * record's name, version, tier and requirement. 0, or an error with the
+ * reason in buf (mod is then still the caller's to free). */
+static int
+run_init(struct dray_server *s, struct dray_module *mod, dray_module_init_fn init, const char *path,
+         char *buf, size_t len)
+{
     /* Room past our record: a module built for a newer minor writes its
      * bigger record without overrunning ours. */
     union {
@@ -528,24 +523,71 @@ load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char
             rc = dray__err(buf, len, DRAY_ENOMEM, "module %s: out of memory", path);
     }
     mod->live_rec = NULL;
+    return rc;
+}
+
+/* Check mode's report on mod (rc: the load's outcome, buf: its refusal). */
+static void
+fill_verdict(dray_module_verdict *verdict, const struct dray_module *mod, int rc, const char *buf)
+{
+    memset(verdict, 0, sizeof *verdict);
+    verdict->rc = rc;
+    verdict->warnings = mod->nwarn;
+    copy_field(verdict->warning, sizeof verdict->warning, mod->lastwarn);
+    if (rc == 0) {
+        copy_field(verdict->name, sizeof verdict->name, mod->name);
+        copy_field(verdict->version, sizeof verdict->version, mod->version);
+        copy_field(verdict->tier, sizeof verdict->tier, mod->tier);
+        if (mod->status[0])
+            copy_field(verdict->message, sizeof verdict->message, mod->status);
+        else
+            snprintf(verdict->message, sizeof verdict->message, "module %s %s loads", mod->name,
+                     mod->version);
+    } else {
+        copy_field(verdict->message, sizeof verdict->message, buf);
+    }
+}
+
+/*
+ * Load (or, with verdict, check) the module at path for server s. Holds
+ * g_lock throughout: loads are serialised and the module list is stable.
+ * On refusal the staged registrations are dropped (userdata_free called),
+ * the library is closed and the message is in buf.
+ */
+static int
+load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char *buf, size_t len)
+{
+    if (!path || !*path)
+        return refuse(buf, len, "module path is empty");
+    struct stat st;
+    char why[DRAY__STRERROR_BYTES];
+    if (stat(path, &st))
+        return refuse(
+            buf, len, "module %s: cannot open: %s%s", path, dray__strerror(errno, why, sizeof why),
+            strchr(path, '/') ? "" : " (a name without '/' is a file in the current directory)");
+    for (size_t i = 0; i < g_nmods; i++)
+        if (g_mods[i]->dev == st.st_dev && g_mods[i]->ino == st.st_ino)
+            return refuse(buf, len, "module %s: already loaded (module %s from %s)", path,
+                          g_mods[i]->name, g_mods[i]->path);
+    struct dray_module *mod = dray__calloc(1, sizeof *mod);
+    if (!mod || !(mod->path = dray__strdup(path)) || copy_settings(mod, s)) {
+        free_module(mod, false, false);
+        return dray__err(buf, len, DRAY_ENOMEM, "module %s: out of memory", path);
+    }
+    mod->dev = st.st_dev;
+    mod->ino = st.st_ino;
+    mod->check = verdict != NULL;
+    mod->srv = s;
+    dray__mod_resolve_license(mod);
+
+    dray_module_init_fn init;
+    int rc = open_module(mod, path, &init, buf, len);
+    if (rc)
+        return rc;
+    rc = run_init(s, mod, init, path, buf, len);
     if (verdict) {
         /* Check mode never commits: report and unload. */
-        memset(verdict, 0, sizeof *verdict);
-        verdict->rc = rc;
-        verdict->warnings = mod->nwarn;
-        copy_field(verdict->warning, sizeof verdict->warning, mod->lastwarn);
-        if (rc == 0) {
-            copy_field(verdict->name, sizeof verdict->name, mod->name);
-            copy_field(verdict->version, sizeof verdict->version, mod->version);
-            copy_field(verdict->tier, sizeof verdict->tier, mod->tier);
-            if (mod->status[0])
-                copy_field(verdict->message, sizeof verdict->message, mod->status);
-            else
-                snprintf(verdict->message, sizeof verdict->message, "module %s %s loads", mod->name,
-                         mod->version);
-        } else {
-            copy_field(verdict->message, sizeof verdict->message, buf);
-        }
+        fill_verdict(verdict, mod, rc, buf);
         free_module(mod, true, true);
         return rc;
     }
@@ -561,12 +603,15 @@ load(struct dray_server *s, const char *path, dray_module_verdict *verdict, char
     return 0;
 }
 
+/* True once s's worker threads were started. */
 static bool
 server_started(const struct dray_server *s)
 {
     return s->workers && s->workers[0].started;
 }
 
+/* Loads and commits the module at path for s, before run; 0, or a DRAY_E*
+ * code with the refusal in errbuf and s->errstr. */
 int
 dray_server_load_module(dray_server *s, const char *path, char *errbuf, size_t errlen)
 {
@@ -584,6 +629,8 @@ dray_server_load_module(dray_server *s, const char *path, char *errbuf, size_t e
     return rc;
 }
 
+/* Loads the module at path in check mode (nothing committed) and reports in
+ * *out; returns out->rc. */
 int
 dray_server_check_module(dray_server *s, const char *path, dray_module_verdict *out)
 {
@@ -611,6 +658,7 @@ typedef struct cfg_walk {
     void *ud;
 } cfg_walk;
 
+/* dray_config walker: passes each module setting (license*, a.b keys) to s. */
 static int
 walk_setting(const char *key, const char *value, void *ud)
 {
@@ -623,6 +671,7 @@ walk_setting(const char *key, const char *value, void *ud)
     return w->rc;
 }
 
+/* dray_config walker: loads each `module` path, stopping at the first refusal. */
 static int
 walk_load(const char *key, const char *path, void *ud)
 {
@@ -632,6 +681,7 @@ walk_load(const char *key, const char *path, void *ud)
     return w->rc;
 }
 
+/* dray_config walker: checks each `module` path, counting refusals. */
 static int
 walk_check(const char *key, const char *path, void *ud)
 {
@@ -645,6 +695,8 @@ walk_check(const char *key, const char *path, void *ud)
     return 0;
 }
 
+/* Applies cfg's module settings, then loads each `module` path; 0 or the
+ * first refusal's code (message in errbuf). */
 int
 dray_server_load_modules(dray_server *s, const struct dray_config *cfg, char *errbuf, size_t errlen)
 {
@@ -655,6 +707,8 @@ dray_server_load_modules(dray_server *s, const struct dray_config *cfg, char *er
     return w.rc;
 }
 
+/* Applies cfg's module settings, then checks each `module` path, calling fn
+ * with each verdict; returns how many were refused (or a settings error). */
 int
 dray_server_check_modules(dray_server *s, const struct dray_config *cfg, dray_module_verdict_fn fn,
                           void *userdata)
@@ -668,6 +722,7 @@ dray_server_check_modules(dray_server *s, const struct dray_config *cfg, dray_mo
 
 /* ---- run start ------------------------------------------------------------ */
 
+/* True when the file at path is a module already loaded (same device and inode). */
 static bool
 loaded_file(const char *path)
 {
@@ -704,6 +759,8 @@ log_order(void)
                   t->fetch_mod->name);
 }
 
+/* At run start: loads $DRAY_MODULES (skipping loaded ones) and logs the hook
+ * order. 0, or a DRAY_E* code with the refusal in s->errstr. */
 int
 dray__modules_start(struct dray_server *s)
 {
@@ -749,6 +806,8 @@ copy_sized(void *dst, size_t dstsize, const void *src, uint32_t given)
     memcpy(dst, src, given < dstsize ? given : dstsize);
 }
 
+/* Host table hook(): stages desc (copied, sized by struct_size) for mod while
+ * its init runs; 0, or a DRAY_E* code with the reason recorded on mod. */
 int
 dray__mod_hook(dray_module *mod, const dray_hook *desc)
 {
@@ -802,6 +861,8 @@ dray__mod_hook(dray_module *mod, const dray_hook *desc)
     return 0;
 }
 
+/* Host table set_fetcher(): stages f (copied) as mod's fetch provider during
+ * init; at most one provider per process. 0 or a DRAY_E* code. */
 int
 dray__mod_set_fetcher(dray_module *mod, const dray_fetcher *f)
 {
@@ -830,6 +891,7 @@ dray__mod_set_fetcher(dray_module *mod, const dray_fetcher *f)
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+/* True when no module hooks push (the client skips building a context). */
 bool
 dray__hooks_push_empty(void)
 {
@@ -848,6 +910,8 @@ prefix_msg(char *buf, size_t len, const dray__hook_entry *e, const char *dflt)
     snprintf(buf, len, "module %s: %s", e->label, tmp);
 }
 
+/* Runs the push chain on job over conn: DRAY__PUSH_CONTINUE, DRAY__PUSH_DROP,
+ * or a negative error with "module NAME: ..." in errbuf. */
 int
 dray__hooks_push(dray__conn *conn, dray_job *job, char *errbuf, size_t errlen)
 {
@@ -881,6 +945,8 @@ dray__hooks_push(dray__conn *conn, dray_job *job, char *errbuf, size_t errlen)
     return DRAY__PUSH_CONTINUE;
 }
 
+/* Runs the perform chain before the handler; returns a DRAY__BEFORE_* verdict
+ * (defer seconds or the failure text in errbuf); *entered counts hooks that continued. */
 int
 dray__hooks_before(void *wctx, dray_job *job, double *defer_s, char *errbuf, size_t errlen,
                    int *entered)
@@ -928,6 +994,15 @@ dray__hooks_before(void *wctx, dray_job *job, double *defer_s, char *errbuf, siz
     return DRAY__BEFORE_CONTINUE;
 }
 
+/* How many of t's perform hooks were entered (returned CONTINUE): entered,
+ * capped by the chain's length. */
+static size_t
+perform_entered(const dray__hook_table *t, int entered)
+{
+    return t->n[DRAY_HOOK_PERFORM] < (size_t)entered ? t->n[DRAY_HOOK_PERFORM] : (size_t)entered;
+}
+
+/* Runs the after hooks of the entered perform hooks, in reverse, with outcome. */
 void
 dray__hooks_after(void *wctx, dray_job *job, int outcome, int entered)
 {
@@ -937,8 +1012,7 @@ dray__hooks_after(void *wctx, dray_job *job, int outcome, int entered)
     dray__worker *w = wctx;
     struct dray_ctx ctx;
     dray__ctx_init(&ctx, DRAY_THREAD_WORKER, w->srv, &w->conn, &w->srv->cfg);
-    size_t n =
-        t->n[DRAY_HOOK_PERFORM] < (size_t)entered ? t->n[DRAY_HOOK_PERFORM] : (size_t)entered;
+    size_t n = perform_entered(t, entered);
     for (size_t i = n; i-- > 0;) {
         dray__hook_entry *e = t->chain[DRAY_HOOK_PERFORM][i];
         if (!e->h.after)
@@ -948,6 +1022,8 @@ dray__hooks_after(void *wctx, dray_job *job, int outcome, int entered)
     }
 }
 
+/* Runs the record callbacks of the entered perform hooks (a failed or deferred
+ * run), in reverse; they may rewrite message (size bytes). */
 void
 dray__hooks_record(void *wctx, dray_job *job, int outcome, char *message, size_t size, int entered)
 {
@@ -957,8 +1033,7 @@ dray__hooks_record(void *wctx, dray_job *job, int outcome, char *message, size_t
     dray__worker *w = wctx;
     struct dray_ctx ctx;
     dray__ctx_init(&ctx, DRAY_THREAD_WORKER, w->srv, &w->conn, &w->srv->cfg);
-    size_t n =
-        t->n[DRAY_HOOK_PERFORM] < (size_t)entered ? t->n[DRAY_HOOK_PERFORM] : (size_t)entered;
+    size_t n = perform_entered(t, entered);
     for (size_t i = n; i-- > 0;) {
         dray__hook_entry *e = t->chain[DRAY_HOOK_PERFORM][i];
         if (!e->h.record)
@@ -969,6 +1044,7 @@ dray__hooks_record(void *wctx, dray_job *job, int outcome, char *message, size_t
     }
 }
 
+/* Runs the retry chain for job scheduled again at next_at. */
 void
 dray__hooks_retry(void *wctx, const dray_job *job, const char *error_class, const char *message,
                   int attempt, double next_at)
@@ -986,6 +1062,7 @@ dray__hooks_retry(void *wctx, const dray_job *job, const char *error_class, cons
     }
 }
 
+/* Runs the death chain for job (dead set or discarded). */
 void
 dray__hooks_death(void *wctx, const dray_job *job, const char *error_class, const char *message)
 {
@@ -1002,6 +1079,8 @@ dray__hooks_death(void *wctx, const dray_job *job, const char *error_class, cons
     }
 }
 
+/* Runs the startup, quiet or shutdown chain (and, at startup, the fetch
+ * provider's recover) on a lazily connected main-thread link. */
 void
 dray__hooks_event(void *sctx, int event)
 {
@@ -1035,6 +1114,8 @@ dray__hooks_event(void *sctx, int event)
     dray__conn_close(&conn);
 }
 
+/* Runs the tick hooks that are due, on the heartbeat's conn; skipped when
+ * another server's heartbeat is ticking. */
 void
 dray__hooks_tick(void *sctx, dray__conn *conn)
 {
@@ -1061,6 +1142,7 @@ dray__hooks_tick(void *sctx, dray__conn *conn)
 
 /* ---- tests ---------------------------------------------------------------- */
 
+/* Tests only: drops every module and hook table (userdata_free, dlclose). */
 void
 dray__modules_reset(void)
 {

@@ -15,6 +15,8 @@ typedef union unit_buf {
     unsigned char room[UNIT_ROOM];
 } unit_buf;
 
+/* True when a module provides fetch: then the fetcher calls below replace
+ * BRPOP, ack and RPUSH. */
 bool
 dray__fetcher_active(void)
 {
@@ -22,6 +24,7 @@ dray__fetcher_active(void)
     return t && t->fetcher;
 }
 
+/* The fetch provider's name for messages (borrowed). */
 static const char *
 provider_name(const dray__hook_table *t)
 {
@@ -40,6 +43,8 @@ view(dray_unit *v, const dray__unit *u)
     v->token = u->token;
 }
 
+/* Fetches one job for w from the provider: 1 with *u filled (caller owns it),
+ * 0 for none, or a negative code with the reason in w->conn.errstr. */
 int
 dray__fetcher_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u)
 {
@@ -78,6 +83,8 @@ dray__fetcher_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u)
     return 1;
 }
 
+/* Tells the provider u's job is finished (no-op in basic fetch); a failure is
+ * logged, never returned. */
 void
 dray__fetch_ack(dray__worker *w, const dray__unit *u)
 {
@@ -105,6 +112,8 @@ conn_kind(const struct dray_server *s, const dray__conn *c)
     return DRAY_THREAD_MAIN;
 }
 
+/* Hands u's job back to the provider over c (a worker's or the main link);
+ * 0 or the provider's error. */
 int
 dray__fetcher_requeue(dray__conn *c, const struct dray_server *s, const dray__unit *u)
 {
@@ -117,6 +126,8 @@ dray__fetcher_requeue(dray__conn *c, const struct dray_server *s, const dray__un
     return t->fetcher->requeue(&ctx, &v, t->fetcher->userdata);
 }
 
+/* Shutdown: hands every running job to the provider's bulk requeue. False
+ * without a provider; else *n counts the jobs put back. */
 bool
 dray__fetcher_requeue_running(struct dray_server *s, dray__conn *c, int *n)
 {

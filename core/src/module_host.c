@@ -18,6 +18,8 @@
 
 /* ---- contexts ------------------------------------------------------------- */
 
+/* A stack context of thread kind on conn (may be NULL) for server srv (may be
+ * NULL: a client). Cannot fail. */
 void
 dray__ctx_init(struct dray_ctx *ctx, int kind, struct dray_server *srv, dray__conn *conn,
                const dray__redis_cfg *cfg)
@@ -30,6 +32,7 @@ dray__ctx_init(struct dray_ctx *ctx, int kind, struct dray_server *srv, dray__co
     ctx->max_payload = srv ? srv->opts.max_payload : DRAY_DEFAULT_MAX_PAYLOAD;
 }
 
+/* Deep copy of src into dst (close with dray__redis_cfg_close); 0 or DRAY_ENOMEM. */
 int
 dray__redis_cfg_copy(dray__redis_cfg *dst, const dray__redis_cfg *src)
 {
@@ -45,6 +48,9 @@ dray__redis_cfg_copy(dray__redis_cfg *dst, const dray__redis_cfg *src)
     }
     return 0;
 }
+
+/* Each host_* function below implements the dray_host entry of the same
+ * name (module.h states their contracts); dray__host at the end lists them. */
 
 static dray_ctx *
 host_load_ctx(dray_module *mod)
@@ -388,6 +394,9 @@ read_license_file(struct dray_module *mod, const char *path, const char *what)
     return 0;
 }
 
+/* Resolves mod's license key (its license setting, license_file, then
+ * $DRAY_LICENSE/$DRAY_LICENSE_FILE) into mod->license (owned by mod); the
+ * outcome is left in mod->license_rc and license_origin, never returned. */
 void
 dray__mod_resolve_license(struct dray_module *mod)
 {

@@ -32,6 +32,8 @@ static dray__script move_script = {
            "return moved\n",
 };
 
+/* Moves every member of zset due by now to its queue (or, if not a job, to the
+ * dead set), 100 per Lua call, over c; returns how many moved, or a negative DRAY_E* code. */
 long
 dray__poller_drain(dray__conn *c, const struct dray_server *s, const char *zset, double now)
 {
@@ -165,6 +167,8 @@ interval(struct dray_server *s, dray__conn *c)
     return avg * 0.5 + dray__rand01() * avg;
 }
 
+/* Scheduler thread body (arg: the server): drain the retry and schedule sets
+ * at Sidekiq's randomized interval until the server leaves RUNNING. */
 void *
 dray__poller_main(void *arg)
 {

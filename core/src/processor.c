@@ -27,6 +27,8 @@ struct dray_result {
     size_t nlines;
 };
 
+/* Marks res failed with error_class ("RuntimeError" when empty) and a printf
+ * message, capturing the handler's stack when the job wants a backtrace; returns -1. */
 int
 dray_result_fail(dray_result *res, const char *error_class, const char *fmt, ...)
 {
@@ -52,6 +54,8 @@ dray_result_fail(dray_result *res, const char *error_class, const char *fmt, ...
     return -1;
 }
 
+/* Appends a copy of line to res's error_backtrace (beyond DRAY_BACKTRACE_MAX
+ * it is dropped, returning 0); DRAY_EINVAL, DRAY_ENOMEM. */
 int
 dray_result_backtrace_add(dray_result *res, const char *line)
 {
@@ -69,6 +73,7 @@ dray_result_backtrace_add(dray_result *res, const char *line)
     return 0;
 }
 
+/* Frees the backtrace lines res holds; res itself is the caller's. */
 static void
 result_close(dray_result *res)
 {
@@ -77,6 +82,7 @@ result_close(dray_result *res)
     dray__free(res->lines);
 }
 
+/* Marks res deferred for seconds (at least 1) with reason; returns -1. */
 int
 dray_result_defer(dray_result *res, double seconds, const char *reason)
 {
@@ -86,12 +92,14 @@ dray_result_defer(dray_result *res, double seconds, const char *reason)
     return -1;
 }
 
+/* Orders handlers by class name, for qsort and bsearch. */
 static int
 handler_cmp(const void *a, const void *b)
 {
     return strcmp(((const dray__handler *)a)->klass, ((const dray__handler *)b)->klass);
 }
 
+/* Sorts s's handler table by class so dray__handler_find can bsearch it. */
 void
 dray__handlers_sort(struct dray_server *s)
 {
@@ -99,6 +107,7 @@ dray__handlers_sort(struct dray_server *s)
         qsort(s->handlers, s->nhandlers, sizeof *s->handlers, handler_cmp);
 }
 
+/* The handler registered for klass in s (borrowed), or NULL; needs a sorted table. */
 const dray__handler *
 dray__handler_find(const struct dray_server *s, const char *klass)
 {
@@ -140,29 +149,28 @@ defer_job(dray__worker *w, dray_job *job, double seconds)
     return rc;
 }
 
-/* Run one fetched unit to its outcome. Takes ownership of *u. */
+/* Moves *u into w->cur (under w->mu, so the stopper sees it) and clears *u;
+ * w owns the unit from here until unit_finish. */
 static void
-process(dray__worker *w, dray__unit *u)
+unit_begin(dray__worker *w, dray__unit *u)
 {
-    struct dray_server *s = w->srv;
-    double t0 = dray__mono();
     pthread_mutex_lock(&w->mu);
     w->cur = *u;
     w->cur_started = dray_now();
     w->requeued = 0;
     pthread_mutex_unlock(&w->mu);
     memset(u, 0, sizeof *u);
+}
 
-    char err[256];
-    dray_job *job = NULL;
-    int rc = dray_job_parse(w->cur.payload, w->cur.len, s->opts.max_payload, &job, err, sizeof err);
-    if (rc) {
-        dray__crash_job_start(w->crash_slot, "(malformed payload)", NULL, w->cur.queue,
-                              w->cur.payload, w->cur.len);
-        atomic_store(&w->writing, 1);
-        dray__dead_raw(w, &w->cur, err);
-        goto done;
-    }
+/* Publishes the parsed job to the stopper, crash report and supervisor and
+ * arms its deadline; *hp gets its handler (NULL: none registered). Returns 1,
+ * having published nothing beyond the stopper's view, when `dray cancel`
+ * recorded the job before it started (it is not run); else 0. job's class
+ * and jid strings stay owned by job. */
+static int
+job_begin(dray__worker *w, dray_job *job, const dray__handler **hp)
+{
+    struct dray_server *s = w->srv;
     json_t *q = json_object_get(job->obj, "queue");
     if (!q)
         json_object_set_new(job->obj, "queue", json_string(w->cur.queue));
@@ -174,8 +182,9 @@ process(dray__worker *w, dray__unit *u)
     w->cur_cancel = 0;
     atomic_store(&w->cur_over, 0); /* before the heartbeat can see this jid */
     pthread_mutex_unlock(&w->mu);
+    *hp = NULL;
     if (dray__cancel_before_run(w, jid, klass))
-        goto done; /* dray cancel recorded before it started: not run */
+        return 1; /* dray cancel recorded before it started: not run */
     dray__crash_job_start(w->crash_slot, jid, klass, w->cur.queue, w->cur.payload, w->cur.len);
     if (s->opts.log_jobs)
         dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");
@@ -188,70 +197,94 @@ process(dray__worker *w, dray__unit *u)
     pthread_mutex_unlock(&w->mu);
     job->deadline = w->cur_deadline;
     job->over = &w->cur_over;
-    dray_result res;
-    res.failed = res.deferred = 0;
-    res.error_class[0] = res.message[0] = '\0';
-    res.bt_want = dray__backtrace_want(job);
-    res.bt_base = 0;
-    if (res.bt_want > 0) {
+    *hp = h;
+    return 0;
+}
+
+/* Runs the before hooks and then the handler (or the failure that stands in
+ * for a missing one); fills *res (caller closes it with result_close) and
+ * *entered, returns a DRAY__OUT_* outcome. The stack depth for
+ * error_backtrace is measured here, in the frame that calls the handler. */
+static int
+perform_job(dray__worker *w, dray_job *job, const dray__handler *h, dray_result *res, int *entered)
+{
+    const char *klass = dray_job_class(job);
+    res->failed = res->deferred = 0;
+    res->error_class[0] = res->message[0] = '\0';
+    res->bt_want = dray__backtrace_want(job);
+    res->bt_base = 0;
+    if (res->bt_want > 0) {
         void *f[FRAMES_MAX + 1];
-        res.bt_base = backtrace(f, FRAMES_MAX + 1);
+        res->bt_base = backtrace(f, FRAMES_MAX + 1);
     }
-    res.nframes = 0;
-    res.lines = NULL;
-    res.nlines = 0;
-    int entered = 0;
+    res->nframes = 0;
+    res->lines = NULL;
+    res->nlines = 0;
+    *entered = 0;
     double defer_s = 0;
-    int outcome;
-    int before = dray__hooks_before(w, job, &defer_s, res.message, sizeof res.message, &entered);
-    if (before == DRAY__BEFORE_SKIP) {
-        outcome = DRAY__OUT_SKIPPED;
-    } else if (before == DRAY__BEFORE_DEFER) {
-        res.deferred = 1;
-        res.defer_s = defer_s;
-        outcome = DRAY__OUT_DEFERRED;
-    } else if (before == DRAY__BEFORE_FAIL) {
-        char why[sizeof res.message]; /* the hook's message is in res.message: no overlap */
-        memcpy(why, res.message, sizeof why);
-        dray_result_fail(&res, "DrayHookError", "%s", why);
-        outcome = DRAY__OUT_FAILURE;
-    } else if (!h && !strcmp(klass, DRAY__MALFORMED_CLASS)) {
+    int before = dray__hooks_before(w, job, &defer_s, res->message, sizeof res->message, entered);
+    if (before == DRAY__BEFORE_SKIP)
+        return DRAY__OUT_SKIPPED;
+    if (before == DRAY__BEFORE_DEFER) {
+        res->deferred = 1;
+        res->defer_s = defer_s;
+        return DRAY__OUT_DEFERRED;
+    }
+    if (before == DRAY__BEFORE_FAIL) {
+        char why[sizeof res->message]; /* the hook's message is in res->message: no overlap */
+        memcpy(why, res->message, sizeof why);
+        dray_result_fail(res, "DrayHookError", "%s", why);
+        return DRAY__OUT_FAILURE;
+    }
+    if (!h && !strcmp(klass, DRAY__MALFORMED_CLASS)) {
         /* A wrapped malformed payload retried from the dead set: it dies
          * again with its own reason ("retry": 0), not as an unknown class. */
         const char *ec = json_string_value(json_object_get(job->obj, "error_class"));
         const char *em = json_string_value(json_object_get(job->obj, "error_message"));
-        dray_result_fail(&res, ec ? ec : DRAY__MALFORMED_ERROR, "%s",
-                         em ? em : "malformed payload");
-        outcome = DRAY__OUT_FAILURE;
-    } else if (!h) {
-        dray_result_fail(&res, "NameError",
+        dray_result_fail(res, ec ? ec : DRAY__MALFORMED_ERROR, "%s", em ? em : "malformed payload");
+        return DRAY__OUT_FAILURE;
+    }
+    if (!h) {
+        dray_result_fail(res, "NameError",
                          "uninitialized constant %s (no handler registered in this dray process)",
                          klass);
-        outcome = DRAY__OUT_FAILURE;
-    } else {
-        int hr = h->fn(job, &res, h->ud);
-        if (res.deferred) {
-            outcome = DRAY__OUT_DEFERRED;
-        } else if (hr != 0 || res.failed) {
-            if (!res.failed)
-                dray_result_fail(&res, "RuntimeError", "handler for %s returned %d", klass, hr);
-            outcome = DRAY__OUT_FAILURE;
-        } else {
-            outcome = DRAY__OUT_SUCCESS;
-        }
+        return DRAY__OUT_FAILURE;
     }
+    int hr = h->fn(job, res, h->ud);
+    if (res->deferred)
+        return DRAY__OUT_DEFERRED;
+    if (hr != 0 || res->failed) {
+        if (!res->failed)
+            dray_result_fail(res, "RuntimeError", "handler for %s returned %d", klass, hr);
+        return DRAY__OUT_FAILURE;
+    }
+    return DRAY__OUT_SUCCESS;
+}
 
-    if (outcome == DRAY__OUT_FAILURE || outcome == DRAY__OUT_DEFERRED)
-        dray__hooks_record(w, job, outcome, res.message, sizeof res.message, entered);
-    /* The stopper may have pushed a copy of this job back while it ran:
-     * the outcome is recorded all the same and the copy removed below. */
+/* Marks w as finishing so the stopper leaves its job alone; returns 1 when
+ * the stopper had already pushed a copy back (the caller removes it). */
+static int
+job_finishing(dray__worker *w)
+{
     atomic_store(&w->writing, 1);
     pthread_mutex_lock(&w->mu);
     int requeued = w->requeued == 1;
     if (!requeued)
         w->requeued = -1; /* finishing: the stopper must leave it alone */
     pthread_mutex_unlock(&w->mu);
-    double ms = (dray__mono() - t0) * 1000.0;
+    return requeued;
+}
+
+/* Records outcome for job (metrics, statsd, counters, log) and writes what it
+ * implies to Redis: the schedule set for a deferral, retry or dead set for a
+ * failure. job stays owned by the caller; ms is the run time. */
+static void
+outcome_record(dray__worker *w, dray_job *job, const dray__handler *h, int outcome,
+               dray_result *res, double ms)
+{
+    struct dray_server *s = w->srv;
+    const char *klass = dray_job_class(job);
+    const char *jid = dray_job_jid(job);
     if (outcome != DRAY__OUT_DEFERRED) {
         const char *wrapped = json_string_value(json_object_get(job->obj, "wrapped"));
         const char *as = wrapped ? wrapped : klass;
@@ -271,36 +304,37 @@ process(dray__worker *w, dray__unit *u)
         break;
     case DRAY__OUT_DEFERRED:
         if (s->opts.log_jobs)
-            dray__logj(DRAY_LOG_INFO, jid, klass, ms, "deferred %.1fs: %s", res.defer_s,
-                       res.message);
-        defer_job(w, job, res.defer_s);
+            dray__logj(DRAY_LOG_INFO, jid, klass, ms, "deferred %.1fs: %s", res->defer_s,
+                       res->message);
+        defer_job(w, job, res->defer_s);
         break;
     default:
         atomic_fetch_add_explicit(&w->processed, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&w->failed, 1, memory_order_relaxed);
-        dray__logj(DRAY_LOG_WARN, jid, klass, ms, "fail: %s: %s", res.error_class, res.message);
+        dray__logj(DRAY_LOG_WARN, jid, klass, ms, "fail: %s: %s", res->error_class, res->message);
         for (size_t i = 0; i < s->non_error; i++)
-            s->on_error[i].fn(job, res.error_class, res.message, s->on_error[i].ud);
-        if (dray__backtrace_store(job, res.bt_want, (const char *const *)res.lines, res.nlines,
-                                  res.frames, res.nframes))
+            s->on_error[i].fn(job, res->error_class, res->message, s->on_error[i].ud);
+        if (dray__backtrace_store(job, res->bt_want, (const char *const *)res->lines, res->nlines,
+                                  res->frames, res->nframes))
             dray__logj(DRAY_LOG_WARN, jid, klass, -1, "out of memory storing error_backtrace");
         if (dray__cancel_acted(w)) /* cancelled: its failure is not retried */
             dray__logj(DRAY_LOG_WARN, jid, klass, -1, "cancelled (dray cancel): not retried");
         else
-            dray__retry_or_die(w, job, h, res.error_class, res.message);
+            dray__retry_or_die(w, job, h, res->error_class, res->message);
         break;
     }
-    result_close(&res);
-    dray__hooks_after(w, job, outcome, entered);
-    if (requeued)
-        dray__requeued_copy_remove(w, jid, klass);
+}
 
-done:
+/* Takes w->cur out of the stopper's sight and acks it unless the stopper
+ * already requeued it (a fetch provider sees exactly one of ack or requeue);
+ * frees the unit and job (may be NULL) and wakes a waiting stopper. */
+static void
+unit_finish(dray__worker *w, dray_job *job)
+{
+    struct dray_server *s = w->srv;
     dray__crash_job_end(w->crash_slot);
     dray__sup_job_end(w);
     pthread_mutex_lock(&w->mu);
-    /* Out of the stopper's sight first; a unit it already requeued is not
-     * acked (a fetch provider sees exactly one of ack or requeue). */
     dray__unit fin = w->cur;
     int ack = w->requeued != 1;
     memset(&w->cur, 0, sizeof w->cur);
@@ -320,6 +354,50 @@ done:
     }
 }
 
+/* Run one fetched unit to its outcome. Takes ownership of *u. */
+static void
+process(dray__worker *w, dray__unit *u)
+{
+    struct dray_server *s = w->srv;
+    double t0 = dray__mono();
+    unit_begin(w, u);
+
+    char err[256];
+    dray_job *job = NULL;
+    int rc = dray_job_parse(w->cur.payload, w->cur.len, s->opts.max_payload, &job, err, sizeof err);
+    if (rc) {
+        dray__crash_job_start(w->crash_slot, "(malformed payload)", NULL, w->cur.queue,
+                              w->cur.payload, w->cur.len);
+        atomic_store(&w->writing, 1);
+        dray__dead_raw(w, &w->cur, err);
+        unit_finish(w, job);
+        return;
+    }
+    const dray__handler *h;
+    if (job_begin(w, job, &h)) {
+        unit_finish(w, job);
+        return;
+    }
+    dray_result res;
+    int entered;
+    int outcome = perform_job(w, job, h, &res, &entered);
+
+    if (outcome == DRAY__OUT_FAILURE || outcome == DRAY__OUT_DEFERRED)
+        dray__hooks_record(w, job, outcome, res.message, sizeof res.message, entered);
+    /* The stopper may have pushed a copy of this job back while it ran:
+     * the outcome is recorded all the same and the copy removed below. */
+    int requeued = job_finishing(w);
+    double ms = (dray__mono() - t0) * 1000.0;
+    outcome_record(w, job, h, outcome, &res, ms);
+    result_close(&res);
+    dray__hooks_after(w, job, outcome, entered);
+    if (requeued)
+        dray__requeued_copy_remove(w, dray_job_jid(job), dray_job_class(job));
+    unit_finish(w, job);
+}
+
+/* Worker thread body (arg: its dray__worker): fetch and process until the
+ * server leaves RUNNING, then requeue any prefetched jobs and mark w exited. */
 void *
 dray__worker_main(void *arg)
 {

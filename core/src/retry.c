@@ -13,6 +13,8 @@
 
 #define ERROR_MESSAGE_MAX 10000 /* Sidekiq truncates error_message here */
 
+/* Sidekiq's default retry delay in seconds after failure count:
+ * count^4 + 15 + rand(10) * (count + 1), capped at DRAY_BACKOFF_MAX_S. */
 double
 dray__backoff_default(int count)
 {
@@ -35,6 +37,8 @@ truncated_string(const char *s, size_t max)
     return v ? v : json_string("(error message was not valid utf-8)");
 }
 
+/* Adds json (len bytes) to the dead set at now and trims it by age and size,
+ * in one MULTI over c; 0 or c's error. */
 int
 dray__dead_add(dray__conn *c, const struct dray_server *s, const char *json, size_t len, double now)
 {
@@ -146,6 +150,8 @@ malformed_entry(const dray__unit *u, const char *reason)
     return o;
 }
 
+/* Sends a payload that is not a job (u, borrowed) to the dead set wrapped as
+ * the reserved malformed class with reason; logged whole if it cannot be stored. */
 void
 dray__dead_raw(dray__worker *w, const dray__unit *u, const char *reason)
 {
@@ -166,6 +172,7 @@ dray__dead_raw(dray__worker *w, const dray__unit *u, const char *reason)
     free(json);
 }
 
+/* Runs the death callbacks and module death hooks for job. */
 static void
 death(dray__worker *w, const dray_job *job, const char *ecls, const char *msg)
 {
@@ -175,34 +182,33 @@ death(dray__worker *w, const dray_job *job, const char *ecls, const char *msg)
     dray__hooks_death(w, job, ecls, msg);
 }
 
-void
-dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const char *ecls,
-                   const char *msg)
+/* How many retries job (its object o) gets: the handler's options first,
+ * then the job's "retry" field, then s's max_retries; -1 for none at all
+ * ("retry": false: not even the dead set). */
+static int
+retry_max(const struct dray_server *s, const dray__handler *h, json_t *o)
 {
-    struct dray_server *s = w->srv;
-    json_t *o = job->obj;
     json_t *rv = json_object_get(o, "retry");
-    int max;
     if (h && h->opts.retry == DRAY_RETRY_NONE)
-        max = -1;
-    else if (h && h->opts.retry == DRAY_RETRY_ZERO)
-        max = 0;
-    else if (h && h->opts.retry > 0)
-        max = h->opts.retry;
-    else if (!rv || json_is_true(rv))
-        max = s->opts.max_retries;
-    else if (json_is_integer(rv)) /* 0 is truthy in Ruby: straight to dead */
-        max = json_integer_value(rv) > INT_MAX ? INT_MAX : (int)json_integer_value(rv);
-    else
-        max = -1;
-    if (max < 0) {
-        /* "retry": false: no retry and no dead set, death handlers only */
-        dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
-                   "retry disabled; job discarded after failure");
-        death(w, job, ecls, msg);
-        return;
-    }
-    double now = dray_now();
+        return -1;
+    if (h && h->opts.retry == DRAY_RETRY_ZERO)
+        return 0;
+    if (h && h->opts.retry > 0)
+        return h->opts.retry;
+    if (!rv || json_is_true(rv))
+        return s->opts.max_retries;
+    if (json_is_integer(rv)) /* 0 is truthy in Ruby: straight to dead */
+        return json_integer_value(rv) > INT_MAX ? INT_MAX : (int)json_integer_value(rv);
+    return -1;
+}
+
+/* Writes Sidekiq's failure fields into o (queue from retry_queue, error
+ * message and class, retry_count, failed_at or retried_at at now); returns
+ * the new retry_count. */
+static int
+failure_fields(const struct dray_server *s, const dray__handler *h, json_t *o, const char *ecls,
+               const char *msg, double now)
+{
     int ms = s->opts.timestamps_ms;
     const char *rq =
         h && h->retry_queue ? h->retry_queue : json_string_value(json_object_get(o, "retry_queue"));
@@ -223,6 +229,14 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
         json_object_set_new(o, "failed_at", dray__time_json(ms, now));
     }
     json_object_set_new(o, "retry_count", json_integer(count));
+    return count;
+}
+
+/* Whether a job at retry_count count (of max) is retried again; when not,
+ * *why says so for the log. */
+static bool
+retry_due(const dray__handler *h, json_t *o, int count, int max, double now, const char **why)
+{
     /* retry_for (Sidekiq 7.1+): retry while the first failure is younger
      * than this many seconds, whatever the count (8.x: exclusive with the
      * count); failed_at in either form, a job without one failed now. */
@@ -230,16 +244,64 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
     json_t *rfv = json_object_get(o, "retry_for");
     if (!(rf > 0) && json_is_number(rfv) && json_number_value(rfv) > 0)
         rf = json_number_value(rfv);
-    bool retry;
-    const char *why = "retries exhausted";
+    *why = "retries exhausted";
     if (rf > 0) {
         json_t *fa = json_object_get(o, "failed_at");
         double first = json_is_number(fa) ? dray_time_from_json(fa) : now;
-        retry = first + rf >= now;
-        why = "retry_for elapsed";
-    } else {
-        retry = count < max;
+        *why = "retry_for elapsed";
+        return first + rf >= now;
     }
+    return count < max;
+}
+
+/* Writes the failed job (json, len bytes) to the retry set at now + delay
+ * (default backoff when delay < 0) or, when !retry, to the dead set unless
+ * it opts out; runs the retry or death hooks. json stays the caller's. */
+static void
+failure_record(dray__worker *w, dray_job *job, const dray__handler *h, bool retry, double delay,
+               int count, double now, const char *why, const char *ecls, const char *msg,
+               const char *json, size_t len)
+{
+    if (retry) {
+        if (!(delay >= 0)) /* also NaN */
+            delay = dray__backoff_default(count);
+        if (delay > DRAY_BACKOFF_MAX_S)
+            delay = DRAY_BACKOFF_MAX_S;
+        double at = now + delay;
+        record(w, "retry", at, json, len, job, json, len);
+        dray__hooks_retry(w, job, ecls, msg, count, at);
+    } else {
+        json_t *dv = json_object_get(job->obj, "dead");
+        bool to_dead = !(h && h->opts.dead < 0) && !json_is_false(dv);
+        dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1, "%s (%d)%s", why,
+                   count, to_dead ? "; moved to the dead set" : "");
+        if (to_dead)
+            record(w, "death", 0, json, len, job, json, len);
+        death(w, job, ecls, msg);
+    }
+}
+
+/* The failure path of job (owned by the caller; its object is updated): a
+ * retry with backoff, the dead set, or discarded, as its handler h (may be
+ * NULL) and its fields say. Never loses it: an unrecordable job is logged whole. */
+void
+dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const char *ecls,
+                   const char *msg)
+{
+    struct dray_server *s = w->srv;
+    json_t *o = job->obj;
+    int max = retry_max(s, h, o);
+    if (max < 0) {
+        /* "retry": false: no retry and no dead set, death handlers only */
+        dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
+                   "retry disabled; job discarded after failure");
+        death(w, job, ecls, msg);
+        return;
+    }
+    double now = dray_now();
+    int count = failure_fields(s, h, o, ecls, msg, now);
+    const char *why;
+    bool retry = retry_due(h, o, count, max, now, &why);
     double delay = -1;
     if (retry && h && h->opts.backoff) {
         delay = h->opts.backoff(job, count, h->opts.backoff_userdata);
@@ -248,7 +310,8 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
              * (as 8.x; 7.x skips them) so the job is not dropped unseen */
             dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1,
                        "discarded by its backoff after failure %d", count);
-            json_object_set_new(o, "discarded_at", dray__time_json(ms, now)); /* as 8.x */
+            json_object_set_new(o, "discarded_at",
+                                dray__time_json(s->opts.timestamps_ms, now)); /* as 8.x */
             death(w, job, ecls, msg);
             return;
         }
@@ -264,22 +327,6 @@ dray__retry_or_die(dray__worker *w, dray_job *job, const dray__handler *h, const
                           job->payload ? job->payload_len : 0, "out of memory recording failure");
         return;
     }
-    if (retry) {
-        if (!(delay >= 0)) /* also NaN */
-            delay = dray__backoff_default(count);
-        if (delay > DRAY_BACKOFF_MAX_S)
-            delay = DRAY_BACKOFF_MAX_S;
-        double at = now + delay;
-        record(w, "retry", at, json, len, job, json, len);
-        dray__hooks_retry(w, job, ecls, msg, count, at);
-    } else {
-        json_t *dv = json_object_get(o, "dead");
-        bool to_dead = !(h && h->opts.dead < 0) && !json_is_false(dv);
-        dray__logj(DRAY_LOG_WARN, dray_job_jid(job), dray_job_class(job), -1, "%s (%d)%s", why,
-                   count, to_dead ? "; moved to the dead set" : "");
-        if (to_dead)
-            record(w, "death", 0, json, len, job, json, len);
-        death(w, job, ecls, msg);
-    }
+    failure_record(w, job, h, retry, delay, count, now, why, ecls, msg, json, len);
     free(json);
 }

@@ -33,12 +33,14 @@ serr(dray_server *s, int code, const char *fmt, ...)
     return code;
 }
 
+/* The text of s's last error (borrowed, "" when none); valid until the next call on s. */
 const char *
 dray_server_errstr(const dray_server *s)
 {
     return s->errstr;
 }
 
+/* s's Sidekiq process identity (borrowed from s). */
 const char *
 dray_server_identity(const dray_server *s)
 {
@@ -112,6 +114,18 @@ identity_keys(dray_server *s)
     s->k_identity = dray__key(&s->cfg, s->identity);
 }
 
+/* Makes both ends of s->wake_pipe non-blocking and close-on-exec. */
+static void
+wake_pipe_flags(dray_server *s)
+{
+    for (int i = 0; i < 2; i++) {
+        fcntl(s->wake_pipe[i], F_SETFL, fcntl(s->wake_pipe[i], F_GETFL) | O_NONBLOCK);
+        fcntl(s->wake_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+}
+
+/* In a fresh child of the supervisor: a new identity, its keys and info, a
+ * new wake pipe and cleared signal flags, so the child is its own process. 0 or DRAY_ENOMEM. */
 int
 dray__server_child_init(dray_server *s)
 {
@@ -130,10 +144,7 @@ dray__server_child_init(dray_server *s)
     if (!s->k_identity || !s->k_work || !s->k_work7 || !s->k_signals || build_info(s) ||
         pipe(s->wake_pipe))
         return DRAY_ENOMEM;
-    for (int i = 0; i < 2; i++) {
-        fcntl(s->wake_pipe[i], F_SETFL, fcntl(s->wake_pipe[i], F_GETFL) | O_NONBLOCK);
-        fcntl(s->wake_pipe[i], F_SETFD, FD_CLOEXEC);
-    }
+    wake_pipe_flags(s);
     atomic_store(&s->stop_flag, 0);
     atomic_store(&s->stop_now_flag, 0);
     atomic_store(&s->quiet_flag, 0);
@@ -141,35 +152,21 @@ dray__server_child_init(dray_server *s)
     return 0;
 }
 
-int
-dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_t errlen)
+/* Checks s->opts (copied from opts, which may be NULL) and fills in the
+ * defaults; s keeps its own copies of the strings. 0, DRAY_ECONFIG with the
+ * reason in errbuf, or DRAY_ENOMEM (reported by the caller). */
+static int
+options_apply(dray_server *s, const dray_options *opts, char *errbuf, size_t errlen)
 {
-    *out = NULL;
-    dray_server *s = dray__calloc(1, sizeof *s);
-    if (!s)
-        return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
-    dray__metrics_init(&s->metrics_pending);
-    atomic_store(&s->rtt_us, -1);
-    if (opts)
-        s->opts = *opts;
-    else
-        dray_options_init(&s->opts);
-    s->wake_pipe[0] = s->wake_pipe[1] = -1;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cond, NULL);
     dray_options *o = &s->opts;
-    if (o->concurrency <= 0 || o->concurrency > 1000) {
-        dray_server_free(s);
+    if (o->concurrency <= 0 || o->concurrency > 1000)
         return dray__err(errbuf, errlen, DRAY_ECONFIG, "concurrency must be 1-1000, not %d",
                          opts ? opts->concurrency : 0);
-    }
     if (o->fetch_batch < 1)
         o->fetch_batch = 1;
-    if (o->fetch_batch > 1000) {
-        dray_server_free(s);
+    if (o->fetch_batch > 1000)
         return dray__err(errbuf, errlen, DRAY_ECONFIG, "fetch_batch must be 1-1000, not %d",
                          opts->fetch_batch);
-    }
     if (o->shutdown_timeout_s < 0)
         o->shutdown_timeout_s = 25;
     if (o->heartbeat_s <= 0)
@@ -188,17 +185,16 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     o->queues = s->queues_spec;
     o->tag = s->tag;
     o->labels = s->labels;
-    o->redis_url = NULL; /* resolved into cfg below; not kept */
+    o->redis_url = NULL; /* resolved into cfg by the caller; not kept */
     o->ns = NULL;
-    int rc = dray__redis_cfg_init(&s->cfg, opts, errbuf, errlen);
-    if (rc) {
-        dray_server_free(s);
-        return rc;
-    }
-    if ((rc = dray__queues_parse(s, s->queues_spec, errbuf, errlen))) {
-        dray_server_free(s);
-        return rc;
-    }
+    return 0;
+}
+
+/* Hostname ($DYNO first, as Sidekiq), identity and the fixed Redis keys of
+ * s, plus its info JSON (all owned by s). 0 or DRAY_ENOMEM. */
+static int
+server_keys(dray_server *s)
+{
     const char *dyno = getenv("DYNO");
     if (dyno && *dyno)
         snprintf(s->hostname, sizeof s->hostname, "%s", dyno);
@@ -212,20 +208,34 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     s->k_processes = dray__key(&s->cfg, "processes");
     if (!s->k_identity || !s->k_work || !s->k_work7 || !s->k_signals || !s->k_queues ||
         !s->k_schedule || !s->k_retry || !s->k_dead || !s->k_processes || !s->queues_spec ||
-        build_info(s)) {
-        dray_server_free(s);
-        return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
-    }
-    s->workers = dray__calloc((size_t)o->concurrency, sizeof *s->workers);
-    if (!s->workers || pipe(s->wake_pipe)) {
-        dray_server_free(s);
-        return dray__err(errbuf, errlen, DRAY_ENOMEM, "cannot allocate workers");
-    }
-    for (int i = 0; i < 2; i++) {
-        fcntl(s->wake_pipe[i], F_SETFL, fcntl(s->wake_pipe[i], F_GETFL) | O_NONBLOCK);
-        fcntl(s->wake_pipe[i], F_SETFD, FD_CLOEXEC);
-    }
-    for (int i = 0; i < o->concurrency; i++) {
+        build_info(s))
+        return DRAY_ENOMEM;
+    return 0;
+}
+
+/* A short thread id for worker i, unique per process, base 36 like
+ * Sidekiq's, into tid (16 bytes). Cannot fail. */
+static void
+worker_tid(char tid[16], int i)
+{
+    unsigned long v = ((unsigned long)getpid() << 12) ^ (unsigned long)(i + 1) * 2654435761UL;
+    char tmp[16];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36];
+        v /= 36;
+    } while (v && n < 15);
+    for (int k = 0; k < n; k++)
+        tid[k] = tmp[n - 1 - k];
+    tid[n] = '\0';
+}
+
+/* Readies s->workers[0..concurrency) (allocated by the caller): lock,
+ * metrics, an unconnected Redis link each. Cannot fail. */
+static void
+workers_init(dray_server *s)
+{
+    for (int i = 0; i < s->opts.concurrency; i++) {
         dray__worker *w = &s->workers[i];
         w->srv = s;
         w->index = i;
@@ -235,23 +245,55 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
         dray__conn_init(&w->conn, &s->cfg);
         w->conn.extra_timeout_ms = dray__fetch_extra_timeout_ms(&s->cfg); /* BRPOP blocks 2 s */
         w->conn.want_client_id = 1; /* so a stop can end that wait at once */
-        /* tid: short, unique per thread, base 36 like Sidekiq's */
-        unsigned long v = ((unsigned long)getpid() << 12) ^ (unsigned long)(i + 1) * 2654435761UL;
-        char tmp[16];
-        int n = 0;
-        do {
-            tmp[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[v % 36];
-            v /= 36;
-        } while (v && n < 15);
-        for (int k = 0; k < n; k++)
-            w->tid[k] = tmp[n - 1 - k];
-        w->tid[n] = '\0';
+        worker_tid(w->tid, i);
     }
-    dray_log_set_level(o->log_level);
+}
+
+/* A new server from opts (NULL: defaults) in *out (dray_server_free it); 0,
+ * or DRAY_ECONFIG/DRAY_ENOMEM/a Redis URL error with the reason in errbuf. */
+int
+dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    dray_server *s = dray__calloc(1, sizeof *s);
+    if (!s)
+        return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
+    dray__metrics_init(&s->metrics_pending);
+    atomic_store(&s->rtt_us, -1);
+    if (opts)
+        s->opts = *opts;
+    else
+        dray_options_init(&s->opts);
+    s->wake_pipe[0] = s->wake_pipe[1] = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    int rc = options_apply(s, opts, errbuf, errlen);
+    if (!rc)
+        rc = dray__redis_cfg_init(&s->cfg, opts, errbuf, errlen);
+    if (!rc)
+        rc = dray__queues_parse(s, s->queues_spec, errbuf, errlen);
+    if (rc) {
+        dray_server_free(s);
+        return rc;
+    }
+    if (server_keys(s)) {
+        dray_server_free(s);
+        return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
+    }
+    s->workers = dray__calloc((size_t)s->opts.concurrency, sizeof *s->workers);
+    if (!s->workers || pipe(s->wake_pipe)) {
+        dray_server_free(s);
+        return dray__err(errbuf, errlen, DRAY_ENOMEM, "cannot allocate workers");
+    }
+    wake_pipe_flags(s);
+    workers_init(s);
+    dray_log_set_level(s->opts.log_level);
     *out = s;
     return 0;
 }
 
+/* Frees s and everything it owns, after dray_server_run returned; waits for
+ * a handler that outlived the shutdown first. Accepts NULL. */
 void
 dray_server_free(dray_server *s)
 {
@@ -322,6 +364,8 @@ dray_server_free(dray_server *s)
     dray__free(s);
 }
 
+/* Waits up to timeout_s for leaked handlers to finish and joins their threads;
+ * 0, or DRAY_ESTATE when some still run. */
 int
 dray_server_wait(dray_server *s, double timeout_s)
 {
@@ -337,6 +381,8 @@ dray_server_wait(dray_server *s, double timeout_s)
     return 0;
 }
 
+/* Registers fn (with userdata, borrowed) as the handler of klass; before run.
+ * 0, DRAY_ECLASS, DRAY_EINVAL, DRAY_ESTATE, DRAY_EEXIST, DRAY_EQUEUE, DRAY_ENOMEM. */
 int
 dray_server_register(dray_server *s, const char *klass, dray_handler_fn fn, void *userdata,
                      const dray_class_opts *copts)
@@ -376,6 +422,7 @@ dray_server_register(dray_server *s, const char *klass, dray_handler_fn fn, void
     return 0;
 }
 
+/* Appends fn/ud to the callback array *arr of *n entries; 0, DRAY_EINVAL, DRAY_ENOMEM. */
 static int
 add_callback(dray_server *s, dray__callback **arr, size_t *n, dray_error_fn fn, void *ud)
 {
@@ -391,18 +438,22 @@ add_callback(dray_server *s, dray__callback **arr, size_t *n, dray_error_fn fn, 
     return 0;
 }
 
+/* Adds fn to the callbacks called for every failed job; 0, DRAY_EINVAL, DRAY_ENOMEM. */
 int
 dray_server_on_error(dray_server *s, dray_error_fn fn, void *userdata)
 {
     return add_callback(s, &s->on_error, &s->non_error, fn, userdata);
 }
 
+/* Adds fn to the callbacks called for every job moved to the dead set. */
 int
 dray_server_on_death(dray_server *s, dray_error_fn fn, void *userdata)
 {
     return add_callback(s, &s->on_death, &s->non_death, fn, userdata);
 }
 
+/* dlopens the handler library at path and calls its dray_register_handlers;
+ * the handle stays open until s is freed. 0 or DRAY_EMODULE/the library's code. */
 int
 dray_server_require(dray_server *s, const char *path)
 {
@@ -434,6 +485,7 @@ dray_server_require(dray_server *s, const char *path)
     return 0;
 }
 
+/* Wakes the thread in dray_server_run. Async-signal-safe. */
 void
 dray__server_wake(dray_server *s)
 {
@@ -442,6 +494,7 @@ dray__server_wake(dray_server *s)
     (void)n;
 }
 
+/* Asks s to stop (as TERM). Async-signal-safe; returns at once. */
 void
 dray_server_stop(dray_server *s)
 {
@@ -449,6 +502,7 @@ dray_server_stop(dray_server *s)
     dray__server_wake(s);
 }
 
+/* Asks s to stop and requeue running jobs now (a second INT). Async-signal-safe. */
 void
 dray_server_stop_now(dray_server *s)
 {
@@ -457,6 +511,7 @@ dray_server_stop_now(dray_server *s)
     dray__server_wake(s);
 }
 
+/* Asks s to fetch no more jobs (TSTP). Async-signal-safe. */
 void
 dray_server_quiet(dray_server *s)
 {
@@ -464,6 +519,7 @@ dray_server_quiet(dray_server *s)
     dray__server_wake(s);
 }
 
+/* Asks s to log every worker's state (TTIN). Async-signal-safe. */
 void
 dray_server_dump(dray_server *s)
 {
@@ -485,6 +541,7 @@ busy_count(dray_server *s)
     return n;
 }
 
+/* Fills *out with s's counters summed over workers and the jobs running now. */
 void
 dray_server_counts_get(const dray_server *s, dray_server_counts *out)
 {
@@ -497,6 +554,7 @@ dray_server_counts_get(const dray_server *s, dray_server_counts *out)
     out->busy = (uint64_t)busy_count((dray_server *)s);
 }
 
+/* Marks Redis unavailable (once, logging c's error) until dray__outage_end. */
 void
 dray__outage_begin(dray_server *s, const dray__conn *c)
 {
@@ -508,6 +566,8 @@ dray__outage_begin(dray_server *s, const dray__conn *c)
     }
 }
 
+/* After a connection error on c: 0 if a fresh connect works at once, else the
+ * outage begins and c's error code is returned. */
 int
 dray__conn_recover(dray_server *s, dray__conn *c)
 {
@@ -519,6 +579,7 @@ dray__conn_recover(dray_server *s, dray__conn *c)
     return c->err ? c->err : DRAY_ECONN;
 }
 
+/* Ends a Redis outage (once, logging how long it lasted). */
 void
 dray__outage_end(dray_server *s)
 {
@@ -545,6 +606,7 @@ unblock_workers(dray_server *s, dray__conn *c)
     dray__pipe_close(&p);
 }
 
+/* Raises s->state to st (never lowers it) and wakes waiters on s->cond. */
 static void
 set_state(dray_server *s, int st)
 {
@@ -555,6 +617,7 @@ set_state(dray_server *s, int st)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Logs each worker: its running job and for how long, or idle. */
 static void
 dump_workers(dray_server *s)
 {
@@ -571,6 +634,7 @@ dump_workers(dray_server *s)
     }
 }
 
+/* True when every started worker has exited; caller holds s->mu. */
 static bool
 all_exited(dray_server *s)
 {
@@ -587,6 +651,7 @@ none_writing(dray_server *s)
     return !any_writing(s);
 }
 
+/* True when a live worker is recording an outcome or requeueing. */
 static bool
 any_writing(dray_server *s)
 {
@@ -630,6 +695,8 @@ wait_workers(dray_server *s, double deadline, bool honour_stop_now, bool (*done)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Monotonic time until which a write of a job is retried through an outage:
+ * DRAY__WRITE_RETRY_S from now, capped by the shutdown's write_until_ms. */
 double
 dray__write_deadline(const struct dray_server *s)
 {
@@ -638,6 +705,8 @@ dray__write_deadline(const struct dray_server *s)
     return until && (double)until / 1000.0 < d ? (double)until / 1000.0 : d;
 }
 
+/* True when a write that failed with rc on c should be tried again: the error
+ * is transient and (after a backoff) the deadline has not passed. */
 bool
 dray__write_again(dray__conn *c, int rc, double deadline)
 {
@@ -657,6 +726,7 @@ dray__write_again(dray__conn *c, int rc, double deadline)
     return dray__mono() < deadline;
 }
 
+/* dray__requeue through an outage until the write deadline; 0 or the last error. */
 int
 dray__requeue_retry(dray__conn *c, const struct dray_server *s, const dray__unit *u)
 {
@@ -679,6 +749,8 @@ dray__requeue_retry(dray__conn *c, const struct dray_server *s, const dray__unit
     return rc;
 }
 
+/* After w's job finished although the stopper requeued it: removes that copy
+ * (exact bytes, one, from the head) from its queue, logging what happened. */
 void
 dray__requeued_copy_remove(dray__worker *w, const char *jid, const char *klass)
 {
@@ -756,6 +828,8 @@ requeue_running(dray_server *s, dray__conn *c)
     return n;
 }
 
+/* Runs s until stopped: workers, poller, heartbeat, modules; on stop waits up
+ * to shutdown_timeout_s then requeues unfinished jobs. 0, DRAY_ESTATE, a module or start error. */
 int
 dray_server_run(dray_server *s)
 {

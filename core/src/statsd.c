@@ -51,6 +51,9 @@ fail(dray_server *s, const char *what, const char *addr, const char *why)
     return DRAY_ECONFIG;
 }
 
+/* Sends s's per-job metrics to the statsd at addr (HOST:PORT; dogstatsd: tags)
+ * with prefix, replacing any earlier target. 0, DRAY_EINVAL, DRAY_ECONFIG (in s's errstr),
+ * DRAY_ENOMEM. */
 int
 dray_server_statsd(dray_server *s, const char *addr, int dogstatsd, const char *prefix)
 {
@@ -97,6 +100,7 @@ dray_server_statsd(dray_server *s, const char *addr, int dogstatsd, const char *
     return 0;
 }
 
+/* Closes st's socket and frees it. Accepts NULL. */
 void
 dray__statsd_free(dray__statsd *st)
 {
@@ -106,6 +110,8 @@ dray__statsd_free(dray__statsd *st)
     dray__free(st);
 }
 
+/* Sends one job's count, outcome and time to st in one datagram, never
+ * blocking; a datagram that cannot be sent is counted as dropped. Thread-safe. */
 void
 dray__statsd_job(dray__statsd *st, const char *klass, const char *queue, int failed, double ms)
 {

@@ -46,6 +46,7 @@ static int g_report_fd = -1; /* the child's end, -1 outside a child */
 static int g_isolate;        /* 1 in an --isolate child */
 static pthread_mutex_t g_report_mu = PTHREAD_MUTEX_INITIALIZER; /* one record at a time */
 
+/* True in a supervised child whose fetch is not a module's: it keeps in-flight lists. */
 bool
 dray__sup_active(void)
 {
@@ -61,6 +62,8 @@ inflight_key(const struct dray_server *s, const char *identity, int worker)
     return dray__key(&s->cfg, suffix);
 }
 
+/* Supervised child's fetch: moves one job from keys (in order) to w's in-flight
+ * list; 1 with *u filled (caller owns it), 0 for none, or a DRAY_E* code. */
 int
 dray__sup_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u)
 {
@@ -111,12 +114,14 @@ dray__sup_fetch(dray__worker *w, const char **keys, size_t n, dray__unit *u)
     return 1;
 }
 
+/* True in an --isolate child (one job, then exit). */
 bool
 dray__sup_isolate(void)
 {
     return g_isolate != 0;
 }
 
+/* Seconds job may run: its own "timeout" field, else its handler's, else 0 (none). */
 double
 dray__job_timeout(const dray_job *job, const dray__handler *h)
 {
@@ -126,6 +131,7 @@ dray__job_timeout(const dray_job *job, const dray__handler *h)
     return h ? h->timeout_s : 0;
 }
 
+/* Sends all n bytes of p on fd, retrying short writes and EINTR; 0 or -1. */
 static int
 send_all(int fd, const void *p, size_t n)
 {
@@ -142,6 +148,8 @@ send_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* Child side: sends one record (type, worker, job fields) to the supervisor;
+ * no-op outside a child. Thread-safe (g_report_mu). */
 static void
 report(char type, int worker, double timeout_s, const char *jid, const char *klass,
        const char *queue, const char *payload, size_t len)
@@ -165,6 +173,7 @@ report(char type, int worker, double timeout_s, const char *jid, const char *kla
     pthread_mutex_unlock(&g_report_mu);
 }
 
+/* Tells the supervisor w started a job (a copy of it, so a crash cannot lose it). */
 void
 dray__sup_job_start(const dray__worker *w, const char *jid, const char *klass, const char *queue,
                     const char *payload, size_t len, double timeout_s)
@@ -172,6 +181,7 @@ dray__sup_job_start(const dray__worker *w, const char *jid, const char *klass, c
     report('S', w->index, timeout_s, jid, klass, queue, payload, len);
 }
 
+/* Tells the supervisor w's job is over and clears w's in-flight list. */
 void
 dray__sup_job_end(dray__worker *w)
 {
@@ -195,18 +205,21 @@ dray__sup_cancel(const dray__worker *w, const char *jid)
     return true;
 }
 
+/* Epoch seconds at which job's timeout ends, 0 for none (or NULL job). */
 double
 dray_job_deadline(const dray_job *job)
 {
     return job ? job->deadline : 0;
 }
 
+/* 1 once job is flagged to stop, else 0 (also for NULL). */
 int
 dray_job_cancelled(const dray_job *job)
 {
     return job && job->over && atomic_load(job->over);
 }
 
+/* Sets the timeout of klass's handler; DRAY_EINVAL, DRAY_ENOTFOUND. */
 int
 dray_server_set_timeout(dray_server *s, const char *klass, double seconds)
 {
@@ -257,6 +270,7 @@ typedef struct sup {
     size_t ncand;
 } sup;
 
+/* Frees j's strings and marks the slot idle. */
 static void
 job_clear(run_job *j)
 {
@@ -267,15 +281,11 @@ job_clear(run_job *j)
     memset(j, 0, sizeof *j);
 }
 
+/* A NUL-terminated copy of n bytes at p (dray__free it), or NULL. */
 static char *
 dupn(const char *p, size_t n)
 {
-    char *c = dray__malloc(n + 1);
-    if (c) {
-        memcpy(c, p, n);
-        c[n] = '\0';
-    }
-    return c;
+    return dray__strndup(p, n);
 }
 
 /* The child's heartbeat found the job of worker w cancelled: kill the child
@@ -362,6 +372,8 @@ drain(sup *S, child *c)
 
 static void child_main(sup *S, int idx, int fd, const sigset_t *mask) __attribute__((noreturn));
 
+/* Child process body after fork: keep only its own report socket, reset the
+ * server, run it and _exit with its status. Never returns. */
 static void
 child_main(sup *S, int idx, int fd, const sigset_t *mask)
 {
@@ -387,6 +399,8 @@ child_main(sup *S, int idx, int fd, const sigset_t *mask)
     _exit(rc ? 1 : 0);
 }
 
+/* Forks child idx with a fresh report socketpair; 0, or DRAY_EIO when
+ * socketpair or fork fails (the caller retries later). */
 static int
 child_start(sup *S, int idx)
 {
@@ -431,6 +445,7 @@ child_start(sup *S, int idx)
     return 0;
 }
 
+/* Sends sig to every running child. */
 static void
 signal_all(sup *S, int sig)
 {
@@ -515,6 +530,7 @@ account_timeout(sup *S, run_job *j)
     dray_job_free(job);
 }
 
+/* A static name for the signals a child commonly dies of. */
 static const char *
 sig_name(int sig)
 {
@@ -616,6 +632,9 @@ inflight_recover(sup *S, child *c, int crashed)
     }
 }
 
+/* Accounts for child idx's exit: its running jobs are retried, timed out or
+ * left to its own requeue, its in-flight lists recovered, and its restart scheduled with backoff.
+ */
 static void
 child_died(sup *S, int idx, int status)
 {
@@ -692,6 +711,14 @@ child_died(sup *S, int idx, int status)
                   idx, c->quick_deaths, wait);
 }
 
+/* Bytes of the shared culprit page: one atomic_int per child. */
+static size_t
+sup_shm_len(const sup *S)
+{
+    return (size_t)S->po.processes * sizeof(atomic_int);
+}
+
+/* SIGKILLs a child whose job ran past its timeout, remembering which worker. */
 static void
 check_timeouts(sup *S)
 {
@@ -869,6 +896,7 @@ orphans_scan(sup *S)
     dray__free(pat);
 }
 
+/* Logs every child and the jobs it is running (TTIN). */
 static void
 dump(sup *S)
 {
@@ -882,143 +910,206 @@ dump(sup *S)
     }
 }
 
+/* Fills *S for po's children: the kids table and the shared culprit page.
+ * 0, or DRAY_ENOMEM with nothing left to free. */
+static int
+sup_alloc(sup *S, dray_server *s, const dray_process_opts *po)
+{
+    memset(S, 0, sizeof *S);
+    S->s = s;
+    S->po = *po;
+    if (S->po.crash_limit <= 0)
+        S->po.crash_limit = 3;
+    S->kids = dray__calloc((size_t)S->po.processes, sizeof *S->kids);
+    if (!S->kids)
+        return DRAY_ENOMEM;
+    S->culprit =
+        mmap(NULL, sup_shm_len(S), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (S->culprit == MAP_FAILED) {
+        dray__free(S->kids);
+        return DRAY_ENOMEM;
+    }
+    return 0;
+}
+
+/* Readies each child slot and the supervisor's own worker (its Redis
+ * connection); sup_close undoes it whatever this returns (DRAY_ENOMEM when
+ * a slot's job table could not be had). */
+static int
+sup_init(sup *S)
+{
+    dray_server *s = S->s;
+    int rc = 0;
+    for (int i = 0; i < S->po.processes && !rc; i++) {
+        S->kids[i].fd = -1;
+        dray__buf_init(&S->kids[i].in);
+        S->kids[i].jobs = dray__calloc((size_t)s->opts.concurrency, sizeof(run_job));
+        if (!S->kids[i].jobs)
+            rc = DRAY_ENOMEM;
+    }
+    S->sw.srv = s;
+    S->sw.index = -1;
+    S->sw.crash_slot = -1;
+    pthread_mutex_init(&S->sw.mu, NULL);
+    dray__metrics_init(&S->sw.metrics);
+    dray__conn_init(&S->sw.conn, &s->cfg);
+    dray__handlers_sort(s);
+    return rc;
+}
+
+/* Passes the server's pending stop, stop-now, quiet and dump requests on to
+ * the children (alive: how many there are, for the log). */
+static void
+sup_relay_flags(sup *S, double now, int alive)
+{
+    dray_server *s = S->s;
+    if (!S->stopping && atomic_load(&s->stop_flag)) {
+        S->stopping = 1;
+        dray__log(DRAY_LOG_INFO, "supervisor: stopping %d children", alive);
+        signal_all(S, SIGTERM);
+        for (int i = 0; i < S->po.processes; i++)
+            S->kids[i].kill_at = now + s->opts.shutdown_timeout_s + 10;
+    }
+    if (S->stopping && atomic_exchange(&s->stop_now_flag, 0)) {
+        signal_all(S, SIGINT); /* a child's second INT requeues at once */
+        signal_all(S, SIGINT);
+    }
+    if (atomic_exchange(&s->quiet_flag, 0)) {
+        S->quiet = 1;
+        signal_all(S, SIGTSTP);
+    }
+    if (atomic_exchange(&s->dump_flag, 0)) {
+        dump(S);
+        signal_all(S, SIGTTIN);
+    }
+}
+
+/* Waits up to 50 ms for the wake pipe or a child's report pipe and reads
+ * whatever arrived. */
+static void
+sup_poll(sup *S)
+{
+    struct pollfd fds[1025];
+    int map[1025], n = 0;
+    fds[n].fd = S->s->wake_pipe[0];
+    fds[n].events = POLLIN;
+    map[n++] = -1;
+    for (int i = 0; i < S->po.processes; i++)
+        if (S->kids[i].fd >= 0) {
+            fds[n].fd = S->kids[i].fd;
+            fds[n].events = POLLIN;
+            map[n++] = i;
+        }
+    int k = poll(fds, (nfds_t)n, 50);
+    if (k <= 0)
+        return;
+    for (int f = 0; f < n; f++) {
+        if (!(fds[f].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        if (map[f] < 0) {
+            char b[64];
+            while (read(S->s->wake_pipe[0], b, sizeof b) > 0)
+                ;
+        } else {
+            drain(S, &S->kids[map[f]]);
+        }
+    }
+}
+
+/* SIGKILLs every child still running past its shutdown deadline. */
+static void
+sup_kill_overdue(sup *S)
+{
+    double now = dray__mono();
+    for (int i = 0; i < S->po.processes; i++)
+        if (S->kids[i].pid > 0 && S->kids[i].kill_at > 0 && now > S->kids[i].kill_at) {
+            dray__log(DRAY_LOG_WARN, "supervisor: child %d outlived the shutdown; killing it", i);
+            kill(S->kids[i].pid, SIGKILL);
+            S->kids[i].kill_at = 0;
+        }
+}
+
+/* One turn of the supervisor loop: relay signals, (re)start children that
+ * are due, read reports, enforce timeouts, reap the dead. Returns 1 once
+ * stopping with no child left; *alive is the count of running children. */
+static int
+sup_turn(sup *S, int *alive)
+{
+    double now = dray__mono();
+    if (!S->stopping && !dray__fetcher_active() && now >= S->next_scan) {
+        orphans_scan(S);
+        S->next_scan = now + ORPHAN_SCAN_S;
+    }
+    sup_relay_flags(S, now, *alive);
+    for (int i = 0; i < S->po.processes && !S->stopping; i++)
+        if (S->kids[i].pid == 0 && now >= S->kids[i].restart_at) {
+            if (child_start(S, i))
+                S->kids[i].restart_at = now + 1;
+        }
+    *alive = 0;
+    for (int i = 0; i < S->po.processes; i++)
+        *alive += S->kids[i].pid > 0;
+    if (S->stopping && *alive == 0)
+        return 1;
+    sup_poll(S);
+    check_timeouts(S);
+    sup_kill_overdue(S);
+    int status;
+    pid_t p;
+    while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (int i = 0; i < S->po.processes; i++)
+            if (S->kids[i].pid == p)
+                child_died(S, i, status);
+    }
+    return 0;
+}
+
+/* Frees what sup_alloc and sup_init set up; a child still running (only
+ * after out of memory) is stopped and reaped first, never orphaned. */
+static void
+sup_close(sup *S)
+{
+    for (int i = 0; i < S->po.processes; i++) {
+        if (S->kids[i].pid > 0) { /* only on out of memory: do not leave orphans */
+            kill(S->kids[i].pid, SIGTERM);
+            waitpid(S->kids[i].pid, NULL, 0);
+        }
+        if (S->kids[i].fd >= 0)
+            close(S->kids[i].fd);
+        for (int w = 0; S->kids[i].jobs && w < S->s->opts.concurrency; w++)
+            job_clear(&S->kids[i].jobs[w]);
+        dray__free(S->kids[i].jobs);
+        dray__buf_close(&S->kids[i].in);
+    }
+    dray__free(S->kids);
+    for (size_t k = 0; k < S->ncand; k++)
+        dray__free(S->cand[k]);
+    dray__free(S->cand);
+    dray__free(S->cand_at);
+    munmap(S->culprit, sup_shm_len(S));
+    dray__conn_close(&S->sw.conn);
+    dray__metrics_close(&S->sw.metrics);
+    pthread_mutex_destroy(&S->sw.mu);
+}
+
+/* Runs s as a supervisor of po->processes children until stopped; see dray.h. */
 int
 dray_server_run_processes(dray_server *s, const dray_process_opts *po)
 {
     if (!po || po->processes < 1 || po->processes > 1024)
         return DRAY_EINVAL;
     sup S;
-    memset(&S, 0, sizeof S);
-    S.s = s;
-    S.po = *po;
-    if (S.po.crash_limit <= 0)
-        S.po.crash_limit = 3;
-    S.kids = dray__calloc((size_t)S.po.processes, sizeof *S.kids);
-    if (!S.kids)
-        return DRAY_ENOMEM;
-    size_t shm_len = (size_t)S.po.processes * sizeof(atomic_int);
-    S.culprit = mmap(NULL, shm_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (S.culprit == MAP_FAILED) {
-        dray__free(S.kids);
-        return DRAY_ENOMEM;
-    }
-    int rc = 0;
-    for (int i = 0; i < S.po.processes && !rc; i++) {
-        S.kids[i].fd = -1;
-        dray__buf_init(&S.kids[i].in);
-        S.kids[i].jobs = dray__calloc((size_t)s->opts.concurrency, sizeof(run_job));
-        if (!S.kids[i].jobs)
-            rc = DRAY_ENOMEM;
-    }
-    S.sw.srv = s;
-    S.sw.index = -1;
-    S.sw.crash_slot = -1;
-    pthread_mutex_init(&S.sw.mu, NULL);
-    dray__metrics_init(&S.sw.metrics);
-    dray__conn_init(&S.sw.conn, &s->cfg);
-    dray__handlers_sort(s);
+    int rc = sup_alloc(&S, s, po);
+    if (rc)
+        return rc;
+    rc = sup_init(&S);
     dray__log(DRAY_LOG_INFO, "supervisor pid %d: %d child process%s%s, concurrency %d each",
               (int)getpid(), S.po.processes, S.po.processes == 1 ? "" : "es",
               S.po.isolate ? " (isolate: one job per child)" : "", s->opts.concurrency);
     int alive = 0;
-    while (!rc) {
-        double now = dray__mono();
-        if (!S.stopping && !dray__fetcher_active() && now >= S.next_scan) {
-            orphans_scan(&S);
-            S.next_scan = now + ORPHAN_SCAN_S;
-        }
-        if (!S.stopping && atomic_load(&s->stop_flag)) {
-            S.stopping = 1;
-            dray__log(DRAY_LOG_INFO, "supervisor: stopping %d children", alive);
-            signal_all(&S, SIGTERM);
-            for (int i = 0; i < S.po.processes; i++)
-                S.kids[i].kill_at = now + s->opts.shutdown_timeout_s + 10;
-        }
-        if (S.stopping && atomic_exchange(&s->stop_now_flag, 0)) {
-            signal_all(&S, SIGINT); /* a child's second INT requeues at once */
-            signal_all(&S, SIGINT);
-        }
-        if (atomic_exchange(&s->quiet_flag, 0)) {
-            S.quiet = 1;
-            signal_all(&S, SIGTSTP);
-        }
-        if (atomic_exchange(&s->dump_flag, 0)) {
-            dump(&S);
-            signal_all(&S, SIGTTIN);
-        }
-        for (int i = 0; i < S.po.processes && !S.stopping; i++)
-            if (S.kids[i].pid == 0 && now >= S.kids[i].restart_at) {
-                if (child_start(&S, i))
-                    S.kids[i].restart_at = now + 1;
-            }
-        alive = 0;
-        for (int i = 0; i < S.po.processes; i++)
-            alive += S.kids[i].pid > 0;
-        if (S.stopping && alive == 0)
-            break;
-        struct pollfd fds[1025];
-        int map[1025], n = 0;
-        fds[n].fd = s->wake_pipe[0];
-        fds[n].events = POLLIN;
-        map[n++] = -1;
-        for (int i = 0; i < S.po.processes; i++)
-            if (S.kids[i].fd >= 0) {
-                fds[n].fd = S.kids[i].fd;
-                fds[n].events = POLLIN;
-                map[n++] = i;
-            }
-        int k = poll(fds, (nfds_t)n, 50);
-        if (k > 0) {
-            for (int f = 0; f < n; f++) {
-                if (!(fds[f].revents & (POLLIN | POLLHUP | POLLERR)))
-                    continue;
-                if (map[f] < 0) {
-                    char b[64];
-                    while (read(s->wake_pipe[0], b, sizeof b) > 0)
-                        ;
-                } else {
-                    drain(&S, &S.kids[map[f]]);
-                }
-            }
-        }
-        check_timeouts(&S);
-        now = dray__mono();
-        for (int i = 0; i < S.po.processes; i++)
-            if (S.kids[i].pid > 0 && S.kids[i].kill_at > 0 && now > S.kids[i].kill_at) {
-                dray__log(DRAY_LOG_WARN, "supervisor: child %d outlived the shutdown; killing it",
-                          i);
-                kill(S.kids[i].pid, SIGKILL);
-                S.kids[i].kill_at = 0;
-            }
-        int status;
-        pid_t p;
-        while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
-            for (int i = 0; i < S.po.processes; i++)
-                if (S.kids[i].pid == p)
-                    child_died(&S, i, status);
-        }
-    }
-    for (int i = 0; i < S.po.processes; i++) {
-        if (S.kids[i].pid > 0) { /* only on out of memory: do not leave orphans */
-            kill(S.kids[i].pid, SIGTERM);
-            waitpid(S.kids[i].pid, NULL, 0);
-        }
-        if (S.kids[i].fd >= 0)
-            close(S.kids[i].fd);
-        for (int w = 0; S.kids[i].jobs && w < s->opts.concurrency; w++)
-            job_clear(&S.kids[i].jobs[w]);
-        dray__free(S.kids[i].jobs);
-        dray__buf_close(&S.kids[i].in);
-    }
-    dray__free(S.kids);
-    for (size_t k = 0; k < S.ncand; k++)
-        dray__free(S.cand[k]);
-    dray__free(S.cand);
-    dray__free(S.cand_at);
-    munmap(S.culprit, shm_len);
-    dray__conn_close(&S.sw.conn);
-    dray__metrics_close(&S.sw.metrics);
-    pthread_mutex_destroy(&S.sw.mu);
+    while (!rc && !sup_turn(&S, &alive))
+        ;
+    sup_close(&S);
     dray__log(DRAY_LOG_INFO, "supervisor: stopped");
     return rc;
 }

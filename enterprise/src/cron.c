@@ -2,7 +2,6 @@
 /* Cron expressions: parse the 5 fields (Vixie cron's syntax and day rule),
  * match a local time, and find ticks in a time zone. */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,21 +33,6 @@ static const struct {
     {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
     {"@hourly", "0 * * * *"},
 };
-
-static int perr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-perr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* One value (number or name) of field f at *p; advances *p. */
 static int
@@ -84,14 +68,14 @@ field(int fi, const char *s, size_t len, uint64_t *bits, char *err, size_t errle
     const field_def *f = &fields[fi];
     char text[64];
     if (len >= sizeof text)
-        return perr(err, errlen, "field %d (%s) is too long", fi + 1, f->what);
+        return ent__err(err, errlen, -1, "field %d (%s) is too long", fi + 1, f->what);
     memcpy(text, s, len);
     text[len] = '\0';
 #define BAD(...)                                                                                   \
     do {                                                                                           \
         char why_[128];                                                                            \
         snprintf(why_, sizeof why_, __VA_ARGS__);                                                  \
-        return perr(err, errlen, "field %d (%s) '%s': %s", fi + 1, f->what, text, why_);           \
+        return ent__err(err, errlen, -1, "field %d (%s) '%s': %s", fi + 1, f->what, text, why_);   \
     } while (0)
     *bits = 0;
     const char *p = text;
@@ -154,7 +138,7 @@ ent__cron_parse(const char *text, ent_cron *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (!text)
-        return perr(err, errlen, "cron expression is missing");
+        return ent__err(err, errlen, -1, "cron expression is missing");
     while (isspace((unsigned char)*text))
         text++;
     if (*text == '@') {
@@ -163,17 +147,17 @@ ent__cron_parse(const char *text, ent_cron *out, char *err, size_t errlen)
         while (isspace((unsigned char)*rest))
             rest++;
         if (*rest)
-            return perr(err, errlen, "cron '%s': text after the shortcut", text);
+            return ent__err(err, errlen, -1, "cron '%s': text after the shortcut", text);
         for (size_t i = 0; i < sizeof shortcuts / sizeof *shortcuts; i++)
             if (strlen(shortcuts[i].name) == n && !strncasecmp(text, shortcuts[i].name, n))
                 return ent__cron_parse(shortcuts[i].expr, out, err, errlen);
         if (n == 7 && !strncasecmp(text, "@reboot", 7))
-            return perr(err, errlen,
-                        "cron '%s': @reboot is not a schedule (periodic jobs need one)", text);
-        return perr(err, errlen,
-                    "cron '%.*s': unknown shortcut (use @yearly, @annually, @monthly, @weekly, "
-                    "@daily, @midnight or @hourly)",
-                    (int)n, text);
+            return ent__err(err, errlen, -1,
+                            "cron '%s': @reboot is not a schedule (periodic jobs need one)", text);
+        return ent__err(err, errlen, -1,
+                        "cron '%.*s': unknown shortcut (use @yearly, @annually, @monthly, @weekly, "
+                        "@daily, @midnight or @hourly)",
+                        (int)n, text);
     }
     const char *start[6];
     size_t len[6];
@@ -193,21 +177,22 @@ ent__cron_parse(const char *text, ent_cron *out, char *err, size_t errlen)
         n++;
     }
     if (n == 0)
-        return perr(err, errlen, "cron expression is empty");
+        return ent__err(err, errlen, -1, "cron expression is empty");
     if (n == 6)
-        return perr(err, errlen,
-                    "cron '%s': 6 fields, but seconds are not supported: use 5 fields (minute "
-                    "hour day-of-month month day-of-week)",
-                    text);
+        return ent__err(err, errlen, -1,
+                        "cron '%s': 6 fields, but seconds are not supported: use 5 fields (minute "
+                        "hour day-of-month month day-of-week)",
+                        text);
     if (n != 5)
-        return perr(err, errlen,
-                    "cron '%s': %d field%s, want 5 (minute hour day-of-month month day-of-week)",
-                    text, n, n == 1 ? "" : "s");
+        return ent__err(
+            err, errlen, -1,
+            "cron '%s': %d field%s, want 5 (minute hour day-of-month month day-of-week)", text, n,
+            n == 1 ? "" : "s");
     uint64_t bits[5];
     for (int i = 0; i < 5; i++) {
         char ferr[ENT_CRON_ERR_BYTES];
         if (field(i, start[i], len[i], &bits[i], ferr, sizeof ferr))
-            return perr(err, errlen, "cron '%s': %s", text, ferr);
+            return ent__err(err, errlen, -1, "cron '%s': %s", text, ferr);
     }
     out->minute = bits[0];
     out->hour = (uint32_t)bits[1];

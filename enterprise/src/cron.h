@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "err.h"
+
 #define ENT_CRON_ERR_BYTES 256 /* a parse error names the field and the value */
 #define ENT_TZ_NAME_MAX 64     /* longest zone name ("America/Argentina/ComodRivadavia" is 32) */
 #define ENT_TZ_FILE_MAX (1024 * 1024) /* a TZif file is a few KiB; refuse anything huge */

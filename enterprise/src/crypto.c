@@ -94,9 +94,10 @@ load_keys(ent_state *E, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(err, errlen, "setting %s.encrypt_keys: cannot open key file %s: %s", ENT_NAME,
-                 path, strerror(errno));
-        return DRAY_ECONFIG;
+        char eb[ENT_ERRNO_BYTES];
+        return ent__err(err, errlen, DRAY_ECONFIG,
+                        "setting %s.encrypt_keys: cannot open key file %s: %s", ENT_NAME, path,
+                        ent__syserr(errno, eb));
     }
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
@@ -106,8 +107,7 @@ load_keys(ent_state *E, const char *path, char *err, size_t errlen)
     E->keys = sodium_malloc(ENT_CRYPTO_MAX_KEYS * sizeof *E->keys);
     if (!E->keys) {
         fclose(f);
-        snprintf(err, errlen, "out of memory");
-        return DRAY_ENOMEM;
+        return ent__err(err, errlen, DRAY_ENOMEM, "out of memory");
     }
     char *line = NULL;
     size_t cap = 0, total = 0;
@@ -183,11 +183,7 @@ load_keys(ent_state *E, const char *path, char *err, size_t errlen)
     return rc;
 }
 
-typedef struct parse_ctx {
-    ent_state *E;
-    char *err;
-    size_t errlen;
-} parse_ctx;
+typedef ent_parse_ctx parse_ctx;
 
 static int
 add_class(const char *key, const char *value, void *ud)
@@ -248,9 +244,9 @@ ent__crypto_configure(ent_state *E, char *err, size_t errlen)
         if (active ? E->keys[i].version == (uint32_t)active : E->keys[i].version > E->active)
             E->active = E->keys[i].version;
     if (!E->active) {
-        snprintf(err, errlen, "setting %s.encrypt_active: key version %lld is not in %s", ENT_NAME,
-                 active, path);
-        return DRAY_ECONFIG;
+        return ent__err(err, errlen, DRAY_ECONFIG,
+                        "setting %s.encrypt_active: key version %lld is not in %s", ENT_NAME,
+                        active, path);
     }
     return 0;
 }
@@ -304,13 +300,12 @@ ent__seal(const ent_state *E, const char *klass, const json_t *plain, json_t **o
     *out = NULL;
     const ent_crypto_key *k = key_for(E, E->active);
     if (!k) {
-        snprintf(err, errlen, "no encryption key configured (%s.encrypt_keys)", ENT_NAME);
-        return -1;
+        return ent__err(err, errlen, -1, "no encryption key configured (%s.encrypt_keys)",
+                        ENT_NAME);
     }
     char *text = json_dumps(plain, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text) {
-        snprintf(err, errlen, "cannot serialize the secret bag");
-        return -1;
+        return ent__err(err, errlen, -1, "cannot serialize the secret bag");
     }
     size_t tl = strlen(text), bl = NONCE_BYTES + tl + TAG_BYTES;
     unsigned char *box = malloc(bl);
@@ -321,8 +316,7 @@ ent__seal(const ent_state *E, const char *klass, const json_t *plain, json_t **o
         free(text);
         free(box);
         free(s);
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        return ent__err(err, errlen, -1, "out of memory");
     }
     char ad[ENT_CLASS_MAX + 32];
     aad(ad, sizeof ad, klass, k->version);
@@ -340,8 +334,7 @@ ent__seal(const ent_state *E, const char *klass, const json_t *plain, json_t **o
     *out = json_string(s);
     free(s);
     if (!*out) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        return ent__err(err, errlen, -1, "out of memory");
     }
     return 0;
 }
@@ -357,33 +350,29 @@ open_bag(const ent_state *E, const char *klass, const char *s, json_t **out, cha
     errno = 0;
     unsigned long ver = isdigit((unsigned char)*p) ? strtoul(p, &end, 10) : 0;
     if (!ver || errno || *end != '$' || ver > 2147483647UL) {
-        snprintf(why, whylen, "malformed sealed argument (no key version)");
-        return -1;
+        return ent__err(why, whylen, -1, "malformed sealed argument (no key version)");
     }
     const ent_crypto_key *k = key_for(E, (uint32_t)ver);
     if (!k) {
-        snprintf(why, whylen, "sealed with key version %lu, which is not in the key file", ver);
-        return -1;
+        return ent__err(why, whylen, -1,
+                        "sealed with key version %lu, which is not in the key file", ver);
     }
     const char *b = end + 1;
     size_t bl = strlen(b);
     static const char url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     if (bl > SEALED_MAX || strspn(b, url) != bl) {
-        snprintf(why, whylen, "malformed sealed argument (not base64url)");
-        return -1;
+        return ent__err(why, whylen, -1, "malformed sealed argument (not base64url)");
     }
     size_t cap = bl * 3 / 4 + 3, got = 0;
     unsigned char *box = malloc(cap);
     if (!box) {
-        snprintf(why, whylen, "out of memory");
-        return -1;
+        return ent__err(why, whylen, -1, "out of memory");
     }
     if (sodium_base642bin(box, cap, b, bl, NULL, &got, NULL,
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
         got < NONCE_BYTES + TAG_BYTES) {
         free(box);
-        snprintf(why, whylen, "malformed sealed argument (bad base64url or too short)");
-        return -1;
+        return ent__err(why, whylen, -1, "malformed sealed argument (bad base64url or too short)");
     }
     unsigned char *plain = malloc(got);
     unsigned long long pl = 0;
@@ -406,8 +395,7 @@ open_bag(const ent_state *E, const char *klass, const char *s, json_t **out, cha
     sodium_memzero(plain, (size_t)pl);
     free(plain);
     if (!*out) {
-        snprintf(why, whylen, "the decrypted secret bag is not JSON");
-        return -1;
+        return ent__err(why, whylen, -1, "the decrypted secret bag is not JSON");
     }
     return 0;
 }

@@ -156,6 +156,14 @@ typedef struct ent_state {
     dray_script *s_reseal;
 } ent_state;
 
+/* What a settings-line parser (an H->config_each callback) is given: the
+ * module state and where its refusal goes (err, errlen bytes). */
+typedef struct ent_parse_ctx {
+    ent_state *E;
+    char *err;
+    size_t errlen;
+} ent_parse_ctx;
+
 /* ---- config.c: settings lines ------------------------------------------ */
 
 /* Split a settings line into words (blank-separated); a word starting with

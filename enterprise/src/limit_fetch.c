@@ -215,36 +215,32 @@ fetch(dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s, dray_u
     return rc;
 }
 
-static int
-fetch_with(ent_state *E, dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s,
-           dray_unit *out, scratch *sc)
+/* The try script's arguments for keys (n): the queues, each queue's limiter
+ * base key, the limiter index, n, token, then six limiter arguments per
+ * queue; fills sc (lims, bases, args) that they point into. A calloc'ed
+ * array of *argc entries (the caller frees it), or NULL when out of memory. */
+static const char **
+try_argv(ent_state *E, dray_ctx *ctx, const char *const *keys, size_t n, scratch *sc,
+         const char *index, const char *nbuf, const char *token, size_t *argc)
 {
-    const ent_limiter **lims = sc->lims;
-    char(*bases)[ENT_KEY_BYTES] = sc->bases;
-    char(*args)[6][64] = sc->args;
-    char index[ENT_KEY_BYTES], token[ENT_TOKEN_BYTES], nbuf[16];
-    ent__rand_hex(token, 12);
-    snprintf(nbuf, sizeof nbuf, "%zu", n);
-    if (ent__key(index, sizeof index, ctx, "ent:limiters", NULL))
-        return DRAY_EINVAL;
-    size_t argc = 2 * n + 1 + 2 + 6 * n;
-    const char **argv = calloc(argc, sizeof *argv);
+    *argc = 2 * n + 1 + 2 + 6 * n;
+    const char **argv = calloc(*argc, sizeof *argv);
     if (!argv)
-        return DRAY_ENOMEM;
+        return NULL;
     size_t a = 0;
     for (size_t i = 0; i < n; i++)
         argv[a++] = keys[i];
     for (size_t i = 0; i < n; i++) {
-        lims[i] = queue_limiter(E, queue_name(ctx, keys[i]));
-        if (lims[i]) {
-            ent__key(bases[i], sizeof bases[i], ctx, "ent:lmtr:", lims[i]->name);
-            ent__lim_args(lims[i], lims[i]->name, args[i]);
+        sc->lims[i] = queue_limiter(E, queue_name(ctx, keys[i]));
+        if (sc->lims[i]) {
+            ent__key(sc->bases[i], sizeof sc->bases[i], ctx, "ent:lmtr:", sc->lims[i]->name);
+            ent__lim_args(sc->lims[i], sc->lims[i]->name, sc->args[i]);
         } else {
-            snprintf(bases[i], sizeof bases[i], "%s", keys[i]);
+            snprintf(sc->bases[i], sizeof sc->bases[i], "%s", keys[i]);
             for (int k = 0; k < 6; k++)
-                snprintf(args[i][k], sizeof args[i][k], "%s", k == 0 ? "-" : "0");
+                snprintf(sc->args[i][k], sizeof sc->args[i][k], "%s", k == 0 ? "-" : "0");
         }
-        argv[a + i] = bases[i];
+        argv[a + i] = sc->bases[i];
     }
     a += n;
     argv[a++] = index;
@@ -252,7 +248,96 @@ fetch_with(ent_state *E, dray_ctx *ctx, const char *const *keys, size_t n, doubl
     argv[a++] = token;
     for (size_t i = 0; i < n; i++)
         for (int k = 0; k < 6; k++)
-            argv[a++] = args[i][k];
+            argv[a++] = sc->args[i][k];
+    return argv;
+}
+
+/* Claims a slot of queue j's limiter (sc) for job, popped from key by a
+ * blocking fetch: 1 claimed, 0 when the limit filled up meanwhile (the
+ * script put the job back at the head), or an error (logged with the job). */
+static int
+claim(ent_state *E, dray_ctx *ctx, const char *key, const redisReply *job, const scratch *sc,
+      size_t j, const char *index, const char *token)
+{
+    const char *cargv[11] = {key,
+                             sc->bases[j],
+                             index,
+                             job->str,
+                             sc->args[j][0],
+                             sc->args[j][1],
+                             sc->args[j][2],
+                             sc->args[j][3],
+                             sc->args[j][4],
+                             sc->args[j][5],
+                             token};
+    size_t clens[11];
+    for (int k = 0; k < 11; k++)
+        clens[k] = k == 3 ? job->len : strlen(cargv[k]);
+    redisReply *c;
+    int rc = H->eval(ctx, E->s_fetch_claim, &c, 3, 11, cargv, clens);
+    int claimed = !rc && c->type == REDIS_REPLY_INTEGER && c->integer == 1;
+    if (c)
+        freeReplyObject(c);
+    if (rc) {
+        H->log(ent__M, DRAY_LOG_ERROR, "cannot claim a job of queue %s (%s); payload: %.*s",
+               queue_name(ctx, key), H->redis_errstr(ctx), (int)job->len, job->str);
+        return rc;
+    }
+    return claimed;
+}
+
+/* Blocks up to block seconds on the queues with room (bkeys: "BRPOP" and
+ * nb - 1 keys, one slot spare), then claims the job popped from a limited
+ * queue. 1 with *out filled, 0 for none, or an error. */
+static int
+block_fetch(ent_state *E, dray_ctx *ctx, const char *const *keys, size_t n, const scratch *sc,
+            const char *index, const char *token, const char **bkeys, size_t nb, double block,
+            dray_unit *out)
+{
+    char tbuf[32];
+    snprintf(tbuf, sizeof tbuf, "%.3f", block > 0.01 ? block : 0.01);
+    bkeys[nb++] = tbuf;
+    redisReply *r;
+    int rc = H->redis(ctx, &r, (int)nb, bkeys, NULL);
+    if (rc) {
+        if (r)
+            freeReplyObject(r);
+        return rc;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        freeReplyObject(r);
+        return 0; /* timed out */
+    }
+    const char *key = r->element[0]->str;
+    size_t j;
+    for (j = 0; j < n && strcmp(keys[j], key); j++)
+        ;
+    const ent_limiter *L = j < n ? sc->lims[j] : NULL;
+    if (L) {
+        int c = claim(E, ctx, key, r->element[1], sc, j, index, token);
+        if (c <= 0) {
+            freeReplyObject(r);
+            return c;
+        }
+    }
+    rc = take(ctx, key, r->element[1], L, token, out);
+    freeReplyObject(r);
+    return rc;
+}
+
+static int
+fetch_with(ent_state *E, dray_ctx *ctx, const char *const *keys, size_t n, double timeout_s,
+           dray_unit *out, scratch *sc)
+{
+    char index[ENT_KEY_BYTES], token[ENT_TOKEN_BYTES], nbuf[16];
+    ent__rand_hex(token, 12);
+    snprintf(nbuf, sizeof nbuf, "%zu", n);
+    if (ent__key(index, sizeof index, ctx, "ent:limiters", NULL))
+        return DRAY_EINVAL;
+    size_t argc;
+    const char **argv = try_argv(E, ctx, keys, n, sc, index, nbuf, token, &argc);
+    if (!argv)
+        return DRAY_ENOMEM;
     redisReply *r;
     int rc = H->eval(ctx, E->s_fetch_try, &r, (int)(2 * n + 1), (int)argc, argv, NULL);
     free(argv);
@@ -268,7 +353,7 @@ fetch_with(ent_state *E, dray_ctx *ctx, const char *const *keys, size_t n, doubl
     }
     long long got = r->element[0]->integer;
     if (got > 0 && (size_t)got <= n && r->element[1]->type == REDIS_REPLY_STRING) {
-        rc = take(ctx, keys[got - 1], r->element[1], lims[got - 1], token, out);
+        rc = take(ctx, keys[got - 1], r->element[1], sc->lims[got - 1], token, out);
         freeReplyObject(r);
         return rc;
     }
@@ -293,51 +378,7 @@ fetch_with(ent_state *E, dray_ctx *ctx, const char *const *keys, size_t n, doubl
         nap(s < 0.005 ? 0.005 : s);
         return 0;
     }
-    char tbuf[32];
-    snprintf(tbuf, sizeof tbuf, "%.3f", block > 0.01 ? block : 0.01);
-    bkeys[nb++] = tbuf;
-    rc = H->redis(ctx, &r, (int)nb, bkeys, NULL);
-    if (rc) {
-        if (r)
-            freeReplyObject(r);
-        return rc;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-        freeReplyObject(r);
-        return 0; /* timed out */
-    }
-    const char *key = r->element[0]->str;
-    size_t j;
-    for (j = 0; j < n && strcmp(keys[j], key); j++)
-        ;
-    const ent_limiter *L = j < n ? lims[j] : NULL;
-    if (L) {
-        const redisReply *job = r->element[1];
-        const char *cargv[11] = {key,        bases[j],   index,      job->str,
-                                 args[j][0], args[j][1], args[j][2], args[j][3],
-                                 args[j][4], args[j][5], token};
-        size_t clens[11];
-        for (int k = 0; k < 11; k++)
-            clens[k] = k == 3 ? job->len : strlen(cargv[k]);
-        redisReply *c;
-        rc = H->eval(ctx, E->s_fetch_claim, &c, 3, 11, cargv, clens);
-        int claimed = !rc && c->type == REDIS_REPLY_INTEGER && c->integer == 1;
-        if (c)
-            freeReplyObject(c);
-        if (rc) {
-            H->log(ent__M, DRAY_LOG_ERROR, "cannot claim a job of queue %s (%s); payload: %.*s",
-                   queue_name(ctx, key), H->redis_errstr(ctx), (int)job->len, job->str);
-            freeReplyObject(r);
-            return rc;
-        }
-        if (!claimed) {
-            freeReplyObject(r); /* the limit filled up meanwhile: it went back to the head */
-            return 0;
-        }
-    }
-    rc = take(ctx, key, r->element[1], L, token, out);
-    freeReplyObject(r);
-    return rc;
+    return block_fetch(E, ctx, keys, n, sc, index, token, bkeys, nb, block, out);
 }
 
 static int

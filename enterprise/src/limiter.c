@@ -147,11 +147,7 @@ type_name(int t)
     }
 }
 
-typedef struct parse_ctx {
-    ent_state *E;
-    char *err;
-    size_t errlen;
-} parse_ctx;
+typedef ent_parse_ctx parse_ctx;
 
 #define LERR(...)                                                                                  \
     do {                                                                                           \
@@ -170,6 +166,110 @@ add_list(char ***v, size_t *n, const char *csv)
     for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
         if (!ent__strv_has(*v, *n, t) && ent__strv_add(v, n, t))
             return -1;
+    return 0;
+}
+
+#define WHY_BYTES 300 /* a limiter line's reason, quoted with the line by LERR */
+/* Writes a reason into why (WHY_BYTES) and is -1: a step's refusal. */
+#define WHY(...) (snprintf(why, WHY_BYTES, __VA_ARGS__), -1)
+
+/* The TYPE and LIMIT words (w[1], w[2]; w[2] is cut at its '/') into *L.
+ * 0, or -1 with the reason in why. */
+static int
+lim_kind(ent_limiter *L, char **w, char *why)
+{
+    if (!strcmp(w[1], "concurrent"))
+        L->type = ENT_LIM_CONCURRENT;
+    else if (!strcmp(w[1], "bucket"))
+        L->type = ENT_LIM_BUCKET;
+    else if (!strcmp(w[1], "window"))
+        L->type = ENT_LIM_WINDOW;
+    else if (!strcmp(w[1], "leaky"))
+        L->type = ENT_LIM_LEAKY;
+    else
+        return WHY("unknown type '%s' (concurrent, bucket, window or leaky)", w[1]);
+    char *slash = strchr(w[2], '/');
+    if (L->type == ENT_LIM_CONCURRENT) {
+        if (slash || ent__long(w[2], 1, 1000000, &L->limit))
+            return WHY("concurrent limit '%s' must be a whole number 1-1000000", w[2]);
+    } else {
+        if (!slash)
+            return WHY("%s limit '%s' must be COUNT/INTERVAL (e.g. 10/minute, 100/90s)", w[1],
+                       w[2]);
+        *slash = '\0';
+        if (ent__long(w[2], 1, 1000000, &L->limit))
+            return WHY("%s count '%s' must be a whole number 1-1000000", w[1], w[2]);
+        if (L->type == ENT_LIM_BUCKET) {
+            if (strcmp(slash + 1, "second") && strcmp(slash + 1, "minute") &&
+                strcmp(slash + 1, "hour") && strcmp(slash + 1, "day"))
+                return WHY(
+                    "bucket interval '%s' must be second, minute, hour or day (wall-clock, UTC)",
+                    slash + 1);
+        }
+        if (ent__duration(slash + 1, &L->interval) || L->interval < 0.001)
+            return WHY("interval '%s' is not a duration (90, 90s, 5m, 1h, 1d, minute...)",
+                       slash + 1);
+    }
+    return 0;
+}
+
+/* One option=value word (cut at its '=') into *L. 0, or -1 with the reason
+ * in why. */
+static int
+lim_option(ent_limiter *L, char *word, char *why)
+{
+    char *eq = strchr(word, '=');
+    if (!eq || eq == word || !eq[1])
+        return WHY("option '%s' is not name=value", word);
+    *eq = '\0';
+    const char *o = word, *v = eq + 1;
+    double d;
+    if (!strcmp(o, "class")) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", v);
+        char *save = NULL;
+        for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            if (!ent__class_ok(t))
+                return WHY("class '%s' is not a job class name", t);
+        if (add_list(&L->classes, &L->nclasses, v))
+            return WHY("out of memory");
+    } else if (!strcmp(o, "queue")) {
+        if (L->dynamic)
+            return WHY("a per-job limiter ({argN}) cannot limit a queue: queues are limited before "
+                       "any "
+                       "job is read");
+        if (add_list(&L->queues, &L->nqueues, v))
+            return WHY("out of memory");
+    } else if (!strcmp(o, "wait") || !strcmp(o, "wait_timeout")) {
+        if (ent__duration(v, &d) || d > 3600)
+            return WHY("wait '%s' is not a duration up to 1h", v);
+        L->wait = d;
+    } else if (!strcmp(o, "lock_timeout")) {
+        if (L->type != ENT_LIM_CONCURRENT)
+            return WHY("lock_timeout applies to concurrent limiters only");
+        if (ent__duration(v, &d) || d < 0.01)
+            return WHY("lock_timeout '%s' is not a positive duration", v);
+        L->lock_timeout = d;
+    } else if (!strcmp(o, "reschedule")) {
+        if (ent__long(v, 0, 1000000, &L->reschedule))
+            return WHY("reschedule '%s' must be a whole number (0: fail at once)", v);
+    } else if (!strcmp(o, "backoff")) {
+        if (ent__duration(v, &d))
+            return WHY("backoff '%s' is not a duration", v);
+        L->backoff = d;
+    } else if (!strcmp(o, "backoff_max")) {
+        if (ent__duration(v, &d))
+            return WHY("backoff_max '%s' is not a duration", v);
+        L->backoff_max = d;
+    } else if (!strcmp(o, "ttl")) {
+        if (ent__duration(v, &d) || d < 60)
+            return WHY("ttl '%s' is not a duration of at least 60s", v);
+        L->ttl = (long)d;
+    } else {
+        return WHY("unknown option '%s' (class, queue, wait, lock_timeout, reschedule, backoff, "
+                   "backoff_max, ttl)",
+                   o);
+    }
     return 0;
 }
 
@@ -195,93 +295,16 @@ parse_limiter(const char *key, const char *line, void *ud)
         if (!strcmp(E->lim[i].name, w[0]))
             LERR("limiter '%s' is defined twice", w[0]);
     L.dynamic = strchr(w[0], '{') != NULL;
-    if (!strcmp(w[1], "concurrent"))
-        L.type = ENT_LIM_CONCURRENT;
-    else if (!strcmp(w[1], "bucket"))
-        L.type = ENT_LIM_BUCKET;
-    else if (!strcmp(w[1], "window"))
-        L.type = ENT_LIM_WINDOW;
-    else if (!strcmp(w[1], "leaky"))
-        L.type = ENT_LIM_LEAKY;
-    else
-        LERR("unknown type '%s' (concurrent, bucket, window or leaky)", w[1]);
-    char *slash = strchr(w[2], '/');
-    if (L.type == ENT_LIM_CONCURRENT) {
-        if (slash || ent__long(w[2], 1, 1000000, &L.limit))
-            LERR("concurrent limit '%s' must be a whole number 1-1000000", w[2]);
-    } else {
-        if (!slash)
-            LERR("%s limit '%s' must be COUNT/INTERVAL (e.g. 10/minute, 100/90s)", w[1], w[2]);
-        *slash = '\0';
-        if (ent__long(w[2], 1, 1000000, &L.limit))
-            LERR("%s count '%s' must be a whole number 1-1000000", w[1], w[2]);
-        if (L.type == ENT_LIM_BUCKET) {
-            if (strcmp(slash + 1, "second") && strcmp(slash + 1, "minute") &&
-                strcmp(slash + 1, "hour") && strcmp(slash + 1, "day"))
-                LERR("bucket interval '%s' must be second, minute, hour or day (wall-clock, UTC)",
-                     slash + 1);
-        }
-        if (ent__duration(slash + 1, &L.interval) || L.interval < 0.001)
-            LERR("interval '%s' is not a duration (90, 90s, 5m, 1h, 1d, minute...)", slash + 1);
-    }
+    char why[WHY_BYTES];
+    if (lim_kind(&L, w, why))
+        LERR("%s", why);
     L.lock_timeout = DEFAULT_LOCK_TIMEOUT;
     L.reschedule = DEFAULT_RESCHEDULE;
     L.backoff = DEFAULT_BACKOFF;
     L.ttl = DEFAULT_TTL;
-    for (int i = 3; i < n; i++) {
-        char *eq = strchr(w[i], '=');
-        if (!eq || eq == w[i] || !eq[1])
-            LERR("option '%s' is not name=value", w[i]);
-        *eq = '\0';
-        const char *o = w[i], *v = eq + 1;
-        double d;
-        if (!strcmp(o, "class")) {
-            char buf[1024];
-            snprintf(buf, sizeof buf, "%s", v);
-            char *save = NULL;
-            for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
-                if (!ent__class_ok(t))
-                    LERR("class '%s' is not a job class name", t);
-            if (add_list(&L.classes, &L.nclasses, v))
-                LERR("out of memory");
-        } else if (!strcmp(o, "queue")) {
-            if (L.dynamic)
-                LERR("a per-job limiter ({argN}) cannot limit a queue: queues are limited before "
-                     "any "
-                     "job is read");
-            if (add_list(&L.queues, &L.nqueues, v))
-                LERR("out of memory");
-        } else if (!strcmp(o, "wait") || !strcmp(o, "wait_timeout")) {
-            if (ent__duration(v, &d) || d > 3600)
-                LERR("wait '%s' is not a duration up to 1h", v);
-            L.wait = d;
-        } else if (!strcmp(o, "lock_timeout")) {
-            if (L.type != ENT_LIM_CONCURRENT)
-                LERR("lock_timeout applies to concurrent limiters only");
-            if (ent__duration(v, &d) || d < 0.01)
-                LERR("lock_timeout '%s' is not a positive duration", v);
-            L.lock_timeout = d;
-        } else if (!strcmp(o, "reschedule")) {
-            if (ent__long(v, 0, 1000000, &L.reschedule))
-                LERR("reschedule '%s' must be a whole number (0: fail at once)", v);
-        } else if (!strcmp(o, "backoff")) {
-            if (ent__duration(v, &d))
-                LERR("backoff '%s' is not a duration", v);
-            L.backoff = d;
-        } else if (!strcmp(o, "backoff_max")) {
-            if (ent__duration(v, &d))
-                LERR("backoff_max '%s' is not a duration", v);
-            L.backoff_max = d;
-        } else if (!strcmp(o, "ttl")) {
-            if (ent__duration(v, &d) || d < 60)
-                LERR("ttl '%s' is not a duration of at least 60s", v);
-            L.ttl = (long)d;
-        } else {
-            LERR("unknown option '%s' (class, queue, wait, lock_timeout, reschedule, backoff, "
-                 "backoff_max, ttl)",
-                 o);
-        }
-    }
+    for (int i = 3; i < n; i++)
+        if (lim_option(&L, w[i], why))
+            LERR("%s", why);
     if (!L.nclasses && !L.nqueues)
         LERR("the limiter applies to nothing: add class=NAME (checked before the handler) or "
              "queue=NAME (checked at fetch time)");
@@ -324,9 +347,9 @@ ent__limits_configure(ent_state *E, char *err, size_t errlen)
             for (size_t j = 0; j < E->nlim; j++)
                 count += ent__strv_has(E->lim[j].classes, E->lim[j].nclasses, k);
             if (count > ENT_MAX_LIMITS_PER_JOB) {
-                snprintf(err, errlen, "setting %s.limiter: class %s has %zu limiters (at most %d)",
-                         ENT_NAME, k, count, ENT_MAX_LIMITS_PER_JOB);
-                return DRAY_ECONFIG;
+                return ent__err(err, errlen, DRAY_ECONFIG,
+                                "setting %s.limiter: class %s has %zu limiters (at most %d)",
+                                ENT_NAME, k, count, ENT_MAX_LIMITS_PER_JOB);
             }
         }
     return 0;
@@ -413,21 +436,19 @@ resolve(const ent_limiter *L, const dray_job *job, char *out, size_t outlen, cha
             else if (json_is_integer(a))
                 snprintf(v, sizeof v, "%" JSON_INTEGER_FORMAT, json_integer_value(a));
             else {
-                snprintf(why, whylen, "limiter %s: argument %d is %s (want a string or an integer)",
-                         L->name, idx, a ? "not a string or integer" : "missing");
-                return -1;
+                return ent__err(why, whylen, -1,
+                                "limiter %s: argument %d is %s (want a string or an integer)",
+                                L->name, idx, a ? "not a string or integer" : "missing");
             }
             size_t vl = strlen(v);
             if (o + vl >= outlen) {
-                snprintf(why, whylen, "limiter %s: name too long", L->name);
-                return -1;
+                return ent__err(why, whylen, -1, "limiter %s: name too long", L->name);
             }
             memcpy(out + o, v, vl);
             o += vl;
         } else {
             if (o + 1 >= outlen) {
-                snprintf(why, whylen, "limiter %s: name too long", L->name);
-                return -1;
+                return ent__err(why, whylen, -1, "limiter %s: name too long", L->name);
             }
             out[o++] = *p++;
         }

@@ -106,43 +106,139 @@ typedef struct parse_ctx {
         goto fail;                                                                                 \
     } while (0)
 
+#define WHY_BYTES 400  /* a periodic line's reason, quoted with the line */
+#define CRON_BYTES 256 /* the cron expression of a line */
+/* Writes a reason into why (WHY_BYTES) and is -1: a step's refusal. */
+#define WHY(...) (snprintf(why, WHY_BYTES, __VA_ARGS__), -1)
+
+/* Splits a periodic line into its cron expression (into cron, CRON_BYTES)
+ * and the words after it (*w: ent__words's block, the caller frees it; *n
+ * of them, the class at *first). 0, or -1 with the reason in why. */
+static int
+split_line(const char *line, char *cron, char ***w, int *n, int *first, char *why)
+{
+    const char *bar = strchr(line, '|');
+    if (bar) {
+        size_t cl = (size_t)(bar - line);
+        if (cl >= CRON_BYTES)
+            return WHY("cron expression too long");
+        memcpy(cron, line, cl);
+        cron[cl] = '\0';
+        *n = ent__words(bar + 1, "args", w);
+        *first = 0;
+    } else {
+        *n = ent__words(line, "args", w);
+        if (*n < 0)
+            return WHY("out of memory");
+        *first = *n > 0 && (*w)[0][0] == '@' ? 1 : 5;
+        if (*n <= *first)
+            return WHY("want CRON CLASS [name=N] [queue=Q] [tz=ZONE] [retry=N] [encrypt=yes] "
+                       "[args=JSON], e.g. '*/5 * * * * Cleanup queue=low' or '@hourly | Report'");
+        for (int i = 0; i < *first; i++) {
+            size_t cl = strlen(cron);
+            snprintf(cron + cl, CRON_BYTES - cl, "%s%s", i ? " " : "", (*w)[i]);
+        }
+        if (!ent__class_ok((*w)[*first]) &&
+            strspn((*w)[*first], "0123456789*/,-") == strlen((*w)[*first]))
+            return WHY(
+                "cron '%s %s' has 6 fields, but seconds are not supported: use 5 fields (minute "
+                "hour day-of-month month day-of-week)",
+                cron, (*w)[*first]);
+    }
+    return 0;
+}
+
+/* One name=value option word (cut at its '=') into *L; tz= sets *tzname
+ * (borrowed from word). 0, or -1 with the reason in why. */
+static int
+loop_option(ent_loop *L, char *word, const char **tzname, char *why)
+{
+    char *eq = strchr(word, '=');
+    if (!eq || eq == word)
+        return WHY("option '%s' is not name=value", word);
+    *eq = '\0';
+    const char *o = word, *v = eq + 1;
+    if (!strcmp(o, "name")) {
+        if (!loop_name_ok(v))
+            return WHY("loop name '%s' must be 1-%d letters, digits, '_', '-', '.' or ':'", v,
+                       ENT_LOOP_NAME_MAX);
+        free(L->name);
+        if (!(L->name = strdup(v)))
+            return WHY("out of memory");
+    } else if (!strcmp(o, "queue")) {
+        if (!queue_ok(v))
+            return WHY("queue '%s' is not a queue name", v);
+        free(L->queue);
+        if (!(L->queue = strdup(v)))
+            return WHY("out of memory");
+    } else if (!strcmp(o, "tz")) {
+        *tzname = v;
+    } else if (!strcmp(o, "retry")) {
+        long r;
+        json_decref(L->retry);
+        if (!strcmp(v, "true"))
+            L->retry = json_true();
+        else if (!strcmp(v, "false"))
+            L->retry = json_false();
+        else if (!ent__long(v, 0, 1000000, &r))
+            L->retry = json_integer(r);
+        else {
+            L->retry = NULL;
+            return WHY("retry '%s' must be true, false or a whole number", v);
+        }
+    } else if (!strcmp(o, "encrypt")) {
+        if (!strcmp(v, "yes") || !strcmp(v, "true"))
+            L->encrypt = 1;
+        else if (strcmp(v, "no") && strcmp(v, "false"))
+            return WHY("encrypt '%s' must be yes or no", v);
+    } else if (!strcmp(o, "args")) {
+        json_error_t je;
+        json_decref(L->args);
+        L->args = json_loads(v, 0, &je);
+        if (!json_is_array(L->args))
+            return WHY("args '%s' is not a JSON array%s%s", v, L->args ? "" : ": ",
+                       L->args ? "" : je.text);
+    } else {
+        return WHY("unknown option '%s' (name, queue, tz, retry, encrypt, args)", o);
+    }
+    return 0;
+}
+
+/* A loop name stable across restarts and processes, from what the line
+ * says (spec, class, queue, zone, args), into L->name. 0 or -1 (memory). */
+static int
+loop_default_name(ent_loop *L)
+{
+    /* Stable across restarts and processes: from what the line says. */
+    unsigned char h[crypto_hash_sha256_BYTES];
+    char hex[2 * sizeof h + 1], name[ENT_LOOP_NAME_MAX + 1];
+    char *a = json_dumps(L->args, JSON_COMPACT);
+    char basis[1024];
+    snprintf(basis, sizeof basis, "%s|%s|%s|%s|%s", L->spec, L->klass, L->queue,
+             ent__tz_name(L->tz), a ? a : "");
+    free(a);
+    crypto_hash_sha256(h, (const unsigned char *)basis, strlen(basis));
+    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    snprintf(name, sizeof name, "%.80s-%.8s", L->klass, hex);
+    for (char *p = name; *p; p++)
+        if (*p == ':')
+            *p = '.';
+    return (L->name = strdup(name)) ? 0 : -1;
+}
+
 static int
 parse_loop(const char *key, const char *line, void *ud)
 {
     (void)key;
     parse_ctx *pc = ud;
     ent_state *E = pc->E;
-    char why[400] = "", cron[256] = "", **w = NULL;
+    char why[WHY_BYTES] = "", cron[CRON_BYTES] = "", **w = NULL;
     const char *tzname = pc->dflt_tz;
     ent_loop L;
     memset(&L, 0, sizeof L);
-    int n, first; /* words of the class-and-options part; index of the class */
-    const char *bar = strchr(line, '|');
-    if (bar) {
-        size_t cl = (size_t)(bar - line);
-        if (cl >= sizeof cron)
-            PERR("cron expression too long");
-        memcpy(cron, line, cl);
-        cron[cl] = '\0';
-        n = ent__words(bar + 1, "args", &w);
-        first = 0;
-    } else {
-        n = ent__words(line, "args", &w);
-        if (n < 0)
-            PERR("out of memory");
-        first = n > 0 && w[0][0] == '@' ? 1 : 5;
-        if (n <= first)
-            PERR("want CRON CLASS [name=N] [queue=Q] [tz=ZONE] [retry=N] [encrypt=yes] "
-                 "[args=JSON], e.g. '*/5 * * * * Cleanup queue=low' or '@hourly | Report'");
-        for (int i = 0; i < first; i++) {
-            size_t cl = strlen(cron);
-            snprintf(cron + cl, sizeof cron - cl, "%s%s", i ? " " : "", w[i]);
-        }
-        if (!ent__class_ok(w[first]) && strspn(w[first], "0123456789*/,-") == strlen(w[first]))
-            PERR("cron '%s %s' has 6 fields, but seconds are not supported: use 5 fields (minute "
-                 "hour day-of-month month day-of-week)",
-                 cron, w[first]);
-    }
+    int n = 0, first = 0; /* words of the class-and-options part; index of the class */
+    if (split_line(line, cron, &w, &n, &first, why))
+        goto fail;
     if (n < 0)
         PERR("out of memory");
     if (n <= first)
@@ -155,56 +251,9 @@ parse_loop(const char *key, const char *line, void *ud)
     if (!(L.klass = strdup(w[first])) || !(L.spec = strdup(cron)))
         PERR("out of memory");
     L.retry = json_true();
-    for (int i = first + 1; i < n; i++) {
-        char *eq = strchr(w[i], '=');
-        if (!eq || eq == w[i])
-            PERR("option '%s' is not name=value", w[i]);
-        *eq = '\0';
-        const char *o = w[i], *v = eq + 1;
-        if (!strcmp(o, "name")) {
-            if (!loop_name_ok(v))
-                PERR("loop name '%s' must be 1-%d letters, digits, '_', '-', '.' or ':'", v,
-                     ENT_LOOP_NAME_MAX);
-            free(L.name);
-            if (!(L.name = strdup(v)))
-                PERR("out of memory");
-        } else if (!strcmp(o, "queue")) {
-            if (!queue_ok(v))
-                PERR("queue '%s' is not a queue name", v);
-            free(L.queue);
-            if (!(L.queue = strdup(v)))
-                PERR("out of memory");
-        } else if (!strcmp(o, "tz")) {
-            tzname = v;
-        } else if (!strcmp(o, "retry")) {
-            long r;
-            json_decref(L.retry);
-            if (!strcmp(v, "true"))
-                L.retry = json_true();
-            else if (!strcmp(v, "false"))
-                L.retry = json_false();
-            else if (!ent__long(v, 0, 1000000, &r))
-                L.retry = json_integer(r);
-            else {
-                L.retry = NULL;
-                PERR("retry '%s' must be true, false or a whole number", v);
-            }
-        } else if (!strcmp(o, "encrypt")) {
-            if (!strcmp(v, "yes") || !strcmp(v, "true"))
-                L.encrypt = 1;
-            else if (strcmp(v, "no") && strcmp(v, "false"))
-                PERR("encrypt '%s' must be yes or no", v);
-        } else if (!strcmp(o, "args")) {
-            json_error_t je;
-            json_decref(L.args);
-            L.args = json_loads(v, 0, &je);
-            if (!json_is_array(L.args))
-                PERR("args '%s' is not a JSON array%s%s", v, L.args ? "" : ": ",
-                     L.args ? "" : je.text);
-        } else {
-            PERR("unknown option '%s' (name, queue, tz, retry, encrypt, args)", o);
-        }
-    }
+    for (int i = first + 1; i < n; i++)
+        if (loop_option(&L, w[i], &tzname, why))
+            goto fail;
     char tzerr[256];
     if (ent__tz_load(tzname, &L.tz, tzerr, sizeof tzerr))
         PERR("tz: %s", tzerr);
@@ -224,24 +273,8 @@ parse_loop(const char *key, const char *line, void *ud)
         if (json_array_size(L.args) == 0)
             PERR("encrypted periodic job needs args: the last one is the secret bag");
     }
-    if (!L.name) {
-        /* Stable across restarts and processes: from what the line says. */
-        unsigned char h[crypto_hash_sha256_BYTES];
-        char hex[2 * sizeof h + 1], name[ENT_LOOP_NAME_MAX + 1];
-        char *a = json_dumps(L.args, JSON_COMPACT);
-        char basis[1024];
-        snprintf(basis, sizeof basis, "%s|%s|%s|%s|%s", L.spec, L.klass, L.queue,
-                 ent__tz_name(L.tz), a ? a : "");
-        free(a);
-        crypto_hash_sha256(h, (const unsigned char *)basis, strlen(basis));
-        sodium_bin2hex(hex, sizeof hex, h, sizeof h);
-        snprintf(name, sizeof name, "%.80s-%.8s", L.klass, hex);
-        for (char *p = name; *p; p++)
-            if (*p == ':')
-                *p = '.';
-        if (!(L.name = strdup(name)))
-            PERR("out of memory");
-    }
+    if (!L.name && loop_default_name(&L))
+        PERR("out of memory");
     for (size_t i = 0; i < E->nloops; i++)
         if (!strcmp(E->loops[i].name, L.name))
             PERR("loop name '%s' is used twice (give each loop its own name=)", L.name);
@@ -269,15 +302,14 @@ ent__periodic_configure(ent_state *E, char *err, size_t errlen)
         return rc;
     E->backfill = DEFAULT_BACKFILL;
     if (bf && (ent__duration(bf, &E->backfill) || E->backfill > 30.0 * 86400)) {
-        snprintf(err, errlen, "setting %s.backfill '%s': not a duration up to 30 days (0: off)",
-                 ENT_NAME, bf);
-        return DRAY_ECONFIG;
+        return ent__err(err, errlen, DRAY_ECONFIG,
+                        "setting %s.backfill '%s': not a duration up to 30 days (0: off)", ENT_NAME,
+                        bf);
     }
     ent_tz *probe;
     char tzerr[256];
     if (ent__tz_load(tz, &probe, tzerr, sizeof tzerr)) {
-        snprintf(err, errlen, "setting %s.tz: %s", ENT_NAME, tzerr);
-        return DRAY_ECONFIG;
+        return ent__err(err, errlen, DRAY_ECONFIG, "setting %s.tz: %s", ENT_NAME, tzerr);
     }
     ent__tz_free(probe);
     parse_ctx pc = {E, tz, err, errlen};

@@ -4,7 +4,6 @@
  * Thread-safe by construction: no TZ variable, no localtime, no globals. */
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,21 +38,6 @@ struct ent_tz {
     int has_rule; /* the footer rule governs after the last transition */
     tz_rule rule;
 };
-
-static int terr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-terr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---- calendar arithmetic (proleptic Gregorian, no libc time functions) ---- */
 
@@ -406,11 +390,12 @@ ent__tz_load(const char *name, ent_tz **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!name || !name_ok(name))
-        return terr(err, errlen, "time zone '%s' is not a zone name (like Europe/Berlin or UTC)",
-                    name ? name : "");
+        return ent__err(err, errlen, -1,
+                        "time zone '%s' is not a zone name (like Europe/Berlin or UTC)",
+                        name ? name : "");
     ent_tz *tz = calloc(1, sizeof *tz);
     if (!tz)
-        return terr(err, errlen, "out of memory");
+        return ent__err(err, errlen, -1, "out of memory");
     snprintf(tz->name, sizeof tz->name, "%s", name);
     const char *dir = getenv("TZDIR");
     char path[512];
@@ -424,8 +409,10 @@ ent__tz_load(const char *name, ent_tz **out, char *err, size_t errlen)
         }
         free(tz);
         if (e == ENOENT || e == ENOTDIR)
-            return terr(err, errlen, "unknown time zone '%s' (no %s)", name, path);
-        return terr(err, errlen, "time zone '%s': cannot read %s: %s", name, path, strerror(e));
+            return ent__err(err, errlen, -1, "unknown time zone '%s' (no %s)", name, path);
+        char eb[ENT_ERRNO_BYTES];
+        return ent__err(err, errlen, -1, "time zone '%s': cannot read %s: %s", name, path,
+                        ent__syserr(e, eb));
     }
     unsigned char *buf = malloc(ENT_TZ_FILE_MAX);
     size_t n = buf ? fread(buf, 1, ENT_TZ_FILE_MAX, f) : 0;
@@ -434,7 +421,7 @@ ent__tz_load(const char *name, ent_tz **out, char *err, size_t errlen)
     free(buf);
     if (rc) {
         ent__tz_free(tz);
-        return terr(err, errlen, "time zone '%s': %s is not a valid TZif file", name, path);
+        return ent__err(err, errlen, -1, "time zone '%s': %s is not a valid TZif file", name, path);
     }
     *out = tz;
     return 0;

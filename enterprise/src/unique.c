@@ -111,11 +111,7 @@ static const char update_lua[] =
 
 /* ---- settings ------------------------------------------------------------------ */
 
-typedef struct parse_ctx {
-    ent_state *E;
-    char *err;
-    size_t errlen;
-} parse_ctx;
+typedef ent_parse_ctx parse_ctx;
 
 static int
 parse_rule(const char *key, const char *line, void *ud)
@@ -175,8 +171,8 @@ parse_rule(const char *key, const char *line, void *ud)
     }
     free(w);
     if (why[0]) {
-        snprintf(pc->err, pc->errlen, "setting %s.unique '%s': %s", ENT_NAME, line, why);
-        return DRAY_ECONFIG;
+        return ent__err(pc->err, pc->errlen, DRAY_ECONFIG, "setting %s.unique '%s': %s", ENT_NAME,
+                        line, why);
     }
     return 0;
 }

@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,16 +16,6 @@
 
 #define DAY INT64_C(86400)
 #define HOUR INT64_C(3600)
-
-/* snprintf whose truncation is expected (messages are bounded). */
-__attribute__((format(printf, 3, 4))) static void
-fmt(char *buf, size_t size, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    vsnprintf(buf, size, f, ap);
-    va_end(ap);
-}
 
 static double
 mono(void)
@@ -53,13 +42,13 @@ redis_clock(dray_license_gate *g, dray_ctx *ctx, long long wait_s, double *out, 
     const dray_host *H = g->host;
     double deadline = mono() + (double)wait_s;
     int logged = 0;
-    fmt(why, size, "no Redis context");
+    dray__license_fail(why, size, "no Redis context");
     for (;;) {
         int rc = ctx ? H->redis_time(ctx, out) : -1;
         if (rc == 0)
             return 0;
         if (ctx)
-            fmt(why, size, "%s: %s", H->strerror(rc), H->redis_errstr(ctx));
+            dray__license_fail(why, size, "%s: %s", H->strerror(rc), H->redis_errstr(ctx));
         if (!ctx || mono() >= deadline)
             return rc ? rc : -1;
         if (!logged) {
@@ -78,7 +67,7 @@ redis_clock(dray_license_gate *g, dray_ctx *ctx, long long wait_s, double *out, 
 static void
 fleet_key(const dray_license_gate *g, dray_ctx *ctx, char *out, size_t size)
 {
-    fmt(out, size, "%sdray:license:%s", g->host->ns(ctx), g->info.lid);
+    dray__license_fail(out, size, "%sdray:license:%s", g->host->ns(ctx), g->info.lid);
 }
 
 /* The newest process record of this license, 0 when none (or unreadable). */
@@ -149,6 +138,101 @@ plausible(double t)
     return t >= (double)DRAY_LICENSE_MIN_TIME && t <= (double)DRAY_LICENSE_MAX_TIME;
 }
 
+/* The time the license is judged by: the later of this machine's clock
+ * (*local) and Redis's (*rt, when *have_rt), and Redis's is required outside
+ * check mode (no job runs without Redis anyway). 0 with *now set, or
+ * DRAY_ELICENSE with the reason set on the module. */
+static int
+gate_clock(dray_license_gate *g, dray_ctx *lc, int check, long long wait, double *now,
+           double *local, double *rt, int *have_rt)
+{
+    const dray_host *H = g->host;
+    char why[256];
+    *local = H->now();
+    *rt = 0;
+    *have_rt = redis_clock(g, lc, check ? 0 : wait, rt, why, sizeof why) == 0;
+    if (!*have_rt && !check) {
+        H->set_error(g->mod,
+                     "cannot judge the license: Redis's clock is unreachable (%s) after "
+                     "%lld s; the license is judged by the later of this machine's clock "
+                     "and Redis's, and no job runs without Redis: start again once Redis "
+                     "answers (setting %s.license_wait is the wait)",
+                     why, wait, g->name);
+        return DRAY_ELICENSE;
+    }
+    if (*have_rt && !plausible(*rt)) {
+        H->set_error(g->mod,
+                     "cannot judge the license: Redis's clock reads %.0f, not a plausible "
+                     "date; fix the Redis server's clock",
+                     *rt);
+        return DRAY_ELICENSE;
+    }
+    *now = *have_rt && *rt > *local ? *rt : *local;
+    if (!plausible(*now)) {
+        H->set_error(g->mod,
+                     "cannot judge the license: this machine's clock reads %.0f, not a "
+                     "plausible date; fix the system clock",
+                     *now);
+        return DRAY_ELICENSE;
+    }
+    return 0;
+}
+
+/* Fleet continuity for a lapsed key: it loads, loudly, for a bounded time,
+ * in a fleet that ran with it recently (a restart, a drain, a new replica);
+ * a new deployment is refused. Sets g->continuity when it applies; until
+ * gets the end date and seen_txt (seen_len bytes) the reason. */
+static void
+gate_continuity(dray_license_gate *g, dray_ctx *lc, int64_t now,
+                char until[DRAY__LICENSE_DATE_BYTES], char *seen_txt, size_t seen_len)
+{
+    int64_t end = g->info.grace_end + DRAY_LICENSE_FLEET_DAYS * DAY;
+    int64_t seen = fleet_last_seen(g, lc);
+    int64_t ago = now - seen;
+    dray__license_format_date(end, until);
+    if (now <= end && seen > 0 && ago <= DRAY_LICENSE_FLEET_SEEN_HOURS * HOUR) {
+        g->continuity = 1;
+        dray__license_fail(seen_txt, seen_len, "%" PRId64 " min ago", ago > 0 ? ago / 60 : 0);
+    } else if (now > end) {
+        dray__license_fail(seen_txt, seen_len, "fleet continuity ended %s", until);
+    } else {
+        dray__license_fail(seen_txt, seen_len,
+                           "no process ran with it against this Redis in the last %d h",
+                           DRAY_LICENSE_FLEET_SEEN_HOURS);
+    }
+}
+
+/* Accepts the judged key: status and log line on the module, the next
+ * warning times, and (outside check mode) the fleet record. Cannot fail. */
+static void
+gate_accept(dray_license_gate *g, dray_ctx *lc, int check, int64_t now, const char *msg,
+            const char *clock_note, const char *until, const char *seen_txt)
+{
+    const dray_host *H = g->host;
+    if (g->continuity)
+        dray__license_fail(
+            g->msg, sizeof g->msg,
+            "%s%s; LOADED ANYWAY under fleet continuity until %s (a process ran with this "
+            "license against this Redis %s); new deployments are refused: renew the "
+            "license key now",
+            msg, clock_note, until, seen_txt);
+    else
+        dray__license_fail(g->msg, sizeof g->msg, "%s%s", msg, clock_note);
+    H->set_status(g->mod, "%s", g->msg);
+    if (g->continuity || g->info.state == DRAY_LICENSE_GRACE)
+        H->log(g->mod, DRAY_LOG_ERROR, "%s", g->msg);
+    else if (g->info.state == DRAY_LICENSE_EXPIRING)
+        H->log(g->mod, DRAY_LOG_WARN, "%s", g->msg);
+    g->logged = g->info.state;
+    g->next_warn = now + (g->info.state == DRAY_LICENSE_EXPIRING ? DAY : HOUR);
+    if (!check && lc)
+        warn_procs(g, fleet_record(g, lc, now));
+    g->next_procs_warn = now + HOUR;
+}
+
+/* The init gate (license_gate.h): judge mod's key for tier need by the
+ * later of the local and Redis clocks; 0 (loaded, maybe under fleet
+ * continuity) or a DRAY_E* code with the refusal set on the module. */
 int
 dray_license_gate_open(dray_license_gate *g, const dray_host *host, dray_module *mod,
                        const char *name, dray_license_tier need)
@@ -169,71 +253,30 @@ dray_license_gate_open(dray_license_gate *g, const dray_host *host, dray_module 
         (rc = H->config_int(mod, "license_wait", DRAY_LICENSE_REDIS_WAIT, 0, 86400, &wait)))
         return rc;
 
-    /* The time: the later of this machine's clock and Redis's, and Redis's
-     * is required outside check mode (no job runs without Redis anyway). */
-    double local = H->now(), rt = 0;
-    char why[256];
+    double local, rt, now;
+    int have_rt;
     dray_ctx *lc = H->load_ctx(mod);
-    int have_rt = redis_clock(g, lc, check ? 0 : wait, &rt, why, sizeof why) == 0;
-    if (!have_rt && !check) {
-        H->set_error(mod,
-                     "cannot judge the license: Redis's clock is unreachable (%s) after "
-                     "%lld s; the license is judged by the later of this machine's clock "
-                     "and Redis's, and no job runs without Redis: start again once Redis "
-                     "answers (setting %s.license_wait is the wait)",
-                     why, wait, name);
-        return DRAY_ELICENSE;
-    }
-    if (have_rt && !plausible(rt)) {
-        H->set_error(mod,
-                     "cannot judge the license: Redis's clock reads %.0f, not a plausible "
-                     "date; fix the Redis server's clock",
-                     rt);
-        return DRAY_ELICENSE;
-    }
-    double now = have_rt && rt > local ? rt : local;
-    if (!plausible(now)) {
-        H->set_error(mod,
-                     "cannot judge the license: this machine's clock reads %.0f, not a "
-                     "plausible date; fix the system clock",
-                     now);
-        return DRAY_ELICENSE;
-    }
+    if ((rc = gate_clock(g, lc, check, wait, &now, &local, &rt, &have_rt)))
+        return rc;
 
     int lrc = judge(g, (int64_t)now, &g->info);
     char until[16] = "", seen_txt[64] = "";
-    if (lrc == DRAY_ELIC_LAPSED && g->info.tier < need) {
+    if (lrc == DRAY_ELIC_LAPSED && g->info.tier < need)
         lrc = DRAY_ELIC_WRONG_TIER;
-    } else if (lrc == DRAY_ELIC_LAPSED && lc) {
-        /* Fleet continuity: a lapsed key loads, loudly, for a bounded time,
-         * in a fleet that ran with it recently (a restart, a drain, a new
-         * replica); a new deployment is refused. */
-        int64_t end = g->info.grace_end + DRAY_LICENSE_FLEET_DAYS * DAY;
-        int64_t seen = fleet_last_seen(g, lc);
-        int64_t ago = (int64_t)now - seen;
-        dray__license_format_date(end, until);
-        if ((int64_t)now <= end && seen > 0 && ago <= DRAY_LICENSE_FLEET_SEEN_HOURS * HOUR) {
-            g->continuity = 1;
-            fmt(seen_txt, sizeof seen_txt, "%" PRId64 " min ago", ago > 0 ? ago / 60 : 0);
-        } else if ((int64_t)now > end) {
-            fmt(seen_txt, sizeof seen_txt, "fleet continuity ended %s", until);
-        } else {
-            fmt(seen_txt, sizeof seen_txt,
-                "no process ran with it against this Redis in the last %d h",
-                DRAY_LICENSE_FLEET_SEEN_HOURS);
-        }
-    }
+    else if (lrc == DRAY_ELIC_LAPSED && lc)
+        gate_continuity(g, lc, (int64_t)now, until, seen_txt, sizeof seen_txt);
     char msg[DRAY_LICENSE_MSG_BYTES], clock_note[128] = "";
     dray_license_describe(g->continuity ? DRAY_ELIC_LAPSED : lrc, &g->info, msg, sizeof msg);
     if (have_rt && rt > local + DRAY_LICENSE_CLOCK_SKEW) {
         dray_license_info at_local;
         int local_rc = judge(g, (int64_t)local, &at_local);
         if (local_rc != lrc || at_local.state != g->info.state || g->continuity)
-            fmt(clock_note, sizeof clock_note,
-                " (judged by Redis's clock, %.0f s ahead of this machine's)", rt - local);
+            dray__license_fail(clock_note, sizeof clock_note,
+                               " (judged by Redis's clock, %.0f s ahead of this machine's)",
+                               rt - local);
     } else if (!have_rt) {
-        fmt(clock_note, sizeof clock_note,
-            " (Redis unreachable: judged by this machine's clock only)");
+        dray__license_fail(clock_note, sizeof clock_note,
+                           " (Redis unreachable: judged by this machine's clock only)");
     }
     if (lrc && !g->continuity) {
         if (lrc == DRAY_ELIC_LAPSED)
@@ -243,24 +286,7 @@ dray_license_gate_open(dray_license_gate *g, const dray_host *host, dray_module 
             H->set_error(mod, "%s%s (key from %s)", msg, clock_note, origin);
         return DRAY_ELICENSE;
     }
-    if (g->continuity)
-        fmt(g->msg, sizeof g->msg,
-            "%s%s; LOADED ANYWAY under fleet continuity until %s (a process ran with this "
-            "license against this Redis %s); new deployments are refused: renew the "
-            "license key now",
-            msg, clock_note, until, seen_txt);
-    else
-        fmt(g->msg, sizeof g->msg, "%s%s", msg, clock_note);
-    H->set_status(mod, "%s", g->msg);
-    if (g->continuity || g->info.state == DRAY_LICENSE_GRACE)
-        H->log(mod, DRAY_LOG_ERROR, "%s", g->msg);
-    else if (g->info.state == DRAY_LICENSE_EXPIRING)
-        H->log(mod, DRAY_LOG_WARN, "%s", g->msg);
-    g->logged = g->info.state;
-    g->next_warn = (int64_t)now + (g->info.state == DRAY_LICENSE_EXPIRING ? DAY : HOUR);
-    if (!check && lc)
-        warn_procs(g, fleet_record(g, lc, (int64_t)now));
-    g->next_procs_warn = (int64_t)now + HOUR;
+    gate_accept(g, lc, check, (int64_t)now, msg, clock_note, until, seen_txt);
     return 0;
 }
 

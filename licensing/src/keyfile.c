@@ -12,7 +12,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,22 +29,6 @@
 #define OPS_MAX 64                  /* refuse files that would make us spin for minutes */
 #define MEM_MAX (UINT64_C(4) << 30) /* ... or allocate more than 4 GiB */
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 void
 dray__license_kid(const unsigned char pk[DRAY_LICENSE_PK_BYTES], char kid[DRAY_LICENSE_KID_BYTES])
 {
@@ -61,13 +44,15 @@ slurp(const char *path, char *buf, size_t cap, size_t *len, char *err, size_t er
 {
     FILE *f = fopen(path, "rb");
     size_t n;
+    char eb[DRAY__LICENSE_ERRNO_BYTES];
 
     if (f == NULL)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return dray__license_fail(err, errlen, "%s: %s", path, dray__license_syserr(errno, eb));
     n = fread(buf, 1, cap - 1, f);
     if (ferror(f) || !feof(f)) {
         fclose(f);
-        return fail(err, errlen, "%s: unreadable or larger than %zu bytes", path, cap - 1);
+        return dray__license_fail(err, errlen, "%s: unreadable or larger than %zu bytes", path,
+                                  cap - 1);
     }
     fclose(f);
     buf[n] = '\0';
@@ -94,21 +79,21 @@ decode_keyfile(const char *path, const char *text, unsigned char *bin, size_t ca
             s++;
         if (n > s && strncmp(line, "untrusted comment:", 18) != 0 && line[s] != '#') {
             if (b64 != NULL)
-                return fail(err, errlen, "%s: more than one key line", path);
+                return dray__license_fail(err, errlen, "%s: more than one key line", path);
             b64 = line + s;
             b64_len = n - s;
         }
         line = nl ? nl + 1 : line + strlen(line);
     }
     if (b64 == NULL)
-        return fail(err, errlen, "%s: no key line", path);
+        return dray__license_fail(err, errlen, "%s: no key line", path);
     /* libsodium 1.0.18 would decode bytes >= 0x80 as digits: check the alphabet. */
     if (strspn(b64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") < b64_len)
-        return fail(err, errlen, "%s: key line is not valid base64", path);
+        return dray__license_fail(err, errlen, "%s: key line is not valid base64", path);
     if (sodium_base642bin(bin, cap, b64, b64_len, NULL, bin_len, &end,
                           sodium_base64_VARIANT_ORIGINAL) != 0 ||
         end != b64 + b64_len)
-        return fail(err, errlen, "%s: key line is not valid base64", path);
+        return dray__license_fail(err, errlen, "%s: key line is not valid base64", path);
     return 0;
 }
 
@@ -124,8 +109,9 @@ dray__license_read_pub(const char *path, unsigned char pk[DRAY_LICENSE_PK_BYTES]
         decode_keyfile(path, text, bin, sizeof bin, &n, err, errlen) != 0)
         return -1;
     if (n != DRAY_LICENSE_PK_BYTES)
-        return fail(err, errlen, "%s: not a dray-license public key (%zu bytes, want %d)", path, n,
-                    DRAY_LICENSE_PK_BYTES);
+        return dray__license_fail(err, errlen,
+                                  "%s: not a dray-license public key (%zu bytes, want %d)", path, n,
+                                  DRAY_LICENSE_PK_BYTES);
     memcpy(pk, bin, DRAY_LICENSE_PK_BYTES);
     return 0;
 }
@@ -199,34 +185,37 @@ dray__license_keygen(const char *dir, const char *name, const char *pass, size_t
     char keypath[4096], pubpath[4096];
     char blob64[sodium_base64_ENCODED_LEN(BLOB_BYTES, sodium_base64_VARIANT_ORIGINAL)];
     char pk64[sodium_base64_ENCODED_LEN(DRAY_LICENSE_PK_BYTES, sodium_base64_VARIANT_ORIGINAL)];
-    char text[1024];
+    char text[1024], eb[DRAY__LICENSE_ERRNO_BYTES];
     int kfd = -1, pfd = -1, rc = -1, n;
     const uint64_t ops = crypto_pwhash_OPSLIMIT_INTERACTIVE;
     const uint64_t mem = crypto_pwhash_MEMLIMIT_INTERACTIVE;
 
     if (!valid_name(name))
-        return fail(err, errlen,
-                    "key name must be 1-64 of [A-Za-z0-9._-], not starting with . or -");
+        return dray__license_fail(
+            err, errlen, "key name must be 1-64 of [A-Za-z0-9._-], not starting with . or -");
     if (passlen == 0)
-        return fail(err, errlen, "empty passphrase");
+        return dray__license_fail(err, errlen, "empty passphrase");
     if (sodium_init() < 0)
-        return fail(err, errlen, "libsodium failed to initialise");
+        return dray__license_fail(err, errlen, "libsodium failed to initialise");
     if ((size_t)snprintf(keypath, sizeof keypath, "%s/%s.key", dir, name) >= sizeof keypath ||
         (size_t)snprintf(pubpath, sizeof pubpath, "%s/%s.pub", dir, name) >= sizeof pubpath)
-        return fail(err, errlen, "path too long");
+        return dray__license_fail(err, errlen, "path too long");
 
     kfd = open(keypath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (kfd < 0)
-        return fail(err, errlen, "%s: %s%s", keypath, strerror(errno),
-                    errno == EEXIST ? " (refusing to overwrite a key)" : "");
+    if (kfd < 0) {
+        int e = errno;
+        return dray__license_fail(err, errlen, "%s: %s%s", keypath, dray__license_syserr(e, eb),
+                                  e == EEXIST ? " (refusing to overwrite a key)" : "");
+    }
     pfd = open(pubpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (pfd < 0) {
-        fail(err, errlen, "%s: %s%s", pubpath, strerror(errno),
-             errno == EEXIST ? " (refusing to overwrite a key)" : "");
+        int e = errno;
+        dray__license_fail(err, errlen, "%s: %s%s", pubpath, dray__license_syserr(e, eb),
+                           e == EEXIST ? " (refusing to overwrite a key)" : "");
         goto out;
     }
     if (fchmod(kfd, 0600) != 0) {
-        fail(err, errlen, "%s: %s", keypath, strerror(errno));
+        dray__license_fail(err, errlen, "%s: %s", keypath, dray__license_syserr(errno, eb));
         goto out;
     }
 
@@ -239,7 +228,7 @@ dray__license_keygen(const char *dir, const char *name, const char *pass, size_t
     put_u64(p, mem), p += 8;
     randombytes_buf(p, SALT_BYTES);
     if (derive(key, pass, passlen, p, ops, mem) != 0) {
-        fail(err, errlen, "crypto_pwhash failed (out of memory?)");
+        dray__license_fail(err, errlen, "crypto_pwhash failed (out of memory?)");
         goto out;
     }
     p += SALT_BYTES;
@@ -255,14 +244,14 @@ dray__license_keygen(const char *dir, const char *name, const char *pass, size_t
                  name, kid, blob64);
     if (n < 0 || (size_t)n >= sizeof text || write_all(kfd, text, (size_t)n) != 0 ||
         fsync(kfd) != 0) {
-        fail(err, errlen, "%s: write failed", keypath);
+        dray__license_fail(err, errlen, "%s: write failed", keypath);
         goto out;
     }
     n = snprintf(text, sizeof text, "untrusted comment: dray-license public key %s, kid %s\n%s\n",
                  name, kid, pk64);
     if (n < 0 || (size_t)n >= sizeof text || write_all(pfd, text, (size_t)n) != 0 ||
         fsync(pfd) != 0) {
-        fail(err, errlen, "%s: write failed", pubpath);
+        dray__license_fail(err, errlen, "%s: write failed", pubpath);
         goto out;
     }
     rc = 0;
@@ -272,9 +261,9 @@ out:
     sodium_memzero(key, sizeof key);
     sodium_memzero(text, sizeof text);
     if (kfd >= 0 && close(kfd) != 0 && rc == 0)
-        rc = fail(err, errlen, "%s: close failed", keypath);
+        rc = dray__license_fail(err, errlen, "%s: close failed", keypath);
     if (pfd >= 0 && close(pfd) != 0 && rc == 0)
-        rc = fail(err, errlen, "%s: close failed", pubpath);
+        rc = dray__license_fail(err, errlen, "%s: close failed", pubpath);
     if (rc != 0) {
         /* Only remove what this call created. */
         if (kfd >= 0)
@@ -298,21 +287,21 @@ dray__license_read_secret(const char *path, const char *pass, size_t passlen,
     int rc = -1;
 
     if (sodium_init() < 0)
-        return fail(err, errlen, "libsodium failed to initialise");
+        return dray__license_fail(err, errlen, "libsodium failed to initialise");
     if (slurp(path, text, sizeof text, &len, err, errlen) != 0)
         return -1;
     if (decode_keyfile(path, text, bin, sizeof bin, &n, err, errlen) != 0)
         goto out;
     if (n != BLOB_BYTES || memcmp(bin, DRAY__LICENSE_SECRET_MAGIC, 4) != 0 ||
         bin[4] != crypto_pwhash_ALG_ARGON2ID13) {
-        fail(err, errlen, "%s: not a dray-license secret key file", path);
+        dray__license_fail(err, errlen, "%s: not a dray-license secret key file", path);
         goto out;
     }
     ops = get_u64(bin + 8);
     mem = get_u64(bin + 16);
     if (ops < crypto_pwhash_OPSLIMIT_MIN || ops > OPS_MAX || mem < crypto_pwhash_MEMLIMIT_MIN ||
         mem > MEM_MAX) {
-        fail(err, errlen, "%s: unsupported key derivation parameters", path);
+        dray__license_fail(err, errlen, "%s: unsupported key derivation parameters", path);
         goto out;
     }
     salt = bin + 24;
@@ -324,16 +313,16 @@ dray__license_read_secret(const char *path, const char *pass, size_t passlen,
         goto out;
     }
     if (derive(key, pass, passlen, salt, ops, mem) != 0) {
-        fail(err, errlen, "crypto_pwhash failed (out of memory?)");
+        dray__license_fail(err, errlen, "crypto_pwhash failed (out of memory?)");
         goto out;
     }
     if (crypto_secretbox_open_easy(sk, box, BOX_BYTES, nonce, key) != 0) {
-        fail(err, errlen, "%s: wrong passphrase, or the key file is damaged", path);
+        dray__license_fail(err, errlen, "%s: wrong passphrase, or the key file is damaged", path);
         goto out;
     }
     crypto_sign_ed25519_sk_to_pk(check, sk);
     if (sodium_memcmp(check, pk, sizeof check) != 0) {
-        fail(err, errlen, "%s: secret and public halves do not match", path);
+        dray__license_fail(err, errlen, "%s: secret and public halves do not match", path);
         goto out;
     }
     rc = 0;
@@ -375,17 +364,7 @@ dray__license_sign(const unsigned char sk[DRAY__LICENSE_SK_BYTES], const char *p
 static int
 valid_lid(const char *s, size_t n)
 {
-    size_t i;
-
-    if (n == 0 || n > DRAY_LICENSE_LID_MAX)
-        return 0;
-    for (i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '-' || c == '_'))
-            return 0;
-    }
-    return 1;
+    return n <= DRAY_LICENSE_LID_MAX && dray__license_lid_ok(s, n);
 }
 
 int
@@ -395,9 +374,10 @@ dray__license_read_lids(const char *path, dray__license_lid *lids, size_t cap, s
     FILE *f = fopen(path, "r");
     char line[512];
     unsigned lineno = 0;
+    char eb[DRAY__LICENSE_ERRNO_BYTES];
 
     if (f == NULL)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return dray__license_fail(err, errlen, "%s: %s", path, dray__license_syserr(errno, eb));
     while (fgets(line, sizeof line, f) != NULL) {
         char *s = line, *e;
         lineno++;
@@ -412,12 +392,14 @@ dray__license_read_lids(const char *path, dray__license_lid *lids, size_t cap, s
             continue;
         if (!valid_lid(s, (size_t)(e - s))) {
             fclose(f);
-            return fail(err, errlen, "%s:%u: not a license id (1-%d of [A-Za-z0-9_-])", path,
-                        lineno, DRAY_LICENSE_LID_MAX);
+            return dray__license_fail(err, errlen,
+                                      "%s:%u: not a license id (1-%d of [A-Za-z0-9_-])", path,
+                                      lineno, DRAY_LICENSE_LID_MAX);
         }
         if (*n == cap) {
             fclose(f);
-            return fail(err, errlen, "%s:%u: too many revoked ids (limit %zu)", path, lineno, cap);
+            return dray__license_fail(err, errlen, "%s:%u: too many revoked ids (limit %zu)", path,
+                                      lineno, cap);
         }
         memcpy(lids[(*n)++].lid, s, (size_t)(e - s) + 1);
     }

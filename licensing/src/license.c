@@ -124,22 +124,6 @@ is_kid(const char *s, size_t n)
     return 1;
 }
 
-static int
-is_lid(const char *s, size_t n)
-{
-    size_t i;
-
-    if (n == 0)
-        return 0;
-    for (i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '-' || c == '_'))
-            return 0;
-    }
-    return 1;
-}
-
 /* Printable text: jansson has already checked UTF-8 and refused NUL; refuse
  * control characters so a licensee name cannot forge log lines. */
 static int
@@ -243,7 +227,7 @@ parse_fields(json_t *root, dray_license_info *out)
 
     /* Required fields first, in the documented order, so "missing X" names the first. */
     if ((rc = get_str(root, "kid", 1, is_kid, out->kid, sizeof out->kid, out)) != 0 ||
-        (rc = get_str(root, "lid", 1, is_lid, out->lid, sizeof out->lid, out)) != 0 ||
+        (rc = get_str(root, "lid", 1, dray__license_lid_ok, out->lid, sizeof out->lid, out)) != 0 ||
         (rc = get_str(root, "sub", 1, is_nonempty_text, out->sub, sizeof out->sub, out)) != 0 ||
         (rc = get_str(root, "tier", 1, is_nonempty_text, tier, sizeof tier, out)) != 0 ||
         (rc = get_int(root, "iat", 1, 0, DRAY_LICENSE_MAX_TIME, &out->iat, out)) != 0 ||

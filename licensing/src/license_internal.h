@@ -16,6 +16,7 @@
 #define DRAY__LICENSE_DATE_BYTES 11       /* "YYYY-MM-DD" + NUL */
 #define DRAY__LICENSE_ERR_BYTES 256       /* error text of the key-file helpers */
 #define DRAY__LICENSE_SECRET_MAGIC "dLk1" /* secret key file blob version */
+#define DRAY__LICENSE_ERRNO_BYTES 128     /* strerror_r text: glibc's longest is under 60 */
 
 /* A set of trusted keys plus deny-list and build date: what verify runs against. */
 typedef struct dray__license_keyring {
@@ -86,6 +87,17 @@ DRAY_LICENSE_WUR int dray__license_sign(const unsigned char sk[DRAY__LICENSE_SK_
 
 /* message.c */
 
+/* The licensing layer's one error helper: formats into err (truncated,
+ * always NUL-terminated; nothing written when err is NULL or errlen 0) and
+ * returns -1, the layer's failure code. Thread-safe. */
+int dray__license_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Text for errno value e in buf (strerror_r, GNU or XSI flavour), for use
+ * in dray__license_fail messages; returns buf. Thread-safe, cannot fail. */
+const char *dray__license_syserr(int e, char buf[DRAY__LICENSE_ERRNO_BYTES]);
+/* A license id's characters: 1 or more of [A-Za-z0-9_-] over n bytes (the
+ * length limit is the caller's). 1 or 0. */
+int dray__license_lid_ok(const char *s, size_t n);
 /* "YYYY-MM-DD" (UTC) of t into buf. Cannot fail. */
 void dray__license_format_date(int64_t t, char buf[DRAY__LICENSE_DATE_BYTES]);
 /* Parse "YYYY-MM-DD" (midnight UTC) or a decimal Unix time. 0 or -1. */

@@ -3,6 +3,7 @@
  * Names, error texts and the one-line messages users see. Every message says
  * what happened and, for refusals, what to do. None ever contains the key.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +11,47 @@
 #include "license_internal.h"
 
 #define DAY 86400
+
+int
+dray__license_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+const char *
+dray__license_syserr(int e, char buf[DRAY__LICENSE_ERRNO_BYTES])
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    /* GNU strerror_r may return a static string instead of filling buf */
+    const char *s = strerror_r(e, buf, DRAY__LICENSE_ERRNO_BYTES);
+    if (s != buf)
+        snprintf(buf, DRAY__LICENSE_ERRNO_BYTES, "%s", s);
+#else
+    if (strerror_r(e, buf, DRAY__LICENSE_ERRNO_BYTES))
+        snprintf(buf, DRAY__LICENSE_ERRNO_BYTES, "error %d", e);
+#endif
+    return buf;
+}
+
+int
+dray__license_lid_ok(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
 
 const char *
 dray_license_strerror(int code)
@@ -246,50 +288,45 @@ describe_ok(const dray_license_info *in, char *buf, size_t size)
     }
 }
 
-void
-dray_license_describe(int rc, const dray_license_info *info, char *buf, size_t size)
+/* The message for a key that is not usable as text (rc 0 included): 1 with
+ * buf written, 0 when rc is a refusal of a parsed key (describe_refusal). */
+static int
+describe_malformed(int rc, const dray_license_info *in, char *buf, size_t size)
 {
-    char d1[DRAY__LICENSE_DATE_BYTES], d2[DRAY__LICENSE_DATE_BYTES], feats[128];
-    const dray_license_info *in = info;
-    int have = in != NULL && in->verified;
-
-    if (size == 0)
-        return;
-    buf[0] = '\0';
     switch (rc) {
     case 0:
-        if (have)
+        if (in != NULL && in->verified)
             describe_ok(in, buf, size);
         else
             snprintf(buf, size, "%s", dray_license_strerror(rc));
-        return;
+        return 1;
     case DRAY_ELIC_EMPTY:
         snprintf(buf, size,
                  "license key is empty: where it was read from (see \"key from\") holds no "
                  "key; put the key in the license or license_file setting, DRAY_LICENSE or "
                  "DRAY_LICENSE_FILE");
-        return;
+        return 1;
     case DRAY_ELIC_TOOLONG:
         snprintf(buf, size,
                  "license key is too long (over %d characters without whitespace): paste only "
                  "the key",
                  DRAY_LICENSE_MAX_BYTES);
-        return;
+        return 1;
     case DRAY_ELIC_PREFIX:
     case DRAY_ELIC_FIELDS:
     case DRAY_ELIC_PAYLOAD_B64:
     case DRAY_ELIC_SIG_B64:
     case DRAY_ELIC_SIG_LEN:
         snprintf(buf, size, "%s; paste the whole key exactly as issued", dray_license_strerror(rc));
-        return;
+        return 1;
     case DRAY_ELIC_MISSING:
         snprintf(buf, size, "malformed license key: required field \"%s\" is missing",
                  in ? in->field : "?");
-        return;
+        return 1;
     case DRAY_ELIC_FIELD:
         snprintf(buf, size, "malformed license key: field \"%s\" has the wrong type or value",
                  in ? in->field : "?");
-        return;
+        return 1;
     case DRAY_ELIC_UNKNOWN_KID:
         if (in == NULL)
             break;
@@ -299,23 +336,27 @@ dray_license_describe(int rc, const dray_license_info *info, char *buf, size_t s
         else
             snprintf(buf, size, "license key signed by unknown key %s; this build trusts %s",
                      in->kid[0] ? in->kid : "(unreadable)", in->trusted);
-        return;
+        return 1;
     case DRAY_ELIC_BADSIG:
         snprintf(buf, size,
                  "license key signature is invalid%s%s%s: the key was altered or damaged; paste "
                  "it again exactly as issued",
                  in && in->kid[0] ? " (it names key " : "", in && in->kid[0] ? in->kid : "",
                  in && in->kid[0] ? ")" : "");
-        return;
+        return 1;
     default:
         break;
     }
-    if (!have) {
-        snprintf(buf, size, "%s", dray_license_strerror(rc));
-        return;
-    }
+    return 0;
+}
 
-    /* Refusals of a genuine key: name the licensee and the dates. */
+/* The message for refusing a genuine key (in verified): names the licensee
+ * and the dates, into buf. Cannot fail. */
+static void
+describe_refusal(int rc, const dray_license_info *in, char *buf, size_t size)
+{
+    char d1[DRAY__LICENSE_DATE_BYTES], d2[DRAY__LICENSE_DATE_BYTES], feats[128];
+
     switch (rc) {
     case DRAY_ELIC_LAPSED:
         dray__license_format_date(in->exp, d1);
@@ -359,4 +400,21 @@ dray_license_describe(int rc, const dray_license_info *info, char *buf, size_t s
         snprintf(buf, size, "%s", dray_license_strerror(rc));
         return;
     }
+}
+
+void
+dray_license_describe(int rc, const dray_license_info *info, char *buf, size_t size)
+{
+    const dray_license_info *in = info;
+
+    if (size == 0)
+        return;
+    buf[0] = '\0';
+    if (describe_malformed(rc, in, buf, size))
+        return;
+    if (in == NULL || !in->verified) {
+        snprintf(buf, size, "%s", dray_license_strerror(rc));
+        return;
+    }
+    describe_refusal(rc, in, buf, size);
 }

@@ -419,215 +419,290 @@ issue_help(void)
            prog);
 }
 
-static int
-cmd_issue(int argc, char **argv)
-{
-    const char *keypath = NULL, *sub = NULL, *tier_s = NULL, *expires = NULL, *features = NULL;
-    const char *grace_s = NULL, *email = NULL, *note = NULL, *procs_s = NULL, *upd_s = NULL;
-    const char *iat_s = NULL, *lid_s = NULL, *ledger = NULL, *v;
-    int allow_past = 0, dry_run = 0, i, rc = EX_FAIL;
-    dray_license_tier tier;
-    uint32_t feats = 0;
-    int64_t iat, exp = 0, upd = 0, now = (int64_t)time(NULL);
-    long grace = DRAY_LICENSE_DEFAULT_GRACE, procs = 0;
-    unsigned char sk[DRAY__LICENSE_SK_BYTES], pk[DRAY_LICENSE_PK_BYTES], rnd[16];
-    char pass[PASS_MAX], kid[DRAY_LICENSE_KID_BYTES], lid[DRAY_LICENSE_LID_MAX + 1];
-    char err[DRAY__LICENSE_ERR_BYTES], key[KEY_BUF], ledger_buf[4096], sha[65];
-    char d1[DRAY__LICENSE_DATE_BYTES], d2[DRAY__LICENSE_DATE_BYTES];
-    json_t *payload = NULL, *line = NULL, *arr;
-    char *json = NULL;
+#define ISSUE_GO (-1) /* an issue_* step's "carry on"; anything else is the exit status */
 
-    for (i = 1; i < argc; i++) {
+/* Everything `issue` was asked for, parsed and checked. */
+typedef struct issue_args {
+    const char *keypath, *sub, *tier_s, *expires, *features, *grace_s, *email, *note;
+    const char *procs_s, *upd_s, *iat_s, *lid_s, *ledger; /* argv strings (borrowed) */
+    int allow_past, dry_run;
+    dray_license_tier tier;
+    uint32_t feats;
+    int64_t iat, exp, upd, now; /* Unix seconds; exp 0: perpetual, upd 0: none */
+    long grace, procs;          /* grace in days; procs 0: unlimited */
+    char ledger_buf[4096];      /* the default ledger path, when ledger points here */
+} issue_args;
+
+/* Reads issue's options into *a (strings borrowed from argv). ISSUE_GO, 0
+ * after --help, or EX_USAGE with the complaint printed. */
+static int
+issue_parse(int argc, char **argv, issue_args *a)
+{
+    const char *v;
+    for (int i = 1; i < argc; i++) {
         const char **slot = NULL;
         if (is_help(argv[i])) {
             issue_help();
             return 0;
         } else if (strcmp(argv[i], "--allow-past") == 0) {
-            allow_past = 1;
+            a->allow_past = 1;
             continue;
         } else if (strcmp(argv[i], "--dry-run") == 0) {
-            dry_run = 1;
+            a->dry_run = 1;
             continue;
         }
         if (opt(argc, argv, &i, "--key", &v))
-            slot = &keypath;
+            slot = &a->keypath;
         else if (opt(argc, argv, &i, "--sub", &v))
-            slot = &sub;
+            slot = &a->sub;
         else if (opt(argc, argv, &i, "--tier", &v))
-            slot = &tier_s;
+            slot = &a->tier_s;
         else if (opt(argc, argv, &i, "--expires", &v))
-            slot = &expires;
+            slot = &a->expires;
         else if (opt(argc, argv, &i, "--features", &v))
-            slot = &features;
+            slot = &a->features;
         else if (opt(argc, argv, &i, "--grace", &v))
-            slot = &grace_s;
+            slot = &a->grace_s;
         else if (opt(argc, argv, &i, "--email", &v))
-            slot = &email;
+            slot = &a->email;
         else if (opt(argc, argv, &i, "--note", &v))
-            slot = &note;
+            slot = &a->note;
         else if (opt(argc, argv, &i, "--procs", &v))
-            slot = &procs_s;
+            slot = &a->procs_s;
         else if (opt(argc, argv, &i, "--updates-until", &v))
-            slot = &upd_s;
+            slot = &a->upd_s;
         else if (opt(argc, argv, &i, "--issued-at", &v))
-            slot = &iat_s;
+            slot = &a->iat_s;
         else if (opt(argc, argv, &i, "--lid", &v))
-            slot = &lid_s;
+            slot = &a->lid_s;
         else if (opt(argc, argv, &i, "--ledger", &v))
-            slot = &ledger;
+            slot = &a->ledger;
         else
             return usage_error("issue", "unknown argument");
         if (v == NULL)
             return usage_error("issue", "option needs a value");
         *slot = v;
     }
-    if (keypath == NULL || sub == NULL || tier_s == NULL || expires == NULL)
+    return ISSUE_GO;
+}
+
+/* Validates and converts the options in *a (tier, dates, limits, lid).
+ * ISSUE_GO, EX_USAGE with the complaint printed, or EX_FAIL. */
+static int
+issue_check(issue_args *a)
+{
+    char d1[DRAY__LICENSE_DATE_BYTES];
+    if (a->keypath == NULL || a->sub == NULL || a->tier_s == NULL || a->expires == NULL)
         return usage_error("issue", "--key, --sub, --tier and --expires are required");
-    if (sub[0] == '\0' || !valid_text(sub, DRAY_LICENSE_SUB_MAX))
+    if (a->sub[0] == '\0' || !valid_text(a->sub, DRAY_LICENSE_SUB_MAX))
         return usage_error("issue", "--sub must be 1-200 bytes without control characters");
-    if ((email && !valid_text(email, DRAY_LICENSE_EMAIL_MAX)) ||
-        (note && !valid_text(note, DRAY_LICENSE_NOTE_MAX)))
+    if ((a->email && !valid_text(a->email, DRAY_LICENSE_EMAIL_MAX)) ||
+        (a->note && !valid_text(a->note, DRAY_LICENSE_NOTE_MAX)))
         return usage_error("issue",
                            "--email (254) or --note (200) too long or has control characters");
-    if (dray_license_tier_parse(tier_s, &tier) != 0)
+    if (dray_license_tier_parse(a->tier_s, &a->tier) != 0)
         return usage_error("issue", "--tier must be pro or enterprise");
-    if (strcmp(expires, "never") != 0 && parse_until(expires, &exp) != 0)
+    if (strcmp(a->expires, "never") != 0 && parse_until(a->expires, &a->exp) != 0)
         return usage_error("issue", "--expires must be YYYY-MM-DD or never");
-    if (features && parse_features(features, tier, &feats) != 0)
+    if (a->features && parse_features(a->features, a->tier, &a->feats) != 0)
         return EX_USAGE;
-    if (grace_s && parse_long(grace_s, 0, DRAY_LICENSE_MAX_GRACE, &grace) != 0)
+    if (a->grace_s && parse_long(a->grace_s, 0, DRAY_LICENSE_MAX_GRACE, &a->grace) != 0)
         return usage_error("issue", "--grace must be 0-3650 days");
-    if (procs_s && parse_long(procs_s, 1, DRAY_LICENSE_MAX_PROCS, &procs) != 0)
+    if (a->procs_s && parse_long(a->procs_s, 1, DRAY_LICENSE_MAX_PROCS, &a->procs) != 0)
         return usage_error("issue", "--procs must be 1-1000000");
-    if (upd_s && parse_until(upd_s, &upd) != 0)
+    if (a->upd_s && parse_until(a->upd_s, &a->upd) != 0)
         return usage_error("issue", "--updates-until must be YYYY-MM-DD");
-    iat = now;
-    if (iat_s && dray__license_parse_date(iat_s, &iat) != 0)
+    a->iat = a->now;
+    if (a->iat_s && dray__license_parse_date(a->iat_s, &a->iat) != 0)
         return usage_error("issue", "--issued-at must be YYYY-MM-DD or Unix seconds");
-    if (lid_s && (strlen(lid_s) == 0 || strlen(lid_s) > DRAY_LICENSE_LID_MAX ||
-                  strspn(lid_s, "0123456789abcdefABCDEF") != strlen(lid_s)))
+    if (a->lid_s && (strlen(a->lid_s) == 0 || strlen(a->lid_s) > DRAY_LICENSE_LID_MAX ||
+                     strspn(a->lid_s, "0123456789abcdefABCDEF") != strlen(a->lid_s)))
         return usage_error("issue", "--lid must be 1-64 hex characters");
-    if (exp != 0 && exp <= now && !allow_past) {
-        dray__license_format_date(exp, d1);
+    if (a->exp != 0 && a->exp <= a->now && !a->allow_past) {
+        dray__license_format_date(a->exp, d1);
         fprintf(stderr, "%s issue: expiry %s is in the past (use --allow-past for test keys)\n",
                 prog, d1);
         return EX_USAGE;
     }
-    if (exp != 0 && exp <= iat)
+    if (a->exp != 0 && a->exp <= a->iat)
         return usage_error("issue", "--expires is not after the issue date");
     if (sodium_init() < 0)
         return EX_FAIL;
+    return ISSUE_GO;
+}
 
-    if (lid_s) {
-        snprintf(lid, sizeof lid, "%s", lid_s);
+/* Builds the payload for lid and kid into *out (a new reference: the caller
+ * decrefs it, also on failure). ISSUE_GO, or EX_USAGE for text jansson
+ * refuses (not UTF-8), with the complaint printed. */
+static int
+issue_payload(const issue_args *a, const char *kid, const char *lid, json_t **out)
+{
+    json_t *payload =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i}", "kid", kid, "lid", lid, "sub", a->sub,
+                  "tier", dray_license_tier_name(a->tier), "iat", (json_int_t)a->iat, "exp",
+                  (json_int_t)a->exp, "grace", (int)a->grace);
+    *out = payload;
+    if (payload == NULL) {
+        fprintf(stderr, "%s issue: --sub, --email and --note must be UTF-8\n", prog);
+        return EX_USAGE;
+    }
+    if (a->feats) {
+        json_t *arr = json_array();
+        for (unsigned bit = 0; bit < 32; bit++)
+            if (a->feats & (1u << bit))
+                json_array_append_new(arr, json_string(dray_license_feature_name(1u << bit)));
+        json_object_set_new(payload, "features", arr);
+    }
+    if ((a->email && json_object_set_new(payload, "email", json_string(a->email)) != 0) ||
+        (a->note && json_object_set_new(payload, "note", json_string(a->note)) != 0)) {
+        fprintf(stderr, "%s issue: --email and --note must be UTF-8\n", prog);
+        return EX_USAGE;
+    }
+    if (a->procs)
+        json_object_set_new(payload, "procs", json_integer(a->procs));
+    if (a->upd)
+        json_object_set_new(payload, "upd", json_integer(a->upd));
+    return ISSUE_GO;
+}
+
+/* Asks for the passphrase, opens the secret key and signs json into key
+ * (KEY_BUF bytes), then checks the key with the modules' verifier before
+ * anyone sees it. ISSUE_GO or EX_FAIL (printed); the secret key is wiped. */
+static int
+issue_sign(const issue_args *a, const char *json, unsigned char pk[DRAY_LICENSE_PK_BYTES],
+           const char *kid, char key[KEY_BUF])
+{
+    unsigned char sk[DRAY__LICENSE_SK_BYTES];
+    char pass[PASS_MAX], err[DRAY__LICENSE_ERR_BYTES];
+    int rc = EX_FAIL;
+
+    if (read_passphrase(pass, sizeof pass, 0) != 0)
+        return EX_FAIL;
+    int r = dray__license_read_secret(a->keypath, pass, strlen(pass), sk, pk, err, sizeof err);
+    sodium_memzero(pass, sizeof pass);
+    if (r != 0) {
+        fprintf(stderr, "%s issue: %s\n", prog, err);
+        goto out;
+    }
+    if (dray__license_sign(sk, json, strlen(json), key, KEY_BUF) != 0) {
+        fprintf(stderr, "%s issue: the key would exceed %d characters; shorten --sub/--note\n",
+                prog, DRAY_LICENSE_MAX_BYTES);
+        goto out;
+    }
+    dray_license_trusted_key tk;
+    dray__license_keyring ring = {&tk, 1, NULL, 0, 0};
+    dray_license_info info;
+    memcpy(tk.kid, kid, sizeof tk.kid);
+    memcpy(tk.pk, pk, sizeof tk.pk);
+    if (dray__license_verify_with(&ring, key, strlen(key), a->iat, &info) != 0 || !info.verified) {
+        fprintf(stderr, "%s issue: internal error: the new key does not verify\n", prog);
+        goto out;
+    }
+    rc = ISSUE_GO;
+out:
+    sodium_memzero(sk, sizeof sk);
+    return rc;
+}
+
+/* Appends payload plus issue time and the key's SHA-256 to the ledger (the
+ * --ledger file, else NAME.ledger.jsonl next to the key; a->ledger is set to
+ * the path used). ISSUE_GO, or EX_FAIL (printed): then no key is issued. */
+static int
+issue_ledger(issue_args *a, const json_t *payload, const char *key)
+{
+    char sha[65];
+    if (a->ledger == NULL) {
+        size_t n = strlen(a->keypath);
+        if (n > 4 && strcmp(a->keypath + n - 4, ".key") == 0)
+            n -= 4;
+        snprintf(a->ledger_buf, sizeof a->ledger_buf, "%.*s.ledger.jsonl", (int)n, a->keypath);
+        a->ledger = a->ledger_buf;
+    }
+    fingerprint(key, strlen(key), sha);
+    json_t *line = json_deep_copy(payload);
+    json_object_set_new(line, "issued", json_integer(a->now));
+    json_object_set_new(line, "key_sha256", json_string(sha));
+    int rc = ISSUE_GO;
+    if (line == NULL || append_ledger(a->ledger, line) != 0) {
+        char eb[DRAY__LICENSE_ERRNO_BYTES];
+        fprintf(stderr, "%s issue: cannot append to ledger %s: %s; no key issued\n", prog,
+                a->ledger, dray__license_syserr(errno, eb));
+        rc = EX_FAIL;
+    }
+    json_decref(line);
+    return rc;
+}
+
+/* Prints key on stdout and the one-line summary on stderr. Cannot fail. */
+static void
+issue_print(const issue_args *a, const char *key, const char *lid, const char *kid)
+{
+    char d1[DRAY__LICENSE_DATE_BYTES], d2[DRAY__LICENSE_DATE_BYTES];
+    printf("%s\n", key);
+    fflush(stdout);
+    dray__license_format_date(a->exp, d1);
+    dray__license_format_date(a->exp + a->grace * 86400, d2);
+    char d3[16] = "";
+    if (a->upd)
+        dray__license_format_date(a->upd, d3);
+    fprintf(stderr, "%s: issued license %s to %s: %s, %s%s%s%s%s%s; kid %s; ledger %s\n", prog, lid,
+            a->sub, dray_license_tier_name(a->tier), a->exp ? "expires " : "perpetual",
+            a->exp ? d1 : "", a->exp ? ", grace until " : "", a->exp ? d2 : "",
+            a->upd ? ", updates until " : "", a->upd ? d3 : "", kid, a->ledger);
+}
+
+/* `dray-license issue`: parse, check, build the payload, sign, record in the
+ * ledger, print. Returns the exit status (0, EX_USAGE, EX_FAIL). */
+static int
+cmd_issue(int argc, char **argv)
+{
+    issue_args a;
+    unsigned char pk[DRAY_LICENSE_PK_BYTES], rnd[16];
+    char kid[DRAY_LICENSE_KID_BYTES], lid[DRAY_LICENSE_LID_MAX + 1];
+    char err[DRAY__LICENSE_ERR_BYTES], key[KEY_BUF];
+    json_t *payload = NULL;
+    char *json = NULL;
+    int rc;
+
+    memset(&a, 0, sizeof a);
+    a.grace = DRAY_LICENSE_DEFAULT_GRACE;
+    a.now = (int64_t)time(NULL);
+    if ((rc = issue_parse(argc, argv, &a)) != ISSUE_GO || (rc = issue_check(&a)) != ISSUE_GO)
+        return rc;
+
+    if (a.lid_s) {
+        snprintf(lid, sizeof lid, "%s", a.lid_s);
     } else {
         randombytes_buf(rnd, sizeof rnd);
         sodium_bin2hex(lid, sizeof lid, rnd, sizeof rnd);
     }
-    if (dray__license_read_secret(keypath, NULL, 0, NULL, pk, err, sizeof err) != 0) {
+    if (dray__license_read_secret(a.keypath, NULL, 0, NULL, pk, err, sizeof err) != 0) {
         fprintf(stderr, "%s issue: %s\n", prog, err);
         return EX_FAIL;
     }
     dray__license_kid(pk, kid);
 
-    payload = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i}", "kid", kid, "lid", lid, "sub", sub,
-                        "tier", dray_license_tier_name(tier), "iat", (json_int_t)iat, "exp",
-                        (json_int_t)exp, "grace", (int)grace);
-    if (payload == NULL) {
-        fprintf(stderr, "%s issue: --sub, --email and --note must be UTF-8\n", prog);
-        return EX_USAGE;
-    }
-    if (feats) {
-        unsigned bit;
-        arr = json_array();
-        for (bit = 0; bit < 32; bit++)
-            if (feats & (1u << bit))
-                json_array_append_new(arr, json_string(dray_license_feature_name(1u << bit)));
-        json_object_set_new(payload, "features", arr);
-    }
-    if ((email && json_object_set_new(payload, "email", json_string(email)) != 0) ||
-        (note && json_object_set_new(payload, "note", json_string(note)) != 0)) {
-        fprintf(stderr, "%s issue: --email and --note must be UTF-8\n", prog);
-        rc = EX_USAGE;
+    if ((rc = issue_payload(&a, kid, lid, &payload)) != ISSUE_GO)
         goto out;
-    }
-    if (procs)
-        json_object_set_new(payload, "procs", json_integer(procs));
-    if (upd)
-        json_object_set_new(payload, "upd", json_integer(upd));
+    rc = EX_FAIL;
     json = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS);
     if (json == NULL)
         goto out;
-    if (dry_run) {
+    if (a.dry_run) {
         printf("%s\n", json);
         fprintf(stderr, "%s issue: dry run: payload above, nothing signed, ledger untouched\n",
                 prog);
         rc = 0;
         goto out;
     }
-
-    if (read_passphrase(pass, sizeof pass, 0) != 0)
+    if ((rc = issue_sign(&a, json, pk, kid, key)) != ISSUE_GO ||
+        (rc = issue_ledger(&a, payload, key)) != ISSUE_GO)
         goto out;
-    rc = dray__license_read_secret(keypath, pass, strlen(pass), sk, pk, err, sizeof err);
-    sodium_memzero(pass, sizeof pass);
-    if (rc != 0) {
-        fprintf(stderr, "%s issue: %s\n", prog, err);
-        rc = EX_FAIL;
-        goto out;
-    }
-    rc = EX_FAIL;
-    if (dray__license_sign(sk, json, strlen(json), key, sizeof key) != 0) {
-        fprintf(stderr, "%s issue: the key would exceed %d characters; shorten --sub/--note\n",
-                prog, DRAY_LICENSE_MAX_BYTES);
-        goto out;
-    }
-    {
-        /* Check the key with the modules' verifier before anyone sees it. */
-        dray_license_trusted_key tk;
-        dray__license_keyring ring = {&tk, 1, NULL, 0, 0};
-        dray_license_info info;
-        memcpy(tk.kid, kid, sizeof tk.kid);
-        memcpy(tk.pk, pk, sizeof tk.pk);
-        if (dray__license_verify_with(&ring, key, strlen(key), iat, &info) != 0 || !info.verified) {
-            fprintf(stderr, "%s issue: internal error: the new key does not verify\n", prog);
-            goto out;
-        }
-    }
-
-    if (ledger == NULL) {
-        size_t n = strlen(keypath);
-        if (n > 4 && strcmp(keypath + n - 4, ".key") == 0)
-            n -= 4;
-        snprintf(ledger_buf, sizeof ledger_buf, "%.*s.ledger.jsonl", (int)n, keypath);
-        ledger = ledger_buf;
-    }
-    fingerprint(key, strlen(key), sha);
-    line = json_deep_copy(payload);
-    json_object_set_new(line, "issued", json_integer(now));
-    json_object_set_new(line, "key_sha256", json_string(sha));
-    if (line == NULL || append_ledger(ledger, line) != 0) {
-        fprintf(stderr, "%s issue: cannot append to ledger %s: %s; no key issued\n", prog, ledger,
-                strerror(errno));
-        goto out;
-    }
-
-    printf("%s\n", key);
-    fflush(stdout);
-    dray__license_format_date(exp, d1);
-    dray__license_format_date(exp + grace * 86400, d2);
-    char d3[16] = "";
-    if (upd)
-        dray__license_format_date(upd, d3);
-    fprintf(stderr, "%s: issued license %s to %s: %s, %s%s%s%s%s%s; kid %s; ledger %s\n", prog, lid,
-            sub, dray_license_tier_name(tier), exp ? "expires " : "perpetual", exp ? d1 : "",
-            exp ? ", grace until " : "", exp ? d2 : "", upd ? ", updates until " : "",
-            upd ? d3 : "", kid, ledger);
+    issue_print(&a, key, lid, kid);
     rc = 0;
 
 out:
-    sodium_memzero(sk, sizeof sk);
     json_decref(payload);
-    json_decref(line);
     free(json);
     return rc;
 }

@@ -35,124 +35,167 @@ usage(FILE *f)
                "       dray-license-keytable --keygen NAME DIR\n");
 }
 
-int
-main(int argc, char **argv)
-{
-    const char *out = NULL, *date = NULL, *pubs[MAX_KEYS], *revoked[64], *refuse[8];
-    size_t nrefuse = 0;
-    unsigned char pks[MAX_KEYS][DRAY_LICENSE_PK_BYTES];
-    char kids[MAX_KEYS][DRAY_LICENSE_KID_BYTES], err[DRAY__LICENSE_ERR_BYTES], tmp[4096];
-    static dray__license_lid lids[MAX_LIDS];
-    size_t npubs = 0, nrevoked = 0, nlids = 0, i, j;
-    int64_t build_time = 0;
-    FILE *f;
-    int a;
+/* What the command line asked for, then the keys and lids read. */
+typedef struct table_args {
+    const char *out, *date, *pubs[MAX_KEYS], *revoked[64], *refuse[8]; /* argv strings */
+    size_t npubs, nrevoked, nrefuse;
+    int64_t build_time;
+    unsigned char pks[MAX_KEYS][DRAY_LICENSE_PK_BYTES]; /* the key of pubs[i] */
+    char kids[MAX_KEYS][DRAY_LICENSE_KID_BYTES];        /* its kid */
+    dray__license_lid lids[MAX_LIDS];                   /* every revoked lid */
+    size_t nlids;
+} table_args;
 
-    if (argc == 4 && strcmp(argv[1], "--keygen") == 0) {
-        const char *pass = getenv("DRAY_LICENSE_PASSPHRASE");
-        char kid[DRAY_LICENSE_KID_BYTES];
-        if (sodium_init() < 0 || pass == NULL || *pass == '\0') {
-            fprintf(stderr, "dray-license-keytable --keygen: set DRAY_LICENSE_PASSPHRASE\n");
-            return 64;
-        }
-        if (dray__license_keygen(argv[3], argv[2], pass, strlen(pass), kid, err, sizeof err)) {
-            fprintf(stderr, "dray-license-keytable --keygen: %s\n", err);
-            return 1;
-        }
-        printf("%s\n", kid);
-        return 0;
+/* --keygen NAME DIR: the throwaway keypair. Returns the exit status. */
+static int
+keygen(const char *name, const char *dir)
+{
+    const char *pass = getenv("DRAY_LICENSE_PASSPHRASE");
+    char kid[DRAY_LICENSE_KID_BYTES], err[DRAY__LICENSE_ERR_BYTES];
+    if (sodium_init() < 0 || pass == NULL || *pass == '\0') {
+        fprintf(stderr, "dray-license-keytable --keygen: set DRAY_LICENSE_PASSPHRASE\n");
+        return 64;
     }
-    for (a = 1; a < argc; a++) {
-        if (strcmp(argv[a], "--out") == 0 && a + 1 < argc)
-            out = argv[++a];
-        else if (strcmp(argv[a], "--build-date") == 0 && a + 1 < argc)
-            date = argv[++a];
-        else if (strcmp(argv[a], "--revoked") == 0 && a + 1 < argc && nrevoked < 64)
-            revoked[nrevoked++] = argv[++a];
-        else if (strcmp(argv[a], "--refuse") == 0 && a + 1 < argc && nrefuse < 8)
-            refuse[nrefuse++] = argv[++a];
-        else if (strcmp(argv[a], "--help") == 0) {
+    if (dray__license_keygen(dir, name, pass, strlen(pass), kid, err, sizeof err)) {
+        fprintf(stderr, "dray-license-keytable --keygen: %s\n", err);
+        return 1;
+    }
+    printf("%s\n", kid);
+    return 0;
+}
+
+/* Reads the options into *a (strings borrowed from argv). -1 to go on, else
+ * the exit status (0 after --help, 64 on a usage error, printed). */
+static int
+parse_args(int argc, char **argv, table_args *a)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
+            a->out = argv[++i];
+        else if (strcmp(argv[i], "--build-date") == 0 && i + 1 < argc)
+            a->date = argv[++i];
+        else if (strcmp(argv[i], "--revoked") == 0 && i + 1 < argc && a->nrevoked < 64)
+            a->revoked[a->nrevoked++] = argv[++i];
+        else if (strcmp(argv[i], "--refuse") == 0 && i + 1 < argc && a->nrefuse < 8)
+            a->refuse[a->nrefuse++] = argv[++i];
+        else if (strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
-        } else if (argv[a][0] == '-' || npubs == MAX_KEYS) {
+        } else if (argv[i][0] == '-' || a->npubs == MAX_KEYS) {
             usage(stderr);
             return 64;
         } else
-            pubs[npubs++] = argv[a];
+            a->pubs[a->npubs++] = argv[i];
     }
-    if (out == NULL || sodium_init() < 0) {
+    if (a->out == NULL || sodium_init() < 0) {
         usage(stderr);
         return 64;
     }
-    if (date != NULL && dray__license_parse_date(date, &build_time) != 0) {
-        fprintf(stderr, "dray-license-keytable: bad --build-date %s\n", date);
+    if (a->date != NULL && dray__license_parse_date(a->date, &a->build_time) != 0) {
+        fprintf(stderr, "dray-license-keytable: bad --build-date %s\n", a->date);
         return 64;
     }
+    return -1;
+}
 
-    for (i = 0; i < npubs; i++) {
-        if (dray__license_read_pub(pubs[i], pks[i], err, sizeof err) != 0) {
+/* Reads every public key (refusing duplicate kids and any --refuse key) and
+ * every revoked lid into *a. 0, or 1 with the reason printed. */
+static int
+read_inputs(table_args *a)
+{
+    char err[DRAY__LICENSE_ERR_BYTES];
+    size_t i, j;
+    for (i = 0; i < a->npubs; i++) {
+        if (dray__license_read_pub(a->pubs[i], a->pks[i], err, sizeof err) != 0) {
             fprintf(stderr, "dray-license-keytable: %s\n", err);
             return 1;
         }
-        dray__license_kid(pks[i], kids[i]);
+        dray__license_kid(a->pks[i], a->kids[i]);
         for (j = 0; j < i; j++)
-            if (strcmp(kids[i], kids[j]) == 0) {
-                fprintf(stderr, "dray-license-keytable: %s and %s have the same kid %s\n", pubs[j],
-                        pubs[i], kids[i]);
+            if (strcmp(a->kids[i], a->kids[j]) == 0) {
+                fprintf(stderr, "dray-license-keytable: %s and %s have the same kid %s\n",
+                        a->pubs[j], a->pubs[i], a->kids[i]);
                 return 1;
             }
     }
-    for (j = 0; j < nrefuse; j++) {
+    for (j = 0; j < a->nrefuse; j++) {
         unsigned char bad[DRAY_LICENSE_PK_BYTES];
         char badkid[DRAY_LICENSE_KID_BYTES];
-        if (dray__license_read_pub(refuse[j], bad, err, sizeof err) != 0) {
+        if (dray__license_read_pub(a->refuse[j], bad, err, sizeof err) != 0) {
             fprintf(stderr, "dray-license-keytable: --refuse %s\n", err);
             return 1;
         }
         dray__license_kid(bad, badkid);
-        for (i = 0; i < npubs; i++)
-            if (sodium_memcmp(bad, pks[i], DRAY_LICENSE_PK_BYTES) == 0) {
+        for (i = 0; i < a->npubs; i++)
+            if (sodium_memcmp(bad, a->pks[i], DRAY_LICENSE_PK_BYTES) == 0) {
                 fprintf(stderr,
                         "dray-license-keytable: %s is the throwaway test key %s (kid %s), "
                         "whatever its path: a release table must not trust it\n",
-                        pubs[i], refuse[j], badkid);
+                        a->pubs[i], a->refuse[j], badkid);
                 return 1;
             }
     }
-    for (i = 0; i < nrevoked; i++)
-        if (dray__license_read_lids(revoked[i], lids, MAX_LIDS, &nlids, err, sizeof err) != 0) {
+    for (i = 0; i < a->nrevoked; i++)
+        if (dray__license_read_lids(a->revoked[i], a->lids, MAX_LIDS, &a->nlids, err, sizeof err) !=
+            0) {
             fprintf(stderr, "dray-license-keytable: %s\n", err);
             return 1;
         }
+    return 0;
+}
 
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", out) >= sizeof tmp || !(f = fopen(tmp, "w"))) {
-        perror(out);
-        return 1;
-    }
+/* Writes the table's C source to f. Cannot fail (fclose reports errors). */
+static void
+write_table(FILE *f, const table_args *a)
+{
+    size_t i, j;
     fprintf(f,
             "/* SPDX-License-Identifier: LicenseRef-dray-commercial */\n"
             "/* Generated by dray-license-keytable at build time. Do not edit, do not commit. */\n"
             "#include \"dray/license.h\"\n\n"
             "const dray_license_trusted_key dray_license_trusted_keys[] = {\n");
-    for (i = 0; i < npubs; i++) {
-        fprintf(f, "    {\"%s\", {", kids[i]);
+    for (i = 0; i < a->npubs; i++) {
+        fprintf(f, "    {\"%s\", {", a->kids[i]);
         for (j = 0; j < DRAY_LICENSE_PK_BYTES; j++)
-            fprintf(f, "%s0x%02x", j ? "," : "", pks[i][j]);
-        fprintf(f, "}}, /* %s */\n", strrchr(pubs[i], '/') ? strrchr(pubs[i], '/') + 1 : pubs[i]);
+            fprintf(f, "%s0x%02x", j ? "," : "", a->pks[i][j]);
+        fprintf(f, "}}, /* %s */\n",
+                strrchr(a->pubs[i], '/') ? strrchr(a->pubs[i], '/') + 1 : a->pubs[i]);
     }
-    if (npubs == 0)
+    if (a->npubs == 0)
         fprintf(f, "    {\"\", {0}}, /* placeholder: this table trusts no key */\n");
-    fprintf(f, "};\nconst size_t dray_license_trusted_keys_count = %zu;\n\n", npubs);
+    fprintf(f, "};\nconst size_t dray_license_trusted_keys_count = %zu;\n\n", a->npubs);
     fprintf(f, "const char *const dray_license_revoked_lids[] = {\n");
-    for (i = 0; i < nlids; i++)
-        fprintf(f, "    \"%s\",\n", lids[i].lid);
-    if (nlids == 0)
+    for (i = 0; i < a->nlids; i++)
+        fprintf(f, "    \"%s\",\n", a->lids[i].lid);
+    if (a->nlids == 0)
         fprintf(f, "    \"\", /* placeholder: nothing revoked */\n");
-    fprintf(f, "};\nconst size_t dray_license_revoked_lids_count = %zu;\n\n", nlids);
-    fprintf(f, "const int64_t dray_license_build_time = %lld; /* %s */\n", (long long)build_time,
-            date ? date : "unset");
-    if (fclose(f) != 0 || rename(tmp, out) != 0) {
-        perror(out);
+    fprintf(f, "};\nconst size_t dray_license_revoked_lids_count = %zu;\n\n", a->nlids);
+    fprintf(f, "const int64_t dray_license_build_time = %lld; /* %s */\n", (long long)a->build_time,
+            a->date ? a->date : "unset");
+}
+
+int
+main(int argc, char **argv)
+{
+    static table_args a; /* large (the lids): not on the stack */
+    char tmp[4096];
+    FILE *f;
+    int rc;
+
+    if (argc == 4 && strcmp(argv[1], "--keygen") == 0)
+        return keygen(argv[2], argv[3]);
+    if ((rc = parse_args(argc, argv, &a)) >= 0)
+        return rc;
+    if ((rc = read_inputs(&a)))
+        return rc;
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", a.out) >= sizeof tmp ||
+        !(f = fopen(tmp, "w"))) {
+        perror(a.out);
+        return 1;
+    }
+    write_table(f, &a);
+    if (fclose(f) != 0 || rename(tmp, a.out) != 0) {
+        perror(a.out);
         remove(tmp);
         return 1;
     }

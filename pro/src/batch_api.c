@@ -368,6 +368,93 @@ jid_cmp(const void *a, const void *b)
     return memcmp(a, b, DRAY_JID_BYTES - 1);
 }
 
+/* Registers reg's n jids in batch bid and pushes args_list with po in
+ * slices: the next slice's registration runs in Redis while this slice's
+ * jobs are built and pushed; each slice is pushed only once its own
+ * registration answered. jids gets the written jobs' jids (empty for a job
+ * not written); *pushed counts them. 0 or the first error (in p->errstr). */
+static int
+push_slices(dray_pro *p, dray_client *c, const char *bid, const char *klass, json_t *args_list,
+            const dray_push_opts *po, char *jids, const char *reg, size_t n, size_t *pushed)
+{
+    enum { SLICE = 10000 };
+    size_t sent = 0;
+    int rc = register_send(p, bid, reg, n < SLICE ? n : SLICE, &sent);
+    if (!rc)
+        rc = register_read(p, bid, sent);
+    for (size_t at = 0; !rc && at < n; at += SLICE) {
+        size_t len = n - at < SLICE ? n - at : SLICE, next = at + len;
+        size_t nlen = n - next < SLICE ? n - next : SLICE, nsent = 0;
+        int src = nlen ? register_send(p, bid, reg + next * DRAY_JID_BYTES, nlen, &nsent) : 0;
+        json_t *slice = json_array();
+        for (size_t k = 0; slice && k < len; k++)
+            json_array_append(slice, json_array_get(args_list, at + k));
+        size_t got = 0;
+        rc = slice ? dray_client_push_bulk(c, klass, slice, po, jids + at * DRAY_JID_BYTES, &got)
+                   : DRAY_ENOMEM;
+        json_decref(slice);
+        *pushed += got;
+        if (rc) {
+            perr(p, rc, "%s", rc == DRAY_ENOMEM ? "out of memory" : dray_client_errstr(c));
+            for (size_t k = at + got; k < n; k++)
+                jids[k * DRAY_JID_BYTES] = '\0'; /* a job not written keeps no jid */
+        }
+        if (nsent) {
+            char keep[DRAY_ERRSTR_BYTES];
+            snprintf(keep, sizeof keep, "%s", p->errstr);
+            int rrc = register_read(p, bid, nsent);
+            if (rc)
+                perr(p, rc, "%s", keep);
+            else
+                rc = rrc;
+        } else if (src && !rc) {
+            rc = src;
+        }
+        if (rc)
+            for (size_t k = next; k < n; k++)
+                jids[k * DRAY_JID_BYTES] = '\0';
+    }
+    return rc;
+}
+
+/* Takes every jid of reg (n, registered in bid) that jids does not hold
+ * (not written, or dropped by a hook) out of the batch again; reg is
+ * reordered. Returns rc (the push's outcome) with its message kept, or the
+ * unregistration's error when the push succeeded. */
+static int
+unregister_unwritten(dray_pro *p, const char *bid, const char *jids, char *reg, size_t n, int rc)
+{
+    char keep[DRAY_ERRSTR_BYTES];
+    snprintf(keep, sizeof keep, "%s", p->errstr);
+    char *written = malloc(n ? n * DRAY_JID_BYTES : 1);
+    size_t nw = 0, ng = 0;
+    int urc = written ? 0 : DRAY_ENOMEM;
+    for (size_t k = 0; written && k < n; k++)
+        if (jids[k * DRAY_JID_BYTES])
+            memcpy(written + nw++ * DRAY_JID_BYTES, jids + k * DRAY_JID_BYTES, DRAY_JID_BYTES);
+    if (written) {
+        qsort(written, nw, DRAY_JID_BYTES, jid_cmp);
+        for (size_t k = 0; k < n; k++)
+            if (!bsearch(reg + k * DRAY_JID_BYTES, written, nw, DRAY_JID_BYTES, jid_cmp))
+                memmove(reg + ng++ * DRAY_JID_BYTES, reg + k * DRAY_JID_BYTES, DRAY_JID_BYTES);
+        urc = unregister(p, bid, reg, ng);
+    }
+    free(written);
+    if (urc && rc)
+        perr(p, rc,
+             "%s; and cannot take the unwritten jobs out of batch %s again: the "
+             "batch will not succeed",
+             keep, bid);
+    else if (urc)
+        rc = perr(p, urc,
+                  "cannot take %zu dropped jobs out of batch %s again: the batch will not "
+                  "succeed",
+                  ng, bid);
+    else
+        perr(p, rc, "%s", keep);
+    return rc;
+}
+
 /*
  * The bulk push of a batch: the jids are derived from a random token
  * (pro__prereg_jid) and registered in the batch first, 1000 per script, all
@@ -406,84 +493,17 @@ dray_pro_batch_push_bulk(dray_pro *p, dray_client *c, const char *bid, const cha
         memset(jids_out, 0, n * DRAY_JID_BYTES);
     for (size_t i = 0; i < n; i++)
         pro__prereg_jid(token, i, reg + i * DRAY_JID_BYTES);
-    /* Slices: the next slice's registration runs in Redis while this slice's
-     * jobs are built and pushed; each slice is pushed only once its own
-     * registration answered. */
-    enum { SLICE = 10000 };
     dray_push_opts po = opts ? *opts : (dray_push_opts){0};
     po.extra = extra;
-    size_t sent = 0;
-    int rc = register_send(p, bid, reg, n < SLICE ? n : SLICE, &sent);
-    if (!rc)
-        rc = register_read(p, bid, sent);
-    for (size_t at = 0; !rc && at < n; at += SLICE) {
-        size_t len = n - at < SLICE ? n - at : SLICE, next = at + len;
-        size_t nlen = n - next < SLICE ? n - next : SLICE, nsent = 0;
-        int src = nlen ? register_send(p, bid, reg + next * DRAY_JID_BYTES, nlen, &nsent) : 0;
-        json_t *slice = json_array();
-        for (size_t k = 0; slice && k < len; k++)
-            json_array_append(slice, json_array_get(args_list, at + k));
-        size_t got = 0;
-        rc = slice ? dray_client_push_bulk(c, klass, slice, &po, jids + at * DRAY_JID_BYTES, &got)
-                   : DRAY_ENOMEM;
-        json_decref(slice);
-        *pushed += got;
-        if (rc) {
-            perr(p, rc, "%s", rc == DRAY_ENOMEM ? "out of memory" : dray_client_errstr(c));
-            for (size_t k = at + got; k < n; k++)
-                jids[k * DRAY_JID_BYTES] = '\0'; /* a job not written keeps no jid */
-        }
-        if (nsent) {
-            char keep[DRAY_ERRSTR_BYTES];
-            snprintf(keep, sizeof keep, "%s", p->errstr);
-            int rrc = register_read(p, bid, nsent);
-            if (rc)
-                perr(p, rc, "%s", keep);
-            else
-                rc = rrc;
-        } else if (src && !rc) {
-            rc = src;
-        }
-        if (rc)
-            for (size_t k = next; k < n; k++)
-                jids[k * DRAY_JID_BYTES] = '\0';
-    }
+    int rc = push_slices(p, c, bid, klass, args_list, &po, jids, reg, n, pushed);
     json_decref(extra);
     /* Registered but not written: when every job was written with its
      * pre-registered jid, nothing. */
     int all = !rc && *pushed == n;
     for (size_t k = 0; all && k < n; k++)
         all = !memcmp(jids + k * DRAY_JID_BYTES, reg + k * DRAY_JID_BYTES, DRAY_JID_BYTES);
-    if (!all) {
-        char keep[DRAY_ERRSTR_BYTES];
-        snprintf(keep, sizeof keep, "%s", p->errstr);
-        char *written = malloc(n ? n * DRAY_JID_BYTES : 1);
-        size_t nw = 0, ng = 0;
-        int urc = written ? 0 : DRAY_ENOMEM;
-        for (size_t k = 0; written && k < n; k++)
-            if (jids[k * DRAY_JID_BYTES])
-                memcpy(written + nw++ * DRAY_JID_BYTES, jids + k * DRAY_JID_BYTES, DRAY_JID_BYTES);
-        if (written) {
-            qsort(written, nw, DRAY_JID_BYTES, jid_cmp);
-            for (size_t k = 0; k < n; k++)
-                if (!bsearch(reg + k * DRAY_JID_BYTES, written, nw, DRAY_JID_BYTES, jid_cmp))
-                    memmove(reg + ng++ * DRAY_JID_BYTES, reg + k * DRAY_JID_BYTES, DRAY_JID_BYTES);
-            urc = unregister(p, bid, reg, ng);
-        }
-        free(written);
-        if (urc && rc)
-            perr(p, rc,
-                 "%s; and cannot take the unwritten jobs out of batch %s again: the "
-                 "batch will not succeed",
-                 keep, bid);
-        else if (urc)
-            rc = perr(p, urc,
-                      "cannot take %zu dropped jobs out of batch %s again: the batch will not "
-                      "succeed",
-                      ng, bid);
-        else
-            perr(p, rc, "%s", keep);
-    }
+    if (!all)
+        rc = unregister_unwritten(p, bid, jids, reg, n, rc);
     if (jids != jids_out)
         free(jids);
     free(reg);

@@ -844,6 +844,127 @@ bulk_requeue(dray_ctx *ctx, const dray_unit *const *units, size_t n, void *ud)
 
 /* ---- what slots hold back --------------------------------------------------- */
 
+/* What flush_slots took from one slot, to send without the locks held. */
+typedef struct taken {
+    held fin[FIN_MAX], ahead[MAX_BATCH]; /* owned copies (or moved entries) */
+    size_t nfin, nahead;
+    unsigned long gen; /* the slot's fin_gen when fin[] was copied */
+    slot *live;        /* the slot whose fin[] we copied; NULL: ended, freed */
+    char wip[PRO_KEY_BYTES];
+} taken;
+
+/* Takes from the first slot not yet seen in pass mypass that has something
+ * to flush for ident (see flush_slots) into *t; an ended slot is unlinked
+ * and freed. 0 when no slot is left. Takes g_mu and the slot's lock. */
+static int
+take_slot(const char *ident, unsigned long mypass, double now, taken *t)
+{
+    int found = 0;
+    pthread_mutex_lock(&g_mu);
+    for (slot **pp = &g_slots; *pp; pp = &(*pp)->next) {
+        slot *s = *pp;
+        int ended = s->ident[0] == '\0';
+        int mine = ident && !strcmp(s->ident, ident);
+        pthread_mutex_lock(&s->mu);
+        int stale = !ident && s->nfin && now - s->ack_at > ACK_STALE_S;
+        if (s->flush_pass == mypass || !holds_locked(s) || !(mine || stale || (!ident && ended))) {
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        found = 1;
+        s->flush_pass = mypass;
+        snprintf(t->wip, sizeof t->wip, "%s", s->wip);
+        if (ended) {
+            t->nfin = s->nfin;
+            memcpy(t->fin, s->fin, t->nfin * sizeof *t->fin);
+            s->nfin = 0;
+        } else {
+            for (; t->nfin < s->nfin; t->nfin++) {
+                held *h = &t->fin[t->nfin];
+                h->queue = NULL;
+                h->len = s->fin[t->nfin].len;
+                h->payload = malloc(h->len + 1);
+                if (!h->payload)
+                    break; /* the rest waits for the next fetch or tick */
+                memcpy(h->payload, s->fin[t->nfin].payload, h->len + 1);
+            }
+            t->gen = s->fin_gen;
+            t->live = s;
+        }
+        if (mine || ended) {
+            t->nahead = s->nahead;
+            memcpy(t->ahead, s->ahead + s->first, t->nahead * sizeof *t->ahead);
+            s->nahead = s->first = 0;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (ended) {
+            *pp = s->next;
+            pthread_mutex_destroy(&s->mu);
+            free(s);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&g_mu);
+    return found;
+}
+
+/* Acknowledges t's finished jobs (LREM from its in-progress list) and frees
+ * them; once done, drops them from the live slot too, unless its thread took
+ * them for a fetch meanwhile (that fetch acknowledged them as well). */
+static void
+ack_taken(dray_ctx *ctx, taken *t, double now)
+{
+    int rc = 0;
+    for (size_t i = 0; i < t->nfin && !rc; i++)
+        rc = lrem(ctx, t->wip, t->fin[i].payload, t->fin[i].len);
+    if (rc)
+        H->log(M, DRAY_LOG_ERROR,
+               "cannot acknowledge finished jobs in %s (%s); if this process dies they will be "
+               "recovered and run again",
+               t->wip, H->redis_errstr(ctx));
+    free_held(t->fin, t->nfin);
+    if (!t->live || rc || !t->nfin)
+        return;
+    pthread_mutex_lock(&g_mu);
+    for (slot *s = g_slots; s; s = s->next) {
+        if (s != t->live)
+            continue;
+        pthread_mutex_lock(&s->mu);
+        if (s->fin_gen == t->gen && s->nfin >= t->nfin) {
+            free_held(s->fin, t->nfin);
+            memmove(s->fin, s->fin + t->nfin, (s->nfin - t->nfin) * sizeof *s->fin);
+            s->nfin -= t->nfin;
+            s->ack_at = now;
+        }
+        pthread_mutex_unlock(&s->mu);
+        break;
+    }
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* Pushes t's jobs taken ahead back to the heads of their queues, newest
+ * first so the oldest ends at the head; frees them. On failure they stay in
+ * the in-progress list (logged), recovered when this process is gone. */
+static void
+put_back_ahead(dray_ctx *ctx, taken *t)
+{
+    const char *w[MAX_BATCH], *q[MAX_BATCH], *p[MAX_BATCH];
+    size_t l[MAX_BATCH];
+    size_t nahead = t->nahead;
+    for (size_t i = 0; i < nahead; i++) {
+        w[i] = t->wip;
+        q[i] = t->ahead[nahead - 1 - i].queue;
+        p[i] = t->ahead[nahead - 1 - i].payload;
+        l[i] = t->ahead[nahead - 1 - i].len;
+    }
+    if (put_back_raw(ctx, w, q, p, l, nahead))
+        H->log(M, DRAY_LOG_ERROR,
+               "cannot push %zu jobs taken ahead back to their queues (%s); they stay in "
+               "%s and are recovered when this process is gone",
+               nahead, H->redis_errstr(ctx), t->wip);
+    free_held(t->ahead, nahead);
+}
+
 /* Send what slots hold back: for every slot of `ident` (its server went
  * quiet) its acks and the jobs taken ahead (back to the heads of their
  * queues, in their order); with ident NULL (the tick) acks parked longer
@@ -860,104 +981,15 @@ flush_slots(dray_ctx *ctx, const char *ident)
     unsigned long mypass = ++pass;
     pthread_mutex_unlock(&g_mu);
     for (;;) {
-        held fin[FIN_MAX], ahead[MAX_BATCH];
-        size_t nfin = 0, nahead = 0;
-        unsigned long gen = 0;
-        slot *live = NULL; /* the slot whose fin[] we copied; NULL: ended, freed */
-        char wip[PRO_KEY_BYTES];
-        int found = 0;
-        pthread_mutex_lock(&g_mu);
-        for (slot **pp = &g_slots; *pp; pp = &(*pp)->next) {
-            slot *s = *pp;
-            int ended = s->ident[0] == '\0';
-            int mine = ident && !strcmp(s->ident, ident);
-            pthread_mutex_lock(&s->mu);
-            int stale = !ident && s->nfin && now - s->ack_at > ACK_STALE_S;
-            if (s->flush_pass == mypass || !holds_locked(s) ||
-                !(mine || stale || (!ident && ended))) {
-                pthread_mutex_unlock(&s->mu);
-                continue;
-            }
-            found = 1;
-            s->flush_pass = mypass;
-            snprintf(wip, sizeof wip, "%s", s->wip);
-            if (ended) {
-                nfin = s->nfin;
-                memcpy(fin, s->fin, nfin * sizeof *fin);
-                s->nfin = 0;
-            } else {
-                for (; nfin < s->nfin; nfin++) {
-                    fin[nfin].queue = NULL;
-                    fin[nfin].len = s->fin[nfin].len;
-                    fin[nfin].payload = malloc(fin[nfin].len + 1);
-                    if (!fin[nfin].payload)
-                        break; /* the rest waits for the next fetch or tick */
-                    memcpy(fin[nfin].payload, s->fin[nfin].payload, fin[nfin].len + 1);
-                }
-                gen = s->fin_gen;
-                live = s;
-            }
-            if (mine || ended) {
-                nahead = s->nahead;
-                memcpy(ahead, s->ahead + s->first, nahead * sizeof *ahead);
-                s->nahead = s->first = 0;
-            }
-            pthread_mutex_unlock(&s->mu);
-            if (ended) {
-                *pp = s->next;
-                pthread_mutex_destroy(&s->mu);
-                free(s);
-            }
-            break;
-        }
-        pthread_mutex_unlock(&g_mu);
-        if (!found)
+        taken t;
+        t.nfin = t.nahead = 0;
+        t.gen = 0;
+        t.live = NULL;
+        if (!take_slot(ident, mypass, now, &t))
             return;
-        int rc = 0;
-        for (size_t i = 0; i < nfin && !rc; i++)
-            rc = lrem(ctx, wip, fin[i].payload, fin[i].len);
-        if (rc)
-            H->log(M, DRAY_LOG_ERROR,
-                   "cannot acknowledge finished jobs in %s (%s); if this process dies they will be "
-                   "recovered and run again",
-                   wip, H->redis_errstr(ctx));
-        free_held(fin, nfin);
-        if (live && !rc && nfin) {
-            /* Done: drop them from the slot, unless its thread took them
-             * for a fetch meanwhile (that fetch acknowledged them too). */
-            pthread_mutex_lock(&g_mu);
-            for (slot *s = g_slots; s; s = s->next) {
-                if (s != live)
-                    continue;
-                pthread_mutex_lock(&s->mu);
-                if (s->fin_gen == gen && s->nfin >= nfin) {
-                    free_held(s->fin, nfin);
-                    memmove(s->fin, s->fin + nfin, (s->nfin - nfin) * sizeof *s->fin);
-                    s->nfin -= nfin;
-                    s->ack_at = now;
-                }
-                pthread_mutex_unlock(&s->mu);
-                break;
-            }
-            pthread_mutex_unlock(&g_mu);
-        }
-        if (nahead) {
-            /* newest first, so the oldest ends at the head of its queue */
-            const char *w[MAX_BATCH], *q[MAX_BATCH], *p[MAX_BATCH];
-            size_t l[MAX_BATCH];
-            for (size_t i = 0; i < nahead; i++) {
-                w[i] = wip;
-                q[i] = ahead[nahead - 1 - i].queue;
-                p[i] = ahead[nahead - 1 - i].payload;
-                l[i] = ahead[nahead - 1 - i].len;
-            }
-            if (put_back_raw(ctx, w, q, p, l, nahead))
-                H->log(M, DRAY_LOG_ERROR,
-                       "cannot push %zu jobs taken ahead back to their queues (%s); they stay in "
-                       "%s and are recovered when this process is gone",
-                       nahead, H->redis_errstr(ctx), wip);
-            free_held(ahead, nahead);
-        }
+        ack_taken(ctx, &t, now);
+        if (t.nahead)
+            put_back_ahead(ctx, &t);
     }
 }
 
@@ -1219,8 +1251,9 @@ int
 pro__fetch_init(void)
 {
     int rc;
+    char eb[PRO_ERRNO_BYTES];
     if ((rc = pthread_key_create(&g_key, slot_release)))
-        return H->set_error(M, "cannot create a thread key: %s", strerror(rc));
+        return H->set_error(M, "cannot create a thread key: %s", pro__syserr(rc, eb));
     if ((rc = pro__script(fetch_lua, &s_fetch)) || (rc = pro__script(requeue_lua, &s_requeue)) ||
         (rc = pro__script(orphans_lua, &s_orphans)) ||
         (rc = pro__script(recover_lua, &s_recover)) || (rc = pro__script(poison_lua, &s_poison)))

@@ -35,6 +35,21 @@ pro__key(dray_ctx *ctx, char *buf, size_t n, const char *fmt, ...)
     return buf;
 }
 
+const char *
+pro__syserr(int e, char buf[PRO_ERRNO_BYTES])
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    /* GNU strerror_r may return a static string instead of filling buf */
+    const char *s = strerror_r(e, buf, PRO_ERRNO_BYTES);
+    if (s != buf)
+        snprintf(buf, PRO_ERRNO_BYTES, "%s", s);
+#else
+    if (strerror_r(e, buf, PRO_ERRNO_BYTES))
+        snprintf(buf, PRO_ERRNO_BYTES, "error %d", e);
+#endif
+    return buf;
+}
+
 int
 pro__script(const char *lua, dray_script **out)
 {

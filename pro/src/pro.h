@@ -96,6 +96,11 @@ int pro__eval(dray_ctx *ctx, dray_script *s, redisReply **out, int nkeys, int ar
 void pro__fmt_time(char *buf, size_t n, double t);
 /* 24 lowercase hex characters of fresh randomness (+ NUL). Cannot fail. */
 void pro__random_hex(char *out, size_t hexlen);
+#define PRO_ERRNO_BYTES 128 /* strerror_r text: glibc's longest is under 60 */
+/* Text for errno value e in buf (strerror_r, GNU or XSI flavour), for
+ * H->set_error messages (the module's one error setter); returns buf.
+ * Thread-safe, cannot fail. */
+const char *pro__syserr(int e, char buf[PRO_ERRNO_BYTES]);
 
 /* ---- features: init registers hooks; the rest is each file's API --------- */
 

@@ -4,6 +4,8 @@
  * by the throwaway build-time key (DRAY_TEST_LICENSE_KEY), verified through
  * the public API against the test key table (dray_license_testkeys).
  */
+#include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -823,6 +825,49 @@ test_key_files(void **state)
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* Thread body for test_error_helper: errno texts must not mix across threads. */
+static void *
+syserr_thread(void *arg)
+{
+    int e = *(int *)arg, bad = 0;
+    char buf[DRAY__LICENSE_ERRNO_BYTES], want[DRAY__LICENSE_ERRNO_BYTES];
+    snprintf(want, sizeof want, "%s", dray__license_syserr(e, buf));
+    for (int i = 0; i < 20000; i++)
+        bad += strcmp(dray__license_syserr(e, buf), want) != 0;
+    return (void *)(intptr_t)bad;
+}
+
+/* The layer's error helper: errno texts unchanged (byte for byte what
+ * strerror gave), safe truncation, NULL buffers, several threads at once. */
+static void
+test_error_helper(void **state)
+{
+    char err[DRAY__LICENSE_ERR_BYTES], kid[DRAY_LICENSE_KID_BYTES], small[8];
+    unsigned char pk[DRAY_LICENSE_PK_BYTES];
+    char eb[DRAY__LICENSE_ERRNO_BYTES];
+
+    (void)state;
+    assert_int_equal(dray__license_read_pub("/nonexistent/dray.pub", pk, err, sizeof err), -1);
+    assert_string_equal(err, "/nonexistent/dray.pub: No such file or directory");
+    assert_int_equal(dray__license_keygen("/nonexistent", "k", "pw", 2, kid, err, sizeof err), -1);
+    assert_string_equal(err, "/nonexistent/k.key: No such file or directory");
+    assert_int_equal(dray__license_fail(small, sizeof small, "%s", "abcdefghij"), -1);
+    assert_string_equal(small, "abcdefg");
+    assert_int_equal(dray__license_fail(NULL, 0, "%s", "nowhere"), -1);
+    assert_string_equal(dray__license_syserr(ENOENT, eb), "No such file or directory");
+    assert_string_equal(dray__license_syserr(99999, eb), "Unknown error 99999");
+
+    int errs[4] = {ENOENT, EACCES, 99998, 99999};
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, syserr_thread, &errs[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        void *bad;
+        assert_int_equal(pthread_join(t[i], &bad), 0);
+        assert_int_equal((intptr_t)bad, 0);
+    }
+}
+
 static void
 test_decode_unverified(void **state)
 {
@@ -861,6 +906,7 @@ main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_dates),
         cmocka_unit_test(test_key_files),
+        cmocka_unit_test(test_error_helper),
         cmocka_unit_test(test_decode_unverified),
     };
 
