@@ -78,3 +78,13 @@ add_executable(bench_ent ${_et}/bench_ent.c)
 target_link_libraries(bench_ent PRIVATE dray ent_test_support PkgConfig::HIREDIS)
 target_compile_definitions(bench_ent PRIVATE ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>")
 add_dependencies(bench_ent dray_enterprise_test)
+
+# Producer instructions per plain-class push with no module, Pro, Enterprise
+# or both (bench/push_modules.sh runs it under callgrind): not a test.
+if(TARGET dray_pro_test)
+  add_executable(bench_push_modules ${_et}/bench_push_modules.c)
+  target_link_libraries(bench_push_modules PRIVATE dray ent_test_support PkgConfig::HIREDIS)
+  target_compile_definitions(bench_push_modules PRIVATE
+    ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>" PRO_MODULE="$<TARGET_FILE:dray_pro_test>")
+  add_dependencies(bench_push_modules dray_enterprise_test dray_pro_test)
+endif()
