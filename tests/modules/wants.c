@@ -3,8 +3,9 @@
  * Test module "wants": push hooks with and without a push_wants predicate
  * (module ABI 1.2), each call written to the Redis list wants:calls as
  * "<hook>:<class>", for tests/integration/test_module_wants.c.
- *   picky    (EARLY, push_wants): only class Picky or a push carrying
- *            "picky"; stamps "picked": true; "picky": "bad" fails the push
+ *   picky    (EARLY, push_wants): wants only class Picky or a push
+ *            carrying "picky"; notes every call it gets, stamps "picked":
+ *            true on those, and fails a push whose "picky" is a string
  *   always   (LATE, no predicate; setting wants.always yes): every push
  *   stray    (setting wants.stray yes): a perform hook with push_wants,
  *            which the core must refuse (the load then fails)
@@ -46,11 +47,11 @@ static int
 picky_push(dray_ctx *ctx, dray_job *job, void *ud)
 {
     (void)ud;
+    note(ctx, "picky", job); /* every call, the skipped ones' absence is the point */
     if (!is_picky(job))
         return DRAY_CONTINUE;
     if (json_is_string(H->job_get(job, "picky")))
         return H->fail(ctx, DRAY_EFIELD, "\"picky\" must not be a string");
-    note(ctx, "picky", job);
     if (H->job_set(job, "picked", json_true()))
         return H->fail(ctx, DRAY_ENOMEM, "out of memory");
     return DRAY_CONTINUE;
