@@ -14,6 +14,7 @@
 #   test_ent_periodic periodic jobs + leader election, 3 processes  (module)
 #   test_ent_crypto   encrypted arguments                           (module)
 #   test_ent_plain    a plain class costs no Redis with the module   (module)
+#   test_ent_pro_push Pro + Enterprise: plain pushes skip the hooks  (module)
 #   bench_ent         throughput figures (a program, not a test: bench/modules.sh)
 if(NOT TARGET dray_enterprise_test)
   return()
@@ -64,9 +65,26 @@ dray_ent_test(test_ent_limit)
 dray_ent_test(test_ent_periodic)
 dray_ent_test(test_ent_crypto)
 dray_ent_test(test_ent_plain TIMEOUT 120)
+# Pro and Enterprise together: pushes no hook wants stay on the core's path.
+if(TARGET dray_pro_test AND TARGET dray_pro_batch)
+  dray_ent_test(test_ent_pro_push TIMEOUT 120)
+  target_link_libraries(test_ent_pro_push PRIVATE dray_pro_batch)
+  target_compile_definitions(test_ent_pro_push PRIVATE PRO_MODULE="$<TARGET_FILE:dray_pro_test>")
+  add_dependencies(test_ent_pro_push dray_pro_test)
+endif()
 
 # Throughput figures: not a test (it judges nothing); bench/modules.sh runs it.
 add_executable(bench_ent ${_et}/bench_ent.c)
 target_link_libraries(bench_ent PRIVATE dray ent_test_support PkgConfig::HIREDIS)
 target_compile_definitions(bench_ent PRIVATE ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>")
 add_dependencies(bench_ent dray_enterprise_test)
+
+# Producer instructions per plain-class push with no module, Pro, Enterprise
+# or both (bench/push_modules.sh runs it under callgrind): not a test.
+if(TARGET dray_pro_test)
+  add_executable(bench_push_modules ${_et}/bench_push_modules.c)
+  target_link_libraries(bench_push_modules PRIVATE dray ent_test_support PkgConfig::HIREDIS)
+  target_compile_definitions(bench_push_modules PRIVATE
+    ENT_MODULE="$<TARGET_FILE:dray_enterprise_test>" PRO_MODULE="$<TARGET_FILE:dray_pro_test>")
+  add_dependencies(bench_push_modules dray_enterprise_test dray_pro_test)
+endif()

@@ -7,12 +7,14 @@
 #
 #   record.so                every hook point, recorded in Redis
 #   fetchy.so, fetchy2.so    fetch providers (two, to collide)
+#   wants.so                 push hooks with and without push_wants (ABI 1.2)
 #   misfit_<case>.so         modules the loader must refuse
 #   lic_pro.so, lic_ent.so   license-gated (pro / enterprise tier)
 #   noentry.so, leaky_*.so   not built with dray_add_module: a shared object
 #                            without the entry symbol, and nm-check negatives
 #
 #   test_module          hooks, fetch provider, refusals     (cmocka, real Redis)
+#   test_module_wants    push_wants: unwanted pushes skip the chain (cmocka, real Redis)
 #   test_module_license  license gating and check mode       (cmocka, real Redis)
 #   module_nm            nm check of every dray_add_module target
 #   module_nm_catches_*  the nm check itself fails on a bad module
@@ -25,9 +27,10 @@ set(_mt_out ${CMAKE_CURRENT_BINARY_DIR}/modules)
 
 dray_add_module(mod_record SOURCES ${_mt}/record.c TEST_KEYS OUTPUT_NAME record)
 dray_add_module(mod_fetchy SOURCES ${_mt}/fetchy.c TEST_KEYS OUTPUT_NAME fetchy)
+dray_add_module(mod_wants SOURCES ${_mt}/wants.c TEST_KEYS OUTPUT_NAME wants)
 dray_add_module(mod_fetchy2 SOURCES ${_mt}/fetchy.c TEST_KEYS OUTPUT_NAME fetchy2)
 target_compile_definitions(mod_fetchy2 PRIVATE FETCHY_NAME="fetchy2")
-set(_fixtures mod_record mod_fetchy mod_fetchy2)
+set(_fixtures mod_record mod_fetchy mod_fetchy2 mod_wants)
 
 set(_misfits newer_minor newer_major badsig initfail nofill badhook requires)
 foreach(m IN LISTS _misfits)
@@ -78,6 +81,9 @@ dray_add_test(test_module SOURCES integration/test_module.c LABELS module TIMEOU
 _dray_module_paths(test_module mod_record mod_fetchy mod_fetchy2 mod_noentry
                    mod_misfit_newer_minor mod_misfit_newer_major mod_misfit_badsig
                    mod_misfit_initfail mod_misfit_nofill mod_misfit_badhook mod_misfit_requires)
+
+dray_add_test(test_module_wants SOURCES integration/test_module_wants.c LABELS module TIMEOUT 120)
+_dray_module_paths(test_module_wants mod_wants)
 
 dray_add_test(test_module_license SOURCES integration/test_module_license.c LABELS module
               TIMEOUT 120 LIBS dray_license_vendor dray_license_testkeys)

@@ -154,7 +154,8 @@ prepare(dray_client *c, dray_job *job, double at, double now, char **json, size_
     *json = NULL;
     if (at > 0)
         json_object_set_new(job->obj, "at", json_real(at));
-    int rc = dray__hooks_push_empty()
+    /* Hooks whose push_wants says no would leave the job as it is. */
+    int rc = !dray__hooks_push_wanted(&c->conn, job)
                  ? DRAY__PUSH_CONTINUE
                  : dray__hooks_push(&c->conn, job, c->errstr, sizeof c->errstr);
     if (rc < 0)
@@ -388,7 +389,8 @@ typedef struct bulk {
     json_t *tmpl;                               /* the object every job starts from */
     const char *queue;                          /* its queue (borrowed from tmpl) */
     chunk ch;                                   /* the chunk being filled */
-    dray__buf fast;                             /* fast path head (no hooks), or empty */
+    dray__buf fast;                             /* fast path head (no hook wants the push),
+                                                   or empty: every job takes the hooks */
     dray__buf one;                              /* scratch for one rendered job */
     char score[32];                             /* at, as ZADD writes it */
     dray__pipe pipe;                            /* the round trip being built, while piping */
@@ -501,6 +503,24 @@ bulk_fast_head(bulk *b)
     }
     dray_job_free(hj);
     return rc;
+}
+
+/* Whether some push hook must see the jobs of this bulk: asked once, with
+ * the template as the hooks would see it (class, queue, options, "at"),
+ * since every job of a bulk differs only in args and jid. true when the
+ * question cannot be asked (out of memory): the hooks then decide. */
+static bool
+bulk_hooks_wanted(bulk *b)
+{
+    if (dray__hooks_push_empty())
+        return false;
+    json_t *view = json_copy(b->tmpl);
+    if (view && b->at > 0)
+        json_object_set_new(view, "at", json_real(b->at));
+    dray_job *vj = view ? dray__job_wrap(view) : NULL;
+    bool wanted = !vj || dray__hooks_push_wanted(&b->c->conn, vj);
+    dray_job_free(vj);
+    return wanted;
 }
 
 /* Append the full chunk to the round trip (ZADD, or MULTI SADD LPUSH EXEC),
@@ -636,8 +656,7 @@ bulk_send_all(bulk *b)
             bulk_append_chunk(b);
         /* Push hooks may use the connection while the next jobs are
          * prepared: then no command may be left buffered or unread. */
-        if (b->piping &&
-            (b->inflight == BULK_CHUNKS_IN_FLIGHT || last || !dray__hooks_push_empty())) {
+        if (b->piping && (b->inflight == BULK_CHUNKS_IN_FLIGHT || last || !b->fast.p)) {
             if ((rc = bulk_round_trip(b)))
                 break;
         }
@@ -683,7 +702,7 @@ dray_client_push_bulk(dray_client *c, const char *klass, json_t *args_list,
     rc = bulk_template(&b, klass, opts);
     if (!rc)
         rc = bulk_alloc(&b);
-    if (!rc && dray__hooks_push_empty())
+    if (!rc && !bulk_hooks_wanted(&b))
         rc = bulk_fast_head(&b);
     if (!rc) {
         rc = bulk_send_all(&b);

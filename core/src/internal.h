@@ -268,6 +268,10 @@ json_t *dray__json_load(const char *buf, size_t len, json_error_t *e);
  * it: it must be idle, no replies pending). */
 int dray__hooks_push(dray__conn *conn, dray_job *job, char *errbuf, size_t errlen);
 bool dray__hooks_push_empty(void);
+/* true when some push hook must see job (one without push_wants, or whose
+ * push_wants says so); false with no push hooks, or when the chain would
+ * leave job as it is, so the push may skip it. On the pushing thread. */
+bool dray__hooks_push_wanted(dray__conn *conn, const dray_job *job);
 
 #define DRAY__BEFORE_CONTINUE 0
 #define DRAY__BEFORE_SKIP 1  /* treat as done: acked, no handler call */

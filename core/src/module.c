@@ -835,7 +835,7 @@ dray__mod_hook(dray_module *mod, const dray_hook *desc)
                 : h.point == DRAY_HOOK_DEATH   ? h.death != NULL
                 : h.point == DRAY_HOOK_TICK    ? h.tick != NULL
                                                : h.event != NULL;
-    bool stray = (h.push && h.point != DRAY_HOOK_PUSH) ||
+    bool stray = ((h.push || h.push_wants) && h.point != DRAY_HOOK_PUSH) ||
                  ((h.before || h.after || h.record) && h.point != DRAY_HOOK_PERFORM) ||
                  (h.retry && h.point != DRAY_HOOK_RETRY) ||
                  (h.death && h.point != DRAY_HOOK_DEATH) || (h.tick && h.point != DRAY_HOOK_TICK) ||
@@ -897,6 +897,29 @@ dray__hooks_push_empty(void)
 {
     dray__hook_table *t = table();
     return !t || !t->n[DRAY_HOOK_PUSH];
+}
+
+bool
+dray__hooks_push_wanted(dray__conn *conn, const dray_job *job)
+{
+    dray__hook_table *t = table();
+    if (!t || !t->n[DRAY_HOOK_PUSH])
+        return false;
+    struct dray_ctx ctx;
+    bool ready = false;
+    for (size_t i = 0; i < t->n[DRAY_HOOK_PUSH]; i++) {
+        dray__hook_entry *e = t->chain[DRAY_HOOK_PUSH][i];
+        if (!e->h.push_wants)
+            return true;
+        if (!ready) {
+            dray__ctx_init(&ctx, DRAY_THREAD_CLIENT, NULL, conn, conn ? conn->cfg : NULL);
+            ready = true;
+        }
+        ctx.mod = e->mod;
+        if (e->h.push_wants(&ctx, job, e->h.userdata))
+            return true;
+    }
+    return false;
 }
 
 /* Turn a hook's message into "module NAME: text" in buf. */

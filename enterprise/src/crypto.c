@@ -414,6 +414,16 @@ with_last(json_t *args, json_t *v)
 
 /* ---- hooks ---------------------------------------------------------------------- */
 
+/* crypto_push acts on a job that says "encrypt" (any value: it sees the
+ * field) or whose class is listed in enterprise.encrypt. */
+static int
+crypto_wants(dray_ctx *ctx, const dray_job *job, void *ud)
+{
+    (void)ctx;
+    const ent_state *E = ud;
+    return H->job_get(job, "encrypt") || ent__crypto_wanted(E, H->job_class(job));
+}
+
 static int
 crypto_push(dray_ctx *ctx, dray_job *job, void *ud)
 {
@@ -585,9 +595,9 @@ int
 ent__crypto_hooks(ent_state *E)
 {
     int rc;
-    if ((rc = H->hook(ent__M,
-                      DRAY_HOOK(.point = DRAY_HOOK_PUSH, .name = "encrypt",
-                                .priority = DRAY_PRIO_LAST, .push = crypto_push, .userdata = E))) ||
+    if ((rc = H->hook(ent__M, DRAY_HOOK(.point = DRAY_HOOK_PUSH, .name = "encrypt",
+                                        .priority = DRAY_PRIO_LAST, .push = crypto_push,
+                                        .push_wants = crypto_wants, .userdata = E))) ||
         (rc = H->hook(ent__M,
                       DRAY_HOOK(.point = DRAY_HOOK_PERFORM, .name = "decrypt",
                                 .priority = DRAY_PRIO_LAST, .before = crypto_before,

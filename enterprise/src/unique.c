@@ -237,6 +237,17 @@ rule_for(const ent_state *E, const char *klass)
     return NULL;
 }
 
+/* uniq_push acts on a class with a rule or a job with unique fields
+ * (unique_until alone is refused there, so it counts too). */
+static int
+uniq_wants(dray_ctx *ctx, const dray_job *job, void *ud)
+{
+    (void)ctx;
+    const ent_state *E = ud;
+    return rule_for(E, H->job_class(job)) || H->job_get(job, "unique_for") ||
+           H->job_get(job, "unique_until");
+}
+
 static int
 uniq_push(dray_ctx *ctx, dray_job *job, void *ud)
 {
@@ -406,9 +417,9 @@ int
 ent__unique_hooks(ent_state *E)
 {
     int rc;
-    if ((rc = H->hook(ent__M,
-                      DRAY_HOOK(.point = DRAY_HOOK_PUSH, .name = "unique",
-                                .priority = DRAY_PRIO_EARLY, .push = uniq_push, .userdata = E))) ||
+    if ((rc = H->hook(ent__M, DRAY_HOOK(.point = DRAY_HOOK_PUSH, .name = "unique",
+                                        .priority = DRAY_PRIO_EARLY, .push = uniq_push,
+                                        .push_wants = uniq_wants, .userdata = E))) ||
         (rc = H->hook(ent__M, DRAY_HOOK(.point = DRAY_HOOK_PERFORM, .name = "unique",
                                         .priority = DRAY_PRIO_EARLY, .before = uniq_before,
                                         .after = uniq_after, .userdata = E))) ||

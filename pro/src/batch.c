@@ -76,6 +76,16 @@ on_push_jid(dray_ctx *ctx, dray_job *job, void *ud)
     return DRAY_CONTINUE;
 }
 
+/* on_push_jid and on_push act only on a job that names a batch (the
+ * helper's marks travel with "bid"). */
+static int
+wants_push(dray_ctx *ctx, const dray_job *job, void *ud)
+{
+    (void)ctx;
+    (void)ud;
+    return H->job_get(job, "bid") != NULL;
+}
+
 static int
 on_push(dray_ctx *ctx, dray_job *job, void *ud)
 {
@@ -244,9 +254,10 @@ pro__batch_init(void)
         (rc = pro__script(cb_release_lua, &s_cb_release)))
         return rc;
     if ((rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_PUSH, .priority = DRAY_PRIO_FIRST,
-                                   .name = "batch-jid", .push = on_push_jid))) ||
+                                   .name = "batch-jid", .push = on_push_jid,
+                                   .push_wants = wants_push))) ||
         (rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_PUSH, .priority = DRAY_PRIO_MIDDLE,
-                                   .name = "batch", .push = on_push))) ||
+                                   .name = "batch", .push = on_push, .push_wants = wants_push))) ||
         (rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_PERFORM, .priority = DRAY_PRIO_MIDDLE,
                                    .name = "batch", .before = before, .after = after))) ||
         (rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_DEATH, .priority = DRAY_PRIO_MIDDLE,

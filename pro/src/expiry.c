@@ -46,6 +46,15 @@ on_push(dray_ctx *ctx, dray_job *job, void *ud)
     return DRAY_CONTINUE;
 }
 
+/* on_push does something only for a job with a deadline field. */
+static int
+wants_push(dray_ctx *ctx, const dray_job *job, void *ud)
+{
+    (void)ctx;
+    (void)ud;
+    return H->job_get(job, "expires_in") || H->job_get(job, "expires_at");
+}
+
 /* The job's deadline, or 0 when it has none. A job pushed without the
  * module in the producer carries only expires_in: count from created_at. */
 static double
@@ -101,7 +110,7 @@ pro__expiry_init(void)
 {
     int rc;
     if ((rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_PUSH, .priority = DRAY_PRIO_MIDDLE,
-                                   .name = "expiry", .push = on_push))) ||
+                                   .name = "expiry", .push = on_push, .push_wants = wants_push))) ||
         (rc = H->hook(M, DRAY_HOOK(.point = DRAY_HOOK_PERFORM, .priority = DRAY_PRIO_EARLY,
                                    .name = "expiry", .before = before))))
         return H->set_error(M, "cannot register expiry hooks: %s", H->strerror(rc));

@@ -63,8 +63,9 @@ extern "C" {
 /* ---- versions and limits -------------------------------------------------- */
 
 #define DRAY_ABI_MAJOR 1 /* bumped only when something is removed or reordered */
-/* 1.1 appended the host's heartbeat_interval and dray_hook.record */
-#define DRAY_ABI_MINOR 1 /* bumped when something is appended */
+/* 1.1 appended the host's heartbeat_interval and dray_hook.record;
+ * 1.2 appended dray_hook.push_wants */
+#define DRAY_ABI_MINOR 2 /* bumped when something is appended */
 
 #define DRAY_MODULE_MAGIC 0x79617264u             /* "dray": the record was really filled in */
 #define DRAY_MODULE_ENTRY_NAME "dray_module_init" /* the one exported symbol */
@@ -188,6 +189,16 @@ typedef double (*dray_tick_fn)(dray_ctx *ctx, void *userdata);
  * bytes), which becomes the error_message. */
 typedef void (*dray_record_fn)(dray_ctx *ctx, dray_job *job, int outcome, char *message,
                                size_t size, void *userdata);
+/* push_wants (since 1.2, DRAY_HOOK_PUSH, optional): on the pushing thread,
+ * before the push hooks. Returns 1 when the registration's push hook must
+ * see this push, 0 when it would return DRAY_CONTINUE and leave the job
+ * unchanged (then, if no hook of the chain wants the push, the core skips
+ * the whole chain and writes the job on its fast path). `job` is the job as
+ * the caller built it (class, queue, options and custom fields, "at" when
+ * scheduled); a bulk push asks once for all its jobs, with empty args and
+ * no jid, so the answer must not depend on args or jid. Must be cheap and
+ * must not use Redis. NULL: the push hook sees every push. */
+typedef int (*dray_push_wants_fn)(dray_ctx *ctx, const dray_job *job, void *userdata);
 /* Frees a registration's userdata; see dray_hook.userdata_free. */
 typedef void (*dray_free_fn)(void *userdata);
 
@@ -215,6 +226,8 @@ typedef struct dray_hook {
                                    it on one registration only when several share userdata */
     /* -- since 1.1 -- */
     dray_record_fn record; /* DRAY_HOOK_PERFORM, optional: see dray_record_fn */
+    /* -- since 1.2 -- */
+    dray_push_wants_fn push_wants; /* DRAY_HOOK_PUSH, optional: see dray_push_wants_fn */
 } dray_hook;
 
 #define DRAY_HOOK(...) (&(const dray_hook){.struct_size = sizeof(dray_hook), __VA_ARGS__})
