@@ -17,7 +17,8 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000 /* a returning Redis is noticed within ~2 s */
 
-/* Decode %XX escapes of [s, s+n) into a new string; NULL on bad escape/OOM. */
+/* Decode %XX escapes of [s, s+n) into a new string; NULL on bad escape/OOM.
+ * %00 is a bad escape: the C string would end there, cutting a password. */
 static char *
 pct_decode(const char *s, size_t n)
 {
@@ -28,7 +29,7 @@ pct_decode(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%') {
             if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
-                !isxdigit((unsigned char)s[i + 2])) {
+                !isxdigit((unsigned char)s[i + 2]) || (s[i + 1] == '0' && s[i + 2] == '0')) {
                 dray__free(out);
                 return NULL;
             }
