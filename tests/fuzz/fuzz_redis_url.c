@@ -10,6 +10,7 @@
  *     with ports 1-65535 and a master name; db 0-1000000; `where` terminated;
  *   - no %-escape is lost: a credential holding %00 would be cut at the NUL,
  *     so an accepted URL may only carry %00 in fields used verbatim;
+ *   - a user, when given, is not empty (AUTH "" pass always fails);
  *   - written back as a URL (credentials %-escaped) it parses to the same
  *     fields;
  *   - the cfg is freed whole after success and after refusal (ASan leaks).
@@ -58,6 +59,8 @@ check_fields(const dray__redis_cfg *c, const char *url)
     FUZZ_ASSERT(c->tls == 0 || c->tls == 1, "tls %d", c->tls);
     FUZZ_ASSERT(memchr(c->where, '\0', sizeof c->where) && c->where[0], "where is empty");
     FUZZ_ASSERT(c->ns && c->ns[0] == '\0', "namespace set by a url");
+    /* AUTH "" pass never logs in: an empty user must mean the default one */
+    FUZZ_ASSERT(!c->user || c->user[0], "empty user from '%s'", url);
     if (c->path) {
         FUZZ_ASSERT(c->path[0] == '/' && !c->host && !c->sentinel, "unix url '%s'", url);
         return;
@@ -76,24 +79,41 @@ check_fields(const dray__redis_cfg *c, const char *url)
     FUZZ_ASSERT(c->port >= 1 && c->port <= 65535, "port %d from '%s'", c->port, url);
 }
 
-/* The URL that means what c holds; written to b. */
+/* Credentials as query parameters, starting with sep ('?' or '&'). */
+static void
+write_query(dray__buf *b, const dray__redis_cfg *c, char sep)
+{
+    if (c->user) {
+        dray__buf_addf(b, "%cuser=", sep);
+        add_escaped(b, c->user);
+        sep = '&';
+    }
+    if (c->pass) {
+        dray__buf_addf(b, "%cpassword=", sep);
+        add_escaped(b, c->pass);
+    }
+}
+
+/* The URL that means what c holds; written to b. Credentials go in the
+ * query where the scheme has one (it can say user without password). */
 static void
 write_url(dray__buf *b, const dray__redis_cfg *c)
 {
     if (c->path) {
         dray__buf_addf(b, "unix://%s?db=%d", c->path, c->db);
-        if (c->user) {
-            dray__buf_adds(b, "&user=");
-            add_escaped(b, c->user);
-        }
-        if (c->pass) {
-            dray__buf_adds(b, "&password=");
-            add_escaped(b, c->pass);
-        }
+        write_query(b, c, '&');
         return;
     }
-    dray__buf_adds(b, c->sentinel ? (c->tls ? "rediss-sentinel://" : "redis-sentinel://")
-                                  : (c->tls ? "rediss://" : "redis://"));
+    if (!c->sentinel) {
+        dray__buf_adds(b, c->tls ? "rediss://" : "redis://");
+        if (strchr(c->host, ':'))
+            dray__buf_addf(b, "[%s]:%d/%d", c->host, c->port, c->db);
+        else
+            dray__buf_addf(b, "%s:%d/%d", c->host, c->port, c->db);
+        write_query(b, c, '?');
+        return;
+    }
+    dray__buf_adds(b, c->tls ? "rediss-sentinel://" : "redis-sentinel://");
     if (c->user || c->pass) {
         if (c->user)
             add_escaped(b, c->user);
@@ -102,18 +122,11 @@ write_url(dray__buf *b, const dray__redis_cfg *c)
             add_escaped(b, c->pass);
         dray__buf_adds(b, "@");
     }
-    if (c->sentinel) {
-        for (int i = 0; i < c->nsentinels; i++)
-            dray__buf_addf(b, "%s%s:%d", i ? "," : "", c->sentinel_host[i], c->sentinel_port[i]);
-        dray__buf_adds(b, "/");
-        add_escaped(b, c->master_name);
-        dray__buf_addf(b, "/%d", c->db);
-        return;
-    }
-    if (strchr(c->host, ':'))
-        dray__buf_addf(b, "[%s]:%d/%d", c->host, c->port, c->db);
-    else
-        dray__buf_addf(b, "%s:%d/%d", c->host, c->port, c->db);
+    for (int i = 0; i < c->nsentinels; i++)
+        dray__buf_addf(b, "%s%s:%d", i ? "," : "", c->sentinel_host[i], c->sentinel_port[i]);
+    dray__buf_adds(b, "/");
+    add_escaped(b, c->master_name);
+    dray__buf_addf(b, "/%d", c->db);
 }
 
 static void
