@@ -88,7 +88,8 @@ parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, 
                                  "redis url '%s': bad %%-escape in password", url);
         } else if (kl == 4 && !memcmp(q, "user", 4)) {
             dray__free(cfg->user);
-            if (!(cfg->user = pct_decode(v, vl)))
+            cfg->user = NULL; /* user= (empty): the default user, as in ":pass@" */
+            if (vl && !(cfg->user = pct_decode(v, vl)))
                 return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': bad %%-escape in user",
                                  url);
         } else {
