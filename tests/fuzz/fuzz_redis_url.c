@@ -5,7 +5,8 @@
  *
  * Invariants:
  *   - a refusal is DRAY_EURL (or DRAY_ENOMEM) with a message;
- *   - an accepted URL has its fields in bounds: a non-empty host and a port
+ *   - an accepted URL has its fields in bounds: a host without blanks,
+ *     control bytes or brackets and a port
  *     1-65535, or an absolute socket path, or 1-DRAY__MAX_SENTINELS sentinels
  *     with ports 1-65535 and a master name; db 0-1000000; `where` terminated;
  *   - no %-escape is lost: a credential holding %00 would be cut at the NUL,
@@ -51,6 +52,19 @@ add_escaped(dray__buf *b, const char *s)
     }
 }
 
+/* A host name or address as a resolver sees it: printable, no blanks, no
+ * brackets (those only delimit an IPv6 address in the URL). */
+static int
+host_ok(const char *h)
+{
+    if (!h || !*h)
+        return 0;
+    for (; *h; h++)
+        if ((unsigned char)*h <= ' ' || *h == 0x7f || *h == '[' || *h == ']')
+            return 0;
+    return 1;
+}
+
 /* Fields in bounds, whatever the scheme. */
 static void
 check_fields(const dray__redis_cfg *c, const char *url)
@@ -69,13 +83,13 @@ check_fields(const dray__redis_cfg *c, const char *url)
         FUZZ_ASSERT(c->nsentinels >= 1 && c->nsentinels <= DRAY__MAX_SENTINELS,
                     "%d sentinels from '%s'", c->nsentinels, url);
         for (int i = 0; i < c->nsentinels; i++)
-            FUZZ_ASSERT(c->sentinel_host[i] && c->sentinel_host[i][0] && c->sentinel_port[i] >= 1 &&
+            FUZZ_ASSERT(host_ok(c->sentinel_host[i]) && c->sentinel_port[i] >= 1 &&
                             c->sentinel_port[i] <= 65535,
                         "sentinel %d of '%s'", i, url);
         FUZZ_ASSERT(c->master_name && c->master_name[0], "no master name from '%s'", url);
         return;
     }
-    FUZZ_ASSERT(c->host && c->host[0], "empty host from '%s'", url);
+    FUZZ_ASSERT(host_ok(c->host), "host '%s' from '%s'", c->host ? c->host : "(null)", url);
     FUZZ_ASSERT(c->port >= 1 && c->port <= 65535, "port %d from '%s'", c->port, url);
 }
 
