@@ -61,6 +61,17 @@ parse_int(const char *s, size_t n, long lo, long hi, long *out)
     return 0;
 }
 
+/* True when [s, s+n) can be a host name or address: non-empty, printable,
+ * no blanks, no brackets (they only delimit an IPv6 address in a URL). */
+static bool
+host_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f || s[i] == '[' || s[i] == ']')
+            return false;
+    return n > 0;
+}
+
 /* Parse "?db=N&password=P" query parameters of a unix URL. */
 static int
 parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, size_t errlen)
@@ -134,6 +145,10 @@ parse_sentinel_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t e
         const char *hostend = colon ? colon : he;
         if (hostend == p)
             return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': a sentinel host is empty",
+                             url);
+        if (!host_ok(p, (size_t)(hostend - p)))
+            return dray__err(errbuf, errlen, DRAY_EURL,
+                             "redis url '%s': a sentinel host has a blank, control byte or bracket",
                              url);
         long port = 26379;
         if (colon && parse_int(colon + 1, (size_t)(he - colon - 1), 1, 65535, &port))
@@ -238,6 +253,9 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
     }
     if (he == hs)
         return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': host is empty", url);
+    if (!host_ok(hs, (size_t)(he - hs)))
+        return dray__err(errbuf, errlen, DRAY_EURL,
+                         "redis url '%s': host has a blank, control byte or bracket", url);
     if (!(cfg->host = dray__strndup(hs, (size_t)(he - hs))))
         return DRAY_ENOMEM;
     cfg->port = 6379;
