@@ -13,7 +13,11 @@
  *     in their documented ranges;
  *   - error_backtrace written for it decodes (base64, inflate, json) back to
  *     the lines given, as Sidekiq's reader does.
- * Shared driver and checks: fuzz_driver.h.
+ *   - a bignum read back (dray_json_bigint) is an integer literal outside
+ *     int64, never other text.
+ * The bignum marker is random per process; a seed spells it @@BIGINT@@,
+ * replaced by this process's marker (JSON-escaped), so forged markers are
+ * reproducible. Shared driver and checks: fuzz_driver.h.
  */
 #include <limits.h>
 #include <math.h>
@@ -25,7 +29,63 @@
 #include "internal.h"
 #include "server.h"
 
-#define LINES_MAX 16 /* backtrace lines taken from args */
+#define LINES_MAX 16             /* backtrace lines taken from args */
+#define BIGINT_SEED "@@BIGINT@@" /* in a seed: this process's bignum marker */
+
+/* This process's bignum marker as it is written inside a JSON string
+ * ("\u0000dray-bigint-<tag>:"), learnt by loading a bignum. */
+static const char *
+bigint_marker(void)
+{
+    static char mark[64];
+    if (mark[0])
+        return mark;
+    json_t *v = dray__json_load("[123456789012345678901234567890]", 32, NULL);
+    const char *s = json_string_value(json_array_get(v, 0));
+    size_t n = json_string_length(json_array_get(v, 0));
+    FUZZ_ASSERT(s && n > 31 && n - 30 + 6 < sizeof mark && s[0] == '\0', "no bignum marker");
+    snprintf(mark, sizeof mark, "\\u0000%.*s", (int)(n - 30 - 1), s + 1);
+    json_decref(v);
+    return mark;
+}
+
+/* data with every BIGINT_SEED replaced by the marker; malloc'ed, length in *len. */
+static char *
+with_marker(const uint8_t *data, size_t size, size_t *len)
+{
+    const char *mark = bigint_marker();
+    size_t ml = strlen(mark), sl = strlen(BIGINT_SEED);
+    char *out = malloc(size / sl * ml + size + 1), *w = out;
+    FUZZ_ASSERT(out != NULL, "oom");
+    for (size_t i = 0; i < size;) {
+        if (size - i >= sl && !memcmp(data + i, BIGINT_SEED, sl)) {
+            memcpy(w, mark, ml), w += ml, i += sl;
+            continue;
+        }
+        *w++ = (char)data[i++];
+    }
+    *len = (size_t)(w - out);
+    return out;
+}
+
+/* Every bignum in v (recursively) reads back as an out-of-int64 literal. */
+static void
+check_bigints(const json_t *v)
+{
+    const char *d = dray_json_bigint(v);
+    if (d) {
+        const char *p = d + (*d == '-');
+        size_t n = strspn(p, "0123456789");
+        FUZZ_ASSERT(n >= 19 && p[n] == '\0', "bignum read back as '%s'", d);
+    }
+    size_t i;
+    const char *k;
+    json_t *x;
+    if (json_is_array(v))
+        json_array_foreach(v, i, x) check_bigints(x);
+    else if (json_is_object(v))
+        json_object_foreach((json_t *)v, k, x) check_bigints(x);
+}
 
 /* The exact bytes of dray__json_dump(v); malloc'ed. */
 static char *
@@ -183,16 +243,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char msg[256];
     dray_job *job = (dray_job *)1; /* must be NULLed on refusal */
+    size_t len;
+    char *text = with_marker(data, size, &len);
 
     memset(msg, 0, sizeof msg);
-    int rc = dray_job_parse((const char *)data, size, 0, &job, msg, sizeof msg);
+    int rc = dray_job_parse(text, len, 0, &job, msg, sizeof msg);
     if (rc) {
         fuzz_check_refusal("dray_job_parse", rc, msg, sizeof msg);
         FUZZ_ASSERT(job == NULL, "refused but *out was not NULLed");
+        free(text);
         return 0;
     }
     FUZZ_ASSERT(job != NULL, "accepted without a job");
-    check_job(job, data, size);
+    check_job(job, (const uint8_t *)text, len);
+    free(text);
+    check_bigints(dray_job_json(job));
     check_round_trip(job);
     check_readers(job);
     check_backtrace(job, dray__backtrace_want(job));
