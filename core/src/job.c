@@ -166,13 +166,14 @@ dray__json_load(const char *buf, size_t len, json_error_t *e)
     return o;
 }
 
-/* True when [s, s+n) is what mark_bigints puts after a marker: an integer
- * literal outside int64. Anything else behind a marker was forged. */
+/* True when [s, s+n) is what mark_bigints puts after a marker: a JSON
+ * integer literal (no leading zero) outside int64. Anything else behind a
+ * marker was forged. */
 static bool
 bigint_digits(const char *s, size_t n)
 {
     size_t neg = n && s[0] == '-';
-    if (n - neg < 19)
+    if (n - neg < 19 || s[neg] == '0')
         return false;
     for (size_t i = neg; i < n; i++)
         if (s[i] < '0' || s[i] > '9')
