@@ -37,7 +37,7 @@ if(DRAY_FUZZ)
                                  ${PROJECT_SOURCE_DIR}/core/src)
       target_link_libraries(fuzz_${name} PRIVATE ${_fuzz_core_libs})
       target_compile_definitions(fuzz_${name} PRIVATE DRAY_LIBFUZZER)
-      # -Wno-error: core sources are warning-clean under gcc, the -Werror compiler
+      # -Wno-error: clang warns where gcc, the -Werror compiler, does not
       target_compile_options(fuzz_${name} PRIVATE ${_fuzz_san} -fno-omit-frame-pointer -Wno-error)
       target_link_options(fuzz_${name} PRIVATE ${_fuzz_san})
       set_target_properties(fuzz_${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY
