@@ -173,6 +173,21 @@ dray__json_load(const char *buf, size_t len, json_error_t *e)
     return o;
 }
 
+/* True when [s, s+n) is what mark_bigints puts after a marker: a JSON
+ * integer literal (no leading zero) outside int64. Anything else behind a
+ * marker was forged. */
+static bool
+bigint_digits(const char *s, size_t n)
+{
+    size_t neg = n && s[0] == '-';
+    if (n - neg < 19 || s[neg] == '0')
+        return false;
+    for (size_t i = neg; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return int_overflows(s, n);
+}
+
 /* The exact digits behind a bigint marker string (borrowed from v), or
  * NULL when v is not one. */
 const char *
@@ -182,13 +197,15 @@ dray_json_bigint(const json_t *v)
         return NULL;
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
-    if (n <= bigint_mark_len || memcmp(s, bigint_mark, bigint_mark_len))
+    if (n <= bigint_mark_len || memcmp(s, bigint_mark, bigint_mark_len) ||
+        !bigint_digits(s + bigint_mark_len, n - bigint_mark_len))
         return NULL;
     return s + bigint_mark_len;
 }
 
 /* Replace every marker string in the dumped text s by its bare digits, in
- * place (the text only shrinks). */
+ * place (the text only shrinks). A marker not followed by such digits and
+ * the closing quote is a forged one in a payload's string: kept as text. */
 static size_t
 unmark_bigints(char *s, size_t len)
 {
@@ -208,12 +225,22 @@ unmark_bigints(char *s, size_t len)
             break;
         }
         size_t at = (size_t)(hit - s);
+        size_t d = at + pl, dl = 0, bs = 0;
+        while (d + dl < len && s[d + dl] != '"' && s[d + dl] != '\\')
+            dl++;
+        while (at - bs > r && s[at - bs - 1] == '\\')
+            bs++; /* odd: the quote is an escaped one inside a string */
+        if (bs % 2 || d + dl >= len || s[d + dl] != '"' || !bigint_digits(s + d, dl)) {
+            memmove(s + w, s + r, d - r); /* forged: copy it, marker included */
+            w += d - r;
+            r = d;
+            continue;
+        }
         memmove(s + w, s + r, at - r);
         w += at - r;
-        r = at + pl;
-        while (r < len && s[r] != '"')
-            s[w++] = s[r++];
-        r++; /* closing quote */
+        memmove(s + w, s + d, dl);
+        w += dl;
+        r = d + dl + 1; /* past the closing quote */
     }
     s[w] = '\0';
     return w;

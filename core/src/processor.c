@@ -4,6 +4,7 @@
  * trip (the cancel check, cancel.c): counters are per-worker and flushed by
  * the heartbeat. */
 #include <execinfo.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,8 +123,9 @@ defer_job(dray__worker *w, dray_job *job, double seconds)
 {
     struct dray_server *s = w->srv;
     json_t *d = json_object_get(job->obj, "deferred");
-    json_object_set_new(job->obj, "deferred",
-                        json_integer(json_is_integer(d) ? json_integer_value(d) + 1 : 1));
+    json_int_t n = json_is_integer(d) ? json_integer_value(d) : 0;
+    /* a payload's count may already be the largest integer: it stays there */
+    json_object_set_new(job->obj, "deferred", json_integer(n < LLONG_MAX ? n + 1 : n));
     json_object_del(job->obj, "enqueued_at");
     size_t len;
     char *json = dray__json_dump(job->obj, &len);

@@ -17,7 +17,8 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000 /* a returning Redis is noticed within ~2 s */
 
-/* Decode %XX escapes of [s, s+n) into a new string; NULL on bad escape/OOM. */
+/* Decode %XX escapes of [s, s+n) into a new string; NULL on bad escape/OOM.
+ * %00 is a bad escape: the C string would end there, cutting a password. */
 static char *
 pct_decode(const char *s, size_t n)
 {
@@ -28,7 +29,7 @@ pct_decode(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%') {
             if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
-                !isxdigit((unsigned char)s[i + 2])) {
+                !isxdigit((unsigned char)s[i + 2]) || (s[i + 1] == '0' && s[i + 2] == '0')) {
                 dray__free(out);
                 return NULL;
             }
@@ -61,6 +62,17 @@ parse_int(const char *s, size_t n, long lo, long hi, long *out)
     return 0;
 }
 
+/* True when [s, s+n) can be a host name or address: non-empty, printable,
+ * no blanks, no brackets (they only delimit an IPv6 address in a URL). */
+static bool
+host_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f || s[i] == '[' || s[i] == ']')
+            return false;
+    return n > 0;
+}
+
 /* Parse "?db=N&password=P" query parameters of a unix URL. */
 static int
 parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, size_t errlen)
@@ -88,7 +100,8 @@ parse_query(dray__redis_cfg *cfg, const char *q, const char *url, char *errbuf, 
                                  "redis url '%s': bad %%-escape in password", url);
         } else if (kl == 4 && !memcmp(q, "user", 4)) {
             dray__free(cfg->user);
-            if (!(cfg->user = pct_decode(v, vl)))
+            cfg->user = NULL; /* user= (empty): the default user, as in ":pass@" */
+            if (vl && !(cfg->user = pct_decode(v, vl)))
                 return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': bad %%-escape in user",
                                  url);
         } else {
@@ -164,6 +177,10 @@ parse_sentinel_url(dray__redis_cfg *cfg, const char *url, char *errbuf, size_t e
         const char *hostend = colon ? colon : he;
         if (hostend == p)
             return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': a sentinel host is empty",
+                             url);
+        if (!host_ok(p, (size_t)(hostend - p)))
+            return dray__err(errbuf, errlen, DRAY_EURL,
+                             "redis url '%s': a sentinel host has a blank, control byte or bracket",
                              url);
         long port = 26379;
         if (colon && parse_int(colon + 1, (size_t)(he - colon - 1), 1, 65535, &port))
@@ -246,6 +263,9 @@ dray__redis_url_parse(dray__redis_cfg *cfg, const char *url, char *errbuf, size_
     }
     if (he == hs)
         return dray__err(errbuf, errlen, DRAY_EURL, "redis url '%s': host is empty", url);
+    if (!host_ok(hs, (size_t)(he - hs)))
+        return dray__err(errbuf, errlen, DRAY_EURL,
+                         "redis url '%s': host has a blank, control byte or bracket", url);
     if (!(cfg->host = dray__strndup(hs, (size_t)(he - hs))))
         return DRAY_ENOMEM;
     cfg->port = 6379;

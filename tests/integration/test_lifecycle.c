@@ -461,6 +461,33 @@ test_defer_during_outage_lands(void **state)
     freeReplyObject(z);
 }
 
+/* A payload that says it was deferred INT64_MAX times is deferred again:
+ * the count stays at the largest integer (it overflowed, undefined
+ * behaviour, and was written back as INT64_MIN). */
+static void
+test_defer_count_saturates(void **state)
+{
+    (void)state;
+    push_raw("default", "{\"class\":\"SlowDefer\",\"jid\":\"f00000000000000000000002\","
+                        "\"args\":[],\"queue\":\"default\",\"deferred\":9223372036854775807}");
+    test_running r;
+    dray_options o;
+    opts_for_test(&o, 1, 5);
+    start(&r, &o, NULL);
+    atomic_store(&release_fail, 1);
+    int landed = test_wait_until(schedule_has_1, NULL, 10);
+    dray_server_stop(r.s);
+    pthread_join(r.th, NULL);
+    dray_server_free(r.s);
+    assert_true(landed);
+    redisReply *z = test_redis_cmd(test_rc, "ZRANGE schedule 0 -1");
+    assert_int_equal(z->elements, 1);
+    print_message("deferred again: %s\n", z->element[0]->str);
+    assert_non_null(strstr(z->element[0]->str, "f00000000000000000000002"));
+    assert_non_null(strstr(z->element[0]->str, "\"deferred\":9223372036854775807"));
+    freeReplyObject(z);
+}
+
 typedef struct freeing {
     dray_server *s;
     atomic_int returned;
@@ -519,6 +546,7 @@ main(void)
         cmocka_unit_test_setup(test_redis_down_at_sigterm, each_setup),
         cmocka_unit_test_setup(test_redis_down_for_good_logs_lost, each_setup),
         cmocka_unit_test_setup(test_defer_during_outage_lands, each_setup),
+        cmocka_unit_test_setup(test_defer_count_saturates, each_setup),
         cmocka_unit_test_setup(test_free_waits_for_running_handler, each_setup),
     };
     return cmocka_run_group_tests(tests, test_setup, test_teardown);
