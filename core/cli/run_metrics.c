@@ -105,13 +105,7 @@ cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *e
         free(m);
         return CLI_ERUNTIME;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->d, MHD_DAEMON_INFO_LISTEN_FD);
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof bound;
-    unsigned port = 0;
-    if (info && !getsockname(info->listen_fd, (struct sockaddr *)&bound, &blen))
-        port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                 : ((struct sockaddr_in *)&bound)->sin_port);
+    unsigned port = web_bound_port(m->d);
     fprintf(stderr, "dray run: metrics on http://%.*s:%u/metrics%s\n",
             (int)(strrchr(full, ':') - full), full, port,
             loopback ? "" : " (not loopback, and no auth: firewall it)");

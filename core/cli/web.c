@@ -1406,7 +1406,96 @@ class_metrics(web *w, web_buf *b)
 
 /* ---- dispatch ------------------------------------------------------------ */
 
-/* Route one request. url is decoded by libmicrohttpd. */
+/* Refuse a POST that this dashboard must not act on: read-only, body over
+ * 1 MiB, cross-origin, or without the CSRF cookie and matching form token.
+ * Returns 0 when the POST may proceed (r's form is parsed), -1 after
+ * writing the refusal page into o. */
+static int
+post_allowed(const web *w, struct MHD_Connection *c, req *r, out *o)
+{
+    if (w->read_only) {
+        fail_page(o, 403, "Read-only", "this dashboard is read-only (--read-only)");
+        return -1;
+    }
+    if (r->too_big) {
+        fail_page(o, 413, "Too large", "request body over 1 MiB");
+        return -1;
+    }
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    if (origin && strcmp(origin, "null")) {
+        const char *o2 = strstr(origin, "://");
+        if (!o2 || !host || strcmp(o2 + 3, host)) {
+            fail_page(o, 403, "Forbidden", "cross-origin POST refused");
+            return -1;
+        }
+    }
+    parse_form(r);
+    const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "dray_csrf");
+    const char *tok = form_get(r, "csrf");
+    if (!csrf_valid_shape(cookie) || !tok || !secret_eq(cookie, tok)) {
+        fail_page(o, 403, "Forbidden", "missing or wrong CSRF token; reload the page");
+        return -1;
+    }
+    return 0;
+}
+
+/* Serve the pages that need no menu: the two assets, /metrics and
+ * /stats.json (GET only). Returns 1 when url was one of them, else 0. */
+static int
+route_plain(web *w, int post, const char *url, out *o)
+{
+    if (!strcmp(url, "/assets/dray.css") || !strcmp(url, "/assets/dray.js")) {
+        int css = !strcmp(url, "/assets/dray.css");
+        o->ctype = css ? "text/css; charset=utf-8" : "text/javascript; charset=utf-8";
+        web_buf_puts(&o->b, css ? web_css : web_js);
+        return 1;
+    }
+    if (!post && !strcmp(url, "/metrics")) {
+        page_metrics(w, o);
+        return 1;
+    }
+    if (!post && !strcmp(url, "/stats.json")) {
+        page_stats_json(w, o);
+        return 1;
+    }
+    return 0;
+}
+
+/* Serve /retries, /scheduled, /dead (list or POST) and /<set>/<jid>
+ * (entry), with the flash line a bulk action redirected back with.
+ * Returns 1 when url named one of the three sets, else 0. */
+static int
+route_set(web *w, struct MHD_Connection *c, int post, const char *url, req *r, out *o)
+{
+    const char *slash = strchr(url + 1, '/');
+    char name[16];
+    size_t nlen = slash ? (size_t)(slash - url - 1) : strlen(url + 1);
+    dray_set s;
+    if (nlen >= sizeof name)
+        return 0;
+    memcpy(name, url + 1, nlen);
+    name[nlen] = '\0';
+    if ((strcmp(name, "retries") && strcmp(name, "scheduled") && strcmp(name, "dead")) ||
+        dray_set_parse(name, &s))
+        return 0;
+    const char *act = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "action");
+    if (act && (!strcmp(act, "retry") || !strcmp(act, "delete") || !strcmp(act, "kill")))
+        snprintf(o->flash, sizeof o->flash, "%s: %zu done, %zu not found or refused", act,
+                 query_size(c, "done", 0, 1000000), query_size(c, "missing", 0, 1000000));
+    if (post && !slash)
+        post_set(w, r, o, s);
+    else if (!post && !slash)
+        page_set(w, c, o, s);
+    else if (!post && slash[1])
+        page_entry(w, o, s, slash + 1);
+    else
+        fail_page(o, 404, "Not found", "no such page");
+    return 1;
+}
+
+/* Route one request (url decoded by libmicrohttpd) to its page or action;
+ * every outcome, refusals and 404 included, is written into o. */
 static void
 route(web *w, struct MHD_Connection *c, const char *method, const char *url, req *r, out *o)
 {
@@ -1415,47 +1504,10 @@ route(web *w, struct MHD_Connection *c, const char *method, const char *url, req
         fail_page(o, 405, "Method not allowed", "GET or POST only");
         return;
     }
-    if (post) {
-        if (w->read_only) {
-            fail_page(o, 403, "Read-only", "this dashboard is read-only (--read-only)");
-            return;
-        }
-        if (r->too_big) {
-            fail_page(o, 413, "Too large", "request body over 1 MiB");
-            return;
-        }
-        const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
-        const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
-        if (origin && strcmp(origin, "null")) {
-            const char *o2 = strstr(origin, "://");
-            if (!o2 || !host || strcmp(o2 + 3, host)) {
-                fail_page(o, 403, "Forbidden", "cross-origin POST refused");
-                return;
-            }
-        }
-        parse_form(r);
-        const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "dray_csrf");
-        const char *tok = form_get(r, "csrf");
-        if (!csrf_valid_shape(cookie) || !tok || !secret_eq(cookie, tok)) {
-            fail_page(o, 403, "Forbidden", "missing or wrong CSRF token; reload the page");
-            return;
-        }
-    }
-    dray_set s;
-    if (!strcmp(url, "/assets/dray.css") || !strcmp(url, "/assets/dray.js")) {
-        int css = !strcmp(url, "/assets/dray.css");
-        o->ctype = css ? "text/css; charset=utf-8" : "text/javascript; charset=utf-8";
-        web_buf_puts(&o->b, css ? web_css : web_js);
+    if (post && post_allowed(w, c, r, o))
         return;
-    }
-    if (!post && !strcmp(url, "/metrics")) {
-        page_metrics(w, o);
+    if (route_plain(w, post, url, o))
         return;
-    }
-    if (!post && !strcmp(url, "/stats.json")) {
-        page_stats_json(w, o);
-        return;
-    }
     if (!post)
         web_modules_present(w->api, &o->mods); /* the menu's module pages; 0 on error */
     if (!post && !strcmp(url, "/")) {
@@ -1485,30 +1537,8 @@ route(web *w, struct MHD_Connection *c, const char *method, const char *url, req
             page_queue(w, c, o, url + 8);
         return;
     }
-    const char *slash = strchr(url + 1, '/');
-    char name[16];
-    size_t nlen = slash ? (size_t)(slash - url - 1) : strlen(url + 1);
-    if (nlen < sizeof name) {
-        memcpy(name, url + 1, nlen);
-        name[nlen] = '\0';
-        if ((!strcmp(name, "retries") || !strcmp(name, "scheduled") || !strcmp(name, "dead")) &&
-            !dray_set_parse(name, &s)) {
-            const char *act = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "action");
-            if (act && (!strcmp(act, "retry") || !strcmp(act, "delete") || !strcmp(act, "kill")))
-                snprintf(o->flash, sizeof o->flash, "%s: %zu done, %zu not found or refused", act,
-                         query_size(c, "done", 0, 1000000), query_size(c, "missing", 0, 1000000));
-            if (post && !slash)
-                post_set(w, r, o, s);
-            else if (!post && !slash)
-                page_set(w, c, o, s);
-            else if (!post && slash[1])
-                page_entry(w, o, s, slash + 1);
-            else
-                fail_page(o, 404, "Not found", "no such page");
-            return;
-        }
-    }
-    fail_page(o, 404, "Not found", "no such page");
+    if (!route_set(w, c, post, url, r, o))
+        fail_page(o, 404, "Not found", "no such page");
 }
 
 static void
@@ -1672,8 +1702,23 @@ web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int
     return 0;
 }
 
-int
-cli_cmd_web(int argc, char **argv)
+unsigned
+web_bound_port(struct MHD_Daemon *d)
+{
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    if (!info || getsockname(info->listen_fd, (struct sockaddr *)&bound, &blen))
+        return 0;
+    return ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                             : ((struct sockaddr_in *)&bound)->sin_port);
+}
+
+/* dray web's flags into w and *listen, over DRAY_WEB_TOKEN and
+ * DRAY_WEB_BASIC_AUTH. Returns 0 to serve, -1 after printing --help, or
+ * CLI_EUSAGE after the usage message. */
+static int
+web_opts(cli_ctx *ctx, int argc, char **argv, web *w, const char **listen)
 {
     static const struct option longopts[] = {
         CLI_COMMON_LONGOPTS,
@@ -1684,55 +1729,99 @@ cli_cmd_web(int argc, char **argv)
         {"page-size", required_argument, NULL, OPT_PAGE_SIZE},
         {NULL, 0, NULL, 0},
     };
-    cli_ctx ctx;
-    cli_ctx_init(&ctx, "web");
-    web w = {.page_size = 25};
-    const char *listen = "127.0.0.1:7433";
-    w.token = getenv("DRAY_WEB_TOKEN");
-    w.basic = getenv("DRAY_WEB_BASIC_AUTH");
-    if (w.token && !*w.token)
-        w.token = NULL;
-    if (w.basic && !*w.basic)
-        w.basic = NULL;
+    w->token = getenv("DRAY_WEB_TOKEN");
+    w->basic = getenv("DRAY_WEB_BASIC_AUTH");
+    if (w->token && !*w->token)
+        w->token = NULL;
+    if (w->basic && !*w->basic)
+        w->basic = NULL;
     int c;
     long n;
     optind = 1;
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        int h = cli_common_opt(&ctx, c, optarg);
+        int h = cli_common_opt(ctx, c, optarg);
         if (h < 0)
             return CLI_EUSAGE;
         if (h)
             continue;
         switch (c) {
         case OPT_LISTEN:
-            listen = optarg;
+            *listen = optarg;
             break;
         case OPT_TOKEN:
-            w.token = optarg;
+            w->token = optarg;
             break;
         case OPT_BASIC:
             if (!strchr(optarg, ':'))
-                return cli_usage(&ctx, "--basic-auth takes USER:PASSWORD");
-            w.basic = optarg;
+                return cli_usage(ctx, "--basic-auth takes USER:PASSWORD");
+            w->basic = optarg;
             break;
         case OPT_READ_ONLY:
-            w.read_only = 1;
+            w->read_only = 1;
             break;
         case OPT_PAGE_SIZE:
             if (cli_parse_long(optarg, 1, 1000, &n))
-                return cli_usage(&ctx, "--page-size takes 1-1000, not '%s'", optarg);
-            w.page_size = (size_t)n;
+                return cli_usage(ctx, "--page-size takes 1-1000, not '%s'", optarg);
+            w->page_size = (size_t)n;
             break;
         default:
-            return cli_usage(&ctx, "unknown option");
+            return cli_usage(ctx, "unknown option");
         }
     }
-    if (ctx.help) {
+    if (ctx->help) {
         cli_help(stdout, "web");
-        return CLI_OK;
+        return -1;
     }
     if (optind < argc)
-        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
+        return cli_usage(ctx, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+/* Serve w on sa from libmicrohttpd's thread until SIGINT or SIGTERM (both
+ * blocked here and waited for). Returns CLI_OK after a signal, or
+ * CLI_ERUNTIME when listen cannot be bound. Owns nothing of w. */
+static int
+web_serve(cli_ctx *ctx, web *w, const struct sockaddr_storage *sa, const char *listen)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* the server thread inherits it */
+    signal(SIGPIPE, SIG_IGN);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+            (sa->ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+        0, NULL, NULL, answer, w, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)sa,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT, 64u,
+        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+    if (!d) {
+        cli_err(ctx, "cannot listen on %s (in use, or not an address of this host)", listen);
+        return CLI_ERUNTIME;
+    }
+    unsigned port = web_bound_port(d);
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)(strrchr(listen, ':') - listen), listen);
+    fprintf(stderr, "dray web: listening on http://%s:%u/%s%s\n", host, port,
+            w->read_only ? " (read-only)" : "", w->token || w->basic ? " (auth required)" : "");
+    fflush(stderr);
+    int sig = 0;
+    sigwait(&set, &sig);
+    fprintf(stderr, "dray web: stopping (%s)\n", sig == SIGINT ? "INT" : "TERM");
+    MHD_stop_daemon(d);
+    return CLI_OK;
+}
+
+int
+cli_cmd_web(int argc, char **argv)
+{
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "web");
+    web w = {.page_size = 25};
+    const char *listen = "127.0.0.1:7433";
+    int rc = web_opts(&ctx, argc, argv, &w, &listen);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
     struct sockaddr_storage sa;
     socklen_t salen;
     int loopback = 0;
@@ -1744,47 +1833,14 @@ cli_cmd_web(int argc, char **argv)
                 "dray web: warning: listening on %s without --token or --basic-auth: "
                 "anyone who reaches it can act on your jobs\n",
                 listen);
-    int rc = cli_open_api(&ctx, &w.api);
+    rc = cli_open_api(&ctx, &w.api);
     if (rc) {
         cli_ctx_close(&ctx);
         return rc;
     }
     w.ns = dray_api_namespace(w.api);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* the server thread inherits it */
-    signal(SIGPIPE, SIG_IGN);
-    struct MHD_Daemon *d =
-        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-                             (sa.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-                         0, NULL, NULL, answer, &w, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                         MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
-                         64u, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
-    if (!d) {
-        cli_err(&ctx, "cannot listen on %s (in use, or not an address of this host)", listen);
-        dray_api_free(w.api);
-        cli_ctx_close(&ctx);
-        return CLI_ERUNTIME;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof bound;
-    unsigned port = 0;
-    if (info && !getsockname(info->listen_fd, (struct sockaddr *)&bound, &blen))
-        port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                 : ((struct sockaddr_in *)&bound)->sin_port);
-    char host[256];
-    snprintf(host, sizeof host, "%.*s", (int)(strrchr(listen, ':') - listen), listen);
-    fprintf(stderr, "dray web: listening on http://%s:%u/%s%s\n", host, port,
-            w.read_only ? " (read-only)" : "", w.token || w.basic ? " (auth required)" : "");
-    fflush(stderr);
-    int sig = 0;
-    sigwait(&set, &sig);
-    fprintf(stderr, "dray web: stopping (%s)\n", sig == SIGINT ? "INT" : "TERM");
-    MHD_stop_daemon(d);
+    rc = web_serve(&ctx, &w, &sa, listen);
     dray_api_free(w.api);
     cli_ctx_close(&ctx);
-    return CLI_OK;
+    return rc;
 }

@@ -35,6 +35,11 @@ void web_buf_label(web_buf *b, const char *s);
  * loopback address. 0, or -1 when it is not such an address. */
 int web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int *loopback);
 
+struct MHD_Daemon;
+/* The port daemon d listens on (the kernel's pick for port 0), or 0 when
+ * it cannot be read. */
+unsigned web_bound_port(struct MHD_Daemon *d);
+
 /* ---- paid modules' pages and figures (web_modules.c) ---- */
 
 /* Which modules have data in Redis (bits of web_modules_present). */
