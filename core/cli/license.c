@@ -16,6 +16,8 @@ typedef struct tally {
     int shown;
 } tally;
 
+/* dray_server_check_modules callback: print one module's verdict (a line, or JSON when ud's
+ * tally asks) and count it in ud. */
 static void
 print_verdict(const char *path, const dray_module_verdict *v, void *ud)
 {
@@ -41,6 +43,8 @@ print_verdict(const char *path, const dray_module_verdict *v, void *ud)
         printf("         warning: %s\n", v->warning);
 }
 
+/* dray license check: load each configured module in check mode and print its verdict. A CLI
+ * exit code (CLI_ECONFIG when one refuses). */
 int
 cli_cmd_license(int argc, char **argv)
 {

@@ -18,6 +18,8 @@ static int g_fd = -1;
 static struct sockaddr_un g_addr;
 static socklen_t g_addrlen;
 
+/* Take $NOTIFY_SOCKET (unset for handlers) and open a datagram socket to it. 0 without one or
+ * when ready; -1 with errbuf filled when it is unusable. */
 int
 cli_notify_open(char *errbuf, size_t errlen)
 {
@@ -45,6 +47,8 @@ cli_notify_open(char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Send msg to systemd in one sendto, keeping errno: async-signal-safe. Nothing without a
+ * socket. */
 void
 cli_notify(const char *msg)
 {
@@ -57,6 +61,7 @@ cli_notify(const char *msg)
     errno = saved;
 }
 
+/* Close the notify socket; later cli_notify calls do nothing. */
 void
 cli_notify_close(void)
 {

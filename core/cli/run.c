@@ -15,6 +15,9 @@
 static dray_server *volatile g_server;
 static volatile sig_atomic_t g_interrupts;
 
+/* Signal handler: INT stops (twice: now), TERM stops, TSTP/USR1 quiet, TTIN
+ * dray_server_dump.
+ * Async-signal-safe calls only. */
 static void
 on_signal(int sig)
 {
@@ -50,6 +53,8 @@ on_signal(int sig)
 static const int handled_signals[] = {SIGINT, SIGTERM, SIGTSTP, SIGUSR1, SIGTTIN};
 #define NSIGNALS (sizeof handled_signals / sizeof *handled_signals)
 
+/* Route the handled signals to on_signal for s, each blocking the others while it runs;
+ * previous actions into saved. */
 static void
 signals_install(dray_server *s, struct sigaction *saved)
 {
@@ -65,6 +70,7 @@ signals_install(dray_server *s, struct sigaction *saved)
         sigaction(handled_signals[i], &sa, &saved[i]);
 }
 
+/* Put back the actions signals_install saved and forget the server. */
 static void
 signals_restore(const struct sigaction *saved)
 {
@@ -88,6 +94,8 @@ load_modules(dray_server *srv, dray_config *cfg, char *err, size_t errlen)
     return dray_server_load_modules(srv, cfg, err, errlen);
 }
 
+/* dray_config_get_all callback: load one handler library into ud's server. Non-zero (stop)
+ * after printing why it failed. */
 static int
 require_one(const char *key, const char *path, void *ud)
 {
@@ -366,6 +374,8 @@ run_main(cli_ctx *ctx)
     return run_serve(ctx, srv, &po, metrics);
 }
 
+/* dray run: parse, configure, run until stopped. A CLI exit code; the --set keys it copied
+ * are freed here. */
 int
 cli_cmd_run(int argc, char **argv)
 {

@@ -19,6 +19,8 @@ struct cli_metrics {
     dray_server *srv;
 };
 
+/* Queue a response of status with body (freed here when mode is MUST_FREE, even on failure).
+ * MHD_NO when it cannot be built. */
 static enum MHD_Result
 reply(struct MHD_Connection *c, unsigned status, const char *ctype, char *body, size_t len,
       enum MHD_ResponseMemoryMode mode)
@@ -36,6 +38,8 @@ reply(struct MHD_Connection *c, unsigned status, const char *ctype, char *body, 
     return ret;
 }
 
+/* libmicrohttpd handler: GET/HEAD /metrics from the server's in-memory counters; 404 or 405
+ * otherwise; bodies are dropped. */
 static enum MHD_Result
 answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
        const char *version, const char *upload, size_t *upload_len, void **con_cls)
@@ -69,6 +73,8 @@ answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                  MHD_RESPMEM_MUST_FREE);
 }
 
+/* Serve GET /metrics for srv on addr (a bare port means loopback) from a libmicrohttpd
+ * thread. 0 with *out, or CLI_ECONFIG / CLI_ERUNTIME with err set. */
 int
 cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *err, size_t errlen)
 {
@@ -114,6 +120,8 @@ cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *e
     return 0;
 }
 
+/* Stop the endpoint (joins its thread) and free m; accepts NULL. Call before freeing the
+ * server. */
 void
 cli_metrics_stop(cli_metrics *m)
 {

@@ -77,6 +77,8 @@ typedef struct out {
 
 /* ---- buffers and escaping ------------------------------------------------ */
 
+/* Append n bytes of s, growing b by doubling; on OOM b->oom is set and later appends do
+ * nothing. */
 void
 web_buf_cat(web_buf *b, const char *s, size_t n)
 {
@@ -99,12 +101,14 @@ web_buf_cat(web_buf *b, const char *s, size_t n)
     b->s[b->len] = '\0';
 }
 
+/* Append the string s (see web_buf_cat for OOM). */
 void
 web_buf_puts(web_buf *b, const char *s)
 {
     web_buf_cat(b, s, strlen(s));
 }
 
+/* Append printf output of any length (see web_buf_cat for OOM). */
 void
 web_buf_printf(web_buf *b, const char *fmt, ...)
 {
@@ -131,6 +135,8 @@ web_buf_printf(web_buf *b, const char *fmt, ...)
     free(big);
 }
 
+/* Append n bytes of s HTML-escaped (& < > " ', NUL as U+FFFD), safe inside text and
+ * attributes. */
 void
 web_buf_html(web_buf *b, const char *s, size_t n)
 {
@@ -166,6 +172,7 @@ web_buf_html(web_buf *b, const char *s, size_t n)
     web_buf_cat(b, s + run, n - run);
 }
 
+/* web_buf_html of a C string; NULL appends nothing. */
 static void
 html(web_buf *b, const char *s)
 {
@@ -173,6 +180,7 @@ html(web_buf *b, const char *s)
         web_buf_html(b, s, strlen(s));
 }
 
+/* Append s percent-encoded except RFC 3986 unreserved bytes, for a path or query part. */
 void
 web_buf_url(web_buf *b, const char *s)
 {
@@ -188,6 +196,7 @@ web_buf_url(web_buf *b, const char *s)
     }
 }
 
+/* Append s as a Prometheus label value (backslash, quote and newline escaped). */
 void
 web_buf_label(web_buf *b, const char *s)
 {
@@ -205,6 +214,7 @@ web_buf_label(web_buf *b, const char *s)
 
 /* ---- requests ------------------------------------------------------------ */
 
+/* The value of hex digit c, or -1. */
 static int
 hexval(int c)
 {
@@ -262,6 +272,7 @@ parse_form(req *r)
     }
 }
 
+/* The first form field named key (borrowed from r), or NULL. */
 static const char *
 form_get(const req *r, const char *key)
 {
@@ -282,6 +293,7 @@ secret_eq(const char *a, const char *b)
     return d == 0;
 }
 
+/* 1 when s is a token csrf_new could have made (WEB_CSRF_HEX hex digits), else 0 (NULL too). */
 static int
 csrf_valid_shape(const char *s)
 {
@@ -293,6 +305,8 @@ csrf_valid_shape(const char *s)
     return 1;
 }
 
+/* A fresh random token (WEB_CSRF_HEX hex digits) in tok from getrandom. 0, or -1 when no
+ * randomness. */
 static int
 csrf_new(char tok[WEB_CSRF_HEX + 1])
 {
@@ -314,6 +328,7 @@ csrf_new(char tok[WEB_CSRF_HEX + 1])
 
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/* Append in base64 (padded) to b, for comparing Basic credentials. */
 static void
 b64_encode(const char *in, web_buf *b)
 {
@@ -356,6 +371,7 @@ authorized(const web *w, struct MHD_Connection *c)
 
 /* ---- page chrome --------------------------------------------------------- */
 
+/* Append the HTML head, the menu (module pages by o->mods) and title as the h1. */
 static void
 page_begin(out *o, const char *title)
 {
@@ -381,6 +397,7 @@ page_begin(out *o, const char *title)
     web_buf_puts(b, "</h1>");
 }
 
+/* Close the page opened by page_begin. */
 static void
 page_end(out *o)
 {
@@ -397,6 +414,7 @@ form_open(out *o, const char *action, int inline_form)
     web_buf_printf(&o->b, "\"><input type=\"hidden\" name=\"csrf\" value=\"%s\">", o->csrf);
 }
 
+/* Replace o's body with an error page of status carrying msg (escaped). */
 static void
 fail_page(out *o, unsigned status, const char *title, const char *msg)
 {
@@ -411,6 +429,7 @@ fail_page(out *o, unsigned status, const char *title, const char *msg)
     page_end(o);
 }
 
+/* cli_fmt_time, or "-" for no time (t <= 0). */
 static void
 fmt_time(double t, char *buf, size_t n)
 {
@@ -421,18 +440,21 @@ fmt_time(double t, char *buf, size_t n)
     cli_fmt_time(t, buf, n);
 }
 
+/* The URL path segment of set s (static string). */
 static const char *
 set_path(dray_set s)
 {
     return s == DRAY_SET_RETRY ? "retries" : s == DRAY_SET_SCHEDULE ? "scheduled" : "dead";
 }
 
+/* The page title of set s (static string). */
 static const char *
 set_title(dray_set s)
 {
     return s == DRAY_SET_RETRY ? "Retries" : s == DRAY_SET_SCHEDULE ? "Scheduled" : "Dead";
 }
 
+/* Query argument name as a number in [0, max], or dflt when absent or not one. */
 static size_t
 query_size(struct MHD_Connection *c, const char *name, size_t dflt, size_t max)
 {
@@ -445,6 +467,7 @@ query_size(struct MHD_Connection *c, const char *name, size_t dflt, size_t max)
 
 /* ---- dashboard ----------------------------------------------------------- */
 
+/* A 502 page with the API's last error. Returns 0 (the page is the answer). */
 static int
 api_fail(web *w, out *o)
 {
@@ -452,12 +475,14 @@ api_fail(web *w, out *o)
     return 0;
 }
 
+/* One dashboard figure with an id the page's script refreshes. */
 static void
 stat_box(out *o, const char *id, const char *label, long long v)
 {
     web_buf_printf(&o->b, "<div class=\"stat\"><b id=\"s-%s\">%lld</b>%s</div>", id, v, label);
 }
 
+/* GET /: Sidekiq's figures and the queue sizes. Returns 0; Redis errors give a 502 page. */
 static int
 page_dashboard(web *w, out *o)
 {
@@ -492,6 +517,8 @@ page_dashboard(web *w, out *o)
     return 0;
 }
 
+/* GET /stats.json: the dashboard figures the page's script polls. Returns 0; 502 on a Redis
+ * error. */
 static int
 page_stats_json(web *w, out *o)
 {
@@ -542,6 +569,8 @@ running_row(out *o, const char *tid, const char *work)
     json_decref(wj);
 }
 
+/* GET /busy: processes and their running jobs, with quiet/stop buttons unless read-only.
+ * Returns 0. */
 static int
 page_busy(web *w, out *o)
 {
@@ -610,6 +639,7 @@ page_busy(web *w, out *o)
     return 0;
 }
 
+/* POST /busy: send quiet (TSTP) or stop (TERM) to one process, then redirect back. Returns 0. */
 static int
 post_busy(web *w, req *r, out *o)
 {
@@ -631,6 +661,8 @@ post_busy(web *w, req *r, out *o)
 
 /* ---- queues -------------------------------------------------------------- */
 
+/* GET /queues: size, latency and paused state of each queue, with actions unless read-only.
+ * Returns 0. */
 static int
 page_queues(web *w, out *o)
 {
@@ -679,6 +711,7 @@ page_queues(web *w, out *o)
     return 0;
 }
 
+/* Previous/next links for page of base (extra: a query tail already escaped). */
 static void
 pager(out *o, const char *base, size_t page, int more, const char *extra)
 {
@@ -697,6 +730,8 @@ pager(out *o, const char *base, size_t page, int more, const char *extra)
     web_buf_puts(&o->b, "</p>");
 }
 
+/* The class, jid and args cells of one job row (raw shown when job is not JSON), args cut at
+ * WEB_ARGS_SHOWN bytes. */
 static void
 job_cells(out *o, const json_t *job, const char *raw)
 {
@@ -719,6 +754,8 @@ job_cells(out *o, const json_t *job, const char *raw)
     free(args);
 }
 
+/* GET /queues/NAME: one page of the queue's jobs (LRANGE order). Returns 0; 502 on a Redis
+ * error. */
 static int
 page_queue(web *w, struct MHD_Connection *c, out *o, const char *name)
 {
@@ -772,6 +809,7 @@ page_queue(web *w, struct MHD_Connection *c, out *o, const char *name)
     return 0;
 }
 
+/* POST /queues/NAME: clear, pause or resume the queue, then redirect back. Returns 0. */
 static int
 post_queue(web *w, req *r, out *o, const char *name)
 {
@@ -874,6 +912,8 @@ page_module(web *w, struct MHD_Connection *c, out *o, const char *url)
 
 /* ---- retry / schedule / dead sets --------------------------------------- */
 
+/* One row of a set page from a raw member (score as time), with a bulk checkbox unless read-
+ * only. */
 static void
 set_row(web *w, out *o, dray_set s, double score, const char *raw, size_t rawlen)
 {
@@ -920,6 +960,8 @@ glob_for(web_buf *b, const char *text)
     web_buf_puts(b, "*");
 }
 
+/* GET /retries|/scheduled|/dead: a page of the set, or search results (q) bounded by
+ * WEB_SCAN_ROUNDS. Returns 0. */
 static int
 page_set(web *w, struct MHD_Connection *c, out *o, dray_set s)
 {
@@ -1064,6 +1106,7 @@ backtrace_inflate(const char *s)
     return arr;
 }
 
+/* v pretty-printed and escaped inside <pre>. */
 static void
 pre_json(out *o, const json_t *v)
 {
@@ -1075,6 +1118,8 @@ pre_json(out *o, const json_t *v)
     free(s);
 }
 
+/* GET /SET/JID: one entry with its payload and backtrace, and its actions. Returns 0; 404
+ * when gone. */
 static int
 page_entry(web *w, out *o, dray_set s, const char *jid)
 {
@@ -1142,6 +1187,8 @@ page_entry(web *w, out *o, dray_set s, const char *jid)
     return 0;
 }
 
+/* POST /SET: retry, delete or kill the checked jids (kill not on dead), then redirect with
+ * the counts. Returns 0. */
 static int
 post_set(web *w, req *r, out *o, dray_set s)
 {
@@ -1178,6 +1225,7 @@ post_set(web *w, req *r, out *o, dray_set s)
 
 /* ---- metrics ------------------------------------------------------------- */
 
+/* A Prometheus # HELP and # TYPE pair for name. */
 static void
 metric_head(web_buf *b, const char *name, const char *type, const char *help)
 {
@@ -1186,6 +1234,8 @@ metric_head(web_buf *b, const char *name, const char *type, const char *help)
 
 static void class_metrics(web *w, web_buf *b);
 
+/* GET /metrics: Prometheus text of the Redis-side figures, per-class histograms and the
+ * modules' figures. Returns 0; 502 on a Redis error. */
 static int
 page_metrics(web *w, out *o)
 {
@@ -1541,6 +1591,7 @@ route(web *w, struct MHD_Connection *c, const char *method, const char *url, req
         fail_page(o, 404, "Not found", "no such page");
 }
 
+/* The headers every response carries: a strict CSP, no sniffing, no framing, no caching. */
 static void
 add_security_headers(struct MHD_Response *resp)
 {
@@ -1554,6 +1605,8 @@ add_security_headers(struct MHD_Response *resp)
     MHD_add_response_header(resp, "Cache-Control", "no-store");
 }
 
+/* libmicrohttpd handler: collect the POST body (over WEB_MAX_BODY: refused), check auth,
+ * route, and queue the response. MHD_NO only when no response can be made. */
 static enum MHD_Result
 answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
        const char *version, const char *upload, size_t *upload_size, void **con_cls)
@@ -1652,6 +1705,7 @@ answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
     return ret;
 }
 
+/* libmicrohttpd request end: free the per-request state answer allocated. */
 static void
 completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
 {
@@ -1668,6 +1722,8 @@ completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestT
 
 /* ---- command ------------------------------------------------------------- */
 
+/* "host:port" (IPv4, localhost or [IPv6]) into sa and *len; *loopback 1 for a loopback
+ * address. 0, or -1. */
 int
 web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int *loopback)
 {
@@ -1702,6 +1758,7 @@ web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int
     return 0;
 }
 
+/* The port d listens on (the kernel's pick for port 0), or 0 when it cannot be read. */
 unsigned
 web_bound_port(struct MHD_Daemon *d)
 {
@@ -1812,6 +1869,7 @@ web_serve(cli_ctx *ctx, web *w, const struct sockaddr_storage *sa, const char *l
     return CLI_OK;
 }
 
+/* dray web: the dashboard and /metrics until SIGINT or SIGTERM. A CLI exit code. */
 int
 cli_cmd_web(int argc, char **argv)
 {

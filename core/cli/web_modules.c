@@ -134,6 +134,7 @@ static const char unique_lua[] = "local h = redis.call('HMGET', KEYS[1], 'jid', 
                                  "return {h[1] or '', h[2] or '', h[3] or '',\n"
                                  "        tostring(redis.call('PTTL', KEYS[1]))}\n";
 
+/* web_buf_html of a C string; NULL appends nothing. */
 static void
 esc(web_buf *b, const char *s)
 {
@@ -152,6 +153,7 @@ run_paged(dray_api *api, const char *lua, size_t start, size_t stop, json_t **ou
     return dray_api_command(api, 6, argv, out);
 }
 
+/* String element i of r (borrowed), or "" when absent or not a string. */
 static const char *
 item(const json_t *r, size_t i)
 {
@@ -177,6 +179,7 @@ when(web_buf *b, const char *epoch)
     web_buf_puts(b, buf);
 }
 
+/* *mask: the WEB_MOD_* bits from one script. 0, or a DRAY_E* code with *mask 0. */
 int
 web_modules_present(dray_api *api, unsigned *mask)
 {
@@ -188,6 +191,8 @@ web_modules_present(dray_api *api, unsigned *mask)
     return rc;
 }
 
+/* A page of Pro batches as an HTML table appended to b; *more 1 when a next page has rows. 0
+ * or a DRAY_E* code. */
 int
 web_batches_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *more)
 {
@@ -237,6 +242,7 @@ web_batches_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int 
     return 0;
 }
 
+/* The word for a limiter type letter (static string, "?" when unknown). */
 static const char *
 limiter_kind(const char *t)
 {
@@ -251,6 +257,8 @@ limiter_kind(const char *t)
     return "?";
 }
 
+/* A page of Enterprise limiters as an HTML table appended to b; *more as for batches. 0 or a
+ * DRAY_E* code. */
 int
 web_limits_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *more)
 {
@@ -287,6 +295,8 @@ web_limits_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *
     return 0;
 }
 
+/* The periodic leader and a page of loops appended to b; *more as for batches. 0 or a DRAY_E*
+ * code. */
 int
 web_periodic_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *more)
 {
@@ -328,6 +338,8 @@ web_periodic_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int
     return 0;
 }
 
+/* Unique locks from SCAN cursor as a table appended to b; next gets the cursor to go on from
+ * ("" at the end). 0 or a DRAY_E* code. */
 int
 web_unique_table(dray_api *api, const char *cursor, size_t page_size, web_buf *b, char next[32])
 {
@@ -410,6 +422,8 @@ num(const char *s)
     return *end ? "0" : s;
 }
 
+/* Prometheus figures of Pro batches (sums over the newest BATCH_METRIC_NEWEST) appended to b.
+ * 0 or a DRAY_E* code. */
 static int
 batch_metrics(dray_api *api, web_buf *b)
 {
@@ -440,6 +454,7 @@ batch_metrics(dray_api *api, web_buf *b)
     return 0;
 }
 
+/* Prometheus figures of each Enterprise limiter appended to b. 0 or a DRAY_E* code. */
 static int
 limit_metrics(dray_api *api, web_buf *b)
 {
@@ -469,6 +484,7 @@ limit_metrics(dray_api *api, web_buf *b)
     return 0;
 }
 
+/* Prometheus figures of the periodic leader and loops appended to b. 0 or a DRAY_E* code. */
 static int
 periodic_metrics(dray_api *api, web_buf *b)
 {
@@ -519,6 +535,8 @@ unique_count(dray_api *api, long long *n)
     return 0;
 }
 
+/* Prometheus text of the modules in mask appended to b, stopping at the first error. 0 or a
+ * DRAY_E* code. */
 int
 web_module_metrics(dray_api *api, unsigned mask, web_buf *b)
 {
