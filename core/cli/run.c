@@ -16,8 +16,7 @@ static dray_server *volatile g_server;
 static volatile sig_atomic_t g_interrupts;
 
 /* Signal handler: INT stops (twice: now), TERM stops, TSTP/USR1 quiet, TTIN
- * dray_server_dump.
- * Async-signal-safe calls only. */
+ * dumps (dray_server_dump). Async-signal-safe calls only. */
 static void
 on_signal(int sig)
 {

@@ -173,8 +173,8 @@ web_buf_html(web_buf *b, const char *s, size_t n)
 }
 
 /* web_buf_html of a C string; NULL appends nothing. */
-static void
-html(web_buf *b, const char *s)
+void
+web_buf_text(web_buf *b, const char *s)
 {
     if (s)
         web_buf_html(b, s, strlen(s));
@@ -379,7 +379,7 @@ page_begin(out *o, const char *title)
     web_buf_puts(b, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
                     "<meta name=\"viewport\" content=\"width=device-width\">"
                     "<link rel=\"stylesheet\" href=\"/assets/dray.css\"><title>");
-    html(b, title);
+    web_buf_text(b, title);
     web_buf_puts(b, " - dray</title></head><body><nav><a class=\"brand\" href=\"/\">dray</a>"
                     "<a href=\"/\">Dashboard</a><a href=\"/busy\">Busy</a>"
                     "<a href=\"/queues\">Queues</a><a href=\"/retries\">Retries</a>"
@@ -393,7 +393,7 @@ page_begin(out *o, const char *title)
     if (o->mods & WEB_MOD_UNIQUE)
         web_buf_puts(b, "<a href=\"/unique\">Unique locks</a>");
     web_buf_puts(b, "<a href=\"/metrics\">Metrics</a></nav><main><h1>");
-    html(b, title);
+    web_buf_text(b, title);
     web_buf_puts(b, "</h1>");
 }
 
@@ -410,7 +410,7 @@ form_open(out *o, const char *action, int inline_form)
 {
     web_buf_printf(&o->b, "<form method=\"post\"%s action=\"",
                    inline_form ? " class=\"inline\"" : "");
-    html(&o->b, action);
+    web_buf_text(&o->b, action);
     web_buf_printf(&o->b, "\"><input type=\"hidden\" name=\"csrf\" value=\"%s\">", o->csrf);
 }
 
@@ -424,7 +424,7 @@ fail_page(out *o, unsigned status, const char *title, const char *msg)
         o->b.s[0] = '\0';
     page_begin(o, title);
     web_buf_puts(&o->b, "<p class=\"flash\">");
-    html(&o->b, msg);
+    web_buf_text(&o->b, msg);
     web_buf_puts(&o->b, "</p>");
     page_end(o);
 }
@@ -508,7 +508,7 @@ page_dashboard(web *w, out *o)
         web_buf_puts(&o->b, "<tr><td><a href=\"/queues/");
         web_buf_url(&o->b, q[i].name);
         web_buf_puts(&o->b, "\">");
-        html(&o->b, q[i].name);
+        web_buf_text(&o->b, q[i].name);
         web_buf_printf(&o->b, "</a></td><td>%lld</td><td>%.3f</td></tr>", q[i].size, q[i].latency);
     }
     web_buf_puts(&o->b, "</table>");
@@ -553,13 +553,13 @@ running_row(out *o, const char *tid, const char *work)
                      ? json_dumps(json_object_get(payload, "args"), JSON_COMPACT | JSON_ENCODE_ANY)
                      : NULL;
     web_buf_puts(&o->b, "<tr><td>");
-    html(&o->b, tid);
+    web_buf_text(&o->b, tid);
     web_buf_puts(&o->b, "</td><td>");
-    html(&o->b, queue ? queue : "");
+    web_buf_text(&o->b, queue ? queue : "");
     web_buf_puts(&o->b, "</td><td>");
-    html(&o->b, klass ? klass : "?");
+    web_buf_text(&o->b, klass ? klass : "?");
     web_buf_puts(&o->b, "</td><td>");
-    html(&o->b, jid ? jid : "");
+    web_buf_text(&o->b, jid ? jid : "");
     web_buf_puts(&o->b, "</td><td class=\"args\">");
     if (args)
         web_buf_html(&o->b, args, strlen(args) > WEB_ARGS_SHOWN ? WEB_ARGS_SHOWN : strlen(args));
@@ -581,7 +581,7 @@ page_busy(web *w, out *o)
     page_begin(o, "Busy");
     if (o->flash[0]) {
         web_buf_puts(&o->b, "<p class=\"flash\">");
-        html(&o->b, o->flash);
+        web_buf_text(&o->b, o->flash);
         web_buf_puts(&o->b, "</p>");
     }
     web_buf_puts(&o->b, "<table id=\"processes\"><tr><th>Identity</th><th>Version</th><th>Tag</th>"
@@ -591,13 +591,13 @@ page_busy(web *w, out *o)
         char beat[40];
         fmt_time(p[i].beat, beat, sizeof beat);
         web_buf_puts(&o->b, "<tr class=\"process\"><td>");
-        html(&o->b, p[i].identity);
+        web_buf_text(&o->b, p[i].identity);
         web_buf_puts(&o->b, "</td><td>");
-        html(&o->b, p[i].version);
+        web_buf_text(&o->b, p[i].version);
         web_buf_puts(&o->b, "</td><td>");
-        html(&o->b, p[i].tag);
+        web_buf_text(&o->b, p[i].tag);
         web_buf_puts(&o->b, "</td><td>");
-        html(&o->b, p[i].queues);
+        web_buf_text(&o->b, p[i].queues);
         web_buf_printf(&o->b, "</td><td>%d</td><td>%d</td><td>%ld</td><td>%s</td><td>%s</td><td>",
                        p[i].concurrency, p[i].busy, p[i].rss_kb, beat,
                        p[i].quiet ? "quiet" : "running");
@@ -605,7 +605,7 @@ page_busy(web *w, out *o)
             for (int k = 0; k < 2; k++) {
                 form_open(o, "/busy", 1);
                 web_buf_puts(&o->b, "<input type=\"hidden\" name=\"identity\" value=\"");
-                html(&o->b, p[i].identity);
+                web_buf_text(&o->b, p[i].identity);
                 web_buf_printf(&o->b,
                                "\"><button name=\"signal\" value=\"%s\" data-confirm=\"%s this "
                                "process?\">%s</button></form>",
@@ -685,7 +685,7 @@ page_queues(web *w, out *o)
         web_buf_printf(&o->b, "<tr%s><td><a href=\"/queues/", is_paused ? " class=\"paused\"" : "");
         web_buf_url(&o->b, q[i].name);
         web_buf_puts(&o->b, "\">");
-        html(&o->b, q[i].name);
+        web_buf_text(&o->b, q[i].name);
         web_buf_printf(&o->b, "</a></td><td>%lld</td><td>%.3f</td><td class=\"state\">%s</td><td>",
                        q[i].size, q[i].latency, is_paused ? "paused" : "running");
         if (!w->read_only) {
@@ -718,13 +718,13 @@ pager(out *o, const char *base, size_t page, int more, const char *extra)
     web_buf_puts(&o->b, "<p class=\"pager\">");
     if (page > 0) {
         web_buf_puts(&o->b, "<a class=\"prev\" href=\"");
-        html(&o->b, base);
+        web_buf_text(&o->b, base);
         web_buf_printf(&o->b, "?page=%zu%s\">&laquo; previous page</a>", page - 1, extra);
     }
     web_buf_printf(&o->b, "page %zu", page + 1);
     if (more) {
         web_buf_puts(&o->b, " <a class=\"next\" href=\"");
-        html(&o->b, base);
+        web_buf_text(&o->b, base);
         web_buf_printf(&o->b, "?page=%zu%s\">next page &raquo;</a>", page + 1, extra);
     }
     web_buf_puts(&o->b, "</p>");
@@ -741,9 +741,9 @@ job_cells(out *o, const json_t *job, const char *raw)
                      ? json_dumps(json_object_get(job, "args"), JSON_COMPACT | JSON_ENCODE_ANY)
                      : NULL;
     web_buf_puts(&o->b, "<td>");
-    html(&o->b, klass ? klass : "?");
+    web_buf_text(&o->b, klass ? klass : "?");
     web_buf_puts(&o->b, "</td><td>");
-    html(&o->b, jid ? jid : "");
+    web_buf_text(&o->b, jid ? jid : "");
     web_buf_puts(&o->b, "</td><td class=\"args\">");
     const char *a = args ? args : raw;
     size_t n = strlen(a);
@@ -793,7 +793,7 @@ page_queue(web *w, struct MHD_Connection *c, out *o, const char *name)
         if (!w->read_only && base.s) {
             form_open(o, base.s, 1);
             web_buf_puts(&o->b, "<input type=\"hidden\" name=\"job\" value=\"");
-            html(&o->b, raw);
+            web_buf_text(&o->b, raw);
             web_buf_puts(&o->b, "\"><button name=\"action\" value=\"delete_job\" "
                                 "data-confirm=\"Delete this job?\">Delete</button></form>");
         }
@@ -924,7 +924,7 @@ set_row(web *w, out *o, dray_set s, double score, const char *raw, size_t rawlen
     web_buf_puts(&o->b, "<tr class=\"job\"><td>");
     if (jid && !w->read_only) {
         web_buf_puts(&o->b, "<input type=\"checkbox\" name=\"jid\" form=\"bulk\" value=\"");
-        html(&o->b, jid);
+        web_buf_text(&o->b, jid);
         web_buf_puts(&o->b, "\">");
     }
     web_buf_printf(&o->b, "</td><td>%s</td>", when);
@@ -933,9 +933,9 @@ set_row(web *w, out *o, dray_set s, double score, const char *raw, size_t rawlen
     const char *em = json_string_value(json_object_get(job, "error_message"));
     web_buf_puts(&o->b, "<td>");
     if (ec || em) {
-        html(&o->b, ec ? ec : "");
+        web_buf_text(&o->b, ec ? ec : "");
         web_buf_puts(&o->b, ": ");
-        html(&o->b, em ? em : "");
+        web_buf_text(&o->b, em ? em : "");
     }
     web_buf_puts(&o->b, "</td><td>");
     if (jid) {
@@ -973,20 +973,20 @@ page_set(web *w, struct MHD_Connection *c, out *o, dray_set s)
     page_begin(o, set_title(s));
     if (o->flash[0]) {
         web_buf_puts(&o->b, "<p class=\"flash\">");
-        html(&o->b, o->flash);
+        web_buf_text(&o->b, o->flash);
         web_buf_puts(&o->b, "</p>");
     }
     web_buf_printf(&o->b,
                    "<p>%lld jobs</p><form method=\"get\" action=\"/%s\">"
                    "<input name=\"q\" placeholder=\"class, jid or arg text\" value=\"",
                    size, set_path(s));
-    html(&o->b, q ? q : "");
+    web_buf_text(&o->b, q ? q : "");
     web_buf_puts(&o->b, "\"><button>Search</button></form>");
     if (!w->read_only) {
         char action[32];
         snprintf(action, sizeof action, "/%s", set_path(s));
         web_buf_puts(&o->b, "<form id=\"bulk\" method=\"post\" action=\"");
-        html(&o->b, action);
+        web_buf_text(&o->b, action);
         web_buf_printf(&o->b,
                        "\"><input type=\"hidden\" name=\"csrf\" value=\"%s\">"
                        "Selected: <button name=\"action\" value=\"retry\" id=\"bulk-retry\">"
@@ -1113,7 +1113,7 @@ pre_json(out *o, const json_t *v)
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_SORT_KEYS);
     web_buf_puts(&o->b, "<pre>");
     if (s)
-        html(&o->b, s);
+        web_buf_text(&o->b, s);
     web_buf_puts(&o->b, "</pre>");
     free(s);
 }
@@ -1137,18 +1137,18 @@ page_entry(web *w, out *o, dray_set s, const char *jid)
     fmt_time(e->score, when, sizeof when);
     page_begin(o, title);
     web_buf_puts(&o->b, "<table id=\"detail\"><tr><th>JID</th><td>");
-    html(&o->b, jid);
+    web_buf_text(&o->b, jid);
     web_buf_puts(&o->b, "</td></tr><tr><th>Class</th><td>");
-    html(&o->b, e->klass);
+    web_buf_text(&o->b, e->klass);
     web_buf_puts(&o->b, "</td></tr><tr><th>Queue</th><td>");
-    html(&o->b, e->queue);
+    web_buf_text(&o->b, e->queue);
     web_buf_printf(&o->b, "</td></tr><tr><th>%s</th><td>%s</td></tr>",
                    s == DRAY_SET_DEAD ? "Died" : "Runs at", when);
     web_buf_printf(&o->b, "<tr><th>Retry count</th><td>%d</td></tr><tr><th>Error</th><td>",
                    e->retry_count);
-    html(&o->b, e->error_class);
+    web_buf_text(&o->b, e->error_class);
     web_buf_puts(&o->b, ": ");
-    html(&o->b, e->error_message);
+    web_buf_text(&o->b, e->error_message);
     web_buf_puts(&o->b, "</td></tr></table><h2>Args</h2><div id=\"args\">");
     pre_json(o, json_object_get(job, "args"));
     web_buf_puts(&o->b, "</div><h2>Backtrace</h2>");
@@ -1169,7 +1169,7 @@ page_entry(web *w, out *o, dray_set s, const char *jid)
         snprintf(action, sizeof action, "/%s", set_path(s));
         form_open(o, action, 0);
         web_buf_puts(&o->b, "<input type=\"hidden\" name=\"jid\" value=\"");
-        html(&o->b, jid);
+        web_buf_text(&o->b, jid);
         web_buf_puts(&o->b, "\"><button name=\"action\" value=\"retry\" id=\"retry\">Retry now"
                             "</button> <button name=\"action\" value=\"delete\" id=\"delete\" "
                             "data-confirm=\"Delete this job?\">Delete</button>");
@@ -1226,8 +1226,8 @@ post_set(web *w, req *r, out *o, dray_set s)
 /* ---- metrics ------------------------------------------------------------- */
 
 /* A Prometheus # HELP and # TYPE pair for name. */
-static void
-metric_head(web_buf *b, const char *name, const char *type, const char *help)
+void
+web_metric_head(web_buf *b, const char *name, const char *type, const char *help)
 {
     web_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -1260,30 +1260,31 @@ page_metrics(web *w, out *o)
     }
     web_buf *b = &o->b;
     o->ctype = "text/plain; version=0.0.4; charset=utf-8";
-    metric_head(b, "dray_processed_total", "counter", "Jobs processed (stat:processed).");
-    web_buf_printf(b, "dray_processed_total %lld\n", st.processed);
-    metric_head(b, "dray_failed_total", "counter", "Jobs failed (stat:failed).");
-    web_buf_printf(b, "dray_failed_total %lld\n", st.failed);
-    metric_head(b, "dray_busy_threads", "gauge", "Jobs running now, over every process.");
-    web_buf_printf(b, "dray_busy_threads %lld\n", st.workers_size);
-    metric_head(b, "dray_enqueued_jobs", "gauge", "Jobs waiting in every queue.");
-    web_buf_printf(b, "dray_enqueued_jobs %lld\n", st.enqueued);
-    metric_head(b, "dray_processes", "gauge", "Members of the processes set.");
-    web_buf_printf(b, "dray_processes %lld\n", st.processes_size);
-    metric_head(b, "dray_retry_set_size", "gauge", "Jobs in the retry set.");
-    web_buf_printf(b, "dray_retry_set_size %lld\n", st.retry_size);
-    metric_head(b, "dray_scheduled_set_size", "gauge", "Jobs in the schedule set.");
-    web_buf_printf(b, "dray_scheduled_set_size %lld\n", st.scheduled_size);
-    metric_head(b, "dray_dead_set_size", "gauge", "Jobs in the dead set.");
-    web_buf_printf(b, "dray_dead_set_size %lld\n", st.dead_size);
-    metric_head(b, "dray_queue_size", "gauge", "Jobs waiting in a queue.");
+    const struct {
+        const char *name, *type, *help;
+        long long v;
+    } figs[] = {
+        {"dray_processed_total", "counter", "Jobs processed (stat:processed).", st.processed},
+        {"dray_failed_total", "counter", "Jobs failed (stat:failed).", st.failed},
+        {"dray_busy_threads", "gauge", "Jobs running now, over every process.", st.workers_size},
+        {"dray_enqueued_jobs", "gauge", "Jobs waiting in every queue.", st.enqueued},
+        {"dray_processes", "gauge", "Members of the processes set.", st.processes_size},
+        {"dray_retry_set_size", "gauge", "Jobs in the retry set.", st.retry_size},
+        {"dray_scheduled_set_size", "gauge", "Jobs in the schedule set.", st.scheduled_size},
+        {"dray_dead_set_size", "gauge", "Jobs in the dead set.", st.dead_size},
+    };
+    for (size_t i = 0; i < sizeof figs / sizeof *figs; i++) {
+        web_metric_head(b, figs[i].name, figs[i].type, figs[i].help);
+        web_buf_printf(b, "%s %lld\n", figs[i].name, figs[i].v);
+    }
+    web_metric_head(b, "dray_queue_size", "gauge", "Jobs waiting in a queue.");
     for (size_t i = 0; i < nq; i++) {
         web_buf_puts(b, "dray_queue_size{queue=\"");
         web_buf_label(b, q[i].name);
         web_buf_printf(b, "\"} %lld\n", q[i].size);
     }
-    metric_head(b, "dray_queue_latency_seconds", "gauge",
-                "Seconds the oldest job of a queue has waited.");
+    web_metric_head(b, "dray_queue_latency_seconds", "gauge",
+                    "Seconds the oldest job of a queue has waited.");
     for (size_t i = 0; i < nq; i++) {
         web_buf_puts(b, "dray_queue_latency_seconds{queue=\"");
         web_buf_label(b, q[i].name);
@@ -1292,7 +1293,8 @@ page_metrics(web *w, out *o)
     char **paused = NULL;
     size_t npaused = 0;
     if (!dray_api_paused_list(w->api, &paused, &npaused)) { /* a Redis error leaves it out */
-        metric_head(b, "dray_queue_paused", "gauge", "1 while a queue is paused (the paused set).");
+        web_metric_head(b, "dray_queue_paused", "gauge",
+                        "1 while a queue is paused (the paused set).");
         for (size_t i = 0; i < nq; i++) {
             int is = 0;
             for (size_t k = 0; k < npaused && !is; k++)
@@ -1310,7 +1312,7 @@ page_metrics(web *w, out *o)
         {"dray_process_redis_rtt_seconds", "gauge", "Redis round trip a process measured."},
     };
     for (size_t k = 0; k < 4; k++) {
-        metric_head(b, pm[k][0], pm[k][1], pm[k][2]);
+        web_metric_head(b, pm[k][0], pm[k][1], pm[k][2]);
         for (size_t i = 0; i < np; i++) {
             web_buf_printf(b, "%s{identity=\"", pm[k][0]);
             web_buf_label(b, p[i].identity);
@@ -1325,7 +1327,8 @@ page_metrics(web *w, out *o)
                 web_buf_printf(b, "%.6f\n", p[i].rtt_us / 1e6);
         }
     }
-    metric_head(b, "dray_redis_rtt_seconds", "gauge", "PING round trip from dray web to Redis.");
+    web_metric_head(b, "dray_redis_rtt_seconds", "gauge",
+                    "PING round trip from dray web to Redis.");
     web_buf_printf(b, "dray_redis_rtt_seconds %.6f\n",
                    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
     class_metrics(w, b);
@@ -1415,25 +1418,27 @@ class_metrics(web *w, web_buf *b)
         return;
     }
     size_t per = 4 + 26, nc = json_array_size(r) / per;
-    metric_head(b, "dray_job_processed_last_hour", "gauge",
-                "Jobs of a class run in the last 60 minutes (Sidekiq 7 execution metrics).");
-    for (size_t i = 0; i < nc; i++) {
-        web_buf_puts(b, "dray_job_processed_last_hour{class=\"");
-        web_buf_label(b, json_string_value(json_array_get(r, i * per)) ?: "");
-        web_buf_printf(b, "\"} %lld\n",
-                       (long long)json_integer_value(json_array_get(r, i * per + 1)));
+    static const struct {
+        const char *name, *help;
+        size_t at; /* the count's place in a class's record */
+    } counts[] = {
+        {"dray_job_processed_last_hour",
+         "Jobs of a class run in the last 60 minutes (Sidekiq 7 execution metrics).", 1},
+        {"dray_job_failed_last_hour", "Jobs of a class that failed in the last 60 minutes.", 2},
+    };
+    for (size_t k = 0; k < sizeof counts / sizeof *counts; k++) {
+        web_metric_head(b, counts[k].name, "gauge", counts[k].help);
+        for (size_t i = 0; i < nc; i++) {
+            web_buf_printf(b, "%s{class=\"", counts[k].name);
+            web_buf_label(b, json_string_value(json_array_get(r, i * per)) ?: "");
+            web_buf_printf(
+                b, "\"} %lld\n",
+                (long long)json_integer_value(json_array_get(r, i * per + counts[k].at)));
+        }
     }
-    metric_head(b, "dray_job_failed_last_hour", "gauge",
-                "Jobs of a class that failed in the last 60 minutes.");
-    for (size_t i = 0; i < nc; i++) {
-        web_buf_puts(b, "dray_job_failed_last_hour{class=\"");
-        web_buf_label(b, json_string_value(json_array_get(r, i * per)) ?: "");
-        web_buf_printf(b, "\"} %lld\n",
-                       (long long)json_integer_value(json_array_get(r, i * per + 2)));
-    }
-    metric_head(b, "dray_job_duration_last_hour_seconds", "histogram",
-                "Run time of the successful jobs of a class in the last 60 minutes (a sliding "
-                "window, not a counter: use histogram_quantile without rate).");
+    web_metric_head(b, "dray_job_duration_last_hour_seconds", "histogram",
+                    "Run time of the successful jobs of a class in the last 60 minutes (a sliding "
+                    "window, not a counter: use histogram_quantile without rate).");
     for (size_t i = 0; i < nc; i++) {
         const char *klass = json_string_value(json_array_get(r, i * per)) ?: "";
         long long cum = 0;

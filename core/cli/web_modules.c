@@ -134,12 +134,17 @@ static const char unique_lua[] = "local h = redis.call('HMGET', KEYS[1], 'jid', 
                                  "return {h[1] or '', h[2] or '', h[3] or '',\n"
                                  "        tostring(redis.call('PTTL', KEYS[1]))}\n";
 
-/* web_buf_html of a C string; NULL appends nothing. */
+/* One table cell <td class="cls"> (plain <td> for NULL cls) holding text,
+ * escaped. */
 static void
-esc(web_buf *b, const char *s)
+td(web_buf *b, const char *cls, const char *text)
 {
-    if (s)
-        web_buf_html(b, s, strlen(s));
+    if (cls)
+        web_buf_printf(b, "<td class=\"%s\">", cls);
+    else
+        web_buf_puts(b, "<td>");
+    web_buf_text(b, text);
+    web_buf_puts(b, "</td>");
 }
 
 /* Run a script whose ARGV are ns, start, stop; *out its reply (new reference). */
@@ -220,9 +225,9 @@ web_batches_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int 
         else if (!*item(r, f + 5))
             status = "open";
         web_buf_puts(b, "<tr class=\"batch\"><td class=\"bid\">");
-        esc(b, item(r, f));
+        web_buf_text(b, item(r, f));
         web_buf_puts(b, "</td><td>");
-        esc(b, item(r, f + 2));
+        web_buf_text(b, item(r, f + 2));
         web_buf_printf(b, "</td><td class=\"status\">%s</td>", status);
         int pct = total > 0 ? (int)((total - pending) * 100 / total) : 0;
         if (pct < 0)
@@ -234,7 +239,7 @@ web_batches_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int 
                        pct, pct, total, pending, atoll(item(r, f + 11)), atoll(item(r, f + 12)));
         when(b, item(r, f + 4));
         web_buf_puts(b, "</td><td>");
-        esc(b, *item(r, f + 9) ? item(r, f + 9) : "-");
+        web_buf_text(b, *item(r, f + 9) ? item(r, f + 9) : "-");
         web_buf_puts(b, "</td></tr>");
     }
     web_buf_puts(b, "</table>");
@@ -273,20 +278,15 @@ web_limits_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *
                     "<th>Last used</th></tr>");
     for (size_t i = 0; i < n && i < page_size; i++) {
         size_t f = i * LIMIT_FIELDS;
-        web_buf_puts(b, "<tr class=\"limiter\"><td class=\"name\">");
-        esc(b, item(r, f));
-        web_buf_printf(b, "</td><td class=\"kind\">%s</td><td class=\"used\">",
-                       limiter_kind(item(r, f + 1)));
-        esc(b, item(r, f + 6));
-        web_buf_puts(b, "</td><td class=\"limit\">");
-        esc(b, item(r, f + 2));
-        web_buf_puts(b, "</td><td>");
-        esc(b, *item(r, f + 1) == 'c' ? "-" : item(r, f + 3));
-        web_buf_puts(b, "</td><td class=\"taken\">");
-        esc(b, item(r, f + 4));
-        web_buf_puts(b, "</td><td class=\"overages\">");
-        esc(b, item(r, f + 5));
-        web_buf_puts(b, "</td><td>");
+        web_buf_puts(b, "<tr class=\"limiter\">");
+        td(b, "name", item(r, f));
+        td(b, "kind", limiter_kind(item(r, f + 1)));
+        td(b, "used", item(r, f + 6));
+        td(b, "limit", item(r, f + 2));
+        td(b, NULL, *item(r, f + 1) == 'c' ? "-" : item(r, f + 3));
+        td(b, "taken", item(r, f + 4));
+        td(b, "overages", item(r, f + 5));
+        web_buf_puts(b, "<td>");
         when(b, item(r, f + 7));
         web_buf_puts(b, "</td></tr>");
     }
@@ -307,7 +307,7 @@ web_periodic_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int
     size_t n = json_array_size(r) > 2 ? (json_array_size(r) - 2) / PERIODIC_FIELDS : 0;
     *more = n > page_size;
     web_buf_puts(b, "<p>Leader: <span id=\"leader\">");
-    esc(b, *item(r, 0) ? item(r, 0) : "(none)");
+    web_buf_text(b, *item(r, 0) ? item(r, 0) : "(none)");
     long long ttl = atoll(item(r, 1));
     if (*item(r, 0) && ttl > 0)
         web_buf_printf(b, "</span> (lease %.1f s left)</p>", ttl / 1000.0);
@@ -320,18 +320,15 @@ web_periodic_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int
         size_t f = 2 + i * PERIODIC_FIELDS;
         web_buf_puts(b, "<tr class=\"loop\">");
         static const char *const cls[] = {"loop", "cron", "class", "queue", "tz"};
-        for (size_t k = 0; k < 5; k++) {
-            web_buf_printf(b, "<td class=\"%s\">", cls[k]);
-            esc(b, item(r, f + k));
-            web_buf_puts(b, "</td>");
-        }
+        for (size_t k = 0; k < 5; k++)
+            td(b, cls[k], item(r, f + k));
         web_buf_puts(b, "<td class=\"last\">");
         when(b, item(r, f + 5));
         web_buf_puts(b, "</td><td class=\"next\">");
         when(b, item(r, f + 6));
-        web_buf_puts(b, "</td><td>");
-        esc(b, item(r, f + 7));
-        web_buf_puts(b, "</td></tr>");
+        web_buf_puts(b, "</td>");
+        td(b, NULL, item(r, f + 7));
+        web_buf_puts(b, "</tr>");
     }
     web_buf_puts(b, "</table>");
     json_decref(r);
@@ -371,16 +368,16 @@ web_unique_table(dray_api *api, const char *cursor, size_t page_size, web_buf *b
                 break;
             long long ttl = atoll(item(u, 3));
             web_buf_puts(b, "<tr class=\"lock\"><td class=\"digest\">");
-            esc(b, strlen(key) > pre ? key + pre : key);
+            web_buf_text(b, strlen(key) > pre ? key + pre : key);
             web_buf_puts(b, "</td><td class=\"owner\">");
-            esc(b, item(u, 0));
+            web_buf_text(b, item(u, 0));
             web_buf_puts(b, "</td><td>");
             when(b, item(u, 1));
             if (ttl >= 0)
                 web_buf_printf(b, "</td><td class=\"ttl\">%.1f</td><td>", ttl / 1000.0);
             else
                 web_buf_puts(b, "</td><td class=\"ttl\">none</td><td>");
-            esc(b, *item(u, 2) ? item(u, 2) : "-");
+            web_buf_text(b, *item(u, 2) ? item(u, 2) : "-");
             web_buf_puts(b, "</td></tr>");
             json_decref(u);
             rows++;
@@ -393,13 +390,6 @@ web_unique_table(dray_api *api, const char *cursor, size_t page_size, web_buf *b
     free(pattern);
     snprintf(next, 32, "%s", rc || !strcmp(cur, "0") ? "" : cur);
     return rc;
-}
-
-/* "# HELP" and "# TYPE" lines. */
-static void
-head(web_buf *b, const char *name, const char *type, const char *help)
-{
-    web_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* One sample with a single label. */
@@ -437,17 +427,18 @@ batch_metrics(dray_api *api, web_buf *b)
     for (size_t i = 0; i < 7; i++)
         v[i] = json_integer_value(json_array_get(r, i));
     json_decref(r);
-    head(b, "dray_batches", "gauge", "Pro batches listed in pro:batches.");
+    web_metric_head(b, "dray_batches", "gauge", "Pro batches listed in pro:batches.");
     web_buf_printf(b, "dray_batches %lld\n", v[0]);
-    head(b, "dray_batch_jobs_pending", "gauge",
-         "Jobs not yet succeeded, over the newest 1000 batches.");
+    web_metric_head(b, "dray_batch_jobs_pending", "gauge",
+                    "Jobs not yet succeeded, over the newest 1000 batches.");
     web_buf_printf(b, "dray_batch_jobs_pending %lld\n", v[1]);
-    head(b, "dray_batch_jobs_failed", "gauge",
-         "Jobs whose last run failed, over the newest 1000 batches.");
+    web_metric_head(b, "dray_batch_jobs_failed", "gauge",
+                    "Jobs whose last run failed, over the newest 1000 batches.");
     web_buf_printf(b, "dray_batch_jobs_failed %lld\n", v[2]);
-    head(b, "dray_batch_jobs_dead", "gauge", "Jobs that died, over the newest 1000 batches.");
+    web_metric_head(b, "dray_batch_jobs_dead", "gauge",
+                    "Jobs that died, over the newest 1000 batches.");
     web_buf_printf(b, "dray_batch_jobs_dead %lld\n", v[3]);
-    head(b, "dray_batch_callbacks_total", "counter", "Batch callbacks fired, by event.");
+    web_metric_head(b, "dray_batch_callbacks_total", "counter", "Batch callbacks fired, by event.");
     static const char *const ev[3] = {"complete", "success", "death"};
     for (size_t i = 0; i < 3; i++)
         web_buf_printf(b, "dray_batch_callbacks_total{event=\"%s\"} %lld\n", ev[i], v[4 + i]);
@@ -475,7 +466,7 @@ limit_metrics(dray_api *api, web_buf *b)
          "Checks a limiter refused (the job waited or was rescheduled).", 5},
     };
     for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
-        head(b, m[k].name, m[k].type, m[k].help);
+        web_metric_head(b, m[k].name, m[k].type, m[k].help);
         for (size_t i = 0; i < n; i++)
             sample(b, m[k].name, "limiter", item(r, i * LIMIT_FIELDS),
                    num(item(r, i * LIMIT_FIELDS + m[k].field)));
@@ -494,16 +485,16 @@ periodic_metrics(dray_api *api, web_buf *b)
     if (rc)
         return rc;
     size_t n = json_array_size(r) > 2 ? (json_array_size(r) - 2) / PERIODIC_FIELDS : 0;
-    head(b, "dray_periodic_leader", "gauge", "1 for the process holding dear-leader.");
+    web_metric_head(b, "dray_periodic_leader", "gauge", "1 for the process holding dear-leader.");
     if (*item(r, 0))
         sample(b, "dray_periodic_leader", "identity", item(r, 0), "1");
-    head(b, "dray_periodic_next_run_timestamp_seconds", "gauge",
-         "When a periodic loop runs next (epoch seconds).");
+    web_metric_head(b, "dray_periodic_next_run_timestamp_seconds", "gauge",
+                    "When a periodic loop runs next (epoch seconds).");
     for (size_t i = 0; i < n; i++)
         sample(b, "dray_periodic_next_run_timestamp_seconds", "loop",
                item(r, 2 + i * PERIODIC_FIELDS), num(item(r, 2 + i * PERIODIC_FIELDS + 6)));
-    head(b, "dray_periodic_last_run_timestamp_seconds", "gauge",
-         "The last tick a periodic loop enqueued (epoch seconds; 0 none yet).");
+    web_metric_head(b, "dray_periodic_last_run_timestamp_seconds", "gauge",
+                    "The last tick a periodic loop enqueued (epoch seconds; 0 none yet).");
     for (size_t i = 0; i < n; i++)
         sample(b, "dray_periodic_last_run_timestamp_seconds", "loop",
                item(r, 2 + i * PERIODIC_FIELDS), num(item(r, 2 + i * PERIODIC_FIELDS + 5)));
@@ -550,7 +541,7 @@ web_module_metrics(dray_api *api, unsigned mask, web_buf *b)
     if (!rc && (mask & WEB_MOD_UNIQUE)) {
         long long n;
         if (!(rc = unique_count(api, &n)) && n >= 0) {
-            head(b, "dray_unique_locks", "gauge", "Enterprise unique-job locks held.");
+            web_metric_head(b, "dray_unique_locks", "gauge", "Enterprise unique-job locks held.");
             web_buf_printf(b, "dray_unique_locks %lld\n", n);
         }
     }
