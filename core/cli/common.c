@@ -62,6 +62,24 @@ cli_syserr(int e, char buf[CLI_ERRNO_BYTES])
 }
 
 /* A usage error: "dray CMD: message", then the pointer to CMD --help. Returns CLI_EUSAGE. */
+/* Print detail, or dray_strerror(rc) when detail is empty or NULL, as cli_err does. */
+void
+cli_err_rc(const cli_ctx *ctx, const char *detail, int rc)
+{
+    cli_err(ctx, "%s", detail && detail[0] ? detail : dray_strerror(rc));
+}
+
+/* Format into err (truncated to errlen, which may be 0) and return code. */
+int
+cli_errbuf(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
 int
 cli_usage(const cli_ctx *ctx, const char *fmt, ...)
 {

@@ -43,7 +43,7 @@ begin_plain(cli_ctx *ctx, int argc, char **argv, dray_api **api)
 static int
 api_fail(const cli_ctx *ctx, const dray_api *api, int rc)
 {
-    cli_err(ctx, "%s", dray_api_errstr(api)[0] ? dray_api_errstr(api) : dray_strerror(rc));
+    cli_err_rc(ctx, dray_api_errstr(api), rc);
     return cli_exit_for(rc);
 }
 

@@ -120,8 +120,7 @@ cli_cmd_license(int argc, char **argv)
     int refused = dray_server_check_modules(s, ctx.cfg, print_verdict, &t);
     int exit_code = CLI_OK;
     if (refused < 0) {
-        cli_err(&ctx, "%s",
-                dray_server_errstr(s)[0] ? dray_server_errstr(s) : dray_strerror(refused));
+        cli_err_rc(&ctx, dray_server_errstr(s), refused);
         exit_code = cli_exit_for(refused);
     } else if (refused > 0) {
         exit_code = CLI_ECONFIG;

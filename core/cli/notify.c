@@ -28,8 +28,7 @@ cli_notify_open(char *errbuf, size_t errlen)
         return 0;
     size_t n = strlen(path);
     if ((path[0] != '/' && path[0] != '@') || n >= sizeof g_addr.sun_path) {
-        snprintf(errbuf, errlen, "NOTIFY_SOCKET '%s' is not a unix socket path", path);
-        return -1;
+        return cli_errbuf(errbuf, errlen, -1, "NOTIFY_SOCKET '%s' is not a unix socket path", path);
     }
     memset(&g_addr, 0, sizeof g_addr);
     g_addr.sun_family = AF_UNIX;
@@ -40,8 +39,7 @@ cli_notify_open(char *errbuf, size_t errlen)
     g_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (g_fd < 0) {
         char eb[CLI_ERRNO_BYTES];
-        snprintf(errbuf, errlen, "NOTIFY_SOCKET: socket: %s", cli_syserr(errno, eb));
-        return -1;
+        return cli_errbuf(errbuf, errlen, -1, "NOTIFY_SOCKET: socket: %s", cli_syserr(errno, eb));
     }
     unsetenv("NOTIFY_SOCKET");
     return 0;

@@ -64,7 +64,7 @@ load_modules(cli_ctx *ctx, dray_server **srv)
             rc = dray_server_load_module(*srv, p, err, sizeof err);
     free(paths);
     if (rc) {
-        cli_err(ctx, "%s", err[0] ? err : dray_strerror(rc));
+        cli_err_rc(ctx, err, rc);
         dray_server_free(*srv);
         *srv = NULL;
         return rc == DRAY_ENOMEM ? CLI_ERUNTIME : CLI_ECONFIG;

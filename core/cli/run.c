@@ -292,7 +292,7 @@ run_prepare(cli_ctx *ctx, dray_server *srv, int dogstatsd, cli_metrics **metrics
     err[0] = '\0';
     int rc = load_modules(srv, ctx->cfg, err, sizeof err);
     if (rc) {
-        cli_err(ctx, "%s", err[0] ? err : dray_strerror(rc));
+        cli_err_rc(ctx, err, rc);
         return CLI_ECONFIG;
     }
     require_ctx lc = {srv, 0};

@@ -89,13 +89,12 @@ cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *e
     socklen_t salen;
     int loopback = 0;
     if (web_parse_listen(full, &sa, &salen, &loopback)) {
-        snprintf(err, errlen, "metrics_listen '%s': want PORT, HOST:PORT or [IPv6]:PORT", addr);
-        return CLI_ECONFIG;
+        return cli_errbuf(err, errlen, CLI_ECONFIG,
+                          "metrics_listen '%s': want PORT, HOST:PORT or [IPv6]:PORT", addr);
     }
     cli_metrics *m = calloc(1, sizeof *m);
     if (!m) {
-        snprintf(err, errlen, "out of memory");
-        return CLI_ERUNTIME;
+        return cli_errbuf(err, errlen, CLI_ERUNTIME, "out of memory");
     }
     m->srv = srv;
     m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
@@ -104,12 +103,11 @@ cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *e
                             MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
                             MHD_OPTION_END);
     if (!m->d) {
-        snprintf(err, errlen,
-                 "metrics_listen: cannot listen on %s (in use, or not an address "
-                 "of this host)",
-                 full);
         free(m);
-        return CLI_ERUNTIME;
+        return cli_errbuf(err, errlen, CLI_ERUNTIME,
+                          "metrics_listen: cannot listen on %s (in use, or not an address "
+                          "of this host)",
+                          full);
     }
     unsigned port = web_bound_port(m->d);
     fprintf(stderr, "dray run: metrics on http://%.*s:%u/metrics%s\n",
