@@ -116,6 +116,9 @@ int cli_config_build(cli_ctx *ctx);
  * list, --limit and --offset (into *limit and *offset; refused when limit is NULL).
  * -1 to go on, else an exit code (help printed, or a usage error). */
 int cli_read_opts(cli_ctx *ctx, int argc, char **argv, int list, long *limit, long *offset);
+/* After getopt_long: -1 once ctx->cmd's help is printed for --help,
+ * CLI_EUSAGE after the message for a leftover argument, else 0. */
+int cli_opts_done(const cli_ctx *ctx, int argc, char **argv);
 /* Exit code for a libdray error code. */
 int cli_exit_for(int rc);
 /* Print "dray CMD: message" to stderr. */

@@ -510,6 +510,20 @@ cli_read_opts(cli_ctx *ctx, int argc, char **argv, int list, long *limit, long *
     return -1;
 }
 
+/* -1 after printing ctx->cmd's help when --help was given, CLI_EUSAGE after
+ * the message for an argument getopt left, else 0. */
+int
+cli_opts_done(const cli_ctx *ctx, int argc, char **argv)
+{
+    if (ctx->help) {
+        cli_help(stdout, ctx->cmd);
+        return -1;
+    }
+    if (optind < argc)
+        return cli_usage(ctx, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
 /* Build the configuration, then an API handle in *api (the caller frees it). A CLI exit code,
  * the message printed on failure. */
 int

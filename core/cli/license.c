@@ -95,12 +95,8 @@ cli_cmd_license(int argc, char **argv)
         if (r)
             return r;
     }
-    if (ctx.help) {
-        cli_help(stdout, "license");
-        return CLI_OK;
-    }
-    if (optind < argc)
-        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
+    if ((r = cli_opts_done(&ctx, argc, argv)))
+        return r < 0 ? CLI_OK : r;
     if ((r = cli_config_build(&ctx)))
         return r;
     if (dray_config_count(ctx.cfg, "module") == 0) {

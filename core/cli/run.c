@@ -245,13 +245,7 @@ run_opts(cli_ctx *ctx, int argc, char **argv, char **set_keys, size_t *nset)
         if (r)
             goto usage_fail;
     }
-    if (ctx->help) {
-        cli_help(stdout, "run");
-        return -1;
-    }
-    if (optind < argc)
-        return cli_usage(ctx, "unexpected argument '%s'", argv[optind]);
-    return 0;
+    return cli_opts_done(ctx, argc, argv);
 
 usage_fail:
     if (r != CLI_EUSAGE)

@@ -1830,13 +1830,7 @@ web_opts(cli_ctx *ctx, int argc, char **argv, web *w, const char **listen)
             return cli_usage(ctx, "unknown option");
         }
     }
-    if (ctx->help) {
-        cli_help(stdout, "web");
-        return -1;
-    }
-    if (optind < argc)
-        return cli_usage(ctx, "unexpected argument '%s'", argv[optind]);
-    return 0;
+    return cli_opts_done(ctx, argc, argv);
 }
 
 /* Serve w on sa from libmicrohttpd's thread until SIGINT or SIGTERM (both

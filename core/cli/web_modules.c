@@ -147,15 +147,32 @@ td(web_buf *b, const char *cls, const char *text)
     web_buf_puts(b, "</td>");
 }
 
-/* Run a script whose ARGV are ns, start, stop; *out its reply (new reference). */
+/* Run a listing script whose ARGV are ns, start, stop ("0", "-1": all):
+ * *out its reply (new reference), *rows how many records of fields items
+ * follow its head leading items. 0 or a DRAY_E* code (*out NULL). */
 static int
-run_paged(dray_api *api, const char *lua, size_t start, size_t stop, json_t **out)
+run_rows(dray_api *api, const char *lua, const char *start, const char *stop, size_t head,
+         size_t fields, json_t **out, size_t *rows)
+{
+    const char *argv[6] = {"EVAL", lua, "0", dray_api_namespace(api), start, stop};
+    int rc = dray_api_command(api, 6, argv, out);
+    size_t len = rc ? 0 : json_array_size(*out);
+    *rows = len > head ? (len - head) / fields : 0;
+    return rc;
+}
+
+/* run_rows for a page (0-based) of page_size records plus one, which only
+ * tells *more (1 when a next page has rows). */
+static int
+run_page(dray_api *api, const char *lua, size_t page, size_t page_size, size_t head, size_t fields,
+         json_t **out, size_t *rows, int *more)
 {
     char a[32], z[32];
-    snprintf(a, sizeof a, "%zu", start);
-    snprintf(z, sizeof z, "%zu", stop);
-    const char *argv[6] = {"EVAL", lua, "0", dray_api_namespace(api), a, z};
-    return dray_api_command(api, 6, argv, out);
+    snprintf(a, sizeof a, "%zu", page * page_size);
+    snprintf(z, sizeof z, "%zu", page * page_size + page_size);
+    int rc = run_rows(api, lua, a, z, head, fields, out, rows);
+    *more = *rows > page_size;
+    return rc;
 }
 
 /* String element i of r (borrowed), or "" when absent or not a string. */
@@ -202,11 +219,10 @@ int
 web_batches_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *more)
 {
     json_t *r = NULL;
-    int rc = run_paged(api, batches_lua, page * page_size, page * page_size + page_size, &r);
+    size_t n;
+    int rc = run_page(api, batches_lua, page, page_size, 0, BATCH_FIELDS, &r, &n, more);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) / BATCH_FIELDS;
-    *more = n > page_size;
     web_buf_puts(b, "<table id=\"batches\"><tr><th>Batch</th><th>Description</th><th>Status</th>"
                     "<th>Progress</th><th>Total</th><th>Pending</th><th>Failures</th>"
                     "<th>Dead</th><th>Created</th><th>Parent</th></tr>");
@@ -268,11 +284,10 @@ int
 web_limits_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *more)
 {
     json_t *r = NULL;
-    int rc = run_paged(api, limits_lua, page * page_size, page * page_size + page_size, &r);
+    size_t n;
+    int rc = run_page(api, limits_lua, page, page_size, 0, LIMIT_FIELDS, &r, &n, more);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) / LIMIT_FIELDS;
-    *more = n > page_size;
     web_buf_puts(b, "<table id=\"limits\"><tr><th>Limiter</th><th>Kind</th><th>In use</th>"
                     "<th>Limit</th><th>Interval (s)</th><th>Taken</th><th>Over limit</th>"
                     "<th>Last used</th></tr>");
@@ -301,11 +316,10 @@ int
 web_periodic_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *more)
 {
     json_t *r = NULL;
-    int rc = run_paged(api, periodic_lua, page * page_size, page * page_size + page_size, &r);
+    size_t n;
+    int rc = run_page(api, periodic_lua, page, page_size, 2, PERIODIC_FIELDS, &r, &n, more);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) > 2 ? (json_array_size(r) - 2) / PERIODIC_FIELDS : 0;
-    *more = n > page_size;
     web_buf_puts(b, "<p>Leader: <span id=\"leader\">");
     web_buf_text(b, *item(r, 0) ? item(r, 0) : "(none)");
     long long ttl = atoll(item(r, 1));
@@ -450,11 +464,10 @@ static int
 limit_metrics(dray_api *api, web_buf *b)
 {
     json_t *r = NULL;
-    const char *argv[6] = {"EVAL", limits_lua, "0", dray_api_namespace(api), "0", "-1"};
-    int rc = dray_api_command(api, 6, argv, &r);
+    size_t n;
+    int rc = run_rows(api, limits_lua, "0", "-1", 0, LIMIT_FIELDS, &r, &n);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) / LIMIT_FIELDS;
     static const struct {
         const char *name, *type, *help;
         size_t field;
@@ -480,11 +493,10 @@ static int
 periodic_metrics(dray_api *api, web_buf *b)
 {
     json_t *r = NULL;
-    const char *argv[6] = {"EVAL", periodic_lua, "0", dray_api_namespace(api), "0", "-1"};
-    int rc = dray_api_command(api, 6, argv, &r);
+    size_t n;
+    int rc = run_rows(api, periodic_lua, "0", "-1", 2, PERIODIC_FIELDS, &r, &n);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) > 2 ? (json_array_size(r) - 2) / PERIODIC_FIELDS : 0;
     web_metric_head(b, "dray_periodic_leader", "gauge", "1 for the process holding dear-leader.");
     if (*item(r, 0))
         sample(b, "dray_periodic_leader", "identity", item(r, 0), "1");
