@@ -414,6 +414,15 @@ form_open(out *o, const char *action, int inline_form)
     web_buf_printf(&o->b, "\"><input type=\"hidden\" name=\"csrf\" value=\"%s\">", o->csrf);
 }
 
+/* msg (escaped) as the page's notice paragraph. */
+static void
+flash_p(out *o, const char *msg)
+{
+    web_buf_puts(&o->b, "<p class=\"flash\">");
+    web_buf_text(&o->b, msg);
+    web_buf_puts(&o->b, "</p>");
+}
+
 /* Replace o's body with an error page of status carrying msg (escaped). */
 static void
 fail_page(out *o, unsigned status, const char *title, const char *msg)
@@ -423,9 +432,7 @@ fail_page(out *o, unsigned status, const char *title, const char *msg)
     if (o->b.s)
         o->b.s[0] = '\0';
     page_begin(o, title);
-    web_buf_puts(&o->b, "<p class=\"flash\">");
-    web_buf_text(&o->b, msg);
-    web_buf_puts(&o->b, "</p>");
+    flash_p(o, msg);
     page_end(o);
 }
 
@@ -579,11 +586,8 @@ page_busy(web *w, out *o)
     if (dray_api_processes_list(w->api, &p, &np))
         return api_fail(w, o);
     page_begin(o, "Busy");
-    if (o->flash[0]) {
-        web_buf_puts(&o->b, "<p class=\"flash\">");
-        web_buf_text(&o->b, o->flash);
-        web_buf_puts(&o->b, "</p>");
-    }
+    if (o->flash[0])
+        flash_p(o, o->flash);
     web_buf_puts(&o->b, "<table id=\"processes\"><tr><th>Identity</th><th>Version</th><th>Tag</th>"
                         "<th>Queues</th><th>Threads</th><th>Busy</th><th>RSS (KiB)</th>"
                         "<th>Beat</th><th>State</th><th></th></tr>");
@@ -971,11 +975,8 @@ page_set(web *w, struct MHD_Connection *c, out *o, dray_set s)
     if (dray_api_set_size(w->api, s, &size))
         return api_fail(w, o);
     page_begin(o, set_title(s));
-    if (o->flash[0]) {
-        web_buf_puts(&o->b, "<p class=\"flash\">");
-        web_buf_text(&o->b, o->flash);
-        web_buf_puts(&o->b, "</p>");
-    }
+    if (o->flash[0])
+        flash_p(o, o->flash);
     web_buf_printf(&o->b,
                    "<p>%lld jobs</p><form method=\"get\" action=\"/%s\">"
                    "<input name=\"q\" placeholder=\"class, jid or arg text\" value=\"",
