@@ -61,7 +61,6 @@ cli_syserr(int e, char buf[CLI_ERRNO_BYTES])
     return buf;
 }
 
-/* A usage error: "dray CMD: message", then the pointer to CMD --help. Returns CLI_EUSAGE. */
 /* Print detail, or dray_strerror(rc) when detail is empty or NULL, as cli_err does. */
 void
 cli_err_rc(const cli_ctx *ctx, const char *detail, int rc)
@@ -80,6 +79,7 @@ cli_errbuf(char *err, size_t errlen, int code, const char *fmt, ...)
     return code;
 }
 
+/* A usage error: "dray CMD: message", then the pointer to CMD --help. Returns CLI_EUSAGE. */
 int
 cli_usage(const cli_ctx *ctx, const char *fmt, ...)
 {

@@ -1233,6 +1233,29 @@ web_metric_head(web_buf *b, const char *name, const char *type, const char *help
     web_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The figures of Sidekiq's dashboard (st) as Prometheus gauges and counters. */
+static void
+stat_metrics(web_buf *b, const dray_stats *st)
+{
+    const struct {
+        const char *name, *type, *help;
+        long long v;
+    } figs[] = {
+        {"dray_processed_total", "counter", "Jobs processed (stat:processed).", st->processed},
+        {"dray_failed_total", "counter", "Jobs failed (stat:failed).", st->failed},
+        {"dray_busy_threads", "gauge", "Jobs running now, over every process.", st->workers_size},
+        {"dray_enqueued_jobs", "gauge", "Jobs waiting in every queue.", st->enqueued},
+        {"dray_processes", "gauge", "Members of the processes set.", st->processes_size},
+        {"dray_retry_set_size", "gauge", "Jobs in the retry set.", st->retry_size},
+        {"dray_scheduled_set_size", "gauge", "Jobs in the schedule set.", st->scheduled_size},
+        {"dray_dead_set_size", "gauge", "Jobs in the dead set.", st->dead_size},
+    };
+    for (size_t i = 0; i < sizeof figs / sizeof *figs; i++) {
+        web_metric_head(b, figs[i].name, figs[i].type, figs[i].help);
+        web_buf_printf(b, "%s %lld\n", figs[i].name, figs[i].v);
+    }
+}
+
 static void class_metrics(web *w, web_buf *b);
 
 /* GET /metrics: Prometheus text of the Redis-side figures, per-class histograms and the
@@ -1261,23 +1284,7 @@ page_metrics(web *w, out *o)
     }
     web_buf *b = &o->b;
     o->ctype = "text/plain; version=0.0.4; charset=utf-8";
-    const struct {
-        const char *name, *type, *help;
-        long long v;
-    } figs[] = {
-        {"dray_processed_total", "counter", "Jobs processed (stat:processed).", st.processed},
-        {"dray_failed_total", "counter", "Jobs failed (stat:failed).", st.failed},
-        {"dray_busy_threads", "gauge", "Jobs running now, over every process.", st.workers_size},
-        {"dray_enqueued_jobs", "gauge", "Jobs waiting in every queue.", st.enqueued},
-        {"dray_processes", "gauge", "Members of the processes set.", st.processes_size},
-        {"dray_retry_set_size", "gauge", "Jobs in the retry set.", st.retry_size},
-        {"dray_scheduled_set_size", "gauge", "Jobs in the schedule set.", st.scheduled_size},
-        {"dray_dead_set_size", "gauge", "Jobs in the dead set.", st.dead_size},
-    };
-    for (size_t i = 0; i < sizeof figs / sizeof *figs; i++) {
-        web_metric_head(b, figs[i].name, figs[i].type, figs[i].help);
-        web_buf_printf(b, "%s %lld\n", figs[i].name, figs[i].v);
-    }
+    stat_metrics(b, &st);
     web_metric_head(b, "dray_queue_size", "gauge", "Jobs waiting in a queue.");
     for (size_t i = 0; i < nq; i++) {
         web_buf_puts(b, "dray_queue_size{queue=\"");
