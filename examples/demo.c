@@ -28,29 +28,15 @@ run_server(void *arg)
     return NULL;
 }
 
-int
-main(int argc, char **argv)
+/* Step 1: bulk-push `jobs` jobs, 99% ImageResize on "images" and 1% Flaky
+ * on "default", and print the enqueue rate. Returns 0, or 1 after the
+ * message. */
+static int
+enqueue(const dray_options *o, long jobs)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s REDIS_URL HANDLER_LIBRARY [JOBS] [CONCURRENCY]\n", argv[0]);
-        return 2;
-    }
-    long jobs = argc > 3 ? atol(argv[3]) : 100000;
-    int conc = argc > 4 ? atoi(argv[4]) : 10;
-    int batch = argc > 5 ? atoi(argv[5]) : 1;
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = argv[1];
-    o.concurrency = conc;
-    o.fetch_batch = batch;
-    o.queues = "images,3 default,1";
-    o.log_level = DRAY_LOG_ERROR; /* the Flaky failures would drown the progress line */
-    o.shutdown_timeout_s = 5;
     char err[256];
-
-    /* 1. enqueue: 99% ImageResize on "images", 1% Flaky on "default" */
     dray_client *c;
-    if (dray_client_new(&o, &c, err, sizeof err)) {
+    if (dray_client_new(o, &c, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
@@ -76,32 +62,26 @@ main(int argc, char **argv)
     json_decref(images);
     json_decref(flakies);
     dray_client_free(c);
+    return 0;
+}
 
-    /* 2. process */
-    dray_server *s;
-    if (dray_server_new(&o, &s, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
-    if (dray_server_require(s, argv[2])) {
-        fprintf(stderr, "%s\n", dray_server_errstr(s));
-        return 1;
-    }
-    pthread_t th;
-    t0 = mono();
-    pthread_create(&th, NULL, run_server, s);
+/* Poll s's counters until jobs are processed (or 300 s pass), drawing a
+ * progress line on a terminal. Fills *n with the last counts and returns
+ * the seconds since t0. */
+static double
+watch(dray_server *s, long jobs, double t0, dray_server_counts *n)
+{
     int tty = isatty(1);
-    dray_server_counts n;
     for (;;) {
-        dray_server_counts_get(s, &n);
+        dray_server_counts_get(s, n);
         double el = mono() - t0;
         if (tty) {
             printf("\rprocessed %8llu / %ld  failed %5llu  busy %2llu  %7.0f jobs/s",
-                   (unsigned long long)n.processed, jobs, (unsigned long long)n.failed,
-                   (unsigned long long)n.busy, (double)n.processed / (el > 0 ? el : 1));
+                   (unsigned long long)n->processed, jobs, (unsigned long long)n->failed,
+                   (unsigned long long)n->busy, (double)n->processed / (el > 0 ? el : 1));
             fflush(stdout);
         }
-        if ((long)n.processed >= jobs)
+        if ((long)n->processed >= jobs)
             break;
         if (el > 300) {
             fprintf(stderr, "\ngave up after 300 s\n");
@@ -112,17 +92,49 @@ main(int argc, char **argv)
     double took = mono() - t0;
     if (tty)
         printf("\n");
+    return took;
+}
+
+/* Step 2: run an embedded server with the handler library until jobs are
+ * processed, then stop it and print the throughput. Returns 0 when all
+ * were processed, 1 when some were not, -1 when the server could not
+ * start (after the message). */
+static int
+process(const dray_options *o, const char *handlers, long jobs)
+{
+    char err[256];
+    dray_server *s;
+    if (dray_server_new(o, &s, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (dray_server_require(s, handlers)) {
+        fprintf(stderr, "%s\n", dray_server_errstr(s));
+        return -1;
+    }
+    pthread_t th;
+    double t0 = mono();
+    pthread_create(&th, NULL, run_server, s);
+    dray_server_counts n;
+    double took = watch(s, jobs, t0, &n);
     dray_server_stop(s);
     pthread_join(th, NULL);
     printf("processed %llu jobs in %.3f s with %d threads: %.0f jobs/s (%llu failed and went to "
            "the retry set)\n",
-           (unsigned long long)n.processed, took, conc, (double)n.processed / took,
+           (unsigned long long)n.processed, took, o->concurrency, (double)n.processed / took,
            (unsigned long long)n.failed);
     dray_server_free(s);
+    return (long)n.processed >= jobs ? 0 : 1;
+}
 
-    /* 3. what Sidekiq's Web UI would show */
+/* Step 3: print what Sidekiq's Web UI would show; prints nothing when
+ * Redis cannot be read. */
+static void
+show_stats(const dray_options *o)
+{
+    char err[256];
     dray_api *api;
-    if (dray_api_new(&o, &api, err, sizeof err) == 0) {
+    if (dray_api_new(o, &api, err, sizeof err) == 0) {
         dray_stats st;
         if (dray_api_stats_get(api, &st) == 0)
             printf("stats: processed %lld, failed %lld, enqueued %lld, scheduled %lld, retries "
@@ -131,5 +143,29 @@ main(int argc, char **argv)
                    (long long)st.scheduled_size, (long long)st.retry_size, (long long)st.dead_size);
         dray_api_free(api);
     }
-    return (long)n.processed >= jobs ? 0 : 1;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s REDIS_URL HANDLER_LIBRARY [JOBS] [CONCURRENCY]\n", argv[0]);
+        return 2;
+    }
+    long jobs = argc > 3 ? atol(argv[3]) : 100000;
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = argv[1];
+    o.concurrency = argc > 4 ? atoi(argv[4]) : 10;
+    o.fetch_batch = argc > 5 ? atoi(argv[5]) : 1;
+    o.queues = "images,3 default,1";
+    o.log_level = DRAY_LOG_ERROR; /* the Flaky failures would drown the progress line */
+    o.shutdown_timeout_s = 5;
+    if (enqueue(&o, jobs))
+        return 1;
+    int rc = process(&o, argv[2], jobs);
+    if (rc < 0)
+        return 1;
+    show_stats(&o);
+    return rc;
 }

@@ -116,6 +116,9 @@ int cli_config_build(cli_ctx *ctx);
  * list, --limit and --offset (into *limit and *offset; refused when limit is NULL).
  * -1 to go on, else an exit code (help printed, or a usage error). */
 int cli_read_opts(cli_ctx *ctx, int argc, char **argv, int list, long *limit, long *offset);
+/* After getopt_long: -1 once ctx->cmd's help is printed for --help,
+ * CLI_EUSAGE after the message for a leftover argument, else 0. */
+int cli_opts_done(const cli_ctx *ctx, int argc, char **argv);
 /* Exit code for a libdray error code. */
 int cli_exit_for(int rc);
 /* Print "dray CMD: message" to stderr. */
@@ -126,6 +129,12 @@ int cli_usage(const cli_ctx *ctx, const char *fmt, ...) DRAY_PRINTF(2, 3);
 /* Text for errno value e in buf (strerror_r, GNU or XSI flavour), for
  * messages; returns buf. Thread-safe (the CLI's one errno helper); cannot fail. */
 const char *cli_syserr(int e, char buf[CLI_ERRNO_BYTES]);
+/* Print detail (an object's error text) as cli_err does, or dray_strerror(rc)
+ * when detail is empty or NULL. */
+void cli_err_rc(const cli_ctx *ctx, const char *detail, int rc);
+/* Format a message into the caller's err (truncated to errlen) and return
+ * code: how CLI helpers that report through a buffer fail. */
+int cli_errbuf(char *err, size_t errlen, int code, const char *fmt, ...) DRAY_PRINTF(4, 5);
 
 /* Strict number parsing: the whole string, within [lo, hi]. 0 or -1. */
 int cli_parse_long(const char *s, long lo, long hi, long *out);

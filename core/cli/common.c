@@ -14,6 +14,8 @@
 
 #include "cli.h"
 
+/* Zero ctx for command cmd (borrowed, for messages); nothing to free until cli_config_build.
+ * Cannot fail. */
 void
 cli_ctx_init(cli_ctx *ctx, const char *cmd)
 {
@@ -22,6 +24,7 @@ cli_ctx_init(cli_ctx *ctx, const char *cmd)
     dray_options_init(&ctx->opts);
 }
 
+/* Free ctx->cfg (made by cli_config_build) and forget it; safe on an unbuilt ctx and twice. */
 void
 cli_ctx_close(cli_ctx *ctx)
 {
@@ -29,6 +32,7 @@ cli_ctx_close(cli_ctx *ctx)
     ctx->cfg = NULL;
 }
 
+/* Print "dray CMD: message" and a newline to stderr. Cannot fail. */
 void
 cli_err(const cli_ctx *ctx, const char *fmt, ...)
 {
@@ -40,6 +44,8 @@ cli_err(const cli_ctx *ctx, const char *fmt, ...)
     va_end(ap);
 }
 
+/* errno text for e in the caller's buf via strerror_r (GNU or XSI), so any thread may call
+ * it; returns buf. */
 const char *
 cli_syserr(int e, char buf[CLI_ERRNO_BYTES])
 {
@@ -55,6 +61,25 @@ cli_syserr(int e, char buf[CLI_ERRNO_BYTES])
     return buf;
 }
 
+/* Print detail, or dray_strerror(rc) when detail is empty or NULL, as cli_err does. */
+void
+cli_err_rc(const cli_ctx *ctx, const char *detail, int rc)
+{
+    cli_err(ctx, "%s", detail && detail[0] ? detail : dray_strerror(rc));
+}
+
+/* Format into err (truncated to errlen, which may be 0) and return code. */
+int
+cli_errbuf(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* A usage error: "dray CMD: message", then the pointer to CMD --help. Returns CLI_EUSAGE. */
 int
 cli_usage(const cli_ctx *ctx, const char *fmt, ...)
 {
@@ -67,6 +92,8 @@ cli_usage(const cli_ctx *ctx, const char *fmt, ...)
     return CLI_EUSAGE;
 }
 
+/* The CLI exit code for a DRAY_E* code: CLI_ENOTFOUND, CLI_ECONFIG, CLI_ERUNTIME, else
+ * CLI_EUSAGE (0 stays CLI_OK). */
 int
 cli_exit_for(int rc)
 {
@@ -95,6 +122,8 @@ cli_exit_for(int rc)
     }
 }
 
+/* Queue one config assignment from a flag (strings borrowed until cli_config_build). 0, or -1
+ * with a message past CLI_MAX_FLAGS. */
 int
 cli_flag_push(cli_ctx *ctx, const char *opt, const char *key, const char *value, int add)
 {
@@ -116,6 +145,8 @@ cli_flag_push(cli_ctx *ctx, const char *opt, const char *key, const char *value,
     return 0;
 }
 
+/* Handle a common option (-C, -h, --redis-url, --namespace): 1 when handled, 0 when c is not
+ * one, -1 when the flag list is full. */
 int
 cli_common_opt(cli_ctx *ctx, int c, const char *arg)
 {
@@ -135,6 +166,8 @@ cli_common_opt(cli_ctx *ctx, int c, const char *arg)
     }
 }
 
+/* Build ctx->cfg and ctx->opts: file < DRAY_* environment < flags. A CLI exit code, the
+ * message printed on failure. */
 int
 cli_config_build(cli_ctx *ctx)
 {
@@ -171,6 +204,7 @@ cli_config_build(cli_ctx *ctx)
     return CLI_OK;
 }
 
+/* Parse all of s as a decimal long within [lo, hi] into *out. 0, or -1 leaving *out alone. */
 int
 cli_parse_long(const char *s, long lo, long hi, long *out)
 {
@@ -185,6 +219,7 @@ cli_parse_long(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
+/* Parse all of s as a finite double within [lo, hi] into *out. 0, or -1 leaving *out alone. */
 int
 cli_parse_double(const char *s, double lo, double hi, double *out)
 {
@@ -214,6 +249,8 @@ digits(const char **p, int n, int *out)
     return 0;
 }
 
+/* Epoch seconds from digits or ISO 8601 (see cli.h for the forms) into *out. 0, or -1 for
+ * anything else. */
 int
 cli_parse_time(const char *s, double *out)
 {
@@ -279,6 +316,7 @@ cli_parse_time(const char *s, double *out)
     return 0;
 }
 
+/* epoch as "YYYY-MM-DDTHH:MM:SSZ" (UTC; the bare number if that fails) in buf. Cannot fail. */
 void
 cli_fmt_time(double epoch, char *buf, size_t n)
 {
@@ -288,6 +326,7 @@ cli_fmt_time(double epoch, char *buf, size_t n)
         snprintf(buf, n, "%.0f", epoch);
 }
 
+/* s as "42s", "5m", "3.5h" or "2.0d" (negative: "in 5m") in buf, truncated to n. Cannot fail. */
 void
 cli_fmt_duration(double s, char *buf, size_t n)
 {
@@ -303,6 +342,7 @@ cli_fmt_duration(double s, char *buf, size_t n)
         snprintf(buf, n, "%s%.1fd", pre, a / 86400);
 }
 
+/* An empty table of ncols columns; release with cli_table_close. */
 void
 cli_table_init(cli_table *t, size_t ncols)
 {
@@ -310,6 +350,7 @@ cli_table_init(cli_table *t, size_t ncols)
     t->ncols = ncols;
 }
 
+/* Append a row: copies ncols strings (NULL prints "-"). On OOM the row is dropped. */
 void
 cli_table_row(cli_table *t, const char *const *cols)
 {
@@ -344,6 +385,7 @@ width(const char *s)
     return w;
 }
 
+/* Print t to f with each column padded to its widest cell (UTF-8 aware). */
 void
 cli_table_print(const cli_table *t, FILE *f)
 {
@@ -369,6 +411,7 @@ cli_table_print(const cli_table *t, FILE *f)
     free(w);
 }
 
+/* Free t's cells; t may be initialised again. */
 void
 cli_table_close(cli_table *t)
 {
@@ -378,6 +421,8 @@ cli_table_close(cli_table *t)
     memset(t, 0, sizeof *t);
 }
 
+/* Print v indented and a newline to stdout, taking v's reference. CLI_OK, or CLI_ERUNTIME
+ * when v is NULL or cannot be dumped. */
 int
 cli_json_print(json_t *v)
 {
@@ -393,6 +438,7 @@ cli_json_print(json_t *v)
 
 static int progress_shown;
 
+/* Redraw "what done/total" on stderr when it is a terminal; nothing otherwise. */
 void
 cli_progress(const char *what, size_t done, size_t total)
 {
@@ -404,6 +450,7 @@ cli_progress(const char *what, size_t done, size_t total)
     progress_shown = 1;
 }
 
+/* Clear the progress line when one is shown. */
 void
 cli_progress_end(void)
 {
@@ -414,6 +461,8 @@ cli_progress_end(void)
     }
 }
 
+/* The options of a read-only command (common ones, --json, and with list --limit/--offset).
+ * -1 to go on, else an exit code after help or the message. */
 int
 cli_read_opts(cli_ctx *ctx, int argc, char **argv, int list, long *limit, long *offset)
 {
@@ -461,6 +510,22 @@ cli_read_opts(cli_ctx *ctx, int argc, char **argv, int list, long *limit, long *
     return -1;
 }
 
+/* -1 after printing ctx->cmd's help when --help was given, CLI_EUSAGE after
+ * the message for an argument getopt left, else 0. */
+int
+cli_opts_done(const cli_ctx *ctx, int argc, char **argv)
+{
+    if (ctx->help) {
+        cli_help(stdout, ctx->cmd);
+        return -1;
+    }
+    if (optind < argc)
+        return cli_usage(ctx, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+/* Build the configuration, then an API handle in *api (the caller frees it). A CLI exit code,
+ * the message printed on failure. */
 int
 cli_open_api(cli_ctx *ctx, dray_api **api)
 {

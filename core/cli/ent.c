@@ -55,6 +55,7 @@ begin(cli_ctx *ctx, const char *cmd, int argc, char **argv, dray_api **api)
     return -1;
 }
 
+/* o's string member k (borrowed), or "-" when absent or not a string. */
 static const char *
 field(json_t *o, const char *k)
 {
@@ -62,6 +63,8 @@ field(json_t *o, const char *k)
     return s ? s : "-";
 }
 
+/* dray limits: the Enterprise limiters and their counters, as a table or --json. A CLI exit
+ * code. */
 int
 cli_cmd_limits(int argc, char **argv)
 {
@@ -136,6 +139,8 @@ cli_cmd_limits(int argc, char **argv)
     return CLI_OK;
 }
 
+/* dray periodic: the periodic loops and the current leader, as a table or --json. A CLI exit
+ * code. */
 int
 cli_cmd_periodic(int argc, char **argv)
 {
@@ -208,6 +213,8 @@ cli_cmd_periodic(int argc, char **argv)
     return CLI_OK;
 }
 
+/* dray unique list|release: unique locks, or release one by digest or owner jid. A CLI exit
+ * code. */
 int
 cli_cmd_unique(int argc, char **argv)
 {

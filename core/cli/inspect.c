@@ -39,15 +39,17 @@ begin_plain(cli_ctx *ctx, int argc, char **argv, dray_api **api)
     return -1;
 }
 
+/* Print the API's error (its text, else the code's) and return the matching CLI exit code. */
 static int
 api_fail(const cli_ctx *ctx, const dray_api *api, int rc)
 {
-    cli_err(ctx, "%s", dray_api_errstr(api)[0] ? dray_api_errstr(api) : dray_strerror(rc));
+    cli_err_rc(ctx, dray_api_errstr(api), rc);
     return cli_exit_for(rc);
 }
 
 /* ---- stats ----------------------------------------------------------------- */
 
+/* dray stats: Sidekiq's dashboard figures, as a table or --json. A CLI exit code. */
 int
 cli_cmd_stats(int argc, char **argv)
 {
@@ -119,6 +121,8 @@ is_paused(char **paused, size_t np, const char *name)
     return 0;
 }
 
+/* dray queues: sizes, latencies and paused state, or --pause/--resume a queue. A CLI exit
+ * code. */
 int
 cli_cmd_queues(int argc, char **argv)
 {
@@ -209,6 +213,7 @@ out:
 
 /* ---- processes ------------------------------------------------------------- */
 
+/* A comma-separated list as a JSON array of strings (new reference; NULL csv gives []). */
 static json_t *
 split_json(const char *csv)
 {
@@ -223,6 +228,8 @@ split_json(const char *csv)
     return arr;
 }
 
+/* dray processes: the live processes from their heartbeats, as a table or --json. A CLI exit
+ * code. */
 int
 cli_cmd_processes(int argc, char **argv)
 {
@@ -283,6 +290,8 @@ cli_cmd_processes(int argc, char **argv)
 
 /* ---- retries / scheduled / dead -------------------------------------------- */
 
+/* e as an object for --json (new reference, NULL on OOM); a member that is not JSON is kept
+ * as a string. */
 static json_t *
 entry_json(const dray_set_entry *e)
 {
@@ -309,6 +318,7 @@ entry_json(const dray_set_entry *e)
     return o;
 }
 
+/* Print one page (limit at offset) of set as a table or --json. A CLI exit code. */
 static int
 set_list(cli_ctx *ctx, dray_api *api, dray_set set, long limit, long offset)
 {
@@ -381,6 +391,8 @@ set_list(cli_ctx *ctx, dray_api *api, dray_set set, long limit, long offset)
     return r;
 }
 
+/* dray retries|scheduled|dead list|show|retry|delete|kill [JID]: list a set, or show or act
+ * on one entry (no kill in dead). A CLI exit code. */
 int
 cli_cmd_set(int argc, char **argv)
 {
@@ -455,6 +467,8 @@ out:
 
 /* ---- signal ---------------------------------------------------------------- */
 
+/* dray signal IDENTITY TSTP|TERM|TTIN (quiet, stop, dump) through Redis. A CLI exit code
+ * (CLI_ENOTFOUND for no such process). */
 int
 cli_cmd_signal(int argc, char **argv)
 {
@@ -501,6 +515,7 @@ out:
 
 /* ---- cancel ---------------------------------------------------------------- */
 
+/* The word printed for a cancel outcome (static string). */
 static const char *
 outcome_word(dray_cancel_outcome o)
 {

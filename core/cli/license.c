@@ -16,6 +16,8 @@ typedef struct tally {
     int shown;
 } tally;
 
+/* dray_server_check_modules callback: print one module's verdict (a line, or JSON when ud's
+ * tally asks) and count it in ud. */
 static void
 print_verdict(const char *path, const dray_module_verdict *v, void *ud)
 {
@@ -41,6 +43,8 @@ print_verdict(const char *path, const dray_module_verdict *v, void *ud)
         printf("         warning: %s\n", v->warning);
 }
 
+/* dray license check: load each configured module in check mode and print its verdict. A CLI
+ * exit code (CLI_ECONFIG when one refuses). */
 int
 cli_cmd_license(int argc, char **argv)
 {
@@ -91,12 +95,8 @@ cli_cmd_license(int argc, char **argv)
         if (r)
             return r;
     }
-    if (ctx.help) {
-        cli_help(stdout, "license");
-        return CLI_OK;
-    }
-    if (optind < argc)
-        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
+    if ((r = cli_opts_done(&ctx, argc, argv)))
+        return r < 0 ? CLI_OK : r;
     if ((r = cli_config_build(&ctx)))
         return r;
     if (dray_config_count(ctx.cfg, "module") == 0) {
@@ -116,8 +116,7 @@ cli_cmd_license(int argc, char **argv)
     int refused = dray_server_check_modules(s, ctx.cfg, print_verdict, &t);
     int exit_code = CLI_OK;
     if (refused < 0) {
-        cli_err(&ctx, "%s",
-                dray_server_errstr(s)[0] ? dray_server_errstr(s) : dray_strerror(refused));
+        cli_err_rc(&ctx, dray_server_errstr(s), refused);
         exit_code = cli_exit_for(refused);
     } else if (refused > 0) {
         exit_code = CLI_ECONFIG;

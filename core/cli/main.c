@@ -224,6 +224,7 @@ static const char help_license[] =
     "\n"
     "Exit status 0 when every module accepts the key, 4 when one refuses it, 2 on usage.\n";
 
+/* Print the help of cmd (NULL: the overview with every command and exit code) to f. */
 void
 cli_help(FILE *f, const char *cmd)
 {
@@ -292,6 +293,7 @@ external(const char *cmd, int argc, char **argv)
     return CLI_EUSAGE;
 }
 
+/* Print the dray and libdray versions. Returns CLI_OK. */
 static int
 version(void)
 {
@@ -299,6 +301,8 @@ version(void)
     return CLI_OK;
 }
 
+/* Dispatch argv[1] to its command; returns that command's exit code (CLI_EUSAGE for an
+ * unknown one). */
 int
 main(int argc, char **argv)
 {

@@ -18,6 +18,8 @@ static int g_fd = -1;
 static struct sockaddr_un g_addr;
 static socklen_t g_addrlen;
 
+/* Take $NOTIFY_SOCKET (unset for handlers) and open a datagram socket to it. 0 without one or
+ * when ready; -1 with errbuf filled when it is unusable. */
 int
 cli_notify_open(char *errbuf, size_t errlen)
 {
@@ -26,8 +28,7 @@ cli_notify_open(char *errbuf, size_t errlen)
         return 0;
     size_t n = strlen(path);
     if ((path[0] != '/' && path[0] != '@') || n >= sizeof g_addr.sun_path) {
-        snprintf(errbuf, errlen, "NOTIFY_SOCKET '%s' is not a unix socket path", path);
-        return -1;
+        return cli_errbuf(errbuf, errlen, -1, "NOTIFY_SOCKET '%s' is not a unix socket path", path);
     }
     memset(&g_addr, 0, sizeof g_addr);
     g_addr.sun_family = AF_UNIX;
@@ -38,13 +39,14 @@ cli_notify_open(char *errbuf, size_t errlen)
     g_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (g_fd < 0) {
         char eb[CLI_ERRNO_BYTES];
-        snprintf(errbuf, errlen, "NOTIFY_SOCKET: socket: %s", cli_syserr(errno, eb));
-        return -1;
+        return cli_errbuf(errbuf, errlen, -1, "NOTIFY_SOCKET: socket: %s", cli_syserr(errno, eb));
     }
     unsetenv("NOTIFY_SOCKET");
     return 0;
 }
 
+/* Send msg to systemd in one sendto, keeping errno: async-signal-safe. Nothing without a
+ * socket. */
 void
 cli_notify(const char *msg)
 {
@@ -57,6 +59,7 @@ cli_notify(const char *msg)
     errno = saved;
 }
 
+/* Close the notify socket; later cli_notify calls do nothing. */
 void
 cli_notify_close(void)
 {

@@ -10,6 +10,8 @@
 #define BULK_SLICE 10000   /* jobs per dray_client_push_bulk call: progress granularity */
 #define COUNT_MAX 10000000 /* --count limit: 10 M jobs is a benchmark, not a typo */
 
+/* --retry value (true/yes, false/no or a count) into *out as a DRAY_RETRY_* or count. 0, or
+ * -1 for anything else. */
 static int
 parse_retry(const char *s, int *out)
 {
@@ -30,6 +32,7 @@ parse_retry(const char *s, int *out)
     return 0;
 }
 
+/* dray_config_get_all callback: stops (non-zero) when value is the path in ud. */
 static int
 is_path(const char *key, const char *value, void *ud)
 {
@@ -61,7 +64,7 @@ load_modules(cli_ctx *ctx, dray_server **srv)
             rc = dray_server_load_module(*srv, p, err, sizeof err);
     free(paths);
     if (rc) {
-        cli_err(ctx, "%s", err[0] ? err : dray_strerror(rc));
+        cli_err_rc(ctx, err, rc);
         dray_server_free(*srv);
         *srv = NULL;
         return rc == DRAY_ENOMEM ? CLI_ERUNTIME : CLI_ECONFIG;
@@ -239,6 +242,8 @@ push_jobs(cli_ctx *ctx, const char *klass, json_t *args, const dray_push_opts *p
     return r;
 }
 
+/* dray push: one job, or --count N in bulk slices, now or scheduled, through the configured
+ * modules' push hooks. A CLI exit code. */
 int
 cli_cmd_push(int argc, char **argv)
 {

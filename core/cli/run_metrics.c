@@ -19,6 +19,8 @@ struct cli_metrics {
     dray_server *srv;
 };
 
+/* Queue a response of status with body (freed here when mode is MUST_FREE, even on failure).
+ * MHD_NO when it cannot be built. */
 static enum MHD_Result
 reply(struct MHD_Connection *c, unsigned status, const char *ctype, char *body, size_t len,
       enum MHD_ResponseMemoryMode mode)
@@ -36,6 +38,8 @@ reply(struct MHD_Connection *c, unsigned status, const char *ctype, char *body, 
     return ret;
 }
 
+/* libmicrohttpd handler: GET/HEAD /metrics from the server's in-memory counters; 404 or 405
+ * otherwise; bodies are dropped. */
 static enum MHD_Result
 answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
        const char *version, const char *upload, size_t *upload_len, void **con_cls)
@@ -69,6 +73,8 @@ answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                  MHD_RESPMEM_MUST_FREE);
 }
 
+/* Serve GET /metrics for srv on addr (a bare port means loopback) from a libmicrohttpd
+ * thread. 0 with *out, or CLI_ECONFIG / CLI_ERUNTIME with err set. */
 int
 cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *err, size_t errlen)
 {
@@ -83,13 +89,12 @@ cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *e
     socklen_t salen;
     int loopback = 0;
     if (web_parse_listen(full, &sa, &salen, &loopback)) {
-        snprintf(err, errlen, "metrics_listen '%s': want PORT, HOST:PORT or [IPv6]:PORT", addr);
-        return CLI_ECONFIG;
+        return cli_errbuf(err, errlen, CLI_ECONFIG,
+                          "metrics_listen '%s': want PORT, HOST:PORT or [IPv6]:PORT", addr);
     }
     cli_metrics *m = calloc(1, sizeof *m);
     if (!m) {
-        snprintf(err, errlen, "out of memory");
-        return CLI_ERUNTIME;
+        return cli_errbuf(err, errlen, CLI_ERUNTIME, "out of memory");
     }
     m->srv = srv;
     m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
@@ -98,20 +103,13 @@ cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *e
                             MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
                             MHD_OPTION_END);
     if (!m->d) {
-        snprintf(err, errlen,
-                 "metrics_listen: cannot listen on %s (in use, or not an address "
-                 "of this host)",
-                 full);
         free(m);
-        return CLI_ERUNTIME;
+        return cli_errbuf(err, errlen, CLI_ERUNTIME,
+                          "metrics_listen: cannot listen on %s (in use, or not an address "
+                          "of this host)",
+                          full);
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->d, MHD_DAEMON_INFO_LISTEN_FD);
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof bound;
-    unsigned port = 0;
-    if (info && !getsockname(info->listen_fd, (struct sockaddr *)&bound, &blen))
-        port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                 : ((struct sockaddr_in *)&bound)->sin_port);
+    unsigned port = web_bound_port(m->d);
     fprintf(stderr, "dray run: metrics on http://%.*s:%u/metrics%s\n",
             (int)(strrchr(full, ':') - full), full, port,
             loopback ? "" : " (not loopback, and no auth: firewall it)");
@@ -120,6 +118,8 @@ cli_metrics_start(dray_server *srv, const char *addr, cli_metrics **out, char *e
     return 0;
 }
 
+/* Stop the endpoint (joins its thread) and free m; accepts NULL. Call before freeing the
+ * server. */
 void
 cli_metrics_stop(cli_metrics *m)
 {

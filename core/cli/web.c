@@ -77,6 +77,8 @@ typedef struct out {
 
 /* ---- buffers and escaping ------------------------------------------------ */
 
+/* Append n bytes of s, growing b by doubling; on OOM b->oom is set and later appends do
+ * nothing. */
 void
 web_buf_cat(web_buf *b, const char *s, size_t n)
 {
@@ -99,12 +101,14 @@ web_buf_cat(web_buf *b, const char *s, size_t n)
     b->s[b->len] = '\0';
 }
 
+/* Append the string s (see web_buf_cat for OOM). */
 void
 web_buf_puts(web_buf *b, const char *s)
 {
     web_buf_cat(b, s, strlen(s));
 }
 
+/* Append printf output of any length (see web_buf_cat for OOM). */
 void
 web_buf_printf(web_buf *b, const char *fmt, ...)
 {
@@ -131,6 +135,8 @@ web_buf_printf(web_buf *b, const char *fmt, ...)
     free(big);
 }
 
+/* Append n bytes of s HTML-escaped (& < > " ', NUL as U+FFFD), safe inside text and
+ * attributes. */
 void
 web_buf_html(web_buf *b, const char *s, size_t n)
 {
@@ -166,13 +172,15 @@ web_buf_html(web_buf *b, const char *s, size_t n)
     web_buf_cat(b, s + run, n - run);
 }
 
-static void
-html(web_buf *b, const char *s)
+/* web_buf_html of a C string; NULL appends nothing. */
+void
+web_buf_text(web_buf *b, const char *s)
 {
     if (s)
         web_buf_html(b, s, strlen(s));
 }
 
+/* Append s percent-encoded except RFC 3986 unreserved bytes, for a path or query part. */
 void
 web_buf_url(web_buf *b, const char *s)
 {
@@ -188,6 +196,7 @@ web_buf_url(web_buf *b, const char *s)
     }
 }
 
+/* Append s as a Prometheus label value (backslash, quote and newline escaped). */
 void
 web_buf_label(web_buf *b, const char *s)
 {
@@ -205,6 +214,7 @@ web_buf_label(web_buf *b, const char *s)
 
 /* ---- requests ------------------------------------------------------------ */
 
+/* The value of hex digit c, or -1. */
 static int
 hexval(int c)
 {
@@ -262,6 +272,7 @@ parse_form(req *r)
     }
 }
 
+/* The first form field named key (borrowed from r), or NULL. */
 static const char *
 form_get(const req *r, const char *key)
 {
@@ -282,6 +293,7 @@ secret_eq(const char *a, const char *b)
     return d == 0;
 }
 
+/* 1 when s is a token csrf_new could have made (WEB_CSRF_HEX hex digits), else 0 (NULL too). */
 static int
 csrf_valid_shape(const char *s)
 {
@@ -293,6 +305,8 @@ csrf_valid_shape(const char *s)
     return 1;
 }
 
+/* A fresh random token (WEB_CSRF_HEX hex digits) in tok from getrandom. 0, or -1 when no
+ * randomness. */
 static int
 csrf_new(char tok[WEB_CSRF_HEX + 1])
 {
@@ -314,6 +328,7 @@ csrf_new(char tok[WEB_CSRF_HEX + 1])
 
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/* Append in base64 (padded) to b, for comparing Basic credentials. */
 static void
 b64_encode(const char *in, web_buf *b)
 {
@@ -356,6 +371,7 @@ authorized(const web *w, struct MHD_Connection *c)
 
 /* ---- page chrome --------------------------------------------------------- */
 
+/* Append the HTML head, the menu (module pages by o->mods) and title as the h1. */
 static void
 page_begin(out *o, const char *title)
 {
@@ -363,7 +379,7 @@ page_begin(out *o, const char *title)
     web_buf_puts(b, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
                     "<meta name=\"viewport\" content=\"width=device-width\">"
                     "<link rel=\"stylesheet\" href=\"/assets/dray.css\"><title>");
-    html(b, title);
+    web_buf_text(b, title);
     web_buf_puts(b, " - dray</title></head><body><nav><a class=\"brand\" href=\"/\">dray</a>"
                     "<a href=\"/\">Dashboard</a><a href=\"/busy\">Busy</a>"
                     "<a href=\"/queues\">Queues</a><a href=\"/retries\">Retries</a>"
@@ -377,10 +393,11 @@ page_begin(out *o, const char *title)
     if (o->mods & WEB_MOD_UNIQUE)
         web_buf_puts(b, "<a href=\"/unique\">Unique locks</a>");
     web_buf_puts(b, "<a href=\"/metrics\">Metrics</a></nav><main><h1>");
-    html(b, title);
+    web_buf_text(b, title);
     web_buf_puts(b, "</h1>");
 }
 
+/* Close the page opened by page_begin. */
 static void
 page_end(out *o)
 {
@@ -393,10 +410,20 @@ form_open(out *o, const char *action, int inline_form)
 {
     web_buf_printf(&o->b, "<form method=\"post\"%s action=\"",
                    inline_form ? " class=\"inline\"" : "");
-    html(&o->b, action);
+    web_buf_text(&o->b, action);
     web_buf_printf(&o->b, "\"><input type=\"hidden\" name=\"csrf\" value=\"%s\">", o->csrf);
 }
 
+/* msg (escaped) as the page's notice paragraph. */
+static void
+flash_p(out *o, const char *msg)
+{
+    web_buf_puts(&o->b, "<p class=\"flash\">");
+    web_buf_text(&o->b, msg);
+    web_buf_puts(&o->b, "</p>");
+}
+
+/* Replace o's body with an error page of status carrying msg (escaped). */
 static void
 fail_page(out *o, unsigned status, const char *title, const char *msg)
 {
@@ -405,12 +432,11 @@ fail_page(out *o, unsigned status, const char *title, const char *msg)
     if (o->b.s)
         o->b.s[0] = '\0';
     page_begin(o, title);
-    web_buf_puts(&o->b, "<p class=\"flash\">");
-    html(&o->b, msg);
-    web_buf_puts(&o->b, "</p>");
+    flash_p(o, msg);
     page_end(o);
 }
 
+/* cli_fmt_time, or "-" for no time (t <= 0). */
 static void
 fmt_time(double t, char *buf, size_t n)
 {
@@ -421,18 +447,21 @@ fmt_time(double t, char *buf, size_t n)
     cli_fmt_time(t, buf, n);
 }
 
+/* The URL path segment of set s (static string). */
 static const char *
 set_path(dray_set s)
 {
     return s == DRAY_SET_RETRY ? "retries" : s == DRAY_SET_SCHEDULE ? "scheduled" : "dead";
 }
 
+/* The page title of set s (static string). */
 static const char *
 set_title(dray_set s)
 {
     return s == DRAY_SET_RETRY ? "Retries" : s == DRAY_SET_SCHEDULE ? "Scheduled" : "Dead";
 }
 
+/* Query argument name as a number in [0, max], or dflt when absent or not one. */
 static size_t
 query_size(struct MHD_Connection *c, const char *name, size_t dflt, size_t max)
 {
@@ -445,6 +474,7 @@ query_size(struct MHD_Connection *c, const char *name, size_t dflt, size_t max)
 
 /* ---- dashboard ----------------------------------------------------------- */
 
+/* A 502 page with the API's last error. Returns 0 (the page is the answer). */
 static int
 api_fail(web *w, out *o)
 {
@@ -452,12 +482,14 @@ api_fail(web *w, out *o)
     return 0;
 }
 
+/* One dashboard figure with an id the page's script refreshes. */
 static void
 stat_box(out *o, const char *id, const char *label, long long v)
 {
     web_buf_printf(&o->b, "<div class=\"stat\"><b id=\"s-%s\">%lld</b>%s</div>", id, v, label);
 }
 
+/* GET /: Sidekiq's figures and the queue sizes. Returns 0; Redis errors give a 502 page. */
 static int
 page_dashboard(web *w, out *o)
 {
@@ -483,7 +515,7 @@ page_dashboard(web *w, out *o)
         web_buf_puts(&o->b, "<tr><td><a href=\"/queues/");
         web_buf_url(&o->b, q[i].name);
         web_buf_puts(&o->b, "\">");
-        html(&o->b, q[i].name);
+        web_buf_text(&o->b, q[i].name);
         web_buf_printf(&o->b, "</a></td><td>%lld</td><td>%.3f</td></tr>", q[i].size, q[i].latency);
     }
     web_buf_puts(&o->b, "</table>");
@@ -492,6 +524,8 @@ page_dashboard(web *w, out *o)
     return 0;
 }
 
+/* GET /stats.json: the dashboard figures the page's script polls. Returns 0; 502 on a Redis
+ * error. */
 static int
 page_stats_json(web *w, out *o)
 {
@@ -526,13 +560,13 @@ running_row(out *o, const char *tid, const char *work)
                      ? json_dumps(json_object_get(payload, "args"), JSON_COMPACT | JSON_ENCODE_ANY)
                      : NULL;
     web_buf_puts(&o->b, "<tr><td>");
-    html(&o->b, tid);
+    web_buf_text(&o->b, tid);
     web_buf_puts(&o->b, "</td><td>");
-    html(&o->b, queue ? queue : "");
+    web_buf_text(&o->b, queue ? queue : "");
     web_buf_puts(&o->b, "</td><td>");
-    html(&o->b, klass ? klass : "?");
+    web_buf_text(&o->b, klass ? klass : "?");
     web_buf_puts(&o->b, "</td><td>");
-    html(&o->b, jid ? jid : "");
+    web_buf_text(&o->b, jid ? jid : "");
     web_buf_puts(&o->b, "</td><td class=\"args\">");
     if (args)
         web_buf_html(&o->b, args, strlen(args) > WEB_ARGS_SHOWN ? WEB_ARGS_SHOWN : strlen(args));
@@ -542,6 +576,8 @@ running_row(out *o, const char *tid, const char *work)
     json_decref(wj);
 }
 
+/* GET /busy: processes and their running jobs, with quiet/stop buttons unless read-only.
+ * Returns 0. */
 static int
 page_busy(web *w, out *o)
 {
@@ -550,11 +586,8 @@ page_busy(web *w, out *o)
     if (dray_api_processes_list(w->api, &p, &np))
         return api_fail(w, o);
     page_begin(o, "Busy");
-    if (o->flash[0]) {
-        web_buf_puts(&o->b, "<p class=\"flash\">");
-        html(&o->b, o->flash);
-        web_buf_puts(&o->b, "</p>");
-    }
+    if (o->flash[0])
+        flash_p(o, o->flash);
     web_buf_puts(&o->b, "<table id=\"processes\"><tr><th>Identity</th><th>Version</th><th>Tag</th>"
                         "<th>Queues</th><th>Threads</th><th>Busy</th><th>RSS (KiB)</th>"
                         "<th>Beat</th><th>State</th><th></th></tr>");
@@ -562,13 +595,13 @@ page_busy(web *w, out *o)
         char beat[40];
         fmt_time(p[i].beat, beat, sizeof beat);
         web_buf_puts(&o->b, "<tr class=\"process\"><td>");
-        html(&o->b, p[i].identity);
+        web_buf_text(&o->b, p[i].identity);
         web_buf_puts(&o->b, "</td><td>");
-        html(&o->b, p[i].version);
+        web_buf_text(&o->b, p[i].version);
         web_buf_puts(&o->b, "</td><td>");
-        html(&o->b, p[i].tag);
+        web_buf_text(&o->b, p[i].tag);
         web_buf_puts(&o->b, "</td><td>");
-        html(&o->b, p[i].queues);
+        web_buf_text(&o->b, p[i].queues);
         web_buf_printf(&o->b, "</td><td>%d</td><td>%d</td><td>%ld</td><td>%s</td><td>%s</td><td>",
                        p[i].concurrency, p[i].busy, p[i].rss_kb, beat,
                        p[i].quiet ? "quiet" : "running");
@@ -576,7 +609,7 @@ page_busy(web *w, out *o)
             for (int k = 0; k < 2; k++) {
                 form_open(o, "/busy", 1);
                 web_buf_puts(&o->b, "<input type=\"hidden\" name=\"identity\" value=\"");
-                html(&o->b, p[i].identity);
+                web_buf_text(&o->b, p[i].identity);
                 web_buf_printf(&o->b,
                                "\"><button name=\"signal\" value=\"%s\" data-confirm=\"%s this "
                                "process?\">%s</button></form>",
@@ -610,6 +643,7 @@ page_busy(web *w, out *o)
     return 0;
 }
 
+/* POST /busy: send quiet (TSTP) or stop (TERM) to one process, then redirect back. Returns 0. */
 static int
 post_busy(web *w, req *r, out *o)
 {
@@ -631,6 +665,8 @@ post_busy(web *w, req *r, out *o)
 
 /* ---- queues -------------------------------------------------------------- */
 
+/* GET /queues: size, latency and paused state of each queue, with actions unless read-only.
+ * Returns 0. */
 static int
 page_queues(web *w, out *o)
 {
@@ -653,7 +689,7 @@ page_queues(web *w, out *o)
         web_buf_printf(&o->b, "<tr%s><td><a href=\"/queues/", is_paused ? " class=\"paused\"" : "");
         web_buf_url(&o->b, q[i].name);
         web_buf_puts(&o->b, "\">");
-        html(&o->b, q[i].name);
+        web_buf_text(&o->b, q[i].name);
         web_buf_printf(&o->b, "</a></td><td>%lld</td><td>%.3f</td><td class=\"state\">%s</td><td>",
                        q[i].size, q[i].latency, is_paused ? "paused" : "running");
         if (!w->read_only) {
@@ -679,24 +715,27 @@ page_queues(web *w, out *o)
     return 0;
 }
 
+/* Previous/next links for page of base (extra: a query tail already escaped). */
 static void
 pager(out *o, const char *base, size_t page, int more, const char *extra)
 {
     web_buf_puts(&o->b, "<p class=\"pager\">");
     if (page > 0) {
         web_buf_puts(&o->b, "<a class=\"prev\" href=\"");
-        html(&o->b, base);
+        web_buf_text(&o->b, base);
         web_buf_printf(&o->b, "?page=%zu%s\">&laquo; previous page</a>", page - 1, extra);
     }
     web_buf_printf(&o->b, "page %zu", page + 1);
     if (more) {
         web_buf_puts(&o->b, " <a class=\"next\" href=\"");
-        html(&o->b, base);
+        web_buf_text(&o->b, base);
         web_buf_printf(&o->b, "?page=%zu%s\">next page &raquo;</a>", page + 1, extra);
     }
     web_buf_puts(&o->b, "</p>");
 }
 
+/* The class, jid and args cells of one job row (raw shown when job is not JSON), args cut at
+ * WEB_ARGS_SHOWN bytes. */
 static void
 job_cells(out *o, const json_t *job, const char *raw)
 {
@@ -706,9 +745,9 @@ job_cells(out *o, const json_t *job, const char *raw)
                      ? json_dumps(json_object_get(job, "args"), JSON_COMPACT | JSON_ENCODE_ANY)
                      : NULL;
     web_buf_puts(&o->b, "<td>");
-    html(&o->b, klass ? klass : "?");
+    web_buf_text(&o->b, klass ? klass : "?");
     web_buf_puts(&o->b, "</td><td>");
-    html(&o->b, jid ? jid : "");
+    web_buf_text(&o->b, jid ? jid : "");
     web_buf_puts(&o->b, "</td><td class=\"args\">");
     const char *a = args ? args : raw;
     size_t n = strlen(a);
@@ -719,6 +758,8 @@ job_cells(out *o, const json_t *job, const char *raw)
     free(args);
 }
 
+/* GET /queues/NAME: one page of the queue's jobs (LRANGE order). Returns 0; 502 on a Redis
+ * error. */
 static int
 page_queue(web *w, struct MHD_Connection *c, out *o, const char *name)
 {
@@ -756,7 +797,7 @@ page_queue(web *w, struct MHD_Connection *c, out *o, const char *name)
         if (!w->read_only && base.s) {
             form_open(o, base.s, 1);
             web_buf_puts(&o->b, "<input type=\"hidden\" name=\"job\" value=\"");
-            html(&o->b, raw);
+            web_buf_text(&o->b, raw);
             web_buf_puts(&o->b, "\"><button name=\"action\" value=\"delete_job\" "
                                 "data-confirm=\"Delete this job?\">Delete</button></form>");
         }
@@ -772,6 +813,7 @@ page_queue(web *w, struct MHD_Connection *c, out *o, const char *name)
     return 0;
 }
 
+/* POST /queues/NAME: clear, pause or resume the queue, then redirect back. Returns 0. */
 static int
 post_queue(web *w, req *r, out *o, const char *name)
 {
@@ -874,6 +916,8 @@ page_module(web *w, struct MHD_Connection *c, out *o, const char *url)
 
 /* ---- retry / schedule / dead sets --------------------------------------- */
 
+/* One row of a set page from a raw member (score as time), with a bulk checkbox unless read-
+ * only. */
 static void
 set_row(web *w, out *o, dray_set s, double score, const char *raw, size_t rawlen)
 {
@@ -884,7 +928,7 @@ set_row(web *w, out *o, dray_set s, double score, const char *raw, size_t rawlen
     web_buf_puts(&o->b, "<tr class=\"job\"><td>");
     if (jid && !w->read_only) {
         web_buf_puts(&o->b, "<input type=\"checkbox\" name=\"jid\" form=\"bulk\" value=\"");
-        html(&o->b, jid);
+        web_buf_text(&o->b, jid);
         web_buf_puts(&o->b, "\">");
     }
     web_buf_printf(&o->b, "</td><td>%s</td>", when);
@@ -893,9 +937,9 @@ set_row(web *w, out *o, dray_set s, double score, const char *raw, size_t rawlen
     const char *em = json_string_value(json_object_get(job, "error_message"));
     web_buf_puts(&o->b, "<td>");
     if (ec || em) {
-        html(&o->b, ec ? ec : "");
+        web_buf_text(&o->b, ec ? ec : "");
         web_buf_puts(&o->b, ": ");
-        html(&o->b, em ? em : "");
+        web_buf_text(&o->b, em ? em : "");
     }
     web_buf_puts(&o->b, "</td><td>");
     if (jid) {
@@ -920,6 +964,8 @@ glob_for(web_buf *b, const char *text)
     web_buf_puts(b, "*");
 }
 
+/* GET /retries|/scheduled|/dead: a page of the set, or search results (q) bounded by
+ * WEB_SCAN_ROUNDS. Returns 0. */
 static int
 page_set(web *w, struct MHD_Connection *c, out *o, dray_set s)
 {
@@ -929,22 +975,19 @@ page_set(web *w, struct MHD_Connection *c, out *o, dray_set s)
     if (dray_api_set_size(w->api, s, &size))
         return api_fail(w, o);
     page_begin(o, set_title(s));
-    if (o->flash[0]) {
-        web_buf_puts(&o->b, "<p class=\"flash\">");
-        html(&o->b, o->flash);
-        web_buf_puts(&o->b, "</p>");
-    }
+    if (o->flash[0])
+        flash_p(o, o->flash);
     web_buf_printf(&o->b,
                    "<p>%lld jobs</p><form method=\"get\" action=\"/%s\">"
                    "<input name=\"q\" placeholder=\"class, jid or arg text\" value=\"",
                    size, set_path(s));
-    html(&o->b, q ? q : "");
+    web_buf_text(&o->b, q ? q : "");
     web_buf_puts(&o->b, "\"><button>Search</button></form>");
     if (!w->read_only) {
         char action[32];
         snprintf(action, sizeof action, "/%s", set_path(s));
         web_buf_puts(&o->b, "<form id=\"bulk\" method=\"post\" action=\"");
-        html(&o->b, action);
+        web_buf_text(&o->b, action);
         web_buf_printf(&o->b,
                        "\"><input type=\"hidden\" name=\"csrf\" value=\"%s\">"
                        "Selected: <button name=\"action\" value=\"retry\" id=\"bulk-retry\">"
@@ -1064,17 +1107,20 @@ backtrace_inflate(const char *s)
     return arr;
 }
 
+/* v pretty-printed and escaped inside <pre>. */
 static void
 pre_json(out *o, const json_t *v)
 {
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_SORT_KEYS);
     web_buf_puts(&o->b, "<pre>");
     if (s)
-        html(&o->b, s);
+        web_buf_text(&o->b, s);
     web_buf_puts(&o->b, "</pre>");
     free(s);
 }
 
+/* GET /SET/JID: one entry with its payload and backtrace, and its actions. Returns 0; 404
+ * when gone. */
 static int
 page_entry(web *w, out *o, dray_set s, const char *jid)
 {
@@ -1092,18 +1138,18 @@ page_entry(web *w, out *o, dray_set s, const char *jid)
     fmt_time(e->score, when, sizeof when);
     page_begin(o, title);
     web_buf_puts(&o->b, "<table id=\"detail\"><tr><th>JID</th><td>");
-    html(&o->b, jid);
+    web_buf_text(&o->b, jid);
     web_buf_puts(&o->b, "</td></tr><tr><th>Class</th><td>");
-    html(&o->b, e->klass);
+    web_buf_text(&o->b, e->klass);
     web_buf_puts(&o->b, "</td></tr><tr><th>Queue</th><td>");
-    html(&o->b, e->queue);
+    web_buf_text(&o->b, e->queue);
     web_buf_printf(&o->b, "</td></tr><tr><th>%s</th><td>%s</td></tr>",
                    s == DRAY_SET_DEAD ? "Died" : "Runs at", when);
     web_buf_printf(&o->b, "<tr><th>Retry count</th><td>%d</td></tr><tr><th>Error</th><td>",
                    e->retry_count);
-    html(&o->b, e->error_class);
+    web_buf_text(&o->b, e->error_class);
     web_buf_puts(&o->b, ": ");
-    html(&o->b, e->error_message);
+    web_buf_text(&o->b, e->error_message);
     web_buf_puts(&o->b, "</td></tr></table><h2>Args</h2><div id=\"args\">");
     pre_json(o, json_object_get(job, "args"));
     web_buf_puts(&o->b, "</div><h2>Backtrace</h2>");
@@ -1124,7 +1170,7 @@ page_entry(web *w, out *o, dray_set s, const char *jid)
         snprintf(action, sizeof action, "/%s", set_path(s));
         form_open(o, action, 0);
         web_buf_puts(&o->b, "<input type=\"hidden\" name=\"jid\" value=\"");
-        html(&o->b, jid);
+        web_buf_text(&o->b, jid);
         web_buf_puts(&o->b, "\"><button name=\"action\" value=\"retry\" id=\"retry\">Retry now"
                             "</button> <button name=\"action\" value=\"delete\" id=\"delete\" "
                             "data-confirm=\"Delete this job?\">Delete</button>");
@@ -1142,6 +1188,8 @@ page_entry(web *w, out *o, dray_set s, const char *jid)
     return 0;
 }
 
+/* POST /SET: retry, delete or kill the checked jids (kill not on dead), then redirect with
+ * the counts. Returns 0. */
 static int
 post_set(web *w, req *r, out *o, dray_set s)
 {
@@ -1178,14 +1226,40 @@ post_set(web *w, req *r, out *o, dray_set s)
 
 /* ---- metrics ------------------------------------------------------------- */
 
-static void
-metric_head(web_buf *b, const char *name, const char *type, const char *help)
+/* A Prometheus # HELP and # TYPE pair for name. */
+void
+web_metric_head(web_buf *b, const char *name, const char *type, const char *help)
 {
     web_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The figures of Sidekiq's dashboard (st) as Prometheus gauges and counters. */
+static void
+stat_metrics(web_buf *b, const dray_stats *st)
+{
+    const struct {
+        const char *name, *type, *help;
+        long long v;
+    } figs[] = {
+        {"dray_processed_total", "counter", "Jobs processed (stat:processed).", st->processed},
+        {"dray_failed_total", "counter", "Jobs failed (stat:failed).", st->failed},
+        {"dray_busy_threads", "gauge", "Jobs running now, over every process.", st->workers_size},
+        {"dray_enqueued_jobs", "gauge", "Jobs waiting in every queue.", st->enqueued},
+        {"dray_processes", "gauge", "Members of the processes set.", st->processes_size},
+        {"dray_retry_set_size", "gauge", "Jobs in the retry set.", st->retry_size},
+        {"dray_scheduled_set_size", "gauge", "Jobs in the schedule set.", st->scheduled_size},
+        {"dray_dead_set_size", "gauge", "Jobs in the dead set.", st->dead_size},
+    };
+    for (size_t i = 0; i < sizeof figs / sizeof *figs; i++) {
+        web_metric_head(b, figs[i].name, figs[i].type, figs[i].help);
+        web_buf_printf(b, "%s %lld\n", figs[i].name, figs[i].v);
+    }
+}
+
 static void class_metrics(web *w, web_buf *b);
 
+/* GET /metrics: Prometheus text of the Redis-side figures, per-class histograms and the
+ * modules' figures. Returns 0; 502 on a Redis error. */
 static int
 page_metrics(web *w, out *o)
 {
@@ -1210,30 +1284,15 @@ page_metrics(web *w, out *o)
     }
     web_buf *b = &o->b;
     o->ctype = "text/plain; version=0.0.4; charset=utf-8";
-    metric_head(b, "dray_processed_total", "counter", "Jobs processed (stat:processed).");
-    web_buf_printf(b, "dray_processed_total %lld\n", st.processed);
-    metric_head(b, "dray_failed_total", "counter", "Jobs failed (stat:failed).");
-    web_buf_printf(b, "dray_failed_total %lld\n", st.failed);
-    metric_head(b, "dray_busy_threads", "gauge", "Jobs running now, over every process.");
-    web_buf_printf(b, "dray_busy_threads %lld\n", st.workers_size);
-    metric_head(b, "dray_enqueued_jobs", "gauge", "Jobs waiting in every queue.");
-    web_buf_printf(b, "dray_enqueued_jobs %lld\n", st.enqueued);
-    metric_head(b, "dray_processes", "gauge", "Members of the processes set.");
-    web_buf_printf(b, "dray_processes %lld\n", st.processes_size);
-    metric_head(b, "dray_retry_set_size", "gauge", "Jobs in the retry set.");
-    web_buf_printf(b, "dray_retry_set_size %lld\n", st.retry_size);
-    metric_head(b, "dray_scheduled_set_size", "gauge", "Jobs in the schedule set.");
-    web_buf_printf(b, "dray_scheduled_set_size %lld\n", st.scheduled_size);
-    metric_head(b, "dray_dead_set_size", "gauge", "Jobs in the dead set.");
-    web_buf_printf(b, "dray_dead_set_size %lld\n", st.dead_size);
-    metric_head(b, "dray_queue_size", "gauge", "Jobs waiting in a queue.");
+    stat_metrics(b, &st);
+    web_metric_head(b, "dray_queue_size", "gauge", "Jobs waiting in a queue.");
     for (size_t i = 0; i < nq; i++) {
         web_buf_puts(b, "dray_queue_size{queue=\"");
         web_buf_label(b, q[i].name);
         web_buf_printf(b, "\"} %lld\n", q[i].size);
     }
-    metric_head(b, "dray_queue_latency_seconds", "gauge",
-                "Seconds the oldest job of a queue has waited.");
+    web_metric_head(b, "dray_queue_latency_seconds", "gauge",
+                    "Seconds the oldest job of a queue has waited.");
     for (size_t i = 0; i < nq; i++) {
         web_buf_puts(b, "dray_queue_latency_seconds{queue=\"");
         web_buf_label(b, q[i].name);
@@ -1242,7 +1301,8 @@ page_metrics(web *w, out *o)
     char **paused = NULL;
     size_t npaused = 0;
     if (!dray_api_paused_list(w->api, &paused, &npaused)) { /* a Redis error leaves it out */
-        metric_head(b, "dray_queue_paused", "gauge", "1 while a queue is paused (the paused set).");
+        web_metric_head(b, "dray_queue_paused", "gauge",
+                        "1 while a queue is paused (the paused set).");
         for (size_t i = 0; i < nq; i++) {
             int is = 0;
             for (size_t k = 0; k < npaused && !is; k++)
@@ -1260,7 +1320,7 @@ page_metrics(web *w, out *o)
         {"dray_process_redis_rtt_seconds", "gauge", "Redis round trip a process measured."},
     };
     for (size_t k = 0; k < 4; k++) {
-        metric_head(b, pm[k][0], pm[k][1], pm[k][2]);
+        web_metric_head(b, pm[k][0], pm[k][1], pm[k][2]);
         for (size_t i = 0; i < np; i++) {
             web_buf_printf(b, "%s{identity=\"", pm[k][0]);
             web_buf_label(b, p[i].identity);
@@ -1275,7 +1335,8 @@ page_metrics(web *w, out *o)
                 web_buf_printf(b, "%.6f\n", p[i].rtt_us / 1e6);
         }
     }
-    metric_head(b, "dray_redis_rtt_seconds", "gauge", "PING round trip from dray web to Redis.");
+    web_metric_head(b, "dray_redis_rtt_seconds", "gauge",
+                    "PING round trip from dray web to Redis.");
     web_buf_printf(b, "dray_redis_rtt_seconds %.6f\n",
                    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
     class_metrics(w, b);
@@ -1365,25 +1426,27 @@ class_metrics(web *w, web_buf *b)
         return;
     }
     size_t per = 4 + 26, nc = json_array_size(r) / per;
-    metric_head(b, "dray_job_processed_last_hour", "gauge",
-                "Jobs of a class run in the last 60 minutes (Sidekiq 7 execution metrics).");
-    for (size_t i = 0; i < nc; i++) {
-        web_buf_puts(b, "dray_job_processed_last_hour{class=\"");
-        web_buf_label(b, json_string_value(json_array_get(r, i * per)) ?: "");
-        web_buf_printf(b, "\"} %lld\n",
-                       (long long)json_integer_value(json_array_get(r, i * per + 1)));
+    static const struct {
+        const char *name, *help;
+        size_t at; /* the count's place in a class's record */
+    } counts[] = {
+        {"dray_job_processed_last_hour",
+         "Jobs of a class run in the last 60 minutes (Sidekiq 7 execution metrics).", 1},
+        {"dray_job_failed_last_hour", "Jobs of a class that failed in the last 60 minutes.", 2},
+    };
+    for (size_t k = 0; k < sizeof counts / sizeof *counts; k++) {
+        web_metric_head(b, counts[k].name, "gauge", counts[k].help);
+        for (size_t i = 0; i < nc; i++) {
+            web_buf_printf(b, "%s{class=\"", counts[k].name);
+            web_buf_label(b, json_string_value(json_array_get(r, i * per)) ?: "");
+            web_buf_printf(
+                b, "\"} %lld\n",
+                (long long)json_integer_value(json_array_get(r, i * per + counts[k].at)));
+        }
     }
-    metric_head(b, "dray_job_failed_last_hour", "gauge",
-                "Jobs of a class that failed in the last 60 minutes.");
-    for (size_t i = 0; i < nc; i++) {
-        web_buf_puts(b, "dray_job_failed_last_hour{class=\"");
-        web_buf_label(b, json_string_value(json_array_get(r, i * per)) ?: "");
-        web_buf_printf(b, "\"} %lld\n",
-                       (long long)json_integer_value(json_array_get(r, i * per + 2)));
-    }
-    metric_head(b, "dray_job_duration_last_hour_seconds", "histogram",
-                "Run time of the successful jobs of a class in the last 60 minutes (a sliding "
-                "window, not a counter: use histogram_quantile without rate).");
+    web_metric_head(b, "dray_job_duration_last_hour_seconds", "histogram",
+                    "Run time of the successful jobs of a class in the last 60 minutes (a sliding "
+                    "window, not a counter: use histogram_quantile without rate).");
     for (size_t i = 0; i < nc; i++) {
         const char *klass = json_string_value(json_array_get(r, i * per)) ?: "";
         long long cum = 0;
@@ -1406,7 +1469,96 @@ class_metrics(web *w, web_buf *b)
 
 /* ---- dispatch ------------------------------------------------------------ */
 
-/* Route one request. url is decoded by libmicrohttpd. */
+/* Refuse a POST that this dashboard must not act on: read-only, body over
+ * 1 MiB, cross-origin, or without the CSRF cookie and matching form token.
+ * Returns 0 when the POST may proceed (r's form is parsed), -1 after
+ * writing the refusal page into o. */
+static int
+post_allowed(const web *w, struct MHD_Connection *c, req *r, out *o)
+{
+    if (w->read_only) {
+        fail_page(o, 403, "Read-only", "this dashboard is read-only (--read-only)");
+        return -1;
+    }
+    if (r->too_big) {
+        fail_page(o, 413, "Too large", "request body over 1 MiB");
+        return -1;
+    }
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    if (origin && strcmp(origin, "null")) {
+        const char *o2 = strstr(origin, "://");
+        if (!o2 || !host || strcmp(o2 + 3, host)) {
+            fail_page(o, 403, "Forbidden", "cross-origin POST refused");
+            return -1;
+        }
+    }
+    parse_form(r);
+    const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "dray_csrf");
+    const char *tok = form_get(r, "csrf");
+    if (!csrf_valid_shape(cookie) || !tok || !secret_eq(cookie, tok)) {
+        fail_page(o, 403, "Forbidden", "missing or wrong CSRF token; reload the page");
+        return -1;
+    }
+    return 0;
+}
+
+/* Serve the pages that need no menu: the two assets, /metrics and
+ * /stats.json (GET only). Returns 1 when url was one of them, else 0. */
+static int
+route_plain(web *w, int post, const char *url, out *o)
+{
+    if (!strcmp(url, "/assets/dray.css") || !strcmp(url, "/assets/dray.js")) {
+        int css = !strcmp(url, "/assets/dray.css");
+        o->ctype = css ? "text/css; charset=utf-8" : "text/javascript; charset=utf-8";
+        web_buf_puts(&o->b, css ? web_css : web_js);
+        return 1;
+    }
+    if (!post && !strcmp(url, "/metrics")) {
+        page_metrics(w, o);
+        return 1;
+    }
+    if (!post && !strcmp(url, "/stats.json")) {
+        page_stats_json(w, o);
+        return 1;
+    }
+    return 0;
+}
+
+/* Serve /retries, /scheduled, /dead (list or POST) and /<set>/<jid>
+ * (entry), with the flash line a bulk action redirected back with.
+ * Returns 1 when url named one of the three sets, else 0. */
+static int
+route_set(web *w, struct MHD_Connection *c, int post, const char *url, req *r, out *o)
+{
+    const char *slash = strchr(url + 1, '/');
+    char name[16];
+    size_t nlen = slash ? (size_t)(slash - url - 1) : strlen(url + 1);
+    dray_set s;
+    if (nlen >= sizeof name)
+        return 0;
+    memcpy(name, url + 1, nlen);
+    name[nlen] = '\0';
+    if ((strcmp(name, "retries") && strcmp(name, "scheduled") && strcmp(name, "dead")) ||
+        dray_set_parse(name, &s))
+        return 0;
+    const char *act = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "action");
+    if (act && (!strcmp(act, "retry") || !strcmp(act, "delete") || !strcmp(act, "kill")))
+        snprintf(o->flash, sizeof o->flash, "%s: %zu done, %zu not found or refused", act,
+                 query_size(c, "done", 0, 1000000), query_size(c, "missing", 0, 1000000));
+    if (post && !slash)
+        post_set(w, r, o, s);
+    else if (!post && !slash)
+        page_set(w, c, o, s);
+    else if (!post && slash[1])
+        page_entry(w, o, s, slash + 1);
+    else
+        fail_page(o, 404, "Not found", "no such page");
+    return 1;
+}
+
+/* Route one request (url decoded by libmicrohttpd) to its page or action;
+ * every outcome, refusals and 404 included, is written into o. */
 static void
 route(web *w, struct MHD_Connection *c, const char *method, const char *url, req *r, out *o)
 {
@@ -1415,47 +1567,10 @@ route(web *w, struct MHD_Connection *c, const char *method, const char *url, req
         fail_page(o, 405, "Method not allowed", "GET or POST only");
         return;
     }
-    if (post) {
-        if (w->read_only) {
-            fail_page(o, 403, "Read-only", "this dashboard is read-only (--read-only)");
-            return;
-        }
-        if (r->too_big) {
-            fail_page(o, 413, "Too large", "request body over 1 MiB");
-            return;
-        }
-        const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
-        const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
-        if (origin && strcmp(origin, "null")) {
-            const char *o2 = strstr(origin, "://");
-            if (!o2 || !host || strcmp(o2 + 3, host)) {
-                fail_page(o, 403, "Forbidden", "cross-origin POST refused");
-                return;
-            }
-        }
-        parse_form(r);
-        const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "dray_csrf");
-        const char *tok = form_get(r, "csrf");
-        if (!csrf_valid_shape(cookie) || !tok || !secret_eq(cookie, tok)) {
-            fail_page(o, 403, "Forbidden", "missing or wrong CSRF token; reload the page");
-            return;
-        }
-    }
-    dray_set s;
-    if (!strcmp(url, "/assets/dray.css") || !strcmp(url, "/assets/dray.js")) {
-        int css = !strcmp(url, "/assets/dray.css");
-        o->ctype = css ? "text/css; charset=utf-8" : "text/javascript; charset=utf-8";
-        web_buf_puts(&o->b, css ? web_css : web_js);
+    if (post && post_allowed(w, c, r, o))
         return;
-    }
-    if (!post && !strcmp(url, "/metrics")) {
-        page_metrics(w, o);
+    if (route_plain(w, post, url, o))
         return;
-    }
-    if (!post && !strcmp(url, "/stats.json")) {
-        page_stats_json(w, o);
-        return;
-    }
     if (!post)
         web_modules_present(w->api, &o->mods); /* the menu's module pages; 0 on error */
     if (!post && !strcmp(url, "/")) {
@@ -1485,32 +1600,11 @@ route(web *w, struct MHD_Connection *c, const char *method, const char *url, req
             page_queue(w, c, o, url + 8);
         return;
     }
-    const char *slash = strchr(url + 1, '/');
-    char name[16];
-    size_t nlen = slash ? (size_t)(slash - url - 1) : strlen(url + 1);
-    if (nlen < sizeof name) {
-        memcpy(name, url + 1, nlen);
-        name[nlen] = '\0';
-        if ((!strcmp(name, "retries") || !strcmp(name, "scheduled") || !strcmp(name, "dead")) &&
-            !dray_set_parse(name, &s)) {
-            const char *act = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "action");
-            if (act && (!strcmp(act, "retry") || !strcmp(act, "delete") || !strcmp(act, "kill")))
-                snprintf(o->flash, sizeof o->flash, "%s: %zu done, %zu not found or refused", act,
-                         query_size(c, "done", 0, 1000000), query_size(c, "missing", 0, 1000000));
-            if (post && !slash)
-                post_set(w, r, o, s);
-            else if (!post && !slash)
-                page_set(w, c, o, s);
-            else if (!post && slash[1])
-                page_entry(w, o, s, slash + 1);
-            else
-                fail_page(o, 404, "Not found", "no such page");
-            return;
-        }
-    }
-    fail_page(o, 404, "Not found", "no such page");
+    if (!route_set(w, c, post, url, r, o))
+        fail_page(o, 404, "Not found", "no such page");
 }
 
+/* The headers every response carries: a strict CSP, no sniffing, no framing, no caching. */
 static void
 add_security_headers(struct MHD_Response *resp)
 {
@@ -1524,6 +1618,8 @@ add_security_headers(struct MHD_Response *resp)
     MHD_add_response_header(resp, "Cache-Control", "no-store");
 }
 
+/* libmicrohttpd handler: collect the POST body (over WEB_MAX_BODY: refused), check auth,
+ * route, and queue the response. MHD_NO only when no response can be made. */
 static enum MHD_Result
 answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
        const char *version, const char *upload, size_t *upload_size, void **con_cls)
@@ -1622,6 +1718,7 @@ answer(void *cls, struct MHD_Connection *c, const char *url, const char *method,
     return ret;
 }
 
+/* libmicrohttpd request end: free the per-request state answer allocated. */
 static void
 completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
 {
@@ -1638,6 +1735,8 @@ completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestT
 
 /* ---- command ------------------------------------------------------------- */
 
+/* "host:port" (IPv4, localhost or [IPv6]) into sa and *len; *loopback 1 for a loopback
+ * address. 0, or -1. */
 int
 web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int *loopback)
 {
@@ -1672,8 +1771,24 @@ web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int
     return 0;
 }
 
-int
-cli_cmd_web(int argc, char **argv)
+/* The port d listens on (the kernel's pick for port 0), or 0 when it cannot be read. */
+unsigned
+web_bound_port(struct MHD_Daemon *d)
+{
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    if (!info || getsockname(info->listen_fd, (struct sockaddr *)&bound, &blen))
+        return 0;
+    return ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                             : ((struct sockaddr_in *)&bound)->sin_port);
+}
+
+/* dray web's flags into w and *listen, over DRAY_WEB_TOKEN and
+ * DRAY_WEB_BASIC_AUTH. Returns 0 to serve, -1 after printing --help, or
+ * CLI_EUSAGE after the usage message. */
+static int
+web_opts(cli_ctx *ctx, int argc, char **argv, web *w, const char **listen)
 {
     static const struct option longopts[] = {
         CLI_COMMON_LONGOPTS,
@@ -1684,55 +1799,94 @@ cli_cmd_web(int argc, char **argv)
         {"page-size", required_argument, NULL, OPT_PAGE_SIZE},
         {NULL, 0, NULL, 0},
     };
-    cli_ctx ctx;
-    cli_ctx_init(&ctx, "web");
-    web w = {.page_size = 25};
-    const char *listen = "127.0.0.1:7433";
-    w.token = getenv("DRAY_WEB_TOKEN");
-    w.basic = getenv("DRAY_WEB_BASIC_AUTH");
-    if (w.token && !*w.token)
-        w.token = NULL;
-    if (w.basic && !*w.basic)
-        w.basic = NULL;
+    w->token = getenv("DRAY_WEB_TOKEN");
+    w->basic = getenv("DRAY_WEB_BASIC_AUTH");
+    if (w->token && !*w->token)
+        w->token = NULL;
+    if (w->basic && !*w->basic)
+        w->basic = NULL;
     int c;
     long n;
     optind = 1;
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        int h = cli_common_opt(&ctx, c, optarg);
+        int h = cli_common_opt(ctx, c, optarg);
         if (h < 0)
             return CLI_EUSAGE;
         if (h)
             continue;
         switch (c) {
         case OPT_LISTEN:
-            listen = optarg;
+            *listen = optarg;
             break;
         case OPT_TOKEN:
-            w.token = optarg;
+            w->token = optarg;
             break;
         case OPT_BASIC:
             if (!strchr(optarg, ':'))
-                return cli_usage(&ctx, "--basic-auth takes USER:PASSWORD");
-            w.basic = optarg;
+                return cli_usage(ctx, "--basic-auth takes USER:PASSWORD");
+            w->basic = optarg;
             break;
         case OPT_READ_ONLY:
-            w.read_only = 1;
+            w->read_only = 1;
             break;
         case OPT_PAGE_SIZE:
             if (cli_parse_long(optarg, 1, 1000, &n))
-                return cli_usage(&ctx, "--page-size takes 1-1000, not '%s'", optarg);
-            w.page_size = (size_t)n;
+                return cli_usage(ctx, "--page-size takes 1-1000, not '%s'", optarg);
+            w->page_size = (size_t)n;
             break;
         default:
-            return cli_usage(&ctx, "unknown option");
+            return cli_usage(ctx, "unknown option");
         }
     }
-    if (ctx.help) {
-        cli_help(stdout, "web");
-        return CLI_OK;
+    return cli_opts_done(ctx, argc, argv);
+}
+
+/* Serve w on sa from libmicrohttpd's thread until SIGINT or SIGTERM (both
+ * blocked here and waited for). Returns CLI_OK after a signal, or
+ * CLI_ERUNTIME when listen cannot be bound. Owns nothing of w. */
+static int
+web_serve(cli_ctx *ctx, web *w, const struct sockaddr_storage *sa, const char *listen)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* the server thread inherits it */
+    signal(SIGPIPE, SIG_IGN);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+            (sa->ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+        0, NULL, NULL, answer, w, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)sa,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT, 64u,
+        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+    if (!d) {
+        cli_err(ctx, "cannot listen on %s (in use, or not an address of this host)", listen);
+        return CLI_ERUNTIME;
     }
-    if (optind < argc)
-        return cli_usage(&ctx, "unexpected argument '%s'", argv[optind]);
+    unsigned port = web_bound_port(d);
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)(strrchr(listen, ':') - listen), listen);
+    fprintf(stderr, "dray web: listening on http://%s:%u/%s%s\n", host, port,
+            w->read_only ? " (read-only)" : "", w->token || w->basic ? " (auth required)" : "");
+    fflush(stderr);
+    int sig = 0;
+    sigwait(&set, &sig);
+    fprintf(stderr, "dray web: stopping (%s)\n", sig == SIGINT ? "INT" : "TERM");
+    MHD_stop_daemon(d);
+    return CLI_OK;
+}
+
+/* dray web: the dashboard and /metrics until SIGINT or SIGTERM. A CLI exit code. */
+int
+cli_cmd_web(int argc, char **argv)
+{
+    cli_ctx ctx;
+    cli_ctx_init(&ctx, "web");
+    web w = {.page_size = 25};
+    const char *listen = "127.0.0.1:7433";
+    int rc = web_opts(&ctx, argc, argv, &w, &listen);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
     struct sockaddr_storage sa;
     socklen_t salen;
     int loopback = 0;
@@ -1744,47 +1898,14 @@ cli_cmd_web(int argc, char **argv)
                 "dray web: warning: listening on %s without --token or --basic-auth: "
                 "anyone who reaches it can act on your jobs\n",
                 listen);
-    int rc = cli_open_api(&ctx, &w.api);
+    rc = cli_open_api(&ctx, &w.api);
     if (rc) {
         cli_ctx_close(&ctx);
         return rc;
     }
     w.ns = dray_api_namespace(w.api);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* the server thread inherits it */
-    signal(SIGPIPE, SIG_IGN);
-    struct MHD_Daemon *d =
-        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-                             (sa.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-                         0, NULL, NULL, answer, &w, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                         MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
-                         64u, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
-    if (!d) {
-        cli_err(&ctx, "cannot listen on %s (in use, or not an address of this host)", listen);
-        dray_api_free(w.api);
-        cli_ctx_close(&ctx);
-        return CLI_ERUNTIME;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof bound;
-    unsigned port = 0;
-    if (info && !getsockname(info->listen_fd, (struct sockaddr *)&bound, &blen))
-        port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                 : ((struct sockaddr_in *)&bound)->sin_port);
-    char host[256];
-    snprintf(host, sizeof host, "%.*s", (int)(strrchr(listen, ':') - listen), listen);
-    fprintf(stderr, "dray web: listening on http://%s:%u/%s%s\n", host, port,
-            w.read_only ? " (read-only)" : "", w.token || w.basic ? " (auth required)" : "");
-    fflush(stderr);
-    int sig = 0;
-    sigwait(&set, &sig);
-    fprintf(stderr, "dray web: stopping (%s)\n", sig == SIGINT ? "INT" : "TERM");
-    MHD_stop_daemon(d);
+    rc = web_serve(&ctx, &w, &sa, listen);
     dray_api_free(w.api);
     cli_ctx_close(&ctx);
-    return CLI_OK;
+    return rc;
 }

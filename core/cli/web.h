@@ -26,14 +26,23 @@ void web_buf_printf(web_buf *b, const char *fmt, ...) __attribute__((format(prin
 /* Append s (n bytes) with & < > " ' as entities: safe in text and in
  * double-quoted attributes. NUL bytes become U+FFFD. */
 void web_buf_html(web_buf *b, const char *s, size_t n);
+/* web_buf_html of a C string; NULL appends nothing. */
+void web_buf_text(web_buf *b, const char *s);
 /* Append s percent-encoded for a path segment or query value. */
 void web_buf_url(web_buf *b, const char *s);
 /* Append s as a Prometheus label value (\\ \" \n escaped). */
 void web_buf_label(web_buf *b, const char *s);
+/* A Prometheus "# HELP" and "# TYPE" pair for name. */
+void web_metric_head(web_buf *b, const char *name, const char *type, const char *help);
 
 /* "host:port" (IPv4, localhost, or [IPv6]) into sa; *loopback 1 for a
  * loopback address. 0, or -1 when it is not such an address. */
 int web_parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *len, int *loopback);
+
+struct MHD_Daemon;
+/* The port daemon d listens on (the kernel's pick for port 0), or 0 when
+ * it cannot be read. */
+unsigned web_bound_port(struct MHD_Daemon *d);
 
 /* ---- paid modules' pages and figures (web_modules.c) ---- */
 

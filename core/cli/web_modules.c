@@ -134,24 +134,48 @@ static const char unique_lua[] = "local h = redis.call('HMGET', KEYS[1], 'jid', 
                                  "return {h[1] or '', h[2] or '', h[3] or '',\n"
                                  "        tostring(redis.call('PTTL', KEYS[1]))}\n";
 
+/* One table cell <td class="cls"> (plain <td> for NULL cls) holding text,
+ * escaped. */
 static void
-esc(web_buf *b, const char *s)
+td(web_buf *b, const char *cls, const char *text)
 {
-    if (s)
-        web_buf_html(b, s, strlen(s));
+    if (cls)
+        web_buf_printf(b, "<td class=\"%s\">", cls);
+    else
+        web_buf_puts(b, "<td>");
+    web_buf_text(b, text);
+    web_buf_puts(b, "</td>");
 }
 
-/* Run a script whose ARGV are ns, start, stop; *out its reply (new reference). */
+/* Run a listing script whose ARGV are ns, start, stop ("0", "-1": all):
+ * *out its reply (new reference), *rows how many records of fields items
+ * follow its head leading items. 0 or a DRAY_E* code (*out NULL). */
 static int
-run_paged(dray_api *api, const char *lua, size_t start, size_t stop, json_t **out)
+run_rows(dray_api *api, const char *lua, const char *start, const char *stop, size_t head,
+         size_t fields, json_t **out, size_t *rows)
+{
+    const char *argv[6] = {"EVAL", lua, "0", dray_api_namespace(api), start, stop};
+    int rc = dray_api_command(api, 6, argv, out);
+    size_t len = rc ? 0 : json_array_size(*out);
+    *rows = len > head ? (len - head) / fields : 0;
+    return rc;
+}
+
+/* run_rows for a page (0-based) of page_size records plus one, which only
+ * tells *more (1 when a next page has rows). */
+static int
+run_page(dray_api *api, const char *lua, size_t page, size_t page_size, size_t head, size_t fields,
+         json_t **out, size_t *rows, int *more)
 {
     char a[32], z[32];
-    snprintf(a, sizeof a, "%zu", start);
-    snprintf(z, sizeof z, "%zu", stop);
-    const char *argv[6] = {"EVAL", lua, "0", dray_api_namespace(api), a, z};
-    return dray_api_command(api, 6, argv, out);
+    snprintf(a, sizeof a, "%zu", page * page_size);
+    snprintf(z, sizeof z, "%zu", page * page_size + page_size);
+    int rc = run_rows(api, lua, a, z, head, fields, out, rows);
+    *more = *rows > page_size;
+    return rc;
 }
 
+/* String element i of r (borrowed), or "" when absent or not a string. */
 static const char *
 item(const json_t *r, size_t i)
 {
@@ -177,6 +201,7 @@ when(web_buf *b, const char *epoch)
     web_buf_puts(b, buf);
 }
 
+/* *mask: the WEB_MOD_* bits from one script. 0, or a DRAY_E* code with *mask 0. */
 int
 web_modules_present(dray_api *api, unsigned *mask)
 {
@@ -188,15 +213,16 @@ web_modules_present(dray_api *api, unsigned *mask)
     return rc;
 }
 
+/* A page of Pro batches as an HTML table appended to b; *more 1 when a next page has rows. 0
+ * or a DRAY_E* code. */
 int
 web_batches_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *more)
 {
     json_t *r = NULL;
-    int rc = run_paged(api, batches_lua, page * page_size, page * page_size + page_size, &r);
+    size_t n;
+    int rc = run_page(api, batches_lua, page, page_size, 0, BATCH_FIELDS, &r, &n, more);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) / BATCH_FIELDS;
-    *more = n > page_size;
     web_buf_puts(b, "<table id=\"batches\"><tr><th>Batch</th><th>Description</th><th>Status</th>"
                     "<th>Progress</th><th>Total</th><th>Pending</th><th>Failures</th>"
                     "<th>Dead</th><th>Created</th><th>Parent</th></tr>");
@@ -215,9 +241,9 @@ web_batches_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int 
         else if (!*item(r, f + 5))
             status = "open";
         web_buf_puts(b, "<tr class=\"batch\"><td class=\"bid\">");
-        esc(b, item(r, f));
+        web_buf_text(b, item(r, f));
         web_buf_puts(b, "</td><td>");
-        esc(b, item(r, f + 2));
+        web_buf_text(b, item(r, f + 2));
         web_buf_printf(b, "</td><td class=\"status\">%s</td>", status);
         int pct = total > 0 ? (int)((total - pending) * 100 / total) : 0;
         if (pct < 0)
@@ -229,7 +255,7 @@ web_batches_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int 
                        pct, pct, total, pending, atoll(item(r, f + 11)), atoll(item(r, f + 12)));
         when(b, item(r, f + 4));
         web_buf_puts(b, "</td><td>");
-        esc(b, *item(r, f + 9) ? item(r, f + 9) : "-");
+        web_buf_text(b, *item(r, f + 9) ? item(r, f + 9) : "-");
         web_buf_puts(b, "</td></tr>");
     }
     web_buf_puts(b, "</table>");
@@ -237,6 +263,7 @@ web_batches_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int 
     return 0;
 }
 
+/* The word for a limiter type letter (static string, "?" when unknown). */
 static const char *
 limiter_kind(const char *t)
 {
@@ -251,34 +278,30 @@ limiter_kind(const char *t)
     return "?";
 }
 
+/* A page of Enterprise limiters as an HTML table appended to b; *more as for batches. 0 or a
+ * DRAY_E* code. */
 int
 web_limits_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *more)
 {
     json_t *r = NULL;
-    int rc = run_paged(api, limits_lua, page * page_size, page * page_size + page_size, &r);
+    size_t n;
+    int rc = run_page(api, limits_lua, page, page_size, 0, LIMIT_FIELDS, &r, &n, more);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) / LIMIT_FIELDS;
-    *more = n > page_size;
     web_buf_puts(b, "<table id=\"limits\"><tr><th>Limiter</th><th>Kind</th><th>In use</th>"
                     "<th>Limit</th><th>Interval (s)</th><th>Taken</th><th>Over limit</th>"
                     "<th>Last used</th></tr>");
     for (size_t i = 0; i < n && i < page_size; i++) {
         size_t f = i * LIMIT_FIELDS;
-        web_buf_puts(b, "<tr class=\"limiter\"><td class=\"name\">");
-        esc(b, item(r, f));
-        web_buf_printf(b, "</td><td class=\"kind\">%s</td><td class=\"used\">",
-                       limiter_kind(item(r, f + 1)));
-        esc(b, item(r, f + 6));
-        web_buf_puts(b, "</td><td class=\"limit\">");
-        esc(b, item(r, f + 2));
-        web_buf_puts(b, "</td><td>");
-        esc(b, *item(r, f + 1) == 'c' ? "-" : item(r, f + 3));
-        web_buf_puts(b, "</td><td class=\"taken\">");
-        esc(b, item(r, f + 4));
-        web_buf_puts(b, "</td><td class=\"overages\">");
-        esc(b, item(r, f + 5));
-        web_buf_puts(b, "</td><td>");
+        web_buf_puts(b, "<tr class=\"limiter\">");
+        td(b, "name", item(r, f));
+        td(b, "kind", limiter_kind(item(r, f + 1)));
+        td(b, "used", item(r, f + 6));
+        td(b, "limit", item(r, f + 2));
+        td(b, NULL, *item(r, f + 1) == 'c' ? "-" : item(r, f + 3));
+        td(b, "taken", item(r, f + 4));
+        td(b, "overages", item(r, f + 5));
+        web_buf_puts(b, "<td>");
         when(b, item(r, f + 7));
         web_buf_puts(b, "</td></tr>");
     }
@@ -287,17 +310,18 @@ web_limits_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *
     return 0;
 }
 
+/* The periodic leader and a page of loops appended to b; *more as for batches. 0 or a DRAY_E*
+ * code. */
 int
 web_periodic_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int *more)
 {
     json_t *r = NULL;
-    int rc = run_paged(api, periodic_lua, page * page_size, page * page_size + page_size, &r);
+    size_t n;
+    int rc = run_page(api, periodic_lua, page, page_size, 2, PERIODIC_FIELDS, &r, &n, more);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) > 2 ? (json_array_size(r) - 2) / PERIODIC_FIELDS : 0;
-    *more = n > page_size;
     web_buf_puts(b, "<p>Leader: <span id=\"leader\">");
-    esc(b, *item(r, 0) ? item(r, 0) : "(none)");
+    web_buf_text(b, *item(r, 0) ? item(r, 0) : "(none)");
     long long ttl = atoll(item(r, 1));
     if (*item(r, 0) && ttl > 0)
         web_buf_printf(b, "</span> (lease %.1f s left)</p>", ttl / 1000.0);
@@ -310,24 +334,23 @@ web_periodic_table(dray_api *api, size_t page, size_t page_size, web_buf *b, int
         size_t f = 2 + i * PERIODIC_FIELDS;
         web_buf_puts(b, "<tr class=\"loop\">");
         static const char *const cls[] = {"loop", "cron", "class", "queue", "tz"};
-        for (size_t k = 0; k < 5; k++) {
-            web_buf_printf(b, "<td class=\"%s\">", cls[k]);
-            esc(b, item(r, f + k));
-            web_buf_puts(b, "</td>");
-        }
+        for (size_t k = 0; k < 5; k++)
+            td(b, cls[k], item(r, f + k));
         web_buf_puts(b, "<td class=\"last\">");
         when(b, item(r, f + 5));
         web_buf_puts(b, "</td><td class=\"next\">");
         when(b, item(r, f + 6));
-        web_buf_puts(b, "</td><td>");
-        esc(b, item(r, f + 7));
-        web_buf_puts(b, "</td></tr>");
+        web_buf_puts(b, "</td>");
+        td(b, NULL, item(r, f + 7));
+        web_buf_puts(b, "</tr>");
     }
     web_buf_puts(b, "</table>");
     json_decref(r);
     return 0;
 }
 
+/* Unique locks from SCAN cursor as a table appended to b; next gets the cursor to go on from
+ * ("" at the end). 0 or a DRAY_E* code. */
 int
 web_unique_table(dray_api *api, const char *cursor, size_t page_size, web_buf *b, char next[32])
 {
@@ -359,16 +382,16 @@ web_unique_table(dray_api *api, const char *cursor, size_t page_size, web_buf *b
                 break;
             long long ttl = atoll(item(u, 3));
             web_buf_puts(b, "<tr class=\"lock\"><td class=\"digest\">");
-            esc(b, strlen(key) > pre ? key + pre : key);
+            web_buf_text(b, strlen(key) > pre ? key + pre : key);
             web_buf_puts(b, "</td><td class=\"owner\">");
-            esc(b, item(u, 0));
+            web_buf_text(b, item(u, 0));
             web_buf_puts(b, "</td><td>");
             when(b, item(u, 1));
             if (ttl >= 0)
                 web_buf_printf(b, "</td><td class=\"ttl\">%.1f</td><td>", ttl / 1000.0);
             else
                 web_buf_puts(b, "</td><td class=\"ttl\">none</td><td>");
-            esc(b, *item(u, 2) ? item(u, 2) : "-");
+            web_buf_text(b, *item(u, 2) ? item(u, 2) : "-");
             web_buf_puts(b, "</td></tr>");
             json_decref(u);
             rows++;
@@ -381,13 +404,6 @@ web_unique_table(dray_api *api, const char *cursor, size_t page_size, web_buf *b
     free(pattern);
     snprintf(next, 32, "%s", rc || !strcmp(cur, "0") ? "" : cur);
     return rc;
-}
-
-/* "# HELP" and "# TYPE" lines. */
-static void
-head(web_buf *b, const char *name, const char *type, const char *help)
-{
-    web_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* One sample with a single label. */
@@ -410,6 +426,8 @@ num(const char *s)
     return *end ? "0" : s;
 }
 
+/* Prometheus figures of Pro batches (sums over the newest BATCH_METRIC_NEWEST) appended to b.
+ * 0 or a DRAY_E* code. */
 static int
 batch_metrics(dray_api *api, web_buf *b)
 {
@@ -423,32 +441,33 @@ batch_metrics(dray_api *api, web_buf *b)
     for (size_t i = 0; i < 7; i++)
         v[i] = json_integer_value(json_array_get(r, i));
     json_decref(r);
-    head(b, "dray_batches", "gauge", "Pro batches listed in pro:batches.");
+    web_metric_head(b, "dray_batches", "gauge", "Pro batches listed in pro:batches.");
     web_buf_printf(b, "dray_batches %lld\n", v[0]);
-    head(b, "dray_batch_jobs_pending", "gauge",
-         "Jobs not yet succeeded, over the newest 1000 batches.");
+    web_metric_head(b, "dray_batch_jobs_pending", "gauge",
+                    "Jobs not yet succeeded, over the newest 1000 batches.");
     web_buf_printf(b, "dray_batch_jobs_pending %lld\n", v[1]);
-    head(b, "dray_batch_jobs_failed", "gauge",
-         "Jobs whose last run failed, over the newest 1000 batches.");
+    web_metric_head(b, "dray_batch_jobs_failed", "gauge",
+                    "Jobs whose last run failed, over the newest 1000 batches.");
     web_buf_printf(b, "dray_batch_jobs_failed %lld\n", v[2]);
-    head(b, "dray_batch_jobs_dead", "gauge", "Jobs that died, over the newest 1000 batches.");
+    web_metric_head(b, "dray_batch_jobs_dead", "gauge",
+                    "Jobs that died, over the newest 1000 batches.");
     web_buf_printf(b, "dray_batch_jobs_dead %lld\n", v[3]);
-    head(b, "dray_batch_callbacks_total", "counter", "Batch callbacks fired, by event.");
+    web_metric_head(b, "dray_batch_callbacks_total", "counter", "Batch callbacks fired, by event.");
     static const char *const ev[3] = {"complete", "success", "death"};
     for (size_t i = 0; i < 3; i++)
         web_buf_printf(b, "dray_batch_callbacks_total{event=\"%s\"} %lld\n", ev[i], v[4 + i]);
     return 0;
 }
 
+/* Prometheus figures of each Enterprise limiter appended to b. 0 or a DRAY_E* code. */
 static int
 limit_metrics(dray_api *api, web_buf *b)
 {
     json_t *r = NULL;
-    const char *argv[6] = {"EVAL", limits_lua, "0", dray_api_namespace(api), "0", "-1"};
-    int rc = dray_api_command(api, 6, argv, &r);
+    size_t n;
+    int rc = run_rows(api, limits_lua, "0", "-1", 0, LIMIT_FIELDS, &r, &n);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) / LIMIT_FIELDS;
     static const struct {
         const char *name, *type, *help;
         size_t field;
@@ -460,7 +479,7 @@ limit_metrics(dray_api *api, web_buf *b)
          "Checks a limiter refused (the job waited or was rescheduled).", 5},
     };
     for (size_t k = 0; k < sizeof m / sizeof *m; k++) {
-        head(b, m[k].name, m[k].type, m[k].help);
+        web_metric_head(b, m[k].name, m[k].type, m[k].help);
         for (size_t i = 0; i < n; i++)
             sample(b, m[k].name, "limiter", item(r, i * LIMIT_FIELDS),
                    num(item(r, i * LIMIT_FIELDS + m[k].field)));
@@ -469,25 +488,25 @@ limit_metrics(dray_api *api, web_buf *b)
     return 0;
 }
 
+/* Prometheus figures of the periodic leader and loops appended to b. 0 or a DRAY_E* code. */
 static int
 periodic_metrics(dray_api *api, web_buf *b)
 {
     json_t *r = NULL;
-    const char *argv[6] = {"EVAL", periodic_lua, "0", dray_api_namespace(api), "0", "-1"};
-    int rc = dray_api_command(api, 6, argv, &r);
+    size_t n;
+    int rc = run_rows(api, periodic_lua, "0", "-1", 2, PERIODIC_FIELDS, &r, &n);
     if (rc)
         return rc;
-    size_t n = json_array_size(r) > 2 ? (json_array_size(r) - 2) / PERIODIC_FIELDS : 0;
-    head(b, "dray_periodic_leader", "gauge", "1 for the process holding dear-leader.");
+    web_metric_head(b, "dray_periodic_leader", "gauge", "1 for the process holding dear-leader.");
     if (*item(r, 0))
         sample(b, "dray_periodic_leader", "identity", item(r, 0), "1");
-    head(b, "dray_periodic_next_run_timestamp_seconds", "gauge",
-         "When a periodic loop runs next (epoch seconds).");
+    web_metric_head(b, "dray_periodic_next_run_timestamp_seconds", "gauge",
+                    "When a periodic loop runs next (epoch seconds).");
     for (size_t i = 0; i < n; i++)
         sample(b, "dray_periodic_next_run_timestamp_seconds", "loop",
                item(r, 2 + i * PERIODIC_FIELDS), num(item(r, 2 + i * PERIODIC_FIELDS + 6)));
-    head(b, "dray_periodic_last_run_timestamp_seconds", "gauge",
-         "The last tick a periodic loop enqueued (epoch seconds; 0 none yet).");
+    web_metric_head(b, "dray_periodic_last_run_timestamp_seconds", "gauge",
+                    "The last tick a periodic loop enqueued (epoch seconds; 0 none yet).");
     for (size_t i = 0; i < n; i++)
         sample(b, "dray_periodic_last_run_timestamp_seconds", "loop",
                item(r, 2 + i * PERIODIC_FIELDS), num(item(r, 2 + i * PERIODIC_FIELDS + 5)));
@@ -519,6 +538,8 @@ unique_count(dray_api *api, long long *n)
     return 0;
 }
 
+/* Prometheus text of the modules in mask appended to b, stopping at the first error. 0 or a
+ * DRAY_E* code. */
 int
 web_module_metrics(dray_api *api, unsigned mask, web_buf *b)
 {
@@ -532,7 +553,7 @@ web_module_metrics(dray_api *api, unsigned mask, web_buf *b)
     if (!rc && (mask & WEB_MOD_UNIQUE)) {
         long long n;
         if (!(rc = unique_count(api, &n)) && n >= 0) {
-            head(b, "dray_unique_locks", "gauge", "Enterprise unique-job locks held.");
+            web_metric_head(b, "dray_unique_locks", "gauge", "Enterprise unique-job locks held.");
             web_buf_printf(b, "dray_unique_locks %lld\n", n);
         }
     }

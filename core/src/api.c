@@ -264,6 +264,8 @@ dray_api_namespace(const dray_api *a)
     return a->cfg.ns;
 }
 
+/* a's connection, key settings and error buffer (all borrowed from a), for the other files of
+ * the inspection API. Cannot fail. */
 void
 dray__api_parts(dray_api *a, dray__conn **conn, const dray__redis_cfg **cfg, char **errbuf,
                 size_t *errlen)

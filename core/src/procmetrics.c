@@ -18,6 +18,8 @@ static const char *const bucket_le[DRAY__METRICS_BUCKETS - 1] = {
 
 #define OTHER_CLASS "(other)" /* classes beyond DRAY__PROC_CLASSES_MAX */
 
+/* Count a finished job in w->cum under its class, or "(other)" past DRAY__PROC_CLASSES_MAX
+ * classes. Worker thread; cannot fail. */
 void
 dray__procmetrics_record(dray__worker *w, const char *klass, int failed, double ms)
 {
@@ -49,6 +51,7 @@ label(dray__buf *b, const char *s)
     }
 }
 
+/* A Prometheus # HELP and # TYPE pair for name. */
 static void
 head(dray__buf *b, const char *name, const char *type, const char *help)
 {
@@ -106,6 +109,7 @@ merge(struct dray_server *s, dray__metrics *into)
     return 0;
 }
 
+/* The per-class counters and duration histogram of the merged table all, appended to b. */
 static void
 per_class(dray__buf *b, const dray__metrics *all)
 {
@@ -143,6 +147,8 @@ per_class(dray__buf *b, const dray__metrics *all)
     }
 }
 
+/* This process's Prometheus text in *out (malloc'ed, the caller frees it). Any thread while
+ * the server runs. DRAY_ENOMEM. */
 int
 dray_server_metrics_text(dray_server *s, char **out, size_t *len)
 {

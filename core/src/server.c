@@ -23,6 +23,7 @@ static void wait_workers(dray_server *s, double deadline, bool honour_stop_now,
                          bool (*done)(dray_server *));
 static void join_exited(dray_server *s);
 
+/* Record code and a formatted message in s->errstr (truncated safely). Returns code. */
 static int
 serr(dray_server *s, int code, const char *fmt, ...)
 {

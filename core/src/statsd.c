@@ -162,6 +162,8 @@ gauge_line(dray__statsd *st, char *d, size_t *n, const char *line)
     *n += len;
 }
 
+/* Heartbeat thread: gauges of busy threads and queue sizes (one LLEN script on c; busy alone
+ * if it fails), batched into datagrams. Never fails. */
 void
 dray__statsd_gauges(struct dray_server *s, dray__conn *c, int busy)
 {

@@ -196,6 +196,8 @@ dray__sup_job_end(dray__worker *w)
     report('E', w->index, 0, NULL, NULL, NULL, NULL, 0);
 }
 
+/* Ask the supervisor (over the report pipe) to kill this child for jid's cancel. False
+ * outside a supervised child. */
 bool
 dray__sup_cancel(const dray__worker *w, const char *jid)
 {

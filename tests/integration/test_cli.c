@@ -144,6 +144,19 @@ test_usage_and_help(void **state)
         {{"run", "--set", "bogus=1"}, 2, "", "unknown key 'bogus'"},
         {{"run", "--redis-url", "http://x"}, 2, "", "--redis-url"},
         {{"run", "--frob"}, 2, "", "dray run --help"},
+        /* the steps of cli_cmd_run and cli_cmd_web, pinned across their split */
+        {{"run", "--log-format", "xml"}, 2, "", "--log-format takes text or json, not 'xml'"},
+        {{"run", "--statsd-format", "x"}, 2, "", "--statsd-format takes dogstatsd or statsd"},
+        {{"run", "--set", "=v"}, 2, "", "--set needs KEY=VALUE, not '=v'"},
+        {{"run", "--set", "log_format=xml"}, 4, "", "log_format must be text or json, not 'xml'"},
+        {{"run", "--set", "statsd_format=x"}, 4, "", "statsd_format must be dogstatsd or statsd"},
+        {{"run", "--metrics-listen", "9", "--processes", "2"}, 4, "", "not with processes/isolate"},
+        {{"run", "--metrics-listen", "a:b:c"}, 4, "", "want PORT, HOST:PORT or [IPv6]:PORT"},
+        {{"web", "--help"}, 0, "--listen", ""},
+        {{"web", "extra"}, 2, "", "unexpected argument 'extra'"},
+        {{"web", "--page-size", "0"}, 2, "", "--page-size takes 1-1000, not '0'"},
+        {{"web", "--basic-auth", "nocolon"}, 2, "", "--basic-auth takes USER:PASSWORD"},
+        {{"web", "--listen", "nowhere"}, 2, "", "--listen takes HOST:PORT"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         test_output r = test_exec(DRAY_CLI_PATH, cases[i].args);
