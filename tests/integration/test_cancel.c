@@ -690,6 +690,101 @@ test_sched_race(void **state)
     assert_int_equal(total, SCHED_JOBS - SCHED_CANCELS + ran_before);
 }
 
+/* calls of one command on the test's redis-server since the last
+ * CONFIG RESETSTAT (INFO commandstats). */
+static long long
+cmd_calls(const char *cmd)
+{
+    redisReply *r = redisCommand(rc, "INFO commandstats");
+    char want[64];
+    snprintf(want, sizeof want, "cmdstat_%s:calls=", cmd);
+    const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, want) : NULL;
+    long long n = p ? atoll(p + strlen(want)) : 0;
+    freeReplyObject(r);
+    return n;
+}
+
+/* n CxOk jobs <prefix>0.. into queue:default, 500 per LPUSH. */
+static void
+push_many(const char *prefix, int n)
+{
+    for (int i = 0; i < n; i += 500) {
+        const char *argv[502];
+        char(*jobs)[256] = malloc(500 * sizeof *jobs);
+        int k = 0;
+        argv[0] = "LPUSH";
+        argv[1] = "queue:default";
+        for (; k < 500 && i + k < n; k++) {
+            char jid[32];
+            snprintf(jid, sizeof jid, "%s%d", prefix, i + k);
+            job_json(jobs[k], sizeof jobs[k], "CxOk", jid);
+            argv[2 + k] = jobs[k];
+        }
+        freeReplyObject(redisCommandArgv(rc, 2 + k, argv, NULL));
+        free(jobs);
+    }
+    freeReplyObject(redisCommand(rc, "SADD queues default"));
+}
+
+#define HOT_JOBS 2000
+
+/* The hot path asks Redis nothing per job about cancels: 2,000 jobs run
+ * with no cancellation outstanding, then 2,000 more with one outstanding
+ * (a second copy of its jid is among them and is skipped by the local
+ * lookup), and EXISTS calls (INFO commandstats) stay at the heartbeat's
+ * few per second instead of one per job. */
+static void
+test_hotpath(void **state)
+{
+    (void)state;
+    pid_t pid = start_and_wait((const char *const[]){"-c", "4", NULL}, 1);
+    freeReplyObject(redisCommand(rc, "CONFIG RESETSTAT"));
+    double t0 = test_now();
+    push_many("h", HOT_JOBS);
+    int want = HOT_JOBS;
+    if (!test_wait_until(lines_at_least, &want, 60)) {
+        print_log();
+        fail_msg("only %d of %d jobs ran", log_lines(), HOT_JOBS);
+    }
+    long long none = cmd_calls("exists"), secs = (long long)(test_now() - t0) + 1;
+    fprintf(stderr, "  %d jobs, no cancel outstanding: %lld EXISTS in %llds\n", HOT_JOBS, none,
+            secs);
+    /* the heartbeat (1 s) sends one, plus one per running job (4 workers) */
+    assert_true(none <= 10 * secs + 10);
+
+    /* one cancellation outstanding: a job scheduled for tomorrow */
+    char json[512];
+    job_json(json, sizeof json, "CxOk", "dup1");
+    freeReplyObject(redisCommand(rc, "ZADD schedule %f %s", dray_now() + 86000, json));
+    assert_int_equal(cli_cancel("dup1", 0), 0);
+    char v[64];
+    record_field("dup1", "where", v, sizeof v);
+    assert_string_equal(v, "schedule");
+    freeReplyObject(redisCommand(rc, "CONFIG RESETSTAT"));
+    t0 = test_now();
+    push("CxOk", "dup1"); /* pushed again: among the first to be taken */
+    push_many("k", HOT_JOBS);
+    want = 2 * HOT_JOBS;
+    if (!test_wait_until(lines_at_least, &want, 60)) {
+        print_log();
+        fail_msg("only %d of %d jobs ran", log_lines(), 2 * HOT_JOBS);
+    }
+    field_want fw = {"dup1", "worker", "skipped"};
+    if (!test_wait_until(field_is, &fw, 10)) {
+        print_log();
+        fail_msg("the second copy of dup1 was not skipped");
+    }
+    long long one = cmd_calls("exists");
+    secs = (long long)(test_now() - t0) + 1;
+    fprintf(stderr, "  %d jobs, one cancel outstanding: %lld EXISTS in %llds\n", HOT_JOBS, one,
+            secs);
+    assert_true(one <= 10 * secs + 10);
+    stop_clean(pid);
+    assert_int_equal(runs_of("dup1"), 0);
+    assert_int_equal(log_lines(), 2 * HOT_JOBS);
+    assert_int_equal(integer("LLEN queue:default"), 0);
+}
+
 static int
 inflight_keys(void)
 {
@@ -880,6 +975,9 @@ main(void)
         cmocka_unit_test_setup(test_orphans, flush),
         cmocka_unit_test_setup(test_orphans_foreign, flush),
         cmocka_unit_test_setup(test_weighted, flush),
+        cmocka_unit_test_setup(test_hotpath, flush),
     };
+    if (getenv("CANCEL_TEST")) /* one test while working on it, e.g. test_hotpath */
+        cmocka_set_test_filter(getenv("CANCEL_TEST"));
     return cmocka_run_group_tests(tests, setup, teardown);
 }
