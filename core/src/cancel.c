@@ -32,9 +32,13 @@ static void jids_free(char **jids, size_t n);
 /* KEYS: record, index, epoch; ARGV: requested (epoch s), ttl, jid. The
  * record, the jid in the index (older entries pruned) and a new epoch, in
  * one step: a process that reads the epoch then the index sees the jid.
- * Returns the new epoch. */
+ * Returns the new epoch; writes nothing when the epoch is not a count. */
 static dray__script record_script = {
-    .src = "redis.call('HSET', KEYS[1], 'requested', ARGV[1])\n"
+    .src = "local e = redis.call('GET', KEYS[3])\n"
+           "if e and not tonumber(e) then\n"
+           "  return redis.error_reply(KEYS[3] .. ' is not a count: nothing recorded')\n"
+           "end\n"
+           "redis.call('HSET', KEYS[1], 'requested', ARGV[1])\n"
            "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
            "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])\n"
            "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[1]) - "
