@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
 /* Worker threads: fetch, parse, run the server hooks and the handler, record
- * the outcome. Besides the fetch, the success path costs one Redis round
- * trip (the cancel check, cancel.c): counters are per-worker and flushed by
- * the heartbeat. */
+ * the outcome. Besides the fetch, the success path costs no Redis round
+ * trip: the cancel check is a local lookup (cancel.c) and counters are
+ * per-worker, flushed by the heartbeat. */
 #include <execinfo.h>
 #include <stdio.h>
 #include <stdlib.h>
