@@ -698,7 +698,10 @@ dray__cancel_sync(struct dray_server *s, dray__conn *c, const redisReply *epoch)
             dray__log(DRAY_LOG_ERROR,
                       "%sdray:cancels:epoch is not a count: checking every job in Redis",
                       s->cfg.ns ? s->cfg.ns : "");
+        pthread_mutex_lock(&cs->mu);
         atomic_store(&cs->exists, 1);
+        atomic_store(&cs->epoch, -1); /* the next good epoch is installed, whatever it is */
+        pthread_mutex_unlock(&cs->mu);
     }
     if (own)
         freeReplyObject(own);
