@@ -891,6 +891,55 @@ test_bad_epoch(void **state)
 }
 
 static int
+queue_empty(void *arg)
+{
+    (void)arg;
+    return integer("LLEN queue:default") == 0;
+}
+
+/* A job a worker popped before the handshake and starts after it is skipped
+ * by the local lookup: with fetch_batch 5 and one thread, a job that never
+ * stops runs while four fetched jobs wait in the worker; one of those is
+ * cancelled (in no queue, set or running record: not found, exit 3), then
+ * the running one; the other three run once, the waiting one never. */
+static void
+test_prefetched(void **state)
+{
+    (void)state;
+    const char *argv[7] = {"LPUSH", "queue:default"};
+    char jobs[5][256];
+    for (int i = 0; i < 5; i++) {
+        char jid[32];
+        snprintf(jid, sizeof jid, "pf%d", i);
+        job_json(jobs[i], sizeof jobs[i], i ? "CxOk" : "CxPatient", jid);
+        argv[2 + i] = jobs[i];
+    }
+    freeReplyObject(redisCommandArgv(rc, 7, argv, NULL));
+    freeReplyObject(redisCommand(rc, "SADD queues default"));
+    pid_t pid = start_and_wait((const char *const[]){"-c", "1", "--set", "fetch_batch=5", NULL}, 1);
+    if (!test_wait_until(ran, "pf0", 15) || !test_wait_until(queue_empty, NULL, 10)) {
+        print_log();
+        fail_msg("pf0 did not start with the others fetched");
+    }
+    assert_int_equal(cli_cancel("pf2", 0), 3);
+    if (!test_wait_until(busy_with, "pf0", 10))
+        fail_msg("pf0 never showed in the process's work record");
+    assert_int_equal(cli_cancel("pf0", 0), 0);
+    if (!test_wait_until(ran, "pf4", 15)) {
+        print_log();
+        fail_msg("the fetched jobs did not run after pf0 stopped");
+    }
+    field_want fw = {"pf2", "worker", "skipped"};
+    assert_true(test_wait_until(field_is, &fw, 10));
+    stop_clean(pid);
+    assert_int_equal(runs_of("pf0"), 1);
+    assert_int_equal(runs_of("pf1"), 1);
+    assert_int_equal(runs_of("pf2"), 0);
+    assert_int_equal(runs_of("pf3"), 1);
+    assert_int_equal(runs_of("pf4"), 1);
+}
+
+static int
 inflight_keys(void)
 {
     redisReply *r = redisCommand(rc, "KEYS dray:inflight:*");
@@ -1083,6 +1132,7 @@ main(void)
         cmocka_unit_test_setup(test_hotpath, flush),
         cmocka_unit_test_setup(test_unacked, flush),
         cmocka_unit_test_setup(test_bad_epoch, flush),
+        cmocka_unit_test_setup(test_prefetched, flush),
     };
     if (getenv("CANCEL_TEST")) /* one test while working on it, e.g. test_hotpath */
         cmocka_set_test_filter(getenv("CANCEL_TEST"));
