@@ -939,6 +939,84 @@ test_prefetched(void **state)
     assert_int_equal(runs_of("pf4"), 1);
 }
 
+/* True when the one dray process acknowledged epoch *arg. */
+static int
+acked_epoch(void *arg)
+{
+    redisReply *r = redisCommand(rc, "HVALS dray:cancels:seen");
+    int hit = 0;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+        hit |= atoll(r->element[i]->str) >= *(long long *)arg;
+    freeReplyObject(r);
+    return hit;
+}
+
+/* More than 4,096 cancellations outstanding: the processes check every job
+ * with one EXISTS (a recorded one is still skipped) while that lasts, and go
+ * back to the local lookup once the index is small again. */
+static void
+test_many_outstanding(void **state)
+{
+    (void)state;
+    double now = dray_now();
+    const char **argv = malloc(sizeof *argv * (2 + 2 * 4097));
+    char(*members)[16] = malloc(4097 * sizeof *members), score[32];
+    snprintf(score, sizeof score, "%.6f", now);
+    argv[0] = "ZADD";
+    argv[1] = "dray:cancels";
+    for (int i = 0; i < 4097; i++) {
+        snprintf(members[i], sizeof members[i], "gone%d", i);
+        argv[2 + 2 * i] = score;
+        argv[3 + 2 * i] = members[i];
+    }
+    freeReplyObject(redisCommandArgv(rc, 2 + 2 * 4097, argv, NULL));
+    free(argv);
+    free(members);
+    /* mo1's cancellation, as dray cancel records it */
+    freeReplyObject(redisCommand(rc, "HSET dray:cancel:mo1 requested %f", now));
+    freeReplyObject(redisCommand(rc, "EXPIRE dray:cancel:mo1 600"));
+    freeReplyObject(redisCommand(rc, "ZADD dray:cancels %f mo1", now));
+    long long e = integer("INCR dray:cancels:epoch");
+    push("CxOk", "mo1");
+    push_many("m", 200);
+    freeReplyObject(redisCommand(rc, "CONFIG RESETSTAT"));
+    pid_t pid = start_and_wait((const char *const[]){"-c", "2", NULL}, 1);
+    int want = 200;
+    if (!test_wait_until(lines_at_least, &want, 30)) {
+        print_log();
+        fail_msg("only %d of 200 jobs ran", log_lines());
+    }
+    field_want fw = {"mo1", "worker", "skipped"};
+    assert_true(test_wait_until(field_is, &fw, 10));
+    long long many = cmd_calls("exists");
+    fprintf(stderr, "  4,098 outstanding: %lld EXISTS for 201 jobs\n", many);
+    assert_true(many >= 201);
+
+    /* the index shrinks to mo1 alone: back to the local copy */
+    freeReplyObject(redisCommand(rc, "DEL dray:cancels"));
+    freeReplyObject(redisCommand(rc, "ZADD dray:cancels %f mo1", now));
+    e = integer("INCR dray:cancels:epoch");
+    if (!test_wait_until(acked_epoch, &e, 10)) {
+        print_log();
+        fail_msg("epoch %lld was not acknowledged", e);
+    }
+    freeReplyObject(redisCommand(rc, "CONFIG RESETSTAT"));
+    double t0 = test_now();
+    push("CxOk", "mo1");
+    push_many("n", 1000);
+    want = 1200;
+    if (!test_wait_until(lines_at_least, &want, 30)) {
+        print_log();
+        fail_msg("only %d of 1,200 jobs ran", log_lines());
+    }
+    long long few = cmd_calls("exists"), secs = (long long)(test_now() - t0) + 1;
+    fprintf(stderr, "  1 outstanding again: %lld EXISTS for 1,001 jobs in %llds\n", few, secs);
+    assert_true(few <= 10 * secs + 10);
+    stop_clean(pid);
+    assert_int_equal(runs_of("mo1"), 0);
+    assert_int_equal(log_lines(), 1200);
+}
+
 static int
 inflight_keys(void)
 {
@@ -1133,6 +1211,7 @@ main(void)
         cmocka_unit_test_setup(test_unacked, flush),
         cmocka_unit_test_setup(test_bad_epoch, flush),
         cmocka_unit_test_setup(test_prefetched, flush),
+        cmocka_unit_test_setup(test_many_outstanding, flush),
     };
     if (getenv("CANCEL_TEST")) /* one test while working on it, e.g. test_hotpath */
         cmocka_set_test_filter(getenv("CANCEL_TEST"));
