@@ -168,14 +168,15 @@ process(dray__worker *w, dray__unit *u)
         json_object_set_new(job->obj, "queue", json_string(w->cur.queue));
     const char *klass = dray_job_class(job);
     const char *jid = dray_job_jid(job);
+    /* Before the heartbeat can see the jid: a skipped job is never flagged. */
+    if (dray__cancel_before_run(w, jid, klass))
+        goto done; /* dray cancel recorded before it started: not run */
     pthread_mutex_lock(&w->mu);
     w->cur_class = klass;
     w->cur_jid = jid;
     w->cur_cancel = 0;
     atomic_store(&w->cur_over, 0); /* before the heartbeat can see this jid */
     pthread_mutex_unlock(&w->mu);
-    if (dray__cancel_before_run(w, jid, klass))
-        goto done; /* dray cancel recorded before it started: not run */
     dray__crash_job_start(w->crash_slot, jid, klass, w->cur.queue, w->cur.payload, w->cur.len);
     if (s->opts.log_jobs)
         dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");
