@@ -413,6 +413,29 @@ wait_acks(canceller *k, long long e, size_t *late)
     return rc;
 }
 
+/* During the handshake a worker may already have acted on the record (a
+ * running job flagged or its child killed at a heartbeat, a fetched job
+ * skipped): then the job was running or taken, not missing. 1, 0, < 0. */
+static int
+acted_already(canceller *k, const char *rec)
+{
+    redisReply *r = NULL;
+    int rc = dray__conn_cmdf(k->c, &r, "HMGET %s worker by", rec);
+    if (rc)
+        cerr_set(k, rc, "HMGET");
+    int acted = !rc && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                r->element[0]->type == REDIS_REPLY_STRING &&
+                r->element[1]->type == REDIS_REPLY_STRING;
+    if (acted && !strcmp(r->element[0]->str, "skipped"))
+        snprintf(k->out->where, sizeof k->out->where, "a worker (%s skipped it before it started)",
+                 r->element[1]->str);
+    else if (acted)
+        snprintf(k->out->where, sizeof k->out->where, "%s", r->element[1]->str);
+    if (r)
+        freeReplyObject(r);
+    return rc ? rc : acted;
+}
+
 static const char *
 outcome_name(dray_cancel_outcome o)
 {
@@ -477,6 +500,8 @@ dray_api_cancel(dray_api *api, const char *jid, dray_cancel_result *out)
         got = 1;
     }
     if (got == 0 && (got = find_running(&k)) == 1)
+        out->outcome = DRAY_CANCEL_RUNNING;
+    if (got == 0 && (got = acted_already(&k, rec)) == 1)
         out->outcome = DRAY_CANCEL_RUNNING;
     if (got >= 0) {
         snprintf(now, sizeof now, "%.6f", dray_now());
