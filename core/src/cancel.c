@@ -1,26 +1,50 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
 /* Job cancellation (dray cancel, dray_api_cancel). The request is recorded
- * first in <ns>dray:cancel:<jid> (a hash, 24 h), then the job is removed
- * from wherever it waits; a removal by value (ZREM, LREM) succeeds only while
- * nobody else holds the job, so a job is never both removed and run or moved
- * by the poller. A job a worker already took is caught by the record: the
- * worker checks it before running a job (one EXISTS), and the heartbeat
- * checks the running jobs (one pipelined round trip per beat). */
+ * first in <ns>dray:cancel:<jid> (a hash, 24 h), with the jid added to the
+ * index <ns>dray:cancels (a sorted set by time, pruned after 24 h) and the
+ * cancel epoch <ns>dray:cancels:epoch bumped, in one script. Each process
+ * keeps a local copy of the index, synced when the epoch moves (read along
+ * with the paused set, at most once a second, and at every heartbeat), and
+ * acknowledges each epoch it installed in <ns>dray:cancels:seen. The
+ * canceller waits for every live dray process to acknowledge, then removes
+ * the job from wherever it waits; a removal by value (ZREM, LREM) succeeds
+ * only while nobody else holds the job, so a job is never both removed and
+ * run or moved by the poller. A job a worker took meanwhile is skipped by
+ * its local lookup before it starts (no round trip per job); one that had
+ * already started is caught by the heartbeat's check of the running jobs
+ * (one pipelined round trip per beat). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "server.h"
 
-#define CANCEL_TTL "86400" /* a cancellation is honoured for a day */
-#define PAGE 100           /* LRANGE page: a long queue is never loaded whole */
-#define SCAN_COUNT "1000"  /* ZSCAN batch */
+#define CANCEL_TTL "86400"    /* a cancellation is honoured for a day */
+#define PAGE 100              /* LRANGE page: a long queue is never loaded whole */
+#define SCAN_COUNT "1000"     /* ZSCAN batch */
+#define ACK_WAIT_S 6.0        /* longest wait for the processes' acknowledgements */
+#define ACK_LIVE_S 60.0       /* a process beat this recently is waited for */
+#define ACK_POLL_NS 10000000L /* 10 ms between looks at the acknowledgements */
 
-/* KEYS: record; ARGV: requested (epoch s), ttl. */
+static void jids_free(char **jids, size_t n);
+
+/* KEYS: record, index, epoch; ARGV: requested (epoch s), ttl, jid. The
+ * record, the jid in the index (older entries pruned) and a new epoch, in
+ * one step: a process that reads the epoch then the index sees the jid.
+ * Returns the new epoch; writes nothing when the epoch is not a count. */
 static dray__script record_script = {
-    .src = "redis.call('HSET', KEYS[1], 'requested', ARGV[1])\n"
+    .src = "local e = redis.call('GET', KEYS[3])\n"
+           "if e and not tonumber(e) then\n"
+           "  return redis.error_reply(KEYS[3] .. ' is not a count: nothing recorded')\n"
+           "end\n"
+           "redis.call('HSET', KEYS[1], 'requested', ARGV[1])\n"
            "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
-           "return 1\n",
+           "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])\n"
+           "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[1]) - "
+           "tonumber(ARGV[2])))\n"
+           "redis.call('EXPIRE', KEYS[2], ARGV[2])\n"
+           "return redis.call('INCR', KEYS[3])\n",
 };
 
 /* KEYS: record; ARGV: what the worker did, when, by whom. Only while the
@@ -277,6 +301,141 @@ find_running(canceller *k)
     return rc ? rc : found;
 }
 
+/* A process to wait for: a dray process (its info says "version": "dray
+ * ...", Sidekiq's never acknowledge) with a beat in the last minute. */
+static bool
+live_dray(const redisReply *info, const redisReply *beat, double now)
+{
+    if (info->type != REDIS_REPLY_STRING || beat->type != REDIS_REPLY_STRING ||
+        now - atof(beat->str) > ACK_LIVE_S)
+        return false;
+    json_t *o = dray__json_load(info->str, info->len, NULL);
+    const char *v = json_string_value(json_object_get(o, "version"));
+    bool dray = v && !strncmp(v, "dray ", 5);
+    json_decref(o);
+    return dray;
+}
+
+/* The live dray processes (identities, new strings, *n of them). */
+static int
+waited_for(canceller *k, char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    char *procs = dray__key(k->cfg, "processes");
+    redisReply *r = NULL;
+    int rc = procs ? dray__conn_cmdf(k->c, &r, "SMEMBERS %s", procs) : DRAY_ENOMEM;
+    dray__free(procs);
+    if (rc)
+        cerr_set(k, rc, "SMEMBERS");
+    size_t m = !rc && r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+    dray__pipe p;
+    dray__pipe_init(&p, k->c);
+    for (size_t i = 0; i < m; i++)
+        dray__pipe_addf(&p, "HMGET %s%b info beat", k->cfg->ns ? k->cfg->ns : "",
+                        r->element[i]->str, r->element[i]->len);
+    if (m && (rc = dray__pipe_run(&p)) && rc != DRAY_EREDIS)
+        cerr_set(k, rc, "HMGET");
+    char **ids = m ? dray__calloc(m, sizeof *ids) : NULL;
+    if (m && !ids && !rc)
+        rc = DRAY_ENOMEM;
+    double now = dray_now();
+    for (size_t i = 0; (!rc || rc == DRAY_EREDIS) && ids && i < m; i++) {
+        const redisReply *h = dray__pipe_reply(&p, i);
+        if (h && h->type == REDIS_REPLY_ARRAY && h->elements == 2 &&
+            live_dray(h->element[0], h->element[1], now) &&
+            !(ids[(*n)++] = dray__strdup(r->element[i]->str)))
+            rc = DRAY_ENOMEM;
+    }
+    dray__pipe_close(&p);
+    if (r)
+        freeReplyObject(r);
+    if (rc == DRAY_EREDIS)
+        rc = 0; /* a key of another type is no live process */
+    if (rc) {
+        jids_free(ids, *n);
+        *n = 0;
+        return rc;
+    }
+    *out = ids;
+    return 0;
+}
+
+/* Wait until every live dray process acknowledged epoch e (or the bound
+ * passed). *late: how many did not; their identities are logged. */
+static int
+wait_acks(canceller *k, long long e, size_t *late)
+{
+    char **ids;
+    size_t n;
+    *late = 0;
+    int rc = waited_for(k, &ids, &n);
+    if (rc || !n)
+        return rc;
+    char *seen = dray__key(k->cfg, "dray:cancels:seen");
+    double end = dray__mono() + ACK_WAIT_S;
+    size_t left = n;
+    while (!rc && left) {
+        dray__pipe p;
+        dray__pipe_init(&p, k->c);
+        if (!seen)
+            rc = DRAY_ENOMEM;
+        for (size_t i = 0; !rc && i < n; i++)
+            if (ids[i])
+                dray__pipe_addf(&p, "HGET %s %s", seen, ids[i]);
+        if (!rc && (rc = dray__pipe_run(&p)))
+            cerr_set(k, rc, "reading the acknowledgements");
+        for (size_t i = 0, j = 0; !rc && i < n; i++) {
+            if (!ids[i])
+                continue;
+            const redisReply *v = dray__pipe_reply(&p, j++);
+            if (v && v->type == REDIS_REPLY_STRING && atoll(v->str) >= e) {
+                dray__free(ids[i]);
+                ids[i] = NULL;
+                left--;
+            }
+        }
+        dray__pipe_close(&p);
+        if (rc || !left || dray__mono() >= end)
+            break;
+        struct timespec ts = {0, ACK_POLL_NS};
+        nanosleep(&ts, NULL);
+    }
+    for (size_t i = 0; !rc && i < n; i++)
+        if (ids[i])
+            dray__log(DRAY_LOG_WARN,
+                      "cancel %s: process %s did not acknowledge within %.0f s; a job it "
+                      "takes now is stopped at its next heartbeat",
+                      k->jid, ids[i], ACK_WAIT_S);
+    *late = rc ? 0 : left;
+    jids_free(ids, n);
+    dray__free(seen);
+    return rc;
+}
+
+/* During the handshake a worker may already have acted on the record (a
+ * running job flagged or its child killed at a heartbeat, a fetched job
+ * skipped): then the job was running or taken, not missing. 1, 0, < 0. */
+static int
+acted_already(canceller *k, const char *rec)
+{
+    redisReply *r = NULL;
+    int rc = dray__conn_cmdf(k->c, &r, "HMGET %s worker by", rec);
+    if (rc)
+        cerr_set(k, rc, "HMGET");
+    int acted = !rc && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                r->element[0]->type == REDIS_REPLY_STRING &&
+                r->element[1]->type == REDIS_REPLY_STRING;
+    if (acted && !strcmp(r->element[0]->str, "skipped"))
+        snprintf(k->out->where, sizeof k->out->where, "a worker (%s skipped it before it started)",
+                 r->element[1]->str);
+    else if (acted)
+        snprintf(k->out->where, sizeof k->out->where, "%s", r->element[1]->str);
+    if (r)
+        freeReplyObject(r);
+    return rc ? rc : acted;
+}
+
 static const char *
 outcome_name(dray_cancel_outcome o)
 {
@@ -305,13 +464,30 @@ dray_api_cancel(dray_api *api, const char *jid, dray_cancel_result *out)
     snprintf(now, sizeof now, "%.6f", dray_now());
     /* Recorded before any search: a worker that takes the job from here on
      * sees the record and does not run it. */
-    const char *av[3] = {rec, now, CANCEL_TTL};
+    char *idx = dray__key(k.cfg, "dray:cancels");
+    char *ep = dray__key(k.cfg, "dray:cancels:epoch");
+    const char *av[6] = {rec, idx, ep, now, CANCEL_TTL, jid};
     redisReply *r = NULL;
-    int rc = dray__conn_eval(k.c, &record_script, &r, 1, 3, av, NULL);
+    int rc = idx && ep ? dray__conn_eval(k.c, &record_script, &r, 3, 6, av, NULL) : DRAY_ENOMEM;
+    long long e = !rc && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
     if (r)
         freeReplyObject(r);
+    dray__free(idx);
+    dray__free(ep);
     if (rc)
         cerr_set(&k, rc, "recording the cancellation");
+    /* Every live process acknowledges the new epoch first: from then on its
+     * workers skip the job locally, so a job the search below misses
+     * because a worker took it is never started. */
+    size_t late = 0;
+    if (!rc)
+        rc = wait_acks(&k, e, &late);
+    if (!rc) {
+        snprintf(now, sizeof now, "%.6f", dray_now());
+        rc = dray__conn_cmdf(k.c, NULL, "HSET %s acked %s late %lld", rec, now, (long long)late);
+        if (rc)
+            cerr_set(&k, rc, "recording the acknowledgements");
+    }
     int got = rc ? rc : from_set(&k, "schedule");
     if (got == 0)
         got = from_set(&k, "retry");
@@ -324,6 +500,8 @@ dray_api_cancel(dray_api *api, const char *jid, dray_cancel_result *out)
         got = 1;
     }
     if (got == 0 && (got = find_running(&k)) == 1)
+        out->outcome = DRAY_CANCEL_RUNNING;
+    if (got == 0 && (got = acted_already(&k, rec)) == 1)
         out->outcome = DRAY_CANCEL_RUNNING;
     if (got >= 0) {
         snprintf(now, sizeof now, "%.6f", dray_now());
@@ -369,11 +547,225 @@ dray__cancel_note(dray__conn *c, const struct dray_server *s, const char *jid, c
     note(c, s, jid, what, by);
 }
 
-int
-dray__cancel_before_run(dray__worker *w, const char *jid, const char *klass)
+/* The local copy of the outstanding cancellations. Installed whole by one
+ * thread at a time (mu) under the write lock; workers look a jid up under
+ * the read lock, or not at all while none is outstanding. */
+struct dray__cancels {
+    pthread_mutex_t mu;  /* one installer at a time (it talks to Redis) */
+    pthread_rwlock_t rw; /* guards jids and n */
+    char **jids;         /* sorted (strcmp); rw */
+    size_t n;            /* entries in jids; rw */
+    atomic_int any;      /* 1 while n > 0 */
+    atomic_int exists;   /* 1: more than DRAY__CANCEL_LOCAL_MAX outstanding, or the
+                            index is unreadable: ask Redis per job */
+    atomic_llong epoch;  /* epoch installed and acknowledged; -1 before the first */
+    atomic_int warned;   /* a bad epoch or index was logged */
+};
+
+dray__cancels *
+dray__cancels_new(void)
 {
-    struct dray_server *s = w->srv;
-    char *rec = jid ? dray__cancel_key(&s->cfg, jid) : NULL;
+    dray__cancels *cs = dray__calloc(1, sizeof *cs);
+    if (!cs)
+        return NULL;
+    pthread_mutex_init(&cs->mu, NULL);
+    pthread_rwlock_init(&cs->rw, NULL);
+    atomic_store(&cs->epoch, -1);
+    return cs;
+}
+
+static void
+jids_free(char **jids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dray__free(jids[i]);
+    dray__free(jids);
+}
+
+void
+dray__cancels_free(dray__cancels *cs)
+{
+    if (!cs)
+        return;
+    jids_free(cs->jids, cs->n);
+    pthread_rwlock_destroy(&cs->rw);
+    pthread_mutex_destroy(&cs->mu);
+    dray__free(cs);
+}
+
+static int
+cmp_jid(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Swap in a new sorted list (taken over) and the mode. Cannot fail. */
+static void
+install(dray__cancels *cs, char **jids, size_t n, int exists)
+{
+    pthread_rwlock_wrlock(&cs->rw);
+    char **old = cs->jids;
+    size_t oldn = cs->n;
+    cs->jids = jids;
+    cs->n = n;
+    atomic_store(&cs->exists, exists);
+    atomic_store(&cs->any, n > 0);
+    pthread_rwlock_unlock(&cs->rw);
+    jids_free(old, oldn);
+}
+
+/* Parse an epoch reply: nil is 0. -1 when it is not a count. */
+static long long
+epoch_of(const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_NIL)
+        return 0;
+    if (r->type == REDIS_REPLY_INTEGER)
+        return r->integer;
+    if (r->type != REDIS_REPLY_STRING || !r->len || r->len > 18)
+        return -1;
+    long long v = 0;
+    for (size_t i = 0; i < r->len; i++) {
+        if (r->str[i] < '0' || r->str[i] > '9')
+            return -1;
+        v = v * 10 + (r->str[i] - '0');
+    }
+    return v;
+}
+
+/* Read the index (entries of the last CANCEL_TTL) into a sorted list.
+ * *exists is 1 when there are more than DRAY__CANCEL_LOCAL_MAX or the index
+ * is not a sorted set (then the list is empty). */
+static int
+read_index(struct dray_server *s, dray__conn *c, char ***out, size_t *n, int *exists)
+{
+    *out = NULL;
+    *n = 0;
+    *exists = 0;
+    char *key = dray__key(&s->cfg, "dray:cancels");
+    if (!key)
+        return DRAY_ENOMEM;
+    char since[32], limit[16];
+    snprintf(since, sizeof since, "%.6f", dray_now() - atof(CANCEL_TTL));
+    snprintf(limit, sizeof limit, "%d", DRAY__CANCEL_LOCAL_MAX + 1);
+    const char *argv[7] = {"ZRANGEBYSCORE", key, since, "+inf", "LIMIT", "0", limit};
+    redisReply *r = NULL;
+    int rc = dray__conn_cmd(c, &r, 7, argv, NULL);
+    dray__free(key);
+    if (rc == DRAY_EREDIS || (!rc && r->type != REDIS_REPLY_ARRAY)) {
+        /* WRONGTYPE: a bad index must not hide a cancellation */
+        if (!atomic_exchange(&s->cancels->warned, 1))
+            dray__log(DRAY_LOG_ERROR,
+                      "%sdray:cancels is not a sorted set (%s): checking every job in Redis",
+                      s->cfg.ns ? s->cfg.ns : "", c->errstr);
+        *exists = 1;
+        rc = 0;
+    } else if (!rc && r->elements > DRAY__CANCEL_LOCAL_MAX) {
+        *exists = 1;
+    } else if (!rc && r->elements) {
+        char **jids = dray__calloc(r->elements, sizeof *jids);
+        size_t k = 0;
+        for (size_t i = 0; jids && i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING &&
+                !(jids[k++] = dray__strndup(r->element[i]->str, r->element[i]->len))) {
+                jids_free(jids, k);
+                jids = NULL;
+            }
+        if (!jids) {
+            rc = DRAY_ENOMEM;
+        } else {
+            qsort(jids, k, sizeof *jids, cmp_jid);
+            *out = jids;
+            *n = k;
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* Tell the cancellers this process has installed epoch e. */
+static int
+acknowledge(struct dray_server *s, dray__conn *c, long long e)
+{
+    char *seen = dray__key(&s->cfg, "dray:cancels:seen");
+    if (!seen)
+        return DRAY_ENOMEM;
+    dray__pipe p;
+    dray__pipe_init(&p, c);
+    dray__pipe_addf(&p, "HSET %s %s %lld", seen, s->identity, e);
+    dray__pipe_addf(&p, "EXPIRE %s %s", seen, CANCEL_TTL);
+    int rc = dray__pipe_run(&p);
+    dray__pipe_close(&p);
+    dray__free(seen);
+    return rc;
+}
+
+int
+dray__cancel_sync(struct dray_server *s, dray__conn *c, const redisReply *epoch)
+{
+    dray__cancels *cs = s->cancels;
+    redisReply *own = NULL;
+    int rc = 0;
+    if (!epoch) {
+        char *k = dray__key(&s->cfg, "dray:cancels:epoch");
+        rc = k ? dray__conn_cmdf(c, &own, "GET %s", k) : DRAY_ENOMEM;
+        dray__free(k);
+        if (rc == DRAY_EREDIS) /* WRONGTYPE: handled as a bad epoch below */
+            rc = 0;
+        epoch = own;
+    }
+    long long e = !rc && epoch ? epoch_of(epoch) : -1;
+    if (!rc && e < 0) {
+        /* not a count: this process cannot follow the epoch, so it asks
+         * Redis for every job (exact, one EXISTS each) and never acknowledges */
+        if (!atomic_exchange(&cs->warned, 1))
+            dray__log(DRAY_LOG_ERROR,
+                      "%sdray:cancels:epoch is not a count: checking every job in Redis",
+                      s->cfg.ns ? s->cfg.ns : "");
+        pthread_mutex_lock(&cs->mu);
+        atomic_store(&cs->exists, 1);
+        atomic_store(&cs->epoch, -1); /* the next good epoch is installed, whatever it is */
+        pthread_mutex_unlock(&cs->mu);
+    }
+    if (own)
+        freeReplyObject(own);
+    if (rc || e < 0 || e == atomic_load(&cs->epoch))
+        return rc;
+    pthread_mutex_lock(&cs->mu);
+    if (e != atomic_load(&cs->epoch)) {
+        char **jids = NULL;
+        size_t n = 0;
+        int exists = 0;
+        rc = read_index(s, c, &jids, &n, &exists);
+        if (!rc)
+            install(cs, jids, n, exists);
+        /* Acknowledged only once installed: a job any worker of this process
+         * pops after the canceller saw this is looked up in the new copy. */
+        if (!rc && !(rc = acknowledge(s, c, e)))
+            atomic_store(&cs->epoch, e);
+    }
+    pthread_mutex_unlock(&cs->mu);
+    return rc;
+}
+
+/* 1 when jid is in the local copy. Any thread. */
+static int
+known(dray__cancels *cs, const char *jid)
+{
+    if (!atomic_load(&cs->any))
+        return 0;
+    pthread_rwlock_rdlock(&cs->rw);
+    int hit = cs->n && bsearch(&jid, cs->jids, cs->n, sizeof *cs->jids, cmp_jid) != NULL;
+    pthread_rwlock_unlock(&cs->rw);
+    return hit;
+}
+
+/* 1 when the record of jid exists in Redis; 0 also when Redis cannot say. */
+static int
+recorded(dray__worker *w, const char *jid)
+{
+    char *rec = dray__cancel_key(&w->srv->cfg, jid);
     redisReply *r = NULL;
     /* If the check fails the job runs: a cancel must never lose a job. */
     int hit = rec && !dray__conn_cmdf(&w->conn, &r, "EXISTS %s", rec) &&
@@ -381,6 +773,16 @@ dray__cancel_before_run(dray__worker *w, const char *jid, const char *klass)
     if (r)
         freeReplyObject(r);
     dray__free(rec);
+    return hit;
+}
+
+int
+dray__cancel_before_run(dray__worker *w, const char *jid, const char *klass)
+{
+    struct dray_server *s = w->srv;
+    if (!jid)
+        return 0;
+    int hit = atomic_load(&s->cancels->exists) ? recorded(w, jid) : known(s->cancels, jid);
     if (hit) {
         dray__logj(DRAY_LOG_WARN, jid, klass, -1,
                    "cancelled (dray cancel) before it started: not run");
@@ -401,6 +803,10 @@ dray__cancel_acted(dray__worker *w)
 void
 dray__cancel_beat(struct dray_server *s, dray__conn *c)
 {
+    /* Also here: a process whose workers are all busy or quiet still
+     * acknowledges within a beat. */
+    if (dray__cancel_sync(s, c, NULL))
+        dray__log(DRAY_LOG_WARN, "heartbeat: cannot read the cancellations: %s", c->errstr);
     int n = s->opts.concurrency;
     char **jids = dray__calloc((size_t)n, sizeof *jids);
     if (!jids)

@@ -38,23 +38,32 @@ pause_read(dray__worker *w)
     dray__key_buf(&k, &s->cfg, PAUSED_KEY);
     if (k.oom)
         return DRAY_ENOMEM;
-    const char *argv[2] = {"SMEMBERS", k.p};
-    size_t lens[2] = {8, k.len};
-    redisReply *r = NULL;
-    int rc = dray__conn_ensure(&w->conn);
-    if (!rc)
-        rc = dray__conn_cmd(&w->conn, &r, 2, argv, lens);
+    char *ek = dray__key(&s->cfg, "dray:cancels:epoch");
+    int rc = ek ? dray__conn_ensure(&w->conn) : DRAY_ENOMEM;
+    /* The cancel epoch rides along (cancel.c): one round trip for both. */
+    dray__pipe p;
+    dray__pipe_init(&p, &w->conn);
+    if (!rc) {
+        dray__pipe_addf(&p, "SMEMBERS %b", k.p, k.len);
+        dray__pipe_addf(&p, "GET %s", ek);
+        rc = dray__pipe_run(&p);
+    }
     dray__buf_close(&k);
+    dray__free(ek);
+    if (rc == DRAY_EREDIS && p.n == 2 && !p.cmd[0].st)
+        rc = 0; /* only the epoch is bad: dray__cancel_sync copes */
+    redisReply *r = rc ? NULL : dray__pipe_reply(&p, 0);
+    if (!rc)
+        rc = dray__cancel_sync(s, &w->conn, dray__pipe_reply(&p, 1));
     if (rc) {
-        if (r)
-            freeReplyObject(r);
+        dray__pipe_close(&p);
         return rc;
     }
     if (r->type != REDIS_REPLY_ARRAY) {
         /* WRONGTYPE is an error reply; anything else is not a set either */
         snprintf(w->conn.errstr, sizeof w->conn.errstr, "%spaused is not a set (reply type %d)",
                  s->cfg.ns ? s->cfg.ns : "", r->type);
-        freeReplyObject(r);
+        dray__pipe_close(&p);
         return DRAY_EREDIS;
     }
     int any = 0;
@@ -72,7 +81,7 @@ pause_read(dray__worker *w)
         any |= hit;
     }
     atomic_store(&s->pause_any, any);
-    freeReplyObject(r);
+    dray__pipe_close(&p);
     return 0;
 }
 

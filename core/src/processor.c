@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-3.0-or-later */
 /* Worker threads: fetch, parse, run the server hooks and the handler, record
- * the outcome. Besides the fetch, the success path costs one Redis round
- * trip (the cancel check, cancel.c): counters are per-worker and flushed by
- * the heartbeat. */
+ * the outcome. Besides the fetch, the success path costs no Redis round
+ * trip: the cancel check is a local lookup (cancel.c) and counters are
+ * per-worker, flushed by the heartbeat. */
 #include <execinfo.h>
 #include <limits.h>
 #include <stdio.h>
@@ -166,8 +166,8 @@ unit_begin(dray__worker *w, dray__unit *u)
 
 /* Publishes the parsed job to the stopper, crash report and supervisor and
  * arms its deadline; *hp gets its handler (NULL: none registered). Returns 1,
- * having published nothing beyond the stopper's view, when `dray cancel`
- * recorded the job before it started (it is not run); else 0. job's class
+ * having published nothing, when `dray cancel` recorded the job before it
+ * started (it is not run); else 0. job's class
  * and jid strings stay owned by job. */
 static int
 job_begin(dray__worker *w, dray_job *job, const dray__handler **hp)
@@ -178,15 +178,16 @@ job_begin(dray__worker *w, dray_job *job, const dray__handler **hp)
         json_object_set_new(job->obj, "queue", json_string(w->cur.queue));
     const char *klass = dray_job_class(job);
     const char *jid = dray_job_jid(job);
+    *hp = NULL;
+    /* Before the heartbeat can see the jid: a skipped job is never flagged. */
+    if (dray__cancel_before_run(w, jid, klass))
+        return 1; /* dray cancel recorded before it started: not run */
     pthread_mutex_lock(&w->mu);
     w->cur_class = klass;
     w->cur_jid = jid;
     w->cur_cancel = 0;
     atomic_store(&w->cur_over, 0); /* before the heartbeat can see this jid */
     pthread_mutex_unlock(&w->mu);
-    *hp = NULL;
-    if (dray__cancel_before_run(w, jid, klass))
-        return 1; /* dray cancel recorded before it started: not run */
     dray__crash_job_start(w->crash_slot, jid, klass, w->cur.queue, w->cur.payload, w->cur.len);
     if (s->opts.log_jobs)
         dray__logj(DRAY_LOG_INFO, jid, klass, -1, "start");

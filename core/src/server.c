@@ -268,6 +268,10 @@ dray_server_new(const dray_options *opts, dray_server **out, char *errbuf, size_
     s->wake_pipe[0] = s->wake_pipe[1] = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
+    if (!(s->cancels = dray__cancels_new())) {
+        dray_server_free(s);
+        return dray__err(errbuf, errlen, DRAY_ENOMEM, "out of memory");
+    }
     int rc = options_apply(s, opts, errbuf, errlen);
     if (!rc)
         rc = dray__redis_cfg_init(&s->cfg, opts, errbuf, errlen);
@@ -357,6 +361,7 @@ dray_server_free(dray_server *s)
     dray__redis_cfg_close(&s->cfg);
     dray__modcfg_free(s);
     dray__metrics_close(&s->metrics_pending);
+    dray__cancels_free(s->cancels);
     for (int i = 0; i < 2; i++)
         if (s->wake_pipe[i] >= 0)
             close(s->wake_pipe[i]);

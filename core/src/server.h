@@ -165,6 +165,7 @@ struct dray_server {
     atomic_int pause_known;        /* 1 once <ns>paused was read successfully */
     atomic_int pause_any;          /* 1: some configured queue is paused */
     atomic_long rtt_us;            /* PING at the last heartbeat, -1 before the first */
+    struct dray__cancels *cancels; /* local copy of the outstanding cancels (cancel.c) */
 };
 
 /* procmetrics.c: this process's figures (dray_server_metrics_text) */
@@ -323,15 +324,32 @@ void dray__outage_begin(struct dray_server *s, const dray__conn *c);
 void dray__outage_end(struct dray_server *s);
 
 /* cancel.c: dray cancel on the worker's side */
-/* Before running a job: 1 when its cancellation is recorded (logged and
- * noted "skipped"; the caller does not run it), else 0, also when Redis
- * cannot say (the job runs rather than being lost). Worker thread. */
+/* Outstanding cancels kept locally; past it, one EXISTS per job. */
+#define DRAY__CANCEL_LOCAL_MAX 4096
+typedef struct dray__cancels dray__cancels;
+/* The local copy, empty and never read (NULL on out of memory); free
+ * accepts NULL. */
+dray__cancels *dray__cancels_new(void);
+void dray__cancels_free(dray__cancels *cs);
+/* Bring the local copy up to the cancel epoch: epoch is the reply of GET
+ * <ns>dray:cancels:epoch when the caller pipelined it (pause.c), or NULL to
+ * read it here. When it moved, re-read the index, install it, then
+ * acknowledge the epoch (HSET <ns>dray:cancels:seen <identity> <epoch>).
+ * 0 or a DRAY_E* code (reason in c->errstr; the old copy stays). Any
+ * thread with its own connection. */
+int dray__cancel_sync(struct dray_server *s, dray__conn *c, const redisReply *epoch);
+/* Before running a job: 1 when its cancellation is known (logged and noted
+ * "skipped"; the caller does not run it), else 0. A lookup in the local
+ * copy, no Redis, unless more than DRAY__CANCEL_LOCAL_MAX are outstanding
+ * (then one EXISTS; if Redis cannot say, the job runs rather than being
+ * lost). Worker thread. */
 int dray__cancel_before_run(dray__worker *w, const char *jid, const char *klass);
 /* True when the heartbeat acted on a cancel of w's running job. */
 bool dray__cancel_acted(dray__worker *w);
-/* Heartbeat: one pipelined EXISTS for every running job; a cancelled one is
- * flagged (cur_over, noted "flagged") or, in a supervised child, reported to
- * the supervisor to be killed. Heartbeat thread, its own connection. */
+/* Heartbeat: sync the local copy, then one pipelined EXISTS for every
+ * running job; a cancelled one is flagged (cur_over, noted "flagged") or, in
+ * a supervised child, reported to the supervisor to be killed. Heartbeat
+ * thread, its own connection. */
 void dray__cancel_beat(struct dray_server *s, dray__conn *c);
 /* Note in the job's cancel record what a worker or supervisor did ("killed")
  * and by which process identity. Logged when Redis cannot take it. */

@@ -86,6 +86,17 @@ spin(dray_job *job, dray_result *res, void *ud)
 
 __attribute__((visibility("default"))) int dray_register_handlers(dray_server *s);
 
+/* Busy for 2 ms: a queue that drains over seconds, not at once. */
+static int
+ms2(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    usleep(2000);
+    return 0;
+}
+
 int
 dray_register_handlers(dray_server *s)
 {
@@ -98,5 +109,7 @@ dray_register_handlers(dray_server *s)
         rc = dray_server_register(s, "CxSlow", slow, NULL, NULL);
     if (!rc)
         rc = dray_server_register(s, "CxSegv", segv, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxMs", ms2, NULL, NULL);
     return rc;
 }

@@ -177,16 +177,19 @@ typedef struct dray_cancel_result {
 } dray_cancel_result;
 
 /* Cancel the job with this jid. First records the cancellation in
- * <ns>dray:cancel:<jid> (a hash kept 24 h), so a worker that fetches the job
- * from then on does not run it; then removes it from the schedule and retry
- * sets (ZSCAN, ZREM of the exact member) or a queue (LRANGE a page at a
- * time, LREM of the exact payload): a removal that succeeds means no worker
- * or poller has it. Otherwise a running job is flagged at its worker's next
- * heartbeat (dray_job_cancelled returns 1) or, under --processes, its child
- * is killed and the job is not retried. The outcome is written to the
- * record ("outcome", "where", "at"; workers add "worker", "worker_at", "by").
- * 0 with *out filled; DRAY_ENOTFOUND (out->outcome NOT_FOUND) when no queue,
- * set or process has it; DRAY_EINVAL for an empty jid; DRAY_ECONN/EREDIS. */
+ * <ns>dray:cancel:<jid> (a hash kept 24 h) and the index <ns>dray:cancels,
+ * bumps the cancel epoch and waits (up to 6 s; about one second usually)
+ * until every live dray process acknowledged it, so a worker that starts
+ * the job from then on does not run it; then removes it from the schedule
+ * and retry sets (ZSCAN, ZREM of the exact member) or a queue (LRANGE a
+ * page at a time, LREM of the exact payload): a removal that succeeds means
+ * no worker or poller has it. Otherwise a running job is flagged at its
+ * worker's next heartbeat (dray_job_cancelled returns 1) or, under
+ * --processes, its child is killed and the job is not retried. The outcome
+ * is written to the record ("acked", "late", "outcome", "where", "at";
+ * workers add "worker", "worker_at", "by"). 0 with *out filled;
+ * DRAY_ENOTFOUND (out->outcome NOT_FOUND) when no queue, set or process has
+ * it; DRAY_EINVAL for an empty jid; DRAY_ECONN/EREDIS. */
 DRAY_API DRAY_WUR int dray_api_cancel(dray_api *api, const char *jid, dray_cancel_result *out);
 
 /* Pause a queue (as Sidekiq Pro's Queue#pause!): SADD it to the set "paused".
