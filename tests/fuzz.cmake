@@ -13,13 +13,17 @@
 #   job        dray_job_parse, round trip, time/retry/timeout/backtrace readers
 #   redis_url  dray__redis_url_parse (redis, rediss, unix, sentinel, query)
 #   config     dray_config_load_file and dray_config_to_options
+#   backtrace  dray web's error_backtrace reader (core/cli/web_backtrace.c)
 option(DRAY_FUZZ "Build libFuzzer targets (clang only)" OFF)
 
-set(DRAY_FUZZ_TARGETS job redis_url config)
+set(DRAY_FUZZ_TARGETS job redis_url config backtrace)
 set(_fuzz_dir ${CMAKE_CURRENT_LIST_DIR}/fuzz)
+# Targets whose code is not in the core library: its sources compiled in.
+set(_fuzz_extra_backtrace ${PROJECT_SOURCE_DIR}/core/cli/web_backtrace.c)
 
 foreach(name ${DRAY_FUZZ_TARGETS})
-  add_executable(fuzz_${name}_regress ${_fuzz_dir}/fuzz_${name}.c)
+  add_executable(fuzz_${name}_regress ${_fuzz_dir}/fuzz_${name}.c ${_fuzz_extra_${name}})
+  target_include_directories(fuzz_${name}_regress PRIVATE ${PROJECT_SOURCE_DIR}/core/cli)
   target_link_libraries(fuzz_${name}_regress PRIVATE dray_static)
   add_test(NAME fuzz_${name}_corpus
            COMMAND fuzz_${name}_regress ${_fuzz_dir}/corpus/${name})
@@ -32,9 +36,10 @@ if(DRAY_FUZZ)
     get_target_property(_fuzz_core_libs dray_objs INTERFACE_LINK_LIBRARIES)
     set(_fuzz_san -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
     foreach(name ${DRAY_FUZZ_TARGETS})
-      add_executable(fuzz_${name} ${_fuzz_dir}/fuzz_${name}.c ${_fuzz_core_src})
+      add_executable(fuzz_${name} ${_fuzz_dir}/fuzz_${name}.c ${_fuzz_core_src}
+                     ${_fuzz_extra_${name}})
       target_include_directories(fuzz_${name} PRIVATE ${PROJECT_SOURCE_DIR}/core/include
-                                 ${PROJECT_SOURCE_DIR}/core/src)
+                                 ${PROJECT_SOURCE_DIR}/core/src ${PROJECT_SOURCE_DIR}/core/cli)
       target_link_libraries(fuzz_${name} PRIVATE ${_fuzz_core_libs})
       target_compile_definitions(fuzz_${name} PRIVATE DRAY_LIBFUZZER)
       # -Wno-error: clang warns where gcc, the -Werror compiler, does not

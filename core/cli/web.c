@@ -30,6 +30,7 @@
 
 #include "cli.h"
 #include "web.h"
+#include "web_backtrace.h"
 
 #define WEB_MAX_BODY (1 << 20)      /* POST bodies beyond this are refused (413) */
 #define WEB_MAX_FIELDS 1024         /* form fields kept: bounds a bulk action */
@@ -1060,53 +1061,6 @@ page_set(web *w, struct MHD_Connection *c, out *o, dray_set s)
     return 0;
 }
 
-/* Sidekiq's compressed error_backtrace: base64 of zlib-deflated JSON of the
- * lines. A new reference to the array, or NULL when s is not that (or
- * inflates beyond WEB_MAX_BACKTRACE). */
-static json_t *
-backtrace_inflate(const char *s)
-{
-    size_t n = strlen(s), o = 0;
-    unsigned char *bin = malloc(n / 4 * 3 + 3);
-    if (!bin)
-        return NULL;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n && s[i] != '='; i++) {
-        const char *p = strchr(b64chars, s[i]);
-        if (!p || !s[i]) {
-            free(bin);
-            return NULL;
-        }
-        acc = (acc << 6) | (unsigned)(p - b64chars);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            bin[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    unsigned char *txt = malloc(WEB_MAX_BACKTRACE);
-    json_t *arr = NULL;
-    z_stream z = {0};
-    if (txt && inflateInit(&z) == Z_OK) {
-        z.next_in = bin;
-        z.avail_in = (uInt)o;
-        z.next_out = txt;
-        z.avail_out = WEB_MAX_BACKTRACE;
-        if (inflate(&z, Z_FINISH) == Z_STREAM_END)
-            arr = json_loadb((const char *)txt, z.total_out, JSON_ALLOW_NUL, NULL);
-        inflateEnd(&z);
-    }
-    free(txt);
-    free(bin);
-    if (arr && !json_is_array(arr)) {
-        json_decref(arr);
-        arr = NULL;
-    }
-    return arr;
-}
-
 /* v pretty-printed and escaped inside <pre>. */
 static void
 pre_json(out *o, const json_t *v)
@@ -1157,7 +1111,7 @@ page_entry(web *w, out *o, dray_set s, const char *jid)
     if (json_is_array(bt))
         pre_json(o, bt);
     else if (json_is_string(bt)) {
-        json_t *lines = backtrace_inflate(json_string_value(bt));
+        json_t *lines = web_backtrace_inflate(json_string_value(bt), WEB_MAX_BACKTRACE);
         if (lines)
             pre_json(o, lines);
         else

@@ -256,6 +256,9 @@ json_t *dray__time_json(int ms, double t);
 /* json_loadb for job payloads: accepts integers beyond 64 bits (read them
  * with dray_json_bigint). e (may be NULL) as json_loadb's. New reference. */
 json_t *dray__json_load(const char *buf, size_t len, json_error_t *e);
+/* The two with the caller's jansson flags (module host json_load/json_dump). */
+json_t *dray__json_loadf(const char *buf, size_t len, size_t flags, json_error_t *e);
+char *dray__json_dumpf(const json_t *v, size_t flags, size_t *len);
 
 /* ---- hooks (module.c) ---------------------------------------------------------- */
 /* The process-wide hook chains that modules fill (module.h); empty without

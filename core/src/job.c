@@ -152,10 +152,18 @@ mark_bigints(const char *buf, size_t len, dray__buf *b)
 json_t *
 dray__json_load(const char *buf, size_t len, json_error_t *e)
 {
+    return dray__json_loadf(buf, len, JSON_ALLOW_NUL, e);
+}
+
+/* dray__json_load with the caller's json_loadb flags; a new reference or
+ * NULL with *e (may be NULL) set. */
+json_t *
+dray__json_loadf(const char *buf, size_t len, size_t flags, json_error_t *e)
+{
     json_error_t local;
     if (!e)
         e = &local;
-    json_t *o = json_loadb(buf, len, JSON_ALLOW_NUL, e);
+    json_t *o = json_loadb(buf, len, flags, e);
     if (o || json_error_code(e) != json_error_numeric_overflow)
         return o;
     pthread_once(&bigint_once, bigint_init);
@@ -165,7 +173,7 @@ dray__json_load(const char *buf, size_t len, json_error_t *e)
     if (n && !b.oom) {
         atomic_store(&bigint_seen, 1);
         json_error_t e2;
-        o = json_loadb(b.p, b.len, JSON_ALLOW_NUL, &e2);
+        o = json_loadb(b.p, b.len, flags | JSON_ALLOW_NUL, &e2);
         if (!o && json_error_code(&e2) != json_error_numeric_overflow)
             *e = e2; /* what is really wrong; its position counts in the rewritten text */
     }
@@ -253,7 +261,15 @@ dray__json_dump(const json_t *v, size_t *len)
 {
     /* jansson writes reals with %.17g and appends ".0" to integral reals, so
      * created_at stays a JSON real with full precision (wire contract). */
-    char *s = json_dumps(v, JSON_COMPACT);
+    return dray__json_dumpf(v, JSON_COMPACT, len);
+}
+
+/* json_dumps with the caller's flags and bigint markers turned back into
+ * digits; malloc'ed (free()), NULL on OOM; *len (may be NULL) its length. */
+char *
+dray__json_dumpf(const json_t *v, size_t flags, size_t *len)
+{
+    char *s = json_dumps(v, flags);
     if (!s)
         return NULL;
     size_t n = strlen(s);

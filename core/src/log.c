@@ -204,6 +204,53 @@ output(dray_log_level level, const char *line)
     pthread_mutex_unlock(&stderr_lock);
 }
 
+/* Text format: escape the control bytes of line[0, n) in place (\n \r
+ * \t, others and DEL as \xNN), cutting at cap, so text that came from
+ * Redis or a payload (a signal, a class, an error message) cannot start a
+ * forged line of its own. Returns the new length. */
+static size_t
+escape_controls(char *line, size_t n, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = 0;
+    while (i < n && (unsigned char)line[i] >= 0x20 && line[i] != 0x7f)
+        i++;
+    if (i == n)
+        return n; /* the usual case: nothing to do */
+    char tail[2048];
+    size_t tl = n - i < sizeof tail ? n - i : sizeof tail;
+    memcpy(tail, line + i, tl);
+    size_t w = i;
+    for (size_t r = 0; r < tl; r++) {
+        unsigned char c = (unsigned char)tail[r];
+        char esc[4];
+        size_t el = 1;
+        esc[0] = (char)c;
+        if (c < 0x20 || c == 0x7f) {
+            esc[0] = '\\';
+            el = 2;
+            if (c == '\n')
+                esc[1] = 'n';
+            else if (c == '\r')
+                esc[1] = 'r';
+            else if (c == '\t')
+                esc[1] = 't';
+            else {
+                esc[1] = 'x';
+                esc[2] = hex[c >> 4];
+                esc[3] = hex[c & 15];
+                el = 4;
+            }
+        }
+        if (w + el >= cap)
+            break;
+        memcpy(line + w, esc, el);
+        w += el;
+    }
+    line[w] = '\0';
+    return w;
+}
+
 /* Format one line (text or JSON, cut to 2 KiB) and output it. */
 static void
 emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms, const char *fmt,
@@ -223,6 +270,7 @@ emit(dray_log_level level, const char *jid, const char *klass, double elapsed_ms
         line[n++] = ' ';
         vsnprintf(line + n, sizeof line - n, fmt, ap);
     }
+    escape_controls(line, strlen(line), sizeof line);
     output(level, line);
 }
 
@@ -284,6 +332,7 @@ dray__log_payload(dray_log_level level, const char *jid, const char *klass, cons
         if (m > 0)
             n += (size_t)m < sizeof line - n ? (size_t)m : sizeof line - n - 1;
     }
+    n = escape_controls(line, n, sizeof line);
     if (!payload)
         payload = "", len = 0;
     char tag[64];
@@ -310,6 +359,7 @@ dray__log_payload(dray_log_level level, const char *jid, const char *klass, cons
         int m = snprintf(part + h, 256 - h, " payload part %zu/%zu (bytes %zu-%zu of %zu): ", p + 1,
                          parts, off, off + cnt, len);
         h = m > 0 && (size_t)m < 256 - h ? h + (size_t)m : 255;
+        h = escape_controls(part, h, 256);
         h += dray__escape(payload + off, cnt, part + h);
         part[h] = '\0';
         output(level, part);

@@ -651,6 +651,13 @@ host_heartbeat_interval(dray_module *mod)
     return mod && mod->srv && mod->state == MOD_STAGING ? (double)mod->srv->opts.heartbeat_s : 0;
 }
 
+/* Host table json_dump: json_dumps with the core's bigint digits. */
+static char *
+host_json_dump(const json_t *v, size_t flags, size_t *len)
+{
+    return dray__json_dumpf(v, flags, len);
+}
+
 const dray_host dray__host = {
     .struct_size = sizeof(dray_host),
     .abi_major = DRAY_ABI_MAJOR,
@@ -702,4 +709,6 @@ const dray_host dray__host = {
     .job_payload = host_job_payload,
     .job_dump = host_job_dump,
     .heartbeat_interval = host_heartbeat_interval,
+    .json_load = dray__json_loadf,
+    .json_dump = host_json_dump,
 };

@@ -588,6 +588,25 @@ forget_identity(sup *S, const child *c, const char *culprit_jid)
     dray__free(k);
 }
 
+/* The queue a recovered payload goes back to (borrowed): its "queue" field
+ * when dray__queue_check accepts it, else "default", where the worker's
+ * parse sends a payload with a bad queue to the dead set with the reason
+ * (a hostile name never becomes a key). */
+static const char *
+recover_queue(const json_t *o)
+{
+    const json_t *v = json_object_get(o, "queue");
+    const char *q = json_string_value(v);
+    if (!v)
+        return "default";
+    if (!q || strlen(q) != json_string_length(v) || dray__queue_check(q, NULL, 0)) {
+        dray__log(DRAY_LOG_WARN, "supervisor: a recovered job names an unusable queue; it goes "
+                                 "to \"default\" (and from there to the dead set)");
+        return "default";
+    }
+    return q;
+}
+
 /* After a child ended: jobs left in its workers' in-flight lists that the
  * supervisor had no record of (moved, not yet reported) go back to their
  * queues when it crashed; then the lists are deleted. A clean exit requeued
@@ -606,9 +625,8 @@ inflight_recover(sup *S, child *c, int crashed)
             redisReply *e = r->element[i];
             if (e->type != REDIS_REPLY_STRING)
                 continue;
-            json_t *o = json_loadb(e->str, e->len, 0, NULL);
-            const char *q = json_string_value(json_object_get(o, "queue"));
-            dray__unit u = {(char *)(q ? q : "default"), e->str, e->len, NULL};
+            json_t *o = dray__json_load(e->str, e->len, NULL); /* bigints too */
+            dray__unit u = {(char *)recover_queue(o), e->str, e->len, NULL};
             double until = dray__write_deadline(s);
             int wr;
             do {
@@ -742,21 +760,26 @@ check_timeouts(sup *S)
 
 /* Move every job of an in-flight list back to its queue's head, then the
  * list is gone. One script: two supervisors recovering the same list cannot
- * both requeue a job. KEYS: list; ARGV: "<ns>queue:", "<ns>queues". */
+ * both requeue a job. A queue name dray__queue_check would refuse goes to
+ * "default", as in recover_queue. KEYS: list; ARGV: "<ns>queue:",
+ * "<ns>queues", DRAY_QUEUE_MAX. */
 static dray__script orphan_script = {
-    .src =
-        "local n = 0\n"
-        "while true do\n"
-        "  local v = redis.call('RPOP', KEYS[1])\n"
-        "  if not v then break end\n"
-        "  local ok, o = pcall(cjson.decode, v)\n"
-        "  local q = 'default'\n"
-        "  if ok and type(o) == 'table' and type(o['queue']) == 'string' then q = o['queue'] end\n"
-        "  redis.call('RPUSH', ARGV[1] .. q, v)\n"
-        "  redis.call('SADD', ARGV[2], q)\n"
-        "  n = n + 1\n"
-        "end\n"
-        "return n\n",
+    .src = "local n = 0\n"
+           "local max = tonumber(ARGV[3])\n"
+           "while true do\n"
+           "  local v = redis.call('RPOP', KEYS[1])\n"
+           "  if not v then break end\n"
+           "  local ok, o = pcall(cjson.decode, v)\n"
+           "  local q = 'default'\n"
+           "  if ok and type(o) == 'table' and type(o['queue']) == 'string' then\n"
+           "    local c = o['queue']\n"
+           "    if #c > 0 and #c <= max and not c:find('[%c ,]') then q = c end\n"
+           "  end\n"
+           "  redis.call('RPUSH', ARGV[1] .. q, v)\n"
+           "  redis.call('SADD', ARGV[2], q)\n"
+           "  n = n + 1\n"
+           "end\n"
+           "return n\n",
 };
 
 /* True when pid is a zombie (dead, not yet reaped by its new parent). */
@@ -810,10 +833,11 @@ owner_state(sup *S, const char *identity)
 static void
 orphan_requeue(sup *S, const char *key, const char *identity)
 {
-    char *qp = dray__key(&S->s->cfg, "queue:");
-    const char *av[3] = {key, qp, S->s->k_queues};
+    char *qp = dray__key(&S->s->cfg, "queue:"), max[16];
+    snprintf(max, sizeof max, "%d", DRAY_QUEUE_MAX);
+    const char *av[4] = {key, qp, S->s->k_queues, max};
     redisReply *r = NULL;
-    int rc = qp ? dray__conn_eval(&S->sw.conn, &orphan_script, &r, 1, 3, av, NULL) : DRAY_ENOMEM;
+    int rc = qp ? dray__conn_eval(&S->sw.conn, &orphan_script, &r, 1, 4, av, NULL) : DRAY_ENOMEM;
     if (rc)
         dray__log(DRAY_LOG_ERROR, "supervisor: cannot requeue in-flight list %s: %s", key,
                   S->sw.conn.errstr);

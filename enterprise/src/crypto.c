@@ -303,7 +303,9 @@ ent__seal(const ent_state *E, const char *klass, const json_t *plain, json_t **o
         return ent__err(err, errlen, -1, "no encryption key configured (%s.encrypt_keys)",
                         ENT_NAME);
     }
-    char *text = json_dumps(plain, JSON_COMPACT | JSON_ENCODE_ANY);
+    /* the core's dump: an integer beyond 64 bits is sealed as its digits,
+     * not as this process's marker, which no other process can read */
+    char *text = H->json_dump(plain, JSON_COMPACT | JSON_ENCODE_ANY, NULL);
     if (!text) {
         return ent__err(err, errlen, -1, "cannot serialize the secret bag");
     }
@@ -313,7 +315,7 @@ ent__seal(const ent_state *E, const char *klass, const json_t *plain, json_t **o
     char *s = malloc(sizeof ENT_SEAL_PREFIX + 16 + b64l);
     if (!box || !s) {
         sodium_memzero(text, tl);
-        free(text);
+        H->free(text);
         free(box);
         free(s);
         return ent__err(err, errlen, -1, "out of memory");
@@ -326,7 +328,7 @@ ent__seal(const ent_state *E, const char *klass, const json_t *plain, json_t **o
                                                tl, (const unsigned char *)ad, strlen(ad), NULL, box,
                                                k->k);
     sodium_memzero(text, tl);
-    free(text);
+    H->free(text);
     int n = sprintf(s, "%s%u$", ENT_SEAL_PREFIX, k->version);
     sodium_bin2base64(s + n, b64l, box, NONCE_BYTES + (size_t)cl,
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
@@ -391,7 +393,7 @@ open_bag(const ent_state *E, const char *klass, const char *s, json_t **out, cha
         return -1;
     }
     json_error_t je;
-    *out = json_loadb((const char *)plain, (size_t)pl, JSON_DECODE_ANY, &je);
+    *out = H->json_load((const char *)plain, (size_t)pl, JSON_DECODE_ANY, &je);
     sodium_memzero(plain, (size_t)pl);
     free(plain);
     if (!*out) {
@@ -556,10 +558,10 @@ crypto_after(dray_ctx *ctx, dray_job *job, int outcome, void *ud)
     char *plain = NULL, *redone = NULL;
     size_t pl = 0;
     json_t *copy = NULL;
-    if (!H->job_dump(job, &plain, &pl) && (copy = json_loadb(plain, pl, 0, NULL))) {
+    if (!H->job_dump(job, &plain, &pl) && (copy = H->json_load(plain, pl, 0, NULL))) {
         json_t *args = json_object_get(copy, "args");
         if (json_array_size(args) && !json_array_set(args, json_array_size(args) - 1, sealed))
-            redone = json_dumps(copy, JSON_COMPACT);
+            redone = H->json_dump(copy, JSON_COMPACT, NULL);
     }
     char rk[ENT_KEY_BYTES], dk[ENT_KEY_BYTES], sk[ENT_KEY_BYTES];
     if (redone && !ent__key(rk, sizeof rk, ctx, "retry", NULL) &&
@@ -580,7 +582,7 @@ crypto_after(dray_ctx *ctx, dray_job *job, int outcome, void *ud)
         H->free(plain);
     }
     if (redone)
-        free(redone);
+        H->free(redone);
     json_decref(copy);
     json_decref(sealed);
 }

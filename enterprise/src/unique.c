@@ -203,11 +203,12 @@ ent__unique_free(ent_state *E)
 
 /* ---- the lock ---------------------------------------------------------------- */
 
-/* Lowercase hex SHA-256 of class NUL queue NUL args (compact, sorted keys). */
+/* Lowercase hex SHA-256 of class NUL queue NUL args (compact, sorted keys;
+ * an integer beyond 64 bits as its digits, the same in every process). */
 static int
 digest(const char *klass, const char *queue, json_t *args, char out[ENT_DIGEST_HEX])
 {
-    char *a = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    char *a = H->json_dump(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY, NULL);
     if (!a)
         return -1;
     crypto_hash_sha256_state st;
@@ -217,7 +218,7 @@ digest(const char *klass, const char *queue, json_t *args, char out[ENT_DIGEST_H
     crypto_hash_sha256_update(&st, (const unsigned char *)queue, strlen(queue) + 1);
     crypto_hash_sha256_update(&st, (const unsigned char *)a, strlen(a));
     crypto_hash_sha256_final(&st, h);
-    free(a);
+    H->free(a);
     sodium_bin2hex(out, ENT_DIGEST_HEX, h, sizeof h);
     return 0;
 }

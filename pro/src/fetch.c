@@ -518,7 +518,7 @@ log_strays(const slot *s, const redisReply *r, size_t n)
     for (size_t i = 0; i < n && 2 + i < r->elements; i++) {
         const redisReply *e = r->element[2 + i];
         json_error_t jerr;
-        json_t *job = e->type == REDIS_REPLY_STRING ? json_loadb(e->str, e->len, 0, &jerr) : NULL;
+        json_t *job = e->type == REDIS_REPLY_STRING ? H->json_load(e->str, e->len, 0, &jerr) : NULL;
         const char *jid = json_string_value(json_object_get(job, "jid"));
         const char *q = json_string_value(json_object_get(job, "queue"));
         H->log(M, DRAY_LOG_WARN,
@@ -1034,7 +1034,9 @@ poison(dray_ctx *ctx, const char *dead_id, const redisReply *payload, long long 
     char dead[PRO_KEY_BYTES], counter[PRO_KEY_BYTES];
     pro__key(ctx, dead, sizeof dead, "dead");
     json_error_t jerr;
-    json_t *job = json_loadb(payload->str, payload->len, 0, &jerr);
+    /* the core's loader: a payload with an integer beyond 64 bits is still
+     * a job (its jid, batch and "dead" count), and is written back exactly */
+    json_t *job = H->json_load(payload->str, payload->len, 0, &jerr);
     const char *jid = json_string_value(json_object_get(job, "jid"));
     pro__key(ctx, counter, sizeof counter, "pro:fetch:recovered:%s", jid ? jid : "");
     double now = H->now();
@@ -1052,7 +1054,7 @@ poison(dray_ctx *ctx, const char *dead_id, const redisReply *payload, long long 
             json_object_set_new(job, "retried_at", json_real(now));
         else
             json_object_set_new(job, "failed_at", json_real(now));
-        dead_json = json_dumps(job, JSON_COMPACT);
+        dead_json = H->json_dump(job, JSON_COMPACT, NULL);
     }
     char snow[32], cutoff[32], cap[32];
     pro__fmt_time(snow, sizeof snow, now);
@@ -1096,7 +1098,7 @@ poison(dray_ctx *ctx, const char *dead_id, const redisReply *payload, long long 
             pro__notify_job_death(ctx, NULL, dead_json ? dead_json : payload->str, PRO_POISON_CLASS,
                                   msg);
     }
-    free(dead_json);
+    H->free(dead_json);
     json_decref(job);
     return rc ? rc : moved < 0 ? DRAY_ESTATE : 0;
 }

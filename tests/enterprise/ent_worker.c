@@ -24,6 +24,11 @@
  *           with its arguments in the error message, "fail-once" fails
  *           its first run
  *   Tick    ent:test:ticks gets "<periodic> <periodic_at> <jid>"
+ *
+ * --args is read as a fetched payload's args are, so an integer beyond 64
+ * bits (123456789012345678901234567890) is pushed as one. When the last
+ * argument of a Secret job is an object with "n", ent:test:big gets
+ * "<args[1]>|<n>", each the digits of an integer beyond 64 bits or "not-big".
  */
 #include <pthread.h>
 #include <signal.h>
@@ -190,12 +195,42 @@ h_block(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+/* Args JSON text read by the core's payload loader (bigints kept): a new
+ * reference, or NULL when it is not a JSON array. */
+static json_t *
+load_args(const char *text)
+{
+    size_t n = strlen(text) + 64;
+    char *payload = malloc(n);
+    dray_job *job = NULL;
+    json_t *a = NULL;
+    if (payload) {
+        snprintf(payload, n, "{\"class\":\"X\",\"args\":%s}", text);
+        if (!dray_job_parse(payload, strlen(payload), 0, &job, NULL, 0))
+            a = json_incref(dray_job_args(job));
+    }
+    dray_job_free(job);
+    free(payload);
+    return a;
+}
+
+/* The digits of v when it is an integer beyond 64 bits, else "not-big". */
+static const char *
+big_digits(const json_t *v)
+{
+    const char *d = dray_json_bigint(v);
+    return d ? d : "not-big";
+}
+
 static int
 h_secret(dray_job *job, dray_result *res, void *ud)
 {
     (void)ud;
     json_t *args = dray_job_args(job);
     json_t *last = json_array_get(args, json_array_size(args) - 1);
+    if (json_object_get(last, "n"))
+        cmd("RPUSH ent:test:big %s|%s", big_digits(json_array_get(args, 1)),
+            big_digits(json_object_get(last, "n")));
     const char *want = getenv("ENT_SECRET");
     json_t *w = want ? json_loads(want, JSON_DECODE_ANY, NULL) : NULL;
     cmd("RPUSH ent:test:secret %s", w && json_equal(w, last) ? "ok" : "bad");
@@ -324,7 +359,7 @@ main(int argc, char **argv)
             if (r)
                 freeReplyObject(r);
         }
-        json_t *a = json_loads(args, 0, NULL), *x = extra ? json_loads(extra, 0, NULL) : NULL;
+        json_t *a = load_args(args), *x = extra ? json_loads(extra, 0, NULL) : NULL;
         for (int i = 0; i < count; i++) {
             dray_push_opts po = {.extra = x};
             int rc = dray_client_push(c, klass, a, &po, NULL);

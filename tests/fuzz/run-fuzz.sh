@@ -3,7 +3,8 @@
 #
 # Build every libFuzzer target with clang in its own build dir and run each,
 # one after the other, for SECONDS (CI: 20). TARGETs default to all of them:
-# license (tests/license.cmake), job, redis_url, config (tests/fuzz.cmake).
+# license (tests/license.cmake), job, redis_url, config, backtrace
+# (tests/fuzz.cmake).
 # Exit status is 0 only when every target ran clean; a crash, leak, sanitizer
 # report or broken invariant leaves its reproducer in
 # BUILD_DIR/fuzz-artifacts/<target>/ and the log in BUILD_DIR/fuzz-logs/.
@@ -19,7 +20,7 @@ fi
 BUILD=$1
 SECONDS_=${2:-20}
 [ $# -ge 2 ] && shift 2 || shift 1
-TARGETS=${*:-license job redis_url config}
+TARGETS=${*:-license job redis_url config backtrace}
 SRC=${DRAY_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 CORPORA=$(cd "$(dirname "$0")" && pwd)/corpus
 

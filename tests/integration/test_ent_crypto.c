@@ -235,6 +235,48 @@ test_errors_sealed(void **state)
         fail_msg("%d Redis commands carried the plaintext, the first: %s", m.saw_plain, m.first);
 }
 
+#define BIG "123456789012345678901234567890"
+
+/* An integer beyond 64 bits in the args (one plain, one inside the secret
+ * bag), pushed from this process and run by a worker process: the handler
+ * sees both as that integer (the bag was sealed with the digits, not this
+ * process's marker), and the failed run's retry entry is re-sealed (the
+ * bigint does not make the re-seal fail and leave the plaintext). */
+static void
+test_bigint_sealed(void **state)
+{
+    (void)state;
+    load_here(NULL);
+    const char *payload = "{\"class\":\"Secret\",\"args\":[\"fail-once\"," BIG ",{\"card\":\"" PLAIN
+                          "\",\"n\":" BIG "}]}";
+    dray_job *parsed;
+    char err[256];
+    if (dray_job_parse(payload, strlen(payload), 0, &parsed, err, sizeof err))
+        fail_msg("parse: %s", err);
+    assert_string_equal(dray_json_bigint(json_array_get(dray_job_args(parsed), 1)), BIG);
+    if (dray_client_push(cli, "Secret", dray_job_args(parsed), NULL, NULL))
+        fail_msg("push: %s", dray_client_errstr(cli));
+    dray_job_free(parsed);
+    assert_sealed_everywhere();
+    const char *settings[] = {keys_setting, NULL};
+    ent_proc w;
+    assert_int_equal(ent_proc_start(&w, ent_srv.url, "default", 1, settings), 0);
+    ent_wait_for("ZCARD retry", 1, 30);
+    assert_sealed_everywhere(); /* the failure's retry entry */
+    char *r = first("ZRANGE retry 0 0");
+    assert_non_null(strstr(r, "[\"fail-once\"," BIG ",\"$dray-enc1$2$"));
+    freeReplyObject(test_redis_cmd(ent_rc, "ZADD retry XX 0 %s", r));
+    free(r);
+    ent_wait_for("LLEN ent:test:big", 2, 30);
+    ent_wait_for("LLEN ent:test:ran", 2, 30);
+    assert_int_equal(ent_proc_stop(&w), 0);
+    redisReply *all = test_redis_cmd(ent_rc, "LRANGE ent:test:big 0 -1");
+    for (size_t i = 0; i < all->elements; i++)
+        assert_string_equal(all->element[i]->str, BIG "|" BIG);
+    freeReplyObject(all);
+    assert_sealed_everywhere();
+}
+
 static void
 test_never_plaintext(void **state)
 {
@@ -432,6 +474,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_rotation, each_setup, each_teardown),
         cmocka_unit_test_setup_teardown(test_tamper, each_setup, each_teardown),
         cmocka_unit_test_setup_teardown(test_repush_sealed, each_setup, each_teardown),
+        cmocka_unit_test_setup_teardown(test_bigint_sealed, each_setup, each_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -179,6 +179,39 @@ test_eight_pushers(void **state)
     free(owner);
 }
 
+/* The same job with an integer beyond 64 bits in its args, pushed by two
+ * processes one after the other: the second is a duplicate (the digest
+ * hashes the digits, not the pushing process's random marker). */
+static void
+test_bigint_args(void **state)
+{
+    (void)state;
+    const char *argv[] = {"push",
+                          "--redis",
+                          ent_srv.url,
+                          "--class",
+                          "Record",
+                          "--args",
+                          "[\"same\", 123456789012345678901234567890]",
+                          "--set",
+                          "enterprise.unique=Record for=60",
+                          NULL};
+    for (int i = 0; i < 2; i++) {
+        ent_proc p;
+        assert_int_equal(ent_proc_spawn(&p, argv), 0);
+        assert_int_equal(ent_proc_wait(&p, 30), 0);
+    }
+    redisReply *r = test_redis_cmd(ent_rc, "LRANGE ent:test:pushed 0 -1");
+    assert_int_equal(r->elements, 2);
+    assert_string_equal(r->element[0]->str, "0");
+    assert_int_equal(atoi(r->element[1]->str), DRAY_EDROPPED);
+    freeReplyObject(r);
+    assert_int_equal(ent_rint(ent_rc, "LLEN queue:default"), 1);
+    char *job = ent_rstr(ent_rc, "LINDEX queue:default 0");
+    assert_non_null(strstr(job, "[\"same\",123456789012345678901234567890]"));
+    free(job);
+}
+
 static void
 test_until_success(void **state)
 {
@@ -371,6 +404,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_eight_pushers, ent_flush, each_teardown),
+        cmocka_unit_test_setup_teardown(test_bigint_args, ent_flush, each_teardown),
         cmocka_unit_test_setup_teardown(test_until_success, ent_flush, each_teardown),
         cmocka_unit_test_setup_teardown(test_until_start, ent_flush, each_teardown),
         cmocka_unit_test_setup_teardown(test_stale_owner, ent_flush, each_teardown),

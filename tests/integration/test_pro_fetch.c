@@ -227,18 +227,25 @@ test_orphans_recovered_by_live_process(void **state)
 }
 
 /* A job that kills its process: run 3 times, then the dead set, with the
- * reason; its batch's death callback fires once. */
+ * reason; its batch's death callback fires once. With big, its args also
+ * hold an integer beyond 64 bits (read as a fetched payload's are), which
+ * the dead entry keeps exactly. */
 static void
-test_poison_pill(void **state)
+poison_pill(int big)
 {
-    (void)state;
     dray_pro *p;
     assert_int_equal(dray_pro_new(pro_rc, NULL, &p), 0);
     dray_pro_batch_opts o = {
         .description = "poison", .on_death = {"Cb", NULL}, .on_complete = {"Cb", NULL}};
     char bid[DRAY_PRO_BID_BYTES], pjid[DRAY_JID_BYTES];
     assert_int_equal(dray_pro_batch_new(p, &o, bid), 0);
-    json_t *args = json_pack("[s]", "boom");
+    static const char big_payload[] =
+        "{\"class\":\"Poison\",\"args\":[\"boom\",123456789012345678901234567890]}";
+    dray_job *parsed = NULL;
+    if (big)
+        assert_int_equal(dray_job_parse(big_payload, strlen(big_payload), 0, &parsed, NULL, 0), 0);
+    json_t *args = big ? json_incref(dray_job_args(parsed)) : json_pack("[s]", "boom");
+    dray_job_free(parsed);
     assert_int_equal(dray_pro_batch_push(p, pro_cli, bid, "Poison", args, NULL, pjid), 0);
     json_decref(args);
     args = json_pack("[s, i]", "fine", 0);
@@ -278,14 +285,22 @@ test_poison_pill(void **state)
     assert_int_equal(pro_int(pro_rc, "HGET t:poison %s", pjid), 3);
     assert_int_equal(restarts, 3);
     redisReply *d = test_redis_cmd(pro_rc, "ZRANGE dead 0 -1");
-    json_t *job = json_loads(d->element[0]->str, 0, NULL);
+    dray_job *dj = NULL; /* read as the core reads payloads: bigints too */
+    assert_int_equal(dray_job_parse(d->element[0]->str, d->element[0]->len, 0, &dj, NULL, 0), 0);
     freeReplyObject(d);
-    assert_string_equal(json_string_value(json_object_get(job, "jid")), pjid);
-    assert_string_equal(json_string_value(json_object_get(job, "error_class")),
-                        "Dray::Pro::PoisonPill");
-    assert_non_null(strstr(json_string_value(json_object_get(job, "error_message")),
-                           "recovered 3 times from processes that died while running it"));
-    json_decref(job);
+    assert_string_equal(dray_job_jid(dj), pjid);
+    const char *ec = json_string_value(dray_job_get(dj, "error_class"));
+    const char *em = json_string_value(dray_job_get(dj, "error_message"));
+    assert_string_equal(ec ? ec : "(none)", "Dray::Pro::PoisonPill");
+    assert_non_null(
+        strstr(em ? em : "", "recovered 3 times from processes that died while running it"));
+    dray_job_free(dj);
+    if (big) {
+        redisReply *raw = test_redis_cmd(pro_rc, "ZRANGE dead 0 0");
+        assert_int_equal(raw->elements, 1);
+        assert_non_null(strstr(raw->element[0]->str, "[\"boom\",123456789012345678901234567890]"));
+        freeReplyObject(raw);
+    }
     /* The batch: death once, complete once the other job ran, never success. */
     char key[128];
     snprintf(key, sizeof key, "%s:death", bid);
@@ -304,6 +319,20 @@ test_poison_pill(void **state)
     dray_pro_free(p);
 }
 
+static void
+test_poison_pill(void **state)
+{
+    (void)state;
+    poison_pill(0);
+}
+
+static void
+test_poison_pill_bigint(void **state)
+{
+    (void)state;
+    poison_pill(1);
+}
+
 /* A failed assertion leaves its workers running: none may outlive its test. */
 int
 main(void)
@@ -316,6 +345,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_orphans_recovered_by_live_process, pro_flush,
                                         pro_leftovers),
         cmocka_unit_test_setup_teardown(test_poison_pill, pro_flush, pro_leftovers),
+        cmocka_unit_test_setup_teardown(test_poison_pill_bigint, pro_flush, pro_leftovers),
     };
     return cmocka_run_group_tests(tests, pro_setup, pro_teardown);
 }

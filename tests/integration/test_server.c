@@ -681,6 +681,75 @@ test_redis_restart_mid_run(void **state)
     assert_int_equal(atomic_load(&back_lines), 1);
 }
 
+/* Lines that mention a forged "FAKE ERROR", copied by the sink below. */
+static struct {
+    pthread_mutex_t mu;
+    char lines[16][512];
+    int n, signal_seen, class_seen;
+} forged = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void
+forged_sink(dray_log_level level, const char *line, void *ud)
+{
+    (void)level;
+    (void)ud;
+    if (!strstr(line, "FAKE ERROR"))
+        return;
+    pthread_mutex_lock(&forged.mu);
+    if (forged.n < 16)
+        snprintf(forged.lines[forged.n++], sizeof forged.lines[0], "%s", line);
+    forged.signal_seen |= strstr(line, "FAKE ERROR signal") != NULL;
+    forged.class_seen |= strstr(line, "FAKE ERROR class") != NULL;
+    pthread_mutex_unlock(&forged.mu);
+}
+
+static int
+forged_both(void *p)
+{
+    (void)p;
+    pthread_mutex_lock(&forged.mu);
+    int both = forged.signal_seen && forged.class_seen;
+    pthread_mutex_unlock(&forged.mu);
+    return both;
+}
+
+/* A remote signal and a job class from Redis carrying a newline and a
+ * forged log line: each is logged as one line, the control bytes escaped. */
+static void
+test_log_injection(void **state)
+{
+    (void)state;
+    dray_log_set_sink(forged_sink, NULL);
+    test_running r;
+    dray_options o;
+    test_options(&o, "default", 1);
+    o.log_level = DRAY_LOG_INFO;
+    start(&r, &o);
+    char id[256];
+    snprintf(id, sizeof id, "%s", dray_server_identity(r.s));
+    test_server_go(&r);
+    freeReplyObject(
+        test_redis_cmd(test_rc, "LPUSH %s-signals %s", id,
+                       "BOGUS\r\n2026-01-01T00:00:00.000Z ERROR main FAKE ERROR signal\x1b[2J"));
+    test_push_raw("default", "{\"class\":\"Nope\\n2026-01-01T00:00:00.000Z ERROR main FAKE "
+                             "ERROR class\",\"args\":[],\"jid\":\"0123456789abcdef01234567\","
+                             "\"retry\":false}");
+    int both = test_wait_until(forged_both, NULL, 15);
+    test_server_finish(&r);
+    dray_log_set_sink(NULL, NULL);
+    assert_true(both);
+    int signal_line = 0;
+    for (int i = 0; i < forged.n; i++) {
+        const char *l = forged.lines[i];
+        if (strchr(l, '\n') || strchr(l, '\r') || strchr(l, '\x1b'))
+            fail_msg("a log line holds a raw control byte: %s", l);
+        signal_line |= strstr(l, "BOGUS\\r\\n2026-01-01T00:00:00.000Z ERROR main FAKE ERROR "
+                                 "signal\\x1b[2J") != NULL;
+    }
+    assert_true(signal_line);
+    printf("%d log lines mention the forged text, none holds a control byte\n", forged.n);
+}
+
 int
 main(void)
 {
@@ -697,6 +766,7 @@ main(void)
         cmocka_unit_test_setup(test_shutdown_requeues_running, each_setup),
         cmocka_unit_test_setup(test_batch_fetch_and_stop_order, each_setup),
         cmocka_unit_test_setup(test_redis_restart_mid_run, each_setup),
+        cmocka_unit_test_setup(test_log_injection, each_setup),
     };
     return cmocka_run_group_tests(tests, setup, test_teardown);
 }

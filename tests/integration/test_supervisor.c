@@ -329,6 +329,144 @@ test_thread_deadline(void **state)
     stop_clean(pid);
 }
 
+/* A payload for test_hostile_queue: class SupOk, jid, the queue field as
+ * raw JSON and args as raw JSON. */
+static void
+hostile(char *out, size_t n, const char *jid, const char *queue_json, const char *args)
+{
+    snprintf(out, n,
+             "{\"class\":\"SupOk\",\"args\":%s,\"jid\":\"%s\",\"queue\":%s,\"retry\":false,"
+             "\"created_at\":1,\"enqueued_at\":1}",
+             args, jid, queue_json);
+}
+
+/* LPUSH to key the payloads of one recovery round: two with unusable queue
+ * names (control bytes; 300 bytes), one for queue "other" whose args hold
+ * an integer beyond 64 bits. */
+static void
+fill_inflight(const char *key, const char *tag)
+{
+    char p[1024], jid[32], q[400];
+    snprintf(jid, sizeof jid, "ctl%s", tag);
+    hostile(p, sizeof p, jid, "\"evil\\r\\nFAKE\"", "[]");
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH %s %s", key, p));
+    snprintf(jid, sizeof jid, "long%s", tag);
+    snprintf(q, sizeof q, "\"%0300d\"", 7);
+    hostile(p, sizeof p, jid, q, "[]");
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH %s %s", key, p));
+    snprintf(jid, sizeof jid, "big%s", tag);
+    hostile(p, sizeof p, jid, "\"other\"", "[123456789012345678901234567890]");
+    freeReplyObject(test_redis_cmd(test_rc, "LPUSH %s %s", key, p));
+}
+
+static pid_t hostile_pids[2]; /* the supervisor and its child, for reap() */
+
+/* Teardown of test_hostile_queue: nothing it started outlives a failure. */
+static int
+reap(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 2; i++)
+        if (hostile_pids[i] > 0 && kill(hostile_pids[i], SIGKILL) == 0 && i == 0)
+            waitpid(hostile_pids[i], NULL, 0);
+    hostile_pids[0] = hostile_pids[1] = 0;
+    return 0;
+}
+
+static int
+key_gone(void *key)
+{
+    return test_int("EXISTS %s", (const char *)key) == 0;
+}
+
+static int
+dead_at_least(void *n)
+{
+    return test_int("ZCARD dead") >= *(int *)n;
+}
+
+/* No queue key or queues-set member with a name the core refuses. */
+static void
+assert_no_hostile_queue(void)
+{
+    assert_int_equal(test_int("EXISTS queue:evil\r\nFAKE"), 0);
+    redisReply *r = test_redis_cmd(test_rc, "SMEMBERS queues");
+    for (size_t i = 0; i < r->elements; i++)
+        if (strlen(r->element[i]->str) > DRAY_QUEUE_MAX || strpbrk(r->element[i]->str, "\r\n"))
+            fail_msg("queues holds an unusable name (%zu bytes)", strlen(r->element[i]->str));
+    freeReplyObject(r);
+}
+
+/* In-flight lists recovered from a dead process (the orphan scan) and from
+ * a child killed with SIGKILL (the supervisor's own recovery) hold payloads
+ * naming unusable queues: they are requeued to "default" (whose worker
+ * sends them to the dead set with the reason), never to a key built from
+ * the name; a payload with an integer beyond 64 bits keeps its own queue. */
+static void
+test_hostile_queue(void **state)
+{
+    (void)state;
+    pid_t pid = spawn_run((const char *const[]){"--processes", "1", "-c", "1", NULL});
+    hostile_pids[0] = pid;
+    int one = 1;
+    test_child_wait(pid, logpath, nprocs, &one, 15, "the child did not register");
+    redisReply *m = test_redis_cmd(test_rc, "SMEMBERS processes");
+    assert_int_equal(m->elements, 1);
+    char child[256], host[200], orphan[400], inflight[400];
+    snprintf(child, sizeof child, "%s", m->element[0]->str);
+    freeReplyObject(m);
+    const char *c1 = strchr(child, ':');
+    assert_non_null(c1);
+    snprintf(host, sizeof host, "%.*s", (int)(c1 - child), child);
+    int child_pid = atoi(c1 + 1);
+    assert_true(child_pid > 0 && child_pid != pid);
+    hostile_pids[1] = child_pid;
+    /* a process of this host that is gone: the orphan scan's case */
+    pid_t gone = fork();
+    if (gone == 0)
+        _exit(0);
+    assert_int_equal(waitpid(gone, NULL, 0), gone);
+    snprintf(orphan, sizeof orphan, "dray:inflight:%s:%d:feed:0", host, (int)gone);
+    fill_inflight(orphan, "1");
+    if (!test_wait_until(key_gone, orphan, 20)) {
+        test_print_file(logpath);
+        fail_msg("the orphaned in-flight list was not recovered");
+    }
+    assert_no_hostile_queue();
+    /* the child's own in-flight list, then the child dies */
+    snprintf(inflight, sizeof inflight, "dray:inflight:%s:0", child);
+    fill_inflight(inflight, "2");
+    assert_int_equal(kill(child_pid, SIGKILL), 0);
+    hostile_pids[1] = 0; /* its replacement dies with the supervisor (PDEATHSIG) */
+    if (!test_wait_until(key_gone, inflight, 20)) {
+        test_print_file(logpath);
+        fail_msg("the dead child's in-flight list was not recovered");
+    }
+    assert_no_hostile_queue();
+    assert_int_equal(test_int("LLEN queue:other"), 2); /* big1, big2: nobody serves "other" */
+    int four = 4;
+    if (!test_wait_until(dead_at_least, &four, 20)) {
+        test_print_file(logpath);
+        fail_msg("dead set: %lld, want the 4 payloads with unusable queues",
+                 test_int("ZCARD dead"));
+    }
+    /* each kept whole in a malformed-job entry that names the reason */
+    static const char *const jids[] = {"ctl1", "long1", "ctl2", "long2"};
+    redisReply *d = test_redis_cmd(test_rc, "ZRANGE dead 0 -1");
+    for (size_t i = 0; i < 4; i++) {
+        int found = 0;
+        for (size_t k = 0; k < d->elements; k++)
+            found |=
+                strstr(d->element[k]->str, jids[i]) && strstr(d->element[k]->str, "queue name");
+        if (!found)
+            fail_msg("%s is not in the dead set with its reason", jids[i]);
+    }
+    freeReplyObject(d);
+    assert_no_hostile_queue();
+    stop_clean(pid);
+    hostile_pids[0] = hostile_pids[1] = 0;
+}
+
 int
 main(void)
 {
@@ -337,6 +475,7 @@ main(void)
         cmocka_unit_test_setup(test_timeouts, flush),
         cmocka_unit_test_setup(test_isolate, flush),
         cmocka_unit_test_setup(test_thread_deadline, flush),
+        cmocka_unit_test_setup_teardown(test_hostile_queue, flush, reap),
     };
     return cmocka_run_group_tests(tests, setup, test_teardown);
 }

@@ -64,8 +64,9 @@ extern "C" {
 
 #define DRAY_ABI_MAJOR 1 /* bumped only when something is removed or reordered */
 /* 1.1 appended the host's heartbeat_interval and dray_hook.record;
- * 1.2 appended dray_hook.push_wants */
-#define DRAY_ABI_MINOR 2 /* bumped when something is appended */
+ * 1.2 appended dray_hook.push_wants;
+ * 1.3 appended the host's json_load and json_dump (integers beyond 64 bits) */
+#define DRAY_ABI_MINOR 3 /* bumped when something is appended */
 
 #define DRAY_MODULE_MAGIC 0x79617264u             /* "dray": the record was really filled in */
 #define DRAY_MODULE_ENTRY_NAME "dray_module_init" /* the one exported symbol */
@@ -465,6 +466,17 @@ typedef struct dray_host {
      * a process by its heartbeat can be checked against it. Init only; 0
      * outside init or without a server. */
     double (*heartbeat_interval)(dray_module *mod);
+
+    /* -- since 1.3: JSON as the core reads and writes it -- */
+    /* json_loadb with `flags`, except that an integer beyond 64 bits (a Ruby
+     * bignum) loads as the core's marker string (dray_json_bigint) instead
+     * of failing. New reference, or NULL with *err (may be NULL) set. */
+    json_t *(*json_load)(const char *buf, size_t len, size_t flags, json_error_t *err);
+    /* json_dumps with `flags`, writing every such marker back as its exact
+     * digits: use it for anything the core loaded (job args) that is
+     * written, hashed or sealed, since markers differ per process. Free
+     * with host->free; NULL on OOM. *len (may be NULL) gets the length. */
+    char *(*json_dump)(const json_t *v, size_t flags, size_t *len);
 } dray_host;
 
 /* ---- the entry point ------------------------------------------------------ */
