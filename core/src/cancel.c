@@ -55,6 +55,7 @@ static dray__script note_script = {
            "return 1\n",
 };
 
+/* "<ns>dray:cancel:<jid>", malloc'ed (dray__free it), or NULL on out of memory. */
 char *
 dray__cancel_key(const dray__redis_cfg *cfg, const char *jid)
 {
@@ -81,6 +82,8 @@ typedef struct canceller {
     dray_cancel_result *out;
 } canceller;
 
+/* Writes "what: reason" (the connection's error, else code's text) to k's error buffer; returns
+ * code. */
 static int
 cerr_set(canceller *k, int code, const char *what)
 {
@@ -222,6 +225,8 @@ from_queue(canceller *k, const char *name, int *taken)
     return rc ? rc : done;
 }
 
+/* Removes the job from whichever queue holds it, a page of LRANGE at a time; *taken is 1
+ * when an LREM of its exact payload removed it. 0 or a DRAY_E* code. */
 static int
 from_queues(canceller *k, int *taken)
 {
@@ -436,6 +441,7 @@ acted_already(canceller *k, const char *rec)
     return rc ? rc : acted;
 }
 
+/* The word stored in the cancel record for o ("removed", "running", "not_found"). */
 static const char *
 outcome_name(dray_cancel_outcome o)
 {
@@ -444,6 +450,8 @@ outcome_name(dray_cancel_outcome o)
                                       : "not_found";
 }
 
+/* Records the cancellation, waits for every live dray process to acknowledge it, then
+ * removes the job from the sets or queues or finds it running (inspect.h has the contract). */
 int
 dray_api_cancel(dray_api *api, const char *jid, dray_cancel_result *out)
 {
@@ -540,6 +548,8 @@ note(dray__conn *c, const struct dray_server *s, const char *jid, const char *wh
     dray__free(rec);
 }
 
+/* Writes what a worker or supervisor did to jid ("skipped", "flagged", "killed") and by
+ * whom into its cancel record; logs instead when Redis cannot take it. */
 void
 dray__cancel_note(dray__conn *c, const struct dray_server *s, const char *jid, const char *what,
                   const char *by)
@@ -562,6 +572,8 @@ struct dray__cancels {
     atomic_int warned;   /* a bad epoch or index was logged */
 };
 
+/* An empty local copy of the outstanding cancellations, never synced yet; NULL on out of
+ * memory. The caller owns it (dray__cancels_free). */
 dray__cancels *
 dray__cancels_new(void)
 {
@@ -574,6 +586,7 @@ dray__cancels_new(void)
     return cs;
 }
 
+/* Frees the n strings of jids and the array. */
 static void
 jids_free(char **jids, size_t n)
 {
@@ -582,6 +595,7 @@ jids_free(char **jids, size_t n)
     dray__free(jids);
 }
 
+/* Frees the local copy; NULL is accepted. */
 void
 dray__cancels_free(dray__cancels *cs)
 {
@@ -593,6 +607,7 @@ dray__cancels_free(dray__cancels *cs)
     dray__free(cs);
 }
 
+/* qsort/bsearch order of the local copy: strcmp of two jid pointers. */
 static int
 cmp_jid(const void *a, const void *b)
 {
@@ -701,6 +716,8 @@ acknowledge(struct dray_server *s, dray__conn *c, long long e)
     return rc;
 }
 
+/* Installs the outstanding cancellations when epoch moved, then acknowledges the epoch
+ * (server.h has the contract). 0 or a DRAY_E* code; the old copy stays on failure. */
 int
 dray__cancel_sync(struct dray_server *s, dray__conn *c, const redisReply *epoch)
 {
@@ -776,6 +793,8 @@ recorded(dray__worker *w, const char *jid)
     return hit;
 }
 
+/* 1 when jid was cancelled before it started (logged, noted "skipped"), else 0: a local
+ * lookup, no Redis unless the local copy overflowed. Worker thread. */
 int
 dray__cancel_before_run(dray__worker *w, const char *jid, const char *klass)
 {
@@ -791,6 +810,7 @@ dray__cancel_before_run(dray__worker *w, const char *jid, const char *klass)
     return hit;
 }
 
+/* True when the heartbeat flagged or reported w's running job as cancelled. */
 bool
 dray__cancel_acted(dray__worker *w)
 {
@@ -800,6 +820,8 @@ dray__cancel_acted(dray__worker *w)
     return acted;
 }
 
+/* Heartbeat: syncs the local copy and checks every running job in one pipelined round
+ * trip; flags a cancelled one, or reports it to the supervisor to be killed. */
 void
 dray__cancel_beat(struct dray_server *s, dray__conn *c)
 {

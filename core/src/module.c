@@ -232,6 +232,7 @@ free_module(struct dray_module *mod, bool call_free, bool close_dl)
 
 static int refuse(char *buf, size_t len, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
+/* Formats a refusal into buf (a module that will not load); returns DRAY_EMODULE. */
 static int
 refuse(char *buf, size_t len, const char *fmt, ...)
 {
@@ -787,6 +788,7 @@ dray__modules_start(struct dray_server *s)
 
 static int reg_fail(struct dray_module *mod, int code, const char *fmt, ...) DRAY_PRINTF(3, 4);
 
+/* Records why mod's registration failed in its error text; returns code. */
 static int
 reg_fail(struct dray_module *mod, int code, const char *fmt, ...)
 {
@@ -899,6 +901,8 @@ dray__hooks_push_empty(void)
     return !t || !t->n[DRAY_HOOK_PUSH];
 }
 
+/* True when some push hook must see job: one without push_wants, or whose predicate says
+ * so. False lets the push take the core's fast path. On the pushing thread. */
 bool
 dray__hooks_push_wanted(dray__conn *conn, const dray_job *job)
 {

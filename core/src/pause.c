@@ -85,6 +85,8 @@ pause_read(dray__worker *w)
     return 0;
 }
 
+/* Re-reads the paused set when this process's copy is older than DRAY__PAUSE_REFRESH_MS
+ * (one worker at a time), with the cancel epoch in the same round trip. 0 or a DRAY_E* code. */
 int
 dray__pause_refresh(dray__worker *w)
 {
@@ -108,6 +110,8 @@ dray__pause_refresh(dray__worker *w)
     return pause_read(w);
 }
 
+/* Drops the keys of paused queues from keys/lens[0..n) in place, order kept; returns how
+ * many remain. Cannot fail. */
 size_t
 dray__pause_filter(const struct dray_server *s, const char **keys, size_t *lens, size_t n)
 {
@@ -130,6 +134,7 @@ dray__pause_filter(const struct dray_server *s, const char **keys, size_t *lens,
     return out;
 }
 
+/* Every queue is paused: waits one refresh period, or less when the server state changes. */
 void
 dray__pause_wait(struct dray_server *s)
 {
@@ -167,6 +172,7 @@ paused_cmd(dray_api *api, const char *cmd, const char *queue, json_t **out)
     return rc;
 }
 
+/* Adds queue to the paused set (SADD); DRAY_EQUEUE for an invalid name. */
 int
 dray_api_queue_pause(dray_api *api, const char *queue)
 {
@@ -176,6 +182,7 @@ dray_api_queue_pause(dray_api *api, const char *queue)
     return rc;
 }
 
+/* Removes queue from the paused set (SREM); DRAY_EQUEUE for an invalid name. */
 int
 dray_api_queue_resume(dray_api *api, const char *queue)
 {
@@ -185,6 +192,7 @@ dray_api_queue_resume(dray_api *api, const char *queue)
     return rc;
 }
 
+/* *out = 1 when queue is in the paused set, else 0. */
 int
 dray_api_queue_paused(dray_api *api, const char *queue, int *out)
 {
@@ -197,12 +205,14 @@ dray_api_queue_paused(dray_api *api, const char *queue, int *out)
     return rc;
 }
 
+/* qsort order of the paused list: strcmp of two string pointers. */
 static int
 cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The paused queues, sorted, in a new array the caller frees with dray_api_paused_free. */
 int
 dray_api_paused_list(dray_api *api, char ***out, size_t *n)
 {
@@ -238,6 +248,7 @@ dray_api_paused_list(dray_api *api, char ***out, size_t *n)
     return 0;
 }
 
+/* Frees a list from dray_api_paused_list; NULL is accepted. */
 void
 dray_api_paused_free(char **names, size_t n)
 {
