@@ -84,6 +84,26 @@ spin(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+/* Spins (only a kill stops it) on its first run per jid, marked by creating
+ * $CANCEL_RUNLOG.<jid>.once; every later run of that jid succeeds at once. */
+static int
+late_once(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    const char *path = getenv("CANCEL_RUNLOG");
+    char mark[512];
+    snprintf(mark, sizeof mark, "%s.%s.once", path ? path : "runs", dray_job_jid(job));
+    int fd = open(mark, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0)
+        return 0;
+    close(fd);
+    for (volatile unsigned long i = 0;; i++)
+        ;
+    return 0;
+}
+
 __attribute__((visibility("default"))) int dray_register_handlers(dray_server *s);
 
 /* Busy for 2 ms: a queue that drains over seconds, not at once. */
@@ -111,5 +131,7 @@ dray_register_handlers(dray_server *s)
         rc = dray_server_register(s, "CxSegv", segv, NULL, NULL);
     if (!rc)
         rc = dray_server_register(s, "CxMs", ms2, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxLateOnce", late_once, NULL, NULL);
     return rc;
 }
