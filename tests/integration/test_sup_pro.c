@@ -379,7 +379,9 @@ test_timeout_not_twice(void **state)
 }
 
 /* `dray cancel` of a job looping forever: its child is killed and the job
- * never runs again, though it sat in the dead child's Pro list. */
+ * never runs again, though it sat in the dead child's Pro list; Pro does not
+ * even hand it back to a worker (whose cancel check would then have to
+ * catch it: the record's worker note would turn from "killed" to "skipped"). */
 static void
 test_cancel_not_again(void **state)
 {
@@ -408,8 +410,14 @@ test_cancel_not_again(void **state)
         fail_msg("after1 did not run");
     }
     assert_int_equal(stop_run(pid), 0);
-    fprintf(stderr, "  spin1 ran %d times\n", runs_of("spin1"));
+    redisReply *o = test_redis_cmd(rc, "HGET dray:cancel:spin1 worker");
+    char outcome[32] = "";
+    if (o->type == REDIS_REPLY_STRING)
+        snprintf(outcome, sizeof outcome, "%s", o->str);
+    freeReplyObject(o);
+    fprintf(stderr, "  spin1 ran %d times, worker note \"%s\"\n", runs_of("spin1"), outcome);
     assert_int_equal(runs_of("spin1"), 1);
+    assert_string_equal(outcome, "killed");
     assert_int_equal(pro_int(rc, "LLEN queue:default"), 0);
     assert_int_equal(pro_int(rc, "ZCARD retry"), 0);
     assert_int_equal(pro_int(rc, "ZCARD dead"), 0);
