@@ -652,6 +652,28 @@ inflight_recover(sup *S, child *c, int crashed)
     }
 }
 
+/* Record that the supervisor accounted for jid (retry after a timeout, or a
+ * cancel) in <ns>dray:gone:<identity>:accounted (a set, GONE_TTL), before
+ * the gone marker: a reliable-fetch module recovering the dead child's
+ * lists drops that job instead of running it a second time. Failure is
+ * logged: the job may then run twice, never zero times. */
+static void
+mark_accounted(sup *S, const child *c, const char *jid)
+{
+    char name[340];
+    snprintf(name, sizeof name, "dray:gone:%s:accounted", c->identity);
+    char *k = dray__key(&S->s->cfg, name);
+    int rc = k ? dray__conn_cmdf(&S->sw.conn, NULL, "SADD %s %s", k, jid) : DRAY_ENOMEM;
+    if (!rc)
+        rc = dray__conn_cmdf(&S->sw.conn, NULL, "EXPIRE %s " GONE_TTL, k);
+    if (rc)
+        dray__log(DRAY_LOG_WARN,
+                  "supervisor: cannot note jid %s as accounted for (%s): the reliable-fetch "
+                  "module may run it again",
+                  jid, k ? S->sw.conn.errstr : "out of memory");
+    dray__free(k);
+}
+
 /* Accounts for child idx's exit: its running jobs are retried, timed out or
  * left to its own requeue, its in-flight lists recovered, and its restart scheduled with backoff.
  */
@@ -699,6 +721,9 @@ child_died(sup *S, int idx, int status)
                 dray__log(DRAY_LOG_WARN, "supervisor: %s: %s", k, S->sw.conn.errstr);
             dray__free(k);
         }
+        int ours = w == c->killed_worker || (c->killed_worker >= 0 && late);
+        if (ours && c->identity[0] && dray__fetcher_active())
+            mark_accounted(S, c, j->jid);
         if (w == c->killed_worker && c->cancelled) {
             dray__logj(DRAY_LOG_WARN, j->jid, j->klass, -1,
                        "cancelled (dray cancel): its child was killed; not retried");

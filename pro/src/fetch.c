@@ -208,15 +208,20 @@ static const char orphans_lua[] =
  * with a poison pill gets to run apart from it. A job at poison_after is
  * returned instead, left in the list for the poison script. When the
  * process's supervisor named the job that killed it (<ns>dray:gone:<id>
- * holds its jid) only that job's recovery counts. Returns
- * {"more"|"done"|"lost", moved} or {"poison", moved, payload, n}. */
+ * holds its jid) only that job's recovery counts. A job whose jid is in
+ * <ns>dray:gone:<id>:accounted (the supervisor already sent it to retry
+ * after a timeout, or it was cancelled) is dropped from the list, not
+ * requeued. Returns {"more"|"done", moved, dropped}, {"lost", 0} or
+ * {"poison", moved, payload, n, dropped}. */
 static const char recover_lua[] =
     "if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {'lost', 0} end\n"
     "redis.call('PEXPIRE', KEYS[2], ARGV[6])\n"
     "local ns = ARGV[1]\n"
     "local moved = 0\n"
-    "local culprit = redis.call('GET', ns .. 'dray:gone:' .. (string.match(ARGV[3], '^(.-)|') or "
-    "ARGV[3]))\n"
+    "local gone = ns .. 'dray:gone:' .. (string.match(ARGV[3], '^(.-)|') or ARGV[3])\n"
+    "local culprit = redis.call('GET', gone)\n"
+    "local accounted = gone .. ':accounted'\n"
+    "local dropped = 0\n"
     "for n = 1, tonumber(ARGV[7]) do\n"
     "  local p = redis.call('LINDEX', KEYS[1], -1)\n"
     "  if not p then\n"
@@ -226,7 +231,7 @@ static const char recover_lua[] =
     "      redis.call('ZREM', KEYS[3], ARGV[3])\n"
     "      redis.call('HDEL', ns .. 'pro:fetch:silent', ARGV[3])\n"
     "    end\n"
-    "    return {'done', moved}\n"
+    "    return {'done', moved, dropped}\n"
     "  end\n"
     "  local q, jid = 'default', nil\n"
     "  local ok, job = pcall(cjson.decode, p)\n"
@@ -234,26 +239,31 @@ static const char recover_lua[] =
     "    if type(job.queue) == 'string' and job.queue ~= '' then q = job.queue end\n"
     "    if type(job.jid) == 'string' then jid = job.jid end\n"
     "  end\n"
-    "  local c = 0\n"
-    "  if jid and not (culprit and culprit ~= '' and culprit ~= jid) then\n"
-    "    local ck = ns .. 'pro:fetch:recovered:' .. jid\n"
-    "    c = redis.call('INCR', ck)\n"
-    "    redis.call('EXPIRE', ck, ARGV[5])\n"
-    "    if c >= tonumber(ARGV[4]) then return {'poison', moved, p, c} end\n"
-    "  end\n"
-    "  redis.call('RPOP', KEYS[1])\n"
-    "  local delay = tonumber(ARGV[9])\n"
-    "  if c >= 2 and delay > 0 then\n"
-    "    local f = tonumber(string.sub(redis.sha1hex(ARGV[10] .. jid), 1, 8), 16) / 4294967295\n"
-    "    local at = tonumber(ARGV[8]) + 0.5 + f * math.max(delay - 0.5, 0)\n"
-    "    redis.call('ZADD', ns .. 'schedule', string.format('%.6f', at), p)\n"
+    "  if jid and redis.call('SISMEMBER', accounted, jid) == 1 then\n"
+    "    redis.call('RPOP', KEYS[1])\n"
+    "    dropped = dropped + 1\n"
     "  else\n"
-    "    redis.call('RPUSH', ns .. 'queue:' .. q, p)\n"
-    "    redis.call('SADD', ns .. 'queues', q)\n"
+    "    local c = 0\n"
+    "    if jid and not (culprit and culprit ~= '' and culprit ~= jid) then\n"
+    "      local ck = ns .. 'pro:fetch:recovered:' .. jid\n"
+    "      c = redis.call('INCR', ck)\n"
+    "      redis.call('EXPIRE', ck, ARGV[5])\n"
+    "      if c >= tonumber(ARGV[4]) then return {'poison', moved, p, c, dropped} end\n"
+    "    end\n"
+    "    redis.call('RPOP', KEYS[1])\n"
+    "    local delay = tonumber(ARGV[9])\n"
+    "    if c >= 2 and delay > 0 then\n"
+    "      local f = tonumber(string.sub(redis.sha1hex(ARGV[10] .. jid), 1, 8), 16) / 4294967295\n"
+    "      local at = tonumber(ARGV[8]) + 0.5 + f * math.max(delay - 0.5, 0)\n"
+    "      redis.call('ZADD', ns .. 'schedule', string.format('%.6f', at), p)\n"
+    "    else\n"
+    "      redis.call('RPUSH', ns .. 'queue:' .. q, p)\n"
+    "      redis.call('SADD', ns .. 'queues', q)\n"
+    "    end\n"
+    "    moved = moved + 1\n"
     "  end\n"
-    "  moved = moved + 1\n"
     "end\n"
-    "return {'more', moved}\n";
+    "return {'more', moved, dropped}\n";
 
 /* KEYS[1] the orphaned list, KEYS[2] its lease, KEYS[3] dead zset, KEYS[4]
  * the job's recovery counter. ARGV[1] my identity, ARGV[2] the job as it
@@ -1121,7 +1131,7 @@ recover_list(dray_ctx *ctx, const char *member, const char *beat)
     snprintf(lms, sizeof lms, "%lld", (long long)(pro__cfg.lease_s * 1000));
     char sd[32];
     snprintf(sd, sizeof sd, "%.3f", pro__cfg.suspect_delay_s);
-    long long moved = 0, poisoned = 0;
+    long long moved = 0, poisoned = 0, dropped = 0;
     const char *why = "done";
     for (int guard = 0; guard < 100000; guard++) {
         char now[32], seed[25];
@@ -1142,7 +1152,10 @@ recover_list(dray_ctx *ctx, const char *member, const char *beat)
         }
         const char *state = r->element[0]->str;
         moved += r->element[1]->integer;
-        if (!strcmp(state, "poison") && r->elements == 4) {
+        size_t di = !strcmp(state, "poison") ? 4 : 2; /* where the count of dropped jobs is */
+        if (r->elements > di && r->element[di]->type == REDIS_REPLY_INTEGER)
+            dropped += r->element[di]->integer;
+        if (!strcmp(state, "poison") && r->elements >= 4) {
             if (poison(ctx, dead_id, r->element[2], r->element[3]->integer, wip, lease) == 0)
                 poisoned++;
             freeReplyObject(r);
@@ -1155,6 +1168,11 @@ recover_list(dray_ctx *ctx, const char *member, const char *beat)
         if (!more)
             break;
     }
+    if (dropped)
+        H->log(M, DRAY_LOG_WARN,
+               "dropped %lld job%s of dead process %s that its supervisor already accounted for "
+               "(retried after a timeout, or cancelled)",
+               dropped, dropped == 1 ? "" : "s", dead_id);
     if (moved || poisoned) {
         atomic_fetch_add(&pro__stats.recovered, moved);
         redisReply *r = NULL;

@@ -12,21 +12,28 @@
 
 #include <dray/dray.h>
 
+/* Appends "<class> <prefix><jid> <pid> <now>" to $CANCEL_RUNLOG. */
 static void
-note(dray_job *job)
+note_as(dray_job *job, const char *prefix)
 {
     const char *path = getenv("CANCEL_RUNLOG");
     if (!path)
         return;
     char line[256];
-    int n = snprintf(line, sizeof line, "%s %s %d %.6f\n", dray_job_class(job), dray_job_jid(job),
-                     (int)getpid(), dray_now());
+    int n = snprintf(line, sizeof line, "%s %s%s %d %.6f\n", dray_job_class(job), prefix,
+                     dray_job_jid(job), (int)getpid(), dray_now());
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (fd >= 0) {
         if (write(fd, line, (size_t)n) < 0)
             perror("runlog");
         close(fd);
     }
+}
+
+static void
+note(dray_job *job)
+{
+    note_as(job, "");
 }
 
 static int
@@ -61,6 +68,18 @@ slow(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+/* Busy for 300 ms, then logs "end:<jid>": a run that finished. */
+static int
+slow_end(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    usleep(300000);
+    note_as(job, "end:");
+    return 0;
+}
+
 /* Kills its process. */
 static int
 segv(dray_job *job, dray_result *res, void *ud)
@@ -79,6 +98,26 @@ spin(dray_job *job, dray_result *res, void *ud)
     (void)res;
     (void)ud;
     note(job);
+    for (volatile unsigned long i = 0;; i++)
+        ;
+    return 0;
+}
+
+/* Spins (only a kill stops it) on its first run per jid, marked by creating
+ * $CANCEL_RUNLOG.<jid>.once; every later run of that jid succeeds at once. */
+static int
+late_once(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    (void)ud;
+    note(job);
+    const char *path = getenv("CANCEL_RUNLOG");
+    char mark[512];
+    snprintf(mark, sizeof mark, "%s.%s.once", path ? path : "runs", dray_job_jid(job));
+    int fd = open(mark, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0)
+        return 0;
+    close(fd);
     for (volatile unsigned long i = 0;; i++)
         ;
     return 0;
@@ -111,5 +150,9 @@ dray_register_handlers(dray_server *s)
         rc = dray_server_register(s, "CxSegv", segv, NULL, NULL);
     if (!rc)
         rc = dray_server_register(s, "CxMs", ms2, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxLateOnce", late_once, NULL, NULL);
+    if (!rc)
+        rc = dray_server_register(s, "CxSlowEnd", slow_end, NULL, NULL);
     return rc;
 }
