@@ -6,7 +6,6 @@
  * here): every job runs well within it, the culprit ends in the dead set as
  * a poison pill, and nothing is left in a queue or a Pro list. Runs are
  * counted from the handlers' own log (test_cancel_jobs.c). */
-#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -18,11 +17,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "harness.h"
 #include "pro_test.h"
 
-static test_redis srv;
-static redisContext *rc;
-static char runlog[400], logpath[400];
+static char runlog[400], logpath[400], runlog_env[420];
 static pid_t g_run;
 
 static pid_t
@@ -31,7 +29,7 @@ spawn_run(const char *license)
     char lic[PRO_KEY_BUF + 16];
     snprintf(lic, sizeof lic, "license=%s", license);
     char *argv[] = {DRAY_CLI_PATH, "run",
-                    "--redis-url", srv.url,
+                    "--redis-url", pro_srv.url,
                     "-r",          DRAY_CANCEL_JOBS,
                     "--module",    PRO_MODULE,
                     "--set",       lic,
@@ -42,31 +40,10 @@ spawn_run(const char *license)
                     "--processes", "2",
                     "-c",          "4",
                     NULL};
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        close(fd);
-        setenv("CANCEL_RUNLOG", runlog, 1);
-        unsetenv("DRAY_MODULES");
-        execv(DRAY_CLI_PATH, argv);
-        _exit(127);
-    }
+    unsetenv("DRAY_MODULES");
+    pid_t pid = test_spawn_logged(logpath, runlog_env, argv);
     g_run = pid;
     return pid;
-}
-
-static void
-print_log(void)
-{
-    FILE *f = fopen(logpath, "r");
-    char line[1024];
-    while (f && fgets(line, sizeof line, f))
-        fprintf(stderr, "  | %s", line);
-    if (f)
-        fclose(f);
 }
 
 static void
@@ -77,8 +54,8 @@ push(const char *klass, const char *jid)
              "{\"class\":\"%s\",\"args\":[],\"jid\":\"%s\",\"queue\":\"default\","
              "\"retry\":true,\"created_at\":1,\"enqueued_at\":1}",
              klass, jid);
-    freeReplyObject(test_redis_cmd(rc, "LPUSH queue:default %s", json));
-    freeReplyObject(test_redis_cmd(rc, "SADD queues default"));
+    freeReplyObject(test_redis_cmd(pro_rc, "LPUSH queue:default %s", json));
+    freeReplyObject(test_redis_cmd(pro_rc, "SADD queues default"));
 }
 
 static int
@@ -95,17 +72,6 @@ runs_of(const char *jid)
     return n;
 }
 
-static long long
-pro_lists(void)
-{
-    redisReply *k = test_redis_cmd(rc, "KEYS pro:fetch:wip:*");
-    long long n = 0;
-    for (size_t i = 0; i < k->elements; i++)
-        n += pro_int(rc, "LLEN %s", k->element[i]->str);
-    freeReplyObject(k);
-    return n;
-}
-
 #define NSLOW 40
 
 static int
@@ -118,39 +84,35 @@ all_done(void *arg)
         if (runs_of(jid) < 1)
             return 0;
     }
-    return pro_int(rc, "ZCARD dead") == 1 && pro_int(rc, "LLEN queue:default") == 0;
+    return pro_int(pro_rc, "ZCARD dead") == 1 && pro_int(pro_rc, "LLEN queue:default") == 0;
 }
 
 static int
 two_procs(void *arg)
 {
     (void)arg;
-    return pro_int(rc, "SCARD processes") == 2;
+    return pro_int(pro_rc, "SCARD processes") == 2;
 }
 
 static int
 setup(void **state)
 {
-    (void)state;
-    if (test_redis_start(&srv))
+    if (pro_setup_redis(state))
         return -1;
-    rc = test_redis_connect(&srv);
-    snprintf(runlog, sizeof runlog, "%s/runs.log", srv.dir);
-    snprintf(logpath, sizeof logpath, "%s/dray.log", srv.dir);
-    return rc ? 0 : -1;
+    snprintf(runlog, sizeof runlog, "%s/runs.log", pro_srv.dir);
+    snprintf(logpath, sizeof logpath, "%s/dray.log", pro_srv.dir);
+    snprintf(runlog_env, sizeof runlog_env, "CANCEL_RUNLOG=%s", runlog);
+    return 0;
 }
 
 static int
 teardown(void **state)
 {
-    (void)state;
     if (g_run > 0 && waitpid(g_run, NULL, WNOHANG) == 0) {
         kill(g_run, SIGKILL);
         waitpid(g_run, NULL, 0);
     }
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
+    return pro_teardown(state);
 }
 
 /* A segfault beside 40 slow jobs, three times (Pro's poison_after): every
@@ -161,7 +123,7 @@ test_segv_recovered(void **state)
     (void)state;
     pid_t pid = spawn_run(pro_license_default());
     if (!test_wait_until(two_procs, NULL, 20)) {
-        print_log();
+        test_print_file(logpath);
         fail_msg("two children did not register");
     }
     for (int i = 0; i < NSLOW; i++) {
@@ -173,9 +135,10 @@ test_segv_recovered(void **state)
     }
     double t0 = pro_now();
     if (!test_wait_until(all_done, NULL, 50)) {
-        print_log();
+        test_print_file(logpath);
         fail_msg("not done after 50 s: dead %lld, queue %lld, Pro lists %lld",
-                 pro_int(rc, "ZCARD dead"), pro_int(rc, "LLEN queue:default"), pro_lists());
+                 pro_int(pro_rc, "ZCARD dead"), pro_int(pro_rc, "LLEN queue:default"),
+                 pro_wip_len("*"));
     }
     double took = pro_now() - t0;
     int again = 0;
@@ -191,17 +154,13 @@ test_segv_recovered(void **state)
     assert_true(took < 45);
     assert_int_equal(runs_of("segv1"), 3);
     kill(pid, SIGTERM);
-    int st;
-    double end = pro_now() + 30;
-    while (waitpid(pid, &st, WNOHANG) != pid && pro_now() < end)
-        usleep(20000);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(test_wait_exit(pid, 30), 0);
     g_run = 0;
     /* finished jobs are acknowledged lazily, at the latest when a child stops */
-    assert_int_equal(pro_lists(), 0);
-    assert_int_equal(pro_int(rc, "ZCARD dead"), 1);
-    assert_int_equal(pro_int(rc, "LLEN queue:default"), 0);
-    assert_int_equal(pro_int(rc, "ZCARD retry"), 0);
+    assert_int_equal(pro_wip_len("*"), 0);
+    assert_int_equal(pro_int(pro_rc, "ZCARD dead"), 1);
+    assert_int_equal(pro_int(pro_rc, "LLEN queue:default"), 0);
+    assert_int_equal(pro_int(pro_rc, "ZCARD retry"), 0);
 }
 
 int
