@@ -101,6 +101,9 @@ void test_server_stop(test_running *r);
 void test_server_finish(test_running *r);
 /* Non-zero once r's dray_server_run has returned (a condition). */
 int test_server_done(void *r);
+/* A handler that adds 1 to the atomic_int at ud (register it with the
+ * counter as ud) and succeeds. Thread-safe. */
+int test_h_count(dray_job *job, dray_result *res, void *ud);
 /* A new client on test_srv in namespace ns (or none); fails the test when
  * it cannot be made. dray_client_free it. */
 dray_client *test_client(const char *ns);

@@ -69,6 +69,15 @@ test_server_done(void *r)
     return atomic_load(&((test_running *)r)->done);
 }
 
+int
+test_h_count(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    (void)res;
+    atomic_fetch_add((atomic_int *)ud, 1);
+    return 0;
+}
+
 dray_client *
 test_client(const char *ns)
 {
