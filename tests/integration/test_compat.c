@@ -120,20 +120,6 @@ h_fail(dray_job *job, dray_result *res, void *ud)
     return dray_result_fail(res, "RuntimeError", "boom");
 }
 
-/* Fails with three lines of its own. */
-static int
-h_fail_lines(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)ud;
-    if (dray_result_backtrace_add(res, "parse.c:12:in `parse_row'") ||
-        dray_result_backtrace_add(res, "import.c:40:in `import'") ||
-        dray_result_backtrace_add(res, "main.c:7:in `main'"))
-        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
-    atomic_fetch_add(&ran, 1);
-    return dray_result_fail(res, "ParseError", "bad row");
-}
-
 static atomic_int discarded_at_seen; /* death handlers saw a job with discarded_at */
 
 static void
@@ -154,15 +140,6 @@ backoff_discard(const dray_job *job, int count, void *ud)
     (void)count;
     (void)ud;
     return DRAY_BACKOFF_DISCARD;
-}
-
-static double
-backoff_kill(const dray_job *job, int count, void *ud)
-{
-    (void)job;
-    (void)count;
-    (void)ud;
-    return DRAY_BACKOFF_KILL;
 }
 
 typedef struct zwait {
@@ -363,7 +340,7 @@ test_backoff_discard_kill(void **state)
     test_running r = {0};
     dray_class_opts cd = {0}, ck = {0};
     cd.backoff = backoff_discard;
-    ck.backoff = backoff_kill;
+    ck.backoff = test_backoff_kill;
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Disc", h_fail, NULL, &cd), 0);
     assert_int_equal(dray_server_register(r.s, "Kill", h_fail, NULL, &ck), 0);
@@ -397,7 +374,7 @@ test_error_backtrace(void **state)
     opts_for_test(&o, "default");
     test_running r = {0};
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
-    assert_int_equal(dray_server_register(r.s, "Lines", h_fail_lines, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r.s, "Lines", test_h_fail_lines, &ran, NULL), 0);
     assert_int_equal(dray_server_register(r.s, "Stack", h_fail, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r.s, "NoBt", h_fail, NULL, NULL), 0);
     test_push_raw("default",

@@ -29,14 +29,6 @@ static atomic_int ran;
 
 /* ---- server helpers -------------------------------------------------------- */
 
-static int
-h_fail(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)ud;
-    return dray_result_fail(res, "ArgumentError", "always fails");
-}
-
 static void
 opts_for_test(dray_options *o, int conc)
 {
@@ -49,7 +41,7 @@ go(test_running *r, dray_options *o)
 {
     test_server_new(r, o);
     assert_int_equal(dray_server_register(r->s, "Ok", test_h_count, &ran, NULL), 0);
-    assert_int_equal(dray_server_register(r->s, "Fail", h_fail, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r->s, "Fail", test_h_fail, "ArgumentError", NULL), 0);
     test_server_go(r);
 }
 

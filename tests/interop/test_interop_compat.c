@@ -24,35 +24,6 @@ static int want7; /* run against Sidekiq 7.3.9 */
 static char rubylib[4096];
 
 static int
-h_lines(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)ud;
-    if (dray_result_backtrace_add(res, "parse.c:12:in `parse_row'") ||
-        dray_result_backtrace_add(res, "import.c:40:in `import'") ||
-        dray_result_backtrace_add(res, "main.c:7:in `main'"))
-        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
-    return dray_result_fail(res, "ParseError", "bad row");
-}
-
-static int
-h_stack(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)ud;
-    return dray_result_fail(res, "RuntimeError", "boom");
-}
-
-static double
-backoff_kill(const dray_job *job, int count, void *ud)
-{
-    (void)job;
-    (void)count;
-    (void)ud;
-    return DRAY_BACKOFF_KILL;
-}
-
-static int
 sets_filled(void *arg)
 {
     (void)arg;
@@ -112,10 +83,10 @@ test_sidekiq_reads_dray(void **state)
     o.log_level = DRAY_LOG_OFF;
     test_running r = {0};
     dray_class_opts kill = {0};
-    kill.backoff = backoff_kill;
+    kill.backoff = test_backoff_kill;
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
-    assert_int_equal(dray_server_register(r.s, "Lines", h_lines, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(r.s, "Stack", h_stack, NULL, &kill), 0);
+    assert_int_equal(dray_server_register(r.s, "Lines", test_h_fail_lines, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r.s, "Stack", test_h_fail, NULL, &kill), 0);
     test_server_go(&r);
 
     dray_client *c;

@@ -104,6 +104,15 @@ int test_server_done(void *r);
 /* A handler that adds 1 to the atomic_int at ud (register it with the
  * counter as ud) and succeeds. Thread-safe. */
 int test_h_count(dray_job *job, dray_result *res, void *ud);
+/* A handler that fails with error class ud (a string the caller keeps;
+ * NULL: RuntimeError) and the message "always fails". */
+int test_h_fail(dray_job *job, dray_result *res, void *ud);
+/* A handler that fails as ParseError "bad row" with three backtrace lines
+ * of its own (parse.c:12, import.c:40, main.c:7), adding 1 to the
+ * atomic_int at ud when ud is not NULL. */
+int test_h_fail_lines(dray_job *job, dray_result *res, void *ud);
+/* A backoff that sends every failure straight to the dead set. */
+double test_backoff_kill(const dray_job *job, int count, void *ud);
 /* A new client on test_srv in namespace ns (or none); fails the test when
  * it cannot be made. dray_client_free it. */
 dray_client *test_client(const char *ns);

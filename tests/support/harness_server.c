@@ -78,6 +78,35 @@ test_h_count(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+int
+test_h_fail(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    return dray_result_fail(res, ud ? (const char *)ud : "RuntimeError", "always fails");
+}
+
+int
+test_h_fail_lines(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    if (dray_result_backtrace_add(res, "parse.c:12:in `parse_row'") ||
+        dray_result_backtrace_add(res, "import.c:40:in `import'") ||
+        dray_result_backtrace_add(res, "main.c:7:in `main'"))
+        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
+    if (ud)
+        atomic_fetch_add((atomic_int *)ud, 1);
+    return dray_result_fail(res, "ParseError", "bad row");
+}
+
+double
+test_backoff_kill(const dray_job *job, int count, void *ud)
+{
+    (void)job;
+    (void)count;
+    (void)ud;
+    return DRAY_BACKOFF_KILL;
+}
+
 dray_client *
 test_client(const char *ns)
 {
