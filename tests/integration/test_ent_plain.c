@@ -248,20 +248,12 @@ test_plain_queue_fetch_survives_redis_kill(void **state)
 static int
 group_setup(void **state)
 {
-    if (ent_test_init() || test_setup(state))
+    if (ent_inproc_setup(state, ent_key, keyfile, sizeof keyfile))
         return -1;
+    dray_log_set_level(DRAY_LOG_ERROR);
     const char *nj = getenv("TEST_ENT_PLAIN_JOBS");
     if (nj && atoi(nj) >= 100)
         n_jobs = atoi(nj);
-    ent_test_license("enterprise", NULL, ent_key);
-    dray_log_set_level(DRAY_LOG_ERROR);
-    snprintf(keyfile, sizeof keyfile, "%s/ent.keys", test_srv.dir);
-    FILE *f = fopen(keyfile, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "1 0001020304050607080910111213141516171819202122232425262728293031\n");
-    fclose(f);
-    chmod(keyfile, 0600);
     return 0;
 }
 

@@ -86,18 +86,6 @@ llen(const char *queue)
     return test_int("LLEN queue:%s", queue);
 }
 
-static dray_api *
-api_open(void)
-{
-    dray_options o;
-    test_options(&o, NULL, 1);
-    dray_api *api;
-    char err[256];
-    if (dray_api_new(&o, &api, err, sizeof err))
-        fail_msg("api: %s", err);
-    return api;
-}
-
 /* Held queue first: unpaused, strict order would take it first. */
 static void
 start(test_running *r, int conc, int fetch_batch)
@@ -152,13 +140,28 @@ assert_each_once(void)
     assert_int_equal(llen("free"), 0);
 }
 
+/* The free queue drains (within drain_s) while the held one stays
+ * untouched for 3 s more; resumed, the held queue drains too; then r stops
+ * and every job has run exactly once. */
+static void
+drain_free_then_resume(test_running *r, dray_api *api, double drain_s)
+{
+    assert_true(test_wait_until(free_drained, NULL, drain_s));
+    assert_false(test_wait_until(held_ran, NULL, 3.0));
+    assert_int_equal(llen("held"), NJOBS);
+    assert_int_equal(dray_api_queue_resume(api, "held"), 0);
+    assert_true(test_wait_until(held_drained, NULL, 20));
+    stop(r);
+    assert_each_once();
+}
+
 /* Paused before the process starts: not one job of it runs, from the first
  * fetch on, through 4 heartbeats while the other queue drains. */
 static void
 run_paused_then_resume(int conc, int fetch_batch)
 {
     reset();
-    dray_api *api = api_open();
+    dray_api *api = test_api(NULL);
     assert_int_equal(dray_api_queue_pause(api, "held"), 0);
     int p = 0;
     assert_int_equal(dray_api_queue_paused(api, "held", &p), 0);
@@ -213,19 +216,13 @@ test_pause_while_running(void **state)
     reset();
     test_running r;
     start(&r, 1, 1);
-    dray_api *api = api_open();
+    dray_api *api = test_api(NULL);
     assert_int_equal(dray_api_queue_pause(api, "held"), 0);
     /* within the bound: one refresh period plus one 2 s fetch */
     assert_true(test_wait_until(paused_seen, r.s, 3.5));
     push_jobs("held", 0);
     push_jobs("free", 1);
-    assert_true(test_wait_until(free_drained, NULL, 20));
-    assert_false(test_wait_until(held_ran, NULL, 3.0));
-    assert_int_equal(llen("held"), NJOBS);
-    assert_int_equal(dray_api_queue_resume(api, "held"), 0);
-    assert_true(test_wait_until(held_drained, NULL, 20));
-    stop(&r);
-    assert_each_once();
+    drain_free_then_resume(&r, api, 20);
     dray_api_free(api);
 }
 
@@ -242,7 +239,7 @@ test_all_paused_then_stop(void **state)
 {
     (void)state;
     reset();
-    dray_api *api = api_open();
+    dray_api *api = test_api(NULL);
     assert_int_equal(dray_api_queue_pause(api, "held"), 0);
     assert_int_equal(dray_api_queue_pause(api, "free"), 0);
     push_jobs("held", 0);
@@ -307,7 +304,7 @@ test_pause_survives_redis_restart(void **state)
 {
     (void)state;
     reset();
-    dray_api *api = api_open();
+    dray_api *api = test_api(NULL);
     assert_int_equal(dray_api_queue_pause(api, "held"), 0);
     push_jobs("held", 0);
     test_running r;
@@ -319,16 +316,10 @@ test_pause_survives_redis_restart(void **state)
     assert_int_equal(test_redis_start_again(&test_srv), 0);
     test_rc = test_redis_connect(&test_srv);
     dray_api_free(api); /* its link died with the server */
-    api = api_open();
+    api = test_api(NULL);
     assert_int_equal(llen("held"), NJOBS);
     push_jobs("free", 1);
-    assert_true(test_wait_until(free_drained, NULL, 30));
-    assert_false(test_wait_until(held_ran, NULL, 3.0));
-    assert_int_equal(llen("held"), NJOBS);
-    assert_int_equal(dray_api_queue_resume(api, "held"), 0);
-    assert_true(test_wait_until(held_drained, NULL, 20));
-    stop(&r);
-    assert_each_once();
+    drain_free_then_resume(&r, api, 30);
     dray_api_free(api);
 }
 

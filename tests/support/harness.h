@@ -116,6 +116,9 @@ double test_backoff_kill(const dray_job *job, int count, void *ud);
 /* A new client on test_srv in namespace ns (or none); fails the test when
  * it cannot be made. dray_client_free it. */
 dray_client *test_client(const char *ns);
+/* A new inspection API on test_srv in namespace ns (or none); fails the
+ * test when it cannot be made. dray_api_free it. */
+dray_api *test_api(const char *ns);
 /* Push klass with args [i] through c; dray_client_push's return code (the
  * message is in dray_client_errstr). */
 int test_push_arg(dray_client *c, const char *klass, int i);

@@ -121,6 +121,20 @@ test_client(const char *ns)
     return c;
 }
 
+dray_api *
+test_api(const char *ns)
+{
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = test_srv.url;
+    o.ns = ns;
+    dray_api *api;
+    char err[256];
+    if (dray_api_new(&o, &api, err, sizeof err))
+        fail_msg("api: %s", err);
+    return api;
+}
+
 void
 test_push_job(const char *klass, const char *queue, json_t *args_steal, const char *extra_json)
 {
