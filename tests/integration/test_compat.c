@@ -142,18 +142,6 @@ backoff_discard(const dray_job *job, int count, void *ud)
     return DRAY_BACKOFF_DISCARD;
 }
 
-typedef struct zwait {
-    const char *key;
-    long long n;
-} zwait;
-
-static int
-zcard_is(void *arg)
-{
-    zwait *z = arg;
-    return test_int("ZCARD %s", z->key) == z->n;
-}
-
 static int
 ran_at_least(void *arg)
 {
@@ -284,8 +272,7 @@ test_retry_for(void **state)
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, NULL), 0);
     test_server_go(&r);
-    zwait zr = {"retry", 1}, zd = {"dead", 1};
-    int okr = test_wait_until(zcard_is, &zr, 10), okd = test_wait_until(zcard_is, &zd, 10);
+    int okr = test_wait_int(1, 10, "ZCARD retry"), okd = test_wait_int(1, 10, "ZCARD dead");
     test_server_finish(&r);
     printf("retry_for: retry set %lld, dead set %lld\n", test_int("ZCARD %s", "retry"),
            test_int("ZCARD %s", "dead"));
@@ -319,8 +306,7 @@ test_retry_for_class_option(void **state)
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, &co), 0);
     test_server_go(&r);
-    zwait zd = {"dead", 1};
-    int ok = test_wait_until(zcard_is, &zd, 10);
+    int ok = test_wait_int(1, 10, "ZCARD dead");
     test_server_finish(&r);
     printf("class retry_for 60 s, first failure 100 s ago: retry %lld, dead %lld\n",
            test_int("ZCARD %s", "retry"), test_int("ZCARD %s", "dead"));
@@ -386,8 +372,7 @@ test_error_backtrace(void **state)
     test_push_raw("default", "{\"class\":\"NoBt\",\"args\":[],\"jid\":\"0b70b70b70b70b70b70b70b7\","
                              "\"backtrace\":false}");
     test_server_go(&r);
-    zwait zr = {"retry", 3};
-    int ok = test_wait_until(zcard_is, &zr, 10);
+    int ok = test_wait_int(3, 10, "ZCARD retry");
     test_server_finish(&r);
     assert_true(ok);
     redisReply *rr = test_redis_cmd(test_rc, "ZRANGE retry 0 -1");
@@ -461,8 +446,7 @@ test_bad_compat_fields(void **state)
                   "{\"class\":\"BadLine\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun3\","
                   "\"backtrace\":true}");
     test_server_go(&r);
-    zwait zr = {"retry", 3};
-    int ok = test_wait_until(zcard_is, &zr, 10);
+    int ok = test_wait_int(3, 10, "ZCARD retry");
     test_server_finish(&r);
     printf("bad fields: retry %lld, dead %lld\n", test_int("ZCARD %s", "retry"),
            test_int("ZCARD %s", "dead"));
@@ -524,8 +508,7 @@ test_timestamps_ms_writer(void **state)
         assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
         assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, NULL), 0);
         test_server_go(&r);
-        zwait zr = {"retry", 1};
-        int ok = test_wait_until(zcard_is, &zr, 10);
+        int ok = test_wait_int(1, 10, "ZCARD retry");
         test_server_finish(&r);
         assert_true(ok);
         json_t *e = zfirst("retry");
@@ -610,8 +593,7 @@ test_dead_pruning_sidekiq8(void **state)
     test_server_go(&rr);
     int one = 1;
     assert_true(test_wait_until(ran_at_least, &one, 10));
-    zwait zd = {"dead", 2};
-    int ok = test_wait_until(zcard_is, &zd, 10);
+    int ok = test_wait_int(2, 10, "ZCARD dead");
     test_server_finish(&rr);
     assert_true(ok);
     redisReply *s = test_redis_cmd(test_rc, "ZRANGE dead 0 -1");

@@ -764,30 +764,3 @@ it_rint(redisContext *c, const char *fmt, ...)
     freeReplyObject(r);
     return v;
 }
-
-int
-it_wait_rint(redisContext *c, long long want, double timeout_s, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *cmd = NULL;
-    int len = redisvFormatCommand(&cmd, fmt, ap);
-    va_end(ap);
-    assert_true(len > 0);
-    double end = test_now() + timeout_s;
-    long long v;
-    for (;;) {
-        redisAppendFormattedCommand(c, cmd, (size_t)len);
-        redisReply *r = NULL;
-        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
-            fail_msg("redis: %s", c->errstr);
-        v = reply_int(r);
-        freeReplyObject(r);
-        if (v == want || test_now() >= end)
-            break;
-        struct timespec ts = {0, 5 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    redisFreeCommand(cmd);
-    return v == want;
-}

@@ -164,6 +164,6 @@ int it_wait_gate(int want, double timeout_s);
  * nil). */
 long long it_rint(redisContext *c, const char *fmt, ...);
 /* Poll until it_rint(fmt...) == want, at most timeout_s; returns the truth. */
-int it_wait_rint(redisContext *c, long long want, double timeout_s, const char *fmt, ...);
+#define it_wait_rint(c, want, timeout_s, ...) test_wait_int_on(c, want, 0, timeout_s, __VA_ARGS__)
 
 #endif

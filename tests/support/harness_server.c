@@ -78,6 +78,23 @@ test_h_count(dray_job *job, dray_result *res, void *ud)
     return 0;
 }
 
+void
+test_seen_add(const test_seen *t, const dray_job *job)
+{
+    json_int_t i = json_integer_value(json_array_get(dray_job_args(job), 0));
+    if (i >= 0 && i < t->n)
+        atomic_fetch_add(&t->runs[i], 1);
+    atomic_fetch_add(t->total, 1);
+}
+
+int
+test_h_seen(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    test_seen_add(ud, job);
+    return 0;
+}
+
 int
 test_h_fail(dray_job *job, dray_result *res, void *ud)
 {
