@@ -87,13 +87,8 @@ main(int argc, char **argv)
         return 1;
     ent_test_license("enterprise", NULL, key);
     dray_log_set_level(DRAY_LOG_ERROR);
-    snprintf(keyfile, sizeof keyfile, "%s/ent.keys", srv.dir);
-    FILE *f = fopen(keyfile, "w");
-    if (!f)
+    if (ent_test_keyfile(srv.dir, keyfile, sizeof keyfile))
         return 1;
-    fprintf(f, "1 0001020304050607080910111213141516171819202122232425262728293031\n");
-    fclose(f);
-    chmod(keyfile, 0600);
     if (!strcmp(mode, "pro") || !strcmp(mode, "both"))
         load(PRO_MODULE, key, keyfile);
     if (!strcmp(mode, "ent") || !strcmp(mode, "both"))

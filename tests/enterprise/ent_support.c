@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,12 +20,34 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "harness.h"
 #include "license_internal.h"
 
 int
 ent_test_init(void)
 {
     return tj_license_init();
+}
+
+int
+ent_test_keyfile(const char *dir, char *out, size_t n)
+{
+    snprintf(out, n, "%s/ent.keys", dir);
+    FILE *f = fopen(out, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "1 0001020304050607080910111213141516171819202122232425262728293031\n");
+    fclose(f);
+    return chmod(out, 0600);
+}
+
+int
+ent_inproc_setup(void **state, char key[ENT_KEYBUF], char *keyfile, size_t n)
+{
+    if (ent_test_init() || test_setup(state))
+        return -1;
+    ent_test_license("enterprise", NULL, key);
+    return ent_test_keyfile(test_srv.dir, keyfile, n);
 }
 
 void

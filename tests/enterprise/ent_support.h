@@ -22,6 +22,14 @@ int ent_test_init(void);
 /* A license key of tier ("pro" | "enterprise") valid for a year, with
  * `features` (a JSON array text like "[\"periodic\"]") or NULL for all. */
 void ent_test_license(const char *tier, const char *features, char out[ENT_KEYBUF]);
+/* Write the test keyring (key id 1: the bytes 0..31) to dir/ent.keys with
+ * mode 0600 and put its path in out (n bytes). 0, or -1 when it cannot. */
+int ent_test_keyfile(const char *dir, char *out, size_t n);
+/* cmocka group setup for tests that load the modules into their own
+ * process: the signing key, test_setup, an enterprise key for every
+ * feature in key, and the test keyring (its path in keyfile, n bytes)
+ * beside test_srv. 0 or -1. (No core call: this library links before it.) */
+int ent_inproc_setup(void **state, char key[ENT_KEYBUF], char *keyfile, size_t n);
 
 /* A worker process: tests/enterprise/ent_worker run with the module. */
 typedef struct ent_proc {

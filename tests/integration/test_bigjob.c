@@ -45,14 +45,6 @@ h_big(dray_job *job, dray_result *res, void *ud)
 }
 
 static int
-h_dies(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)ud;
-    return dray_result_fail(res, "RuntimeError", "always fails");
-}
-
-static int
 h_jid(dray_job *job, dray_result *res, void *ud)
 {
     (void)res;
@@ -84,7 +76,7 @@ start(test_running *r)
     memset(&co, 0, sizeof co);
     co.backoff = backoff_2s;
     assert_int_equal(dray_server_register(r->s, "Big", h_big, NULL, &co), 0);
-    assert_int_equal(dray_server_register(r->s, "BigDies", h_dies, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r->s, "BigDies", test_h_fail, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r->s, "Jid", h_jid, NULL, NULL), 0);
     test_server_go(r);
 }

@@ -120,20 +120,6 @@ h_fail(dray_job *job, dray_result *res, void *ud)
     return dray_result_fail(res, "RuntimeError", "boom");
 }
 
-/* Fails with three lines of its own. */
-static int
-h_fail_lines(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)ud;
-    if (dray_result_backtrace_add(res, "parse.c:12:in `parse_row'") ||
-        dray_result_backtrace_add(res, "import.c:40:in `import'") ||
-        dray_result_backtrace_add(res, "main.c:7:in `main'"))
-        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
-    atomic_fetch_add(&ran, 1);
-    return dray_result_fail(res, "ParseError", "bad row");
-}
-
 static atomic_int discarded_at_seen; /* death handlers saw a job with discarded_at */
 
 static void
@@ -154,27 +140,6 @@ backoff_discard(const dray_job *job, int count, void *ud)
     (void)count;
     (void)ud;
     return DRAY_BACKOFF_DISCARD;
-}
-
-static double
-backoff_kill(const dray_job *job, int count, void *ud)
-{
-    (void)job;
-    (void)count;
-    (void)ud;
-    return DRAY_BACKOFF_KILL;
-}
-
-typedef struct zwait {
-    const char *key;
-    long long n;
-} zwait;
-
-static int
-zcard_is(void *arg)
-{
-    zwait *z = arg;
-    return test_int("ZCARD %s", z->key) == z->n;
 }
 
 static int
@@ -307,8 +272,7 @@ test_retry_for(void **state)
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, NULL), 0);
     test_server_go(&r);
-    zwait zr = {"retry", 1}, zd = {"dead", 1};
-    int okr = test_wait_until(zcard_is, &zr, 10), okd = test_wait_until(zcard_is, &zd, 10);
+    int okr = test_wait_int(1, 10, "ZCARD retry"), okd = test_wait_int(1, 10, "ZCARD dead");
     test_server_finish(&r);
     printf("retry_for: retry set %lld, dead set %lld\n", test_int("ZCARD %s", "retry"),
            test_int("ZCARD %s", "dead"));
@@ -342,8 +306,7 @@ test_retry_for_class_option(void **state)
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, &co), 0);
     test_server_go(&r);
-    zwait zd = {"dead", 1};
-    int ok = test_wait_until(zcard_is, &zd, 10);
+    int ok = test_wait_int(1, 10, "ZCARD dead");
     test_server_finish(&r);
     printf("class retry_for 60 s, first failure 100 s ago: retry %lld, dead %lld\n",
            test_int("ZCARD %s", "retry"), test_int("ZCARD %s", "dead"));
@@ -363,7 +326,7 @@ test_backoff_discard_kill(void **state)
     test_running r = {0};
     dray_class_opts cd = {0}, ck = {0};
     cd.backoff = backoff_discard;
-    ck.backoff = backoff_kill;
+    ck.backoff = test_backoff_kill;
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
     assert_int_equal(dray_server_register(r.s, "Disc", h_fail, NULL, &cd), 0);
     assert_int_equal(dray_server_register(r.s, "Kill", h_fail, NULL, &ck), 0);
@@ -397,7 +360,7 @@ test_error_backtrace(void **state)
     opts_for_test(&o, "default");
     test_running r = {0};
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
-    assert_int_equal(dray_server_register(r.s, "Lines", h_fail_lines, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r.s, "Lines", test_h_fail_lines, &ran, NULL), 0);
     assert_int_equal(dray_server_register(r.s, "Stack", h_fail, NULL, NULL), 0);
     assert_int_equal(dray_server_register(r.s, "NoBt", h_fail, NULL, NULL), 0);
     test_push_raw("default",
@@ -409,8 +372,7 @@ test_error_backtrace(void **state)
     test_push_raw("default", "{\"class\":\"NoBt\",\"args\":[],\"jid\":\"0b70b70b70b70b70b70b70b7\","
                              "\"backtrace\":false}");
     test_server_go(&r);
-    zwait zr = {"retry", 3};
-    int ok = test_wait_until(zcard_is, &zr, 10);
+    int ok = test_wait_int(3, 10, "ZCARD retry");
     test_server_finish(&r);
     assert_true(ok);
     redisReply *rr = test_redis_cmd(test_rc, "ZRANGE retry 0 -1");
@@ -484,8 +446,7 @@ test_bad_compat_fields(void **state)
                   "{\"class\":\"BadLine\",\"args\":[],\"jid\":\"junkjunkjunkjunkjunkjun3\","
                   "\"backtrace\":true}");
     test_server_go(&r);
-    zwait zr = {"retry", 3};
-    int ok = test_wait_until(zcard_is, &zr, 10);
+    int ok = test_wait_int(3, 10, "ZCARD retry");
     test_server_finish(&r);
     printf("bad fields: retry %lld, dead %lld\n", test_int("ZCARD %s", "retry"),
            test_int("ZCARD %s", "dead"));
@@ -547,8 +508,7 @@ test_timestamps_ms_writer(void **state)
         assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
         assert_int_equal(dray_server_register(r.s, "Fails", h_fail, NULL, NULL), 0);
         test_server_go(&r);
-        zwait zr = {"retry", 1};
-        int ok = test_wait_until(zcard_is, &zr, 10);
+        int ok = test_wait_int(1, 10, "ZCARD retry");
         test_server_finish(&r);
         assert_true(ok);
         json_t *e = zfirst("retry");
@@ -633,8 +593,7 @@ test_dead_pruning_sidekiq8(void **state)
     test_server_go(&rr);
     int one = 1;
     assert_true(test_wait_until(ran_at_least, &one, 10));
-    zwait zd = {"dead", 2};
-    int ok = test_wait_until(zcard_is, &zd, 10);
+    int ok = test_wait_int(2, 10, "ZCARD dead");
     test_server_finish(&rr);
     assert_true(ok);
     redisReply *s = test_redis_cmd(test_rc, "ZRANGE dead 0 -1");

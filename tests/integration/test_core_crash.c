@@ -29,24 +29,6 @@ static atomic_int ran;
 
 /* ---- server helpers -------------------------------------------------------- */
 
-static int
-h_ok(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)res;
-    (void)ud;
-    atomic_fetch_add(&ran, 1);
-    return 0;
-}
-
-static int
-h_fail(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)ud;
-    return dray_result_fail(res, "ArgumentError", "always fails");
-}
-
 static void
 opts_for_test(dray_options *o, int conc)
 {
@@ -58,8 +40,8 @@ static void
 go(test_running *r, dray_options *o)
 {
     test_server_new(r, o);
-    assert_int_equal(dray_server_register(r->s, "Ok", h_ok, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(r->s, "Fail", h_fail, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r->s, "Ok", test_h_count, &ran, NULL), 0);
+    assert_int_equal(dray_server_register(r->s, "Fail", test_h_fail, "ArgumentError", NULL), 0);
     test_server_go(r);
 }
 

@@ -31,16 +31,6 @@ static char keyfile[300];
 static atomic_int worked;
 static int n_jobs = N_JOBS_DEFAULT; /* TEST_ENT_PLAIN_JOBS: other sizes, for callgrind figures */
 
-static int
-count(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)res;
-    (void)ud;
-    atomic_fetch_add(&worked, 1);
-    return 0;
-}
-
 /* Calls of one command (lowercase, as INFO spells it) since the last
  * CONFIG RESETSTAT, or of every command when cmd is NULL. */
 static long long
@@ -94,7 +84,7 @@ measure(figures *f)
     o.heartbeat_s = 30; /* background traffic stays small next to n_jobs */
     test_running r;
     test_server_new(&r, &o);
-    assert_int_equal(dray_server_register(r.s, "Plain", count, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r.s, "Plain", test_h_count, &worked, NULL), 0);
     atomic_store(&worked, 0);
     test_run("CONFIG RESETSTAT");
     test_server_go(&r);
@@ -196,7 +186,7 @@ test_plain_class_bad_unique_field_refused(void **state)
     test_options(&o, "default", 2);
     test_running r;
     test_server_new(&r, &o);
-    assert_int_equal(dray_server_register(r.s, "Plain", count, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r.s, "Plain", test_h_count, &worked, NULL), 0);
     atomic_store(&worked, 0);
     test_server_go(&r);
     test_at_least all = {&worked, 2};
@@ -228,7 +218,7 @@ test_plain_queue_fetch_survives_redis_kill(void **state)
     test_options(&o, "default", 2);
     test_running r;
     test_server_new(&r, &o);
-    assert_int_equal(dray_server_register(r.s, "Plain", count, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r.s, "Plain", test_h_count, &worked, NULL), 0);
     atomic_store(&worked, 0);
     test_server_go(&r);
     int two = 2;
@@ -258,20 +248,12 @@ test_plain_queue_fetch_survives_redis_kill(void **state)
 static int
 group_setup(void **state)
 {
-    if (ent_test_init() || test_setup(state))
+    if (ent_inproc_setup(state, ent_key, keyfile, sizeof keyfile))
         return -1;
+    dray_log_set_level(DRAY_LOG_ERROR);
     const char *nj = getenv("TEST_ENT_PLAIN_JOBS");
     if (nj && atoi(nj) >= 100)
         n_jobs = atoi(nj);
-    ent_test_license("enterprise", NULL, ent_key);
-    dray_log_set_level(DRAY_LOG_ERROR);
-    snprintf(keyfile, sizeof keyfile, "%s/ent.keys", test_srv.dir);
-    FILE *f = fopen(keyfile, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "1 0001020304050607080910111213141516171819202122232425262728293031\n");
-    fclose(f);
-    chmod(keyfile, 0600);
     return 0;
 }
 

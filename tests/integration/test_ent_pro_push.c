@@ -296,17 +296,9 @@ test_plain_bulk_redis_killed(void **state)
 static int
 group_setup(void **state)
 {
-    if (ent_test_init() || test_setup(state))
+    if (ent_inproc_setup(state, lic_key, keyfile, sizeof keyfile))
         return -1;
-    ent_test_license("enterprise", NULL, lic_key);
     dray_log_set_level(DRAY_LOG_ERROR);
-    snprintf(keyfile, sizeof keyfile, "%s/ent.keys", test_srv.dir);
-    FILE *f = fopen(keyfile, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "1 0001020304050607080910111213141516171819202122232425262728293031\n");
-    fclose(f);
-    chmod(keyfile, 0600);
     return 0;
 }
 

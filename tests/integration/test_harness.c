@@ -155,16 +155,6 @@ test_log_capture_threads_and_levels(void **state)
 
 static atomic_int worked;
 
-static int
-h_count(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)res;
-    (void)ud;
-    atomic_fetch_add(&worked, 1);
-    return 0;
-}
-
 static void
 test_server_on_a_thread(void **state)
 {
@@ -181,7 +171,7 @@ test_server_on_a_thread(void **state)
     dray_options o;
     test_options(&o, "h default", 2);
     test_server_new(&r, &o);
-    assert_int_equal(dray_server_register(r.s, "Count", h_count, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r.s, "Count", test_h_count, &worked, NULL), 0);
     test_server_go(&r);
     test_at_least all = {&worked, 21};
     assert_true(test_wait_until(test_reached, &all, 15));

@@ -203,19 +203,6 @@ assert_order(const char *first, ...)
     va_end(ap);
 }
 
-typedef struct cnt_cond {
-    const char *verb; /* GET, ZCARD, LLEN */
-    const char *key;
-    long long want;
-} cnt_cond;
-
-static int
-redis_reached(void *p)
-{
-    cnt_cond *c = p;
-    return test_int("%s %s", c->verb, c->key) >= c->want;
-}
-
 static int
 workers_exited(void *p)
 {
@@ -362,17 +349,14 @@ test_server_hooks(void **state)
     go(&r);
     assert_true(test_wait_until(test_flag_set, &S.child, 20));
     assert_true(test_wait_until(test_flag_set, &S.defer, 20));
-    cnt_cond cc = {"ZCARD", "retry", 1};
-    assert_true(test_wait_until(redis_reached, &cc, 20));
-    cnt_cond dc = {"ZCARD", "dead", 1};
-    assert_true(test_wait_until(redis_reached, &dc, 20));
+    assert_true(test_wait_int_at_least(1, 20, "ZCARD retry"));
+    assert_true(test_wait_int_at_least(1, 20, "ZCARD dead"));
     assert_true(test_wait_until(has_call, "after-outer:Child:0@worker", 20));
     /* ticks: EVALSHA through the module's script; survives SCRIPT FLUSH */
-    cnt_cond tc = {"GET", "rec:ticks", 1};
-    assert_true(test_wait_until(redis_reached, &tc, 10));
+    assert_true(test_wait_int_at_least(1, 10, "GET rec:ticks"));
     freeReplyObject(test_redis_cmd(test_rc, "SCRIPT FLUSH"));
-    tc.want = test_int("GET rec:ticks") + 1;
-    assert_true(test_wait_until(redis_reached, &tc, 10));
+    long long ticks = test_int("GET rec:ticks") + 1;
+    assert_true(test_wait_int_at_least(ticks, 10, "GET rec:ticks"));
     stop(&r);
     assert_int_equal(r.rc, 0);
 
@@ -454,8 +438,7 @@ test_fetch_provider(void **state)
                                    "{\"class\":\"Ok\",\"args\":[\"orphan\"],\"queue\":\"default\","
                                    "\"jid\":\"0123456789abcdef01234567\"}"));
     go(&r);
-    cnt_cond ac = {"GET", "fetchy:acked", 21};
-    assert_true(test_wait_until(redis_reached, &ac, 20));
+    assert_true(test_wait_int_at_least(21, 20, "GET fetchy:acked"));
     stop(&r);
     assert_int_equal(r.rc, 0);
     assert_int_equal(atomic_load(&S.ok), 21);

@@ -14,39 +14,14 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "redis_fixture.h"
+#include "harness.h"
 #include "server.h"
 
 #define NJOBS 40 /* per queue */
 
-static test_redis srv;
-static redisContext *rc;
-
 static atomic_int ran[2][NJOBS];  /* [queue held, queue free][arg]: runs of each job */
 static atomic_int nran[2];        /* jobs run per queue */
 static atomic_int wrongtype_logs; /* ERROR lines naming the bad paused key */
-
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-    atomic_int done;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    atomic_store(&r->done, 1);
-    return NULL;
-}
-
-static int
-run_done(void *arg)
-{
-    return atomic_load(&((running *)arg)->done);
-}
 
 /* Class "Job", args [which, i]: which 0 for the held queue, 1 the free one. */
 static int
@@ -77,27 +52,16 @@ sink(dray_log_level level, const char *line, void *ud)
 static int
 setup(void **state)
 {
-    (void)state;
-    if (test_redis_start(&srv))
+    if (test_setup(state))
         return -1;
-    rc = test_redis_connect(&srv);
     dray_log_set_sink(sink, NULL);
-    return rc ? 0 : -1;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    redisFree(rc);
-    test_redis_stop(&srv);
-    return 0;
+    return test_rc ? 0 : -1;
 }
 
 static void
 reset(void)
 {
-    freeReplyObject(test_redis_cmd(rc, "FLUSHALL"));
+    test_run("FLUSHALL");
     for (int q = 0; q < 2; q++) {
         atomic_store(&nran[q], 0);
         for (int i = 0; i < NJOBS; i++)
@@ -110,64 +74,37 @@ static void
 push_jobs(const char *queue, int which)
 {
     for (int i = 0; i < NJOBS; i++)
-        freeReplyObject(test_redis_cmd(
-            rc,
-            "LPUSH queue:%s "
-            "{\"class\":\"Job\",\"args\":[%d,%d],\"jid\":\"j%d-%d\",\"queue\":\"%s\"}",
-            queue, which, i, which, i, queue));
-    freeReplyObject(test_redis_cmd(rc, "SADD queues %s", queue));
+        test_run("LPUSH queue:%s "
+                 "{\"class\":\"Job\",\"args\":[%d,%d],\"jid\":\"j%d-%d\",\"queue\":\"%s\"}",
+                 queue, which, i, which, i, queue);
+    test_run("SADD queues %s", queue);
 }
 
 static long long
 llen(const char *queue)
 {
-    redisReply *r = test_redis_cmd(rc, "LLEN queue:%s", queue);
-    long long n = r->integer;
-    freeReplyObject(r);
-    return n;
-}
-
-static dray_api *
-api_open(void)
-{
-    dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
-    dray_api *api;
-    char err[256];
-    if (dray_api_new(&o, &api, err, sizeof err))
-        fail_msg("api: %s", err);
-    return api;
+    return test_int("LLEN queue:%s", queue);
 }
 
 /* Held queue first: unpaused, strict order would take it first. */
 static void
-start(running *r, int conc, int fetch_batch)
+start(test_running *r, int conc, int fetch_batch)
 {
     dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
-    o.queues = "held free";
-    o.concurrency = conc;
-    o.heartbeat_s = 1;
+    test_options(&o, "held free", conc);
     o.fetch_batch = fetch_batch;
     o.log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_INFO;
-    char err[256];
-    memset(r, 0, sizeof *r);
-    if (dray_server_new(&o, &r->s, err, sizeof err))
-        fail_msg("server_new: %s", err);
+    test_server_new(r, &o);
     assert_int_equal(dray_server_register(r->s, "Job", h_job, NULL, NULL), 0);
-    assert_int_equal(pthread_create(&r->th, NULL, run_main, r), 0);
+    test_server_go(r);
 }
 
 static void
-stop(running *r)
+stop(test_running *r)
 {
     dray_server_stop(r->s);
-    assert_true(test_wait_until(run_done, r, 30));
-    pthread_join(r->th, NULL);
-    assert_int_equal(r->rc, 0);
-    dray_server_free(r->s);
+    assert_true(test_wait_until(test_server_done, r, 30));
+    test_server_finish(r);
 }
 
 static int
@@ -203,20 +140,35 @@ assert_each_once(void)
     assert_int_equal(llen("free"), 0);
 }
 
+/* The free queue drains (within drain_s) while the held one stays
+ * untouched for 3 s more; resumed, the held queue drains too; then r stops
+ * and every job has run exactly once. */
+static void
+drain_free_then_resume(test_running *r, dray_api *api, double drain_s)
+{
+    assert_true(test_wait_until(free_drained, NULL, drain_s));
+    assert_false(test_wait_until(held_ran, NULL, 3.0));
+    assert_int_equal(llen("held"), NJOBS);
+    assert_int_equal(dray_api_queue_resume(api, "held"), 0);
+    assert_true(test_wait_until(held_drained, NULL, 20));
+    stop(r);
+    assert_each_once();
+}
+
 /* Paused before the process starts: not one job of it runs, from the first
  * fetch on, through 4 heartbeats while the other queue drains. */
 static void
 run_paused_then_resume(int conc, int fetch_batch)
 {
     reset();
-    dray_api *api = api_open();
+    dray_api *api = test_api(NULL);
     assert_int_equal(dray_api_queue_pause(api, "held"), 0);
     int p = 0;
     assert_int_equal(dray_api_queue_paused(api, "held", &p), 0);
     assert_int_equal(p, 1);
     push_jobs("held", 0);
     push_jobs("free", 1);
-    running r;
+    test_running r;
     start(&r, conc, fetch_batch);
     assert_true(test_wait_until(free_drained, NULL, 20));
     /* 4 heartbeats (1 s each) more: the held queue stays untouched */
@@ -262,21 +214,15 @@ test_pause_while_running(void **state)
 {
     (void)state;
     reset();
-    running r;
+    test_running r;
     start(&r, 1, 1);
-    dray_api *api = api_open();
+    dray_api *api = test_api(NULL);
     assert_int_equal(dray_api_queue_pause(api, "held"), 0);
     /* within the bound: one refresh period plus one 2 s fetch */
     assert_true(test_wait_until(paused_seen, r.s, 3.5));
     push_jobs("held", 0);
     push_jobs("free", 1);
-    assert_true(test_wait_until(free_drained, NULL, 20));
-    assert_false(test_wait_until(held_ran, NULL, 3.0));
-    assert_int_equal(llen("held"), NJOBS);
-    assert_int_equal(dray_api_queue_resume(api, "held"), 0);
-    assert_true(test_wait_until(held_drained, NULL, 20));
-    stop(&r);
-    assert_each_once();
+    drain_free_then_resume(&r, api, 20);
     dray_api_free(api);
 }
 
@@ -293,12 +239,12 @@ test_all_paused_then_stop(void **state)
 {
     (void)state;
     reset();
-    dray_api *api = api_open();
+    dray_api *api = test_api(NULL);
     assert_int_equal(dray_api_queue_pause(api, "held"), 0);
     assert_int_equal(dray_api_queue_pause(api, "free"), 0);
     push_jobs("held", 0);
     push_jobs("free", 1);
-    running r;
+    test_running r;
     start(&r, 2, 1);
     assert_true(test_wait_until(both_paused_seen, r.s, 5));
     assert_false(test_wait_until(held_ran, NULL, 2.0));
@@ -334,16 +280,16 @@ test_paused_key_wrong_type(void **state)
 {
     (void)state;
     reset();
-    freeReplyObject(test_redis_cmd(rc, "SET paused held"));
+    test_run("SET paused held");
     push_jobs("held", 0);
     push_jobs("free", 1);
-    running r;
+    test_running r;
     start(&r, 2, 1);
     assert_true(test_wait_until(wrongtype_logged, NULL, 10));
     assert_int_equal(atomic_load(&nran[0]) + atomic_load(&nran[1]), 0);
     assert_int_equal(llen("held"), NJOBS);
     assert_int_equal(llen("free"), NJOBS);
-    freeReplyObject(test_redis_cmd(rc, "DEL paused"));
+    test_run("DEL paused");
     assert_true(test_wait_until(free_drained, NULL, 30));
     assert_true(test_wait_until(held_drained, NULL, 30));
     stop(&r);
@@ -358,28 +304,22 @@ test_pause_survives_redis_restart(void **state)
 {
     (void)state;
     reset();
-    dray_api *api = api_open();
+    dray_api *api = test_api(NULL);
     assert_int_equal(dray_api_queue_pause(api, "held"), 0);
     push_jobs("held", 0);
-    running r;
+    test_running r;
     start(&r, 2, 1);
     assert_true(test_wait_until(paused_seen, r.s, 5));
-    freeReplyObject(test_redis_cmd(rc, "SAVE")); /* the restart loads it */
-    redisFree(rc);
-    test_redis_kill(&srv);
-    assert_int_equal(test_redis_start_again(&srv), 0);
-    rc = test_redis_connect(&srv);
+    test_run("SAVE"); /* the restart loads it */
+    redisFree(test_rc);
+    test_redis_kill(&test_srv);
+    assert_int_equal(test_redis_start_again(&test_srv), 0);
+    test_rc = test_redis_connect(&test_srv);
     dray_api_free(api); /* its link died with the server */
-    api = api_open();
+    api = test_api(NULL);
     assert_int_equal(llen("held"), NJOBS);
     push_jobs("free", 1);
-    assert_true(test_wait_until(free_drained, NULL, 30));
-    assert_false(test_wait_until(held_ran, NULL, 3.0));
-    assert_int_equal(llen("held"), NJOBS);
-    assert_int_equal(dray_api_queue_resume(api, "held"), 0);
-    assert_true(test_wait_until(held_drained, NULL, 20));
-    stop(&r);
-    assert_each_once();
+    drain_free_then_resume(&r, api, 30);
     dray_api_free(api);
 }
 
@@ -394,5 +334,5 @@ main(void)
         cmocka_unit_test(test_paused_key_wrong_type),
         cmocka_unit_test(test_pause_survives_redis_restart),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, test_teardown);
 }

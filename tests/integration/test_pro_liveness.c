@@ -81,25 +81,6 @@ test_refused_below_three_heartbeats(void **state)
     assert_refused("heartbeat=20", "pro.orphan_after=59");
 }
 
-typedef struct atleast {
-    const char *what;
-    long long n;
-} atleast;
-
-static int
-count_at_least(void *p)
-{
-    atleast *a = p;
-    return pro_int(pro_rc, a->what) >= a->n;
-}
-
-static int
-count_is(void *p)
-{
-    atleast *a = p;
-    return pro_int(pro_rc, a->what) == a->n;
-}
-
 typedef struct held_by {
     pid_t pid;
 } held_by;
@@ -131,8 +112,7 @@ test_live_processes_never_recovered(void **state)
     pro_worker w[2];
     for (int i = 0; i < 2; i++)
         assert_int_equal(pro_worker_start(&w[i], pro_srv.url, pro_license_default(), args), 0);
-    atleast procs = {"SCARD processes", 2};
-    assert_true(pro_wait(count_at_least, &procs, 20));
+    assert_true(pro_wait_at_least(pro_rc, 2, 20, "SCARD processes"));
 
     dray_client *cli;
     assert_int_equal(pro_plain_client(&cli), 0);
@@ -155,8 +135,7 @@ test_live_processes_never_recovered(void **state)
 
     /* The second round started (a run is counted when it starts): freeze
      * Redis longer than orphan_after, with every thread inside a job. */
-    atleast second = {"HLEN t:runs", NJOBS / 2 + 1};
-    assert_true(pro_wait(count_at_least, &second, 30));
+    assert_true(pro_wait_at_least(pro_rc, NJOBS / 2 + 1, 30, "HLEN t:runs"));
     assert_int_equal(kill(pro_srv.pid, SIGSTOP), 0);
     pro_srv_stopped = 1;
     struct timespec ts = {8, 0}; /* the stall is the fault being injected */
@@ -166,21 +145,18 @@ test_live_processes_never_recovered(void **state)
 
     double resumed = pro_now();
 
-    atleast all = {"HLEN t:runs", NJOBS};
-    assert_true(pro_wait(count_at_least, &all, 60));
+    assert_true(pro_wait_at_least(pro_rc, NJOBS, 60, "HLEN t:runs"));
     assert_true(pro_wait(lists_empty, NULL, 30));
     /* Every silence the stall caused was cleared by a beat... */
-    atleast none = {"HLEN pro:fetch:silent", 0};
-    assert_true(pro_wait(count_is, &none, 30));
+    assert_true(pro_wait_int(pro_rc, 0, 30, "HLEN pro:fetch:silent"));
     /* ...and a false recovery, had one been coming, had its time: the
      * confirmation window (2 heartbeats + 5 s) plus orphan_after and a
      * check, counted from the end of the stall. */
     double left = resumed + 2 * 1 + 5 + 3 + 2 - pro_now();
-    atleast fired = {"GET pro:stat:recovered", 1};
     if (left > 0)
-        pro_wait(count_at_least, &fired, left); /* checked below, with the other counts */
-    atleast settled = {"HLEN t:runs", NJOBS};
-    assert_true(pro_wait(count_at_least, &settled, 30));
+        pro_wait_at_least(pro_rc, 1, left,
+                          "GET pro:stat:recovered"); /* checked below, with the other counts */
+    assert_true(pro_wait_at_least(pro_rc, NJOBS, 30, "HLEN t:runs"));
     assert_true(pro_wait(lists_empty, NULL, 30));
     long long held = pro_wip_len("*");
     long long dups = pro_run_dups(NULL);

@@ -17,19 +17,6 @@
 
 #include "pro_test.h"
 
-typedef struct cond {
-    const char *fmt;
-    const char *arg;
-    long long n;
-} cond;
-
-static int
-is(void *p)
-{
-    cond *c = p;
-    return pro_int(pro_rc, c->fmt, c->arg) == c->n;
-}
-
 typedef struct held {
     pid_t pid;
     long long n;
@@ -60,8 +47,7 @@ test_default_liveness(void **state)
     held four = {a.pid, 4};
     assert_true(pro_wait(wip_is, &four, 15));
     assert_int_equal(pro_worker_start(&b, pro_srv.url, pro_license_default(), defaults), 0);
-    cond two = {"SCARD processes", "", 2};
-    assert_true(pro_wait(is, &two, 15));
+    assert_true(pro_wait_int(pro_rc, 2, 15, "SCARD processes"));
     pid_t apid = a.pid;
     assert_int_equal(pro_worker_stop(&a, SIGKILL, 5), 0);
     double t0 = pro_now();
@@ -76,10 +62,8 @@ test_default_liveness(void **state)
         pro_worker_dump(&b, 30);
     assert_true(ok);
     assert_true(took < 90);
-    for (int i = 0; i < 4; i++) {
-        cond twice = {"HGET t:runs %s", jids[i], 2};
-        assert_true(pro_wait(is, &twice, 30));
-    }
+    for (int i = 0; i < 4; i++)
+        assert_true(pro_wait_int(pro_rc, 2, 30, "HGET t:runs %s", jids[i]));
     assert_int_equal(pro_int(pro_rc, "GET pro:stat:recovered"), 4);
     assert_int_equal(pro_worker_stop(&b, SIGTERM, 20), 0);
     dray_client_free(cli);

@@ -37,39 +37,17 @@
 static test_sentinel S;
 static atomic_int seen[NALL];
 static atomic_int nran;
+static const test_seen seen_all = {seen, NALL, &nran};
 
 static int
 h_work(dray_job *job, dray_result *res, void *ud)
 {
     (void)res;
     (void)ud;
-    json_int_t i = json_integer_value(json_array_get(dray_job_args(job), 0));
-    if (i >= 0 && i < NALL)
-        atomic_fetch_add(&seen[i], 1);
-    atomic_fetch_add(&nran, 1);
+    test_seen_add(&seen_all, job);
     struct timespec ts = {0, 4 * 1000 * 1000}; /* a job's work: keeps a backlog */
     nanosleep(&ts, NULL);
     return 0;
-}
-
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    return NULL;
-}
-
-static int
-ran_at_least(void *arg)
-{
-    return atomic_load(&nran) >= *(int *)arg;
 }
 
 static int
@@ -80,20 +58,6 @@ all_ran(void *arg)
         if (!atomic_load(&seen[i]))
             return 0;
     return 1;
-}
-
-static int
-in_sync(void *arg)
-{
-    (void)arg;
-    return test_sentinel_replica_in_sync(&S);
-}
-
-static int
-switched(void *arg)
-{
-    (void)arg;
-    return test_sentinel_switched(&S);
 }
 
 /* Nothing left in the new master's queue nor in any work-in-progress list. */
@@ -149,26 +113,25 @@ run_failover(int tls)
     assert_int_equal(dray_client_push_bulk(c, "Work", list, NULL, NULL, &pushed), 0);
     json_decref(list);
     assert_int_equal((int)pushed, NJOBS);
-    assert_true(test_wait_until(in_sync, NULL, 10));
+    assert_true(test_wait_until(test_sentinel_replica_in_sync, &S, 10));
 
-    running r = {0};
-    if (dray_server_new(&o, &r.s, err, sizeof err))
-        fail_msg("server_new: %s", err);
+    test_running r;
+    test_server_new(&r, &o);
     assert_int_equal(dray_server_set_config(r.s, "license", pro_license_default()), 0);
     if (basic)
         assert_int_equal(dray_server_set_config(r.s, "pro.reliable_fetch", "no"), 0);
     if (dray_server_load_module(r.s, PRO_MODULE, err, sizeof err))
         fail_msg("load %s: %s", PRO_MODULE, err);
     assert_int_equal(dray_server_register(r.s, "Work", h_work, NULL, NULL), 0);
-    assert_int_equal(pthread_create(&r.th, NULL, run_main, &r), 0);
+    test_server_go(&r);
 
     /* Failover while jobs are being fetched and run, then the kill. */
-    int some = NJOBS / 6;
-    assert_true(test_wait_until(ran_at_least, &some, 30));
+    test_at_least some = {&nran, NJOBS / 6};
+    assert_true(test_wait_until(test_reached, &some, 30));
     double t0 = test_now();
     int at_failover = atomic_load(&nran);
     assert_int_equal(test_sentinel_failover(&S), 0);
-    assert_true(test_wait_until(switched, NULL, 20));
+    assert_true(test_wait_until(test_sentinel_switched, &S, 20));
     double sw = test_now();
     int at_switch = atomic_load(&nran);
     test_sentinel_reap(&S.mpid);
@@ -205,10 +168,7 @@ run_failover(int tls)
     assert_true(done - killed < 30.0);
 
     dray_client_free(c);
-    dray_server_stop(r.s);
-    pthread_join(r.th, NULL);
-    assert_int_equal(r.rc, 0);
-    dray_server_free(r.s);
+    test_server_finish(&r);
     test_sentinel_stop(&S);
 }
 

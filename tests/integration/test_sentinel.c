@@ -63,6 +63,7 @@ teardown(void **state)
 #define NJOBS 1200
 static atomic_int seen[NJOBS];
 static atomic_int nran;
+static const test_seen seen_all = {seen, NJOBS, &nran};
 static double last_run; /* test_now() of the latest job (under mu) */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -71,10 +72,7 @@ h_ok(dray_job *job, dray_result *res, void *ud)
 {
     (void)res;
     (void)ud;
-    json_int_t i = json_integer_value(json_array_get(dray_job_args(job), 0));
-    if (i >= 0 && i < NJOBS)
-        atomic_fetch_add(&seen[i], 1);
-    atomic_fetch_add(&nran, 1);
+    test_seen_add(&seen_all, job);
     pthread_mutex_lock(&mu);
     last_run = test_now();
     pthread_mutex_unlock(&mu);
@@ -110,20 +108,6 @@ push_range(dray_client *c, int from, int to)
             dray__sleep_ms(50);
         }
     return retries;
-}
-
-static int
-replica_in_sync(void *arg)
-{
-    (void)arg;
-    return test_sentinel_replica_in_sync(&S);
-}
-
-static int
-sentinels_name_replica(void *arg)
-{
-    (void)arg;
-    return test_sentinel_switched(&S);
 }
 
 static void
@@ -162,12 +146,13 @@ test_failover_then_kill_old_master(void **state)
     assert_true(test_wait_until(ran_range, &a, 20));
     range b = {400, 800}; /* left in the queue while no worker drains them fast */
     push_range(c, b.from, b.to);
-    assert_true(test_wait_until(replica_in_sync, NULL, 10)); /* what async replication needs */
+    assert_true(
+        test_wait_until(test_sentinel_replica_in_sync, &S, 10)); /* what async replication needs */
 
     /* Failover, then the old master dies. */
     double t0 = test_now();
     assert_int_equal(test_sentinel_failover(&S), 0);
-    assert_true(test_wait_until(sentinels_name_replica, NULL, 20));
+    assert_true(test_wait_until(test_sentinel_switched, &S, 20));
     double switched = test_now();
     test_sentinel_reap(&S.mpid);
     double killed = test_now();

@@ -140,18 +140,7 @@ try_push(const dray_options *o, char *err, size_t errlen, double *elapsed_ms)
 #define NJOBS 4000
 static atomic_int seen[NJOBS];
 static atomic_int nran;
-
-static int
-h_ok(dray_job *job, dray_result *res, void *ud)
-{
-    (void)res;
-    (void)ud;
-    json_int_t i = json_integer_value(json_array_get(dray_job_args(job), 0));
-    if (i >= 0 && i < NJOBS)
-        atomic_fetch_add(&seen[i], 1);
-    atomic_fetch_add(&nran, 1);
-    return 0;
-}
+static const test_seen seen_all = {seen, NJOBS, &nran};
 
 static void
 start_server(test_running *r, const char *url)
@@ -163,7 +152,7 @@ start_server(test_running *r, const char *url)
     o.poll_interval_s = 0.2;
     o.shutdown_timeout_s = 5;
     test_server_new(r, &o);
-    assert_int_equal(dray_server_register(r->s, "Ok", h_ok, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r->s, "Ok", test_h_seen, (void *)&seen_all, NULL), 0);
     test_server_go(r);
 }
 

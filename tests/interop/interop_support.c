@@ -357,14 +357,8 @@ it_loads(const char *s)
 void
 it_opts(dray_options *o, const test_redis *r, const char *queues, int concurrency)
 {
-    dray_options_init(o);
+    test_options(o, queues, concurrency);
     o->redis_url = r->url;
-    o->queues = queues;
-    o->concurrency = concurrency;
-    o->heartbeat_s = 1;
-    o->poll_interval_s = 0.2;
-    o->shutdown_timeout_s = 5;
-    o->log_level = getenv("TEST_LOG") ? DRAY_LOG_DEBUG : DRAY_LOG_ERROR;
 }
 
 #define IT_SLOTS 4
@@ -457,9 +451,6 @@ it_cleanup(void)
 
 /* ---- the shared fixture -------------------------------------------------- */
 
-test_redis it_srv;
-redisContext *it_rc;
-
 int
 it_client_new(const char *ns, dray_client **c)
 {
@@ -491,24 +482,15 @@ it_push_n(dray_client *c, const char *klass, const char *queue, int retry, json_
 int
 it_setup(void **state)
 {
-    (void)state;
     sk_require_sidekiq();
-    if (test_redis_start(&it_srv))
-        return -1;
-    it_rc = test_redis_connect(&it_srv);
-    return 0;
+    return test_setup(state);
 }
 
 int
 it_teardown(void **state)
 {
-    (void)state;
     it_cleanup();
-    if (it_rc)
-        redisFree(it_rc);
-    it_rc = NULL;
-    test_redis_stop(&it_srv);
-    return 0;
+    return test_teardown(state);
 }
 
 int
@@ -781,31 +763,4 @@ it_rint(redisContext *c, const char *fmt, ...)
     long long v = reply_int(r);
     freeReplyObject(r);
     return v;
-}
-
-int
-it_wait_rint(redisContext *c, long long want, double timeout_s, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *cmd = NULL;
-    int len = redisvFormatCommand(&cmd, fmt, ap);
-    va_end(ap);
-    assert_true(len > 0);
-    double end = test_now() + timeout_s;
-    long long v;
-    for (;;) {
-        redisAppendFormattedCommand(c, cmd, (size_t)len);
-        redisReply *r = NULL;
-        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
-            fail_msg("redis: %s", c->errstr);
-        v = reply_int(r);
-        freeReplyObject(r);
-        if (v == want || test_now() >= end)
-            break;
-        struct timespec ts = {0, 5 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    redisFreeCommand(cmd);
-    return v == want;
 }

@@ -10,7 +10,7 @@
 #include <jansson.h>
 
 #include "dray/dray.h"
-#include "redis_fixture.h"
+#include "harness.h"
 #include "test_skip.h"
 
 #define SK_SKIP 77 /* agent exit code: a Ruby library the test needs is missing */
@@ -111,8 +111,10 @@ void it_gate_release(void);
 
 /* ---- the fixture every interop test shares -------------------------------- */
 
-extern test_redis it_srv;   /* this program's redis-server (it_setup starts it) */
-extern redisContext *it_rc; /* a connection to it_srv (it_setup opens it) */
+/* This program's redis-server and a connection to it (it_setup starts and
+ * opens them): the harness's test_srv and test_rc under their interop names. */
+#define it_srv test_srv
+#define it_rc test_rc
 
 /* dray_client_new on it_srv with namespace ns (NULL for none); returns its
  * code and prints its message on failure. The caller frees *c. */
@@ -162,6 +164,6 @@ int it_wait_gate(int want, double timeout_s);
  * nil). */
 long long it_rint(redisContext *c, const char *fmt, ...);
 /* Poll until it_rint(fmt...) == want, at most timeout_s; returns the truth. */
-int it_wait_rint(redisContext *c, long long want, double timeout_s, const char *fmt, ...);
+#define it_wait_rint(c, want, timeout_s, ...) test_wait_int_on(c, want, 0, timeout_s, __VA_ARGS__)
 
 #endif

@@ -17,72 +17,21 @@
 #include <cmocka.h>
 
 #include "dray/dray.h"
-#include "redis_fixture.h"
+#include "harness.h"
 #include "test_skip.h"
 
-static test_redis srv;
-static redisContext *rc;
 static int want7; /* run against Sidekiq 7.3.9 */
 static char rubylib[4096];
-
-static int
-h_lines(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)ud;
-    if (dray_result_backtrace_add(res, "parse.c:12:in `parse_row'") ||
-        dray_result_backtrace_add(res, "import.c:40:in `import'") ||
-        dray_result_backtrace_add(res, "main.c:7:in `main'"))
-        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
-    return dray_result_fail(res, "ParseError", "bad row");
-}
-
-static int
-h_stack(dray_job *job, dray_result *res, void *ud)
-{
-    (void)job;
-    (void)ud;
-    return dray_result_fail(res, "RuntimeError", "boom");
-}
-
-static double
-backoff_kill(const dray_job *job, int count, void *ud)
-{
-    (void)job;
-    (void)count;
-    (void)ud;
-    return DRAY_BACKOFF_KILL;
-}
-
-typedef struct running {
-    dray_server *s;
-    pthread_t th;
-    int rc;
-} running;
-
-static void *
-run_main(void *arg)
-{
-    running *r = arg;
-    r->rc = dray_server_run(r->s);
-    return NULL;
-}
 
 static int
 sets_filled(void *arg)
 {
     (void)arg;
-    redisReply *a = test_redis_cmd(rc, "ZCARD retry");
-    redisReply *b = test_redis_cmd(rc, "ZCARD dead");
-    redisReply *c = test_redis_cmd(rc, "SCARD processes");
-    int ok = a->integer == 1 && b->integer == 1 && c->integer == 1;
-    freeReplyObject(a);
-    freeReplyObject(b);
-    freeReplyObject(c);
-    return ok;
+    return test_int("ZCARD retry") == 1 && test_int("ZCARD dead") == 1 &&
+           test_int("SCARD processes") == 1;
 }
 
-/* Run compat_probe.rb against srv; its DRAY-RESULT as JSON (new reference). */
+/* Run compat_probe.rb against test_srv; its DRAY-RESULT as JSON (new reference). */
 static json_t *
 probe(void)
 {
@@ -99,7 +48,8 @@ probe(void)
         else
             unsetenv("RUBYLIB");
         alarm(60);
-        execlp(DRAY_RUBY, DRAY_RUBY, DRAY_INTEROP_DIR "/compat_probe.rb", srv.url, (char *)NULL);
+        execlp(DRAY_RUBY, DRAY_RUBY, DRAY_INTEROP_DIR "/compat_probe.rb", test_srv.url,
+               (char *)NULL);
         _exit(127);
     }
     close(fd[1]);
@@ -120,27 +70,6 @@ probe(void)
     return o;
 }
 
-static int
-setup(void **state)
-{
-    (void)state;
-    if (test_redis_start(&srv))
-        return -1;
-    rc = test_redis_connect(&srv);
-    return rc ? 0 : -1;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    if (rc)
-        redisFree(rc);
-    rc = NULL;
-    test_redis_stop(&srv);
-    return 0;
-}
-
 static void
 test_sidekiq_reads_dray(void **state)
 {
@@ -150,20 +79,15 @@ test_sidekiq_reads_dray(void **state)
         TEST_SKIP();
     }
     dray_options o;
-    dray_options_init(&o);
-    o.redis_url = srv.url;
-    o.queues = "critical,3 default,1";
-    o.concurrency = 2;
-    o.heartbeat_s = 1;
-    o.poll_interval_s = 0.2;
+    test_options(&o, "critical,3 default,1", 2);
     o.log_level = DRAY_LOG_OFF;
-    running r = {0};
+    test_running r = {0};
     dray_class_opts kill = {0};
-    kill.backoff = backoff_kill;
+    kill.backoff = test_backoff_kill;
     assert_int_equal(dray_server_new(&o, &r.s, NULL, 0), 0);
-    assert_int_equal(dray_server_register(r.s, "Lines", h_lines, NULL, NULL), 0);
-    assert_int_equal(dray_server_register(r.s, "Stack", h_stack, NULL, &kill), 0);
-    assert_int_equal(pthread_create(&r.th, NULL, run_main, &r), 0);
+    assert_int_equal(dray_server_register(r.s, "Lines", test_h_fail_lines, NULL, NULL), 0);
+    assert_int_equal(dray_server_register(r.s, "Stack", test_h_fail, NULL, &kill), 0);
+    test_server_go(&r);
 
     dray_client *c;
     assert_int_equal(dray_client_new(&o, &c, NULL, 0), 0);
@@ -180,8 +104,7 @@ test_sidekiq_reads_dray(void **state)
     int filled = test_wait_until(sets_filled, NULL, 15);
 
     json_t *res = filled ? probe() : NULL;
-    dray_server_stop(r.s);
-    pthread_join(r.th, NULL);
+    test_server_stop(&r);
     char identity[256];
     snprintf(identity, sizeof identity, "%s", dray_server_identity(r.s));
     dray_server_free(r.s);
@@ -247,7 +170,7 @@ main(int argc, char **argv)
     if (want7)
         load_sidekiq7_env();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sidekiq_reads_dray, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sidekiq_reads_dray, test_setup, test_teardown),
     };
     return test_exit_code(cmocka_run_group_tests(tests, NULL, NULL));
 }

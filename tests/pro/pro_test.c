@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "harness.h"
 #include "license_internal.h"
 
 /* ---- licenses --------------------------------------------------------------- */
@@ -276,40 +277,4 @@ double
 pro_now(void)
 {
     return test_now();
-}
-
-typedef struct wait_int {
-    redisContext *c;
-    long long want;
-    const char *fmt;
-    va_list ap;
-} wait_int;
-
-static int
-int_reached(void *p)
-{
-    wait_int *w = p;
-    va_list ap;
-    va_copy(ap, w->ap);
-    redisReply *r = redisvCommand(w->c, w->fmt, ap);
-    va_end(ap);
-    if (!r) {
-        fprintf(stderr, "redis: %s\n", w->c->errstr);
-        abort();
-    }
-    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
-                  : r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10)
-                                                  : 0;
-    freeReplyObject(r);
-    return v == w->want;
-}
-
-int
-pro_wait_int(redisContext *c, long long want, double timeout_s, const char *fmt, ...)
-{
-    wait_int w = {.c = c, .want = want, .fmt = fmt};
-    va_start(w.ap, fmt);
-    int ok = test_wait_until(int_reached, &w, timeout_s);
-    va_end(w.ap);
-    return ok;
 }

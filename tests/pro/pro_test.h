@@ -14,7 +14,7 @@
 #include <hiredis/hiredis.h>
 
 #include "dray/dray.h"
-#include "redis_fixture.h"
+#include "harness.h"
 #include "shared_jobs.h"
 
 #define PRO_KEY_BUF 4096 /* holds any license key */
@@ -73,9 +73,12 @@ int pro_leftovers(void **state);
 #define pro_int(...) tj_rint(0, __VA_ARGS__)
 /* pro_str(c, fmt, ...): string or status reply, malloc'ed, or NULL. */
 #define pro_str(...) tj_rstr(1, __VA_ARGS__)
-/* Poll (every 5 ms, via test_wait_until) until the integer reply of the
- * command equals want, or timeout_s passes. Returns 1 when it did. */
-int pro_wait_int(redisContext *c, long long want, double timeout_s, const char *fmt, ...);
+/* Poll (test_wait_int_on) until the integer reply of the command (a number
+ * string counts) equals want, or timeout_s passes. Returns 1 when it did. */
+#define pro_wait_int(c, want, timeout_s, ...) test_wait_int_on(c, want, 0, timeout_s, __VA_ARGS__)
+/* The same until the integer reply is at least want. */
+#define pro_wait_at_least(c, want, timeout_s, ...)                                                 \
+    test_wait_int_on(c, want, 1, timeout_s, __VA_ARGS__)
 /* Total length of the work-in-progress lists pro:fetch:wip:<pattern> (a
  * KEYS pattern; "*" for all) on pro_rc. */
 long long pro_wip_len(const char *pattern);

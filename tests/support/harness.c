@@ -53,13 +53,13 @@ test_flush(void **state)
     return 0;
 }
 
-/* The reply to fmt on test_rc (freeReplyObject it); fails the test on none. */
+/* The reply to fmt on c (freeReplyObject it); fails the test on none. */
 static redisReply *
-vcommand(const char *fmt, va_list ap)
+vcommand(redisContext *c, const char *fmt, va_list ap)
 {
-    redisReply *r = redisvCommand(test_rc, fmt, ap);
+    redisReply *r = redisvCommand(c, fmt, ap);
     if (!r)
-        fail_msg("redis: %s (%s)", test_rc->errstr, fmt);
+        fail_msg("redis: %s (%s)", c->errstr, fmt);
     return r;
 }
 
@@ -68,20 +68,18 @@ test_run(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = vcommand(fmt, ap);
+    redisReply *r = vcommand(test_rc, fmt, ap);
     va_end(ap);
     if (r->type == REDIS_REPLY_ERROR)
         fail_msg("redis: %s (%s)", r->str, fmt);
     freeReplyObject(r);
 }
 
-long long
-test_int(const char *fmt, ...)
+/* test_int with a va_list. */
+static long long
+vint(redisContext *c, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = vcommand(fmt, ap);
-    va_end(ap);
+    redisReply *r = vcommand(c, fmt, ap);
     long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
                   : r->type == REDIS_REPLY_STRING ? atoll(r->str)
                                                   : -1;
@@ -89,12 +87,53 @@ test_int(const char *fmt, ...)
     return v;
 }
 
+long long
+test_int(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    long long v = vint(test_rc, fmt, ap);
+    va_end(ap);
+    return v;
+}
+
+/* A test_int condition: the reply to fmt (with a copy of ap) against want. */
+typedef struct int_wait {
+    redisContext *c;
+    long long want;
+    int at_least; /* >= want rather than == want */
+    const char *fmt;
+    va_list ap;
+} int_wait;
+
+static int
+int_reached(void *arg)
+{
+    int_wait *w = arg;
+    va_list ap;
+    va_copy(ap, w->ap);
+    long long v = vint(w->c, w->fmt, ap);
+    va_end(ap);
+    return w->at_least ? v >= w->want : v == w->want;
+}
+
+int
+test_wait_int_on(redisContext *c, long long want, int at_least, double timeout_s, const char *fmt,
+                 ...)
+{
+    int_wait w = {.c = c, .want = want, .at_least = at_least, .fmt = fmt};
+    va_start(w.ap, fmt);
+    int ok = test_wait_until(int_reached, &w, timeout_s);
+    va_end(w.ap);
+    return ok;
+}
+
 char *
 test_str(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = vcommand(fmt, ap);
+    redisReply *r = vcommand(test_rc, fmt, ap);
     va_end(ap);
     char *s = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
     freeReplyObject(r);

@@ -44,6 +44,18 @@ long long test_int(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A command's string reply as a new malloc'ed string (free it), or NULL
  * for nil or another type; fails the test when there is no reply. */
 char *test_str(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Poll (test_wait_until) until the integer reply to fmt on c (a number
+ * string counts, anything else is -1) equals want, or is at least want
+ * when at_least; at most timeout_s. 1 when it did; fails the test when c
+ * gives no reply. */
+int test_wait_int_on(redisContext *c, long long want, int at_least, double timeout_s,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* test_wait_int_on test_rc until the reply equals want. */
+#define test_wait_int(want, timeout_s, ...)                                                        \
+    test_wait_int_on(test_rc, want, 0, timeout_s, __VA_ARGS__)
+/* test_wait_int_on test_rc until the reply is at least want. */
+#define test_wait_int_at_least(want, timeout_s, ...)                                               \
+    test_wait_int_on(test_rc, want, 1, timeout_s, __VA_ARGS__)
 /* Push a raw JSON payload onto queue:<queue> and register the queue, as
  * a Sidekiq client does. */
 void test_push_raw(const char *queue, const char *json);
@@ -101,9 +113,35 @@ void test_server_stop(test_running *r);
 void test_server_finish(test_running *r);
 /* Non-zero once r's dray_server_run has returned (a condition). */
 int test_server_done(void *r);
+/* A handler that adds 1 to the atomic_int at ud (register it with the
+ * counter as ud) and succeeds. Thread-safe. */
+int test_h_count(dray_job *job, dray_result *res, void *ud);
+/* Runs per job, by the job's first argument (an integer index). */
+typedef struct test_seen {
+    atomic_int *runs;  /* runs[i]: runs of the job with args [i, ...] */
+    int n;             /* the length of runs */
+    atomic_int *total; /* every run, an index out of range too */
+} test_seen;
+/* Count job's run in t (runs[args[0]] when in range, and total).
+ * Thread-safe. */
+void test_seen_add(const test_seen *t, const dray_job *job);
+/* A handler that counts each run in the test_seen at ud and succeeds. */
+int test_h_seen(dray_job *job, dray_result *res, void *ud);
+/* A handler that fails with error class ud (a string the caller keeps;
+ * NULL: RuntimeError) and the message "always fails". */
+int test_h_fail(dray_job *job, dray_result *res, void *ud);
+/* A handler that fails as ParseError "bad row" with three backtrace lines
+ * of its own (parse.c:12, import.c:40, main.c:7), adding 1 to the
+ * atomic_int at ud when ud is not NULL. */
+int test_h_fail_lines(dray_job *job, dray_result *res, void *ud);
+/* A backoff that sends every failure straight to the dead set. */
+double test_backoff_kill(const dray_job *job, int count, void *ud);
 /* A new client on test_srv in namespace ns (or none); fails the test when
  * it cannot be made. dray_client_free it. */
 dray_client *test_client(const char *ns);
+/* A new inspection API on test_srv in namespace ns (or none); fails the
+ * test when it cannot be made. dray_api_free it. */
+dray_api *test_api(const char *ns);
 /* Push klass with args [i] through c; dray_client_push's return code (the
  * message is in dray_client_errstr). */
 int test_push_arg(dray_client *c, const char *klass, int i);

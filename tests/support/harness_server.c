@@ -69,6 +69,61 @@ test_server_done(void *r)
     return atomic_load(&((test_running *)r)->done);
 }
 
+int
+test_h_count(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    (void)res;
+    atomic_fetch_add((atomic_int *)ud, 1);
+    return 0;
+}
+
+void
+test_seen_add(const test_seen *t, const dray_job *job)
+{
+    json_int_t i = json_integer_value(json_array_get(dray_job_args(job), 0));
+    if (i >= 0 && i < t->n)
+        atomic_fetch_add(&t->runs[i], 1);
+    atomic_fetch_add(t->total, 1);
+}
+
+int
+test_h_seen(dray_job *job, dray_result *res, void *ud)
+{
+    (void)res;
+    test_seen_add(ud, job);
+    return 0;
+}
+
+int
+test_h_fail(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    return dray_result_fail(res, ud ? (const char *)ud : "RuntimeError", "always fails");
+}
+
+int
+test_h_fail_lines(dray_job *job, dray_result *res, void *ud)
+{
+    (void)job;
+    if (dray_result_backtrace_add(res, "parse.c:12:in `parse_row'") ||
+        dray_result_backtrace_add(res, "import.c:40:in `import'") ||
+        dray_result_backtrace_add(res, "main.c:7:in `main'"))
+        return dray_result_fail(res, "NoMemory", "backtrace lines not kept");
+    if (ud)
+        atomic_fetch_add((atomic_int *)ud, 1);
+    return dray_result_fail(res, "ParseError", "bad row");
+}
+
+double
+test_backoff_kill(const dray_job *job, int count, void *ud)
+{
+    (void)job;
+    (void)count;
+    (void)ud;
+    return DRAY_BACKOFF_KILL;
+}
+
 dray_client *
 test_client(const char *ns)
 {
@@ -81,6 +136,20 @@ test_client(const char *ns)
     if (dray_client_new(&o, &c, err, sizeof err))
         fail_msg("client_new: %s", err);
     return c;
+}
+
+dray_api *
+test_api(const char *ns)
+{
+    dray_options o;
+    dray_options_init(&o);
+    o.redis_url = test_srv.url;
+    o.ns = ns;
+    dray_api *api;
+    char err[256];
+    if (dray_api_new(&o, &api, err, sizeof err))
+        fail_msg("api: %s", err);
+    return api;
 }
 
 void

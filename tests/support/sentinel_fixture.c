@@ -203,8 +203,9 @@ test_sentinel_stop(test_sentinel *s)
 }
 
 int
-test_sentinel_replica_in_sync(const test_sentinel *s)
+test_sentinel_replica_in_sync(void *arg)
 {
+    const test_sentinel *s = arg;
     redisReply *r = test_sentinel_at(s->mport, "INFO replication");
     int ok = 0;
     if (r && r->type == REDIS_REPLY_STRING) {
@@ -218,8 +219,9 @@ test_sentinel_replica_in_sync(const test_sentinel *s)
 }
 
 int
-test_sentinel_switched(const test_sentinel *s)
+test_sentinel_switched(void *arg)
 {
+    const test_sentinel *s = arg;
     for (int i = 0; i < 3; i++) {
         redisReply *r = test_sentinel_at(s->sport[i], "SENTINEL get-master-addr-by-name mymaster");
         int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&

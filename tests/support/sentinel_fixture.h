@@ -38,10 +38,11 @@ void test_sentinel_reap(pid_t *pid);
 /* A command on a fresh plain link to 127.0.0.1:port: the reply (free it)
  * or NULL. */
 redisReply *test_sentinel_at(int port, const char *fmt, ...);
-/* 1 when the replica's replication offset equals the master's. */
-int test_sentinel_replica_in_sync(const test_sentinel *s);
-/* 1 when all three sentinels name the replica as the master. */
-int test_sentinel_switched(const test_sentinel *s);
+/* 1 when the replica's replication offset equals the master's. s is a
+ * test_sentinel (void *: a condition for test_wait_until). */
+int test_sentinel_replica_in_sync(void *s);
+/* 1 when all three sentinels name the replica as the master (s as above). */
+int test_sentinel_switched(void *s);
 /* SENTINEL FAILOVER on the first sentinel: 0 when it was accepted. */
 int test_sentinel_failover(const test_sentinel *s);
 
