@@ -181,12 +181,30 @@ test_server_on_a_thread(void **state)
     assert_int_equal(test_int("LLEN queue:h") + test_int("LLEN queue:default"), 0);
 }
 
+/* test_free_port: 200 ports, none repeated, none in the kernel's ephemeral
+ * range (where bind(0) probes came from and collided: a replica and a
+ * sentinel were once handed the same port), each bindable when returned. */
+static void
+test_free_ports_distinct(void **state)
+{
+    (void)state;
+    int seen[200];
+    for (int i = 0; i < 200; i++) {
+        int p = test_free_port();
+        assert_true(p >= 1024 && p < 32768);
+        for (int j = 0; j < i; j++)
+            assert_int_not_equal(seen[j], p);
+        seen[i] = p;
+    }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_redis_reads_and_reconnect, test_flush),
         cmocka_unit_test(test_exec_captures_streams_and_signals),
+        cmocka_unit_test(test_free_ports_distinct),
         cmocka_unit_test(test_spawned_child_stalls_then_is_killed),
         cmocka_unit_test(test_log_capture_threads_and_levels),
         cmocka_unit_test_setup(test_server_on_a_thread, test_flush),

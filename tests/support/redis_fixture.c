@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -187,15 +188,36 @@ test_redis_cmd(redisContext *c, const char *fmt, ...)
 int
 test_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-        getsockname(fd, (struct sockaddr *)&a, &l)) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
+    /* Not bind(0): the kernel hands out ephemeral ports (32768-60999), which
+     * it may give again to the next probe or to any outgoing connection
+     * before the server binds it (seen: a replica and a sentinel got the
+     * same port). Random ports below that range, each handed out once per
+     * process, only collide with another test binary by chance. */
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static int given[256];
+    static size_t ngiven;
+    static unsigned seed;
+    pthread_mutex_lock(&mu);
+    if (!seed)
+        seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    int port = -1;
+    for (int tries = 0; tries < 1000 && port < 0; tries++) {
+        int p = 20000 + (int)(rand_r(&seed) % 12000u);
+        int dup = 0;
+        for (size_t i = 0; i < ngiven; i++)
+            dup |= given[i] == p;
+        int fd = dup ? -1 : socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            continue;
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                .sin_port = htons((uint16_t)p)};
+        if (!bind(fd, (struct sockaddr *)&a, sizeof a))
+            port = p;
+        close(fd);
     }
-    close(fd);
-    return ntohs(a.sin_port);
+    if (port > 0 && ngiven < sizeof given / sizeof given[0])
+        given[ngiven++] = port;
+    pthread_mutex_unlock(&mu);
+    return port;
 }
