@@ -226,9 +226,10 @@ dray_api_set_list(dray_api *a, dray_set set, size_t offset, size_t limit, dray_s
     return 0;
 }
 
-/* "*<jid>*" with the glob characters of jid escaped. */
-static char *
-jid_pattern(const char *jid)
+/* "*<jid>*" with the glob characters of jid escaped (a ZSCAN MATCH pattern that
+ * finds members holding jid); malloc'ed, NULL on out of memory. */
+char *
+dray__jid_glob(const char *jid)
 {
     dray__buf b;
     dray__buf_init(&b);
@@ -246,10 +247,13 @@ jid_pattern(const char *jid)
     return b.p;
 }
 
-/* True when member (JSON) has "jid" equal to jid. */
-static bool
-member_has_jid(const char *m, size_t len, const char *jid)
+/* True when the JSON job m[0..len) has "jid" equal to jid (bytes not holding
+ * jid at all are refused without parsing). */
+bool
+dray__member_has_jid(const char *m, size_t len, const char *jid)
 {
+    if (!memmem(m, len, jid, strlen(jid)))
+        return false; /* cheap filter before parsing */
     json_t *o = dray__json_load(m, len, NULL);
     const char *j = json_string_value(json_object_get(o, "jid"));
     bool same = j && !strcmp(j, jid);
@@ -263,7 +267,7 @@ member_has_jid(const char *m, size_t len, const char *jid)
 static int
 find_member(dray_api *a, const char *key, const char *jid, dray_set_entry *e)
 {
-    char *pat = jid_pattern(jid);
+    char *pat = dray__jid_glob(jid);
     if (!pat)
         return DRAY__SET_ERR(a, DRAY_ENOMEM, "out of memory");
     char cursor[32] = "0";
@@ -286,7 +290,7 @@ find_member(dray_api *a, const char *key, const char *jid, dray_set_entry *e)
         const redisReply *items = r->element[1];
         for (size_t i = 0; i + 1 < items->elements; i += 2) {
             const redisReply *m = items->element[i];
-            if (m->type != REDIS_REPLY_STRING || !member_has_jid(m->str, m->len, jid))
+            if (m->type != REDIS_REPLY_STRING || !dray__member_has_jid(m->str, m->len, jid))
                 continue;
             rc = entry_fill(e, m->str, m->len, dray__api_reply_double(items->element[i + 1]));
             if (rc) {

@@ -92,45 +92,12 @@ cerr_set(canceller *k, int code, const char *what)
     return code;
 }
 
-/* True when the JSON job m has "jid" equal to jid. */
-static bool
-has_jid(const char *m, size_t len, const char *jid)
-{
-    if (!memmem(m, len, jid, strlen(jid)))
-        return false; /* cheap filter before parsing */
-    json_t *o = dray__json_load(m, len, NULL);
-    const char *j = json_string_value(json_object_get(o, "jid"));
-    bool same = j && !strcmp(j, jid);
-    json_decref(o);
-    return same;
-}
-
-/* "*<jid>*" with glob characters escaped; NULL on OOM. */
-static char *
-glob_of(const char *jid)
-{
-    dray__buf b;
-    dray__buf_init(&b);
-    dray__buf_adds(&b, "*");
-    for (const char *p = jid; *p; p++) {
-        if (strchr("*?[]\\", *p))
-            dray__buf_add(&b, "\\", 1);
-        dray__buf_add(&b, p, 1);
-    }
-    dray__buf_adds(&b, "*");
-    if (b.oom) {
-        dray__buf_close(&b);
-        return NULL;
-    }
-    return b.p;
-}
-
 /* Remove the member with this jid from a sorted set. 1 removed, 0 none, < 0. */
 static int
 from_set(canceller *k, const char *set)
 {
     char *key = dray__key(k->cfg, set);
-    char *pat = glob_of(k->jid);
+    char *pat = dray__jid_glob(k->jid);
     int rc = key && pat ? 0 : DRAY_ENOMEM;
     char cursor[32] = "0";
     int done = 0;
@@ -149,7 +116,7 @@ from_set(canceller *k, const char *set)
             const redisReply *items = r->element[1];
             for (size_t i = 0; !rc && !done && i + 1 < items->elements; i += 2) {
                 const redisReply *m = items->element[i];
-                if (m->type != REDIS_REPLY_STRING || !has_jid(m->str, m->len, k->jid))
+                if (m->type != REDIS_REPLY_STRING || !dray__member_has_jid(m->str, m->len, k->jid))
                     continue;
                 /* The ZREM decides: the poller moves a member with ZREM too. */
                 redisReply *z = NULL;
@@ -200,7 +167,7 @@ from_queue(canceller *k, const char *name, int *taken)
         size_t n = !rc ? r->elements : 0;
         for (size_t i = 0; !rc && i < n && !done; i++) {
             const redisReply *m = r->element[i];
-            if (m->type != REDIS_REPLY_STRING || !has_jid(m->str, m->len, k->jid))
+            if (m->type != REDIS_REPLY_STRING || !dray__member_has_jid(m->str, m->len, k->jid))
                 continue;
             redisReply *z = NULL;
             if ((rc = dray__conn_cmdf(k->c, &z, "LREM %s 1 %b", b.p, m->str, m->len)))
@@ -259,7 +226,7 @@ work_has_jid(const redisReply *v, const char *jid)
     json_t *p = json_object_get(o, "payload");
     bool same = false;
     if (json_is_string(p)) {
-        same = has_jid(json_string_value(p), json_string_length(p), jid);
+        same = dray__member_has_jid(json_string_value(p), json_string_length(p), jid);
     } else if (json_is_object(p)) {
         const char *j = json_string_value(json_object_get(p, "jid"));
         same = j && !strcmp(j, jid);

@@ -227,6 +227,11 @@ char *dray__key(const dray__redis_cfg *cfg, const char *suffix);
  * other files of the inspection API (cancel.c). Cannot fail. */
 void dray__api_parts(dray_api *a, dray__conn **conn, const dray__redis_cfg **cfg, char **errbuf,
                      size_t *errlen);
+/* api_sets.c: a ZSCAN MATCH pattern "*<jid>*" with glob characters escaped
+ * (dray__free it), or NULL on out of memory. */
+char *dray__jid_glob(const char *jid);
+/* api_sets.c: true when the JSON job m[0..len) has "jid" equal to jid. */
+bool dray__member_has_jid(const char *m, size_t len, const char *jid);
 /* cancel.c: "<ns>dray:cancel:<jid>" (dray__free it), or NULL. */
 char *dray__cancel_key(const dray__redis_cfg *cfg, const char *jid);
 /* Append a namespaced key to b. */
